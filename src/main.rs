@@ -1,1 +1,140 @@
-fn main() {}
+//! The `stickytls` command line.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use stickytls::config::{Balance, BackendConfig, RouterConfig, parse_backend, parse_duration};
+use stickytls::router::Router;
+
+#[derive(Parser, Debug)]
+#[command(name = "stickytls", version, about = "A TLS-session-aware passthrough router")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the router.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// A backend, as NAME=IP:PORT; repeat for each backend.
+    #[arg(long = "backend", value_name = "NAME=ADDR", value_parser = parse_backend_arg, required = true)]
+    backends: Vec<BackendConfig>,
+    /// Balancer for clients without affinity: roundrobin or source-hash.
+    #[arg(long, default_value = "roundrobin")]
+    balance: Balance,
+    /// Affinity entries unused this long are forgotten.
+    #[arg(long, default_value = "30m", value_parser = parse_duration_arg)]
+    affinity_timeout: Duration,
+    /// Time a client has to send its whole ClientHello.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    hello_timeout: Duration,
+    /// More new sessions than this from one address within the correlation
+    /// window mark it as shared (NAT): its fresh clients are balanced.
+    #[arg(long, default_value_t = 4)]
+    nat_threshold: u32,
+    /// How long a client address's last backend is used to re-bind its
+    /// unknown sessions and pin its fresh ones.
+    #[arg(long, default_value = "30m", value_parser = parse_duration_arg)]
+    correlation_window: Duration,
+    /// Bytes a client may send before its ClientHello must be complete.
+    #[arg(long, default_value_t = 16 * 1024)]
+    max_hello_bytes: usize,
+    /// Per-backend connect timeout.
+    #[arg(long, default_value = "3s", value_parser = parse_duration_arg)]
+    connect_timeout: Duration,
+    /// How long a backend may stay silent after the hello before the next
+    /// one is tried.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    first_byte_timeout: Duration,
+    /// Close connections with no traffic either way for this long.
+    #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
+    idle_timeout: Duration,
+    /// Most connections at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+}
+
+fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
+    parse_backend(s).map_err(|e| e.0)
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.0)
+}
+
+impl RunArgs {
+    fn config(self) -> RouterConfig {
+        let mut c = RouterConfig::new(self.listen, self.backends);
+        c.balance = self.balance;
+        c.affinity.inactivity_timeout = self.affinity_timeout;
+        c.affinity.correlation_window = self.correlation_window;
+        c.affinity.nat_threshold = self.nat_threshold;
+        c.timeouts.hello = self.hello_timeout;
+        c.timeouts.connect = self.connect_timeout;
+        c.timeouts.first_byte = self.first_byte_timeout;
+        c.timeouts.idle = self.idle_timeout;
+        c.limits.max_hello_bytes = self.max_hello_bytes;
+        c.limits.max_connections = self.max_connections;
+        c
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging();
+    let config = args.config();
+    let nofile = stickytls::listen::raise_nofile_limit();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stickytls: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let router = match Router::bind(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("stickytls: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let backends: Vec<String> = router
+            .shared()
+            .pool
+            .backends()
+            .iter()
+            .map(|b| format!("{}={}", b.name, b.addr))
+            .collect();
+        tracing::info!(listen = %router.local_addr(), backends = ?backends, open_files = nofile, "stickytls routing");
+        router
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down: no new connections; open ones are dropped at exit");
+            })
+            .await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}

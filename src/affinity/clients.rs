@@ -1,0 +1,287 @@
+//! The per-client correlation index: what each client address prefix did
+//! recently, so a session the router never saw (renegotiated inside the
+//! encrypted channel, re-issued after a cache rotation) can be re-bound to
+//! where that client's state lives, and so an address shared by many
+//! clients (NAT, proxy) is recognised and its fresh clients spread out.
+
+use std::collections::hash_map::RandomState;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lru::LruCache;
+
+use super::names::Interner;
+use crate::backend::BackendName;
+use crate::clock::{Clock, secs};
+
+const SHARDS: usize = 16;
+/// Recent confirmed connections remembered per prefix: enough to find the
+/// same client software again behind a shared address.
+const RECENT: usize = 6;
+
+/// A client address reduced to the prefix that stands for one client
+/// (/32 for IPv4 and /64 for IPv6 by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientPrefix {
+    bits: u128,
+    v6: bool,
+}
+
+impl ClientPrefix {
+    pub fn new(ip: IpAddr, v4_len: u8, v6_len: u8) -> ClientPrefix {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let len = u32::from(v4_len.min(32));
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                ClientPrefix { bits: u128::from(u32::from(v4) & mask), v6: false }
+            }
+            IpAddr::V6(v6) => {
+                let len = u32::from(v6_len.min(128));
+                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                ClientPrefix { bits: u128::from(v6) & mask, v6: true }
+            }
+        }
+    }
+
+    /// Bytes for hashing (source-hash balancing).
+    pub fn to_bytes(self) -> [u8; 17] {
+        let mut out = [0u8; 17];
+        out[0] = if self.v6 { 6 } else { 4 };
+        out[1..].copy_from_slice(&self.bits.to_be_bytes());
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Recent {
+    at: u32,
+    /// Hash of the resumption-stable fingerprint (JA4 without PSK, early
+    /// data, padding, GREASE) of the connection's ClientHello.
+    fingerprint: u32,
+    backend: u16,
+    tls12: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Record {
+    /// Ring of recent confirmed connections, newest at `head - 1`.
+    recent: [Recent; RECENT],
+    head: u8,
+    len: u8,
+    /// New sessions counted in two half-window buckets: a sliding window
+    /// in four bytes instead of a timestamp per session.
+    bucket_start: u32,
+    previous: u16,
+    current: u16,
+}
+
+impl Record {
+    fn roll(&mut self, now: u32, half: u32) {
+        let elapsed = now.saturating_sub(self.bucket_start);
+        if elapsed >= 2 * half {
+            self.previous = 0;
+            self.current = 0;
+            self.bucket_start = now;
+        } else if elapsed >= half {
+            self.previous = self.current;
+            self.current = 0;
+            self.bucket_start = self.bucket_start.saturating_add(half);
+        }
+    }
+
+    fn newest_first(&self) -> impl Iterator<Item = &Recent> {
+        let head = usize::from(self.head);
+        (1..=usize::from(self.len)).map(move |i| &self.recent[(head + RECENT - i) % RECENT])
+    }
+}
+
+/// What the index knows about one client prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientView {
+    /// The backend of the most recent confirmed connection in the window,
+    /// and whether it was TLS <= 1.2.
+    pub last: Option<(BackendName, bool)>,
+    /// The backend of the most recent confirmed connection in the window
+    /// with the same fingerprint.
+    pub same_fingerprint: Option<BackendName>,
+    /// More than the NAT threshold of new sessions within the window.
+    pub shared: bool,
+    /// New sessions counted in the window.
+    pub new_sessions: u32,
+}
+
+/// One connection the server confirmed, as recorded for its client.
+#[derive(Debug, Clone)]
+pub struct Confirmed {
+    pub backend: BackendName,
+    pub tls12: bool,
+    pub fingerprint: u32,
+    /// A full handshake: a session the client did not have before.
+    pub new_session: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIndexConfig {
+    pub capacity: usize,
+    pub window: Duration,
+    pub nat_threshold: u32,
+}
+
+#[derive(Debug)]
+pub struct ClientIndex {
+    shards: Vec<Mutex<LruCache<ClientPrefix, Record, RandomState>>>,
+    names: Interner,
+    clock: Clock,
+    window: u32,
+    nat_threshold: u32,
+    /// Picks a shard; keyed per process so chosen addresses cannot pile
+    /// into one shard.
+    shard_hasher: RandomState,
+}
+
+impl ClientIndex {
+    pub fn new(cfg: ClientIndexConfig, clock: Clock) -> Self {
+        let per_shard = NonZeroUsize::new(cfg.capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        ClientIndex {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, RandomState::new())))
+                .collect(),
+            names: Interner::default(),
+            clock,
+            window: secs(cfg.window).max(2),
+            nat_threshold: cfg.nat_threshold,
+            shard_hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, p: &ClientPrefix) -> &Mutex<LruCache<ClientPrefix, Record, RandomState>> {
+        use std::hash::BuildHasher;
+        let i = self.shard_hasher.hash_one(p) as usize % SHARDS;
+        &self.shards[i]
+    }
+
+    /// What is known about `prefix`; `fingerprint` selects `same_fingerprint`.
+    pub fn view(&self, prefix: &ClientPrefix, fingerprint: u32) -> ClientView {
+        let now = self.clock.now_secs();
+        let mut shard = self.shard(prefix).lock().unwrap();
+        let Some(rec) = shard.get_mut(prefix) else {
+            return ClientView::default();
+        };
+        rec.roll(now, self.window / 2);
+        let in_window = |r: &&Recent| r.at != 0 && now.saturating_sub(r.at) < self.window;
+        let last = rec.newest_first().find(in_window).map(|r| (r.backend, r.tls12));
+        let same = rec
+            .newest_first()
+            .filter(in_window)
+            .find(|r| r.fingerprint == fingerprint)
+            .map(|r| r.backend);
+        let new_sessions = u32::from(rec.previous) + u32::from(rec.current);
+        drop(shard);
+        ClientView {
+            last: last.and_then(|(b, tls12)| Some((self.names.name(b)?, tls12))),
+            same_fingerprint: same.and_then(|b| self.names.name(b)),
+            shared: new_sessions > self.nat_threshold,
+            new_sessions,
+        }
+    }
+
+    /// Records a connection the server confirmed.
+    pub fn record(&self, prefix: ClientPrefix, c: &Confirmed) {
+        let now = self.clock.now_secs();
+        let backend = self.names.intern(&c.backend);
+        let mut shard = self.shard(&prefix).lock().unwrap();
+        let rec = shard.get_or_insert_mut(prefix, || Record { bucket_start: now, ..Record::default() });
+        rec.roll(now, self.window / 2);
+        if c.new_session {
+            rec.current = rec.current.saturating_add(1);
+        }
+        let slot = usize::from(rec.head) % RECENT;
+        // `at == 0` marks a forgotten slot.
+        rec.recent[slot] = Recent { at: now.max(1), fingerprint: c.fingerprint, backend, tls12: c.tls12 };
+        rec.head = ((slot + 1) % RECENT) as u8;
+        rec.len = (usize::from(rec.len) + 1).min(RECENT) as u8;
+    }
+
+    /// Forgets the prefix's recent connections to `backend` (it went away).
+    pub fn forget_backend(&self, prefix: &ClientPrefix, backend: &BackendName) {
+        let id = self.names.intern(backend);
+        let mut shard = self.shard(prefix).lock().unwrap();
+        if let Some(rec) = shard.peek_mut(prefix) {
+            for r in rec.recent.iter_mut().filter(|r| r.backend == id) {
+                r.at = 0;
+                r.fingerprint = 0;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn index(threshold: u32) -> (ClientIndex, Clock) {
+        let clock = Clock::new();
+        let cfg = ClientIndexConfig { capacity: 1000, window: Duration::from_secs(600), nat_threshold: threshold };
+        (ClientIndex::new(cfg, clock.clone()), clock)
+    }
+
+    fn confirmed(b: &str, fp: u32, new_session: bool) -> Confirmed {
+        Confirmed { backend: Arc::from(b), tls12: true, fingerprint: fp, new_session }
+    }
+
+    #[test]
+    fn prefixes_mask_ipv4_to_32_and_ipv6_to_64_bits() {
+        let a = ClientPrefix::new("2001:db8::1".parse().unwrap(), 32, 64);
+        let b = ClientPrefix::new("2001:db8::ffff:2".parse().unwrap(), 32, 64);
+        let c = ClientPrefix::new("2001:db8:0:1::1".parse().unwrap(), 32, 64);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let x = ClientPrefix::new("10.0.0.1".parse().unwrap(), 32, 64);
+        let y = ClientPrefix::new("::ffff:10.0.0.1".parse().unwrap(), 32, 64);
+        assert_eq!(x, y, "IPv4-mapped IPv6 is the same client");
+        let z = ClientPrefix::new("10.0.0.2".parse().unwrap(), 24, 64);
+        assert_eq!(ClientPrefix::new("10.0.0.9".parse().unwrap(), 24, 64), z);
+    }
+
+    #[test]
+    fn most_recent_confirmed_connection_wins_and_expires_with_the_window() {
+        let (ix, clock) = index(4);
+        let p = ClientPrefix::new("127.0.0.2".parse().unwrap(), 32, 64);
+        ix.record(p, &confirmed("a", 1, true));
+        ix.record(p, &confirmed("b", 2, false));
+        let v = ix.view(&p, 1);
+        assert_eq!(v.last.unwrap().0.as_ref(), "b");
+        assert_eq!(v.same_fingerprint.unwrap().as_ref(), "a");
+        clock.advance(Duration::from_secs(601));
+        let v = ix.view(&p, 1);
+        assert_eq!(v.last, None);
+        assert_eq!(v.same_fingerprint, None);
+    }
+
+    #[test]
+    fn more_new_sessions_than_the_threshold_mark_the_address_shared() {
+        let (ix, clock) = index(4);
+        let p = ClientPrefix::new("127.0.0.3".parse().unwrap(), 32, 64);
+        for i in 0..4 {
+            ix.record(p, &confirmed("a", i, true));
+            // Resumptions are not new sessions.
+            ix.record(p, &confirmed("a", i, false));
+        }
+        assert!(!ix.view(&p, 0).shared);
+        ix.record(p, &confirmed("a", 9, true));
+        assert!(ix.view(&p, 0).shared);
+        clock.advance(Duration::from_secs(1300));
+        assert!(!ix.view(&p, 0).shared, "sessions age out of the window");
+    }
+}

@@ -1,0 +1,136 @@
+//! The affinity table: which backend owns which TLS session key.
+//!
+//! Everything the router knows about sessions goes through the small
+//! [`AffinityStore`] interface, so that a store shared by several router
+//! instances (Redis, a later issue) can stand in for the in-process
+//! [`MemoryStore`] without the routing or learning code changing.
+//!
+//! Keys are 16-byte digests of (kind, bytes): tickets can be kilobytes, and a
+//! digest keeps every entry the same small size. The digest is SHA-256, not
+//! a keyed hash, because every instance and every restart must compute the
+//! same key for the same ticket; the maps that hold these keys still use a
+//! randomly keyed hasher, so chosen keys cannot degrade them (HashDoS).
+
+pub mod clients;
+mod names;
+pub mod memory;
+
+use sha2::{Digest, Sha256};
+
+use crate::backend::BackendName;
+pub use crate::inspect::KeyKind;
+pub use memory::MemoryStore;
+
+/// A key of the affinity table: the digest of a session ID, ticket, PSK
+/// identity or ticket key name, with its kind folded in.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key([u8; 16]);
+
+impl Key {
+    /// The table key for `bytes` of the given kind.
+    pub fn new(kind: KeyKind, bytes: &[u8]) -> Key {
+        let mut h = Sha256::new();
+        h.update([kind as u8]);
+        h.update(bytes);
+        let d = h.finalize();
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d[..16]);
+        Key(k)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Key {
+        Key(bytes)
+    }
+
+    /// A short tag of this key, used to tell two keys apart cheaply.
+    pub fn tag(&self) -> u8 {
+        self.0[15] | 1
+    }
+
+    /// The first bytes in hex, for logs.
+    pub fn short_hex(&self) -> String {
+        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({})", self.short_hex())
+    }
+}
+
+/// What a ticket key name is known for. Ordinary keys (session IDs,
+/// tickets, identities) are always [`KeyState::Owned`].
+///
+/// A key name is only a hint: many servers start every ticket of one key
+/// with the same 16 bytes, but some use random IVs and a farm may share one
+/// key. So a name becomes a route only after two distinct tickets with it
+/// were confirmed on the same backend, is never routed on once seen on two
+/// backends, and is not routed to a backend that rejected it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// A session key owned by the backend.
+    Owned,
+    /// One ticket with this name was confirmed on the backend; `tag` tells
+    /// the next one apart.
+    Candidate { tag: u8 },
+    /// Two distinct tickets with this name were confirmed on the backend.
+    Routable,
+    /// Confirmed on two backends: a farm-wide ticket key, never routed on.
+    Shared,
+    /// The backend rejected a resumption under this name.
+    Rejected,
+}
+
+impl KeyState {
+    pub(crate) fn to_byte(self) -> (u8, u8) {
+        match self {
+            KeyState::Owned => (0, 0),
+            KeyState::Candidate { tag } => (1, tag),
+            KeyState::Routable => (2, 0),
+            KeyState::Shared => (3, 0),
+            KeyState::Rejected => (4, 0),
+        }
+    }
+
+    pub(crate) fn from_byte(state: u8, tag: u8) -> KeyState {
+        match state {
+            1 => KeyState::Candidate { tag },
+            2 => KeyState::Routable,
+            3 => KeyState::Shared,
+            4 => KeyState::Rejected,
+            _ => KeyState::Owned,
+        }
+    }
+}
+
+/// A table value: the owner backend, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub backend: BackendName,
+    pub state: KeyState,
+}
+
+/// The interface every affinity store implements.
+///
+/// Expiry (inactivity, refreshed by `get`; optional absolute maximum) and
+/// the size bound are the store's business: a `get` never returns an
+/// expired entry.
+pub trait AffinityStore: Send + Sync + std::fmt::Debug {
+    /// The binding of `key`, refreshing its inactivity timer.
+    fn get(&self, key: &Key) -> Option<Binding>;
+    /// Binds `key`, replacing any binding (and restarting its age).
+    fn put(&self, key: Key, binding: Binding);
+    /// Changes the binding of a present key without restarting its age.
+    fn update(&self, key: &Key, binding: Binding) -> bool;
+    fn remove(&self, key: &Key);
+    /// Entries currently held (expired ones may still be counted).
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

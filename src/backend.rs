@@ -1,0 +1,100 @@
+//! The backends a router forwards to, known by name, with the passive health
+//! state the connect stage keeps: a backend that refused or timed out is
+//! skipped for a hold-down period, so routing does not keep paying for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::BackendConfig;
+
+/// A backend's name: what the affinity table stores, so entries survive a
+/// reload that reorders or re-addresses backends.
+pub type BackendName = Arc<str>;
+
+/// One backend and its live state.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: BackendName,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Clock millis until which the backend is considered down; 0 = up.
+    down_until_ms: AtomicU64,
+    /// Connections currently open to it (least-connections, max-conns).
+    active: AtomicU32,
+}
+
+impl Backend {
+    pub fn new(cfg: &BackendConfig) -> Self {
+        Backend {
+            name: Arc::from(cfg.name.as_str()),
+            addr: cfg.addr,
+            weight: cfg.weight,
+            down_until_ms: AtomicU64::new(0),
+            active: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether routing may pick this backend now.
+    pub fn is_up(&self, clock: &Clock) -> bool {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        until == 0 || clock.now_ms() >= until
+    }
+
+    /// Marks the backend down for `hold` after a failed connect.
+    pub fn mark_down(&self, clock: &Clock, hold: Duration) {
+        let until = clock.now_ms().saturating_add(hold.as_millis() as u64).max(1);
+        self.down_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    /// Marks the backend up after a successful connect.
+    pub fn mark_up(&self) {
+        if self.down_until_ms.load(Ordering::Relaxed) != 0 {
+            self.down_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection to this backend until the guard drops.
+    pub fn track(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(Arc::clone(self))
+    }
+}
+
+/// Decrements a backend's active count when the connection ends.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<Backend>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A pool: the backends one listener routes over.
+#[derive(Debug)]
+pub struct Pool {
+    backends: Vec<Arc<Backend>>,
+}
+
+impl Pool {
+    pub fn new(cfgs: &[BackendConfig]) -> Self {
+        Pool { backends: cfgs.iter().map(|c| Arc::new(Backend::new(c))).collect() }
+    }
+
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
+
+    /// The backend with this name, if it is in the pool. A table entry
+    /// naming a backend outside the pool is a miss.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.backends.iter().find(|b| &*b.name == name)
+    }
+}

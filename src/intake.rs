@@ -1,0 +1,104 @@
+//! Reading a client's ClientHello within a byte and time budget. Every byte
+//! read is kept, to be replayed unmodified to the backend.
+//!
+//! The budget is what bounds a slow or hostile client: a stalled half
+//! hello is closed at the hello timeout, a hello larger than the byte budget
+//! as soon as it crosses it, and non-TLS input from its first bytes.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::inspect::{Alert, Handshake, InspectError, NotTls, Status};
+
+/// Why a client was closed before routing. All of these are the client's
+/// doing; none is retried.
+#[derive(Debug)]
+pub enum IntakeError {
+    NotTls(NotTls),
+    Malformed(InspectError),
+    Alert(Alert),
+    /// The hello did not complete within the time budget.
+    Timeout { received: usize },
+    /// The client closed before its hello was complete.
+    Closed { received: usize },
+    Io(io::Error),
+}
+
+impl IntakeError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IntakeError::NotTls(_) => "not_tls",
+            IntakeError::Malformed(e) if e.what.contains("budget") => "over_budget",
+            IntakeError::Malformed(_) => "malformed",
+            IntakeError::Alert(_) => "alert",
+            IntakeError::Timeout { .. } => "hello_timeout",
+            IntakeError::Closed { .. } => "client_closed",
+            IntakeError::Io(_) => "io",
+        }
+    }
+}
+
+impl fmt::Display for IntakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntakeError::NotTls(n) => write!(f, "not TLS: {}", n.reason),
+            IntakeError::Malformed(e) => write!(f, "malformed ClientHello: {e}"),
+            IntakeError::Alert(a) => write!(f, "client sent alert {} before its hello", a.description),
+            IntakeError::Timeout { received } => {
+                write!(f, "ClientHello not complete within the hello timeout ({received} bytes received)")
+            }
+            IntakeError::Closed { received } => {
+                write!(f, "client closed before its ClientHello was complete ({received} bytes received)")
+            }
+            IntakeError::Io(e) => write!(f, "reading the ClientHello: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IntakeError {}
+
+/// Reads until the inspector has the first ClientHello. On success every
+/// byte read is in `buf`.
+pub async fn read_hello<R: AsyncRead + Unpin>(
+    client: &mut R,
+    hs: &mut Handshake,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<(), IntakeError> {
+    let read = async {
+        loop {
+            let start = buf.len();
+            // Read no further than the budget allows: the inspector rejects
+            // the byte past it, and nothing more is ever buffered.
+            let room = max_bytes.saturating_sub(start).clamp(1, 4096);
+            buf.resize(start + room, 0);
+            let n = match client.read(&mut buf[start..]).await {
+                Ok(n) => n,
+                Err(e) => {
+                    buf.truncate(start);
+                    return Err(IntakeError::Io(e));
+                }
+            };
+            buf.truncate(start + n);
+            if n == 0 {
+                return Err(IntakeError::Closed { received: start });
+            }
+            match hs.feed_client(&buf[start..]) {
+                Status::NeedMore => continue,
+                Status::Done => return Ok(()),
+                Status::NotTls(n) => return Err(IntakeError::NotTls(n)),
+                Status::Malformed(e) => return Err(IntakeError::Malformed(e)),
+                Status::Alert(a) => return Err(IntakeError::Alert(a)),
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(IntakeError::Timeout { received: buf.len() }),
+    }
+}

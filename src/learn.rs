@@ -1,0 +1,114 @@
+//! Learning from what a backend confirmed. Nothing is ever learned from the
+//! client's claim alone: a client flooding random session IDs or tickets
+//! teaches the table nothing, because only the server's reply (an echoed or
+//! assigned session ID, a cleartext NewSessionTicket, an accepted PSK)
+//! creates entries.
+
+use std::sync::Arc;
+
+use tracing::{debug, info};
+
+use crate::affinity::clients::{ClientPrefix, Confirmed};
+use crate::affinity::{Binding, Key, KeyKind, KeyState};
+use crate::backend::Backend;
+use crate::inspect::{Outcome, ticket_key_name};
+use crate::route::{Decision, Offer, Rule};
+use crate::router::Shared;
+
+/// Updates the table and the client index from one finished handshake.
+pub fn learn(
+    shared: &Shared,
+    client: ClientPrefix,
+    offer: &Offer,
+    decision: &Decision,
+    backend: &Arc<Backend>,
+    outcome: &Outcome,
+) {
+    let tls13 = outcome.version >= 0x0304;
+    if tls13 && offer.session_id.is_some() {
+        // A TLS 1.3 legacy_session_id is a random echo, never a session.
+        shared.stats.tls13_session_id_ignored();
+    }
+
+    if outcome.resumed {
+        if let Some(r) = outcome.resumption {
+            shared.stats.resumed(r);
+        }
+    } else {
+        if let (Rule::Key(kind), Some(key)) = (decision.rule, decision.matched) {
+            // Routed by a key to its owner, which no longer knew it.
+            shared.stats.affinity_lost(&backend.name);
+            shared.table.remove(&key);
+            info!(backend = %backend.name, kind = kind.as_str(), key = %key.short_hex(),
+                "affinity lost: the owner backend answered a known key with a full handshake");
+        }
+        if offer.offers_resumption() {
+            // Not routed to this backend again under these key names.
+            for name in offer.key_names() {
+                if let Some(b) = shared.table.get(&name) {
+                    if b.backend == backend.name && b.state != KeyState::Shared {
+                        shared.table.update(&name, Binding { backend: b.backend, state: KeyState::Rejected });
+                    }
+                }
+            }
+        }
+    }
+
+    let owned = || Binding { backend: backend.name.clone(), state: KeyState::Owned };
+    for l in &outcome.learned {
+        match l.kind {
+            KeyKind::SessionId | KeyKind::Ticket | KeyKind::PskIdentity => {
+                let key = Key::new(l.kind, &l.key);
+                shared.table.put(key, owned());
+                shared.stats.learned(l.kind);
+                if l.kind != KeyKind::SessionId {
+                    if let Some(name) = ticket_key_name(&l.key) {
+                        confirm_key_name(shared, Key::new(KeyKind::TicketKeyName, name), backend, key.tag());
+                    }
+                }
+                debug!(backend = %backend.name, kind = l.kind.as_str(), key = %key.short_hex(), "learned");
+            }
+            // Derived from the tickets and identities above, where the
+            // full ticket tells two confirmations apart.
+            KeyKind::TicketKeyName => {}
+        }
+    }
+
+    shared.clients.record(
+        client,
+        &Confirmed {
+            backend: backend.name.clone(),
+            tls12: !tls13,
+            fingerprint: offer.fingerprint,
+            new_session: !outcome.resumed,
+        },
+    );
+}
+
+/// Advances a ticket key name's state after a ticket or identity with it
+/// was confirmed on `backend`.
+fn confirm_key_name(shared: &Shared, name: Key, backend: &Arc<Backend>, tag: u8) {
+    let current = shared.table.get(&name);
+    let (owner, next) = match &current {
+        None => (backend.name.clone(), KeyState::Candidate { tag }),
+        Some(b) if b.backend != backend.name => {
+            if b.state != KeyState::Shared {
+                info!(first = %b.backend, second = %backend.name, key_name = %name.short_hex(),
+                    "ticket key name confirmed on two backends: a shared ticket key, never routed on");
+            }
+            // Keep the first owner's name: a shared name routes nowhere.
+            (b.backend.clone(), KeyState::Shared)
+        }
+        Some(b) => match b.state {
+            KeyState::Candidate { tag: first } if first != tag => (b.backend.clone(), KeyState::Routable),
+            state => (b.backend.clone(), state),
+        },
+    };
+    if current.as_ref().map(|b| b.state) != Some(next) {
+        shared.stats.learned(KeyKind::TicketKeyName);
+    }
+    let binding = Binding { backend: owner, state: next };
+    if current.is_none() || !shared.table.update(&name, binding.clone()) {
+        shared.table.put(name, binding);
+    }
+}

@@ -1,0 +1,72 @@
+//! The accept loop: a global connection limit, back-off when the process
+//! runs out of descriptors, and a clean stop on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{error, warn};
+
+use crate::router::{Shared, handle};
+
+/// Accepts until `shutdown` completes. Connections already accepted run to
+/// their end on their own tasks.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+    let limit = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        // Wait for a free slot first, so that at the limit new clients wait
+        // in the kernel's backlog instead of being accepted and dropped.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = &mut shutdown => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut shutdown => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(1);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    handle(shared, stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the
+                // pending connection stays in the backlog until then.
+                let reason = if matches!(e.raw_os_error(), Some(24) | Some(23)) { "emfile" } else { "other" };
+                metrics::counter!(crate::metrics::ACCEPT_ERRORS, "reason" => reason).increment(1);
+                warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Raises the soft descriptor limit to the hard limit: each relayed
+/// connection holds two sockets, and the default soft limit (1024) would
+/// cap the router at about 500 clients.
+pub fn raise_nofile_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if let Some(max) = lim.maximum {
+        if lim.current != Some(max) {
+            let new = rustix::process::Rlimit { current: Some(max), maximum: Some(max) };
+            if let Err(e) = setrlimit(Resource::Nofile, new) {
+                error!(error = %e, "could not raise the open-file limit");
+                return lim.current.unwrap_or(0);
+            }
+        }
+        return max;
+    }
+    lim.current.unwrap_or(u64::MAX)
+}

@@ -1,0 +1,223 @@
+//! Choosing a backend for a ClientHello. The rules, in order
+//! (docs/routing.md):
+//!
+//! 1. a known key → its owner: PSK identity, ticket, ticket key name,
+//!    session ID;
+//! 2. a resumption attempt with unknown keys → the backend of this client
+//!    address's most recent confirmed connection (on a shared address, only
+//!    one with the same resumption-stable fingerprint);
+//! 3. a fresh client → its address's recent backend, unless the address is
+//!    shared by many clients;
+//! 4. the balancer.
+//!
+//! The answer is every usable backend in preference order, so connect
+//! failover just takes the next one.
+
+use std::sync::Arc;
+
+use crate::affinity::clients::{ClientPrefix, ClientView};
+use crate::affinity::{Key, KeyKind, KeyState};
+use crate::backend::Backend;
+use crate::inspect::{ClientHello, ticket_key_name};
+use crate::router::Shared;
+
+/// The keys a ClientHello offers, digested once, owned by the connection.
+#[derive(Debug, Clone, Default)]
+pub struct Offer {
+    /// PSK identities, each with its key-name key (empty for ECH outer
+    /// hellos, whose identities are GREASE).
+    pub psk_identities: Vec<(Key, Option<Key>)>,
+    /// A non-empty session ticket and its key-name key.
+    pub ticket: Option<(Key, Option<Key>)>,
+    /// A non-empty legacy session ID.
+    pub session_id: Option<Key>,
+    pub offers_tls13: bool,
+    /// Hash of the resumption-stable fingerprint: tells clients behind one
+    /// address apart when re-binding.
+    pub fingerprint: u32,
+}
+
+/// Most PSK identities looked up: clients offer one or two; a hello with
+/// hundreds must not buy hundreds of table lookups.
+const MAX_IDENTITIES: usize = 4;
+
+impl Offer {
+    pub fn from_hello(hello: &ClientHello<'_>) -> Offer {
+        let with_name = |kind: KeyKind, bytes: &[u8]| {
+            (Key::new(kind, bytes), ticket_key_name(bytes).map(|n| Key::new(KeyKind::TicketKeyName, n)))
+        };
+        let psk_identities = if hello.ech {
+            Vec::new()
+        } else {
+            hello
+                .psk_identities()
+                .take(MAX_IDENTITIES)
+                .map(|id| with_name(KeyKind::PskIdentity, id))
+                .collect()
+        };
+        let ticket = hello.session_ticket.filter(|t| !t.is_empty()).map(|t| with_name(KeyKind::Ticket, t));
+        let session_id = Some(hello.session_id)
+            .filter(|s| !s.is_empty())
+            .map(|s| Key::new(KeyKind::SessionId, s));
+        let fp = hello.ja4_stable();
+        Offer {
+            psk_identities,
+            ticket,
+            session_id,
+            offers_tls13: hello.offers_tls13(),
+            fingerprint: crate::balance::fnv1a64(0, &[fp.as_bytes()]) as u32,
+        }
+    }
+
+    /// Offers a ticket or PSK: the client believes it has a session.
+    pub fn offers_resumption(&self) -> bool {
+        !self.psk_identities.is_empty() || self.ticket.is_some()
+    }
+
+    /// Lookups in precedence order.
+    fn keys(&self) -> impl Iterator<Item = (KeyKind, Key)> + '_ {
+        let psk = self.psk_identities.iter().map(|(k, _)| (KeyKind::PskIdentity, *k));
+        let ticket = self.ticket.iter().map(|(k, _)| (KeyKind::Ticket, *k));
+        let names = self
+            .psk_identities
+            .iter()
+            .chain(self.ticket.iter())
+            .filter_map(|(_, n)| n.map(|n| (KeyKind::TicketKeyName, n)));
+        let sid = self.session_id.iter().map(|k| (KeyKind::SessionId, *k));
+        psk.chain(ticket).chain(names).chain(sid)
+    }
+
+    /// Every key-name key offered.
+    pub fn key_names(&self) -> impl Iterator<Item = Key> + '_ {
+        self.psk_identities.iter().chain(self.ticket.iter()).filter_map(|(_, n)| *n)
+    }
+}
+
+/// Which rule placed the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Rule 1: a known key.
+    Key(KeyKind),
+    /// Rule 2: an unknown session re-bound by client address.
+    Rebind,
+    /// Rule 3: a fresh client kept on its address's recent backend.
+    SourceIp,
+    /// Rule 4: the balancer.
+    Balancer,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Key(_) => "key",
+            Rule::Rebind => "rebind",
+            Rule::SourceIp => "source_ip",
+            Rule::Balancer => "balancer",
+        }
+    }
+}
+
+/// Where to send a connection and why.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Usable backends, the chosen one first, then the balancer's order
+    /// for failover.
+    pub candidates: Vec<Arc<Backend>>,
+    pub rule: Rule,
+    /// The table key that decided it (rule 1).
+    pub matched: Option<Key>,
+    /// Why, for logs: e.g. "ticket known", "renegotiated session re-bound".
+    pub reason: &'static str,
+}
+
+/// Applies the rules. Table entries naming a backend that is down or not in
+/// the pool are misses, and are deleted.
+pub fn decide(shared: &Shared, offer: &Offer, client: &ClientPrefix) -> Decision {
+    let pool = &shared.pool;
+    let usable = |name: &str| pool.by_name(name).filter(|b| b.is_up(&shared.clock) && b.weight > 0);
+
+    // Rule 1.
+    for (kind, key) in offer.keys() {
+        let Some(binding) = shared.table.get(&key) else {
+            shared.stats.miss(kind);
+            continue;
+        };
+        if kind == KeyKind::TicketKeyName && binding.state != KeyState::Routable {
+            // Known, but only as a hint not yet (or no longer) trusted.
+            continue;
+        }
+        match usable(&binding.backend) {
+            Some(b) => {
+                shared.stats.hit(kind);
+                return finish(shared, client, b.clone(), Rule::Key(kind), Some(key), kind_reason(kind));
+            }
+            None => {
+                shared.stats.miss(kind);
+                shared.table.remove(&key);
+            }
+        }
+    }
+
+    let view: ClientView = shared.clients.view(client, offer.fingerprint);
+    let last_tls12 = view.last.as_ref().is_some_and(|(_, tls12)| *tls12);
+    let attempt = offer.offers_resumption() || (offer.session_id.is_some() && last_tls12);
+
+    // Rule 2.
+    if attempt {
+        let target = if view.shared { view.same_fingerprint.clone() } else { view.last.as_ref().map(|(b, _)| b.clone()) };
+        if let Some(b) = target.as_deref().and_then(usable) {
+            let reason = if offer.offers_resumption() {
+                "unknown ticket or PSK re-bound by client address"
+            } else {
+                "unknown session ID re-bound by client address"
+            };
+            return finish(shared, client, b.clone(), Rule::Rebind, None, reason);
+        }
+    }
+
+    // Rule 3.
+    if !view.shared {
+        if let Some(b) = view.last.as_ref().and_then(|(b, _)| usable(b)) {
+            return finish(shared, client, b.clone(), Rule::SourceIp, None, "recent backend of this client address");
+        }
+    }
+
+    // Rule 4.
+    let order = shared.balancer.order(pool.backends(), client);
+    let reason = if view.shared { "shared client address: balanced" } else { "no affinity: balanced" };
+    let mut candidates: Vec<Arc<Backend>> = order.iter().filter(|b| b.is_up(&shared.clock)).cloned().collect();
+    // When every backend is marked down, try them all anyway: the marks may
+    // be stale, and refusing the client outright helps nobody.
+    if candidates.is_empty() {
+        candidates = order;
+    }
+    Decision { candidates, rule: Rule::Balancer, matched: None, reason }
+}
+
+fn kind_reason(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::PskIdentity => "PSK identity known",
+        KeyKind::Ticket => "ticket known",
+        KeyKind::TicketKeyName => "ticket key name routes to its backend",
+        KeyKind::SessionId => "session ID known",
+    }
+}
+
+/// The chosen backend first, then the balancer's order for failover.
+fn finish(
+    shared: &Shared,
+    client: &ClientPrefix,
+    chosen: Arc<Backend>,
+    rule: Rule,
+    matched: Option<Key>,
+    reason: &'static str,
+) -> Decision {
+    let mut candidates = Vec::with_capacity(shared.pool.backends().len());
+    candidates.push(chosen.clone());
+    for b in shared.balancer.failover_order(shared.pool.backends(), client) {
+        if !Arc::ptr_eq(&b, &chosen) && b.is_up(&shared.clock) {
+            candidates.push(b);
+        }
+    }
+    Decision { candidates, rule, matched, reason }
+}
