@@ -88,7 +88,7 @@ impl Pool {
         Pool { backends: cfgs.iter().map(|c| Arc::new(Backend::new(c))).collect() }
     }
 
-    pub fn backends(&self) -> &[Arc<Backend>] {
+    pub fn all(&self) -> &[Arc<Backend>] {
         &self.backends
     }
 

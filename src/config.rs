@@ -6,7 +6,7 @@
 //! the router itself never knows where its settings came from.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// A configuration the operator must fix before the router starts.
@@ -29,12 +29,25 @@ pub struct BackendConfig {
     pub addr: SocketAddr,
     /// Relative share for weighted balancers; 0 takes no new clients.
     pub weight: u32,
+    /// Most connections open to it at once; `None` for no limit.
+    pub max_connections: Option<u32>,
+}
+
+impl BackendConfig {
+    pub fn new(name: &str, addr: SocketAddr) -> Self {
+        BackendConfig { name: name.to_string(), addr, weight: 1, max_connections: None }
+    }
 }
 
 /// How a client with no affinity is placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
     RoundRobin,
+    /// Smooth weighted round robin (nginx's): each backend gets its weight's
+    /// share, interleaved rather than in bursts.
+    WeightedRoundRobin,
+    /// The backend with the fewest open connections relative to its weight.
+    LeastConnections,
     /// Weighted rendezvous hashing of the client address (docs/routing.md):
     /// every router instance with the same backends agrees, without sharing
     /// state.
@@ -46,9 +59,11 @@ impl std::str::FromStr for Balance {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "roundrobin" | "round-robin" => Ok(Balance::RoundRobin),
+            "weighted-roundrobin" | "weighted-round-robin" => Ok(Balance::WeightedRoundRobin),
+            "least-connections" | "leastconn" => Ok(Balance::LeastConnections),
             "source-hash" | "source" => Ok(Balance::SourceHash),
             other => Err(ConfigError(format!(
-                "unknown balancer `{other}`: expected `roundrobin` or `source-hash`"
+                "unknown balancer `{other}`: expected `roundrobin`, `weighted-roundrobin`, `least-connections` or `source-hash`"
             ))),
         }
     }
@@ -139,49 +154,239 @@ impl Default for Limits {
     }
 }
 
-/// One router: a listener in front of one pool of backends.
+/// A pool: backends, how to balance over them, and their affinity and
+/// timeout settings. Affinity never crosses pools.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouterConfig {
-    pub listen: SocketAddr,
+pub struct PoolConfig {
+    pub name: String,
     pub backends: Vec<BackendConfig>,
     pub balance: Balance,
     pub affinity: AffinityConfig,
     pub timeouts: Timeouts,
-    pub limits: Limits,
+    /// Inspect handshakes and keep affinity. Off, connections are forwarded
+    /// by the balancer alone (still reading the hello for SNI).
+    pub inspect: bool,
 }
 
-impl RouterConfig {
-    /// A router with default settings in front of `backends`.
-    pub fn new(listen: SocketAddr, backends: Vec<BackendConfig>) -> Self {
-        RouterConfig {
-            listen,
+impl PoolConfig {
+    pub fn new(name: &str, backends: Vec<BackendConfig>) -> Self {
+        PoolConfig {
+            name: name.to_string(),
             backends,
             balance: Balance::RoundRobin,
             affinity: AffinityConfig::default(),
             timeouts: Timeouts::default(),
+            inspect: true,
+        }
+    }
+}
+
+/// An IP network in CIDR notation, e.g. `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.len)) };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError(format!("`{s}` is not a CIDR network such as 10.0.0.0/8 or 2001:db8::/32"));
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a.parse::<IpAddr>().map_err(|_| bad())?, Some(l.parse::<u8>().map_err(|_| bad())?)),
+            None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = len.unwrap_or(max);
+        if len > max {
+            return Err(ConfigError(format!("`{s}`: prefix length {len} is longer than {max}")));
+        }
+        Ok(Cidr { addr, len })
+    }
+}
+
+/// What a listener does with a connection that does not start with TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NonTls {
+    /// Close it (counted and logged).
+    Reject,
+    /// Forward it, unmodified, to this pool's balancer.
+    Pool(String),
+}
+
+/// One SNI rule: an exact host name or `*.suffix`, and its pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniRoute {
+    pub pattern: String,
+    pub pool: String,
+}
+
+/// A listening address and how it picks a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// Require a PROXY protocol (v1 or v2) header from trusted peers.
+    pub proxy_protocol: bool,
+    /// Peers allowed to send a PROXY header; others are closed.
+    pub proxy_trusted: Vec<Cidr>,
+    pub sni: Vec<SniRoute>,
+    pub default_pool: String,
+    pub non_tls: NonTls,
+    pub limits: Limits,
+}
+
+impl ListenerConfig {
+    pub fn new(bind: SocketAddr, default_pool: &str) -> Self {
+        ListenerConfig {
+            name: "default".to_string(),
+            bind,
+            proxy_protocol: false,
+            proxy_trusted: Vec::new(),
+            sni: Vec::new(),
+            default_pool: default_pool.to_string(),
+            non_tls: NonTls::Reject,
             limits: Limits::default(),
         }
+    }
+}
+
+/// A whole router: its listeners and the pools they route to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listeners: Vec<ListenerConfig>,
+    pub pools: Vec<PoolConfig>,
+}
+
+impl Config {
+    /// One listener in front of one pool named `default`: the quick
+    /// command-line form.
+    pub fn single(listen: SocketAddr, backends: Vec<BackendConfig>) -> Self {
+        Config {
+            listeners: vec![ListenerConfig::new(listen, "default")],
+            pools: vec![PoolConfig::new("default", backends)],
+        }
+    }
+
+    pub fn pool_mut(&mut self, name: &str) -> Option<&mut PoolConfig> {
+        self.pools.iter_mut().find(|p| p.name == name)
     }
 
     /// Rejects settings the router cannot run with, saying what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(ConfigError("no listener: give at least one".into()));
+        }
+        let mut pool_names = std::collections::HashSet::new();
+        for p in &self.pools {
+            if !pool_names.insert(p.name.as_str()) {
+                return Err(ConfigError(format!("pool name `{}` is used twice", p.name)));
+            }
+            p.validate()?;
+        }
+        for l in &self.listeners {
+            let known = |name: &str, what: &str| {
+                if pool_names.contains(name) {
+                    Ok(())
+                } else {
+                    Err(ConfigError(format!("listener `{}`: {what} names pool `{name}`, which is not defined", l.name)))
+                }
+            };
+            known(&l.default_pool, "default_pool")?;
+            for r in &l.sni {
+                known(&r.pool, &format!("SNI rule `{}`", r.pattern))?;
+                validate_sni_pattern(&r.pattern)?;
+            }
+            if let NonTls::Pool(p) = &l.non_tls {
+                known(p, "non_tls")?;
+            }
+            if l.proxy_protocol && l.proxy_trusted.is_empty() {
+                return Err(ConfigError(format!(
+                    "listener `{}`: proxy_protocol is on but proxy_trusted is empty, so every connection would be closed; list the proxies' networks",
+                    l.name
+                )));
+            }
+            l.limits.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// An SNI pattern: a host name, or `*.` and a host name (the wildcard
+/// covers exactly one label).
+pub fn validate_sni_pattern(p: &str) -> Result<(), ConfigError> {
+    let name = p.strip_prefix("*.").unwrap_or(p);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError(format!(
+            "SNI pattern `{p}` is not a host name or `*.` followed by one (e.g. api.example.com, *.example.com)"
+        )))
+    }
+}
+
+impl Limits {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_hello_bytes < 512 {
+            return Err(ConfigError("hello byte budget below 512 bytes would reject ordinary ClientHellos".into()));
+        }
+        if self.max_connections == 0 || self.max_inspecting_per_ip == 0 {
+            return Err(ConfigError("connection limits must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl PoolConfig {
+    /// Rejects pool settings the router cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let pool = &self.name;
         if self.backends.is_empty() {
-            return Err(ConfigError("no backends: give at least one `--backend NAME=ADDR`".into()));
+            return Err(ConfigError(format!("pool `{pool}` has no backends: give at least one")));
         }
         let mut names = std::collections::HashSet::new();
         for b in &self.backends {
             if b.name.is_empty() {
-                return Err(ConfigError(format!("backend {} has an empty name", b.addr)));
+                return Err(ConfigError(format!("pool `{pool}`: backend {} has an empty name", b.addr)));
             }
             if !names.insert(b.name.as_str()) {
                 return Err(ConfigError(format!(
-                    "backend name `{}` is used twice: names identify backends in the affinity table and must be unique",
+                    "pool `{pool}`: backend name `{}` is used twice; names identify backends in the affinity table and must be unique",
+                    b.name
+                )));
+            }
+            if b.max_connections == Some(0) {
+                return Err(ConfigError(format!(
+                    "pool `{pool}`: backend `{}` has max_connections 0 and could never be used; remove the limit or raise it",
                     b.name
                 )));
             }
         }
         if self.backends.iter().all(|b| b.weight == 0) {
-            return Err(ConfigError("every backend has weight 0: no client could be placed".into()));
+            return Err(ConfigError(format!("pool `{pool}`: every backend has weight 0, so no client could be placed")));
         }
         let t = &self.timeouts;
         for (what, d) in [
@@ -191,37 +396,29 @@ impl RouterConfig {
             ("idle timeout", t.idle),
         ] {
             if d.is_zero() {
-                return Err(ConfigError(format!("{what} is zero: every connection would fail")));
+                return Err(ConfigError(format!("pool `{pool}`: {what} is zero, so every connection would fail")));
             }
         }
         let a = &self.affinity;
         if a.inactivity_timeout.is_zero() {
-            return Err(ConfigError("affinity timeout is zero: nothing would ever stick".into()));
+            return Err(ConfigError(format!("pool `{pool}`: affinity timeout is zero, so nothing would ever stick")));
         }
         if let Some(max) = a.absolute_max {
             if max < a.inactivity_timeout {
                 return Err(ConfigError(format!(
-                    "affinity absolute maximum ({}) is shorter than the inactivity timeout ({}): raise it or drop it",
+                    "pool `{pool}`: affinity absolute maximum ({}) is shorter than the inactivity timeout ({}); raise it or drop it",
                     format_duration(max),
                     format_duration(a.inactivity_timeout)
                 )));
             }
         }
         if a.table_size == 0 || a.clients_tracked == 0 {
-            return Err(ConfigError("affinity table size must be at least 1".into()));
+            return Err(ConfigError(format!("pool `{pool}`: affinity table sizes must be at least 1")));
         }
         if a.ipv4_prefix == 0 || a.ipv4_prefix > 32 || a.ipv6_prefix == 0 || a.ipv6_prefix > 128 {
-            return Err(ConfigError(
-                "client prefix lengths must be 1..=32 for IPv4 and 1..=128 for IPv6".into(),
-            ));
-        }
-        if self.limits.max_hello_bytes < 512 {
-            return Err(ConfigError(
-                "hello byte budget below 512 bytes would reject ordinary ClientHellos".into(),
-            ));
-        }
-        if self.limits.max_connections == 0 || self.limits.max_inspecting_per_ip == 0 {
-            return Err(ConfigError("connection limits must be at least 1".into()));
+            return Err(ConfigError(format!(
+                "pool `{pool}`: client prefix lengths must be 1..=32 for IPv4 and 1..=128 for IPv6"
+            )));
         }
         Ok(())
     }
@@ -235,7 +432,7 @@ pub fn parse_backend(s: &str) -> Result<BackendConfig, ConfigError> {
     let addr = addr
         .parse()
         .map_err(|_| ConfigError(format!("backend `{s}`: `{addr}` is not an IP:PORT address")))?;
-    Ok(BackendConfig { name: name.to_string(), addr, weight: 1 })
+    Ok(BackendConfig::new(name, addr))
 }
 
 /// Parses durations like `500ms`, `5s`, `30m`, `2h` (a bare number is seconds).
@@ -302,12 +499,37 @@ mod tests {
     #[test]
     fn validation_names_what_to_change() {
         let addr = "127.0.0.1:1".parse().unwrap();
-        let b = |n: &str| BackendConfig { name: n.into(), addr, weight: 1 };
-        let mut cfg = RouterConfig::new(addr, vec![b("a"), b("a")]);
+        let b = |n: &str| BackendConfig::new(n, addr);
+        let mut cfg = Config::single(addr, vec![b("a"), b("a")]);
         assert!(cfg.validate().unwrap_err().0.contains("used twice"));
-        cfg.backends = vec![b("a")];
+        cfg.pools[0].backends = vec![b("a")];
         assert!(cfg.validate().is_ok());
-        cfg.affinity.absolute_max = Some(Duration::from_secs(1));
+        cfg.pools[0].affinity.absolute_max = Some(Duration::from_secs(1));
         assert!(cfg.validate().unwrap_err().0.contains("absolute maximum"));
+        cfg.pools[0].affinity.absolute_max = None;
+        cfg.listeners[0].default_pool = "nope".into();
+        assert!(cfg.validate().unwrap_err().0.contains("not defined"));
+    }
+
+    #[test]
+    fn cidrs_parse_and_match_both_families() {
+        let n: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.0.1".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        let h: Cidr = "::1".parse().unwrap();
+        assert_eq!(h.len, 128);
+        assert!(h.contains("::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nonsense/8".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn sni_patterns_are_host_names_or_one_label_wildcards() {
+        assert!(validate_sni_pattern("api.example.com").is_ok());
+        assert!(validate_sni_pattern("*.example.com").is_ok());
+        assert!(validate_sni_pattern("*").is_err());
+        assert!(validate_sni_pattern("a.*.com").is_err());
+        assert!(validate_sni_pattern("bad name").is_err());
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::backend::Backend;
-use crate::router::Shared;
+use crate::router::PoolState;
 
 /// Every candidate failed. The backends are at fault, not the client.
 #[derive(Debug)]
@@ -86,8 +86,8 @@ pub struct Connected {
 }
 
 /// Tries `candidates` in order.
-pub async fn connect(shared: &Shared, candidates: &[Arc<Backend>], hello: &[u8]) -> Result<Connected, ConnectError> {
-    let t = &shared.config.timeouts;
+pub async fn connect(pool: &PoolState, candidates: &[Arc<Backend>], hello: &[u8]) -> Result<Connected, ConnectError> {
+    let t = &pool.config.timeouts;
     let mut attempts = Vec::new();
     for backend in candidates {
         match attempt(backend, hello, t.connect, t.first_byte).await {
@@ -96,11 +96,11 @@ pub async fn connect(shared: &Shared, candidates: &[Arc<Backend>], hello: &[u8])
                 return Ok(Connected { stream, backend: backend.clone(), first_bytes, failed: attempts.len() });
             }
             Err(e) => {
-                shared.stats.backend_failure(&backend.name, e.reason());
+                pool.stats.backend_failure(&backend.name, e.reason());
                 // A refusal or a connect timeout says the backend is down;
                 // a silent one may be overloaded, and is skipped all the
                 // same so the next clients do not wait on it too.
-                backend.mark_down(&shared.clock, t.down_hold);
+                backend.mark_down(&pool.clock, t.down_hold);
                 warn!(backend = %backend.name, addr = %backend.addr, error = %e, "backend attempt failed; trying the next");
                 attempts.push((backend.name.clone(), e));
             }

@@ -13,11 +13,11 @@ use crate::affinity::{Binding, Key, KeyKind, KeyState};
 use crate::backend::Backend;
 use crate::inspect::{Outcome, ticket_key_name};
 use crate::route::{Decision, Offer, Rule};
-use crate::router::Shared;
+use crate::router::PoolState;
 
 /// Updates the table and the client index from one finished handshake.
 pub fn learn(
-    shared: &Shared,
+    pool: &PoolState,
     client: ClientPrefix,
     offer: &Offer,
     decision: &Decision,
@@ -27,27 +27,27 @@ pub fn learn(
     let tls13 = outcome.version >= 0x0304;
     if tls13 && offer.session_id.is_some() {
         // A TLS 1.3 legacy_session_id is a random echo, never a session.
-        shared.stats.tls13_session_id_ignored();
+        pool.stats.tls13_session_id_ignored();
     }
 
     if outcome.resumed {
         if let Some(r) = outcome.resumption {
-            shared.stats.resumed(r);
+            pool.stats.resumed(r);
         }
     } else {
         if let (Rule::Key(kind), Some(key)) = (decision.rule, decision.matched) {
             // Routed by a key to its owner, which no longer knew it.
-            shared.stats.affinity_lost(&backend.name);
-            shared.table.remove(&key);
+            pool.stats.affinity_lost(&backend.name);
+            pool.table.remove(&key);
             info!(backend = %backend.name, kind = kind.as_str(), key = %key.short_hex(),
                 "affinity lost: the owner backend answered a known key with a full handshake");
         }
         if offer.offers_resumption() {
             // Not routed to this backend again under these key names.
             for name in offer.key_names() {
-                if let Some(b) = shared.table.get(&name) {
+                if let Some(b) = pool.table.get(&name) {
                     if b.backend == backend.name && b.state != KeyState::Shared {
-                        shared.table.update(&name, Binding { backend: b.backend, state: KeyState::Rejected });
+                        pool.table.update(&name, Binding { backend: b.backend, state: KeyState::Rejected });
                     }
                 }
             }
@@ -59,11 +59,11 @@ pub fn learn(
         match l.kind {
             KeyKind::SessionId | KeyKind::Ticket | KeyKind::PskIdentity => {
                 let key = Key::new(l.kind, &l.key);
-                shared.table.put(key, owned());
-                shared.stats.learned(l.kind);
+                pool.table.put(key, owned());
+                pool.stats.learned(l.kind);
                 if l.kind != KeyKind::SessionId {
                     if let Some(name) = ticket_key_name(&l.key) {
-                        confirm_key_name(shared, Key::new(KeyKind::TicketKeyName, name), backend, key.tag());
+                        confirm_key_name(pool, Key::new(KeyKind::TicketKeyName, name), backend, key.tag());
                     }
                 }
                 debug!(backend = %backend.name, kind = l.kind.as_str(), key = %key.short_hex(), "learned");
@@ -74,7 +74,7 @@ pub fn learn(
         }
     }
 
-    shared.clients.record(
+    pool.clients.record(
         client,
         &Confirmed {
             backend: backend.name.clone(),
@@ -87,8 +87,8 @@ pub fn learn(
 
 /// Advances a ticket key name's state after a ticket or identity with it
 /// was confirmed on `backend`.
-fn confirm_key_name(shared: &Shared, name: Key, backend: &Arc<Backend>, tag: u8) {
-    let current = shared.table.get(&name);
+fn confirm_key_name(pool: &PoolState, name: Key, backend: &Arc<Backend>, tag: u8) {
+    let current = pool.table.get(&name);
     let (owner, next) = match &current {
         None => (backend.name.clone(), KeyState::Candidate { tag }),
         Some(b) if b.backend != backend.name => {
@@ -105,10 +105,10 @@ fn confirm_key_name(shared: &Shared, name: Key, backend: &Arc<Backend>, tag: u8)
         },
     };
     if current.as_ref().map(|b| b.state) != Some(next) {
-        shared.stats.learned(KeyKind::TicketKeyName);
+        pool.stats.learned(KeyKind::TicketKeyName);
     }
     let binding = Binding { backend: owner, state: next };
-    if current.is_none() || !shared.table.update(&name, binding.clone()) {
-        shared.table.put(name, binding);
+    if current.is_none() || !pool.table.update(&name, binding.clone()) {
+        pool.table.put(name, binding);
     }
 }

@@ -19,7 +19,7 @@ use crate::affinity::clients::{ClientPrefix, ClientView};
 use crate::affinity::{Key, KeyKind, KeyState};
 use crate::backend::Backend;
 use crate::inspect::{ClientHello, ticket_key_name};
-use crate::router::Shared;
+use crate::router::PoolState;
 
 /// The keys a ClientHello offers, digested once, owned by the connection.
 #[derive(Debug, Clone, Default)]
@@ -132,14 +132,13 @@ pub struct Decision {
 
 /// Applies the rules. Table entries naming a backend that is down or not in
 /// the pool are misses, and are deleted.
-pub fn decide(shared: &Shared, offer: &Offer, client: &ClientPrefix) -> Decision {
-    let pool = &shared.pool;
-    let usable = |name: &str| pool.by_name(name).filter(|b| b.is_up(&shared.clock) && b.weight > 0);
+pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decision {
+    let usable = |name: &str| pool.backends.by_name(name).filter(|b| b.is_up(&pool.clock) && b.weight > 0);
 
     // Rule 1.
     for (kind, key) in offer.keys() {
-        let Some(binding) = shared.table.get(&key) else {
-            shared.stats.miss(kind);
+        let Some(binding) = pool.table.get(&key) else {
+            pool.stats.miss(kind);
             continue;
         };
         if kind == KeyKind::TicketKeyName && binding.state != KeyState::Routable {
@@ -148,17 +147,17 @@ pub fn decide(shared: &Shared, offer: &Offer, client: &ClientPrefix) -> Decision
         }
         match usable(&binding.backend) {
             Some(b) => {
-                shared.stats.hit(kind);
-                return finish(shared, client, b.clone(), Rule::Key(kind), Some(key), kind_reason(kind));
+                pool.stats.hit(kind);
+                return finish(pool, client, b.clone(), Rule::Key(kind), Some(key), kind_reason(kind));
             }
             None => {
-                shared.stats.miss(kind);
-                shared.table.remove(&key);
+                pool.stats.miss(kind);
+                pool.table.remove(&key);
             }
         }
     }
 
-    let view: ClientView = shared.clients.view(client, offer.fingerprint);
+    let view: ClientView = pool.clients.view(client, offer.fingerprint);
     let last_tls12 = view.last.as_ref().is_some_and(|(_, tls12)| *tls12);
     let attempt = offer.offers_resumption() || (offer.session_id.is_some() && last_tls12);
 
@@ -171,21 +170,21 @@ pub fn decide(shared: &Shared, offer: &Offer, client: &ClientPrefix) -> Decision
             } else {
                 "unknown session ID re-bound by client address"
             };
-            return finish(shared, client, b.clone(), Rule::Rebind, None, reason);
+            return finish(pool, client, b.clone(), Rule::Rebind, None, reason);
         }
     }
 
     // Rule 3.
     if !view.shared {
         if let Some(b) = view.last.as_ref().and_then(|(b, _)| usable(b)) {
-            return finish(shared, client, b.clone(), Rule::SourceIp, None, "recent backend of this client address");
+            return finish(pool, client, b.clone(), Rule::SourceIp, None, "recent backend of this client address");
         }
     }
 
     // Rule 4.
-    let order = shared.balancer.order(pool.backends(), client);
+    let order = pool.balancer.order(pool.backends.all(), client);
     let reason = if view.shared { "shared client address: balanced" } else { "no affinity: balanced" };
-    let mut candidates: Vec<Arc<Backend>> = order.iter().filter(|b| b.is_up(&shared.clock)).cloned().collect();
+    let mut candidates: Vec<Arc<Backend>> = order.iter().filter(|b| b.is_up(&pool.clock)).cloned().collect();
     // When every backend is marked down, try them all anyway: the marks may
     // be stale, and refusing the client outright helps nobody.
     if candidates.is_empty() {
@@ -205,17 +204,17 @@ fn kind_reason(kind: KeyKind) -> &'static str {
 
 /// The chosen backend first, then the balancer's order for failover.
 fn finish(
-    shared: &Shared,
+    pool: &PoolState,
     client: &ClientPrefix,
     chosen: Arc<Backend>,
     rule: Rule,
     matched: Option<Key>,
     reason: &'static str,
 ) -> Decision {
-    let mut candidates = Vec::with_capacity(shared.pool.backends().len());
+    let mut candidates = Vec::with_capacity(pool.backends.all().len());
     candidates.push(chosen.clone());
-    for b in shared.balancer.failover_order(shared.pool.backends(), client) {
-        if !Arc::ptr_eq(&b, &chosen) && b.is_up(&shared.clock) {
+    for b in pool.balancer.failover_order(pool.backends.all(), client) {
+        if !Arc::ptr_eq(&b, &chosen) && b.is_up(&pool.clock) {
             candidates.push(b);
         }
     }
