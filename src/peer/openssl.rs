@@ -1,0 +1,1 @@
+//! `openssl s_server` and `s_client` as test peers.
