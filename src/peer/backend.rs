@@ -8,8 +8,11 @@
 //! ```
 //!
 //! where `resumed` is the backend's own view of the handshake (rustls's
-//! `handshake_kind()`), not the client's. When the client closes its side,
-//! the backend sends close_notify and closes. A test therefore learns which
+//! `handshake_kind()`), not the client's. An empty line (the blank line
+//! that ends an HTTP/1.0 request) or the client closing its side makes the
+//! backend send close_notify and close. So `openssl s_client` sending
+//! `GET /whoami HTTP/1.0` reads the same answer from a rustls backend as
+//! from an [`super::openssl::SServer`]. A test therefore learns which
 //! backend it reached and whether that backend accepted the resumption from
 //! the server itself, not from anything the router could fake.
 
@@ -356,6 +359,7 @@ async fn serve(
             .await
         {
             Ok(0) => break,
+            Ok(_) if line == b"\n" || line == b"\r\n" => break,
             Ok(_) if line.last() == Some(&b'\n') => {
                 if write.write_all(answer.as_bytes()).await.is_err() {
                     return;
