@@ -18,7 +18,10 @@
 //! - [`affinity`]: the affinity table interface, its in-process store, and
 //!   the per-client correlation index.
 //! - [`backend`], [`config`], [`router`] (state and the per-connection
-//!   path), [`stats`] and [`metrics`] (every metric name).
+//!   path), [`sni`] (pool choice by server name), [`stats`] and
+//!   [`metrics`] (every metric name).
+//! - [`peer`]: real TLS peers (rustls backends and clients, the OpenSSL
+//!   command line, a capture tap) for `stickytls demo` and the tests.
 #![forbid(unsafe_code)]
 
 pub mod affinity;
@@ -33,7 +36,9 @@ pub mod learn;
 pub mod listen;
 mod log_limit;
 pub mod metrics;
+pub mod peer;
 pub mod relay;
 pub mod route;
 pub mod router;
+pub mod sni;
 pub mod stats;
