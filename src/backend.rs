@@ -20,6 +20,8 @@ pub struct Backend {
     pub name: BackendName,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Most connections at once; `u32::MAX` for no limit.
+    pub max_connections: u32,
     /// Clock millis until which the backend is considered down; 0 = up.
     down_until_ms: AtomicU64,
     /// Connections currently open to it (least-connections, max-conns).
@@ -32,6 +34,7 @@ impl Backend {
             name: Arc::from(cfg.name.as_str()),
             addr: cfg.addr,
             weight: cfg.weight,
+            max_connections: cfg.max_connections.unwrap_or(u32::MAX),
             down_until_ms: AtomicU64::new(0),
             active: AtomicU32::new(0),
         }
@@ -56,14 +59,23 @@ impl Backend {
         }
     }
 
+    /// Below its connection limit.
+    pub fn has_room(&self) -> bool {
+        self.active() < self.max_connections
+    }
+
     pub fn active(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Counts a connection to this backend until the guard drops.
-    pub fn track(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(Arc::clone(self))
+    /// Takes one of the backend's connection slots until the guard drops;
+    /// `None` at the limit.
+    pub fn try_track(self: &Arc<Self>) -> Option<ActiveGuard> {
+        let max = self.max_connections;
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| ActiveGuard(Arc::clone(self)))
     }
 }
 

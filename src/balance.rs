@@ -7,8 +7,8 @@
 //! backends sends a client to the same place, without sharing state, and
 //! removing a backend moves only that backend's clients.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::affinity::clients::ClientPrefix;
 use crate::backend::Backend;
@@ -21,13 +21,17 @@ pub const SOURCE_HASH_SEED: u64 = 0x7374_6963_6b79_746c; // "stickytl"
 #[derive(Debug)]
 pub struct Balancer {
     kind: Balance,
-    /// Round-robin position.
+    /// Round-robin position (also breaks least-connections ties, so equal
+    /// backends share the load instead of the first taking it all).
     next: AtomicUsize,
+    /// Smooth weighted round robin: each backend's current weight, by
+    /// position in the pool's backend list.
+    current: Mutex<Vec<i64>>,
 }
 
 impl Balancer {
     pub fn new(kind: Balance) -> Self {
-        Balancer { kind, next: AtomicUsize::new(0) }
+        Balancer { kind, next: AtomicUsize::new(0), current: Mutex::new(Vec::new()) }
     }
 
     pub fn kind(&self) -> Balance {
@@ -60,6 +64,48 @@ impl Balancer {
                 out.extend_from_slice(&list[start..]);
                 out.extend_from_slice(&list[..start]);
                 out
+            }
+            Balance::WeightedRoundRobin => {
+                let mut list: Vec<(usize, &Arc<Backend>)> =
+                    backends.iter().enumerate().filter(|(_, b)| b.weight > 0).collect();
+                if advance && !list.is_empty() {
+                    // nginx's smooth weighted round robin: add each weight to
+                    // its current value, pick the largest, subtract the total.
+                    let mut cur = self.current.lock().unwrap();
+                    if cur.len() != backends.len() {
+                        *cur = vec![0; backends.len()];
+                    }
+                    let total: i64 = list.iter().map(|(_, b)| i64::from(b.weight)).sum();
+                    for (i, b) in &list {
+                        cur[*i] += i64::from(b.weight);
+                    }
+                    let best = list.iter().map(|(i, _)| *i).max_by_key(|i| (cur[*i], std::cmp::Reverse(*i)));
+                    if let Some(best) = best {
+                        cur[best] -= total;
+                        list.sort_by_key(|(i, b)| (*i != best, std::cmp::Reverse(b.weight), *i));
+                    }
+                } else {
+                    list.sort_by_key(|(i, b)| (std::cmp::Reverse(b.weight), *i));
+                }
+                list.into_iter().map(|(_, b)| b.clone()).collect()
+            }
+            Balance::LeastConnections => {
+                let list: Vec<&Arc<Backend>> = eligible.collect();
+                if list.is_empty() {
+                    return Vec::new();
+                }
+                let turn = if advance { self.next.fetch_add(1, Ordering::Relaxed) } else { self.next.load(Ordering::Relaxed) };
+                let n = list.len();
+                let mut rotated: Vec<(usize, &Arc<Backend>)> =
+                    (0..n).map(|k| (k, list[(turn + k) % n])).collect();
+                // Fewest connections per unit of weight first: compare
+                // a/wa < b/wb as a*wb < b*wa, exactly, in integers.
+                rotated.sort_by(|(ka, a), (kb, b)| {
+                    let lhs = u64::from(a.active()) * u64::from(b.weight);
+                    let rhs = u64::from(b.active()) * u64::from(a.weight);
+                    lhs.cmp(&rhs).then(ka.cmp(kb))
+                });
+                rotated.into_iter().map(|(_, b)| b.clone()).collect()
             }
             Balance::SourceHash => {
                 let client = client.to_bytes();
@@ -116,11 +162,9 @@ mod tests {
         spec.iter()
             .enumerate()
             .map(|(i, (n, w))| {
-                Arc::new(Backend::new(&BackendConfig {
-                    name: n.to_string(),
-                    addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
-                    weight: *w,
-                }))
+                let mut cfg = BackendConfig::new(n, format!("127.0.0.1:{}", 9000 + i).parse().unwrap());
+                cfg.weight = *w;
+                Arc::new(Backend::new(&cfg))
             })
             .collect()
     }
@@ -137,6 +181,31 @@ mod tests {
             (0..3).map(|_| rr.order(&bs, &client(1))[0].name.to_string()).collect();
         assert_eq!(firsts, ["a", "b", "c"]);
         assert_eq!(rr.order(&bs, &client(1)).len(), 3);
+    }
+
+    #[test]
+    fn weighted_round_robin_gives_each_backend_its_share_interleaved() {
+        let bs = backends(&[("a", 5), ("b", 1), ("c", 1)]);
+        let wrr = Balancer::new(Balance::WeightedRoundRobin);
+        let picks: String = (0..7).map(|_| wrr.order(&bs, &client(1))[0].name.to_string()).collect();
+        // nginx's documented sequence for weights 5, 1, 1.
+        assert_eq!(picks, "aabacaa");
+        assert_eq!(wrr.order(&bs, &client(1)).len(), 3);
+    }
+
+    #[test]
+    fn least_connections_prefers_the_least_loaded_per_weight() {
+        let bs = backends(&[("a", 1), ("b", 2), ("c", 1)]);
+        let held: Vec<_> = (0..2).filter_map(|_| bs[0].try_track()).chain(bs[1].try_track()).collect();
+        let lc = Balancer::new(Balance::LeastConnections);
+        // a: 2/1, b: 1/2, c: 0/1.
+        let order: Vec<String> = lc.order(&bs, &client(1)).iter().map(|b| b.name.to_string()).collect();
+        assert_eq!(order, ["c", "b", "a"]);
+        drop(held);
+        // All idle: ties rotate instead of piling on one backend.
+        let firsts: std::collections::HashSet<String> =
+            (0..3).map(|_| lc.order(&bs, &client(1))[0].name.to_string()).collect();
+        assert_eq!(firsts.len(), 3);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use crate::backend::Backend;
+use crate::backend::{ActiveGuard, Backend};
 use crate::router::PoolState;
 
 /// Every candidate failed. The backends are at fault, not the client.
@@ -48,6 +48,8 @@ pub enum AttemptError {
     Silent,
     /// Closed (or reset) before sending anything.
     Closed(Option<io::Error>),
+    /// At its max_connections: skipped, not contacted.
+    Full,
 }
 
 impl AttemptError {
@@ -57,6 +59,7 @@ impl AttemptError {
             AttemptError::ConnectTimeout => "timeout",
             AttemptError::Silent => "silent",
             AttemptError::Closed(_) => "closed",
+            AttemptError::Full => "full",
         }
     }
 }
@@ -69,6 +72,7 @@ impl fmt::Display for AttemptError {
             AttemptError::Silent => f.write_str("accepted but sent nothing within the first-byte timeout"),
             AttemptError::Closed(Some(e)) => write!(f, "closed before answering ({e})"),
             AttemptError::Closed(None) => f.write_str("closed before answering"),
+            AttemptError::Full => f.write_str("at its max_connections"),
         }
     }
 }
@@ -83,6 +87,9 @@ pub struct Connected {
     pub first_bytes: Vec<u8>,
     /// How many candidates failed before this one.
     pub failed: usize,
+    /// Holds one of the backend's connection slots while the connection
+    /// lives (least connections, max connections).
+    pub active: ActiveGuard,
 }
 
 /// Tries `candidates` in order.
@@ -90,10 +97,14 @@ pub async fn connect(pool: &PoolState, candidates: &[Arc<Backend>], hello: &[u8]
     let t = &pool.config.timeouts;
     let mut attempts = Vec::new();
     for backend in candidates {
+        let Some(active) = backend.try_track() else {
+            attempts.push((backend.name.clone(), AttemptError::Full));
+            continue;
+        };
         match attempt(backend, hello, t.connect, t.first_byte).await {
             Ok((stream, first_bytes)) => {
                 backend.mark_up();
-                return Ok(Connected { stream, backend: backend.clone(), first_bytes, failed: attempts.len() });
+                return Ok(Connected { stream, backend: backend.clone(), first_bytes, failed: attempts.len(), active });
             }
             Err(e) => {
                 pool.stats.backend_failure(&backend.name, e.reason());

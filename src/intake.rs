@@ -7,9 +7,9 @@
 
 use std::fmt;
 use std::io;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
 
 use crate::inspect::{Alert, Handshake, InspectError, NotTls, Status};
 
@@ -61,16 +61,26 @@ impl fmt::Display for IntakeError {
 
 impl std::error::Error for IntakeError {}
 
-/// Reads until the inspector has the first ClientHello. On success every
-/// byte read is in `buf`.
+/// Reads until the inspector has the first ClientHello, or `deadline`.
+/// `buf` may already hold bytes that followed a PROXY header; on success
+/// every byte of the client's TLS stream read so far is in `buf`.
 pub async fn read_hello<R: AsyncRead + Unpin>(
     client: &mut R,
     hs: &mut Handshake,
     buf: &mut Vec<u8>,
-    timeout: Duration,
+    deadline: Instant,
     max_bytes: usize,
 ) -> Result<(), IntakeError> {
     let read = async {
+        if !buf.is_empty() {
+            match hs.feed_client(buf) {
+                Status::NeedMore => {}
+                Status::Done => return Ok(()),
+                Status::NotTls(n) => return Err(IntakeError::NotTls(n)),
+                Status::Malformed(e) => return Err(IntakeError::Malformed(e)),
+                Status::Alert(a) => return Err(IntakeError::Alert(a)),
+            }
+        }
         loop {
             let start = buf.len();
             // Read no further than the budget allows: the inspector rejects
@@ -97,7 +107,7 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
             }
         }
     };
-    match tokio::time::timeout(timeout, read).await {
+    match tokio::time::timeout_at(deadline, read).await {
         Ok(r) => r,
         Err(_) => Err(IntakeError::Timeout { received: buf.len() }),
     }

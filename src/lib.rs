@@ -7,6 +7,7 @@
 //! # Layout
 //! The path of one connection, one module per stage:
 //! - [`listen`]: the accept loop and its limits.
+//! - [`proxy`]: the PROXY protocol header, on listeners that require it.
 //! - [`intake`]: reading the ClientHello within a byte and time budget.
 //! - [`route`]: choosing a backend (affinity rules, else [`balance`]).
 //! - [`connect`]: connecting, with failover, and replaying the hello.
@@ -37,6 +38,7 @@ pub mod listen;
 mod log_limit;
 pub mod metrics;
 pub mod peer;
+pub mod proxy;
 pub mod relay;
 pub mod route;
 pub mod router;

@@ -8,12 +8,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, warn};
 
-use crate::router::{Shared, handle};
+use crate::router::{ListenerState, handle};
 
 /// Accepts until `shutdown` completes. Connections already accepted run to
 /// their end on their own tasks.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
-    let limit = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+pub async fn serve(listener: TcpListener, state: Arc<ListenerState>, shutdown: impl std::future::Future<Output = ()>) {
+    let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(1);
     loop {
@@ -33,9 +33,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl st
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(1);
-                let shared = shared.clone();
+                let state = state.clone();
                 tokio::spawn(async move {
-                    handle(shared, stream, peer).await;
+                    handle(state, stream, peer).await;
                     drop(permit);
                 });
             }

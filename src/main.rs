@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use stickytls::config::{Balance, BackendConfig, RouterConfig, parse_backend, parse_duration};
+use stickytls::config::{Balance, BackendConfig, Config, parse_backend, parse_duration};
 use stickytls::router::Router;
 
 #[derive(Parser, Debug)]
@@ -73,18 +73,20 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 }
 
 impl RunArgs {
-    fn config(self) -> RouterConfig {
-        let mut c = RouterConfig::new(self.listen, self.backends);
-        c.balance = self.balance;
-        c.affinity.inactivity_timeout = self.affinity_timeout;
-        c.affinity.correlation_window = self.correlation_window;
-        c.affinity.nat_threshold = self.nat_threshold;
-        c.timeouts.hello = self.hello_timeout;
-        c.timeouts.connect = self.connect_timeout;
-        c.timeouts.first_byte = self.first_byte_timeout;
-        c.timeouts.idle = self.idle_timeout;
-        c.limits.max_hello_bytes = self.max_hello_bytes;
-        c.limits.max_connections = self.max_connections;
+    fn config(self) -> Config {
+        let mut c = Config::single(self.listen, self.backends);
+        let p = &mut c.pools[0];
+        p.balance = self.balance;
+        p.affinity.inactivity_timeout = self.affinity_timeout;
+        p.affinity.correlation_window = self.correlation_window;
+        p.affinity.nat_threshold = self.nat_threshold;
+        p.timeouts.hello = self.hello_timeout;
+        p.timeouts.connect = self.connect_timeout;
+        p.timeouts.first_byte = self.first_byte_timeout;
+        p.timeouts.idle = self.idle_timeout;
+        let l = &mut c.listeners[0].limits;
+        l.max_hello_bytes = self.max_hello_bytes;
+        l.max_connections = self.max_connections;
         c
     }
 }
@@ -115,10 +117,9 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         let backends: Vec<String> = router
-            .shared()
-            .pool
-            .backends()
+            .pools()
             .iter()
+            .flat_map(|p| p.backends.all())
             .map(|b| format!("{}={}", b.name, b.addr))
             .collect();
         tracing::info!(listen = %router.local_addr(), backends = ?backends, open_files = nofile, "stickytls routing");

@@ -54,17 +54,19 @@ struct Dir<'a> {
 }
 
 /// Relays until both directions are closed, a side resets, or the idle
-/// timeout passes. `first_bytes` were already read from the server.
+/// timeout passes. `first_bytes` were already read from the server. With
+/// no handshake to watch it is a plain copy from the start.
 pub async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
-    hs: Handshake,
+    hs: Option<Handshake>,
     first_bytes: &[u8],
     idle: Duration,
     clock: &Clock,
     flight: &dyn OnServerFlight,
 ) -> RelayEnd {
-    let hs = Mutex::new(hs);
+    let inspect = hs.is_some();
+    let hs = Mutex::new(hs.unwrap_or_else(|| Handshake::new(Default::default())));
     let last_activity = AtomicU64::new(clock.now_ms());
     let dir = Dir { hs: &hs, clock, last_activity: &last_activity };
     let (mut cr, mut cw) = client.split();
@@ -73,7 +75,7 @@ pub async fn relay(
     let to_server = async {
         let mut buf = vec![0u8; BUF];
         let mut total = 0u64;
-        let mut inspecting = true;
+        let mut inspecting = inspect;
         loop {
             let n = match cr.read(&mut buf).await {
                 Ok(0) => {
@@ -104,7 +106,7 @@ pub async fn relay(
     let to_client = async {
         let mut buf = vec![0u8; BUF];
         let mut total = 0u64;
-        let mut inspecting = true;
+        let mut inspecting = inspect;
         let mut pending: &[u8] = first_bytes;
         loop {
             let n = if !pending.is_empty() {

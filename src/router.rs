@@ -1,10 +1,11 @@
-//! One router: its shared state, and the path of one connection through the
-//! stages (intake → route → connect → relay → learn).
+//! One router: its listeners and pools, and the path of one connection
+//! through the stages (intake → route → connect → relay → learn).
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
@@ -12,73 +13,141 @@ use tracing::{info, warn};
 use crate::affinity::clients::{ClientIndex, ClientIndexConfig, ClientPrefix};
 use crate::affinity::memory::MemoryStoreConfig;
 use crate::affinity::{AffinityStore, MemoryStore};
-use crate::backend::Pool;
+use crate::backend::{Backend, Pool};
 use crate::balance::Balancer;
 use crate::clock::Clock;
-use crate::config::{ConfigError, RouterConfig};
+use crate::config::{Config, ConfigError, ListenerConfig, NonTls, PoolConfig};
 use crate::inspect::{self, Handshake, Status};
 use crate::intake::{IntakeError, read_hello};
 use crate::log_limit::LogLimiter;
 use crate::relay::{OnServerFlight, RelayEnd, Side, relay};
-use crate::route::{Decision, Offer, decide};
-use crate::stats::Stats;
-use crate::{connect, learn};
+use crate::route::{Decision, Offer, Rule, decide};
+use crate::sni::SniMap;
+use crate::stats::{Snapshot, Stats};
+use crate::{connect, learn, proxy};
 
-/// State every connection of one router shares.
+/// One pool's live state: its backends, balancer and affinity tables.
+/// Affinity never crosses pools.
 #[derive(Debug)]
-pub struct Shared {
-    pub config: RouterConfig,
-    pub pool: Pool,
+pub struct PoolState {
+    pub config: PoolConfig,
+    pub backends: Pool,
     pub balancer: Balancer,
     /// Session key → owner backend.
     pub table: Arc<dyn AffinityStore>,
     /// Client prefix → recent confirmed connections.
     pub clients: ClientIndex,
     pub clock: Clock,
-    pub stats: Stats,
-    /// Connections per client prefix still in the hello stage: a cap on
-    /// how much of the hello budget one address can hold at once.
-    inspecting: Mutex<HashMap<ClientPrefix, u32, RandomState>>,
+    /// The router's counters (shared by every pool).
+    pub stats: Arc<Stats>,
     /// Keeps per-connection decision logs at info level affordable.
-    pub decision_log: LogLimiter,
+    pub decision_log: Arc<LogLimiter>,
 }
 
-impl Shared {
-    /// Builds the state for `config`, with an in-process affinity table.
-    pub fn new(config: RouterConfig, clock: Clock) -> Result<Shared, ConfigError> {
-        config.validate()?;
+impl PoolState {
+    /// A pool with an in-process affinity table.
+    pub fn new(config: PoolConfig, clock: Clock, stats: Arc<Stats>, log: Arc<LogLimiter>) -> PoolState {
         let a = &config.affinity;
         let table = Arc::new(MemoryStore::new(
             MemoryStoreConfig { capacity: a.table_size, inactivity: a.inactivity_timeout, absolute_max: a.absolute_max },
             clock.clone(),
         ));
-        Ok(Self::with_store(config, clock, table))
+        Self::with_store(config, clock, stats, log, table)
     }
 
-    /// Builds the state around an existing store (shared between routers,
-    /// or kept across a reload).
-    pub fn with_store(config: RouterConfig, clock: Clock, table: Arc<dyn AffinityStore>) -> Shared {
+    /// A pool around an existing store (shared between routers, or kept
+    /// across a reload).
+    pub fn with_store(
+        config: PoolConfig,
+        clock: Clock,
+        stats: Arc<Stats>,
+        decision_log: Arc<LogLimiter>,
+        table: Arc<dyn AffinityStore>,
+    ) -> PoolState {
         let a = &config.affinity;
         let clients = ClientIndex::new(
             ClientIndexConfig { capacity: a.clients_tracked, window: a.correlation_window, nat_threshold: a.nat_threshold },
             clock.clone(),
         );
-        Shared {
-            pool: Pool::new(&config.backends),
+        PoolState {
+            backends: Pool::new(&config.backends),
             balancer: Balancer::new(config.balance),
             table,
             clients,
             clock,
-            stats: Stats::default(),
-            inspecting: Mutex::new(HashMap::default()),
-            decision_log: LogLimiter::new(50),
+            stats,
+            decision_log,
             config,
         }
     }
 
-    pub fn prefix(&self, addr: SocketAddr) -> ClientPrefix {
+    pub fn prefix(&self, addr: std::net::IpAddr) -> ClientPrefix {
         let a = &self.config.affinity;
-        ClientPrefix::new(addr.ip(), a.ipv4_prefix, a.ipv6_prefix)
+        ClientPrefix::new(addr, a.ipv4_prefix, a.ipv6_prefix)
+    }
+}
+
+/// One listener's state: how it picks a pool, and its hello-stage limits.
+#[derive(Debug)]
+pub struct ListenerState {
+    pub config: ListenerConfig,
+    /// Pools reachable from this listener, indexed by `sni`.
+    pools: Vec<Arc<PoolState>>,
+    sni: SniMap,
+    default_pool: usize,
+    non_tls_pool: Option<usize>,
+    /// The hello budget: the longest hello timeout of the pools the
+    /// listener can reach, since the pool is only known after the hello.
+    hello_timeout: Duration,
+    stats: Arc<Stats>,
+    decision_log: Arc<LogLimiter>,
+    /// Connections per client prefix still in the hello stage: caps how
+    /// much of the hello budget one address can hold at once.
+    inspecting: Mutex<HashMap<ClientPrefix, u32, RandomState>>,
+}
+
+impl ListenerState {
+    fn new(config: ListenerConfig, all: &HashMap<String, Arc<PoolState>>, stats: Arc<Stats>, log: Arc<LogLimiter>) -> Self {
+        let mut pools: Vec<Arc<PoolState>> = Vec::new();
+        let mut index = |name: &str| -> usize {
+            if let Some(i) = pools.iter().position(|p| p.config.name == name) {
+                return i;
+            }
+            // Validation guarantees the name exists.
+            pools.push(all[name].clone());
+            pools.len() - 1
+        };
+        let default_pool = index(&config.default_pool);
+        let mut sni = SniMap::default();
+        for r in &config.sni {
+            sni.insert(&r.pattern, index(&r.pool));
+        }
+        let non_tls_pool = match &config.non_tls {
+            NonTls::Reject => None,
+            NonTls::Pool(p) => Some(index(p)),
+        };
+        let hello_timeout = pools.iter().map(|p| p.config.timeouts.hello).max().unwrap_or(Duration::from_secs(5));
+        ListenerState {
+            config,
+            pools,
+            sni,
+            default_pool,
+            non_tls_pool,
+            hello_timeout,
+            stats,
+            decision_log: log,
+            inspecting: Mutex::new(HashMap::default()),
+        }
+    }
+
+    /// The pool for a hello's SNI.
+    pub fn pool_for(&self, sni: Option<&[u8]>) -> &Arc<PoolState> {
+        let i = sni.and_then(|s| self.sni.lookup(s)).unwrap_or(self.default_pool);
+        &self.pools[i]
+    }
+
+    fn default_pool(&self) -> &Arc<PoolState> {
+        &self.pools[self.default_pool]
     }
 
     /// Counts a connection into the hello stage of its prefix; `None` when
@@ -90,19 +159,19 @@ impl Shared {
             return None;
         }
         *n += 1;
-        Some(InspectingGuard { shared: self.clone(), prefix })
+        Some(InspectingGuard { listener: self.clone(), prefix })
     }
 }
 
 /// Releases a prefix's hello-stage slot.
 struct InspectingGuard {
-    shared: Arc<Shared>,
+    listener: Arc<ListenerState>,
     prefix: ClientPrefix,
 }
 
 impl Drop for InspectingGuard {
     fn drop(&mut self) {
-        let mut map = self.shared.inspecting.lock().unwrap();
+        let mut map = self.listener.inspecting.lock().unwrap();
         if let Some(n) = map.get_mut(&self.prefix) {
             *n -= 1;
             if *n == 0 {
@@ -115,34 +184,127 @@ impl Drop for InspectingGuard {
 /// A bound router, ready to serve.
 #[derive(Debug)]
 pub struct Router {
-    listener: TcpListener,
-    shared: Arc<Shared>,
+    listeners: Vec<(TcpListener, Arc<ListenerState>)>,
+    pools: Vec<Arc<PoolState>>,
+    stats: Arc<Stats>,
 }
 
 impl Router {
-    /// Validates `config` and binds its listen address.
-    pub async fn bind(config: RouterConfig) -> Result<Router, RouterError> {
-        let shared = Shared::new(config, Clock::new()).map_err(RouterError::Config)?;
-        Self::bind_shared(Arc::new(shared)).await
+    /// Validates `config` and binds every listener.
+    pub async fn bind(config: Config) -> Result<Router, RouterError> {
+        Self::bind_with(config, Clock::new(), HashMap::new()).await
     }
 
-    pub async fn bind_shared(shared: Arc<Shared>) -> Result<Router, RouterError> {
-        let addr = shared.config.listen;
-        let listener = TcpListener::bind(addr).await.map_err(|e| RouterError::Bind(addr, e))?;
-        Ok(Router { listener, shared })
+    /// Like [`Router::bind`], with a clock and, per pool name, an existing
+    /// affinity store to use instead of a new in-process one.
+    pub async fn bind_with(
+        config: Config,
+        clock: Clock,
+        mut stores: HashMap<String, Arc<dyn AffinityStore>>,
+    ) -> Result<Router, RouterError> {
+        config.validate().map_err(RouterError::Config)?;
+        let stats = Arc::new(Stats::default());
+        let log = Arc::new(LogLimiter::new(50));
+        let mut by_name = HashMap::new();
+        let mut pools = Vec::new();
+        for p in &config.pools {
+            let state = Arc::new(match stores.remove(&p.name) {
+                Some(store) => PoolState::with_store(p.clone(), clock.clone(), stats.clone(), log.clone(), store),
+                None => PoolState::new(p.clone(), clock.clone(), stats.clone(), log.clone()),
+            });
+            by_name.insert(p.name.clone(), state.clone());
+            pools.push(state);
+        }
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let socket = TcpListener::bind(l.bind).await.map_err(|e| RouterError::Bind(l.bind, e))?;
+            listeners.push((socket, Arc::new(ListenerState::new(l.clone(), &by_name, stats.clone(), log.clone()))));
+        }
+        Ok(Router { listeners, pools, stats })
     }
 
+    /// The first listener's bound address (with the real port when the
+    /// configuration said port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.shared.config.listen)
+        self.local_addrs()[0]
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(l, s)| l.local_addr().unwrap_or(s.config.bind)).collect()
     }
 
-    /// Serves until `shutdown` completes.
+    pub fn pool(&self, name: &str) -> Option<&Arc<PoolState>> {
+        self.pools.iter().find(|p| p.config.name == name)
+    }
+
+    pub fn pools(&self) -> &[Arc<PoolState>] {
+        &self.pools
+    }
+
+    /// A handle on the router's counters that outlives `run`.
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// Serves every listener until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        crate::listen::serve(self.listener, self.shared, shutdown).await
+        let (tx, _) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for (socket, state) in self.listeners {
+            let mut rx = tx.subscribe();
+            tasks.push(tokio::spawn(crate::listen::serve(socket, state, async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })));
+        }
+        shutdown.await;
+        let _ = tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Starts serving on a task of the current runtime; the router stops
+    /// when the returned handle is dropped.
+    pub fn spawn(self) -> RunningRouter {
+        let addr = self.local_addr();
+        let stats = self.stats.clone();
+        let pools = self.pools.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async move {
+            let _ = rx.await;
+        }));
+        RunningRouter { addr, stats, pools, _stop: tx, task }
+    }
+}
+
+/// A router serving on a task: its address and state, for tests and the
+/// demo. Dropping it stops the accept loops.
+#[derive(Debug)]
+pub struct RunningRouter {
+    pub addr: SocketAddr,
+    stats: Arc<Stats>,
+    pools: Vec<Arc<PoolState>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRouter {
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Arc<PoolState>> {
+        self.pools.iter().find(|p| p.config.name == name)
+    }
+}
+
+impl Drop for RunningRouter {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -165,87 +327,159 @@ impl std::fmt::Display for RouterError {
 impl std::error::Error for RouterError {}
 
 /// The path of one connection.
-pub async fn handle(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr) {
-    shared.stats.connection();
+pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: SocketAddr) {
+    listener.stats.connection();
     let _ = client.set_nodelay(true);
-    let prefix = shared.prefix(peer);
+    let limits = listener.config.limits;
+    let started = tokio::time::Instant::now();
+    let deadline = started + listener.hello_timeout;
 
-    // Intake: the ClientHello within its byte and time budget.
-    let Some(slot) = shared.begin_inspecting(prefix) else {
-        shared.stats.rejected("per_ip_limit");
-        if shared.decision_log.allow() {
+    // Hello stage: PROXY header, then the ClientHello, within one budget.
+    let pre = listener.default_pool().prefix(peer.ip());
+    let Some(slot) = listener.begin_inspecting(pre) else {
+        listener.stats.rejected("per_ip_limit");
+        if listener.decision_log.allow() {
             warn!(%peer, "closed: too many connections from this address still sending their hello");
         }
         return;
     };
-    let limits = &shared.config.limits;
-    let mut hs = Handshake::new(inspect::Limits { max_client_bytes: limits.max_hello_bytes, ..Default::default() });
     let mut hello = Vec::with_capacity(2048);
-    let intake = read_hello(&mut client, &mut hs, &mut hello, shared.config.timeouts.hello, limits.max_hello_bytes).await;
+    let client_addr = if listener.config.proxy_protocol {
+        match proxy::read_header(&mut client, peer, &listener.config.proxy_trusted, deadline, &mut hello).await {
+            Ok(addr) => addr,
+            Err(e) => {
+                listener.stats.rejected(e.reason());
+                if listener.decision_log.allow() {
+                    info!(%peer, reason = e.reason(), "closed: {e}");
+                }
+                return;
+            }
+        }
+    } else {
+        peer
+    };
+    let mut hs = Handshake::new(inspect::Limits { max_client_bytes: limits.max_hello_bytes, ..Default::default() });
+    let intake = read_hello(&mut client, &mut hs, &mut hello, deadline, limits.max_hello_bytes).await;
     drop(slot);
-    if let Err(e) = intake {
-        reject(&shared, peer, &e);
-        return;
-    }
-
-    // Route.
-    let Some(offer) = hs.client_hello().map(|ch| Offer::from_hello(&ch)) else { return };
-    let decision = decide(&shared, &offer, &prefix);
-    shared.stats.routed(decision.rule.as_str(), decision.reason);
-
-    // Connect, with failover.
-    let connected = match connect::connect(&shared, &decision.candidates, &hello).await {
-        Ok(c) => c,
-        Err(e) => {
-            shared.stats.no_backend();
-            warn!(%peer, error = %e, "closed: no backend answered");
+    match intake {
+        Ok(()) => {}
+        Err(IntakeError::NotTls(n)) if listener.non_tls_pool.is_some() => {
+            let pool = listener.pools[listener.non_tls_pool.unwrap_or(listener.default_pool)].clone();
+            if listener.decision_log.allow() {
+                info!(peer = %client_addr, reason = n.reason, pool = %pool.config.name, "not TLS: forwarded to the non-TLS pool");
+            }
+            forward_blind(&pool, client, client_addr, &hello).await;
             return;
         }
+        Err(e) => {
+            listener.stats.rejected(e.reason());
+            if listener.decision_log.allow() {
+                info!(peer = %client_addr, reason = e.reason(), "closed before routing: {e}");
+            }
+            return;
+        }
+    }
+
+    // Route: the pool by SNI, then the affinity rules inside it.
+    let (pool, offer) = {
+        let Some(ch) = hs.client_hello() else { return };
+        let pool = listener.pool_for(ch.sni).clone();
+        let offer = pool.config.inspect.then(|| Offer::from_hello(&ch));
+        (pool, offer)
     };
-    if connected.failed > 0 {
-        shared.stats.failover();
+    let Some(offer) = offer else {
+        forward_blind(&pool, client, client_addr, &hello).await;
+        return;
+    };
+    let prefix = pool.prefix(client_addr.ip());
+    let decision = decide(&pool, &offer, &prefix);
+    pool.stats.routed(decision.rule.as_str(), decision.reason);
+
+    // Connect, with failover.
+    let Some(connected) = connect_logged(&pool, &decision, client_addr, &hello).await else { return };
+    if let Some(chosen) = decision.candidates.first() {
+        if !Arc::ptr_eq(chosen, &connected.backend) {
+            // The chosen backend was not reached: stop rules 2 and 3 from
+            // pointing this client there.
+            pool.clients.forget_backend(&prefix, &chosen.name);
+        }
     }
-    let chosen = &decision.candidates[0];
-    if !std::sync::Arc::ptr_eq(chosen, &connected.backend) {
-        // The chosen backend was not reached: forget the client's recent
-        // connections to it so rules 2 and 3 stop pointing there.
-        shared.clients.forget_backend(&prefix, &chosen.name);
-    }
-    log_decision(&shared, peer, &decision, &connected.backend.name, &offer);
-    let _active = connected.backend.track();
+    log_decision(&pool, client_addr, &decision, &connected.backend.name, &offer);
 
     // Relay, learning from the server's flight.
     let mut server = connected.stream;
-    let learner = Learner { shared: &shared, prefix, offer: &offer, decision: &decision, backend: &connected.backend };
+    let learner = Learner { pool: &pool, prefix, offer: &offer, decision: &decision, backend: &connected.backend };
     let end = relay(
         &mut client,
         &mut server,
-        hs,
+        Some(hs),
         &connected.first_bytes,
-        shared.config.timeouts.idle,
-        &shared.clock,
+        pool.config.timeouts.idle,
+        &pool.clock,
         &learner,
     )
     .await;
+    finish(&client, &server, end);
+    drop(connected.active);
+}
+
+/// Forwards a connection by the balancer alone: non-TLS input sent to a
+/// pool, or a pool with inspection off.
+async fn forward_blind(pool: &Arc<PoolState>, mut client: TcpStream, client_addr: SocketAddr, hello: &[u8]) {
+    let prefix = pool.prefix(client_addr.ip());
+    let order = pool.balancer.order(pool.backends.all(), &prefix);
+    let decision = Decision { candidates: order, rule: Rule::Balancer, matched: None, reason: "forwarded without inspection" };
+    pool.stats.routed(decision.rule.as_str(), decision.reason);
+    let Some(connected) = connect_logged(pool, &decision, client_addr, hello).await else { return };
+    let mut server = connected.stream;
+    let end = relay(
+        &mut client,
+        &mut server,
+        None,
+        &connected.first_bytes,
+        pool.config.timeouts.idle,
+        &pool.clock,
+        &NoLearning,
+    )
+    .await;
+    finish(&client, &server, end);
+    drop(connected.active);
+}
+
+async fn connect_logged(
+    pool: &Arc<PoolState>,
+    decision: &Decision,
+    client_addr: SocketAddr,
+    hello: &[u8],
+) -> Option<connect::Connected> {
+    match connect::connect(pool, &decision.candidates, hello).await {
+        Ok(c) => {
+            if c.failed > 0 {
+                pool.stats.failover();
+            }
+            Some(c)
+        }
+        Err(e) => {
+            pool.stats.no_backend();
+            warn!(peer = %client_addr, pool = %pool.config.name, error = %e, "closed: no backend answered");
+            None
+        }
+    }
+}
+
+/// Passes a reset on as a reset.
+fn finish(client: &TcpStream, server: &TcpStream, end: RelayEnd) {
     if let RelayEnd::Reset(side, _) = &end {
-        // Pass a reset on as a reset.
         let other = match side {
-            Side::Client => &server,
-            Side::Server => &client,
+            Side::Client => server,
+            Side::Server => client,
         };
-        let _ = socket2::SockRef::from(other).set_linger(Some(std::time::Duration::ZERO));
+        let _ = socket2::SockRef::from(other).set_linger(Some(Duration::ZERO));
     }
 }
 
-fn reject(shared: &Shared, peer: SocketAddr, e: &IntakeError) {
-    shared.stats.rejected(e.reason());
-    if shared.decision_log.allow() {
-        info!(%peer, reason = e.reason(), "closed before routing: {e}");
-    }
-}
-
-fn log_decision(shared: &Shared, peer: SocketAddr, d: &Decision, reached: &str, offer: &Offer) {
-    if !shared.decision_log.allow() {
+fn log_decision(pool: &PoolState, peer: SocketAddr, d: &Decision, reached: &str, offer: &Offer) {
+    if !pool.decision_log.allow() {
         return;
     }
     let key = offer
@@ -255,28 +489,29 @@ fn log_decision(shared: &Shared, peer: SocketAddr, d: &Decision, reached: &str, 
         .or(offer.ticket.as_ref().map(|(k, _)| k))
         .or(offer.session_id.as_ref())
         .map(|k| k.short_hex());
+    let key = key.as_deref().unwrap_or("-");
     match d.rule {
-        crate::route::Rule::Rebind => info!(
-            %peer, backend = reached, new_key = key.as_deref().unwrap_or("-"), reason = d.reason,
+        Rule::Rebind => info!(
+            %peer, backend = reached, new_key = key, reason = d.reason,
             "re-bound an unknown session to the client address's backend"
         ),
-        _ => info!(%peer, backend = reached, rule = d.rule.as_str(), reason = d.reason, key = key.as_deref().unwrap_or("-"), "routed"),
+        _ => info!(%peer, backend = reached, rule = d.rule.as_str(), reason = d.reason, key, "routed"),
     }
 }
 
 /// Learns from the server's flight as soon as the inspector has it.
 struct Learner<'a> {
-    shared: &'a Shared,
+    pool: &'a PoolState,
     prefix: ClientPrefix,
     offer: &'a Offer,
     decision: &'a Decision,
-    backend: &'a Arc<crate::backend::Backend>,
+    backend: &'a Arc<Backend>,
 }
 
 impl OnServerFlight for Learner<'_> {
     fn done(&self, hs: &Handshake) {
         if let Some(outcome) = hs.outcome() {
-            learn::learn(self.shared, self.prefix, self.offer, self.decision, self.backend, outcome);
+            learn::learn(self.pool, self.prefix, self.offer, self.decision, self.backend, outcome);
         }
     }
 
@@ -287,8 +522,16 @@ impl OnServerFlight for Learner<'_> {
             _ => "malformed",
         };
         metrics::counter!(crate::metrics::SERVER_UNREADABLE, "reason" => reason).increment(1);
-        if self.shared.decision_log.allow() {
+        if self.pool.decision_log.allow() {
             info!(backend = %self.backend.name, ?status, "server flight not learned from");
         }
     }
+}
+
+/// For relays that do not inspect.
+struct NoLearning;
+
+impl OnServerFlight for NoLearning {
+    fn done(&self, _: &Handshake) {}
+    fn unreadable(&self, _: &Status) {}
 }

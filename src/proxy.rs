@@ -1,0 +1,206 @@
+//! PROXY protocol in (v1 text and v2 binary, parsed by the `ppp` crate):
+//! behind a load balancer or firewall that terminates TCP, the header's
+//! source address is the real client, and every affinity rule keys on it.
+//!
+//! A header is only believed from a trusted peer; anyone else could claim
+//! any address and steal another client's affinity. So a listener with
+//! `proxy_protocol = true` closes connections from untrusted peers, and
+//! connections from trusted peers without a valid header.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use ppp::{HeaderResult, PartialResult, v1, v2};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+
+use crate::config::Cidr;
+
+/// A v2 header with its TLVs is rarely over a few hundred bytes; this caps
+/// what an incomplete one can make us buffer.
+const MAX_HEADER: usize = 4096;
+
+/// Why a connection was closed at the PROXY header.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The peer is not in `proxy_trusted`.
+    Untrusted(IpAddr),
+    /// The bytes are not a PROXY header.
+    Invalid(String),
+    Timeout,
+    Closed,
+    Io(io::Error),
+}
+
+impl ProxyError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::Untrusted(_) => "proxy_untrusted",
+            ProxyError::Invalid(_) => "proxy_invalid",
+            ProxyError::Timeout => "hello_timeout",
+            ProxyError::Closed => "client_closed",
+            ProxyError::Io(_) => "io",
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::Untrusted(ip) => write!(
+                f,
+                "PROXY protocol peer {ip} is not in proxy_trusted; add its network there if it is your proxy"
+            ),
+            ProxyError::Invalid(e) => write!(f, "missing or invalid PROXY protocol header: {e}"),
+            ProxyError::Timeout => f.write_str("PROXY header not complete within the hello timeout"),
+            ProxyError::Closed => f.write_str("peer closed before its PROXY header was complete"),
+            ProxyError::Io(e) => write!(f, "reading the PROXY header: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+/// Reads a PROXY header from a trusted `peer` before `deadline`. Returns
+/// the client address it names (the peer itself for `LOCAL`/`UNKNOWN`
+/// headers, which proxies use for their own health checks); bytes read past
+/// the header are left in `rest`.
+pub async fn read_header<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    peer: SocketAddr,
+    trusted: &[Cidr],
+    deadline: Instant,
+    rest: &mut Vec<u8>,
+) -> Result<SocketAddr, ProxyError> {
+    if !trusted.iter().any(|c| c.contains(peer.ip())) {
+        return Err(ProxyError::Untrusted(peer.ip()));
+    }
+    let read = async {
+        let mut buf = Vec::with_capacity(256);
+        loop {
+            if let Some((addr, len)) = parse(&buf, peer)? {
+                rest.extend_from_slice(&buf[len..]);
+                return Ok(addr);
+            }
+            if buf.len() >= MAX_HEADER {
+                return Err(ProxyError::Invalid(format!("no complete header in {MAX_HEADER} bytes")));
+            }
+            let start = buf.len();
+            // Read only what a header could still need, so the TLS bytes
+            // behind it mostly stay in the socket for the hello stage.
+            let want = if start < 16 { 16 - start } else { (MAX_HEADER - start).min(512) };
+            buf.resize(start + want, 0);
+            let n = stream.read(&mut buf[start..]).await.map_err(ProxyError::Io)?;
+            buf.truncate(start + n);
+            if n == 0 {
+                return Err(ProxyError::Closed);
+            }
+        }
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(r) => r,
+        Err(_) => Err(ProxyError::Timeout),
+    }
+}
+
+/// `Ok(None)` while the header is incomplete.
+fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, usize)>, ProxyError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Decide from the first bytes: neither signature means no header, and
+    // waiting for more would only delay the inevitable.
+    const V2_SIG: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    const V1_SIG: &[u8] = b"PROXY ";
+    let n = buf.len().min(12);
+    if !V2_SIG.starts_with(&buf[..n]) && !V1_SIG.starts_with(&buf[..n.min(6)]) {
+        return Err(ProxyError::Invalid("the connection does not start with a PROXY signature".into()));
+    }
+    // ppp reports some prefixes of a valid v1 line as errors ("40000 443\r"
+    // is an invalid port until the \n arrives), so hand it only whole
+    // lines; a v1 header is at most 107 bytes including its CRLF.
+    if buf.starts_with(b"P") && !buf.windows(2).any(|w| w == b"\r\n") {
+        if buf.len() >= 107 {
+            return Err(ProxyError::Invalid("v1 header longer than 107 bytes".into()));
+        }
+        return Ok(None);
+    }
+    let result = HeaderResult::parse(buf);
+    if result.is_incomplete() {
+        return Ok(None);
+    }
+    match result {
+        HeaderResult::V1(Ok(h)) => {
+            let addr = match h.addresses {
+                v1::Addresses::Tcp4(a) => SocketAddr::new(a.source_address.into(), a.source_port),
+                v1::Addresses::Tcp6(a) => SocketAddr::new(a.source_address.into(), a.source_port),
+                v1::Addresses::Unknown => peer,
+            };
+            Ok(Some((addr, h.header.len())))
+        }
+        HeaderResult::V2(Ok(h)) => {
+            let addr = match (h.command, h.addresses) {
+                (v2::Command::Local, _) => peer,
+                (_, v2::Addresses::IPv4(a)) => SocketAddr::new(a.source_address.into(), a.source_port),
+                (_, v2::Addresses::IPv6(a)) => SocketAddr::new(a.source_address.into(), a.source_port),
+                (_, v2::Addresses::Unspecified) => peer,
+                (_, v2::Addresses::Unix(_)) => {
+                    return Err(ProxyError::Invalid("a UNIX-socket source address cannot key affinity".into()));
+                }
+            };
+            Ok(Some((addr, h.len())))
+        }
+        HeaderResult::V1(Err(e)) => Err(ProxyError::Invalid(format!("v1: {e}"))),
+        HeaderResult::V2(Err(e)) => Err(ProxyError::Invalid(format!("v2: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn v1_header_gives_the_client_address_and_leaves_the_rest() {
+        let mut input = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n".to_vec();
+        let header_len = input.len();
+        input.extend_from_slice(&[0x16, 0x03, 0x01]);
+        let (addr, len) = parse(&input, peer()).unwrap().unwrap();
+        assert_eq!(addr, "192.0.2.7:40000".parse().unwrap());
+        assert_eq!(len, header_len);
+    }
+
+    #[test]
+    fn v2_header_gives_the_client_address() {
+        let src: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();
+        let dst: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let header = v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (src, dst),
+        )
+        .build()
+        .unwrap();
+        let (addr, len) = parse(&header, peer()).unwrap().unwrap();
+        assert_eq!(addr, src);
+        assert_eq!(len, header.len());
+    }
+
+    #[test]
+    fn every_prefix_of_a_header_is_incomplete_not_an_error() {
+        let input = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n";
+        for i in 1..input.len() {
+            assert!(parse(&input[..i], peer()).unwrap().is_none(), "prefix {i}");
+        }
+    }
+
+    #[test]
+    fn tls_without_a_header_is_rejected_from_the_first_byte() {
+        let e = parse(&[0x16], peer()).unwrap_err();
+        assert!(e.to_string().contains("PROXY signature"), "{e}");
+    }
+}
