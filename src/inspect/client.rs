@@ -1,6 +1,12 @@
 //! The client -> server direction: the first ClientHello, and after a
 //! HelloRetryRequest the second one. Between them, CCS and early-data
 //! records are walked past without being kept.
+//!
+//! The client side may run ahead of the server side (a report fed the
+//! whole client stream first). A handshake record after the first hello
+//! is then read as a second ClientHello *speculatively*: its result, or
+//! its error, is parked until the server says whether a HelloRetryRequest
+//! came, and thrown away if not. Either feeding order gives one answer.
 #![deny(clippy::indexing_slicing)]
 
 use super::client_hello::ClientHello;
@@ -39,6 +45,9 @@ enum Phase {
     InHello(u8),
     /// After the first ClientHello, before the second one starts.
     Between,
+    /// A speculative second hello is complete or failed (in `parked`);
+    /// waiting for the server to say whether it counts.
+    Parked,
     /// Nothing more to read from the client.
     Finished,
 }
@@ -62,13 +71,9 @@ pub(crate) struct ClientSide {
     /// `rec.records` at the hello's first record.
     hello_first_record: Option<u64>,
     server: ServerSays,
-    /// Client bytes from the first handshake record after the first hello,
-    /// kept (up to the budget) until the server says whether it is a
-    /// second ClientHello. Only when the client side is fed ahead of the
-    /// server side.
-    held: Vec<u8>,
-    holding: bool,
-    held_overflow: bool,
+    /// The error a speculative second hello ran into, kept until the
+    /// server says whether a second hello was due.
+    parked: Option<Status>,
 }
 
 impl ClientSide {
@@ -86,9 +91,7 @@ impl ClientSide {
             hello_start: 0,
             hello_first_record: None,
             server: ServerSays::Unknown,
-            held: Vec::new(),
-            holding: false,
-            held_overflow: false,
+            parked: None,
         }
     }
 
@@ -98,26 +101,35 @@ impl ClientSide {
             return s.clone();
         }
         match self.phase {
+            Phase::InHello(2) if self.server == ServerSays::Unknown => Status::Done,
             Phase::InHello(_) => Status::NeedMore,
             Phase::Between if self.server == ServerSays::Retry => Status::NeedMore,
-            Phase::Between | Phase::Finished => Status::Done,
+            Phase::Between | Phase::Parked | Phase::Finished => Status::Done,
         }
     }
 
     pub(crate) fn wants_more(&self) -> bool {
-        self.failed.is_none() && self.phase != Phase::Finished
+        self.failed.is_none() && !matches!(self.phase, Phase::Parked | Phase::Finished)
+    }
+
+    /// Whether what is being read now only counts if the server sends a
+    /// HelloRetryRequest.
+    fn speculative(&self) -> bool {
+        self.server == ServerSays::Unknown
+            && matches!(self.phase, Phase::InHello(2) | Phase::Parked)
     }
 
     pub(crate) fn feed(&mut self, data: &[u8]) -> Status {
-        if self.failed.is_some() || self.phase == Phase::Finished {
-            return self.status();
-        }
-        if self.holding {
-            self.hold(data);
+        if self.failed.is_some() || matches!(self.phase, Phase::Parked | Phase::Finished) {
             return self.status();
         }
         if let Err(s) = self.run(data) {
-            self.failed = Some(s);
+            if self.speculative() {
+                self.parked = Some(s);
+                self.phase = Phase::Parked;
+            } else {
+                self.failed = Some(s);
+            }
         }
         self.status()
     }
@@ -128,42 +140,26 @@ impl ClientSide {
             return;
         }
         self.server = says;
-        let held = std::mem::take(&mut self.held);
-        let was_holding = std::mem::replace(&mut self.holding, false);
+        let parked = self.parked.take();
         match says {
             ServerSays::Unknown => {}
             ServerSays::NoRetry => {
-                if self.phase == Phase::Between {
+                if matches!(
+                    self.phase,
+                    Phase::Between | Phase::InHello(2) | Phase::Parked
+                ) {
                     self.phase = Phase::Finished;
+                    self.hello2 = None;
                 }
             }
-            ServerSays::Retry if was_holding && self.failed.is_none() => {
-                if self.held_overflow {
-                    let at = self
-                        .rec
-                        .offset
-                        .saturating_add(self.limits.max_client_bytes as u64);
-                    self.failed = Some(malformed(
-                        at,
-                        "second ClientHello exceeds the client byte budget",
-                    ));
-                } else {
-                    self.feed(&held);
+            ServerSays::Retry => {
+                if self.phase == Phase::Parked {
+                    self.phase = Phase::Finished;
+                    if parked.is_some() {
+                        self.failed = parked;
+                    }
                 }
             }
-            ServerSays::Retry => {}
-        }
-    }
-
-    fn hold(&mut self, data: &[u8]) {
-        if self.held_overflow {
-            return;
-        }
-        if self.held.len().saturating_add(data.len()) > self.limits.max_client_bytes {
-            self.held_overflow = true;
-            self.held = Vec::new();
-        } else {
-            self.held.extend_from_slice(data);
         }
     }
 
@@ -174,12 +170,6 @@ impl ClientSide {
                 Event::Header { ctype, len, offset } => {
                     self.ctype = ctype;
                     self.on_header(ctype, len, offset)?;
-                    if self.holding {
-                        let hdr = self.rec.unread_header();
-                        self.hold(&hdr);
-                        self.hold(input);
-                        return Ok(());
-                    }
                 }
                 Event::Payload { data, offset } => match self.ctype {
                     HANDSHAKE => self.on_handshake(data, offset)?,
@@ -197,7 +187,7 @@ impl ClientSide {
                     _ => {} // early data: walked past, not kept
                 },
             }
-            if self.phase == Phase::Finished {
+            if matches!(self.phase, Phase::Parked | Phase::Finished) {
                 break;
             }
         }
@@ -233,23 +223,15 @@ impl ClientSide {
                 Ok(())
             }
             (Phase::Between, APPLICATION_DATA) => Ok(()),
-            (Phase::Between, _) => match self.server {
-                ServerSays::Unknown => {
-                    self.holding = true;
-                    Ok(())
-                }
-                ServerSays::Retry => {
-                    self.phase = Phase::InHello(2);
-                    self.hello_start = offset;
-                    self.hello_first_record = Some(self.rec.records);
-                    Ok(())
-                }
-                ServerSays::NoRetry => {
-                    self.phase = Phase::Finished;
-                    Ok(())
-                }
-            },
-            (Phase::Finished, _) => Ok(()),
+            (Phase::Between, _) => {
+                // A second ClientHello: for sure after a HelloRetryRequest,
+                // speculatively while the server has not spoken.
+                self.phase = Phase::InHello(2);
+                self.hello_start = offset;
+                self.hello_first_record = Some(self.rec.records);
+                Ok(())
+            }
+            (Phase::Parked | Phase::Finished, _) => Ok(()),
         }
     }
 
@@ -310,7 +292,11 @@ impl ClientSide {
             };
         } else {
             self.hello2 = Some(hello);
-            self.phase = Phase::Finished;
+            self.phase = if self.server == ServerSays::Unknown {
+                Phase::Parked
+            } else {
+                Phase::Finished
+            };
         }
         Ok(())
     }

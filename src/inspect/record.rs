@@ -145,16 +145,6 @@ impl RecordReader {
             offset: start,
         }))
     }
-
-    /// Puts back the header just read (no payload byte taken yet), so the
-    /// record can be replayed later from its first byte; returns its bytes.
-    pub(crate) fn unread_header(&mut self) -> [u8; 5] {
-        self.offset = self.offset.saturating_sub(5);
-        self.records = self.records.saturating_sub(1);
-        self.remaining = 0;
-        self.hdr_len = 0;
-        self.hdr
-    }
 }
 
 /// Collects the payload of an alert record (level, description), which

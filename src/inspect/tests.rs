@@ -582,9 +582,10 @@ fn terminal_status_is_kept_in_both_directions() {
 }
 
 #[test]
-fn client_fed_past_a_tls12_hello_does_not_hold_the_rest_forever() {
+fn client_fed_past_a_tls12_hello_parks_its_second_flight_until_the_server_answers() {
     // Report-style: the whole client stream (hello, then its second
-    // flight) before the server's. No HRR: the held bytes are dropped.
+    // flight) before the server's. The ClientKeyExchange is not a second
+    // hello; that would only matter after a HelloRetryRequest.
     let ch = ChBuilder::new().record();
     let client = cat(&[
         &ch,
@@ -594,7 +595,7 @@ fn client_fed_past_a_tls12_hello_does_not_hold_the_rest_forever() {
     ]);
     let mut h = Handshake::new(lim());
     assert_eq!(h.feed_client(&client), Status::Done);
-    assert!(h.wants_client());
+    assert!(!h.wants_client());
     assert_eq!(
         h.feed_server(&ShBuilder::tls12(&[3; 32]).record()),
         Status::NeedMore
@@ -687,4 +688,33 @@ fn client_hello_fields_agree_with_tls_parser() {
     let (rest, exts) = parse_tls_extensions(theirs.ext.unwrap()).unwrap();
     assert!(rest.is_empty());
     assert_eq!(ours.extension_types().count(), exts.len());
+}
+
+#[test]
+fn a_broken_speculative_second_hello_only_counts_after_a_hello_retry_request() {
+    let ch1 = ChBuilder::tls13("r.example").record();
+    let bad2 = ChBuilder::tls13("r.example").session_id(&[0; 33]).record();
+    let client = cat(&[&ch1, &ccs(), &bad2]);
+    let sid = [0x5a; 32];
+    // Without HRR the bytes were never a second hello.
+    let mut h = Handshake::new(lim());
+    assert_eq!(h.feed_client(&client), Status::Done);
+    assert_eq!(
+        h.feed_server(&ShBuilder::tls13(&sid).record()),
+        Status::Done
+    );
+    assert_eq!(h.client_status(), Status::Done);
+    // With HRR they were, and it is malformed, at the same offset in either order.
+    let mut a = Handshake::new(lim());
+    a.feed_client(&client);
+    a.feed_server(&ShBuilder::hrr(&sid, 0x17).record());
+    let mut b = Handshake::new(lim());
+    b.feed_client(&ch1);
+    b.feed_server(&ShBuilder::hrr(&sid, 0x17).record());
+    b.feed_client(&client[ch1.len()..]);
+    assert_eq!(a.client_status(), b.client_status());
+    assert_eq!(
+        malformed_what(&a.client_status()).0,
+        "ClientHello session_id longer than 32 bytes"
+    );
 }
