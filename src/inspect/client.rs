@@ -247,10 +247,10 @@ impl ClientSide {
         } else {
             "second ClientHello exceeds the client byte budget"
         };
-        if offset.saturating_add(data.len() as u64) > budget_end {
-            return Err(malformed(budget_end, over));
-        }
-        let mut d = data;
+        // Only bytes inside the budget are read, so every chunking meets
+        // the budget at the same byte and gives the same answer.
+        let allowed = usize::try_from(budget_end.saturating_sub(offset)).unwrap_or(usize::MAX);
+        let (mut d, beyond) = data.split_at(allowed.min(data.len()));
         let mut off = offset;
         while !d.is_empty() {
             let mut decide = |t: u8, len: usize, at: u64| {
@@ -258,19 +258,25 @@ impl ClientSide {
                     return Err(malformed(at, "handshake message is not a ClientHello"));
                 }
                 if at.saturating_add(4).saturating_add(len as u64) > budget_end {
-                    return Err(malformed(at + 1, over));
+                    return Err(malformed(budget_end, over));
                 }
                 Ok(Keep::Buffer)
             };
             if self.msg.feed(&mut d, &mut off, &mut decide)? == MsgProgress::Complete {
                 self.hello_complete(n)?;
-                if !d.is_empty() {
+                // Judged from the record's length, not from how much of it
+                // has arrived, so the answer does not depend on chunking.
+                if !d.is_empty() || !beyond.is_empty() || self.rec.in_payload() {
                     return Err(malformed(
                         off,
                         "handshake data after the ClientHello in its record",
                     ));
                 }
+                return Ok(());
             }
+        }
+        if !beyond.is_empty() {
+            return Err(malformed(budget_end, over));
         }
         Ok(())
     }

@@ -147,6 +147,13 @@ impl RecordReader {
     }
 }
 
+impl RecordReader {
+    /// Whether payload bytes of the current record are still to come.
+    pub(crate) fn in_payload(&self) -> bool {
+        self.remaining > 0
+    }
+}
+
 /// Collects the payload of an alert record (level, description), which
 /// may itself arrive a byte at a time.
 #[derive(Debug, Default)]

@@ -286,36 +286,7 @@ pub(crate) fn encrypted_finished() -> Vec<u8> {
     record(22, &[0xe7; 40])
 }
 
-/// Everything observable about a handshake, for comparing chunkings.
-pub(crate) fn summary(h: &Handshake, client: &Status, server: Option<&Status>) -> String {
-    let ch = |c: Option<super::ClientHello<'_>>| {
-        c.map(|c| {
-            format!(
-                "v={:04x} sid={:?} sni={:?} t={:?} psk={:?} ed={} ech={} alpn={:?} sv={:?} ks={:?}",
-                c.legacy_version,
-                c.session_id,
-                c.sni,
-                c.session_ticket,
-                c.psk_identities().collect::<Vec<_>>(),
-                c.early_data,
-                c.ech,
-                c.alpn().collect::<Vec<_>>(),
-                c.supported_versions().collect::<Vec<_>>(),
-                c.key_share_groups().collect::<Vec<_>>(),
-            )
-        })
-    };
-    format!(
-        "client={client:?} server={server:?} ch1={:?} r1={:?} ch2={:?} r2={:?} outcome={:?} wc={} ws={}",
-        ch(h.client_hello()),
-        h.client_hello_records(),
-        ch(h.second_client_hello()),
-        h.second_client_hello_records(),
-        h.outcome(),
-        h.wants_client(),
-        h.wants_server(),
-    )
-}
+pub(crate) use super::fuzzing::summary;
 
 /// Runs a whole client stream through `feed_client` in the given chunks.
 pub(crate) fn run_client(limits: Limits, chunks: &[&[u8]]) -> String {
