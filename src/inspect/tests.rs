@@ -718,3 +718,41 @@ fn a_broken_speculative_second_hello_only_counts_after_a_hello_retry_request() {
         "ClientHello session_id longer than 32 bytes"
     );
 }
+
+#[test]
+#[ignore = "timing, run with --ignored and an optimised build"]
+fn client_hello_parse_timing() {
+    let b = ChBuilder::tls13("www.example.com")
+        .ticket(&[])
+        .ext(
+            0x000d,
+            &vec16(&u16s(&[
+                0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601,
+            ])),
+        )
+        .ext(0x000a, &[0, 4, 0x11, 0xec, 0, 0x1d])
+        .ext(0x0017, &[])
+        .ext(0xff01, &[0])
+        .ext(0x002d, &[1, 1])
+        .ext(0x001b, &[0, 2, 0, 2]);
+    let rec = b.record();
+    let body = b.body();
+    let n = 1_000_000;
+    let t = std::time::Instant::now();
+    let mut acc = 0usize;
+    for _ in 0..n {
+        let ch = ClientHello::parse(std::hint::black_box(&body)).unwrap();
+        acc += ch.sni.map_or(0, |s| s.len()) + ch.psk_identities().count();
+    }
+    eprintln!("parse: {:?}/hello ({acc})", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n / 10 {
+        let mut h = Handshake::new(lim());
+        assert_eq!(h.feed_client(std::hint::black_box(&rec)), Status::Done);
+        acc += h.client_hello().unwrap().session_id.len();
+    }
+    eprintln!(
+        "feed_client+parse: {:?}/hello ({acc})",
+        t.elapsed() / (n / 10)
+    );
+}
