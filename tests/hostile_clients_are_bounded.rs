@@ -62,8 +62,15 @@ async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_quantum_hello_in_one_byte_writes_is_routed_to_its_owner() {
-    let farm = rustls_backends(3, |_| {}).await;
-    let router = start_router(config(&named(&farm))).await;
+    // TLS 1.2 backends: the client still sends its full post-quantum
+    // hello (it offers TLS 1.3 too), and the cleartext tickets it gets back
+    // make every later hello carry a key the router knows.
+    let farm = rustls_backends(3, |o| o.versions = stickytls::peer::Versions::Tls12).await;
+    let mut cfg = config(&named(&farm));
+    // ~1,500 writes a few milliseconds apart: more than the tests' usual
+    // hello budget on a loaded machine.
+    cfg.pools[0].timeouts.hello = Duration::from_secs(30);
+    let router = start_router(cfg).await;
     let client = Client::new(ClientOptions { pq: true, ..Default::default() }).unwrap();
     assert!(client.client_hello().unwrap().len() > 1200, "a post-quantum hello");
     let first = client.connect_with(router.addr, Some(ip(80)), Writes::bytewise()).await.unwrap();
@@ -72,4 +79,5 @@ async fn post_quantum_hello_in_one_byte_writes_is_routed_to_its_owner() {
         assert_eq!(r.backend, first.backend);
         assert!(r.server_resumed);
     }
+    assert!(router.stats().hits_of(stickytls::affinity::KeyKind::Ticket) >= 3);
 }

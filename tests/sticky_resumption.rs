@@ -85,18 +85,18 @@ async fn tls13_psk_resumes_on_issuing_backend_from_another_ip() {
     let router = start_router(config(&named(&farm))).await;
     let opts = ClientOptions { versions: Versions::Tls13, ..Default::default() };
 
-    // Warm-up: fresh sessions from one address, resumed from others, until
-    // every backend has accepted two resumptions (two distinct identities
-    // per key name: the rule that makes a name routable). Bounded.
-    let mut source = 30u8;
-    for _ in 0..60 {
+    // Warm-up: clients that resume from the address they got their ticket
+    // on, so rule 2 (client-address correlation) takes them home; each
+    // accepted resumption teaches the router its identity's key name. It
+    // goes on until every backend has accepted two (two distinct
+    // identities per key name make the name routable). Bounded.
+    for k in 0..30u8 {
         if farm.iter().all(|b| b.resumed() >= 2) {
             break;
         }
         let c = Client::new(opts.clone()).unwrap();
-        c.connect(router.addr, Some(ip(2))).await.unwrap();
-        source = source.wrapping_add(1).max(30);
-        c.connect(router.addr, Some(ip(source))).await.unwrap();
+        c.connect(router.addr, Some(ip(30 + k))).await.unwrap();
+        c.connect(router.addr, Some(ip(30 + k))).await.unwrap();
     }
     let warm: Vec<usize> = farm.iter().map(|b| b.resumed()).collect();
     assert!(warm.iter().all(|&n| n >= 2), "warm-up did not reach every backend: {warm:?}");
