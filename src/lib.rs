@@ -18,7 +18,7 @@
 //! - [`inspect`]: the sans-io handshake inspector (embeddable on its own).
 //! - [`affinity`]: the affinity table interface, its in-process store, and
 //!   the per-client correlation index.
-//! - [`backend`], [`config`], [`router`] (state and the per-connection
+//! - [`backend`], [`config`] (and [`config_file`], the TOML file), [`router`] (state and the per-connection
 //!   path), [`sni`] (pool choice by server name), [`stats`] and
 //!   [`metrics`] (every metric name).
 //! - [`peer`]: real TLS peers (rustls backends and clients, the OpenSSL
@@ -30,6 +30,7 @@ pub mod backend;
 pub mod balance;
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod connect;
 pub mod inspect;
 pub mod intake;
