@@ -143,6 +143,8 @@ impl Report {
         let message = if let Some(rest) = msg.strip_prefix("unknown field ") {
             format!("unknown setting {rest}; fix its spelling or remove it")
         } else if msg.starts_with("invalid type") {
+            // Integers are read as i64 and range-checked later.
+            let msg = msg.replace("expected i64", "expected an integer");
             format!("{msg}; change the value to that type")
         } else if msg.starts_with("duplicate key") {
             let key = text.get(span.clone()).unwrap_or("").trim();
@@ -361,16 +363,17 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
 struct PoolNames(Vec<String>);
 
 impl PoolNames {
-    /// Reports `name` at its span if no `[pool.NAME]` defines it.
-    fn check(&self, what: &str, name: &Spanned<String>, report: &mut Report) {
+    /// Reports `name` at its span if no `[pool.NAME]` defines it;
+    /// `alternative` offers another value the setting accepts.
+    fn check(&self, what: &str, name: &Spanned<String>, alternative: &str, report: &mut Report) {
         if self.0.iter().any(|p| p == name.get_ref()) {
             return;
         }
         let fix = if self.0.is_empty() {
-            format!("add a [pool.{}] section", name.get_ref())
+            format!("{alternative}add a [pool.{}] section", name.get_ref())
         } else {
             format!(
-                "add a [pool.{}] section or use one of: {}",
+                "{alternative}add a [pool.{}] section or use one of: {}",
                 name.get_ref(),
                 self.0.join(", ")
             )
@@ -484,7 +487,7 @@ fn check_listener(
 
     let default_pool = match &l.default_pool {
         Some(p) => {
-            pools.check("default_pool", p, report);
+            pools.check("default_pool", p, "", report);
             p.get_ref().clone()
         }
         None => {
@@ -524,7 +527,12 @@ fn check_listener(
                 ),
             ),
         }
-        pools.check(&format!("SNI rule `{}`", pattern.get_ref()), pool, report);
+        pools.check(
+            &format!("SNI rule `{}`", pattern.get_ref()),
+            pool,
+            "",
+            report,
+        );
         sni.push(SniRoute {
             pattern: pattern.get_ref().clone(),
             pool: pool.get_ref().clone(),
@@ -535,7 +543,7 @@ fn check_listener(
         None => NonTls::Reject,
         Some(v) if v.get_ref() == "reject" => NonTls::Reject,
         Some(v) => {
-            pools.check("non_tls (neither \"reject\" nor a pool)", v, report);
+            pools.check("non_tls", v, "write \"reject\", ", report);
             NonTls::Pool(v.get_ref().clone())
         }
     };
@@ -794,7 +802,7 @@ fn check_pool(name: Spanned<String>, p: PoolFile, report: &mut Report) -> Option
 }
 
 /// An integer setting at least `min` that fits `T`, else `default`.
-fn int<T: TryFrom<i64> + Copy>(
+fn int<T: TryFrom<i64> + Copy + fmt::Display>(
     v: &Option<Spanned<i64>>,
     default: T,
     min: i64,
@@ -805,13 +813,17 @@ fn int<T: TryFrom<i64> + Copy>(
     let n = *v.get_ref();
     match T::try_from(n) {
         Ok(x) if n >= min => x,
-        _ => {
-            let max = std::iter::successors(Some(i64::MAX), |m| Some(m / 2))
-                .find(|m| T::try_from(*m).is_ok())
-                .unwrap_or(0);
+        _ if n < min => {
             report.error(
                 v.span(),
-                format!("{what} is {n}, out of range; set it between {min} and {max}"),
+                format!("{what} is {n}; set it to {min} or more (default {default})"),
+            );
+            default
+        }
+        _ => {
+            report.error(
+                v.span(),
+                format!("{what} is {n}, too large; set it lower (default {default})"),
             );
             default
         }
