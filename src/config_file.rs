@@ -879,3 +879,256 @@ fn duration(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text, "t.toml")
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    const MINIMAL: &str = r#"
+[[listener]]
+bind = "127.0.0.1:8443"
+default_pool = "web"
+
+[pool.web]
+backends = [{ name = "web1", address = "10.0.1.1:443" }]
+"#;
+
+    #[test]
+    fn a_full_file_becomes_the_expected_config_values() {
+        let text = r#"
+[[listener]]
+name = "edge"
+bind = "[::]:443"
+proxy_protocol = true
+proxy_trusted = ["10.0.0.0/8", "2001:db8::1"]
+default_pool = "web"
+non_tls = "plain"
+max_connections = 500
+max_inspecting_per_ip = 8
+max_hello_bytes = 4096
+[listener.sni]
+"api.example.com" = "api"
+"*.example.com" = "web"
+
+[pool.web]
+balance = "weighted-roundrobin"
+backends = [
+  { name = "w1", address = "10.0.1.1:443", weight = 3, max_connections = 100 },
+  { name = "w2", address = "[2001:db8::2]:8443", weight = 0 },
+]
+[pool.web.affinity]
+timeout = "45m"
+absolute_max = "1d"
+table_size = 5000
+correlation_window = "90s"
+nat_threshold = 0
+ipv4_prefix = 24
+ipv6_prefix = 56
+clients_tracked = 700
+[pool.web.timeouts]
+hello = "250ms"
+connect = "2s"
+first_byte = "7s"
+idle = "1h"
+down_hold = "0s"
+
+[pool.api]
+balance = "source-hash"
+inspect = false
+backends = [{ name = "a1", address = "10.0.2.1:443" }]
+
+[pool.plain]
+backends = [{ name = "p1", address = "10.0.3.1:80" }]
+"#;
+        let c = parse(text, "t.toml").unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.name, "edge");
+        assert_eq!(l.bind, "[::]:443".parse().unwrap());
+        assert!(l.proxy_protocol);
+        assert_eq!(
+            l.proxy_trusted,
+            vec![
+                Cidr {
+                    addr: "10.0.0.0".parse().unwrap(),
+                    len: 8
+                },
+                Cidr {
+                    addr: "2001:db8::1".parse().unwrap(),
+                    len: 128
+                },
+            ]
+        );
+        assert_eq!(
+            l.sni,
+            vec![
+                SniRoute {
+                    pattern: "api.example.com".into(),
+                    pool: "api".into()
+                },
+                SniRoute {
+                    pattern: "*.example.com".into(),
+                    pool: "web".into()
+                },
+            ]
+        );
+        assert_eq!(l.default_pool, "web");
+        assert_eq!(l.non_tls, NonTls::Pool("plain".into()));
+        assert_eq!(
+            l.limits,
+            Limits {
+                max_connections: 500,
+                max_inspecting_per_ip: 8,
+                max_hello_bytes: 4096
+            }
+        );
+
+        assert_eq!(
+            c.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["web", "api", "plain"]
+        );
+        let web = &c.pools[0];
+        assert_eq!(web.balance, Balance::WeightedRoundRobin);
+        assert!(web.inspect);
+        assert_eq!(
+            web.backends,
+            vec![
+                BackendConfig {
+                    name: "w1".into(),
+                    addr: "10.0.1.1:443".parse().unwrap(),
+                    weight: 3,
+                    max_connections: Some(100)
+                },
+                BackendConfig {
+                    name: "w2".into(),
+                    addr: "[2001:db8::2]:8443".parse().unwrap(),
+                    weight: 0,
+                    max_connections: None
+                },
+            ]
+        );
+        assert_eq!(
+            web.affinity,
+            AffinityConfig {
+                inactivity_timeout: Duration::from_secs(45 * 60),
+                absolute_max: Some(Duration::from_secs(86400)),
+                table_size: 5000,
+                correlation_window: Duration::from_secs(90),
+                nat_threshold: 0,
+                ipv4_prefix: 24,
+                ipv6_prefix: 56,
+                clients_tracked: 700,
+            }
+        );
+        assert_eq!(
+            web.timeouts,
+            Timeouts {
+                hello: Duration::from_millis(250),
+                connect: Duration::from_secs(2),
+                first_byte: Duration::from_secs(7),
+                idle: Duration::from_secs(3600),
+                down_hold: Duration::ZERO,
+            }
+        );
+        assert_eq!(c.pools[1].balance, Balance::SourceHash);
+        assert!(!c.pools[1].inspect);
+    }
+
+    #[test]
+    fn settings_left_out_take_the_runtime_defaults() {
+        let c = parse(MINIMAL, "t.toml").unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.name, "listener-1");
+        assert!(!l.proxy_protocol && l.proxy_trusted.is_empty() && l.sni.is_empty());
+        assert_eq!(l.non_tls, NonTls::Reject);
+        assert_eq!(l.limits, Limits::default());
+        let expected = PoolConfig::new(
+            "web",
+            vec![BackendConfig::new("web1", "10.0.1.1:443".parse().unwrap())],
+        );
+        assert_eq!(c.pools, vec![expected]);
+    }
+
+    #[test]
+    fn positions_are_one_based_lines_and_character_columns() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        // Columns count characters, as editors do, not bytes.
+        assert_eq!(line_column("é = \"x\"", 5), (1, 5));
+        assert_eq!(line_column("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn several_syntax_errors_are_reported_and_nothing_after_them() {
+        let e = errors("[[listener]]\nbind = = 1\ndefault_pool = \"a\nbogus = 1\n");
+        assert!(e.len() >= 2, "{e:?}");
+        assert!(
+            e.iter().all(|l| l.contains("fix the TOML syntax here")),
+            "{e:?}"
+        );
+        assert!(e.iter().all(|l| !l.contains("bogus")), "{e:?}");
+    }
+
+    #[test]
+    fn a_shape_error_in_one_section_does_not_hide_mistakes_elsewhere() {
+        let text = MINIMAL.replace("default_pool = \"web\"", "default_pool = \"web\"\nbnd = 1")
+            + "\n[pool.api]\nbackends = [{ name = \"a\", address = \"nowhere\" }]\n";
+        let e = errors(&text);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:5:1: error: unknown setting `bnd`"),
+            "{e:?}"
+        );
+        assert!(e[1].starts_with("t.toml:11:"), "{e:?}");
+        assert!(
+            e[1].contains("`nowhere` is not an IP:PORT address"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_pool_with_mistakes_is_still_known_to_the_listeners_that_name_it() {
+        let text = MINIMAL.replace(
+            "[{ name = \"web1\", address = \"10.0.1.1:443\" }]",
+            "[{ name = \"web1\" }]",
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("backend has no `address`"), "{e:?}");
+    }
+
+    #[test]
+    fn hello_timeout_longer_than_idle_is_accepted() {
+        let text = format!("{MINIMAL}[pool.web.timeouts]\nhello = \"20m\"\nidle = \"10m\"\n");
+        assert!(parse(&text, "t.toml").is_ok());
+    }
+
+    #[test]
+    fn every_message_says_what_to_change_after_a_semicolon() {
+        let broken = [
+            MINIMAL.replace("8443", "x"),
+            MINIMAL.replace("\"web\"\n", "\"nope\"\n"),
+            MINIMAL.replace("}]", ", weight = -1 }]"),
+            MINIMAL.replace("}]", ", max_connections = 0 }]"),
+            format!(
+                "{MINIMAL}[pool.web.affinity]\ntimeout = \"0m\"\nipv6_prefix = 0\ntable_size = 0\n"
+            ),
+            String::new(),
+        ];
+        for text in &broken {
+            for line in errors(text) {
+                let (_, message) = line.split_once(": error: ").unwrap();
+                let (what, change) = message.split_once("; ").unwrap_or_else(|| panic!("{line}"));
+                assert!(!what.is_empty() && !change.is_empty(), "{line}");
+            }
+        }
+    }
+}
