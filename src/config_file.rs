@@ -755,7 +755,9 @@ fn check_pool(name: Spanned<String>, p: PoolFile, report: &mut Report) -> Option
             &a.correlation_window,
             d.correlation_window,
             "affinity.correlation_window",
-            false,
+            // The client index works in whole seconds (at least 2): zero
+            // would not turn correlation off, so it is not accepted.
+            true,
             report,
         ),
         nat_threshold: int(
