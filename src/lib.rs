@@ -18,9 +18,10 @@
 //! - [`inspect`]: the sans-io handshake inspector (embeddable on its own).
 //! - [`affinity`]: the affinity table interface, its in-process store, and
 //!   the per-client correlation index.
-//! - [`backend`], [`config`], [`router`] (state and the per-connection
-//!   path), [`sni`] (pool choice by server name), [`stats`] and
-//!   [`metrics`] (every metric name).
+//! - [`backend`], [`config`], [`config_file`] (the TOML file and its
+//!   error report), [`router`] (state and the per-connection path),
+//!   [`sni`] (pool choice by server name), [`stats`] and [`metrics`]
+//!   (every metric name).
 //! - [`peer`]: real TLS peers (rustls backends and clients, the OpenSSL
 //!   command line, a capture tap) for `stickytls demo` and the tests.
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod balance;
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod connect;
 pub mod inspect;
 pub mod intake;

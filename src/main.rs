@@ -3,12 +3,14 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use stickytls::config::{Balance, BackendConfig, Config, parse_backend, parse_duration};
 use stickytls::inspect::{Limits, report::report};
+use stickytls::config_file::{self, ConfigErrors};
 use stickytls::router::Router;
 
 #[derive(Parser, Debug)]
@@ -25,6 +27,12 @@ enum Command {
     /// Show what the handshake inspector sees in captured bytes, as JSON.
     /// Exits 0 when every side given is complete, 1 otherwise.
     Inspect(InspectArgs),
+    /// Validate a configuration file: every mistake with its line and
+    /// column; exit 0 only if the file is valid.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -45,11 +53,15 @@ const USAGE: u8 = 2;
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// Configuration file (docs/configuration.md), instead of the quick
+    /// --listen/--backend form and its tuning options.
+    #[arg(long, value_name = "FILE", conflicts_with_all = QUICK_FORM)]
+    config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, value_name = "ADDR")]
-    listen: SocketAddr,
+    #[arg(long, value_name = "ADDR", required_unless_present = "config")]
+    listen: Option<SocketAddr>,
     /// A backend, as NAME=IP:PORT; repeat for each backend.
-    #[arg(long = "backend", value_name = "NAME=ADDR", value_parser = parse_backend_arg, required = true)]
+    #[arg(long = "backend", value_name = "NAME=ADDR", value_parser = parse_backend_arg, required_unless_present = "config")]
     backends: Vec<BackendConfig>,
     /// Balancer for clients without affinity: roundrobin or source-hash.
     #[arg(long, default_value = "roundrobin")]
@@ -86,6 +98,22 @@ struct RunArgs {
     max_connections: usize,
 }
 
+/// The quick form's options: given with --config they would be ignored.
+const QUICK_FORM: [&str; 12] = [
+    "listen",
+    "backends",
+    "balance",
+    "affinity_timeout",
+    "hello_timeout",
+    "nat_threshold",
+    "correlation_window",
+    "max_hello_bytes",
+    "connect_timeout",
+    "first_byte_timeout",
+    "idle_timeout",
+    "max_connections",
+];
+
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
     parse_backend(s).map_err(|e| e.0)
 }
@@ -95,8 +123,13 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 }
 
 impl RunArgs {
-    fn config(self) -> Config {
-        let mut c = Config::single(self.listen, self.backends);
+    fn config(self) -> Result<Config, ConfigErrors> {
+        let listen = match (self.config, self.listen) {
+            (Some(path), _) => return config_file::load(&path),
+            (None, Some(listen)) => listen,
+            (None, None) => unreachable!("clap requires --listen unless --config is given"),
+        };
+        let mut c = Config::single(listen, self.backends);
         let p = &mut c.pools[0];
         p.balance = self.balance;
         p.affinity.inactivity_timeout = self.affinity_timeout;
@@ -109,7 +142,7 @@ impl RunArgs {
         let l = &mut c.listeners[0].limits;
         l.max_hello_bytes = self.max_hello_bytes;
         l.max_connections = self.max_connections;
-        c
+        Ok(c)
     }
 }
 
@@ -120,8 +153,14 @@ fn init_logging() {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
     init_logging();
-    let config = args.config();
     let nofile = stickytls::listen::raise_nofile_limit();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -155,11 +194,34 @@ fn run(args: RunArgs) -> ExitCode {
     })
 }
 
+/// Exit 0 only for a valid file, so a reload script can run this first.
+fn check(path: &std::path::Path) -> ExitCode {
+    match config_file::load(path) {
+        Ok(c) => {
+            let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
+            let n = |count: usize, what: &str| format!("{count} {what}{}", if count == 1 { "" } else { "s" });
+            println!(
+                "{}: ok ({}, {}, {})",
+                path.display(),
+                n(c.listeners.len(), "listener"),
+                n(c.pools.len(), "pool"),
+                n(backends, "backend")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
         Command::Inspect(args) => inspect(&args),
+        Command::Check { config } => check(&config),
     }
 }
 
