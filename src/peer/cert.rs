@@ -115,9 +115,15 @@ impl TestCa {
 
     /// A leaf for `localhost` and `127.0.0.1` with `common_name` as its CN.
     pub fn leaf(&self, common_name: &str) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("localhost and 127.0.0.1 are valid names");
+        self.leaf_for(common_name, &[])
+    }
+
+    /// A leaf for `localhost`, `127.0.0.1` and `names` (host names, for
+    /// SNI routing tests), with `common_name` as its CN.
+    pub fn leaf_for(&self, common_name: &str, names: &[&str]) -> Leaf {
+        let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        sans.extend(names.iter().map(|n| n.to_string()));
+        let mut params = CertificateParams::new(sans).expect("valid subject names");
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);

@@ -46,3 +46,45 @@ pub fn named(backends: &[RunningBackend]) -> Vec<(String, SocketAddr)> {
 pub async fn start_router(config: Config) -> RunningRouter {
     Router::bind(config).await.expect("router binds").spawn()
 }
+
+/// A stand-in for a TCP load balancer in front of the router: every
+/// connection it accepts gets `header(i)` (a PROXY protocol header, for the
+/// i-th connection) written first, then is relayed both ways.
+pub async fn proxy_in_front(
+    router: SocketAddr,
+    header: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut i = 0;
+        while let Ok((mut down, _)) = listener.accept().await {
+            let h = header(i);
+            i += 1;
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let Ok(mut up) = tokio::net::TcpStream::connect(router).await else { return };
+                if up.write_all(&h).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A plain TCP echo server (the non-TLS pool's backend).
+pub async fn echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
