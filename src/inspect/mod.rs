@@ -10,14 +10,36 @@
 //! - `record`: TLS record framing and handshake-message reassembly across
 //!   records (tls-parser does not reassemble).
 //! - `client_hello`: the ClientHello view, parsed through a bounded cursor.
+//! - `codec`: the bounded cursor every parser reads through.
+//! - `client`: the client direction (first and second ClientHello).
 //! - `server`: ServerHello / HelloRetryRequest / NewSessionTicket walking.
+//! - `handshake`: both directions together, and what they let us learn.
+//! - `report`: the JSON report behind `stickytls inspect`.
 //! - `ja4`: the JA4 fingerprint and its resumption-stable variant.
 //! - `fuzzing`: entry points for the fuzz targets, asserting properties.
 
-// CONTRACT SKELETON: the types and signatures below are what the router is
-// written against. The implementation fills in the bodies.
+// The types and signatures here (and re-exported below) are the contract
+// the router is written against.
+#![deny(clippy::indexing_slicing)]
 
 use std::fmt;
+
+mod client;
+mod client_hello;
+mod codec;
+pub mod fuzzing;
+mod handshake;
+mod ja4;
+mod record;
+pub mod report;
+mod server;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+pub use client_hello::{ClientHello, is_grease};
+pub use handshake::Handshake;
 
 /// How much the inspector may buffer. Both caps bound memory per connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,111 +186,23 @@ pub struct Outcome {
 }
 
 /// The first 16 bytes of a ticket or PSK identity: the key name in the
-/// ticket formats of OpenSSL, nginx, rustls and friends. `None` when shorter.
+/// ticket formats of OpenSSL, nginx, rustls and friends. `None` unless the
+/// ticket is longer than 16 bytes (a 16-byte ticket would be its own name).
 pub fn ticket_key_name(ticket: &[u8]) -> Option<&[u8]> {
-    ticket.get(..16)
-}
-
-/// A parsed ClientHello, borrowing the handshake message bytes. Parsing it
-/// allocates nothing; the fingerprint is computed only when asked.
-#[derive(Debug, Clone)]
-pub struct ClientHello<'a> {
-    /// The handshake message body (after the 4-byte handshake header).
-    pub body: &'a [u8],
-    pub legacy_version: u16,
-    /// 0..=32 bytes.
-    pub session_id: &'a [u8],
-    /// `server_name` host_name, exactly as sent (not lowercased).
-    pub sni: Option<&'a [u8]>,
-    /// `session_ticket`: None = absent, Some(empty) = present and empty.
-    pub session_ticket: Option<&'a [u8]>,
-    /// Whether `pre_shared_key` was present.
-    pub has_psk: bool,
-    pub early_data: bool,
-    /// `encrypted_client_hello` (0xfe0d) present: an ECH outer hello whose
-    /// PSK identities are GREASE.
-    pub ech: bool,
-    // Raw extension bodies, walked by the accessor iterators below.
-    pub(crate) _raw: (),
-}
-
-impl<'a> ClientHello<'a> {
-    /// Parses a ClientHello handshake message body.
-    pub fn parse(_body: &'a [u8]) -> Result<Self, InspectError> {
-        unimplemented!()
-    }
-    /// PSK identities in order (the identity bytes only).
-    pub fn psk_identities(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
-        std::iter::empty()
-    }
-    /// ALPN protocol names in order.
-    pub fn alpn(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
-        std::iter::empty()
-    }
-    /// supported_versions, in order (GREASE included).
-    pub fn supported_versions(&self) -> impl Iterator<Item = u16> + '_ {
-        std::iter::empty()
-    }
-    /// key_share groups, in order.
-    pub fn key_share_groups(&self) -> impl Iterator<Item = u16> + '_ {
-        std::iter::empty()
-    }
-    /// Whether TLS 1.3 is offered in supported_versions.
-    pub fn offers_tls13(&self) -> bool {
-        unimplemented!()
-    }
-    /// JA4 per the FoxIO specification.
-    pub fn ja4(&self) -> String {
-        unimplemented!()
-    }
-    /// JA4 without GREASE, padding (21), pre_shared_key (41) and
-    /// early_data (42): the same for a client's full and resumed hellos.
-    pub fn ja4_stable(&self) -> String {
-        unimplemented!()
+    if ticket.len() > 16 {
+        ticket.get(..16)
+    } else {
+        None
     }
 }
 
-/// One connection's handshake, both directions.
-#[derive(Debug)]
-pub struct Handshake {
-    _p: (),
-}
-
-impl Handshake {
-    pub fn new(_limits: Limits) -> Self {
-        unimplemented!()
-    }
-    /// Feeds client -> server bytes. `Done` once the first ClientHello is
-    /// complete; after the server sends a HelloRetryRequest, feeding goes
-    /// on to the second ClientHello and `Done` again.
-    pub fn feed_client(&mut self, _data: &[u8]) -> Status {
-        unimplemented!()
-    }
-    /// Feeds server -> client bytes. `Done` when the cleartext part of the
-    /// server's flight we need is over (TLS 1.3: the real ServerHello; TLS
-    /// <= 1.2: the server's ChangeCipherSpec).
-    pub fn feed_server(&mut self, _data: &[u8]) -> Status {
-        unimplemented!()
-    }
-    /// Whether client -> server bytes should still be fed (false once the
-    /// client side is finished for good, e.g. after a non-HRR ServerHello).
-    pub fn wants_client(&self) -> bool {
-        unimplemented!()
-    }
-    /// Whether server -> client bytes should still be fed.
-    pub fn wants_server(&self) -> bool {
-        unimplemented!()
-    }
-    /// The first ClientHello, once complete.
-    pub fn client_hello(&self) -> Option<ClientHello<'_>> {
-        unimplemented!()
-    }
-    /// The second ClientHello after a HelloRetryRequest.
-    pub fn second_client_hello(&self) -> Option<ClientHello<'_>> {
-        unimplemented!()
-    }
-    /// What the server side showed, once `feed_server` returned `Done`.
-    pub fn outcome(&self) -> Option<&Outcome> {
-        unimplemented!()
+impl Status {
+    /// Whether this answer is final for its direction (every status but
+    /// `NeedMore` and `Done`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Status::NotTls(_) | Status::Malformed(_) | Status::Alert(_)
+        )
     }
 }

@@ -1,0 +1,179 @@
+//! The JSON report behind `stickytls inspect`: what the inspector sees in
+//! a captured client stream and, optionally, the server's reply.
+#![deny(clippy::indexing_slicing)]
+
+use serde_json::{Value, json};
+
+use super::{ClientHello, Handshake, Limits, Status};
+
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write as _;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
+
+fn hex16(v: u16) -> String {
+    format!("0x{v:04x}")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// "complete|incomplete|not_tls|malformed|alert" and the error text.
+fn status_fields(st: &Status) -> (&'static str, Value) {
+    match st {
+        Status::Done => ("complete", Value::Null),
+        Status::NeedMore => ("incomplete", Value::Null),
+        Status::NotTls(n) => ("not_tls", n.reason.into()),
+        Status::Malformed(e) => ("malformed", e.to_string().into()),
+        Status::Alert(a) => (
+            "alert",
+            format!("alert level {} description {}", a.level, a.description).into(),
+        ),
+    }
+}
+
+fn hello_json(st: &Status, hello: Option<(ClientHello<'_>, u64)>) -> Value {
+    let Some((ch, records)) = hello else {
+        let (status, error) = status_fields(st);
+        return json!({ "status": status, "error": error });
+    };
+    json!({
+        "status": "complete",
+        "error": null,
+        "legacy_version": hex16(ch.legacy_version),
+        "session_id": hex(ch.session_id),
+        "sni": ch.sni.map(text),
+        "alpn": ch.alpn().map(text).collect::<Vec<_>>(),
+        "supported_versions": ch.supported_versions().map(hex16).collect::<Vec<_>>(),
+        "session_ticket": ch.session_ticket.map(hex),
+        "psk_identities": ch.psk_identities().map(hex).collect::<Vec<_>>(),
+        "key_share_groups": ch.key_share_groups().map(hex16).collect::<Vec<_>>(),
+        "ech": ch.ech,
+        "ja4": ch.ja4(),
+        "ja4_stable": ch.ja4_stable(),
+        "records": records,
+        "length": ch.body.len(),
+    })
+}
+
+/// Runs the inspector over a client stream and, when given, the server's,
+/// and describes what it saw. The bool is true when every side given is
+/// complete (both hellos after a HelloRetryRequest).
+pub fn report(client: &[u8], server: Option<&[u8]>, limits: Limits) -> (Value, bool) {
+    let mut h = Handshake::new(limits);
+    // The whole client stream first: a second hello after a retry is read
+    // speculatively and kept until the server's bytes say it counts.
+    h.feed_client(client);
+    let server_status = server.map(|s| h.feed_server(s));
+    let client_status = h.client_status();
+
+    let first = h.client_hello().zip(h.client_hello_records());
+    let mut all = first.is_some();
+    let mut out = serde_json::Map::new();
+    out.insert("client".into(), hello_json(&client_status, first));
+    if h.hello_retry_request() {
+        let second = h.second_client_hello().zip(h.second_client_hello_records());
+        all &= second.is_some();
+        out.insert("client2".into(), hello_json(&client_status, second));
+    }
+    if let Some(st) = server_status {
+        all &= st == Status::Done;
+        let (status, error) = status_fields(&st);
+        let mut s = json!({ "status": status, "error": error, "hello_retry_request": h.hello_retry_request() });
+        let mut learned = Vec::new();
+        if let (Some(o), Value::Object(m)) = (h.outcome(), &mut s) {
+            m.insert("version".into(), hex16(o.version).into());
+            m.insert("session_id".into(), hex(&o.session_id).into());
+            m.insert("cipher_suite".into(), hex16(o.cipher_suite).into());
+            m.insert("psk_selected".into(), o.psk_selected.into());
+            m.insert(
+                "new_session_tickets".into(),
+                o.new_session_tickets
+                    .iter()
+                    .map(|t| hex(&t.ticket))
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
+            m.insert("resumed".into(), o.resumed.into());
+            m.insert("resumption".into(), o.resumption.map(|r| r.as_str()).into());
+            learned = o
+                .learned
+                .iter()
+                .map(|l| json!({ "kind": l.kind.as_str(), "key": hex(&l.key) }))
+                .collect();
+        }
+        out.insert("server".into(), s);
+        out.insert("learned".into(), learned.into());
+    }
+    (Value::Object(out), all)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)] // test code: a panic is a failed test
+mod tests {
+    use super::*;
+    use crate::inspect::testutil::*;
+
+    #[test]
+    fn report_of_a_tls12_ticket_handshake_names_everything_learned() {
+        let ch = ChBuilder::new().sni("r.example").ticket(&[]).record();
+        let server = [
+            ShBuilder::tls12(&[0x51; 32]).record(),
+            handshake_record(&server_hello_done()),
+            handshake_record(&nst(60, &[0x7e; 20])),
+            ccs(),
+        ]
+        .concat();
+        let (v, ok) = report(&ch, Some(&server), Limits::default());
+        assert!(ok, "{v}");
+        assert_eq!(v["client"]["sni"], "r.example");
+        assert_eq!(v["client"]["session_ticket"], "");
+        assert_eq!(v["client"]["records"], 1);
+        assert_eq!(v["server"]["version"], "0x0303");
+        assert_eq!(v["server"]["cipher_suite"], "0xc030");
+        assert_eq!(v["server"]["resumption"], Value::Null);
+        assert_eq!(v["learned"][0]["kind"], "session_id");
+        assert_eq!(v["learned"][1]["key"], hex(&[0x7e; 20]));
+        assert_eq!(v["learned"][2]["kind"], "ticket_key_name");
+        assert!(v.get("client2").is_none());
+    }
+
+    #[test]
+    fn report_of_an_incomplete_hello_is_not_complete() {
+        let ch = ChBuilder::new().record();
+        let (v, ok) = report(&ch[..20], None, Limits::default());
+        assert!(!ok);
+        assert_eq!(v["client"]["status"], "incomplete");
+        assert!(v.get("server").is_none());
+        let (v, ok) = report(b"GET / HTTP/1.1\r\n", None, Limits::default());
+        assert!(!ok);
+        assert_eq!(v["client"]["status"], "not_tls");
+        assert_eq!(v["client"]["error"], "HTTP request");
+    }
+
+    #[test]
+    fn report_of_a_retry_has_both_hellos() {
+        let sid = [0x5a; 32];
+        let ch1 = ChBuilder::tls13("h.example").record();
+        let ch2 = ChBuilder::tls13("h.example").psk(&[&[3; 8]]).record();
+        let client = [ch1, ccs(), ch2].concat();
+        let server = [
+            ShBuilder::hrr(&sid, 0x17).record(),
+            ccs(),
+            ShBuilder::tls13(&sid).psk(0).record(),
+        ]
+        .concat();
+        let (v, ok) = report(&client, Some(&server), Limits::default());
+        assert!(ok, "{v}");
+        assert_eq!(v["client2"]["psk_identities"][0], "0303030303030303");
+        assert_eq!(v["server"]["hello_retry_request"], true);
+        assert_eq!(v["server"]["resumption"], "tls13-psk");
+        assert_eq!(v["learned"][0]["kind"], "psk_identity");
+        assert_eq!(v["learned"].as_array().map(Vec::len), Some(1));
+    }
+}

@@ -1,0 +1,48 @@
+//! Shared set-up for the end-to-end tests: real TLS backends (rustls in
+//! process, or `openssl s_server`) behind a real router on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use stickytls::config::{BackendConfig, Config};
+use stickytls::peer::backend::{Backend, BackendOptions, RunningBackend};
+use stickytls::router::{Router, RunningRouter};
+
+/// A source address on the loopback network: each stands for one client
+/// machine (or one NAT gateway).
+pub fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+/// Starts `n` rustls backends named a, b, c, ... with `options` applied.
+pub async fn rustls_backends(n: usize, options: impl Fn(&mut BackendOptions)) -> Vec<RunningBackend> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let name = ((b'a' + i as u8) as char).to_string();
+        let mut o = BackendOptions::new(name);
+        options(&mut o);
+        out.push(Backend::start(o).await.expect("backend starts"));
+    }
+    out
+}
+
+/// A router config in front of `(name, addr)` backends, with timeouts short
+/// enough for tests but no shorter than a loaded CI machine needs.
+pub fn config(backends: &[(String, SocketAddr)]) -> Config {
+    let bs = backends.iter().map(|(n, a)| BackendConfig::new(n, *a)).collect();
+    let mut c = Config::single("127.0.0.1:0".parse().unwrap(), bs);
+    let p = &mut c.pools[0];
+    p.timeouts.connect = Duration::from_secs(2);
+    p.timeouts.first_byte = Duration::from_secs(3);
+    p.timeouts.hello = Duration::from_secs(3);
+    c
+}
+
+pub fn named(backends: &[RunningBackend]) -> Vec<(String, SocketAddr)> {
+    backends.iter().map(|b| (b.name().to_string(), b.addr())).collect()
+}
+
+pub async fn start_router(config: Config) -> RunningRouter {
+    Router::bind(config).await.expect("router binds").spawn()
+}

@@ -1,0 +1,83 @@
+//! Bad input costs a bounded amount and never disturbs other clients:
+//! non-TLS input, a stalled half hello and an oversized hello are closed
+//! with a counted reason and nothing forwarded; a post-quantum hello
+//! dribbled one byte per write is still routed like any other.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use stickytls::peer::client::{Client, ClientOptions, Writes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the router closes; returns what it sent (must be nothing).
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut got)).await.expect("router closed the connection");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served() {
+    let farm = rustls_backends(2, |_| {}).await;
+    let mut cfg = config(&named(&farm));
+    cfg.pools[0].timeouts.hello = Duration::from_millis(700);
+    let router = start_router(cfg).await;
+    let client = Client::new(ClientOptions::default()).unwrap();
+    client.connect(router.addr, None).await.expect("served before");
+    let backend_conns: u64 = farm.iter().map(|b| b.connections()).sum();
+
+    // Non-TLS: closed at once, from the first bytes.
+    let mut s = TcpStream::connect(router.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let t = Instant::now();
+    assert!(read_until_closed(&mut s, Duration::from_secs(5)).await.is_empty());
+    assert!(t.elapsed() < Duration::from_millis(600), "non-TLS waited for the hello timeout");
+
+    // A stalled half hello: closed at the hello timeout.
+    let hello = client.client_hello().unwrap();
+    let mut s = TcpStream::connect(router.addr).await.unwrap();
+    s.write_all(&hello[..hello.len() / 2]).await.unwrap();
+    let t = Instant::now();
+    assert!(read_until_closed(&mut s, Duration::from_secs(5)).await.is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(500), "closed before the hello timeout");
+
+    // A hello larger than the byte budget: a handshake header claiming a
+    // 20 KB ClientHello, sent as records of junk.
+    let mut s = TcpStream::connect(router.addr).await.unwrap();
+    let mut big = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x50, 0x00];
+    big.resize(5 + 0x4000, 0x41);
+    let _ = s.write_all(&big).await;
+    let _ = s.write_all(&big).await;
+    assert!(read_until_closed(&mut s, Duration::from_secs(5)).await.is_empty());
+
+    let after: u64 = farm.iter().map(|b| b.connections()).sum();
+    assert_eq!(after, backend_conns, "something was forwarded to a backend");
+    assert!(router.stats().rejected >= 3, "{:?}", router.stats());
+    let r = client.connect(router.addr, None).await.expect("still serving");
+    assert!(r.server_resumed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_quantum_hello_in_one_byte_writes_is_routed_to_its_owner() {
+    // TLS 1.2 backends: the client still sends its full post-quantum
+    // hello (it offers TLS 1.3 too), and the cleartext tickets it gets back
+    // make every later hello carry a key the router knows.
+    let farm = rustls_backends(3, |o| o.versions = stickytls::peer::Versions::Tls12).await;
+    let mut cfg = config(&named(&farm));
+    // ~1,500 writes a few milliseconds apart: more than the tests' usual
+    // hello budget on a loaded machine.
+    cfg.pools[0].timeouts.hello = Duration::from_secs(30);
+    let router = start_router(cfg).await;
+    let client = Client::new(ClientOptions { pq: true, ..Default::default() }).unwrap();
+    assert!(client.client_hello().unwrap().len() > 1200, "a post-quantum hello");
+    let first = client.connect_with(router.addr, Some(ip(80)), Writes::bytewise()).await.unwrap();
+    for i in 0..3u8 {
+        let r = client.connect_with(router.addr, Some(ip(81 + i)), Writes::bytewise()).await.unwrap();
+        assert_eq!(r.backend, first.backend);
+        assert!(r.server_resumed);
+    }
+    assert!(router.stats().hits_of(stickytls::affinity::KeyKind::Ticket) >= 3);
+}
