@@ -36,6 +36,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// key name becoming routable (two are normally enough).
 const MAX_WARM_UP: usize = 4;
 
+/// The one-line explanation of every round-robin section.
+const ROUND_ROBIN_EXPLAIN: &str = "Nothing is inspected: each connection goes to the next backend, so a session resumes only if it lands on its issuer by chance.";
+
 /// Clients behind the shared address in scenario 5.
 const NAT_CLIENTS: usize = 8;
 
@@ -185,7 +188,7 @@ const SCENARIOS: [Scenario; 5] = [
         kind: Kind::UnknownSessionId,
     },
     Scenario {
-        title: "5. Eight clients behind one address (NAT)",
+        title: "5. Eight clients behind one shared address",
         explain: "Once an address has more new sessions than nat_threshold it counts as shared: its fresh clients are balanced, and each session keeps its client on its own backend.",
         kind: Kind::SharedAddress,
     },
@@ -223,7 +226,7 @@ pub async fn run_demo(out: &mut impl Write) -> io::Result<DemoSummary> {
         for s in &SCENARIOS {
             writeln!(out)?;
             writeln!(out, "== {} ({mode}) ==", s.title)?;
-            writeln!(out, "{}", s.explain)?;
+            say(out, mode, s.explain, ROUND_ROBIN_EXPLAIN)?;
             let tally = run_scenario(out, s.kind, mode).await?;
             let line = format!(
                 "-> resumed {}/{}, {}/{} on the backend that issued the session",
@@ -414,6 +417,15 @@ fn print_hop(out: &mut impl Write, hop: &Hop, label: &str) -> io::Result<()> {
     }
 }
 
+/// Writes the line that fits the mode: the narration of what the router
+/// does only makes sense when it inspects.
+fn say(out: &mut impl Write, mode: Mode, sticky: &str, round_robin: &str) -> io::Result<()> {
+    match mode {
+        Mode::Sticky => writeln!(out, "{sticky}"),
+        Mode::RoundRobin => writeln!(out, "{round_robin}"),
+    }
+}
+
 fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
@@ -490,13 +502,11 @@ async fn tls13_psk(out: &mut impl Write, tally: &mut Tally, mode: Mode) -> io::R
         .connect(out, tally, &mut peer, ip(2), "conn 1")
         .await?;
 
-    writeln!(
+    say(
         out,
-        " warm-up from 127.0.0.2: a key name becomes a route after two distinct tickets with it are confirmed on one backend;"
-    )?;
-    writeln!(
-        out,
-        " until then these resumptions are re-bound by client address (rule 2):"
+        mode,
+        " warm-up from 127.0.0.2: a key name becomes a route after two distinct tickets with it are confirmed on one backend;\n until then these resumptions are re-bound by client address (rule 2):",
+        " resuming from 127.0.0.2:",
     )?;
     let warm_ups = match stage.mode {
         Mode::Sticky => MAX_WARM_UP,
@@ -581,11 +591,15 @@ async fn unknown_session_id(out: &mut impl Write, tally: &mut Tally, mode: Mode)
         Some(id) => {
             stage.pool().table.remove(&Key::new(KeyKind::SessionId, id));
             let hex: String = id.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            writeln!(
-                out,
+            let sticky = format!(
                 "{:>14} the router forgets session ID {hex}... (deleted from its affinity table)",
                 ""
-            )?;
+            );
+            let rr = format!(
+                "{:>14} (session ID {hex}...: round robin keeps no table, nothing to forget)",
+                ""
+            );
+            say(out, mode, &sticky, &rr)?;
         }
         None => writeln!(
             out,
@@ -629,9 +643,11 @@ async fn shared_address(out: &mut impl Write, tally: &mut Tally, mode: Mode) -> 
     for id in 1..=NAT_CLIENTS {
         peers.push(Peer::new(id, tls12_client(true))?);
     }
-    writeln!(
+    say(
         out,
-        " each client's first connection (until the address counts as shared, rule 3 keeps it on one backend):"
+        mode,
+        " each client's first connection (until the address counts as shared, rule 3 keeps it on one backend):",
+        " each client's first connection:",
     )?;
     for peer in &mut peers {
         let label = format!("client {}", peer.id);
