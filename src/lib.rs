@@ -24,6 +24,7 @@
 //!   (every metric name).
 //! - [`peer`]: real TLS peers (rustls backends and clients, the OpenSSL
 //!   command line, a capture tap) for `stickytls demo` and the tests.
+//! - [`demo`]: `stickytls demo`, the router shown on real TLS.
 #![forbid(unsafe_code)]
 
 pub mod affinity;
@@ -33,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod connect;
+pub mod demo;
 pub mod inspect;
 pub mod intake;
 pub mod learn;

@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run the router.
     Run(RunArgs),
+    /// Show stickiness on real TLS: local backends, the router and clients,
+    /// connection by connection, then plain round robin for contrast.
+    Demo,
     /// Show what the handshake inspector sees in captured bytes, as JSON.
     /// Exits 0 when every side given is complete, 1 otherwise.
     Inspect(InspectArgs),
@@ -216,10 +219,38 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+fn demo() -> ExitCode {
+    // Warnings only by default: the demo prints its own account of every
+    // decision, and per-connection logs would interleave with it.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stickytls: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match rt.block_on(stickytls::demo::run_demo(&mut out)) {
+        Ok(summary) if summary.errors() == 0 => ExitCode::SUCCESS,
+        Ok(summary) => {
+            eprintln!("stickytls demo: {} connection(s) failed", summary.errors());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("stickytls demo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Demo => demo(),
         Command::Inspect(args) => inspect(&args),
         Command::Check { config } => check(&config),
     }

@@ -1,8 +1,8 @@
 //! One router: its listeners and pools, and the path of one connection
 //! through the stages (intake → route → connect → relay → learn).
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::affinity::clients::{ClientIndex, ClientIndexConfig, ClientPrefix};
 use crate::affinity::memory::MemoryStoreConfig;
 use crate::affinity::{AffinityStore, MemoryStore};
-use crate::backend::{Backend, Pool};
+use crate::backend::{Backend, BackendName, Pool};
 use crate::balance::Balancer;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ListenerConfig, NonTls, PoolConfig};
@@ -42,6 +42,26 @@ pub struct PoolState {
     pub stats: Arc<Stats>,
     /// Keeps per-connection decision logs at info level affordable.
     pub decision_log: Arc<LogLimiter>,
+    /// The last [`RECENT_DECISIONS`] routing decisions, newest last: lets
+    /// `stickytls demo` (and later a stats page) say why each connection
+    /// went where it did, without parsing logs.
+    recent: Mutex<VecDeque<DecisionRecord>>,
+}
+
+/// How many routing decisions a pool remembers for [`PoolState::recent_decisions`].
+pub const RECENT_DECISIONS: usize = 256;
+
+/// Why one connection reached the backend it reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// The client's address (after any PROXY header) and port.
+    pub client: SocketAddr,
+    /// The backend actually connected to (after failover).
+    pub backend: BackendName,
+    /// The rule that chose: `key`, `rebind`, `source_ip` or `balancer`.
+    pub rule: &'static str,
+    /// The rule's reason, e.g. "session ID known".
+    pub reason: &'static str,
 }
 
 impl PoolState {
@@ -78,7 +98,27 @@ impl PoolState {
             stats,
             decision_log,
             config,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_DECISIONS)),
         }
+    }
+
+    /// Remembers a decision, forgetting the oldest beyond [`RECENT_DECISIONS`].
+    fn record_decision(&self, client: SocketAddr, backend: &BackendName, d: &Decision) {
+        let mut recent = self.recent.lock().unwrap();
+        if recent.len() == RECENT_DECISIONS {
+            recent.pop_front();
+        }
+        recent.push_back(DecisionRecord { client, backend: backend.clone(), rule: d.rule.as_str(), reason: d.reason });
+    }
+
+    /// The last routing decisions, oldest first.
+    pub fn recent_decisions(&self) -> Vec<DecisionRecord> {
+        self.recent.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// The newest decision for a client address and port, if still kept.
+    pub fn decision_for(&self, client: SocketAddr) -> Option<DecisionRecord> {
+        self.recent.lock().unwrap().iter().rev().find(|r| r.client == client).cloned()
     }
 
     pub fn prefix(&self, addr: std::net::IpAddr) -> ClientPrefix {
@@ -405,6 +445,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         }
     }
     log_decision(&pool, client_addr, &decision, &connected.backend.name, &offer);
+    pool.record_decision(client_addr, &connected.backend.name, &decision);
 
     // Relay, learning from the server's flight.
     let mut server = connected.stream;
@@ -431,6 +472,7 @@ async fn forward_blind(pool: &Arc<PoolState>, mut client: TcpStream, client_addr
     let decision = Decision { candidates: order, rule: Rule::Balancer, matched: None, reason: "forwarded without inspection" };
     pool.stats.routed(decision.rule.as_str(), decision.reason);
     let Some(connected) = connect_logged(pool, &decision, client_addr, hello).await else { return };
+    pool.record_decision(client_addr, &connected.backend.name, &decision);
     let mut server = connected.stream;
     let end = relay(
         &mut client,
@@ -534,4 +576,27 @@ struct NoLearning;
 impl OnServerFlight for NoLearning {
     fn done(&self, _: &Handshake) {}
     fn unreadable(&self, _: &Status) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendConfig;
+
+    #[test]
+    fn recent_decisions_keep_the_newest_within_the_cap() {
+        let config = PoolConfig::new("p", vec![BackendConfig::new("a", "127.0.0.1:1".parse().unwrap())]);
+        let pool = PoolState::new(config, Clock::new(), Arc::default(), Arc::new(LogLimiter::new(1)));
+        let a: BackendName = Arc::from("a");
+        let d = Decision { candidates: Vec::new(), rule: Rule::Balancer, matched: None, reason: "test" };
+        for port in 0..(RECENT_DECISIONS as u16 + 10) {
+            pool.record_decision(SocketAddr::from(([127, 0, 0, 1], port)), &a, &d);
+        }
+        let recent = pool.recent_decisions();
+        assert_eq!(recent.len(), RECENT_DECISIONS);
+        assert_eq!(recent[0].client.port(), 10, "the oldest are forgotten first");
+        let last = SocketAddr::from(([127, 0, 0, 1], RECENT_DECISIONS as u16 + 9));
+        assert_eq!(pool.decision_for(last).map(|r| r.rule), Some("balancer"));
+        assert_eq!(pool.decision_for(SocketAddr::from(([127, 0, 0, 1], 0))), None);
+    }
 }
