@@ -48,7 +48,10 @@ pub trait OnServerFlight: Sync {
 }
 
 struct Dir<'a> {
-    hs: &'a Mutex<Handshake>,
+    /// The inspector while either direction still needs it; dropped (with
+    /// its hello buffers) as soon as neither does, so a long-lived
+    /// connection holds only its copy buffers.
+    hs: &'a Mutex<Option<Handshake>>,
     clock: &'a Clock,
     last_activity: &'a AtomicU64,
 }
@@ -66,7 +69,7 @@ pub async fn relay(
     flight: &dyn OnServerFlight,
 ) -> RelayEnd {
     let inspect = hs.is_some();
-    let hs = Mutex::new(hs.unwrap_or_else(|| Handshake::new(Default::default())));
+    let hs = Mutex::new(hs);
     let last_activity = AtomicU64::new(clock.now_ms());
     let dir = Dir { hs: &hs, clock, last_activity: &last_activity };
     let (mut cr, mut cw) = client.split();
@@ -89,13 +92,14 @@ pub async fn relay(
             let data = &buf[..n];
             dir.touch();
             if inspecting {
-                let mut h = dir.hs.lock().unwrap();
-                if h.wants_client() {
-                    // A broken second hello is the backend's to reject; the
-                    // router has nothing to learn from it either way.
-                    let _ = h.feed_client(data);
-                } else {
-                    inspecting = false;
+                let mut guard = dir.hs.lock().unwrap();
+                match guard.as_mut() {
+                    Some(h) if h.wants_client() => {
+                        // A broken second hello is the backend's to reject;
+                        // the router has nothing to learn from it either way.
+                        let _ = h.feed_client(data);
+                    }
+                    _ => inspecting = false,
                 }
             }
             sw.write_all(data).await.map_err(|e| (Side::Server, e))?;
@@ -127,17 +131,24 @@ pub async fn relay(
             let data = &buf[..n];
             dir.touch();
             if inspecting {
-                let mut h = dir.hs.lock().unwrap();
-                match h.feed_server(data) {
-                    Status::NeedMore => {}
-                    Status::Done => {
-                        inspecting = false;
-                        flight.done(&h);
+                let mut guard = dir.hs.lock().unwrap();
+                if let Some(h) = guard.as_mut() {
+                    match h.feed_server(data) {
+                        Status::NeedMore => {}
+                        Status::Done => {
+                            inspecting = false;
+                            flight.done(h);
+                        }
+                        other => {
+                            inspecting = false;
+                            flight.unreadable(&other);
+                        }
                     }
-                    other => {
-                        inspecting = false;
-                        flight.unreadable(&other);
+                    if !inspecting && !h.wants_client() {
+                        *guard = None;
                     }
+                } else {
+                    inspecting = false;
                 }
             }
             cw.write_all(data).await.map_err(|e| (Side::Client, e))?;
