@@ -371,8 +371,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     listener.stats.connection();
     let _ = client.set_nodelay(true);
     let limits = listener.config.limits;
-    let started = tokio::time::Instant::now();
-    let deadline = started + listener.hello_timeout;
+    let deadline = tokio::time::Instant::now() + listener.hello_timeout;
 
     // Hello stage: PROXY header, then the ClientHello, within one budget.
     let pre = listener.default_pool().prefix(peer.ip());
@@ -448,44 +447,42 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     pool.record_decision(client_addr, &connected.backend.name, &decision);
 
     // Relay, learning from the server's flight.
-    let mut server = connected.stream;
-    let learner = Learner { pool: &pool, prefix, offer: &offer, decision: &decision, backend: &connected.backend };
-    let end = relay(
-        &mut client,
-        &mut server,
-        Some(hs),
-        &connected.first_bytes,
-        pool.config.timeouts.idle,
-        &pool.clock,
-        &learner,
-    )
-    .await;
-    finish(&client, &server, end);
-    drop(connected.active);
+    let backend = connected.backend.clone();
+    let learner = Learner { pool: &pool, prefix, offer: &offer, decision: &decision, backend: &backend };
+    relay_to(&pool, client, connected, Some(hs), &learner).await;
 }
 
 /// Forwards a connection by the balancer alone: non-TLS input sent to a
 /// pool, or a pool with inspection off.
-async fn forward_blind(pool: &Arc<PoolState>, mut client: TcpStream, client_addr: SocketAddr, hello: &[u8]) {
+async fn forward_blind(pool: &Arc<PoolState>, client: TcpStream, client_addr: SocketAddr, hello: &[u8]) {
     let prefix = pool.prefix(client_addr.ip());
     let order = pool.balancer.order(pool.backends.all(), &prefix);
     let decision = Decision { candidates: order, rule: Rule::Balancer, matched: None, reason: "forwarded without inspection" };
     pool.stats.routed(decision.rule.as_str(), decision.reason);
     let Some(connected) = connect_logged(pool, &decision, client_addr, hello).await else { return };
     pool.record_decision(client_addr, &connected.backend.name, &decision);
-    let mut server = connected.stream;
-    let end = relay(
-        &mut client,
-        &mut server,
-        None,
-        &connected.first_bytes,
-        pool.config.timeouts.idle,
-        &pool.clock,
-        &NoLearning,
-    )
-    .await;
-    finish(&client, &server, end);
-    drop(connected.active);
+    relay_to(pool, client, connected, None, &NoLearning).await;
+}
+
+/// Relays until the connection ends, then passes a reset on as a reset.
+/// The backend's connection slot is held until then.
+async fn relay_to(
+    pool: &PoolState,
+    mut client: TcpStream,
+    connected: connect::Connected,
+    hs: Option<Handshake>,
+    flight: &dyn OnServerFlight,
+) {
+    let connect::Connected { stream: mut server, first_bytes, active, .. } = connected;
+    let end = relay(&mut client, &mut server, hs, &first_bytes, pool.config.timeouts.idle, &pool.clock, flight).await;
+    if let RelayEnd::Reset(side, _) = &end {
+        let other = match side {
+            Side::Client => &server,
+            Side::Server => &client,
+        };
+        let _ = socket2::SockRef::from(other).set_linger(Some(Duration::ZERO));
+    }
+    drop(active);
 }
 
 async fn connect_logged(
@@ -506,17 +503,6 @@ async fn connect_logged(
             warn!(peer = %client_addr, pool = %pool.config.name, error = %e, "closed: no backend answered");
             None
         }
-    }
-}
-
-/// Passes a reset on as a reset.
-fn finish(client: &TcpStream, server: &TcpStream, end: RelayEnd) {
-    if let RelayEnd::Reset(side, _) = &end {
-        let other = match side {
-            Side::Client => server,
-            Side::Server => client,
-        };
-        let _ = socket2::SockRef::from(other).set_linger(Some(Duration::ZERO));
     }
 }
 
