@@ -92,8 +92,16 @@ pub struct Connected {
     pub active: ActiveGuard,
 }
 
-/// Tries `candidates` in order.
-pub async fn connect(pool: &PoolState, candidates: &[Arc<Backend>], hello: &[u8]) -> Result<Connected, ConnectError> {
+/// Tries `candidates` in order. With `await_answer`, a candidate counts as
+/// reached only once it sent its first byte: right for TLS, whose server
+/// always answers a complete ClientHello. Without it (non-TLS input, whose
+/// protocol may have the server wait for more), connecting is enough.
+pub async fn connect(
+    pool: &PoolState,
+    candidates: &[Arc<Backend>],
+    hello: &[u8],
+    await_answer: bool,
+) -> Result<Connected, ConnectError> {
     let t = &pool.config.timeouts;
     let mut attempts = Vec::new();
     for backend in candidates {
@@ -101,7 +109,8 @@ pub async fn connect(pool: &PoolState, candidates: &[Arc<Backend>], hello: &[u8]
             attempts.push((backend.name.clone(), AttemptError::Full));
             continue;
         };
-        match attempt(backend, hello, t.connect, t.first_byte).await {
+        let first_byte = await_answer.then_some(t.first_byte);
+        match attempt(backend, hello, t.connect, first_byte).await {
             Ok((stream, first_bytes)) => {
                 backend.mark_up();
                 return Ok(Connected { stream, backend: backend.clone(), first_bytes, failed: attempts.len(), active });
@@ -124,7 +133,7 @@ async fn attempt(
     backend: &Backend,
     hello: &[u8],
     connect_timeout: Duration,
-    first_byte_timeout: Duration,
+    first_byte_timeout: Option<Duration>,
 ) -> Result<(TcpStream, Vec<u8>), AttemptError> {
     let mut stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(backend.addr)).await {
         Ok(Ok(s)) => s,
@@ -135,6 +144,9 @@ async fn attempt(
     if let Err(e) = stream.write_all(hello).await {
         return Err(AttemptError::Closed(Some(e)));
     }
+    let Some(first_byte_timeout) = first_byte_timeout else {
+        return Ok((stream, Vec::new()));
+    };
     let mut first = vec![0u8; 16 * 1024];
     match tokio::time::timeout(first_byte_timeout, stream.read(&mut first)).await {
         Ok(Ok(0)) => Err(AttemptError::Closed(None)),

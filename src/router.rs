@@ -407,7 +407,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
             if listener.decision_log.allow() {
                 info!(peer = %client_addr, reason = n.reason, pool = %pool.config.name, "not TLS: forwarded to the non-TLS pool");
             }
-            forward_blind(&pool, client, client_addr, &hello).await;
+            forward_blind(&pool, client, client_addr, &hello, false).await;
             return;
         }
         Err(e) => {
@@ -427,7 +427,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         (pool, offer)
     };
     let Some(offer) = offer else {
-        forward_blind(&pool, client, client_addr, &hello).await;
+        forward_blind(&pool, client, client_addr, &hello, true).await;
         return;
     };
     let prefix = pool.prefix(client_addr.ip());
@@ -435,7 +435,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     pool.stats.routed(decision.rule.as_str(), decision.reason);
 
     // Connect, with failover.
-    let Some(connected) = connect_logged(&pool, &decision, client_addr, &hello).await else { return };
+    let Some(connected) = connect_logged(&pool, &decision, client_addr, &hello, true).await else { return };
     if let Some(chosen) = decision.candidates.first() {
         if !Arc::ptr_eq(chosen, &connected.backend) {
             // The chosen backend was not reached: stop rules 2 and 3 from
@@ -453,13 +453,14 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
 }
 
 /// Forwards a connection by the balancer alone: non-TLS input sent to a
-/// pool, or a pool with inspection off.
-async fn forward_blind(pool: &Arc<PoolState>, client: TcpStream, client_addr: SocketAddr, hello: &[u8]) {
+/// pool (`tls` false: its protocol may not have the server speak first, so
+/// reaching a backend is enough), or a pool with inspection off.
+async fn forward_blind(pool: &Arc<PoolState>, client: TcpStream, client_addr: SocketAddr, hello: &[u8], tls: bool) {
     let prefix = pool.prefix(client_addr.ip());
     let order = pool.balancer.order(pool.backends.all(), &prefix);
     let decision = Decision { candidates: order, rule: Rule::Balancer, matched: None, reason: "forwarded without inspection" };
     pool.stats.routed(decision.rule.as_str(), decision.reason);
-    let Some(connected) = connect_logged(pool, &decision, client_addr, hello).await else { return };
+    let Some(connected) = connect_logged(pool, &decision, client_addr, hello, tls).await else { return };
     pool.record_decision(client_addr, &connected.backend.name, &decision);
     relay_to(pool, client, connected, None, &NoLearning).await;
 }
@@ -490,8 +491,9 @@ async fn connect_logged(
     decision: &Decision,
     client_addr: SocketAddr,
     hello: &[u8],
+    await_answer: bool,
 ) -> Option<connect::Connected> {
-    match connect::connect(pool, &decision.candidates, hello).await {
+    match connect::connect(pool, &decision.candidates, hello, await_answer).await {
         Ok(c) => {
             if c.failed > 0 {
                 pool.stats.failover();

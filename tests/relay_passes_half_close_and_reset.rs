@@ -1,0 +1,67 @@
+//! The relay passes a half-close on as a half-close (the other direction
+//! keeps flowing) and a reset as a reset. Driven through the non-TLS pool,
+//! which uses the same relay without inspection, so the peers can be plain
+//! TCP sockets whose closing the test controls exactly.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use stickytls::config::{BackendConfig, NonTls, PoolConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn router_to(backend: SocketAddr) -> stickytls::router::RunningRouter {
+    // The TLS pool is never used here; it only has to exist.
+    let mut cfg = config(&[("unused".to_string(), backend)]);
+    cfg.pools.push(PoolConfig::new("plain", vec![BackendConfig::new("plain", backend)]));
+    cfg.listeners[0].non_tls = NonTls::Pool("plain".into());
+    start_router(cfg).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_reaches_the_backend_and_its_answer_still_comes_back() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    // Reads everything until the client's FIN, then answers with the count.
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        s.write_all(format!("got {} bytes", all.len()).as_bytes()).await.unwrap();
+    });
+    let router = router_to(backend).await;
+    let mut c = TcpStream::connect(router.addr).await.unwrap();
+    c.write_all(b"hello, plain text").await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert_eq!(answer, "got 17 bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_reset_reaches_the_client_as_a_reset() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        // Answer once (so the router's first-byte wait is satisfied), then
+        // reset: linger 0 and close.
+        s.write_all(b"x").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    });
+    let router = router_to(backend).await;
+    let mut c = TcpStream::connect(router.addr).await.unwrap();
+    c.write_all(b"plain").await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await.unwrap();
+    assert_eq!(buf, b"x");
+    let e = r.expect_err("a reset, not a clean close");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
