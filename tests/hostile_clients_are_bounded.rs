@@ -81,3 +81,36 @@ async fn post_quantum_hello_in_one_byte_writes_is_routed_to_its_owner() {
     }
     assert!(router.stats().hits_of(stickytls::affinity::KeyKind::Ticket) >= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_than_its_share_of_hello_slots() {
+    let farm = rustls_backends(1, |_| {}).await;
+    let mut cfg = config(&named(&farm));
+    cfg.listeners[0].limits.max_inspecting_per_ip = 2;
+    cfg.pools[0].timeouts.hello = Duration::from_secs(10);
+    let router = start_router(cfg).await;
+    let hello = Client::new(ClientOptions::default()).unwrap().client_hello().unwrap();
+
+    // Two stalled half hellos from 127.0.0.7 hold its two slots.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.7:0".parse().unwrap()).unwrap();
+        let mut s = sock.connect(router.addr).await.unwrap();
+        s.write_all(&hello[..10]).await.unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third from the same address is closed at once...
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.7:0".parse().unwrap()).unwrap();
+    let mut third = sock.connect(router.addr).await.unwrap();
+    let _ = third.write_all(&hello[..10]).await;
+    let t = Instant::now();
+    assert!(read_until_closed(&mut third, Duration::from_secs(5)).await.is_empty());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // ...while other addresses are served.
+    let r = Client::new(ClientOptions::default()).unwrap().connect(router.addr, Some(ip(8))).await;
+    assert!(r.is_ok(), "{r:?}");
+    assert!(router.stats().rejected >= 1);
+}
