@@ -1,25 +1,37 @@
 //! Copying both ways once a backend answered, while the server's cleartext
 //! flight (and, after a HelloRetryRequest, the client's second hello) passes
 //! through the inspector. Bytes go on as they arrive: the inspector only
-//! watches, it never holds anything back. Once a direction's handshake is
-//! encrypted it is a plain copy.
+//! watches, it never holds anything back.
+//!
+//! Once a direction's handshake is encrypted it is a plain copy, decided
+//! per direction; and once a plain copy fills its whole buffer in one read
+//! (a bulk transfer, not a request/response exchange) it moves to
+//! `splice(2)` through a pipe, so the bytes no longer cross into user
+//! space. Short connections never pay for the pipe (two descriptors and
+//! three system calls), like HAProxy's `splice-auto`.
 //!
 //! A half-close is passed on as a half-close (the other direction keeps
-//! flowing), a reset as a reset, and a connection with no bytes either way
-//! for the idle timeout is closed.
+//! flowing; a pipe is drained first), a reset as a reset, and a connection
+//! with no bytes either way for the idle timeout is closed.
 
 use std::io;
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustix::pipe::{PipeFlags, SpliceFlags};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::clock::Clock;
 use crate::inspect::{Handshake, Status};
 
+/// The user-space copy buffer of each direction.
 const BUF: usize = 16 * 1024;
+/// Bytes moved per splice call; the pipe is sized to hold them.
+const SPLICE_CHUNK: usize = 256 * 1024;
 
 /// Which side of the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +59,57 @@ pub trait OnServerFlight: Sync {
     fn unreadable(&self, status: &Status);
 }
 
-struct Dir<'a> {
+/// State both directions share.
+struct Shared<'a> {
     /// The inspector while either direction still needs it; dropped (with
     /// its hello buffers) as soon as neither does, so a long-lived
     /// connection holds only its copy buffers.
-    hs: &'a Mutex<Option<Handshake>>,
+    hs: Mutex<Option<Handshake>>,
     clock: &'a Clock,
-    last_activity: &'a AtomicU64,
+    /// Clock millis of the last byte either way, for the idle timeout.
+    last_activity: AtomicU64,
+    flight: &'a dyn OnServerFlight,
+}
+
+impl Shared<'_> {
+    fn touch(&self) {
+        self.last_activity.store(self.clock.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Shows client bytes to the inspector; false once it needs no more.
+    fn watch_client(&self, data: &[u8]) -> bool {
+        let mut guard = self.hs.lock().unwrap();
+        match guard.as_mut() {
+            Some(h) if h.wants_client() => {
+                // A broken second hello is the backend's to reject; the
+                // router has nothing to learn from it either way.
+                let _ = h.feed_client(data);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Shows server bytes to the inspector; false once it needs no more.
+    fn watch_server(&self, data: &[u8]) -> bool {
+        let mut guard = self.hs.lock().unwrap();
+        let Some(h) = guard.as_mut() else { return false };
+        let more = match h.feed_server(data) {
+            Status::NeedMore => true,
+            Status::Done => {
+                self.flight.done(h);
+                false
+            }
+            other => {
+                self.flight.unreadable(&other);
+                false
+            }
+        };
+        if !more && !h.wants_client() {
+            *guard = None;
+        }
+        more
+    }
 }
 
 /// Relays until both directions are closed, a side resets, or the idle
@@ -69,97 +125,17 @@ pub async fn relay(
     flight: &dyn OnServerFlight,
 ) -> RelayEnd {
     let inspect = hs.is_some();
-    let hs = Mutex::new(hs);
-    let last_activity = AtomicU64::new(clock.now_ms());
-    let dir = Dir { hs: &hs, clock, last_activity: &last_activity };
-    let (mut cr, mut cw) = client.split();
-    let (mut sr, mut sw) = server.split();
+    let shared = Shared { hs: Mutex::new(hs), clock, last_activity: AtomicU64::new(clock.now_ms()), flight };
+    let (client, server) = (&*client, &*server);
+    let sh = &shared;
 
-    let to_server = async {
-        let mut buf = vec![0u8; BUF];
-        let mut total = 0u64;
-        let mut inspecting = inspect;
-        loop {
-            let n = match cr.read(&mut buf).await {
-                Ok(0) => {
-                    // Half-close: the server may still be answering.
-                    let _ = sw.shutdown().await;
-                    return Ok(total);
-                }
-                Ok(n) => n,
-                Err(e) => return Err((Side::Client, e)),
-            };
-            let data = &buf[..n];
-            dir.touch();
-            if inspecting {
-                let mut guard = dir.hs.lock().unwrap();
-                match guard.as_mut() {
-                    Some(h) if h.wants_client() => {
-                        // A broken second hello is the backend's to reject;
-                        // the router has nothing to learn from it either way.
-                        let _ = h.feed_client(data);
-                    }
-                    _ => inspecting = false,
-                }
-            }
-            sw.write_all(data).await.map_err(|e| (Side::Server, e))?;
-            total += n as u64;
-        }
-    };
-
-    let to_client = async {
-        let mut buf = vec![0u8; BUF];
-        let mut total = 0u64;
-        let mut inspecting = inspect;
-        let mut pending: &[u8] = first_bytes;
-        loop {
-            let n = if !pending.is_empty() {
-                let n = pending.len().min(BUF);
-                buf[..n].copy_from_slice(&pending[..n]);
-                pending = &pending[n..];
-                n
-            } else {
-                match sr.read(&mut buf).await {
-                    Ok(0) => {
-                        let _ = cw.shutdown().await;
-                        return Ok(total);
-                    }
-                    Ok(n) => n,
-                    Err(e) => return Err((Side::Server, e)),
-                }
-            };
-            let data = &buf[..n];
-            dir.touch();
-            if inspecting {
-                let mut guard = dir.hs.lock().unwrap();
-                if let Some(h) = guard.as_mut() {
-                    match h.feed_server(data) {
-                        Status::NeedMore => {}
-                        Status::Done => {
-                            inspecting = false;
-                            flight.done(h);
-                        }
-                        other => {
-                            inspecting = false;
-                            flight.unreadable(&other);
-                        }
-                    }
-                    if !inspecting && !h.wants_client() {
-                        *guard = None;
-                    }
-                } else {
-                    inspecting = false;
-                }
-            }
-            cw.write_all(data).await.map_err(|e| (Side::Client, e))?;
-            total += n as u64;
-        }
-    };
+    let to_server = pump(client, server, Side::Client, &[], sh, move |d| inspect && sh.watch_client(d));
+    let to_client = pump(server, client, Side::Server, first_bytes, sh, move |d| inspect && sh.watch_server(d));
 
     let watchdog = async {
         let idle_ms = idle.as_millis() as u64;
         loop {
-            let since = clock.now_ms().saturating_sub(last_activity.load(Ordering::Relaxed));
+            let since = clock.now_ms().saturating_sub(shared.last_activity.load(Ordering::Relaxed));
             if since >= idle_ms {
                 return;
             }
@@ -176,8 +152,154 @@ pub async fn relay(
     }
 }
 
-impl Dir<'_> {
-    fn touch(&self) {
-        self.last_activity.store(self.clock.now_ms(), Ordering::Relaxed);
+fn other(side: Side) -> Side {
+    match side {
+        Side::Client => Side::Server,
+        Side::Server => Side::Client,
     }
+}
+
+/// One direction: `src` to `dst`, `pending` first. `watch` sees every byte
+/// while it returns true. Ends at `src`'s end of stream, after half-closing
+/// `dst`. Errors say which side failed.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    src_side: Side,
+    pending: &[u8],
+    shared: &Shared<'_>,
+    mut watch: impl FnMut(&[u8]) -> bool,
+) -> Result<u64, (Side, io::Error)> {
+    let dst_side = other(src_side);
+    let mut total = 0u64;
+    let mut watching = true;
+    if !pending.is_empty() {
+        shared.touch();
+        watching = watch(pending);
+        write_all(dst, pending).await.map_err(|e| (dst_side, e))?;
+        total += pending.len() as u64;
+    }
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
+        if n == 0 {
+            half_close(dst);
+            return Ok(total);
+        }
+        shared.touch();
+        let data = &buf[..n];
+        if watching {
+            watching = watch(data);
+        }
+        write_all(dst, data).await.map_err(|e| (dst_side, e))?;
+        total += n as u64;
+        if !watching && n == buf.len() {
+            // A full buffer in one read: bulk. Hand the rest to the kernel.
+            drop(buf);
+            return match splice_pump(src, dst, src_side, shared).await {
+                Ok(more) => Ok(total + more),
+                Err(SpliceError::Unsupported) => copy_rest(src, dst, src_side, shared, total).await,
+                Err(SpliceError::Io(side, e)) => Err((side, e)),
+            };
+        }
+    }
+}
+
+/// A plain copy to the end, for when splice is not available.
+async fn copy_rest(
+    src: &TcpStream,
+    dst: &TcpStream,
+    src_side: Side,
+    shared: &Shared<'_>,
+    mut total: u64,
+) -> Result<u64, (Side, io::Error)> {
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
+        if n == 0 {
+            half_close(dst);
+            return Ok(total);
+        }
+        shared.touch();
+        write_all(dst, &buf[..n]).await.map_err(|e| (other(src_side), e))?;
+        total += n as u64;
+    }
+}
+
+enum SpliceError {
+    /// No pipe could be made (descriptor limit): fall back to copying.
+    Unsupported,
+    Io(Side, io::Error),
+}
+
+/// Moves bytes socket → pipe → socket until `src` ends, draining the pipe
+/// before passing the half-close on.
+async fn splice_pump(src: &TcpStream, dst: &TcpStream, src_side: Side, shared: &Shared<'_>) -> Result<u64, SpliceError> {
+    let (pipe_r, pipe_w): (OwnedFd, OwnedFd) =
+        rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC).map_err(|_| SpliceError::Unsupported)?;
+    // A larger pipe means fewer calls per byte; the default 64 KiB still
+    // works if the system refuses.
+    let _ = rustix::pipe::fcntl_setpipe_size(&pipe_w, SPLICE_CHUNK);
+    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    let dst_side = other(src_side);
+    let mut total = 0u64;
+    loop {
+        let n = loop {
+            src.readable().await.map_err(|e| SpliceError::Io(src_side, e))?;
+            match src.try_io(Interest::READABLE, || {
+                rustix::pipe::splice(src, None, &pipe_w, None, SPLICE_CHUNK, flags).map_err(io::Error::from)
+            }) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(SpliceError::Io(src_side, e)),
+            }
+        };
+        if n == 0 {
+            half_close(dst);
+            return Ok(total);
+        }
+        shared.touch();
+        let mut in_pipe = n;
+        while in_pipe > 0 {
+            dst.writable().await.map_err(|e| SpliceError::Io(dst_side, e))?;
+            match dst.try_io(Interest::WRITABLE, || {
+                rustix::pipe::splice(&pipe_r, None, dst, None, in_pipe, flags).map_err(io::Error::from)
+            }) {
+                Ok(0) => return Err(SpliceError::Io(dst_side, io::ErrorKind::WriteZero.into())),
+                Ok(m) => in_pipe -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(SpliceError::Io(dst_side, e)),
+            }
+        }
+        total += n as u64;
+    }
+}
+
+async fn read(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        s.readable().await?;
+        match s.try_read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+async fn write_all(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        s.writable().await?;
+        match s.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Passes an end of stream on. Failure means the peer is already gone,
+/// which the other direction will see for itself.
+fn half_close(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).shutdown(Shutdown::Write);
 }
