@@ -53,7 +53,7 @@ async fn backend_reset_reaches_the_client_as_a_reset() {
         // reset: linger 0 and close.
         s.write_all(b"x").await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        s.set_linger(Some(Duration::ZERO)).unwrap();
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
         drop(s);
     });
     let router = router_to(backend).await;
