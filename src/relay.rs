@@ -280,6 +280,15 @@ async fn read(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
         s.readable().await?;
         match s.try_read(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Ok(n) if n > 0 && n < buf.len() => {
+                // A short read drained the socket's receive queue (epoll is
+                // edge-triggered, so new data raises readiness again): clear
+                // readiness now instead of learning it from an EAGAIN read,
+                // one system call per read saved. Tokio's own poll_read does
+                // the same.
+                let _ = s.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                return Ok(n);
+            }
             r => return r,
         }
     }
