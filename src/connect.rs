@@ -147,11 +147,11 @@ async fn attempt(
     let Some(first_byte_timeout) = first_byte_timeout else {
         return Ok((stream, Vec::new()));
     };
-    let mut first = vec![0u8; 16 * 1024];
-    match tokio::time::timeout(first_byte_timeout, stream.read(&mut first)).await {
+    // Capacity, not zeroed length: read_buf fills it without a memset.
+    let mut first = Vec::with_capacity(16 * 1024);
+    match tokio::time::timeout(first_byte_timeout, stream.read_buf(&mut first)).await {
         Ok(Ok(0)) => Err(AttemptError::Closed(None)),
         Ok(Ok(n)) => {
-            first.truncate(n);
             debug!(backend = %backend.name, bytes = n, "backend answered");
             Ok((stream, first))
         }

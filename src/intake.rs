@@ -8,6 +8,7 @@
 use std::fmt;
 use std::io;
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
@@ -84,17 +85,11 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
         loop {
             let start = buf.len();
             // Read no further than the budget allows: the inspector rejects
-            // the byte past it, and nothing more is ever buffered.
+            // the byte past it, and nothing more is ever buffered. Reads
+            // fill spare capacity, so the buffer is never zeroed first.
             let room = max_bytes.saturating_sub(start).clamp(1, 4096);
-            buf.resize(start + room, 0);
-            let n = match client.read(&mut buf[start..]).await {
-                Ok(n) => n,
-                Err(e) => {
-                    buf.truncate(start);
-                    return Err(IntakeError::Io(e));
-                }
-            };
-            buf.truncate(start + n);
+            buf.reserve(room);
+            let n = client.read_buf(&mut (&mut *buf).limit(room)).await.map_err(IntakeError::Io)?;
             if n == 0 {
                 return Err(IntakeError::Closed { received: start });
             }
