@@ -135,7 +135,7 @@ pub(crate) fn fnv1a64(seed: u64, parts: &[&[u8]]) -> u64 {
 }
 
 /// MurmurHash3's 64-bit finalizer: spreads FNV's weak low bits.
-fn fmix64(mut k: u64) -> u64 {
+pub(crate) fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
     k ^= k >> 33;

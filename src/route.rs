@@ -59,13 +59,12 @@ impl Offer {
         let session_id = Some(hello.session_id)
             .filter(|s| !s.is_empty())
             .map(|s| Key::new(KeyKind::SessionId, s));
-        let fp = hello.ja4_stable();
         Offer {
             psk_identities,
             ticket,
             session_id,
             offers_tls13: hello.offers_tls13(),
-            fingerprint: crate::balance::fnv1a64(0, &[fp.as_bytes()]) as u32,
+            fingerprint: stable_fingerprint(hello),
         }
     }
 
@@ -91,6 +90,34 @@ impl Offer {
     pub fn key_names(&self) -> impl Iterator<Item = Key> + '_ {
         self.psk_identities.iter().chain(self.ticket.iter()).filter_map(|(_, n)| *n)
     }
+}
+
+/// A hash of what the resumption-stable JA4 variant reads (offered TLS
+/// 1.3, cipher suites, extension types, signature algorithms, first ALPN),
+/// with GREASE, padding (21), session_ticket (35), pre_shared_key (41) and
+/// early_data (42) left out, so a client's full and resumed hellos agree
+/// (rustls drops session_ticket when it resumes a TLS 1.3 session). Suites and extension
+/// types are combined order-independently (sums of mixed values), as JA4
+/// sorts them: browsers shuffle their extension order on every connection.
+/// Computed straight from the hello, without building JA4's strings and
+/// SHA-256 digests, which cost a fifth of a connection's instructions.
+pub fn stable_fingerprint(hello: &ClientHello<'_>) -> u32 {
+    use crate::balance::{fmix64, fnv1a64};
+    use crate::inspect::is_grease;
+    let mut suites = 0u64;
+    for s in hello.cipher_suites().filter(|s| !is_grease(*s)) {
+        suites = suites.wrapping_add(fmix64(u64::from(s) | 1 << 32));
+    }
+    let mut exts = 0u64;
+    for e in hello.extension_types().filter(|e| !is_grease(*e) && ![21, 35, 41, 42].contains(e)) {
+        exts = exts.wrapping_add(fmix64(u64::from(e) | 2 << 32));
+    }
+    let mut ordered = fnv1a64(0, &[&[u8::from(hello.offers_tls13())], hello.alpn().next().unwrap_or(&[])]);
+    for a in hello.signature_algorithms().filter(|a| !is_grease(*a)) {
+        ordered = fnv1a64(ordered, &[&a.to_be_bytes()]);
+    }
+    let h = fmix64(suites ^ exts.rotate_left(21) ^ ordered.rotate_left(42));
+    (h ^ (h >> 32)) as u32
 }
 
 /// Which rule placed the connection.
@@ -219,4 +246,36 @@ fn finish(
         }
     }
     Decision { candidates, rule, matched, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::{Handshake, Limits, Status};
+    use crate::peer::backend::{Backend, BackendOptions};
+    use crate::peer::client::{Client, ClientOptions};
+
+    fn fingerprint_of(hello_bytes: &[u8]) -> u32 {
+        let mut hs = Handshake::new(Limits::default());
+        assert_eq!(hs.feed_client(hello_bytes), Status::Done);
+        stable_fingerprint(&hs.client_hello().unwrap())
+    }
+
+    #[tokio::test]
+    async fn fingerprint_is_the_same_for_a_clients_full_and_resumed_hellos() {
+        let backend = Backend::start(BackendOptions::new("a")).await.unwrap();
+        let client = Client::new(ClientOptions::default()).unwrap();
+        let full = fingerprint_of(&client.client_hello().unwrap());
+        client.connect(backend.addr(), None).await.unwrap();
+        let resumed_bytes = client.client_hello().unwrap();
+        let resumed = fingerprint_of(&resumed_bytes);
+        let mut hs = Handshake::new(Limits::default());
+        hs.feed_client(&resumed_bytes);
+        assert!(hs.client_hello().unwrap().has_psk, "the second hello offers a resumption");
+        assert_eq!(full, resumed);
+
+        let other = Client::new(ClientOptions { alpn: vec![b"h2".to_vec()], ..Default::default() }).unwrap();
+        let different = fingerprint_of(&other.client_hello().unwrap());
+        assert_ne!(full, different, "another client configuration fingerprints differently");
+    }
 }
