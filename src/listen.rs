@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::{error, warn};
 
 use crate::router::{ListenerState, handle};
@@ -13,7 +12,7 @@ use crate::router::{ListenerState, handle};
 /// Accepts until `shutdown` completes. Connections already accepted run to
 /// their end on their own tasks.
 pub async fn serve(listener: TcpListener, state: Arc<ListenerState>, shutdown: impl std::future::Future<Output = ()>) {
-    let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
+    let limit = state.connection_slots.clone();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(1);
     loop {

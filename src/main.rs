@@ -99,6 +99,10 @@ struct RunArgs {
     /// Most connections at once.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Worker threads, each with its own runtime and listening socket
+    /// (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// The quick form's options: given with --config they would be ignored.
@@ -156,6 +160,7 @@ fn init_logging() {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let config = match args.config() {
         Ok(c) => c,
         Err(errors) => {
@@ -165,36 +170,44 @@ fn run(args: RunArgs) -> ExitCode {
     };
     init_logging();
     let nofile = stickytls::listen::raise_nofile_limit();
-    let rt = match tokio::runtime::Runtime::new() {
+    // The main thread only binds and waits for the signal; connections are
+    // served on worker threads, one single-threaded runtime each.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stickytls: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    rt.block_on(async move {
-        let router = match Router::bind(config).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("stickytls: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        let backends: Vec<String> = router
-            .pools()
-            .iter()
-            .flat_map(|p| p.backends.all())
-            .map(|b| format!("{}={}", b.name, b.addr))
-            .collect();
-        tracing::info!(listen = %router.local_addr(), backends = ?backends, open_files = nofile, "stickytls routing");
-        router
-            .run(async {
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!("shutting down: no new connections; open ones are dropped at exit");
-            })
-            .await;
-        ExitCode::SUCCESS
-    })
+    let router = match rt.block_on(Router::bind(config)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stickytls: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let backends: Vec<String> = router
+        .pools()
+        .iter()
+        .flat_map(|p| p.backends.all())
+        .map(|b| format!("{}={}", b.name, b.addr))
+        .collect();
+    tracing::info!(listen = %router.local_addr(), backends = ?backends, threads, open_files = nofile, "stickytls routing");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = std::thread::spawn(move || router.run_on_threads(threads, stopped));
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    tracing::info!("shutting down: no new connections; open ones are dropped at exit");
+    let _ = stop.send(true);
+    match workers.join() {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("stickytls: {e}");
+            ExitCode::from(1)
+        }
+        Err(_) => ExitCode::from(1),
+    }
 }
 
 /// Exit 0 only for a valid file, so a reload script can run this first.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::affinity::clients::{ClientIndex, ClientIndexConfig, ClientPrefix};
 use crate::affinity::memory::MemoryStoreConfig;
@@ -144,6 +144,8 @@ pub struct ListenerState {
     /// Connections per client prefix still in the hello stage: caps how
     /// much of the hello budget one address can hold at once.
     inspecting: Mutex<HashMap<ClientPrefix, u32, RandomState>>,
+    /// `max_connections`, shared by the accept loops of every thread.
+    pub(crate) connection_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ListenerState {
@@ -168,7 +170,6 @@ impl ListenerState {
         };
         let hello_timeout = pools.iter().map(|p| p.config.timeouts.hello).max().unwrap_or(Duration::from_secs(5));
         ListenerState {
-            config,
             pools,
             sni,
             default_pool,
@@ -177,6 +178,8 @@ impl ListenerState {
             stats,
             decision_log: log,
             inspecting: Mutex::new(HashMap::default()),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            config,
         }
     }
 
@@ -224,7 +227,11 @@ impl Drop for InspectingGuard {
 /// A bound router, ready to serve.
 #[derive(Debug)]
 pub struct Router {
-    listeners: Vec<(TcpListener, Arc<ListenerState>)>,
+    /// Listening sockets, bound with `SO_REUSEPORT` so that each worker
+    /// thread can open its own socket on the same address (the kernel then
+    /// spreads connections over them, with no thread handing work to
+    /// another).
+    listeners: Vec<(std::net::TcpListener, Arc<ListenerState>)>,
     pools: Vec<Arc<PoolState>>,
     stats: Arc<Stats>,
 }
@@ -257,7 +264,7 @@ impl Router {
         }
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let socket = TcpListener::bind(l.bind).await.map_err(|e| RouterError::Bind(l.bind, e))?;
+            let socket = bind_reuseport(l.bind).map_err(|e| RouterError::Bind(l.bind, e))?;
             listeners.push((socket, Arc::new(ListenerState::new(l.clone(), &by_name, stats.clone(), log.clone()))));
         }
         Ok(Router { listeners, pools, stats })
@@ -290,21 +297,63 @@ impl Router {
         self.stats.snapshot()
     }
 
-    /// Serves every listener until `shutdown` completes.
+    /// Serves every listener on the current runtime until `shutdown`
+    /// completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let (tx, _) = tokio::sync::watch::channel(false);
+        let (tx, rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for (socket, state) in self.listeners {
-            let mut rx = tx.subscribe();
-            tasks.push(tokio::spawn(crate::listen::serve(socket, state, async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })));
+            match TcpListener::from_std(socket) {
+                Ok(l) => tasks.push(tokio::spawn(crate::listen::serve(l, state, stopped(rx.clone())))),
+                Err(e) => error!(error = %e, "cannot register a listening socket with the runtime"),
+            }
         }
         shutdown.await;
         let _ = tx.send(true);
         for t in tasks {
             let _ = t.await;
         }
+    }
+
+    /// Serves on `threads` worker threads, each with its own single-threaded
+    /// runtime and its own listening socket per listener, until `stop` turns
+    /// true. Blocks until every thread has stopped accepting.
+    ///
+    /// Why not one multi-threaded runtime: a proxy's work is many short,
+    /// independent connections, and work stealing then mostly costs
+    /// cross-thread wake-ups (an eventfd write and an extra epoll_wait per
+    /// hand-off) and cache misses. With a socket per thread the kernel
+    /// spreads connections, and each connection lives on one thread.
+    /// Tables and counters stay shared.
+    pub fn run_on_threads(self, threads: usize, stop: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let mut sockets = Vec::new();
+            for (socket, state) in &self.listeners {
+                let s = if i == 0 { socket.try_clone()? } else { bind_reuseport(socket.local_addr()?)? };
+                sockets.push((s, state.clone()));
+            }
+            let stop = stop.clone();
+            let handle = std::thread::Builder::new().name(format!("stickytls-{i}")).spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async move {
+                    let mut tasks = Vec::new();
+                    for (s, state) in sockets {
+                        let l = TcpListener::from_std(s)?;
+                        tasks.push(tokio::spawn(crate::listen::serve(l, state, stopped(stop.clone()))));
+                    }
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+            })?;
+            handles.push(handle);
+        }
+        for h in handles {
+            h.join().map_err(|_| std::io::Error::other("a worker thread panicked"))??;
+        }
+        Ok(())
     }
 
     /// Starts serving on a task of the current runtime; the router stops
@@ -319,6 +368,23 @@ impl Router {
         }));
         RunningRouter { addr, stats, pools, _stop: tx, task }
     }
+}
+
+/// Completes when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A listening socket that other sockets may share the address of.
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// A router serving on a task: its address and state, for tests and the
