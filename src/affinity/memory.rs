@@ -1,8 +1,9 @@
 //! The in-process affinity store: LRU shards behind mutexes.
 //!
 //! `lru::LruCache` is not thread-safe, so the table is split into shards
-//! chosen by the key's first byte (keys are SHA-256 digests, so shards fill
-//! evenly); a lookup holds one shard's lock for a few hundred nanoseconds.
+//! chosen by the key's first eight bytes (keys are SHA-256 digests, so
+//! shards fill evenly); a lookup holds one shard's lock for a few hundred
+//! nanoseconds.
 //! An entry is 16 bytes of key and 12 of value; backend names are interned
 //! to a 2-byte index so entries do not each carry a pointer.
 
@@ -17,7 +18,6 @@ use super::names::Interner;
 use super::{AffinityStore, Binding, Key, KeyState};
 use crate::clock::{Clock, secs};
 
-const SHARDS: usize = 64;
 
 /// One table value, kept small: it is stored once per entry.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +39,31 @@ pub struct MemoryStoreConfig {
     pub absolute_max: Option<Duration>,
 }
 
+/// Most shards: enough that threads rarely meet on one lock.
+const MAX_SHARDS: usize = 128;
+
+/// How to split a table of `total` entries: `(shards, entries per shard)`.
+///
+/// A shard's hash index has a power-of-two number of slots and holds at
+/// most 7/8 of them, so a shard capacity just past such a boundary pays for
+/// almost twice the slots it uses (at 1,000,000 entries in 64 equal shards:
+/// 35 bytes of index per entry instead of 19, beside the 64 of the entry).
+/// So each shard gets exactly 7/8 of a power of two, and the number of
+/// shards (not a power of two) makes up the total: 1,000,000 entries become
+/// 70 shards of 14,336 (1,003,520).
+pub fn layout(total: usize) -> (usize, usize) {
+    let total = total.max(1);
+    let mut slots = 8usize;
+    loop {
+        let per_shard = slots / 8 * 7;
+        let shards = total.div_ceil(per_shard);
+        if shards <= MAX_SHARDS {
+            return (shards, per_shard);
+        }
+        slots *= 2;
+    }
+}
+
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Vec<Mutex<LruCache<Key, Entry, RandomState>>>,
@@ -51,10 +76,10 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(cfg: MemoryStoreConfig, clock: Clock) -> Self {
-        let per_shard = cfg.capacity.div_ceil(SHARDS).max(1);
+        let (shards, per_shard) = layout(cfg.capacity);
         let per_shard = NonZeroUsize::new(per_shard).unwrap_or(NonZeroUsize::MIN);
         MemoryStore {
-            shards: (0..SHARDS)
+            shards: (0..shards)
                 .map(|_| Mutex::new(LruCache::with_hasher(per_shard, RandomState::new())))
                 .collect(),
             names: Interner::default(),
@@ -65,8 +90,10 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &Key) -> &Mutex<LruCache<Key, Entry, RandomState>> {
-        let i = usize::from(key.as_bytes()[0]) % SHARDS;
-        &self.shards[i]
+        // Keys are SHA-256 digests: any eight of their bytes are uniform.
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&key.as_bytes()[..8]);
+        &self.shards[(u64::from_le_bytes(head) % self.shards.len() as u64) as usize]
     }
 
     fn expired(&self, e: &Entry, now: u32) -> bool {
@@ -177,13 +204,26 @@ mod tests {
 
     #[test]
     fn table_is_bounded_and_evicts_least_recently_used() {
-        let (s, _) = store(SHARDS * 2, 600, None);
+        let (s, _) = store(1000, 600, None);
         for i in 0..10_000u32 {
             s.put(Key::new(KeyKind::SessionId, &i.to_le_bytes()), owned("a"));
         }
-        assert!(s.len() <= SHARDS * 2);
+        let (shards, per) = layout(1000);
+        assert!(s.len() <= shards * per);
         let last = Key::new(KeyKind::SessionId, &9_999u32.to_le_bytes());
         assert!(s.get(&last).is_some());
+    }
+
+    #[test]
+    fn layout_fills_each_shards_hash_index_and_meets_the_size() {
+        assert_eq!(layout(1_000_000), (70, 14_336));
+        assert_eq!(layout(10_000_000), (88, 114_688));
+        assert_eq!(layout(100), (15, 7));
+        for total in [1usize, 1_000, 50_000, 1_000_000, 3_000_000] {
+            let (shards, per) = layout(total);
+            assert!(shards * per >= total && shards * per - total < per, "{total}");
+            assert!((per / 7 * 8).is_power_of_two());
+        }
     }
 
     #[test]
