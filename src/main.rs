@@ -84,6 +84,11 @@ struct RunArgs {
     /// Most connections at once.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Route by the balancer alone: no affinity lookup and no learning
+    /// (the ClientHello is still read, for SNI). For measuring what
+    /// inspection costs.
+    #[arg(long)]
+    no_inspect: bool,
 }
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
@@ -99,6 +104,7 @@ impl RunArgs {
         let mut c = Config::single(self.listen, self.backends);
         let p = &mut c.pools[0];
         p.balance = self.balance;
+        p.inspect = !self.no_inspect;
         p.affinity.inactivity_timeout = self.affinity_timeout;
         p.affinity.correlation_window = self.correlation_window;
         p.affinity.nat_threshold = self.nat_threshold;
