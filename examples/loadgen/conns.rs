@@ -59,6 +59,11 @@ pub struct ConnsArgs {
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// A shell command run after the warm-up, before the timed part (for
+    /// example `callgrind_control --zero PID`, so a profile holds only
+    /// timed connections).
+    #[arg(long)]
+    pub after_warmup: Option<String>,
 }
 
 /// What one connection saw.
@@ -139,6 +144,13 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
         let t = tally.lock().unwrap();
         if t.errors == n_clients {
             return Err(format!("every warm-up connection failed, e.g. {:?}", t.first_errors.first()));
+        }
+    }
+
+    if let Some(cmd) = &args.after_warmup {
+        let status = tokio::process::Command::new("sh").arg("-c").arg(cmd).status().await;
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            return Err(format!("--after-warmup {cmd:?} failed: {status:?}"));
         }
     }
 
