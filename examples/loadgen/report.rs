@@ -1,5 +1,466 @@
-//! Placeholder while the measuring parts are tried out.
+//! Turns one run's results (JSON lines from `conns`, `bulk` and the
+//! script's strace, callgrind, RSS and criterion steps) into the markdown
+//! report and a JSON summary that a later run can be compared with.
+//!
+//! Every figure of a target is the median over the run's rounds; "vs
+//! direct" divides two medians of the same run, measured side by side.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
 use clap::Args;
+use serde_json::{Value, json};
+
 #[derive(Args, Debug)]
-pub struct ReportArgs {}
-pub fn run(_: &ReportArgs) -> Result<(), String> { Ok(()) }
+pub struct ReportArgs {
+    /// JSON lines, one per measurement.
+    #[arg(long)]
+    results: PathBuf,
+    /// Machine, versions and parameters of the run (a JSON object).
+    #[arg(long)]
+    meta: PathBuf,
+    /// `callgrind_annotate` output of stickytls with inspection.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    #[arg(long)]
+    md: PathBuf,
+    #[arg(long)]
+    json: PathBuf,
+}
+
+/// Targets in table order.
+const TARGETS: [&str; 5] = ["direct", "stickytls", "stickytls-noinspect", "haproxy", "nginx"];
+
+/// Handshake workloads in table order, with what each one is.
+const WORKLOADS: [(&str, &str); 6] = [
+    ("tls12-resumed-session-id", "TLS 1.2 resumed by session ID (backends: tickets off, shared cache)"),
+    ("tls13-resumed-stateful", "TLS 1.3 resumed with a stateful ticket (same backends)"),
+    ("tls12-resumed-ticket", "TLS 1.2 resumed by RFC 5077 ticket (backends: tickets on)"),
+    ("tls13-resumed-ticket", "TLS 1.3 resumed with a stateless ticket (tickets on)"),
+    ("tls12-full", "TLS 1.2 full handshakes (no resumption offered)"),
+    ("tls13-full", "TLS 1.3 full handshakes"),
+];
+
+const LATENCY: &str = "latency-tls13-resumed";
+
+pub fn run(args: &ReportArgs) -> Result<(), String> {
+    let text = std::fs::read_to_string(&args.results).map_err(|e| format!("{}: {e}", args.results.display()))?;
+    let rows: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}: {l}", args.results.display())))
+        .collect::<Result<_, _>>()?;
+    let meta: Value = std::fs::read_to_string(&args.meta)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", args.meta.display()))?;
+    let profile = args.profile.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(|t| Profile::parse(&t));
+
+    let conns = summarize_conns(&rows);
+    let bulk = summarize_bulk(&rows);
+    let summary = json!({
+        "meta": meta,
+        "conns": conns,
+        "bulk": bulk,
+        "rss": of_kind(&rows, "rss"),
+        "criterion": of_kind(&rows, "criterion"),
+        "callgrind": of_kind(&rows, "callgrind"),
+        "strace": of_kind(&rows, "strace"),
+        "profile": profile.as_ref().map(Profile::to_json),
+        "runs": rows,
+    });
+    let md = markdown(&summary, profile.as_ref());
+    std::fs::write(&args.md, md).map_err(|e| format!("{}: {e}", args.md.display()))?;
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    std::fs::write(&args.json, json + "\n").map_err(|e| format!("{}: {e}", args.json.display()))?;
+    Ok(())
+}
+
+fn of_kind(rows: &[Value], kind: &str) -> Vec<Value> {
+    rows.iter().filter(|r| r["kind"] == kind).cloned().collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+}
+
+/// The runs of one workload against one target.
+fn runs<'a>(rows: &'a [Value], kind: &str, workload: &str, target: &str) -> Vec<&'a Value> {
+    rows.iter()
+        .filter(|r| r["kind"] == kind && r["workload"] == workload && r["target"] == target)
+        .collect()
+}
+
+fn med(runs: &[&Value], f: impl Fn(&Value) -> Option<f64>) -> Option<f64> {
+    median(runs.iter().filter_map(|r| f(r)).collect())
+}
+
+/// Per workload and target: medians over rounds, and counts summed.
+fn summarize_conns(rows: &[Value]) -> Vec<Value> {
+    let mut workloads: Vec<String> = WORKLOADS.iter().map(|(w, _)| w.to_string()).collect();
+    workloads.push(LATENCY.to_string());
+    let mut out = Vec::new();
+    for w in &workloads {
+        let direct = med(&runs(rows, "conns", w, "direct"), |r| r["conns_per_s"].as_f64());
+        let direct_hs50 = med(&runs(rows, "conns", w, "direct"), |r| r["handshake_us"]["p50"].as_f64());
+        let direct_hs99 = med(&runs(rows, "conns", w, "direct"), |r| r["handshake_us"]["p99"].as_f64());
+        for t in TARGETS {
+            let rs = runs(rows, "conns", w, t);
+            if rs.is_empty() {
+                continue;
+            }
+            let sum = |k: &str| rs.iter().filter_map(|r| r[k].as_u64()).sum::<u64>();
+            let mut backends: BTreeMap<String, u64> = BTreeMap::new();
+            for r in &rs {
+                if let Some(b) = r["backends"].as_object() {
+                    for (name, n) in b {
+                        *backends.entry(name.clone()).or_default() += n.as_u64().unwrap_or(0);
+                    }
+                }
+            }
+            let cps = med(&rs, |r| r["conns_per_s"].as_f64());
+            let hs50 = med(&rs, |r| r["handshake_us"]["p50"].as_f64());
+            let hs99 = med(&rs, |r| r["handshake_us"]["p99"].as_f64());
+            let offered = sum("offered");
+            out.push(json!({
+                "workload": w,
+                "target": t,
+                "rounds": rs.len(),
+                "conns_per_s": cps,
+                "vs_direct": ratio(cps, direct),
+                "proxy_cpu_s_per_10k": med(&rs, |r| r["proxy_cpu_s_per_10k"].as_f64()),
+                "handshake_p50_us": hs50,
+                "handshake_p99_us": hs99,
+                "added_p50_us": diff(hs50, direct_hs50),
+                "added_p99_us": diff(hs99, direct_hs99),
+                "conns": sum("conns"),
+                "errors": sum("errors"),
+                "offered": offered,
+                "resumed": sum("resumed"),
+                "server_resumed": sum("server_resumed"),
+                "resumed_share": (offered > 0).then(|| sum("resumed") as f64 / offered as f64),
+                "same_backend": sum("same_backend"),
+                "backends": backends,
+            }));
+        }
+    }
+    out
+}
+
+fn summarize_bulk(rows: &[Value]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for dir in ["up", "down"] {
+        let w = format!("bulk-{dir}");
+        let direct = med(&runs(rows, "bulk", &w, "direct"), |r| r["gb_per_s"].as_f64());
+        for t in TARGETS {
+            let rs = runs(rows, "bulk", &w, t);
+            if rs.is_empty() {
+                continue;
+            }
+            let gbps = med(&rs, |r| r["gb_per_s"].as_f64());
+            out.push(json!({
+                "workload": w,
+                "target": t,
+                "rounds": rs.len(),
+                "bytes": rs[0]["bytes"],
+                "gb_per_s": gbps,
+                "vs_direct": ratio(gbps, direct),
+                "proxy_cpu_s_per_gb": med(&rs, |r| r["proxy_cpu_s_per_gb"].as_f64()),
+            }));
+        }
+    }
+    out
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? / b.filter(|b| *b > 0.0)?)
+}
+
+fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? - b?)
+}
+
+/// A number with `digits` decimals, or a dash.
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64().map_or_else(|| "–".to_string(), |x| format!("{x:.digits$}"))
+}
+
+fn pct(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "–".to_string(), |x| format!("{:.0}%", x * 100.0))
+}
+
+fn ms(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "–".to_string(), |x| format!("{:.2}", x / 1000.0))
+}
+
+/// `b1 34 / b2 33 / b3 33` (% of connections), or the one backend.
+fn spread(backends: &Value) -> String {
+    let Some(b) = backends.as_object() else { return "–".into() };
+    let total: u64 = b.values().filter_map(Value::as_u64).sum();
+    if total == 0 {
+        return "–".into();
+    }
+    if b.len() == 1 {
+        return format!("{} only", b.keys().next().map_or("", String::as_str));
+    }
+    b.iter()
+        .map(|(k, v)| format!("{k} {:.0}", v.as_u64().unwrap_or(0) as f64 * 100.0 / total as f64))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn markdown(s: &Value, profile: Option<&Profile>) -> String {
+    let meta = &s["meta"];
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "# Performance\n");
+    let _ = writeln!(
+        w,
+        "Written by `scripts/bench` ({} mode); rerun it rather than editing. The same figures, \
+         and every single measurement, are in `performance.json` next to this file, so a later \
+         run can be compared with this one.\n",
+        meta["mode"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(w, "## Machine, versions, command\n");
+    let _ = writeln!(w, "- Command: `{}`, {} rounds, {} s in all, finished {}", meta["command"].as_str().unwrap_or(""), meta["rounds"], meta["elapsed_s"], meta["date"].as_str().unwrap_or(""));
+    let _ = writeln!(w, "- Machine: {} × {}, {}; load average before the run {} (the machine is shared: compare ratios within this run, not absolute figures across runs)", meta["cores"], meta["cpu"].as_str().unwrap_or("?"), meta["memory"].as_str().unwrap_or("?"), meta["load_before"].as_str().unwrap_or("?"));
+    if let Some(v) = meta["versions"].as_object() {
+        let list: Vec<String> = v.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or(""))).collect();
+        let _ = writeln!(w, "- Versions: {}", list.join("; "));
+    }
+    let _ = writeln!(
+        w,
+        "- Load: {} connections in flight from {} simulated clients, each with its own session store; \
+         every client connects from 127.0.0.1, so to the proxies the clients look like one NAT address.\n",
+        meta["concurrency"], meta["clients"]
+    );
+    let _ = writeln!(w, "Targets, side by side in one interleaved run (each round runs every workload against every target in turn; figures are medians over the rounds):\n");
+    let _ = writeln!(w, "- **direct**: straight to one nginx backend, the limit;");
+    let _ = writeln!(w, "- **stickytls**: `stickytls run` with session affinity (round robin for new sessions);");
+    let _ = writeln!(w, "- **stickytls-noinspect**: the same with `--no-inspect` (the ClientHello is read, nothing is learned or looked up);");
+    let _ = writeln!(w, "- **haproxy**: `mode tcp`, the SSL session-ID stick table (`stick on req.payload_lv(43,1)`, `stick store-response res.payload_lv(43,1)`, both inspect-delays), `balance roundrobin`, `option splice-auto`;");
+    let _ = writeln!(w, "- **nginx**: `stream` with `ssl_preread on` and `hash $remote_addr consistent`.\n");
+    let _ = writeln!(w, "Backends: three nginx servers (one worker each), each with a tickets-off listener (`ssl_session_tickets off`, `ssl_session_cache shared`) and a tickets-on listener (its own ticket key); the body names the backend and `$ssl_session_reused`. Proxy CPU is utime+stime from /proc/PID/stat of every process of the proxy, over the timed part only.\n");
+
+    let _ = writeln!(w, "## Handshakes: many short connections\n");
+    let _ = writeln!(w, "Each connection: TCP connect, TLS handshake, one HTTP request, close. \"Resumed\" is the share of offered sessions the backend accepted; a session resumes only on the backend that issued it, so it is the share of resumptions that reached the issuing backend.\n");
+    let _ = writeln!(w, "| workload | target | conns/s | vs direct | proxy CPU-s per 10k conns | resumed on issuing backend | backends (% of conns) | handshake p50 / p99 ms | errors |");
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---|---:|---:|");
+    for (wl, _) in WORKLOADS {
+        for r in s["conns"].as_array().into_iter().flatten().filter(|r| r["workload"] == wl) {
+            let _ = writeln!(
+                w,
+                "| {wl} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
+                r["target"].as_str().unwrap_or(""),
+                num(&r["conns_per_s"], 0),
+                num(&r["vs_direct"], 2),
+                if r["target"] == "direct" { "–".into() } else { num(&r["proxy_cpu_s_per_10k"], 2) },
+                pct(&r["resumed_share"]),
+                spread(&r["backends"]),
+                ms(&r["handshake_p50_us"]),
+                ms(&r["handshake_p99_us"]),
+                r["errors"],
+            );
+        }
+    }
+    let _ = writeln!(w, "\nWorkloads:\n");
+    for (wl, what) in WORKLOADS {
+        let _ = writeln!(w, "- `{wl}`: {what}.");
+    }
+
+    let _ = writeln!(w, "\n## Bulk transfer\n");
+    let bytes = s["bulk"].as_array().and_then(|a| a.first()).and_then(|r| r["bytes"].as_u64());
+    let _ = writeln!(
+        w,
+        "One TLS 1.3 connection to a rustls backend that discards uploads and generates downloads; {} per direction, timed from after the handshake. GB = 10^9 bytes.\n",
+        bytes.map_or("?".to_string(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64))
+    );
+    let _ = writeln!(w, "| direction | target | GB/s | vs direct | proxy CPU-s per GB |");
+    let _ = writeln!(w, "|---|---|---:|---:|---:|");
+    for r in s["bulk"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} |",
+            r["workload"].as_str().unwrap_or("").trim_start_matches("bulk-"),
+            r["target"].as_str().unwrap_or(""),
+            num(&r["gb_per_s"], 2),
+            num(&r["vs_direct"], 2),
+            if r["target"] == "direct" { "–".into() } else { num(&r["proxy_cpu_s_per_gb"], 2) },
+        );
+    }
+
+    let _ = writeln!(w, "\n## Connection-setup latency\n");
+    let _ = writeln!(w, "One client, one connection at a time, TLS 1.3 resumed (tickets on): from `connect()` to the handshake's end at the client.\n");
+    let _ = writeln!(w, "| target | p50 ms | p99 ms | added p50 ms | added p99 ms | resumed |");
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|");
+    for r in s["conns"].as_array().into_iter().flatten().filter(|r| r["workload"] == LATENCY) {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} |",
+            r["target"].as_str().unwrap_or(""),
+            ms(&r["handshake_p50_us"]),
+            ms(&r["handshake_p99_us"]),
+            ms(&r["added_p50_us"]),
+            ms(&r["added_p99_us"]),
+            pct(&r["resumed_share"]),
+        );
+    }
+
+    let _ = writeln!(w, "\n## Affinity table at scale\n");
+    let _ = writeln!(w, "`stickytls::affinity::MemoryStore` through its API, in-process (`examples/affinity_rss.rs`, `benches/affinity.rs`).\n");
+    let _ = writeln!(w, "| entries | resident bytes per entry | fill ns per entry (incl. SHA-256 of the key) |");
+    let _ = writeln!(w, "|---:|---:|---:|");
+    for r in s["rss"].as_array().into_iter().flatten() {
+        let _ = writeln!(w, "| {} | {} | {} |", r["entries"], num(&r["bytes_per_entry"], 1), num(&r["fill_ns_per_entry"], 0));
+    }
+    let _ = writeln!(w, "\nOn a full table of 1M entries, ns per operation as one thread sees it while the others run the same loop (criterion median):\n");
+    let _ = writeln!(w, "| operation | 1 thread | 4 threads |");
+    let _ = writeln!(w, "|---|---:|---:|");
+    for (op, what) in [("get_hit", "lookup (hit)"), ("insert", "insert (evicting)")] {
+        let ns = |t: u32| {
+            s["criterion"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["id"] == format!("{op}/threads={t}"))
+                .map_or("–".to_string(), |r| num(&r["median_ns"], 0))
+        };
+        let _ = writeln!(w, "| {what} | {} | {} |", ns(1), ns(4));
+    }
+
+    let _ = writeln!(w, "\n## Cost of inspection (callgrind)\n");
+    let ir = |mode: &str| {
+        s["callgrind"].as_array().into_iter().flatten().find(|r| r["target"] == mode).and_then(|r| {
+            Some(r["instructions"].as_f64()? / r["conns"].as_f64().filter(|c| *c > 0.0)?)
+        })
+    };
+    let (with, without) = (ir("inspect"), ir("noinspect"));
+    let _ = writeln!(w, "User-space instructions stickytls executes per resumed TLS 1.2 connection (`valgrind --tool=callgrind`, counted from after the warm-up; the kernel's share is in the syscall table below).\n");
+    let _ = writeln!(w, "| stickytls | instructions per connection |");
+    let _ = writeln!(w, "|---|---:|");
+    let f = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
+    let _ = writeln!(w, "| with inspection | {} |", f(with));
+    let _ = writeln!(w, "| `--no-inspect` | {} |", f(without));
+    if let (Some(a), Some(b)) = (with, without) {
+        let _ = writeln!(w, "| inspection and affinity | {:.0} ({:+.0}%) |", a - b, (a / b - 1.0) * 100.0);
+    }
+    if let Some(p) = profile {
+        let _ = writeln!(w, "\n### Where the time goes\n");
+        let _ = writeln!(w, "{}\n", p.paragraph(with));
+        let _ = writeln!(w, "| function (exclusive) | share |");
+        let _ = writeln!(w, "|---|---:|");
+        for (name, ir) in p.functions.iter().take(12) {
+            let _ = writeln!(w, "| `{}` | {:.1}% |", name.replace('|', "\\|"), *ir as f64 * 100.0 / p.total.max(1) as f64);
+        }
+    }
+
+    let _ = writeln!(w, "\n## Syscalls per connection\n");
+    let _ = writeln!(w, "`strace -c -f` attached to every process of the proxy over resumed TLS 1.2 connections (warm-up included in the count of connections).\n");
+    let _ = writeln!(w, "| proxy | syscalls per connection | most frequent (calls per connection) |");
+    let _ = writeln!(w, "|---|---:|---|");
+    for r in s["strace"].as_array().into_iter().flatten() {
+        let conns = r["traced_conns"].as_f64().unwrap_or(0.0).max(1.0);
+        let top: Vec<String> = r["top"]
+            .as_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|kv| kv.split_once(':'))
+            .filter_map(|(k, v)| Some(format!("{k} {:.1}", v.parse::<f64>().ok()? / conns)))
+            .collect();
+        let _ = writeln!(w, "| {} | {:.1} | {} |", r["target"].as_str().unwrap_or(""), r["syscalls"].as_f64().unwrap_or(0.0) / conns, top.join(", "));
+    }
+    md
+}
+
+/// A `callgrind_annotate` listing: exclusive instructions per function.
+struct Profile {
+    total: u64,
+    /// Most expensive first.
+    functions: Vec<(String, u64)>,
+}
+
+/// Function groups for the paragraph, first match wins.
+const GROUPS: [(&str, &[&str]); 9] = [
+    ("memory allocation", &["malloc", "free", "realloc", "calloc", "__rust_alloc", "__rust_dealloc", "alloc::alloc", "tcache", "sysmalloc", "arena_"]),
+    ("memcpy/memmove/memset", &["memcpy", "memmove", "memset", "memcmp", "bcmp"]),
+    ("the handshake inspector", &["stickytls::inspect", "tls_parser", "nom::"]),
+    ("affinity table, routing and learning", &["stickytls::affinity", "stickytls::learn", "stickytls::route", "stickytls::balance", "lru::", "sha2", "hashbrown", "core::hash", "RandomState", "siphash"]),
+    ("tokio's scheduler, timers and I/O driver", &["tokio::", "mio::", "parking_lot", "std::sync", "crossbeam", "futures"]),
+    ("logging and metrics", &["tracing", "metrics"]),
+    ("the relay and connect path", &["stickytls::relay", "stickytls::connect", "stickytls::router", "stickytls::intake", "stickytls::listen"]),
+    ("libc (system-call wrappers and the rest)", &["libc.so", "libc-", "syscall", "epoll", "__GI_", "__libc"]),
+    ("the dynamic loader and thread start-up", &["ld-linux", "ld.so", "_dl_"]),
+];
+
+impl Profile {
+    fn parse(text: &str) -> Profile {
+        let mut total = 0;
+        let mut functions = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            let Some((count, rest)) = line.split_once(' ') else { continue };
+            let Ok(n) = count.replace(',', "").parse::<u64>() else { continue };
+            // "1,234 (12.3%)  file:function [object]"
+            let rest = rest.trim_start();
+            let rest = if rest.starts_with('(') { rest.split_once(')').map_or(rest, |(_, r)| r).trim_start() } else { rest };
+            if rest.starts_with("PROGRAM TOTALS") {
+                total = n;
+            } else if !rest.is_empty() {
+                let name = rest.split_once(':').map_or(rest, |(_, f)| f).to_string();
+                functions.push((name, n));
+            }
+        }
+        functions.sort_by(|a, b| b.1.cmp(&a.1));
+        if total == 0 {
+            total = functions.iter().map(|f| f.1).sum();
+        }
+        Profile { total, functions }
+    }
+
+    fn groups(&self) -> Vec<(&'static str, u64)> {
+        let mut sums: Vec<(&'static str, u64)> = GROUPS.iter().map(|(g, _)| (*g, 0)).collect();
+        let mut other = 0;
+        for (name, n) in &self.functions {
+            match GROUPS.iter().position(|(_, pats)| pats.iter().any(|p| name.contains(p))) {
+                Some(i) => sums[i].1 += n,
+                None => other += n,
+            }
+        }
+        sums.push(("everything else", other));
+        sums.sort_by(|a, b| b.1.cmp(&a.1));
+        sums
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "total": self.total,
+            "groups": self.groups().iter().map(|(g, n)| json!({"group": g, "instructions": n})).collect::<Vec<_>>(),
+            "top": self.functions.iter().take(30).map(|(f, n)| json!({"function": f, "instructions": n})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn paragraph(&self, per_conn: Option<f64>) -> String {
+        let total = self.total.max(1) as f64;
+        let parts: Vec<String> = self
+            .groups()
+            .iter()
+            .filter(|(_, n)| *n as f64 / total >= 0.01)
+            .map(|(g, n)| format!("{g} {:.0}%", *n as f64 * 100.0 / total))
+            .collect();
+        let head = per_conn.map_or(String::new(), |p| format!("Of the {p:.0} instructions a resumed connection costs stickytls with inspection, "));
+        let head = if head.is_empty() { "Of stickytls's instructions, ".to_string() } else { head };
+        format!(
+            "{head}by exclusive cost: {}. These are user-space instructions only: the time in \
+             the kernel's TCP stack, which a passthrough proxy's copy loop mostly is, is not \
+             counted here (see the syscall table).",
+            parts.join("; ")
+        )
+    }
+}
