@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
     for threads in THREADS {
         // Hits spread over the whole table, each thread on its own stride.
         let store_ = store.clone();
-        group.bench_function(format!("get_hit/threads={threads}"), |b| {
+        group.bench_function(format!("lookup/threads={threads}"), |b| {
             b.iter_custom(|iters| {
                 contended(threads, iters, |t, i| {
                     let k = key((i.wrapping_mul(7919) + t as u64 * 104_729) % ENTRIES);

@@ -20,9 +20,18 @@ pub struct ReportArgs {
     /// Machine, versions and parameters of the run (a JSON object).
     #[arg(long)]
     meta: PathBuf,
-    /// `callgrind_annotate` output of stickytls with inspection.
+    /// `callgrind_annotate --inclusive=no` output of stickytls with
+    /// inspection.
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// The same profile annotated with `--inclusive=yes`.
+    #[arg(long)]
+    profile_inclusive: Option<PathBuf>,
+    /// criterion's output for the affinity group
+    /// (`target/criterion/affinity`): each bench's median is read from
+    /// `<id>/new/estimates.json`.
+    #[arg(long)]
+    criterion: Option<PathBuf>,
     #[arg(long)]
     md: PathBuf,
     #[arg(long)]
@@ -55,8 +64,16 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
         .map_err(|e| format!("{}: {e}", args.meta.display()))?;
-    let profile = args.profile.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(|t| Profile::parse(&t));
+    let read_profile = |p: &Option<PathBuf>, inclusive: bool| {
+        p.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(|t| Profile::parse(&t, inclusive))
+    };
+    let profile = read_profile(&args.profile, false);
+    let inclusive = read_profile(&args.profile_inclusive, true);
 
+    let mut rows = rows;
+    if let Some(dir) = &args.criterion {
+        rows.extend(criterion_rows(dir));
+    }
     let conns = summarize_conns(&rows);
     let bulk = summarize_bulk(&rows);
     let summary = json!({
@@ -68,13 +85,31 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
         "callgrind": of_kind(&rows, "callgrind"),
         "strace": of_kind(&rows, "strace"),
         "profile": profile.as_ref().map(Profile::to_json),
+        "profile_inclusive": inclusive.as_ref().map(Profile::landmarks_json),
         "runs": rows,
     });
-    let md = markdown(&summary, profile.as_ref());
+    let md = markdown(&summary, profile.as_ref(), inclusive.as_ref());
     std::fs::write(&args.md, md).map_err(|e| format!("{}: {e}", args.md.display()))?;
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(&args.json, json + "\n").map_err(|e| format!("{}: {e}", args.json.display()))?;
     Ok(())
+}
+
+/// One row per criterion bench in `dir`, with its median in ns.
+fn criterion_rows(dir: &std::path::Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let est = e.path().join("new/estimates.json");
+        let Some(v) = std::fs::read_to_string(&est).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok()) else {
+            continue;
+        };
+        // criterion writes the id's '/' as '_' in the directory name.
+        let id = e.file_name().to_string_lossy().replacen('_', "/", 1);
+        out.push(json!({"kind": "criterion", "id": id, "median_ns": v["median"]["point_estimate"]}));
+    }
+    out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    out
 }
 
 fn of_kind(rows: &[Value], kind: &str) -> Vec<Value> {
@@ -216,7 +251,7 @@ fn spread(backends: &Value) -> String {
         .join(" / ")
 }
 
-fn markdown(s: &Value, profile: Option<&Profile>) -> String {
+fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -> String {
     let meta = &s["meta"];
     let mut md = String::new();
     let w = &mut md;
@@ -323,7 +358,7 @@ fn markdown(s: &Value, profile: Option<&Profile>) -> String {
     let _ = writeln!(w, "\nOn a full table of 1M entries, ns per operation as one thread sees it while the others run the same loop (criterion median):\n");
     let _ = writeln!(w, "| operation | 1 thread | 4 threads |");
     let _ = writeln!(w, "|---|---:|---:|");
-    for (op, what) in [("get_hit", "lookup (hit)"), ("insert", "insert (evicting)")] {
+    for (op, what) in [("lookup", "lookup (hit)"), ("insert", "insert (evicting)")] {
         let ns = |t: u32| {
             s["criterion"]
                 .as_array()
@@ -357,7 +392,17 @@ fn markdown(s: &Value, profile: Option<&Profile>) -> String {
         let _ = writeln!(w, "| function (exclusive) | share |");
         let _ = writeln!(w, "|---|---:|");
         for (name, ir) in p.functions.iter().take(12) {
-            let _ = writeln!(w, "| `{}` | {:.1}% |", name.replace('|', "\\|"), *ir as f64 * 100.0 / p.total.max(1) as f64);
+            let _ = writeln!(w, "| `{}` | {:.1}% |", short(name), *ir as f64 * 100.0 / p.total.max(1) as f64);
+        }
+    }
+    if let Some(p) = inclusive {
+        let _ = writeln!(w, "\nInclusive cost (a function and everything it calls) of stickytls's own functions, and of the zeroed allocations and formatting they do:\n");
+        let _ = writeln!(w, "| function (inclusive) | share | instructions per connection |");
+        let _ = writeln!(w, "|---|---:|---:|");
+        let conns = s["callgrind"].as_array().into_iter().flatten().find(|r| r["target"] == "inspect").and_then(|r| r["conns"].as_f64()).unwrap_or(0.0);
+        for (name, ir) in p.landmarks().into_iter().take(16) {
+            let per = if conns > 0.0 { format!("{:.0}", ir as f64 / conns) } else { "–".into() };
+            let _ = writeln!(w, "| `{}` | {:.1}% | {per} |", short(name), ir as f64 * 100.0 / p.total.max(1) as f64);
         }
     }
 
@@ -379,7 +424,13 @@ fn markdown(s: &Value, profile: Option<&Profile>) -> String {
     md
 }
 
-/// A `callgrind_annotate` listing: exclusive instructions per function.
+/// A function name for a table: without its object file, pipes escaped.
+fn short(name: &str) -> String {
+    name.replace('|', "\\|")
+}
+
+/// A `callgrind_annotate` listing: instructions per function, exclusive or
+/// inclusive as it was annotated.
 struct Profile {
     total: u64,
     /// Most expensive first.
@@ -387,22 +438,28 @@ struct Profile {
 }
 
 /// Function groups for the paragraph, first match wins.
-const GROUPS: [(&str, &[&str]); 9] = [
+const GROUPS: [(&str, &[&str]); 11] = [
     ("memory allocation", &["malloc", "free", "realloc", "calloc", "__rust_alloc", "__rust_dealloc", "alloc::alloc", "tcache", "sysmalloc", "arena_"]),
     ("memcpy/memmove/memset", &["memcpy", "memmove", "memset", "memcmp", "bcmp"]),
+    ("SHA-256 (JA4 fingerprints and table keys)", &["sha2::", "digest::"]),
     ("the handshake inspector", &["stickytls::inspect", "tls_parser", "nom::"]),
-    ("affinity table, routing and learning", &["stickytls::affinity", "stickytls::learn", "stickytls::route", "stickytls::balance", "lru::", "sha2", "hashbrown", "core::hash", "RandomState", "siphash"]),
+    ("affinity table, routing and learning", &["stickytls::affinity", "stickytls::learn", "stickytls::route", "stickytls::balance", "lru::", "hashbrown", "core::hash", "RandomState", "siphash"]),
     ("tokio's scheduler, timers and I/O driver", &["tokio::", "mio::", "parking_lot", "std::sync", "crossbeam", "futures"]),
     ("logging and metrics", &["tracing", "metrics"]),
     ("the relay and connect path", &["stickytls::relay", "stickytls::connect", "stickytls::router", "stickytls::intake", "stickytls::listen"]),
-    ("libc (system-call wrappers and the rest)", &["libc.so", "libc-", "syscall", "epoll", "__GI_", "__libc"]),
+    ("formatting (core::fmt)", &["core::fmt", "alloc::fmt", "fmt::"]),
+    ("libc's system-call wrappers and locks", &["__libc_", "__GI_", "syscall", "epoll_", "recvfrom", "sendto", "accept4", "connect", "close", "setsockopt", "getsockopt", "shutdown", "socket", "clock_gettime", "futex", "pthread_", "__lll_"]),
     ("the dynamic loader and thread start-up", &["ld-linux", "ld.so", "_dl_"]),
 ];
 
 impl Profile {
-    fn parse(text: &str) -> Profile {
+    /// Parses a listing. callgrind_annotate lists a function once per
+    /// source file its code came from (inlining), so entries are merged by
+    /// name: summed when exclusive, the largest kept when inclusive (the
+    /// entries are nested frames of one call).
+    fn parse(text: &str, inclusive: bool) -> Profile {
         let mut total = 0;
-        let mut functions = Vec::new();
+        let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
         for line in text.lines() {
             let line = line.trim();
             let Some((count, rest)) = line.split_once(' ') else { continue };
@@ -412,16 +469,44 @@ impl Profile {
             let rest = if rest.starts_with('(') { rest.split_once(')').map_or(rest, |(_, r)| r).trim_start() } else { rest };
             if rest.starts_with("PROGRAM TOTALS") {
                 total = n;
-            } else if !rest.is_empty() {
-                let name = rest.split_once(':').map_or(rest, |(_, f)| f).to_string();
-                functions.push((name, n));
+            } else if let Some((_file, function)) = rest.split_once(':') {
+                // The object file in brackets is not always printed.
+                let name = function.rsplit_once(" [").map_or(function, |(f, _)| f).to_string();
+                let e = by_name.entry(name).or_default();
+                *e = if inclusive { (*e).max(n) } else { *e + n };
             }
         }
-        functions.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut functions: Vec<(String, u64)> = by_name.into_iter().collect();
         if total == 0 {
             total = functions.iter().map(|f| f.1).sum();
         }
+        // A profile dumped while the process runs lists the functions on
+        // the stack at that moment (thread start, the runtime's loop) with
+        // the whole total, even as exclusive cost; they say nothing.
+        functions.retain(|f| (f.1 as f64) < total as f64 * 0.999);
+        functions.sort_by(|a, b| b.1.cmp(&a.1));
         Profile { total, functions }
+    }
+
+    /// From an inclusive profile: stickytls's own functions, zeroed
+    /// allocations and formatting, below the whole-connection tasks.
+    fn landmarks(&self) -> Vec<(&str, u64)> {
+        self.functions
+            .iter()
+            .filter(|(f, n)| {
+                (f.contains("stickytls::") || f.contains("alloc_zeroed") || f.starts_with("core::fmt::write"))
+                    && !f.contains("{{closure}}")
+                    && (*n as f64) < self.total as f64 * 0.5
+            })
+            .map(|(f, n)| (f.as_str(), *n))
+            .collect()
+    }
+
+    fn landmarks_json(&self) -> Value {
+        json!({
+            "total": self.total,
+            "functions": self.landmarks().iter().take(30).map(|(f, n)| json!({"function": f, "instructions": n})).collect::<Vec<_>>(),
+        })
     }
 
     fn groups(&self) -> Vec<(&'static str, u64)> {
@@ -459,7 +544,9 @@ impl Profile {
         format!(
             "{head}by exclusive cost: {}. These are user-space instructions only: the time in \
              the kernel's TCP stack, which a passthrough proxy's copy loop mostly is, is not \
-             counted here (see the syscall table).",
+             counted here (see the syscall table). Valgrind hides the CPU's SHA extensions, so \
+             SHA-256 (session keys, JA4) runs in software here and its share is overstated \
+             for hardware that has them.",
             parts.join("; ")
         )
     }
