@@ -282,6 +282,7 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
     let _ = writeln!(w, "- **stickytls-noinspect**: the same with `--no-inspect` (the ClientHello is read, nothing is learned or looked up);");
     let _ = writeln!(w, "- **haproxy**: `mode tcp`, the SSL session-ID stick table (`stick on req.payload_lv(43,1)`, `stick store-response res.payload_lv(43,1)`, both inspect-delays), `balance roundrobin`, `option splice-auto`;");
     let _ = writeln!(w, "- **nginx**: `stream` with `ssl_preread on` and `hash $remote_addr consistent`.\n");
+    let _ = writeln!(w, "Reading the ratios: load generator, backends and proxy share the same cores, so conns/s measures the whole machine. **direct** sends every connection to one nginx worker while the proxies spread them over three, so a proxy can beat direct when the backend is the bottleneck (full handshakes); a proxy that breaks resumption pays with full handshakes on the backends. The proxy's own cost is the CPU column. With one client address, nginx's `hash $remote_addr` sends everything to one backend: it always sticks, and never balances.\n");
     let _ = writeln!(w, "Backends: three nginx servers (one worker each), each with a tickets-off listener (`ssl_session_tickets off`, `ssl_session_cache shared`) and a tickets-on listener (its own ticket key); the body names the backend and `$ssl_session_reused`. Proxy CPU is utime+stime from /proc/PID/stat of every process of the proxy, over the timed part only.\n");
 
     let _ = writeln!(w, "## Handshakes: many short connections\n");
@@ -484,7 +485,7 @@ impl Profile {
         // the stack at that moment (thread start, the runtime's loop) with
         // the whole total, even as exclusive cost; they say nothing.
         functions.retain(|f| (f.1 as f64) < total as f64 * 0.999);
-        functions.sort_by(|a, b| b.1.cmp(&a.1));
+        functions.sort_by_key(|f| std::cmp::Reverse(f.1));
         Profile { total, functions }
     }
 
@@ -519,7 +520,7 @@ impl Profile {
             }
         }
         sums.push(("everything else", other));
-        sums.sort_by(|a, b| b.1.cmp(&a.1));
+        sums.sort_by_key(|g| std::cmp::Reverse(g.1));
         sums
     }
 
