@@ -44,9 +44,9 @@ const TARGETS: [&str; 5] = ["direct", "stickytls", "stickytls-noinspect", "hapro
 /// Handshake workloads in table order, with what each one is.
 const WORKLOADS: [(&str, &str); 6] = [
     ("tls12-resumed-session-id", "TLS 1.2 resumed by session ID (backends: tickets off, shared cache)"),
-    ("tls13-resumed-stateful", "TLS 1.3 resumed with a stateful ticket (same backends)"),
-    ("tls12-resumed-ticket", "TLS 1.2 resumed by RFC 5077 ticket (backends: tickets on)"),
-    ("tls13-resumed-ticket", "TLS 1.3 resumed with a stateless ticket (tickets on)"),
+    ("tls13-resumed-stateful", "TLS 1.3 resumed with a stateful ticket (same backends). The ticket travels encrypted and OpenSSL's stateful tickets carry no key name, so stickytls routes a session's first resumption by client address (rule 2 of docs/routing.md) and learns the identity once the backend accepts it: with every client behind one address, its misses are first resumptions of sessions issued elsewhere"),
+    ("tls12-resumed-ticket", "TLS 1.2 resumed by RFC 5077 ticket (backends: tickets on). HAProxy's table keys on session IDs: nginx with tickets and no session cache assigns none, and a client resuming by ticket sends a fresh random one"),
+    ("tls13-resumed-ticket", "TLS 1.3 resumed with a stateless ticket (tickets on). stickytls routes on the ticket key name the identities start with; a TLS 1.3 session ID is random, so HAProxy's table never matches"),
     ("tls12-full", "TLS 1.2 full handshakes (no resumption offered)"),
     ("tls13-full", "TLS 1.3 full handshakes"),
 ];
@@ -263,6 +263,11 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
          run can be compared with this one.\n",
         meta["mode"].as_str().unwrap_or("?")
     );
+    let _ = writeln!(w, "## Summary\n");
+    for line in summary(s) {
+        let _ = writeln!(w, "- {line}");
+    }
+    let _ = writeln!(w);
     let _ = writeln!(w, "## Machine, versions, command\n");
     let _ = writeln!(w, "- Command: `{}`, {} rounds, {} s in all, finished {}", meta["command"].as_str().unwrap_or(""), meta["rounds"], meta["elapsed_s"], meta["date"].as_str().unwrap_or(""));
     let _ = writeln!(w, "- Machine: {} × {}, {}; load average before the run {} (the machine is shared: compare ratios within this run, not absolute figures across runs)", meta["cores"], meta["cpu"].as_str().unwrap_or("?"), meta["memory"].as_str().unwrap_or("?"), meta["load_before"].as_str().unwrap_or("?"));
@@ -423,6 +428,81 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
         let _ = writeln!(w, "| {} | {:.1} | {} |", r["target"].as_str().unwrap_or(""), r["syscalls"].as_f64().unwrap_or(0.0) / conns, top.join(", "));
     }
     md
+}
+
+/// Headline sentences computed from the figures, so that they stay true
+/// when the run is repeated.
+fn summary(s: &Value) -> Vec<String> {
+    let conns = s["conns"].as_array().cloned().unwrap_or_default();
+    let find = |w: &str, t: &str| conns.iter().find(|r| r["workload"] == w && r["target"] == t);
+    let resumed: Vec<&str> = WORKLOADS.iter().map(|(w, _)| *w).filter(|w| w.contains("resumed")).collect();
+    let mut out = Vec::new();
+
+    // Who sticks: per target, the resumption workloads where at least 95%
+    // of offers resumed on the issuing backend.
+    let mut sticks = Vec::new();
+    for t in ["stickytls", "haproxy", "nginx", "stickytls-noinspect"] {
+        let shares: Vec<(&str, f64)> =
+            resumed.iter().filter_map(|w| Some((*w, find(w, t)?["resumed_share"].as_f64()?))).collect();
+        if shares.is_empty() {
+            continue;
+        }
+        let good: Vec<&str> = shares.iter().filter(|(_, v)| *v >= 0.95).map(|(w, _)| *w).collect();
+        let worst = shares.iter().map(|(_, v)| *v).fold(f64::INFINITY, f64::min);
+        let what = match good.len() {
+            n if n == shares.len() => format!("sticks in all {n} resumption workloads (lowest {:.0}%)", worst * 100.0),
+            0 => format!("sticks in none (as low as {:.0}%, what balancing alone gives)", worst * 100.0),
+            _ => format!("sticks only in {} (as low as {:.0}% elsewhere)", good.join(", "), worst * 100.0),
+        };
+        sticks.push(format!("**{t}** {what}"));
+    }
+    if !sticks.is_empty() {
+        out.push(format!("Resumptions reaching the issuing backend: {}. nginx's address hash sticks by sending one address's every connection to one backend.", sticks.join("; ")));
+    }
+
+    let cpu = |w: &str, t: &str| find(w, t).and_then(|r| r["proxy_cpu_s_per_10k"].as_f64());
+    let w = "tls12-resumed-session-id";
+    if let (Some(st), Some(ha), Some(ng)) = (cpu(w, "stickytls"), cpu(w, "haproxy"), cpu(w, "nginx")) {
+        out.push(format!(
+            "Proxy CPU for 10k resumed TLS 1.2 connections (session IDs, where every proxy sticks): stickytls {st:.2} s, HAProxy {ha:.2} s ({:.2}×), nginx {ng:.2} s ({:.2}×).",
+            st / ha, st / ng
+        ));
+    }
+    let bulk = s["bulk"].as_array().cloned().unwrap_or_default();
+    let b = |w: &str, t: &str, k: &str| bulk.iter().find(|r| r["workload"] == w && r["target"] == t).and_then(|r| r[k].as_f64());
+    if let (Some(up), Some(down)) = (b("bulk-up", "stickytls", "vs_direct"), b("bulk-down", "stickytls", "vs_direct")) {
+        let cmp = |t: &str| {
+            b("bulk-down", t, "proxy_cpu_s_per_gb").map_or(String::new(), |c| format!(", {t} {c:.2}"))
+        };
+        out.push(format!(
+            "Bulk through stickytls runs at {:.0}% (upload) and {:.0}% (download) of direct; CPU-s per GB downloaded: stickytls {}{}{}.",
+            up * 100.0,
+            down * 100.0,
+            b("bulk-down", "stickytls", "proxy_cpu_s_per_gb").map_or("–".into(), |c| format!("{c:.2}")),
+            cmp("haproxy"),
+            cmp("nginx"),
+        ));
+    }
+    let lat = |t: &str| find(LATENCY, t).and_then(|r| r["added_p50_us"].as_f64());
+    if let (Some(st), Some(ha), Some(ng)) = (lat("stickytls"), lat("haproxy"), lat("nginx")) {
+        out.push(format!(
+            "Connection setup, one at a time: stickytls adds {:.2} ms at p50 over direct, HAProxy {:.2} ms (its resumptions fail here), nginx {:.2} ms.",
+            st / 1000.0, ha / 1000.0, ng / 1000.0
+        ));
+    }
+    let ir = |mode: &str| {
+        s["callgrind"].as_array().into_iter().flatten().find(|r| r["target"] == mode).and_then(|r| {
+            Some(r["instructions"].as_f64()? / r["conns"].as_f64().filter(|c| *c > 0.0)?)
+        })
+    };
+    if let (Some(a), Some(b)) = (ir("inspect"), ir("noinspect")) {
+        out.push(format!(
+            "Inspection and affinity cost {:.0} user-space instructions per connection ({:+.0}% over forwarding without them); see where below.",
+            a - b,
+            (a / b - 1.0) * 100.0
+        ));
+    }
+    out
 }
 
 /// What a landmark function of the profile does, for readers who do not
