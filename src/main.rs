@@ -103,10 +103,15 @@ struct RunArgs {
     /// (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// Route by the balancer alone: no affinity lookup and no learning
+    /// (the ClientHello is still read, for SNI). For measuring what
+    /// inspection costs.
+    #[arg(long)]
+    no_inspect: bool,
 }
 
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 12] = [
+const QUICK_FORM: [&str; 13] = [
     "listen",
     "backends",
     "balance",
@@ -119,6 +124,7 @@ const QUICK_FORM: [&str; 12] = [
     "first_byte_timeout",
     "idle_timeout",
     "max_connections",
+    "no_inspect",
 ];
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
@@ -139,6 +145,7 @@ impl RunArgs {
         let mut c = Config::single(listen, self.backends);
         let p = &mut c.pools[0];
         p.balance = self.balance;
+        p.inspect = !self.no_inspect;
         p.affinity.inactivity_timeout = self.affinity_timeout;
         p.affinity.correlation_window = self.correlation_window;
         p.affinity.nat_threshold = self.nat_threshold;
