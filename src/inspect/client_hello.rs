@@ -116,6 +116,29 @@ fn set_bit(bits: &mut [u64; 1024], t: u16) -> bool {
     }
 }
 
+/// Where each field of a validated ClientHello lies in its body, so a
+/// kept hello is read again without parsing it again.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Spans {
+    legacy_version: u16,
+    session_id: Span,
+    sni: Option<Span>,
+    session_ticket: Option<Span>,
+    has_psk: bool,
+    early_data: bool,
+    ech: bool,
+    cipher_suites: Span,
+    extensions: Span,
+    alpn: Span,
+    supported_versions: Option<Span>,
+    key_shares: Span,
+    psk_identities: Span,
+    signature_algorithms: Span,
+}
+
+/// `(start, len)` of a sub-slice of the body.
+type Span = (usize, usize);
+
 impl<'a> ClientHello<'a> {
     /// Parses a ClientHello handshake message body. Error offsets are
     /// relative to the start of `body`.
@@ -185,6 +208,59 @@ impl<'a> ClientHello<'a> {
             ch.parse_extension(typ, &mut data)?;
         }
         Ok(ch)
+    }
+
+    /// Where every field lies in `body`, for [`ClientHello::from_spans`].
+    pub(crate) fn spans(&self) -> Spans {
+        let base = self.body.as_ptr() as usize;
+        // Every field is a sub-slice of `body`, so the subtraction cannot
+        // wrap; `from_spans` checks the range all the same.
+        let span = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(base);
+        let span = |s: &[u8]| (span(s), s.len());
+        Spans {
+            legacy_version: self.legacy_version,
+            session_id: span(self.session_id),
+            sni: self.sni.map(span),
+            session_ticket: self.session_ticket.map(span),
+            has_psk: self.has_psk,
+            early_data: self.early_data,
+            ech: self.ech,
+            cipher_suites: span(self.cipher_suites),
+            extensions: span(self.extensions),
+            alpn: span(self.alpn),
+            supported_versions: self.supported_versions.map(span),
+            key_shares: span(self.key_shares),
+            psk_identities: span(self.psk_identities),
+            signature_algorithms: span(self.signature_algorithms),
+        }
+    }
+
+    /// The hello `spans` was taken from, read back from the same `body`
+    /// without parsing it again.
+    pub(crate) fn from_spans(body: &'a [u8], s: &Spans) -> Self {
+        let at = |(start, len): Span| {
+            start
+                .checked_add(len)
+                .and_then(|end| body.get(start..end))
+                .unwrap_or_default()
+        };
+        ClientHello {
+            body,
+            legacy_version: s.legacy_version,
+            session_id: at(s.session_id),
+            sni: s.sni.map(at),
+            session_ticket: s.session_ticket.map(at),
+            has_psk: s.has_psk,
+            early_data: s.early_data,
+            ech: s.ech,
+            cipher_suites: at(s.cipher_suites),
+            extensions: at(s.extensions),
+            alpn: at(s.alpn),
+            supported_versions: s.supported_versions.map(at),
+            key_shares: at(s.key_shares),
+            psk_identities: at(s.psk_identities),
+            signature_algorithms: at(s.signature_algorithms),
+        }
     }
 
     fn parse_extension(&mut self, typ: u16, data: &mut Reader<'a>) -> Result<(), InspectError> {

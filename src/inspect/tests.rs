@@ -718,3 +718,32 @@ fn a_broken_speculative_second_hello_only_counts_after_a_hello_retry_request() {
         "ClientHello session_id longer than 32 bytes"
     );
 }
+
+#[test]
+fn a_kept_hello_reads_back_exactly_as_parsed() {
+    let built = [
+        ChBuilder::tls13("spans.example")
+            .ticket(&[1, 2, 3])
+            .early_data()
+            .psk(&[&[4; 20], &[5; 9]])
+            .record(),
+        ChBuilder::new().session_id(&[7; 32]).record(),
+        ChBuilder::tls13("ech.example").ech().record(),
+    ];
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let captured = std::fs::read_dir(seeds)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".client.bin"))
+        .map(|p| std::fs::read(p).unwrap());
+    let mut n = 0;
+    for stream in built.into_iter().chain(captured) {
+        let mut h = Handshake::new(lim());
+        assert_eq!(h.feed_client(&stream), Status::Done);
+        let kept = h.client_hello().unwrap();
+        let parsed = ClientHello::parse(kept.body).unwrap();
+        assert_eq!(format!("{kept:?}"), format!("{parsed:?}"));
+        n += 1;
+    }
+    assert!(n > 10);
+}
