@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use stickytls::inspect::fuzzing;
 
-/// A fuzz target's name and its entry point.
-const TARGETS: [(&str, fn(&[u8])); 3] = [
+/// A fuzz target's entry point.
+type Entry = fn(&[u8]);
+
+/// Each fuzz target's name and entry point.
+const TARGETS: [(&str, Entry); 3] = [
     ("client_stream", fuzzing::client_stream),
     ("server_stream", fuzzing::server_stream),
     ("inspect_whole", fuzzing::whole),
