@@ -61,9 +61,13 @@ pub struct ClientHello<'a> {
     pub(crate) signature_algorithms: &'a [u8],
 }
 
-/// Remembers which extension types were seen, without allocating: a short
-/// inline list covers every real hello; past it a 64 Ki-bit set takes over.
+/// Remembers which extension types were seen, without allocating: a
+/// 256-bit filter answers "new" for almost every type of a real hello at
+/// once, a short inline list settles the rest, and past 40 distinct types
+/// a 64 Ki-bit set takes over.
 pub(crate) struct SeenTypes {
+    /// Bit `slot(t)` is set for every type seen; a clear bit means "new".
+    filter: [u64; 4],
     small: [u16; 40],
     n: usize,
     big: Option<Box<[u64; 1024]>>,
@@ -72,10 +76,18 @@ pub(crate) struct SeenTypes {
 impl SeenTypes {
     pub(crate) fn new() -> Self {
         SeenTypes {
+            filter: [0; 4],
             small: [0; 40],
             n: 0,
             big: None,
         }
+    }
+
+    /// Where `t` falls in the filter. Folding the high byte in keeps the
+    /// common code points (0..=64, 0xff01, GREASE 0x?a?a) mostly apart.
+    fn slot(t: u16) -> (usize, u64) {
+        let h = (t ^ (t >> 8).rotate_left(3)) as u8;
+        (usize::from(h >> 6), 1u64 << (h & 63))
     }
 
     /// Records `t`; false when it was already there.
@@ -83,7 +95,13 @@ impl SeenTypes {
         if let Some(big) = &mut self.big {
             return set_bit(big, t);
         }
-        if self.small.iter().take(self.n).any(|&s| s == t) {
+        let (word, mask) = Self::slot(t);
+        let Some(bits) = self.filter.get_mut(word) else {
+            return false;
+        };
+        let maybe_seen = *bits & mask != 0;
+        *bits |= mask;
+        if maybe_seen && self.small.iter().take(self.n).any(|&s| s == t) {
             return false;
         }
         if let Some(slot) = self.small.get_mut(self.n) {

@@ -747,3 +747,33 @@ fn a_kept_hello_reads_back_exactly_as_parsed() {
     }
     assert!(n > 10);
 }
+
+#[test]
+fn seen_extension_types_agree_with_a_set_through_the_filter_and_past_40() {
+    use super::client_hello::SeenTypes;
+    use std::collections::HashSet;
+    let real = [
+        0u16, 23, 65281, 10, 11, 35, 16, 5, 13, 18, 51, 45, 43, 27, 17513, 21, 41,
+    ];
+    let grease: Vec<u16> = (0..16u16).map(|i| 0x0a0a + i * 0x1010).collect();
+    let mut x: u32 = 0x2545_f491;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as u16
+    };
+    let noise: Vec<u16> = (0..200).map(|_| rnd() % 300).collect();
+    for seq in [
+        real.to_vec(),
+        [&real[..], &real[..]].concat(),
+        grease,
+        noise,
+    ] {
+        let mut seen = SeenTypes::new();
+        let mut set = HashSet::new();
+        for t in seq {
+            assert_eq!(seen.insert(t), set.insert(t), "type {t}");
+        }
+    }
+}
