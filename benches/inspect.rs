@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(name);
         group
             .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
+            .measurement_time(Duration::from_secs(3));
 
         group.bench_function("ours: feed_client + routing fields", |b| {
             b.iter(|| {
