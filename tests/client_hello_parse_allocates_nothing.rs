@@ -1,5 +1,6 @@
 //! `ClientHello::parse` and every routing-field accessor allocate nothing,
-//! on every real hello in `fuzz/seeds/`. A counting global allocator
+//! on every real hello in `fuzz/seeds/`; `Handshake::feed_client` on a
+//! hello in one record allocates once, for the copy it keeps. A counting global allocator
 //! (`stats_alloc`, so the crate keeps forbidding unsafe code) counts the
 //! allocations between two points. This binary holds a single test so no
 //! other test allocates at the same time.
@@ -31,7 +32,7 @@ fn read_everything(ch: &ClientHello<'_>) -> usize {
 #[test]
 fn client_hello_parse_and_its_accessors_allocate_nothing_on_real_hellos() {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
-    let mut hellos = 0;
+    let (mut hellos, mut unfragmented) = (0, 0);
     for entry in std::fs::read_dir(&seeds).unwrap() {
         let path = entry.unwrap().path();
         if !path.to_string_lossy().ends_with(".client.bin") {
@@ -43,6 +44,28 @@ fn client_hello_parse_and_its_accessors_allocate_nothing_on_real_hellos() {
         assert_eq!(h.feed_client(&stream), Status::Done, "{}", path.display());
         let body = h.client_hello().unwrap().body.to_vec();
 
+        // The whole feed path, for a hello in one record: one allocation,
+        // the copy of the hello kept for later, of exactly its size. (A
+        // fragmented hello's buffer grows as its records arrive, so memory
+        // follows the bytes received, not the length declared.)
+        if h.client_hello_records() == Some(1) && h.second_client_hello().is_none() {
+            let region = Region::new(GLOBAL);
+            let mut fed = Handshake::new(Limits::default());
+            fed.feed_client(std::hint::black_box(&stream));
+            let change = region.change();
+            drop(fed);
+            assert_eq!(
+                (
+                    change.allocations,
+                    change.reallocations,
+                    change.bytes_allocated
+                ),
+                (1, 0, body.len()),
+                "{}",
+                path.display()
+            );
+            unfragmented += 1;
+        }
         let region = Region::new(GLOBAL);
         let ch = ClientHello::parse(std::hint::black_box(&body)).unwrap();
         let read = read_everything(&ch);
@@ -57,6 +80,7 @@ fn client_hello_parse_and_its_accessors_allocate_nothing_on_real_hellos() {
         hellos += 1;
     }
     assert!(hellos >= 11, "only {hellos} hellos");
+    assert!(unfragmented >= 9, "only {unfragmented} unfragmented hellos");
 
     // The counter is live: the fingerprint, a String, is counted.
     let stream = std::fs::read(seeds.join("rustls-tls13-full.client.bin")).unwrap();
