@@ -9,7 +9,7 @@
 //! came, and thrown away if not. Either feeding order gives one answer.
 #![deny(clippy::indexing_slicing)]
 
-use super::client_hello::ClientHello;
+use super::client_hello::{ClientHello, Spans};
 use super::record::{
     ALERT, APPLICATION_DATA, AlertReader, CHANGE_CIPHER_SPEC, Event, HANDSHAKE, Keep, MsgProgress,
     MsgReader, RecordReader, malformed,
@@ -26,6 +26,15 @@ pub(crate) struct HelloBytes {
     pub(crate) body: Vec<u8>,
     /// How many records the message spanned.
     pub(crate) records: u64,
+    /// Where the parse found each field, so reading the hello again is
+    /// not a second parse.
+    pub(crate) spans: Spans,
+}
+
+impl HelloBytes {
+    pub(crate) fn hello(&self) -> ClientHello<'_> {
+        ClientHello::from_spans(&self.body, &self.spans)
+    }
 }
 
 /// What the server side has said so far about a second ClientHello.
@@ -282,13 +291,15 @@ impl ClientSide {
     }
 
     fn hello_complete(&mut self, n: u8) -> Result<(), Status> {
-        if let Err(e) = ClientHello::parse(&self.msg.body) {
-            return Err(self.msg.body_error(e));
-        }
+        let spans = match ClientHello::parse(&self.msg.body) {
+            Ok(ch) => ch.spans(),
+            Err(e) => return Err(self.msg.body_error(e)),
+        };
         let first = self.hello_first_record.take().unwrap_or(self.rec.records);
         let hello = HelloBytes {
             body: self.msg.take_body(),
             records: self.rec.records.saturating_sub(first) + 1,
+            spans,
         };
         if n == 1 {
             self.hello1 = Some(hello);

@@ -61,9 +61,13 @@ pub struct ClientHello<'a> {
     pub(crate) signature_algorithms: &'a [u8],
 }
 
-/// Remembers which extension types were seen, without allocating: a short
-/// inline list covers every real hello; past it a 64 Ki-bit set takes over.
+/// Remembers which extension types were seen, without allocating: a
+/// 256-bit filter answers "new" for almost every type of a real hello at
+/// once, a short inline list settles the rest, and past 40 distinct types
+/// a 64 Ki-bit set takes over.
 pub(crate) struct SeenTypes {
+    /// Bit `slot(t)` is set for every type seen; a clear bit means "new".
+    filter: [u64; 4],
     small: [u16; 40],
     n: usize,
     big: Option<Box<[u64; 1024]>>,
@@ -72,10 +76,18 @@ pub(crate) struct SeenTypes {
 impl SeenTypes {
     pub(crate) fn new() -> Self {
         SeenTypes {
+            filter: [0; 4],
             small: [0; 40],
             n: 0,
             big: None,
         }
+    }
+
+    /// Where `t` falls in the filter. Folding the high byte in keeps the
+    /// common code points (0..=64, 0xff01, GREASE 0x?a?a) mostly apart.
+    fn slot(t: u16) -> (usize, u64) {
+        let h = (t ^ (t >> 8).rotate_left(3)) as u8;
+        (usize::from(h >> 6), 1u64 << (h & 63))
     }
 
     /// Records `t`; false when it was already there.
@@ -83,7 +95,13 @@ impl SeenTypes {
         if let Some(big) = &mut self.big {
             return set_bit(big, t);
         }
-        if self.small.iter().take(self.n).any(|&s| s == t) {
+        let (word, mask) = Self::slot(t);
+        let Some(bits) = self.filter.get_mut(word) else {
+            return false;
+        };
+        let maybe_seen = *bits & mask != 0;
+        *bits |= mask;
+        if maybe_seen && self.small.iter().take(self.n).any(|&s| s == t) {
             return false;
         }
         if let Some(slot) = self.small.get_mut(self.n) {
@@ -115,6 +133,29 @@ fn set_bit(bits: &mut [u64; 1024], t: u16) -> bool {
         None => false,
     }
 }
+
+/// Where each field of a validated ClientHello lies in its body, so a
+/// kept hello is read again without parsing it again.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Spans {
+    legacy_version: u16,
+    session_id: Span,
+    sni: Option<Span>,
+    session_ticket: Option<Span>,
+    has_psk: bool,
+    early_data: bool,
+    ech: bool,
+    cipher_suites: Span,
+    extensions: Span,
+    alpn: Span,
+    supported_versions: Option<Span>,
+    key_shares: Span,
+    psk_identities: Span,
+    signature_algorithms: Span,
+}
+
+/// `(start, len)` of a sub-slice of the body.
+type Span = (usize, usize);
 
 impl<'a> ClientHello<'a> {
     /// Parses a ClientHello handshake message body. Error offsets are
@@ -185,6 +226,59 @@ impl<'a> ClientHello<'a> {
             ch.parse_extension(typ, &mut data)?;
         }
         Ok(ch)
+    }
+
+    /// Where every field lies in `body`, for [`ClientHello::from_spans`].
+    pub(crate) fn spans(&self) -> Spans {
+        let base = self.body.as_ptr() as usize;
+        // Every field is a sub-slice of `body`, so the subtraction cannot
+        // wrap; `from_spans` checks the range all the same.
+        let span = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(base);
+        let span = |s: &[u8]| (span(s), s.len());
+        Spans {
+            legacy_version: self.legacy_version,
+            session_id: span(self.session_id),
+            sni: self.sni.map(span),
+            session_ticket: self.session_ticket.map(span),
+            has_psk: self.has_psk,
+            early_data: self.early_data,
+            ech: self.ech,
+            cipher_suites: span(self.cipher_suites),
+            extensions: span(self.extensions),
+            alpn: span(self.alpn),
+            supported_versions: self.supported_versions.map(span),
+            key_shares: span(self.key_shares),
+            psk_identities: span(self.psk_identities),
+            signature_algorithms: span(self.signature_algorithms),
+        }
+    }
+
+    /// The hello `spans` was taken from, read back from the same `body`
+    /// without parsing it again.
+    pub(crate) fn from_spans(body: &'a [u8], s: &Spans) -> Self {
+        let at = |(start, len): Span| {
+            start
+                .checked_add(len)
+                .and_then(|end| body.get(start..end))
+                .unwrap_or_default()
+        };
+        ClientHello {
+            body,
+            legacy_version: s.legacy_version,
+            session_id: at(s.session_id),
+            sni: s.sni.map(at),
+            session_ticket: s.session_ticket.map(at),
+            has_psk: s.has_psk,
+            early_data: s.early_data,
+            ech: s.ech,
+            cipher_suites: at(s.cipher_suites),
+            extensions: at(s.extensions),
+            alpn: at(s.alpn),
+            supported_versions: s.supported_versions.map(at),
+            key_shares: at(s.key_shares),
+            psk_identities: at(s.psk_identities),
+            signature_algorithms: at(s.signature_algorithms),
+        }
     }
 
     fn parse_extension(&mut self, typ: u16, data: &mut Reader<'a>) -> Result<(), InspectError> {

@@ -1,13 +1,19 @@
-//! Entry points for the fuzz targets (`fuzz/fuzzers/*` call these). Each
-//! runs the inspector over the data in several chunkings derived from the
-//! data itself and asserts that the answers agree, not merely that
-//! nothing panicked.
+//! Entry points for the fuzz targets (`fuzz/fuzz_targets/*` call these),
+//! and the chunking harness the tests share. Each entry point runs the
+//! inspector over the data in several chunkings derived from the data
+//! itself and asserts that the answers agree, not merely that nothing
+//! panicked.
+//!
+//! Input framing for [`server_stream`] and [`whole`] (see [`frame`]): byte
+//! 0 picks the limits (0: [`Limits::default`], 1..=3: small caps so the
+//! fuzzer reaches them), bytes 1..3 are the client stream's length (big
+//! endian), then the client stream, then the server stream.
 #![deny(clippy::indexing_slicing)]
 
 use super::{ClientHello, Handshake, Limits, Status, report};
 
 /// Everything observable about a handshake, for comparing runs.
-pub(crate) fn summary(h: &Handshake, client: &Status, server: Option<&Status>) -> String {
+pub fn summary(h: &Handshake, client: &Status, server: Option<&Status>) -> String {
     let ch = |c: Option<ClientHello<'_>>| {
         c.map(|c| {
             format!(
@@ -37,11 +43,65 @@ pub(crate) fn summary(h: &Handshake, client: &Status, server: Option<&Status>) -
     )
 }
 
-/// Small limits, so the fuzzer reaches the caps with small inputs.
+/// Runs a whole client stream through `feed_client` in the given chunks
+/// and describes everything observable afterwards.
+pub fn run_client(limits: Limits, chunks: &[&[u8]]) -> String {
+    let mut h = Handshake::new(limits);
+    let mut st = Status::NeedMore;
+    for c in chunks {
+        st = h.feed_client(c);
+    }
+    summary(&h, &st, None)
+}
+
+/// Feeds the whole client stream, then the server stream in the given
+/// chunks, and describes everything observable afterwards.
+pub fn run_server(limits: Limits, client: &[u8], chunks: &[&[u8]]) -> String {
+    let mut h = Handshake::new(limits);
+    let cst = h.feed_client(client);
+    let mut st = Status::NeedMore;
+    for c in chunks {
+        st = h.feed_server(c);
+    }
+    let cst = if cst == Status::Done {
+        h.client_status()
+    } else {
+        cst
+    };
+    summary(&h, &cst, Some(&st))
+}
+
+/// Every chunking of `input` given to `run` must give the same answer:
+/// the whole, every fixed chunk size from 1 byte to the whole, and every
+/// two-piece split. Panics naming the first chunking that disagrees;
+/// returns the answer. Quadratic in `input.len()`: meant for handshakes
+/// of a few KiB.
+pub fn feed_all_chunkings<T: PartialEq + std::fmt::Debug>(
+    input: &[u8],
+    run: impl Fn(&[&[u8]]) -> T,
+) -> T {
+    let whole = run(&[input]);
+    let n = input.len();
+    for size in 1..=n.max(1) {
+        let chunks: Vec<&[u8]> = input.chunks(size).collect();
+        assert_eq!(run(&chunks), whole, "chunk size {size}");
+    }
+    for at in 0..=n {
+        let (a, b) = input.split_at(at);
+        assert_eq!(run(&[a, b]), whole, "split at {at}");
+    }
+    whole
+}
+
+/// The limits byte 0 of a framed input selects: 0 is the default, the
+/// rest are small caps so short inputs reach them.
 fn fuzz_limits(seed: u8) -> Limits {
-    Limits {
-        max_client_bytes: 64 + usize::from(seed) * 64,
-        max_server_message: 16 + usize::from(seed) * 64,
+    match seed % 4 {
+        0 => Limits::default(),
+        k => Limits {
+            max_client_bytes: 64 << (2 * k),
+            max_server_message: 16 << (2 * k),
+        },
     }
 }
 
@@ -71,8 +131,21 @@ fn sizes(data: &[u8]) -> [usize; 4] {
     [0, 1, a, b]
 }
 
-/// Splits fuzz input into (seed, client stream, server stream): byte 0 is
-/// the seed, bytes 1..3 the client stream's length.
+/// Frames a client and a server stream as [`server_stream`] and [`whole`]
+/// read them: `seed` picks the limits (0: the defaults). A client stream
+/// longer than 65535 bytes is cut there.
+pub fn frame(seed: u8, client: &[u8], server: &[u8]) -> Vec<u8> {
+    let client = client.get(..usize::from(u16::MAX)).unwrap_or(client);
+    let mut v = Vec::with_capacity(3 + client.len() + server.len());
+    v.push(seed);
+    v.extend_from_slice(&(client.len() as u16).to_be_bytes());
+    v.extend_from_slice(client);
+    v.extend_from_slice(server);
+    v
+}
+
+/// Splits framed input into (seed, client stream, server stream); the
+/// inverse of [`frame`].
 fn split(data: &[u8]) -> (u8, &[u8], &[u8]) {
     let seed = data.first().copied().unwrap_or(0);
     let n = match (data.get(1), data.get(2)) {
@@ -116,18 +189,27 @@ pub fn client_hello(data: &[u8]) {
     }
 }
 
-/// The client direction alone, in several chunkings: same answer each time.
+/// The client direction alone, in several chunkings, with the default
+/// limits and with small ones picked by the last byte: same answer each
+/// time. A complete hello is also put through [`client_hello`].
 pub fn client_stream(data: &[u8]) {
-    let limits = fuzz_limits(data.first().copied().unwrap_or(0) % 4);
-    let mut first: Option<String> = None;
-    for size in sizes(data) {
-        let mut h = Handshake::new(limits);
-        let st = feed_sized(data, size, |c| h.feed_client(c));
-        assert_eq!(st, h.client_status());
-        let s = summary(&h, &st, None);
-        match &first {
-            None => first = Some(s),
-            Some(f) => assert_eq!(&s, f, "chunk size {size}"),
+    let small = fuzz_limits(data.last().map_or(1, |b| b % 3 + 1));
+    for limits in [Limits::default(), small] {
+        let mut first: Option<String> = None;
+        for size in sizes(data) {
+            let mut h = Handshake::new(limits);
+            let st = feed_sized(data, size, |c| h.feed_client(c));
+            assert_eq!(st, h.client_status());
+            let s = summary(&h, &st, None);
+            match &first {
+                None => {
+                    if let Some(ch) = h.client_hello() {
+                        client_hello(ch.body);
+                    }
+                    first = Some(s);
+                }
+                Some(f) => assert_eq!(&s, f, "chunk size {size}"),
+            }
         }
     }
 }
@@ -180,14 +262,6 @@ mod tests {
     use super::*;
     use crate::inspect::testutil::*;
 
-    fn framed(seed: u8, client: &[u8], server: &[u8]) -> Vec<u8> {
-        let mut v = vec![seed];
-        v.extend_from_slice(&(client.len() as u16).to_be_bytes());
-        v.extend_from_slice(client);
-        v.extend_from_slice(server);
-        v
-    }
-
     #[test]
     fn fuzz_entry_points_hold_their_properties_on_real_handshakes() {
         let ch = ChBuilder::tls13("f.example").ticket(&[]).psk(&[&[1; 20]]);
@@ -195,8 +269,8 @@ mod tests {
         client_stream(&ch.record());
         let server = [ShBuilder::tls13(&[0x5a; 32]).psk(0).record(), ccs()].concat();
         for seed in [0, 1, 2, 3, 255] {
-            server_stream(&framed(seed, &ch.record(), &server));
-            whole(&framed(seed, &ch.record(), &server));
+            server_stream(&frame(seed, &ch.record(), &server));
+            whole(&frame(seed, &ch.record(), &server));
         }
         client_stream(b"GET / HTTP/1.1\r\n");
         client_stream(&[]);
@@ -244,7 +318,7 @@ mod tests {
             x
         };
         for (client, server) in &cases {
-            let base = framed(3, client, server);
+            let base = frame(3, client, server);
             for _ in 0..600 {
                 let mut m = base.clone();
                 for _ in 0..(rnd() % 4 + 1) {

@@ -91,12 +91,12 @@ impl Handshake {
 
     /// The first ClientHello, once complete.
     pub fn client_hello(&self) -> Option<ClientHello<'_>> {
-        ClientHello::parse(&self.client.hello1.as_ref()?.body).ok()
+        Some(self.client.hello1.as_ref()?.hello())
     }
 
     /// The second ClientHello after a HelloRetryRequest.
     pub fn second_client_hello(&self) -> Option<ClientHello<'_>> {
-        ClientHello::parse(&self.client.hello2.as_ref()?.body).ok()
+        Some(self.client.hello2.as_ref()?.hello())
     }
 
     /// How many records the first ClientHello spanned.
@@ -141,7 +141,7 @@ impl Handshake {
         } else {
             self.client.hello1.as_ref()
         };
-        let Some(ch) = hello.and_then(|h| ClientHello::parse(&h.body).ok()) else {
+        let Some(ch) = hello.map(|h| h.hello()) else {
             return;
         };
         match outcome(&self.server, &ch) {

@@ -176,4 +176,53 @@ mod tests {
         assert_eq!(v["learned"][0]["kind"], "psk_identity");
         assert_eq!(v["learned"].as_array().map(Vec::len), Some(1));
     }
+
+    #[test]
+    fn report_keys_come_in_schema_order() {
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        let ch = ChBuilder::tls13("o.example").psk(&[&[7; 20]]).record();
+        let server = ShBuilder::tls13(&[0x5a; 32]).psk(0).record();
+        let (v, ok) = report(&ch, Some(&server), Limits::default());
+        assert!(ok, "{v}");
+        assert_eq!(keys(&v), ["client", "server", "learned"]);
+        assert_eq!(
+            keys(&v["client"]),
+            [
+                "status",
+                "error",
+                "legacy_version",
+                "session_id",
+                "sni",
+                "alpn",
+                "supported_versions",
+                "session_ticket",
+                "psk_identities",
+                "key_share_groups",
+                "ech",
+                "ja4",
+                "ja4_stable",
+                "records",
+                "length",
+            ]
+        );
+        assert_eq!(
+            keys(&v["server"]),
+            [
+                "status",
+                "error",
+                "hello_retry_request",
+                "version",
+                "session_id",
+                "cipher_suite",
+                "psk_selected",
+                "new_session_tickets",
+                "resumed",
+                "resumption",
+            ]
+        );
+        assert_eq!(keys(&v["learned"][0]), ["kind", "key"]);
+        let text = serde_json::to_string(&v).unwrap();
+        let at = |k: &str| text.find(k).unwrap();
+        assert!(at("\"client\"") < at("\"server\"") && at("\"server\"") < at("\"learned\""));
+    }
 }

@@ -720,39 +720,60 @@ fn a_broken_speculative_second_hello_only_counts_after_a_hello_retry_request() {
 }
 
 #[test]
-#[ignore = "timing, run with --ignored and an optimised build"]
-fn client_hello_parse_timing() {
-    let b = ChBuilder::tls13("www.example.com")
-        .ticket(&[])
-        .ext(
-            0x000d,
-            &vec16(&u16s(&[
-                0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601,
-            ])),
-        )
-        .ext(0x000a, &[0, 4, 0x11, 0xec, 0, 0x1d])
-        .ext(0x0017, &[])
-        .ext(0xff01, &[0])
-        .ext(0x002d, &[1, 1])
-        .ext(0x001b, &[0, 2, 0, 2]);
-    let rec = b.record();
-    let body = b.body();
-    let n = 1_000_000;
-    let t = std::time::Instant::now();
-    let mut acc = 0usize;
-    for _ in 0..n {
-        let ch = ClientHello::parse(std::hint::black_box(&body)).unwrap();
-        acc += ch.sni.map_or(0, |s| s.len()) + ch.psk_identities().count();
-    }
-    eprintln!("parse: {:?}/hello ({acc})", t.elapsed() / n);
-    let t = std::time::Instant::now();
-    for _ in 0..n / 10 {
+fn a_kept_hello_reads_back_exactly_as_parsed() {
+    let built = [
+        ChBuilder::tls13("spans.example")
+            .ticket(&[1, 2, 3])
+            .early_data()
+            .psk(&[&[4; 20], &[5; 9]])
+            .record(),
+        ChBuilder::new().session_id(&[7; 32]).record(),
+        ChBuilder::tls13("ech.example").ech().record(),
+    ];
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let captured = std::fs::read_dir(seeds)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".client.bin"))
+        .map(|p| std::fs::read(p).unwrap());
+    let mut n = 0;
+    for stream in built.into_iter().chain(captured) {
         let mut h = Handshake::new(lim());
-        assert_eq!(h.feed_client(std::hint::black_box(&rec)), Status::Done);
-        acc += h.client_hello().unwrap().session_id.len();
+        assert_eq!(h.feed_client(&stream), Status::Done);
+        let kept = h.client_hello().unwrap();
+        let parsed = ClientHello::parse(kept.body).unwrap();
+        assert_eq!(format!("{kept:?}"), format!("{parsed:?}"));
+        n += 1;
     }
-    eprintln!(
-        "feed_client+parse: {:?}/hello ({acc})",
-        t.elapsed() / (n / 10)
-    );
+    assert!(n > 10);
+}
+
+#[test]
+fn seen_extension_types_agree_with_a_set_through_the_filter_and_past_40() {
+    use super::client_hello::SeenTypes;
+    use std::collections::HashSet;
+    let real = [
+        0u16, 23, 65281, 10, 11, 35, 16, 5, 13, 18, 51, 45, 43, 27, 17513, 21, 41,
+    ];
+    let grease: Vec<u16> = (0..16u16).map(|i| 0x0a0a + i * 0x1010).collect();
+    let mut x: u32 = 0x2545_f491;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as u16
+    };
+    let noise: Vec<u16> = (0..200).map(|_| rnd() % 300).collect();
+    for seq in [
+        real.to_vec(),
+        [&real[..], &real[..]].concat(),
+        grease,
+        noise,
+    ] {
+        let mut seen = SeenTypes::new();
+        let mut set = HashSet::new();
+        for t in seq {
+            assert_eq!(seen.insert(t), set.insert(t), "type {t}");
+        }
+    }
 }

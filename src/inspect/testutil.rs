@@ -3,8 +3,6 @@
 //! describes.
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failed test
 
-use super::{Handshake, Limits, Status};
-
 pub(crate) fn u16be(v: usize) -> [u8; 2] {
     (v as u16).to_be_bytes()
 }
@@ -286,61 +284,4 @@ pub(crate) fn encrypted_finished() -> Vec<u8> {
     record(22, &[0xe7; 40])
 }
 
-pub(crate) use super::fuzzing::summary;
-
-/// Runs a whole client stream through `feed_client` in the given chunks.
-pub(crate) fn run_client(limits: Limits, chunks: &[&[u8]]) -> String {
-    let mut h = Handshake::new(limits);
-    let mut st = Status::NeedMore;
-    for c in chunks {
-        st = h.feed_client(c);
-    }
-    summary(&h, &st, None)
-}
-
-/// Feeds the whole client stream, then the server stream in the given chunks.
-pub(crate) fn run_server(limits: Limits, client: &[u8], chunks: &[&[u8]]) -> String {
-    let mut h = Handshake::new(limits);
-    let cst = h.feed_client(client);
-    let mut st = Status::NeedMore;
-    for c in chunks {
-        st = h.feed_server(c);
-    }
-    let cst = if cst == Status::Done {
-        h.client_status()
-    } else {
-        cst
-    };
-    summary(&h, &cst, Some(&st))
-}
-
-/// Every chunking of `input` given to `run` must give the same answer:
-/// the whole, every fixed chunk size, every two-piece split. Inputs over
-/// 4 KiB get a sample of sizes and split points (the full set would be
-/// quadratic). Returns the answer.
-pub(crate) fn feed_all_chunkings<T: PartialEq + std::fmt::Debug>(
-    input: &[u8],
-    run: impl Fn(&[&[u8]]) -> T,
-) -> T {
-    let whole = run(&[input]);
-    let n = input.len();
-    let big = n > 4096;
-    let sizes: Vec<usize> = if big {
-        (1..=64)
-            .chain((7..).map(|k| 1usize << k).take_while(|&s| s < n))
-            .chain([n - 1, n / 3 + 1])
-            .collect()
-    } else {
-        (1..=n.max(1)).collect()
-    };
-    for size in sizes {
-        let chunks: Vec<&[u8]> = input.chunks(size.max(1)).collect();
-        assert_eq!(run(&chunks), whole, "chunk size {size}");
-    }
-    let step = if big { 97 } else { 1 };
-    for at in (0..=n).step_by(step) {
-        let (a, b) = input.split_at(at);
-        assert_eq!(run(&[a, b]), whole, "split at {at}");
-    }
-    whole
-}
+pub(crate) use super::fuzzing::{feed_all_chunkings, run_client, run_server};
