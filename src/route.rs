@@ -255,27 +255,41 @@ mod tests {
     use crate::peer::backend::{Backend, BackendOptions};
     use crate::peer::client::{Client, ClientOptions};
 
-    fn fingerprint_of(hello_bytes: &[u8]) -> u32 {
+    fn fingerprint_of(hello_bytes: &[u8]) -> (u32, String) {
         let mut hs = Handshake::new(Limits::default());
         assert_eq!(hs.feed_client(hello_bytes), Status::Done);
-        stable_fingerprint(&hs.client_hello().unwrap())
+        let ch = hs.client_hello().unwrap();
+        (stable_fingerprint(&ch), ch.ja4_stable())
+    }
+
+    #[tokio::test]
+    async fn ja4_stable_ignores_what_a_tls13_resumption_drops() {
+        // rustls's full hello carries session_ticket; its TLS 1.3 resumed
+        // hello does not. Both fingerprints must still agree.
+        let backend = Backend::start(BackendOptions::new("a")).await.unwrap();
+        let client = Client::new(ClientOptions::default()).unwrap();
+        let full = fingerprint_of(&client.client_hello().unwrap());
+        client.connect(backend.addr(), None).await.unwrap();
+        let resumed = fingerprint_of(&client.client_hello().unwrap());
+        assert_eq!(full.1, resumed.1);
+        assert_eq!(full.0, resumed.0);
     }
 
     #[tokio::test]
     async fn fingerprint_is_the_same_for_a_clients_full_and_resumed_hellos() {
         let backend = Backend::start(BackendOptions::new("a")).await.unwrap();
         let client = Client::new(ClientOptions::default()).unwrap();
-        let full = fingerprint_of(&client.client_hello().unwrap());
+        let (full, _) = fingerprint_of(&client.client_hello().unwrap());
         client.connect(backend.addr(), None).await.unwrap();
         let resumed_bytes = client.client_hello().unwrap();
-        let resumed = fingerprint_of(&resumed_bytes);
+        let (resumed, _) = fingerprint_of(&resumed_bytes);
         let mut hs = Handshake::new(Limits::default());
         hs.feed_client(&resumed_bytes);
         assert!(hs.client_hello().unwrap().has_psk, "the second hello offers a resumption");
         assert_eq!(full, resumed);
 
         let other = Client::new(ClientOptions { alpn: vec![b"h2".to_vec()], ..Default::default() }).unwrap();
-        let different = fingerprint_of(&other.client_hello().unwrap());
+        let (different, _) = fingerprint_of(&other.client_hello().unwrap());
         assert_ne!(full, different, "another client configuration fingerprints differently");
     }
 }

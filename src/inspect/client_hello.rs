@@ -472,8 +472,10 @@ impl<'a> ClientHello<'a> {
         super::ja4::ja4(self, false)
     }
 
-    /// JA4 without GREASE, padding (21), pre_shared_key (41) and
-    /// early_data (42): the same for a client's full and resumed hellos.
+    /// JA4 without GREASE, padding (21), session_ticket (35),
+    /// pre_shared_key (41) and early_data (42): the same for a client's
+    /// full and resumed hellos (rustls drops session_ticket when it resumes
+    /// a TLS 1.3 session).
     pub fn ja4_stable(&self) -> String {
         super::ja4::ja4(self, true)
     }

@@ -10,12 +10,18 @@ use sha2::{Digest, Sha256};
 use super::client_hello::{ClientHello, ext, is_grease};
 
 /// `t13d1516h2_8daaf6152771_e5627efa2ab1`. With `stable`, padding,
-/// pre_shared_key and early_data are left out as well as GREASE, so a
-/// client's full and resumed hellos fingerprint the same.
+/// session_ticket, pre_shared_key and early_data are left out as well as
+/// GREASE, so a client's full and resumed hellos fingerprint the same
+/// (session_ticket because rustls drops it when it resumes a TLS 1.3
+/// session, seen in `ja4_stable_ignores_what_a_tls13_resumption_drops`).
 pub(crate) fn ja4(ch: &ClientHello<'_>, stable: bool) -> String {
     let skip_ext = |t: u16| {
         is_grease(t)
-            || (stable && matches!(t, ext::PADDING | ext::PRE_SHARED_KEY | ext::EARLY_DATA))
+            || (stable
+                && matches!(
+                    t,
+                    ext::PADDING | ext::SESSION_TICKET | ext::PRE_SHARED_KEY | ext::EARLY_DATA
+                ))
     };
     let version = if ch.has_supported_versions() {
         ch.supported_versions()
