@@ -41,12 +41,25 @@ fn key(i: u64) -> Key {
 
 fn full_table() -> (Arc<MemoryStore>, Vec<BackendName>) {
     let store = MemoryStore::new(
-        MemoryStoreConfig { capacity: ENTRIES as usize, inactivity: Duration::from_secs(3600), absolute_max: None },
+        MemoryStoreConfig {
+            capacity: ENTRIES as usize,
+            inactivity: Duration::from_secs(3600),
+            absolute_max: None,
+        },
         Clock::new(),
     );
-    let names: Vec<BackendName> = ["b1", "b2", "b3"].iter().map(|n| BackendName::from(*n)).collect();
+    let names: Vec<BackendName> = ["b1", "b2", "b3"]
+        .iter()
+        .map(|n| BackendName::from(*n))
+        .collect();
     for i in 0..ENTRIES {
-        store.put(key(i), Binding { backend: names[(i % 3) as usize].clone(), state: KeyState::Owned });
+        store.put(
+            key(i),
+            Binding {
+                backend: names[(i % 3) as usize].clone(),
+                state: KeyState::Owned,
+            },
+        );
     }
     (Arc::new(store), names)
 }
@@ -92,7 +105,13 @@ fn bench(c: &mut Criterion) {
                 let base = next.fetch_add(iters * threads as u64, Ordering::Relaxed);
                 contended(threads, iters, |t, i| {
                     let k = key(base + t as u64 * iters + i);
-                    store_.put(k, Binding { backend: names_[(i % 3) as usize].clone(), state: KeyState::Owned });
+                    store_.put(
+                        k,
+                        Binding {
+                            backend: names_[(i % 3) as usize].clone(),
+                            state: KeyState::Owned,
+                        },
+                    );
                 })
             })
         });

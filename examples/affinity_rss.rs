@@ -20,7 +20,11 @@ use stickytls::clock::Clock;
 /// Resident set size in bytes (statm's second field is in pages).
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     // 4 KiB pages on every platform this bench runs on (x86_64, aarch64
     // Linux defaults); statm has no page size of its own.
     pages * 4096
@@ -31,17 +35,30 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let names: Vec<BackendName> = ["b1", "b2", "b3"].iter().map(|n| BackendName::from(*n)).collect();
+    let names: Vec<BackendName> = ["b1", "b2", "b3"]
+        .iter()
+        .map(|n| BackendName::from(*n))
+        .collect();
     let before = rss_bytes();
     let started = Instant::now();
     let store = MemoryStore::new(
-        MemoryStoreConfig { capacity: n as usize, inactivity: Duration::from_secs(3600), absolute_max: None },
+        MemoryStoreConfig {
+            capacity: n as usize,
+            inactivity: Duration::from_secs(3600),
+            absolute_max: None,
+        },
         Clock::new(),
     );
     for i in 0..n {
         // Real keys, as the router makes them: a digest of a session ID.
         let key = Key::new(stickytls::affinity::KeyKind::SessionId, &i.to_le_bytes());
-        store.put(key, Binding { backend: names[(i % 3) as usize].clone(), state: KeyState::Owned });
+        store.put(
+            key,
+            Binding {
+                backend: names[(i % 3) as usize].clone(),
+                state: KeyState::Owned,
+            },
+        );
     }
     let fill = started.elapsed();
     let after = rss_bytes();

@@ -48,7 +48,10 @@ impl Backend {
 
     /// Marks the backend down for `hold` after a failed connect.
     pub fn mark_down(&self, clock: &Clock, hold: Duration) {
-        let until = clock.now_ms().saturating_add(hold.as_millis() as u64).max(1);
+        let until = clock
+            .now_ms()
+            .saturating_add(hold.as_millis() as u64)
+            .max(1);
         self.down_until_ms.store(until, Ordering::Relaxed);
     }
 
@@ -73,7 +76,9 @@ impl Backend {
     pub fn try_track(self: &Arc<Self>) -> Option<ActiveGuard> {
         let max = self.max_connections;
         self.active
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| ActiveGuard(Arc::clone(self)))
     }
@@ -97,7 +102,9 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(cfgs: &[BackendConfig]) -> Self {
-        Pool { backends: cfgs.iter().map(|c| Arc::new(Backend::new(c))).collect() }
+        Pool {
+            backends: cfgs.iter().map(|c| Arc::new(Backend::new(c))).collect(),
+        }
     }
 
     pub fn all(&self) -> &[Arc<Backend>] {

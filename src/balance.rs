@@ -31,7 +31,11 @@ pub struct Balancer {
 
 impl Balancer {
     pub fn new(kind: Balance) -> Self {
-        Balancer { kind, next: AtomicUsize::new(0), current: Mutex::new(Vec::new()) }
+        Balancer {
+            kind,
+            next: AtomicUsize::new(0),
+            current: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn kind(&self) -> Balance {
@@ -46,11 +50,20 @@ impl Balancer {
 
     /// The same order for failover behind an affinity decision, which does
     /// not count as a round-robin turn.
-    pub fn failover_order(&self, backends: &[Arc<Backend>], client: &ClientPrefix) -> Vec<Arc<Backend>> {
+    pub fn failover_order(
+        &self,
+        backends: &[Arc<Backend>],
+        client: &ClientPrefix,
+    ) -> Vec<Arc<Backend>> {
         self.order_inner(backends, client, false)
     }
 
-    fn order_inner(&self, backends: &[Arc<Backend>], client: &ClientPrefix, advance: bool) -> Vec<Arc<Backend>> {
+    fn order_inner(
+        &self,
+        backends: &[Arc<Backend>],
+        client: &ClientPrefix,
+        advance: bool,
+    ) -> Vec<Arc<Backend>> {
         let eligible = backends.iter().filter(|b| b.weight > 0);
         match self.kind {
             Balance::RoundRobin => {
@@ -58,7 +71,11 @@ impl Balancer {
                 if list.is_empty() {
                     return list;
                 }
-                let turn = if advance { self.next.fetch_add(1, Ordering::Relaxed) } else { self.next.load(Ordering::Relaxed) };
+                let turn = if advance {
+                    self.next.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    self.next.load(Ordering::Relaxed)
+                };
                 let start = turn % list.len();
                 let mut out = Vec::with_capacity(list.len());
                 out.extend_from_slice(&list[start..]);
@@ -66,8 +83,11 @@ impl Balancer {
                 out
             }
             Balance::WeightedRoundRobin => {
-                let mut list: Vec<(usize, &Arc<Backend>)> =
-                    backends.iter().enumerate().filter(|(_, b)| b.weight > 0).collect();
+                let mut list: Vec<(usize, &Arc<Backend>)> = backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.weight > 0)
+                    .collect();
                 if advance && !list.is_empty() {
                     // nginx's smooth weighted round robin: add each weight to
                     // its current value, pick the largest, subtract the total.
@@ -79,7 +99,10 @@ impl Balancer {
                     for (i, b) in &list {
                         cur[*i] += i64::from(b.weight);
                     }
-                    let best = list.iter().map(|(i, _)| *i).max_by_key(|i| (cur[*i], std::cmp::Reverse(*i)));
+                    let best = list
+                        .iter()
+                        .map(|(i, _)| *i)
+                        .max_by_key(|i| (cur[*i], std::cmp::Reverse(*i)));
                     if let Some(best) = best {
                         cur[best] -= total;
                         list.sort_by_key(|(i, b)| (*i != best, std::cmp::Reverse(b.weight), *i));
@@ -94,7 +117,11 @@ impl Balancer {
                 if list.is_empty() {
                     return Vec::new();
                 }
-                let turn = if advance { self.next.fetch_add(1, Ordering::Relaxed) } else { self.next.load(Ordering::Relaxed) };
+                let turn = if advance {
+                    self.next.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    self.next.load(Ordering::Relaxed)
+                };
                 let n = list.len();
                 let mut rotated: Vec<(usize, &Arc<Backend>)> =
                     (0..n).map(|k| (k, list[(turn + k) % n])).collect();
@@ -162,7 +189,8 @@ mod tests {
         spec.iter()
             .enumerate()
             .map(|(i, (n, w))| {
-                let mut cfg = BackendConfig::new(n, format!("127.0.0.1:{}", 9000 + i).parse().unwrap());
+                let mut cfg =
+                    BackendConfig::new(n, format!("127.0.0.1:{}", 9000 + i).parse().unwrap());
                 cfg.weight = *w;
                 Arc::new(Backend::new(&cfg))
             })
@@ -177,8 +205,9 @@ mod tests {
     fn round_robin_rotates_and_lists_every_backend_for_failover() {
         let bs = backends(&[("a", 1), ("b", 1), ("c", 1)]);
         let rr = Balancer::new(Balance::RoundRobin);
-        let firsts: Vec<String> =
-            (0..3).map(|_| rr.order(&bs, &client(1))[0].name.to_string()).collect();
+        let firsts: Vec<String> = (0..3)
+            .map(|_| rr.order(&bs, &client(1))[0].name.to_string())
+            .collect();
         assert_eq!(firsts, ["a", "b", "c"]);
         assert_eq!(rr.order(&bs, &client(1)).len(), 3);
     }
@@ -187,7 +216,9 @@ mod tests {
     fn weighted_round_robin_gives_each_backend_its_share_interleaved() {
         let bs = backends(&[("a", 5), ("b", 1), ("c", 1)]);
         let wrr = Balancer::new(Balance::WeightedRoundRobin);
-        let picks: String = (0..7).map(|_| wrr.order(&bs, &client(1))[0].name.to_string()).collect();
+        let picks: String = (0..7)
+            .map(|_| wrr.order(&bs, &client(1))[0].name.to_string())
+            .collect();
         // nginx's documented sequence for weights 5, 1, 1.
         assert_eq!(picks, "aabacaa");
         assert_eq!(wrr.order(&bs, &client(1)).len(), 3);
@@ -196,15 +227,23 @@ mod tests {
     #[test]
     fn least_connections_prefers_the_least_loaded_per_weight() {
         let bs = backends(&[("a", 1), ("b", 2), ("c", 1)]);
-        let held: Vec<_> = (0..2).filter_map(|_| bs[0].try_track()).chain(bs[1].try_track()).collect();
+        let held: Vec<_> = (0..2)
+            .filter_map(|_| bs[0].try_track())
+            .chain(bs[1].try_track())
+            .collect();
         let lc = Balancer::new(Balance::LeastConnections);
         // a: 2/1, b: 1/2, c: 0/1.
-        let order: Vec<String> = lc.order(&bs, &client(1)).iter().map(|b| b.name.to_string()).collect();
+        let order: Vec<String> = lc
+            .order(&bs, &client(1))
+            .iter()
+            .map(|b| b.name.to_string())
+            .collect();
         assert_eq!(order, ["c", "b", "a"]);
         drop(held);
         // All idle: ties rotate instead of piling on one backend.
-        let firsts: std::collections::HashSet<String> =
-            (0..3).map(|_| lc.order(&bs, &client(1))[0].name.to_string()).collect();
+        let firsts: std::collections::HashSet<String> = (0..3)
+            .map(|_| lc.order(&bs, &client(1))[0].name.to_string())
+            .collect();
         assert_eq!(firsts.len(), 3);
     }
 
@@ -215,7 +254,10 @@ mod tests {
         rev.reverse();
         let sh = Balancer::new(Balance::SourceHash);
         for i in 0..200 {
-            assert_eq!(sh.order(&bs, &client(i))[0].name, sh.order(&rev, &client(i))[0].name);
+            assert_eq!(
+                sh.order(&bs, &client(i))[0].name,
+                sh.order(&rev, &client(i))[0].name
+            );
         }
     }
 
@@ -228,7 +270,10 @@ mod tests {
             let before = sh.order(&all, &client(i))[0].name.clone();
             let after = sh.order(&without_c, &client(i))[0].name.clone();
             if &*before != "c" {
-                assert_eq!(before, after, "client {i} moved although its backend stayed");
+                assert_eq!(
+                    before, after,
+                    "client {i} moved although its backend stayed"
+                );
             }
         }
     }
@@ -237,7 +282,9 @@ mod tests {
     fn source_hash_spreads_in_proportion_to_weight() {
         let bs = backends(&[("a", 1), ("b", 3)]);
         let sh = Balancer::new(Balance::SourceHash);
-        let b_wins = (0..4000).filter(|i| &*sh.order(&bs, &client(*i))[0].name == "b").count();
+        let b_wins = (0..4000)
+            .filter(|i| &*sh.order(&bs, &client(*i))[0].name == "b")
+            .count();
         // Expected 3000; the bound is wide because the hash is fixed, not random.
         assert!((2700..3300).contains(&b_wins), "b won {b_wins} of 4000");
     }
@@ -248,8 +295,14 @@ mod tests {
         // algorithm; a 12-line Python version produced these). A change to
         // the hash or seed breaks agreement between router versions.
         let c = client(0x7f00_0001).to_bytes();
-        assert_eq!(fmix64(fnv1a64(SOURCE_HASH_SEED, &[&c, b"a"])), 0xa8cb_b2c9_e86b_1004);
-        assert_eq!(fmix64(fnv1a64(SOURCE_HASH_SEED, &[&c, b"b"])), 0x01f9_a806_fb77_b50f);
+        assert_eq!(
+            fmix64(fnv1a64(SOURCE_HASH_SEED, &[&c, b"a"])),
+            0xa8cb_b2c9_e86b_1004
+        );
+        assert_eq!(
+            fmix64(fnv1a64(SOURCE_HASH_SEED, &[&c, b"b"])),
+            0x01f9_a806_fb77_b50f
+        );
         assert!((rendezvous_score(&c, "a", 1) - 2.401_027_513_523_453_6).abs() < 1e-12);
         assert!((rendezvous_score(&c, "c", 1) - 0.851_536_400_954_319_2).abs() < 1e-12);
     }

@@ -22,7 +22,10 @@ impl Default for Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        Clock { epoch: Instant::now(), skew_ms: Arc::new(AtomicU64::new(0)) }
+        Clock {
+            epoch: Instant::now(),
+            skew_ms: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -36,7 +39,8 @@ impl Clock {
 
     /// Moves this clock (and every clone of it) forward.
     pub fn advance(&self, by: Duration) {
-        self.skew_ms.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+        self.skew_ms
+            .fetch_add(by.as_millis() as u64, Ordering::Relaxed);
     }
 }
 

@@ -35,7 +35,12 @@ pub struct BackendConfig {
 
 impl BackendConfig {
     pub fn new(name: &str, addr: SocketAddr) -> Self {
-        BackendConfig { name: name.to_string(), addr, weight: 1, max_connections: None }
+        BackendConfig {
+            name: name.to_string(),
+            addr,
+            weight: 1,
+            max_connections: None,
+        }
     }
 }
 
@@ -192,11 +197,19 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.len)) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.len))
+                };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.len))
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -207,15 +220,24 @@ impl Cidr {
 impl std::str::FromStr for Cidr {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ConfigError(format!("`{s}` is not a CIDR network such as 10.0.0.0/8 or 2001:db8::/32"));
+        let bad = || {
+            ConfigError(format!(
+                "`{s}` is not a CIDR network such as 10.0.0.0/8 or 2001:db8::/32"
+            ))
+        };
         let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (a.parse::<IpAddr>().map_err(|_| bad())?, Some(l.parse::<u8>().map_err(|_| bad())?)),
+            Some((a, l)) => (
+                a.parse::<IpAddr>().map_err(|_| bad())?,
+                Some(l.parse::<u8>().map_err(|_| bad())?),
+            ),
             None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
         };
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = len.unwrap_or(max);
         if len > max {
-            return Err(ConfigError(format!("`{s}`: prefix length {len} is longer than {max}")));
+            return Err(ConfigError(format!(
+                "`{s}`: prefix length {len} is longer than {max}"
+            )));
         }
         Ok(Cidr { addr, len })
     }
@@ -305,7 +327,10 @@ impl Config {
                 if pool_names.contains(name) {
                     Ok(())
                 } else {
-                    Err(ConfigError(format!("listener `{}`: {what} names pool `{name}`, which is not defined", l.name)))
+                    Err(ConfigError(format!(
+                        "listener `{}`: {what} names pool `{name}`, which is not defined",
+                        l.name
+                    )))
                 }
             };
             known(&l.default_pool, "default_pool")?;
@@ -337,7 +362,9 @@ pub fn validate_sni_pattern(p: &str) -> Result<(), ConfigError> {
         && name.trim_end_matches('.').split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if ok {
         Ok(())
@@ -351,7 +378,9 @@ pub fn validate_sni_pattern(p: &str) -> Result<(), ConfigError> {
 impl Limits {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_hello_bytes < 512 {
-            return Err(ConfigError("hello byte budget below 512 bytes would reject ordinary ClientHellos".into()));
+            return Err(ConfigError(
+                "hello byte budget below 512 bytes would reject ordinary ClientHellos".into(),
+            ));
         }
         if self.max_connections == 0 || self.max_inspecting_per_ip == 0 {
             return Err(ConfigError("connection limits must be at least 1".into()));
@@ -365,12 +394,17 @@ impl PoolConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let pool = &self.name;
         if self.backends.is_empty() {
-            return Err(ConfigError(format!("pool `{pool}` has no backends: give at least one")));
+            return Err(ConfigError(format!(
+                "pool `{pool}` has no backends: give at least one"
+            )));
         }
         let mut names = std::collections::HashSet::new();
         for b in &self.backends {
             if b.name.is_empty() {
-                return Err(ConfigError(format!("pool `{pool}`: backend {} has an empty name", b.addr)));
+                return Err(ConfigError(format!(
+                    "pool `{pool}`: backend {} has an empty name",
+                    b.addr
+                )));
             }
             if !names.insert(b.name.as_str()) {
                 return Err(ConfigError(format!(
@@ -386,7 +420,9 @@ impl PoolConfig {
             }
         }
         if self.backends.iter().all(|b| b.weight == 0) {
-            return Err(ConfigError(format!("pool `{pool}`: every backend has weight 0, so no client could be placed")));
+            return Err(ConfigError(format!(
+                "pool `{pool}`: every backend has weight 0, so no client could be placed"
+            )));
         }
         let t = &self.timeouts;
         for (what, d) in [
@@ -396,12 +432,16 @@ impl PoolConfig {
             ("idle timeout", t.idle),
         ] {
             if d.is_zero() {
-                return Err(ConfigError(format!("pool `{pool}`: {what} is zero, so every connection would fail")));
+                return Err(ConfigError(format!(
+                    "pool `{pool}`: {what} is zero, so every connection would fail"
+                )));
             }
         }
         let a = &self.affinity;
         if a.inactivity_timeout.is_zero() {
-            return Err(ConfigError(format!("pool `{pool}`: affinity timeout is zero, so nothing would ever stick")));
+            return Err(ConfigError(format!(
+                "pool `{pool}`: affinity timeout is zero, so nothing would ever stick"
+            )));
         }
         if let Some(max) = a.absolute_max {
             if max < a.inactivity_timeout {
@@ -413,7 +453,9 @@ impl PoolConfig {
             }
         }
         if a.table_size == 0 || a.clients_tracked == 0 {
-            return Err(ConfigError(format!("pool `{pool}`: affinity table sizes must be at least 1")));
+            return Err(ConfigError(format!(
+                "pool `{pool}`: affinity table sizes must be at least 1"
+            )));
         }
         if a.ipv4_prefix == 0 || a.ipv4_prefix > 32 || a.ipv6_prefix == 0 || a.ipv6_prefix > 128 {
             return Err(ConfigError(format!(
@@ -426,9 +468,11 @@ impl PoolConfig {
 
 /// Parses `NAME=HOST:PORT`.
 pub fn parse_backend(s: &str) -> Result<BackendConfig, ConfigError> {
-    let (name, addr) = s
-        .split_once('=')
-        .ok_or_else(|| ConfigError(format!("backend `{s}`: expected NAME=ADDR, e.g. a=127.0.0.1:9443")))?;
+    let (name, addr) = s.split_once('=').ok_or_else(|| {
+        ConfigError(format!(
+            "backend `{s}`: expected NAME=ADDR, e.g. a=127.0.0.1:9443"
+        ))
+    })?;
     let addr = addr
         .parse()
         .map_err(|_| ConfigError(format!("backend `{s}`: `{addr}` is not an IP:PORT address")))?;
@@ -440,9 +484,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| ConfigError(format!("duration `{s}`: expected a number and a unit, e.g. 5s or 30m")))?;
+    let n: u64 = num.parse().map_err(|_| {
+        ConfigError(format!(
+            "duration `{s}`: expected a number and a unit, e.g. 5s or 30m"
+        ))
+    })?;
     let secs = |mul: u64| {
         n.checked_mul(mul)
             .map(Duration::from_secs)
@@ -454,7 +500,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
         "m" => secs(60),
         "h" => secs(3600),
         "d" => secs(86400),
-        _ => Err(ConfigError(format!("duration `{s}`: unknown unit `{unit}` (use ms, s, m, h or d)"))),
+        _ => Err(ConfigError(format!(
+            "duration `{s}`: unknown unit `{unit}` (use ms, s, m, h or d)"
+        ))),
     }
 }
 

@@ -27,7 +27,8 @@ pub struct ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.attempts.is_empty() {
-            return f.write_str("no backend to try: the pool has no backend with a non-zero weight");
+            return f
+                .write_str("no backend to try: the pool has no backend with a non-zero weight");
         }
         f.write_str("every backend failed:")?;
         for (name, e) in &self.attempts {
@@ -69,7 +70,9 @@ impl fmt::Display for AttemptError {
         match self {
             AttemptError::Refused(e) => write!(f, "connect failed ({e})"),
             AttemptError::ConnectTimeout => f.write_str("connect timed out"),
-            AttemptError::Silent => f.write_str("accepted but sent nothing within the first-byte timeout"),
+            AttemptError::Silent => {
+                f.write_str("accepted but sent nothing within the first-byte timeout")
+            }
             AttemptError::Closed(Some(e)) => write!(f, "closed before answering ({e})"),
             AttemptError::Closed(None) => f.write_str("closed before answering"),
             AttemptError::Full => f.write_str("at its max_connections"),
@@ -113,7 +116,13 @@ pub async fn connect(
         match attempt(backend, hello, t.connect, first_byte).await {
             Ok((stream, first_bytes)) => {
                 backend.mark_up();
-                return Ok(Connected { stream, backend: backend.clone(), first_bytes, failed: attempts.len(), active });
+                return Ok(Connected {
+                    stream,
+                    backend: backend.clone(),
+                    first_bytes,
+                    failed: attempts.len(),
+                    active,
+                });
             }
             Err(e) => {
                 pool.stats.backend_failure(&backend.name, e.reason());
@@ -135,11 +144,12 @@ async fn attempt(
     connect_timeout: Duration,
     first_byte_timeout: Option<Duration>,
 ) -> Result<(TcpStream, Vec<u8>), AttemptError> {
-    let mut stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(backend.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(AttemptError::Refused(e)),
-        Err(_) => return Err(AttemptError::ConnectTimeout),
-    };
+    let mut stream =
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(backend.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(AttemptError::Refused(e)),
+            Err(_) => return Err(AttemptError::ConnectTimeout),
+        };
     let _ = stream.set_nodelay(true);
     if let Err(e) = stream.write_all(hello).await {
         return Err(AttemptError::Closed(Some(e)));

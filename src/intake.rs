@@ -22,9 +22,13 @@ pub enum IntakeError {
     Malformed(InspectError),
     Alert(Alert),
     /// The hello did not complete within the time budget.
-    Timeout { received: usize },
+    Timeout {
+        received: usize,
+    },
     /// The client closed before its hello was complete.
-    Closed { received: usize },
+    Closed {
+        received: usize,
+    },
     Io(io::Error),
 }
 
@@ -48,12 +52,20 @@ impl fmt::Display for IntakeError {
         match self {
             IntakeError::NotTls(n) => write!(f, "not TLS: {}", n.reason),
             IntakeError::Malformed(e) => write!(f, "malformed ClientHello: {e}"),
-            IntakeError::Alert(a) => write!(f, "client sent alert {} before its hello", a.description),
+            IntakeError::Alert(a) => {
+                write!(f, "client sent alert {} before its hello", a.description)
+            }
             IntakeError::Timeout { received } => {
-                write!(f, "ClientHello not complete within the hello timeout ({received} bytes received)")
+                write!(
+                    f,
+                    "ClientHello not complete within the hello timeout ({received} bytes received)"
+                )
             }
             IntakeError::Closed { received } => {
-                write!(f, "client closed before its ClientHello was complete ({received} bytes received)")
+                write!(
+                    f,
+                    "client closed before its ClientHello was complete ({received} bytes received)"
+                )
             }
             IntakeError::Io(e) => write!(f, "reading the ClientHello: {e}"),
         }
@@ -89,7 +101,10 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
             // fill spare capacity, so the buffer is never zeroed first.
             let room = max_bytes.saturating_sub(start).clamp(1, 4096);
             buf.reserve(room);
-            let n = client.read_buf(&mut (&mut *buf).limit(room)).await.map_err(IntakeError::Io)?;
+            let n = client
+                .read_buf(&mut (&mut *buf).limit(room))
+                .await
+                .map_err(IntakeError::Io)?;
             if n == 0 {
                 return Err(IntakeError::Closed { received: start });
             }
@@ -104,6 +119,8 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
     };
     match tokio::time::timeout_at(deadline, read).await {
         Ok(r) => r,
-        Err(_) => Err(IntakeError::Timeout { received: buf.len() }),
+        Err(_) => Err(IntakeError::Timeout {
+            received: buf.len(),
+        }),
     }
 }

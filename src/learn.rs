@@ -47,14 +47,23 @@ pub fn learn(
             for name in offer.key_names() {
                 if let Some(b) = pool.table.get(&name) {
                     if b.backend == backend.name && b.state != KeyState::Shared {
-                        pool.table.update(&name, Binding { backend: b.backend, state: KeyState::Rejected });
+                        pool.table.update(
+                            &name,
+                            Binding {
+                                backend: b.backend,
+                                state: KeyState::Rejected,
+                            },
+                        );
                     }
                 }
             }
         }
     }
 
-    let owned = || Binding { backend: backend.name.clone(), state: KeyState::Owned };
+    let owned = || Binding {
+        backend: backend.name.clone(),
+        state: KeyState::Owned,
+    };
     for l in &outcome.learned {
         match l.kind {
             KeyKind::SessionId | KeyKind::Ticket | KeyKind::PskIdentity => {
@@ -63,7 +72,12 @@ pub fn learn(
                 pool.stats.learned(l.kind);
                 if l.kind != KeyKind::SessionId {
                     if let Some(name) = ticket_key_name(&l.key) {
-                        confirm_key_name(pool, Key::new(KeyKind::TicketKeyName, name), backend, key.tag());
+                        confirm_key_name(
+                            pool,
+                            Key::new(KeyKind::TicketKeyName, name),
+                            backend,
+                            key.tag(),
+                        );
                     }
                 }
                 debug!(backend = %backend.name, kind = l.kind.as_str(), key = %key.short_hex(), "learned");
@@ -100,14 +114,19 @@ fn confirm_key_name(pool: &PoolState, name: Key, backend: &Arc<Backend>, tag: u8
             (b.backend.clone(), KeyState::Shared)
         }
         Some(b) => match b.state {
-            KeyState::Candidate { tag: first } if first != tag => (b.backend.clone(), KeyState::Routable),
+            KeyState::Candidate { tag: first } if first != tag => {
+                (b.backend.clone(), KeyState::Routable)
+            }
             state => (b.backend.clone(), state),
         },
     };
     if current.as_ref().map(|b| b.state) != Some(next) {
         pool.stats.learned(KeyKind::TicketKeyName);
     }
-    let binding = Binding { backend: owner, state: next };
+    let binding = Binding {
+        backend: owner,
+        state: next,
+    };
     if current.is_none() || !pool.table.update(&name, binding.clone()) {
         pool.table.put(name, binding);
     }

@@ -11,7 +11,11 @@ use crate::router::{ListenerState, handle};
 
 /// Accepts until `shutdown` completes. Connections already accepted run to
 /// their end on their own tasks.
-pub async fn serve(listener: TcpListener, state: Arc<ListenerState>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ListenerState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let limit = state.connection_slots.clone();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(1);
@@ -41,7 +45,11 @@ pub async fn serve(listener: TcpListener, state: Arc<ListenerState>, shutdown: i
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the
                 // pending connection stays in the backlog until then.
-                let reason = if matches!(e.raw_os_error(), Some(24) | Some(23)) { "emfile" } else { "other" };
+                let reason = if matches!(e.raw_os_error(), Some(24) | Some(23)) {
+                    "emfile"
+                } else {
+                    "other"
+                };
                 metrics::counter!(crate::metrics::ACCEPT_ERRORS, "reason" => reason).increment(1);
                 warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                 tokio::time::sleep(backoff).await;
@@ -59,7 +67,10 @@ pub fn raise_nofile_limit() -> u64 {
     let lim = getrlimit(Resource::Nofile);
     if let Some(max) = lim.maximum {
         if lim.current != Some(max) {
-            let new = rustix::process::Rlimit { current: Some(max), maximum: Some(max) };
+            let new = rustix::process::Rlimit {
+                current: Some(max),
+                maximum: Some(max),
+            };
             if let Err(e) = setrlimit(Resource::Nofile, new) {
                 error!(error = %e, "could not raise the open-file limit");
                 return lim.current.unwrap_or(0);

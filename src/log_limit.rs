@@ -17,25 +17,43 @@ pub struct LogLimiter {
 
 impl LogLimiter {
     pub fn new(per_second: u64) -> Self {
-        LogLimiter { per_second, window: AtomicU64::new(0), dropped: AtomicU64::new(0) }
+        LogLimiter {
+            per_second,
+            window: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
     }
 
     /// Whether one more line may be logged now.
     pub fn allow(&self) -> bool {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) & 0xffff_ffff;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            & 0xffff_ffff;
         let mut cur = self.window.load(Ordering::Relaxed);
         loop {
             let (sec, n) = (cur >> 32, cur & 0xffff_ffff);
-            let next = if sec != now { (now << 32) | 1 } else if n < self.per_second { cur + 1 } else {
+            let next = if sec != now {
+                (now << 32) | 1
+            } else if n < self.per_second {
+                cur + 1
+            } else {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return false;
             };
-            match self.window.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .window
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     if sec != now {
                         let d = self.dropped.swap(0, Ordering::Relaxed);
                         if d > 0 {
-                            tracing::info!(dropped = d, "per-connection log lines dropped by the rate limit");
+                            tracing::info!(
+                                dropped = d,
+                                "per-connection log lines dropped by the rate limit"
+                            );
                         }
                     }
                     return true;

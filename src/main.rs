@@ -8,13 +8,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use stickytls::config::{Balance, BackendConfig, Config, parse_backend, parse_duration};
-use stickytls::inspect::{Limits, report::report};
+use stickytls::config::{BackendConfig, Balance, Config, parse_backend, parse_duration};
 use stickytls::config_file::{self, ConfigErrors};
+use stickytls::inspect::{Limits, report::report};
 use stickytls::router::Router;
 
 #[derive(Parser, Debug)]
-#[command(name = "stickytls", version, about = "A TLS-session-aware passthrough router")]
+#[command(
+    name = "stickytls",
+    version,
+    about = "A TLS-session-aware passthrough router"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -163,11 +167,16 @@ impl RunArgs {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let config = match args.config() {
         Ok(c) => c,
         Err(errors) => {
@@ -179,7 +188,10 @@ fn run(args: RunArgs) -> ExitCode {
     let nofile = stickytls::listen::raise_nofile_limit();
     // The main thread only binds and waits for the signal; connections are
     // served on worker threads, one single-threaded runtime each.
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stickytls: cannot start the runtime: {e}");
@@ -222,7 +234,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     match config_file::load(path) {
         Ok(c) => {
             let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
-            let n = |count: usize, what: &str| format!("{count} {what}{}", if count == 1 { "" } else { "s" });
+            let n = |count: usize, what: &str| {
+                format!("{count} {what}{}", if count == 1 { "" } else { "s" })
+            };
             println!(
                 "{}: ok ({}, {}, {})",
                 path.display(),
@@ -244,7 +258,10 @@ fn demo() -> ExitCode {
     // decision, and per-connection logs would interleave with it.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -275,7 +292,6 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
     }
 }
-
 
 fn inspect(args: &InspectArgs) -> ExitCode {
     if args.client == "-" && args.server.as_deref() == Some("-") {

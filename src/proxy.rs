@@ -53,7 +53,9 @@ impl fmt::Display for ProxyError {
                 "PROXY protocol peer {ip} is not in proxy_trusted; add its network there if it is your proxy"
             ),
             ProxyError::Invalid(e) => write!(f, "missing or invalid PROXY protocol header: {e}"),
-            ProxyError::Timeout => f.write_str("PROXY header not complete within the hello timeout"),
+            ProxyError::Timeout => {
+                f.write_str("PROXY header not complete within the hello timeout")
+            }
             ProxyError::Closed => f.write_str("peer closed before its PROXY header was complete"),
             ProxyError::Io(e) => write!(f, "reading the PROXY header: {e}"),
         }
@@ -84,14 +86,23 @@ pub async fn read_header<R: AsyncRead + Unpin>(
                 return Ok(addr);
             }
             if buf.len() >= MAX_HEADER {
-                return Err(ProxyError::Invalid(format!("no complete header in {MAX_HEADER} bytes")));
+                return Err(ProxyError::Invalid(format!(
+                    "no complete header in {MAX_HEADER} bytes"
+                )));
             }
             let start = buf.len();
             // Read only what a header could still need, so the TLS bytes
             // behind it mostly stay in the socket for the hello stage.
-            let want = if start < 16 { 16 - start } else { (MAX_HEADER - start).min(512) };
+            let want = if start < 16 {
+                16 - start
+            } else {
+                (MAX_HEADER - start).min(512)
+            };
             buf.resize(start + want, 0);
-            let n = stream.read(&mut buf[start..]).await.map_err(ProxyError::Io)?;
+            let n = stream
+                .read(&mut buf[start..])
+                .await
+                .map_err(ProxyError::Io)?;
             buf.truncate(start + n);
             if n == 0 {
                 return Err(ProxyError::Closed);
@@ -115,14 +126,18 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, usize)>, Pr
     const V1_SIG: &[u8] = b"PROXY ";
     let n = buf.len().min(12);
     if !V2_SIG.starts_with(&buf[..n]) && !V1_SIG.starts_with(&buf[..n.min(6)]) {
-        return Err(ProxyError::Invalid("the connection does not start with a PROXY signature".into()));
+        return Err(ProxyError::Invalid(
+            "the connection does not start with a PROXY signature".into(),
+        ));
     }
     // ppp reports some prefixes of a valid v1 line as errors ("40000 443\r"
     // is an invalid port until the \n arrives), so hand it only whole
     // lines; a v1 header is at most 107 bytes including its CRLF.
     if buf.starts_with(b"P") && !buf.windows(2).any(|w| w == b"\r\n") {
         if buf.len() >= 107 {
-            return Err(ProxyError::Invalid("v1 header longer than 107 bytes".into()));
+            return Err(ProxyError::Invalid(
+                "v1 header longer than 107 bytes".into(),
+            ));
         }
         return Ok(None);
     }
@@ -142,11 +157,17 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, usize)>, Pr
         HeaderResult::V2(Ok(h)) => {
             let addr = match (h.command, h.addresses) {
                 (v2::Command::Local, _) => peer,
-                (_, v2::Addresses::IPv4(a)) => SocketAddr::new(a.source_address.into(), a.source_port),
-                (_, v2::Addresses::IPv6(a)) => SocketAddr::new(a.source_address.into(), a.source_port),
+                (_, v2::Addresses::IPv4(a)) => {
+                    SocketAddr::new(a.source_address.into(), a.source_port)
+                }
+                (_, v2::Addresses::IPv6(a)) => {
+                    SocketAddr::new(a.source_address.into(), a.source_port)
+                }
                 (_, v2::Addresses::Unspecified) => peer,
                 (_, v2::Addresses::Unix(_)) => {
-                    return Err(ProxyError::Invalid("a UNIX-socket source address cannot key affinity".into()));
+                    return Err(ProxyError::Invalid(
+                        "a UNIX-socket source address cannot key affinity".into(),
+                    ));
                 }
             };
             Ok(Some((addr, h.len())))

@@ -73,7 +73,8 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn touch(&self) {
-        self.last_activity.store(self.clock.now_ms(), Ordering::Relaxed);
+        self.last_activity
+            .store(self.clock.now_ms(), Ordering::Relaxed);
     }
 
     /// Shows client bytes to the inspector; false once it needs no more.
@@ -93,7 +94,9 @@ impl Shared<'_> {
     /// Shows server bytes to the inspector; false once it needs no more.
     fn watch_server(&self, data: &[u8]) -> bool {
         let mut guard = self.hs.lock().unwrap();
-        let Some(h) = guard.as_mut() else { return false };
+        let Some(h) = guard.as_mut() else {
+            return false;
+        };
         let more = match h.feed_server(data) {
             Status::NeedMore => true,
             Status::Done => {
@@ -125,17 +128,28 @@ pub async fn relay(
     flight: &dyn OnServerFlight,
 ) -> RelayEnd {
     let inspect = hs.is_some();
-    let shared = Shared { hs: Mutex::new(hs), clock, last_activity: AtomicU64::new(clock.now_ms()), flight };
+    let shared = Shared {
+        hs: Mutex::new(hs),
+        clock,
+        last_activity: AtomicU64::new(clock.now_ms()),
+        flight,
+    };
     let (client, server) = (&*client, &*server);
     let sh = &shared;
 
-    let to_server = pump(client, server, Side::Client, &[], sh, move |d| inspect && sh.watch_client(d));
-    let to_client = pump(server, client, Side::Server, first_bytes, sh, move |d| inspect && sh.watch_server(d));
+    let to_server = pump(client, server, Side::Client, &[], sh, move |d| {
+        inspect && sh.watch_client(d)
+    });
+    let to_client = pump(server, client, Side::Server, first_bytes, sh, move |d| {
+        inspect && sh.watch_server(d)
+    });
 
     let watchdog = async {
         let idle_ms = idle.as_millis() as u64;
         loop {
-            let since = clock.now_ms().saturating_sub(shared.last_activity.load(Ordering::Relaxed));
+            let since = clock
+                .now_ms()
+                .saturating_sub(shared.last_activity.load(Ordering::Relaxed));
             if since >= idle_ms {
                 return;
             }
@@ -224,7 +238,9 @@ async fn copy_rest(
             return Ok(total);
         }
         shared.touch();
-        write_all(dst, &buf[..n]).await.map_err(|e| (other(src_side), e))?;
+        write_all(dst, &buf[..n])
+            .await
+            .map_err(|e| (other(src_side), e))?;
         total += n as u64;
     }
 }
@@ -237,9 +253,15 @@ enum SpliceError {
 
 /// Moves bytes socket → pipe → socket until `src` ends, draining the pipe
 /// before passing the half-close on.
-async fn splice_pump(src: &TcpStream, dst: &TcpStream, src_side: Side, shared: &Shared<'_>) -> Result<u64, SpliceError> {
+async fn splice_pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    src_side: Side,
+    shared: &Shared<'_>,
+) -> Result<u64, SpliceError> {
     let (pipe_r, pipe_w): (OwnedFd, OwnedFd) =
-        rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC).map_err(|_| SpliceError::Unsupported)?;
+        rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)
+            .map_err(|_| SpliceError::Unsupported)?;
     // A larger pipe means fewer calls per byte; the default 64 KiB still
     // works if the system refuses.
     let _ = rustix::pipe::fcntl_setpipe_size(&pipe_w, SPLICE_CHUNK);
@@ -248,9 +270,12 @@ async fn splice_pump(src: &TcpStream, dst: &TcpStream, src_side: Side, shared: &
     let mut total = 0u64;
     loop {
         let n = loop {
-            src.readable().await.map_err(|e| SpliceError::Io(src_side, e))?;
+            src.readable()
+                .await
+                .map_err(|e| SpliceError::Io(src_side, e))?;
             match src.try_io(Interest::READABLE, || {
-                rustix::pipe::splice(src, None, &pipe_w, None, SPLICE_CHUNK, flags).map_err(io::Error::from)
+                rustix::pipe::splice(src, None, &pipe_w, None, SPLICE_CHUNK, flags)
+                    .map_err(io::Error::from)
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -264,9 +289,12 @@ async fn splice_pump(src: &TcpStream, dst: &TcpStream, src_side: Side, shared: &
         shared.touch();
         let mut in_pipe = n;
         while in_pipe > 0 {
-            dst.writable().await.map_err(|e| SpliceError::Io(dst_side, e))?;
+            dst.writable()
+                .await
+                .map_err(|e| SpliceError::Io(dst_side, e))?;
             match dst.try_io(Interest::WRITABLE, || {
-                rustix::pipe::splice(&pipe_r, None, dst, None, in_pipe, flags).map_err(io::Error::from)
+                rustix::pipe::splice(&pipe_r, None, dst, None, in_pipe, flags)
+                    .map_err(io::Error::from)
             }) {
                 Ok(0) => return Err(SpliceError::Io(dst_side, io::ErrorKind::WriteZero.into())),
                 Ok(m) => in_pipe -= m,
@@ -291,7 +319,9 @@ async fn read(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
                 // readiness now instead of learning it from an EAGAIN read,
                 // one system call per read saved. Tokio's own poll_read does
                 // the same.
-                let _ = s.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                let _ = s.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
                 return Ok(n);
             }
             r => return r,

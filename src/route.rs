@@ -44,7 +44,10 @@ const MAX_IDENTITIES: usize = 4;
 impl Offer {
     pub fn from_hello(hello: &ClientHello<'_>) -> Offer {
         let with_name = |kind: KeyKind, bytes: &[u8]| {
-            (Key::new(kind, bytes), ticket_key_name(bytes).map(|n| Key::new(KeyKind::TicketKeyName, n)))
+            (
+                Key::new(kind, bytes),
+                ticket_key_name(bytes).map(|n| Key::new(KeyKind::TicketKeyName, n)),
+            )
         };
         let psk_identities = if hello.ech {
             Vec::new()
@@ -55,7 +58,10 @@ impl Offer {
                 .map(|id| with_name(KeyKind::PskIdentity, id))
                 .collect()
         };
-        let ticket = hello.session_ticket.filter(|t| !t.is_empty()).map(|t| with_name(KeyKind::Ticket, t));
+        let ticket = hello
+            .session_ticket
+            .filter(|t| !t.is_empty())
+            .map(|t| with_name(KeyKind::Ticket, t));
         let session_id = Some(hello.session_id)
             .filter(|s| !s.is_empty())
             .map(|s| Key::new(KeyKind::SessionId, s));
@@ -75,7 +81,10 @@ impl Offer {
 
     /// Lookups in precedence order.
     fn keys(&self) -> impl Iterator<Item = (KeyKind, Key)> + '_ {
-        let psk = self.psk_identities.iter().map(|(k, _)| (KeyKind::PskIdentity, *k));
+        let psk = self
+            .psk_identities
+            .iter()
+            .map(|(k, _)| (KeyKind::PskIdentity, *k));
         let ticket = self.ticket.iter().map(|(k, _)| (KeyKind::Ticket, *k));
         let names = self
             .psk_identities
@@ -88,7 +97,10 @@ impl Offer {
 
     /// Every key-name key offered.
     pub fn key_names(&self) -> impl Iterator<Item = Key> + '_ {
-        self.psk_identities.iter().chain(self.ticket.iter()).filter_map(|(_, n)| *n)
+        self.psk_identities
+            .iter()
+            .chain(self.ticket.iter())
+            .filter_map(|(_, n)| *n)
     }
 }
 
@@ -109,10 +121,19 @@ pub fn stable_fingerprint(hello: &ClientHello<'_>) -> u32 {
         suites = suites.wrapping_add(fmix64(u64::from(s) | 1 << 32));
     }
     let mut exts = 0u64;
-    for e in hello.extension_types().filter(|e| !is_grease(*e) && ![21, 35, 41, 42].contains(e)) {
+    for e in hello
+        .extension_types()
+        .filter(|e| !is_grease(*e) && ![21, 35, 41, 42].contains(e))
+    {
         exts = exts.wrapping_add(fmix64(u64::from(e) | 2 << 32));
     }
-    let mut ordered = fnv1a64(0, &[&[u8::from(hello.offers_tls13())], hello.alpn().next().unwrap_or(&[])]);
+    let mut ordered = fnv1a64(
+        0,
+        &[
+            &[u8::from(hello.offers_tls13())],
+            hello.alpn().next().unwrap_or(&[]),
+        ],
+    );
     for a in hello.signature_algorithms().filter(|a| !is_grease(*a)) {
         ordered = fnv1a64(ordered, &[&a.to_be_bytes()]);
     }
@@ -160,7 +181,11 @@ pub struct Decision {
 /// Applies the rules. Table entries naming a backend that is down or not in
 /// the pool are misses, and are deleted.
 pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decision {
-    let usable = |name: &str| pool.backends.by_name(name).filter(|b| b.is_up(&pool.clock) && b.weight > 0);
+    let usable = |name: &str| {
+        pool.backends
+            .by_name(name)
+            .filter(|b| b.is_up(&pool.clock) && b.weight > 0)
+    };
 
     // Rule 1.
     for (kind, key) in offer.keys() {
@@ -175,7 +200,14 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
         match usable(&binding.backend) {
             Some(b) => {
                 pool.stats.hit(kind);
-                return finish(pool, client, b.clone(), Rule::Key(kind), Some(key), kind_reason(kind));
+                return finish(
+                    pool,
+                    client,
+                    b.clone(),
+                    Rule::Key(kind),
+                    Some(key),
+                    kind_reason(kind),
+                );
             }
             None => {
                 pool.stats.miss(kind);
@@ -190,7 +222,11 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
 
     // Rule 2.
     if attempt {
-        let target = if view.shared { view.same_fingerprint.clone() } else { view.last.as_ref().map(|(b, _)| b.clone()) };
+        let target = if view.shared {
+            view.same_fingerprint.clone()
+        } else {
+            view.last.as_ref().map(|(b, _)| b.clone())
+        };
         if let Some(b) = target.as_deref().and_then(usable) {
             let reason = if offer.offers_resumption() {
                 "unknown ticket or PSK re-bound by client address"
@@ -204,20 +240,40 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
     // Rule 3.
     if !view.shared {
         if let Some(b) = view.last.as_ref().and_then(|(b, _)| usable(b)) {
-            return finish(pool, client, b.clone(), Rule::SourceIp, None, "recent backend of this client address");
+            return finish(
+                pool,
+                client,
+                b.clone(),
+                Rule::SourceIp,
+                None,
+                "recent backend of this client address",
+            );
         }
     }
 
     // Rule 4.
     let order = pool.balancer.order(pool.backends.all(), client);
-    let reason = if view.shared { "shared client address: balanced" } else { "no affinity: balanced" };
-    let mut candidates: Vec<Arc<Backend>> = order.iter().filter(|b| b.is_up(&pool.clock)).cloned().collect();
+    let reason = if view.shared {
+        "shared client address: balanced"
+    } else {
+        "no affinity: balanced"
+    };
+    let mut candidates: Vec<Arc<Backend>> = order
+        .iter()
+        .filter(|b| b.is_up(&pool.clock))
+        .cloned()
+        .collect();
     // When every backend is marked down, try them all anyway: the marks may
     // be stale, and refusing the client outright helps nobody.
     if candidates.is_empty() {
         candidates = order;
     }
-    Decision { candidates, rule: Rule::Balancer, matched: None, reason }
+    Decision {
+        candidates,
+        rule: Rule::Balancer,
+        matched: None,
+        reason,
+    }
 }
 
 fn kind_reason(kind: KeyKind) -> &'static str {
@@ -245,7 +301,12 @@ fn finish(
             candidates.push(b);
         }
     }
-    Decision { candidates, rule, matched, reason }
+    Decision {
+        candidates,
+        rule,
+        matched,
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -285,11 +346,21 @@ mod tests {
         let (resumed, _) = fingerprint_of(&resumed_bytes);
         let mut hs = Handshake::new(Limits::default());
         hs.feed_client(&resumed_bytes);
-        assert!(hs.client_hello().unwrap().has_psk, "the second hello offers a resumption");
+        assert!(
+            hs.client_hello().unwrap().has_psk,
+            "the second hello offers a resumption"
+        );
         assert_eq!(full, resumed);
 
-        let other = Client::new(ClientOptions { alpn: vec![b"h2".to_vec()], ..Default::default() }).unwrap();
+        let other = Client::new(ClientOptions {
+            alpn: vec![b"h2".to_vec()],
+            ..Default::default()
+        })
+        .unwrap();
         let (different, _) = fingerprint_of(&other.client_hello().unwrap());
-        assert_ne!(full, different, "another client configuration fingerprints differently");
+        assert_ne!(
+            full, different,
+            "another client configuration fingerprints differently"
+        );
     }
 }

@@ -66,10 +66,19 @@ pub struct DecisionRecord {
 
 impl PoolState {
     /// A pool with an in-process affinity table.
-    pub fn new(config: PoolConfig, clock: Clock, stats: Arc<Stats>, log: Arc<LogLimiter>) -> PoolState {
+    pub fn new(
+        config: PoolConfig,
+        clock: Clock,
+        stats: Arc<Stats>,
+        log: Arc<LogLimiter>,
+    ) -> PoolState {
         let a = &config.affinity;
         let table = Arc::new(MemoryStore::new(
-            MemoryStoreConfig { capacity: a.table_size, inactivity: a.inactivity_timeout, absolute_max: a.absolute_max },
+            MemoryStoreConfig {
+                capacity: a.table_size,
+                inactivity: a.inactivity_timeout,
+                absolute_max: a.absolute_max,
+            },
             clock.clone(),
         ));
         Self::with_store(config, clock, stats, log, table)
@@ -86,7 +95,11 @@ impl PoolState {
     ) -> PoolState {
         let a = &config.affinity;
         let clients = ClientIndex::new(
-            ClientIndexConfig { capacity: a.clients_tracked, window: a.correlation_window, nat_threshold: a.nat_threshold },
+            ClientIndexConfig {
+                capacity: a.clients_tracked,
+                window: a.correlation_window,
+                nat_threshold: a.nat_threshold,
+            },
             clock.clone(),
         );
         PoolState {
@@ -108,7 +121,12 @@ impl PoolState {
         if recent.len() == RECENT_DECISIONS {
             recent.pop_front();
         }
-        recent.push_back(DecisionRecord { client, backend: backend.clone(), rule: d.rule.as_str(), reason: d.reason });
+        recent.push_back(DecisionRecord {
+            client,
+            backend: backend.clone(),
+            rule: d.rule.as_str(),
+            reason: d.reason,
+        });
     }
 
     /// The last routing decisions, oldest first.
@@ -118,7 +136,13 @@ impl PoolState {
 
     /// The newest decision for a client address and port, if still kept.
     pub fn decision_for(&self, client: SocketAddr) -> Option<DecisionRecord> {
-        self.recent.lock().unwrap().iter().rev().find(|r| r.client == client).cloned()
+        self.recent
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|r| r.client == client)
+            .cloned()
     }
 
     pub fn prefix(&self, addr: std::net::IpAddr) -> ClientPrefix {
@@ -149,7 +173,12 @@ pub struct ListenerState {
 }
 
 impl ListenerState {
-    fn new(config: ListenerConfig, all: &HashMap<String, Arc<PoolState>>, stats: Arc<Stats>, log: Arc<LogLimiter>) -> Self {
+    fn new(
+        config: ListenerConfig,
+        all: &HashMap<String, Arc<PoolState>>,
+        stats: Arc<Stats>,
+        log: Arc<LogLimiter>,
+    ) -> Self {
         let mut pools: Vec<Arc<PoolState>> = Vec::new();
         let mut index = |name: &str| -> usize {
             if let Some(i) = pools.iter().position(|p| p.config.name == name) {
@@ -168,7 +197,11 @@ impl ListenerState {
             NonTls::Reject => None,
             NonTls::Pool(p) => Some(index(p)),
         };
-        let hello_timeout = pools.iter().map(|p| p.config.timeouts.hello).max().unwrap_or(Duration::from_secs(5));
+        let hello_timeout = pools
+            .iter()
+            .map(|p| p.config.timeouts.hello)
+            .max()
+            .unwrap_or(Duration::from_secs(5));
         ListenerState {
             pools,
             sni,
@@ -185,7 +218,9 @@ impl ListenerState {
 
     /// The pool for a hello's SNI.
     pub fn pool_for(&self, sni: Option<&[u8]>) -> &Arc<PoolState> {
-        let i = sni.and_then(|s| self.sni.lookup(s)).unwrap_or(self.default_pool);
+        let i = sni
+            .and_then(|s| self.sni.lookup(s))
+            .unwrap_or(self.default_pool);
         &self.pools[i]
     }
 
@@ -202,7 +237,10 @@ impl ListenerState {
             return None;
         }
         *n += 1;
-        Some(InspectingGuard { listener: self.clone(), prefix })
+        Some(InspectingGuard {
+            listener: self.clone(),
+            prefix,
+        })
     }
 }
 
@@ -256,7 +294,13 @@ impl Router {
         let mut pools = Vec::new();
         for p in &config.pools {
             let state = Arc::new(match stores.remove(&p.name) {
-                Some(store) => PoolState::with_store(p.clone(), clock.clone(), stats.clone(), log.clone(), store),
+                Some(store) => PoolState::with_store(
+                    p.clone(),
+                    clock.clone(),
+                    stats.clone(),
+                    log.clone(),
+                    store,
+                ),
                 None => PoolState::new(p.clone(), clock.clone(), stats.clone(), log.clone()),
             });
             by_name.insert(p.name.clone(), state.clone());
@@ -265,9 +309,21 @@ impl Router {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let socket = bind_reuseport(l.bind).map_err(|e| RouterError::Bind(l.bind, e))?;
-            listeners.push((socket, Arc::new(ListenerState::new(l.clone(), &by_name, stats.clone(), log.clone()))));
+            listeners.push((
+                socket,
+                Arc::new(ListenerState::new(
+                    l.clone(),
+                    &by_name,
+                    stats.clone(),
+                    log.clone(),
+                )),
+            ));
         }
-        Ok(Router { listeners, pools, stats })
+        Ok(Router {
+            listeners,
+            pools,
+            stats,
+        })
     }
 
     /// The first listener's bound address (with the real port when the
@@ -277,7 +333,10 @@ impl Router {
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(l, s)| l.local_addr().unwrap_or(s.config.bind)).collect()
+        self.listeners
+            .iter()
+            .map(|(l, s)| l.local_addr().unwrap_or(s.config.bind))
+            .collect()
     }
 
     pub fn pool(&self, name: &str) -> Option<&Arc<PoolState>> {
@@ -304,7 +363,11 @@ impl Router {
         let mut tasks = Vec::new();
         for (socket, state) in self.listeners {
             match TcpListener::from_std(socket) {
-                Ok(l) => tasks.push(tokio::spawn(crate::listen::serve(l, state, stopped(rx.clone())))),
+                Ok(l) => tasks.push(tokio::spawn(crate::listen::serve(
+                    l,
+                    state,
+                    stopped(rx.clone()),
+                ))),
                 Err(e) => error!(error = %e, "cannot register a listening socket with the runtime"),
             }
         }
@@ -325,33 +388,50 @@ impl Router {
     /// hand-off) and cache misses. With a socket per thread the kernel
     /// spreads connections, and each connection lives on one thread.
     /// Tables and counters stay shared.
-    pub fn run_on_threads(self, threads: usize, stop: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
+    pub fn run_on_threads(
+        self,
+        threads: usize,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let mut sockets = Vec::new();
             for (socket, state) in &self.listeners {
-                let s = if i == 0 { socket.try_clone()? } else { bind_reuseport(socket.local_addr()?)? };
+                let s = if i == 0 {
+                    socket.try_clone()?
+                } else {
+                    bind_reuseport(socket.local_addr()?)?
+                };
                 sockets.push((s, state.clone()));
             }
             let stop = stop.clone();
-            let handle = std::thread::Builder::new().name(format!("stickytls-{i}")).spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                rt.block_on(async move {
-                    let mut tasks = Vec::new();
-                    for (s, state) in sockets {
-                        let l = TcpListener::from_std(s)?;
-                        tasks.push(tokio::spawn(crate::listen::serve(l, state, stopped(stop.clone()))));
-                    }
-                    for t in tasks {
-                        let _ = t.await;
-                    }
-                    Ok::<(), std::io::Error>(())
-                })
-            })?;
+            let handle = std::thread::Builder::new()
+                .name(format!("stickytls-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let mut tasks = Vec::new();
+                        for (s, state) in sockets {
+                            let l = TcpListener::from_std(s)?;
+                            tasks.push(tokio::spawn(crate::listen::serve(
+                                l,
+                                state,
+                                stopped(stop.clone()),
+                            )));
+                        }
+                        for t in tasks {
+                            let _ = t.await;
+                        }
+                        Ok::<(), std::io::Error>(())
+                    })
+                })?;
             handles.push(handle);
         }
         for h in handles {
-            h.join().map_err(|_| std::io::Error::other("a worker thread panicked"))??;
+            h.join()
+                .map_err(|_| std::io::Error::other("a worker thread panicked"))??;
         }
         Ok(())
     }
@@ -366,7 +446,13 @@ impl Router {
         let task = tokio::spawn(self.run(async move {
             let _ = rx.await;
         }));
-        RunningRouter { addr, stats, pools, _stop: tx, task }
+        RunningRouter {
+            addr,
+            stats,
+            pools,
+            _stop: tx,
+            task,
+        }
     }
 }
 
@@ -450,7 +536,15 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     };
     let mut hello = Vec::with_capacity(2048);
     let client_addr = if listener.config.proxy_protocol {
-        match proxy::read_header(&mut client, peer, &listener.config.proxy_trusted, deadline, &mut hello).await {
+        match proxy::read_header(
+            &mut client,
+            peer,
+            &listener.config.proxy_trusted,
+            deadline,
+            &mut hello,
+        )
+        .await
+        {
             Ok(addr) => addr,
             Err(e) => {
                 listener.stats.rejected(e.reason());
@@ -463,13 +557,24 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     } else {
         peer
     };
-    let mut hs = Handshake::new(inspect::Limits { max_client_bytes: limits.max_hello_bytes, ..Default::default() });
-    let intake = read_hello(&mut client, &mut hs, &mut hello, deadline, limits.max_hello_bytes).await;
+    let mut hs = Handshake::new(inspect::Limits {
+        max_client_bytes: limits.max_hello_bytes,
+        ..Default::default()
+    });
+    let intake = read_hello(
+        &mut client,
+        &mut hs,
+        &mut hello,
+        deadline,
+        limits.max_hello_bytes,
+    )
+    .await;
     drop(slot);
     match intake {
         Ok(()) => {}
         Err(IntakeError::NotTls(n)) if listener.non_tls_pool.is_some() => {
-            let pool = listener.pools[listener.non_tls_pool.unwrap_or(listener.default_pool)].clone();
+            let pool =
+                listener.pools[listener.non_tls_pool.unwrap_or(listener.default_pool)].clone();
             if listener.decision_log.allow() {
                 info!(peer = %client_addr, reason = n.reason, pool = %pool.config.name, "not TLS: forwarded to the non-TLS pool");
             }
@@ -501,7 +606,9 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     pool.stats.routed(decision.rule.as_str(), decision.reason);
 
     // Connect, with failover.
-    let Some(connected) = connect_logged(&pool, &decision, client_addr, &hello, true).await else { return };
+    let Some(connected) = connect_logged(&pool, &decision, client_addr, &hello, true).await else {
+        return;
+    };
     if let Some(chosen) = decision.candidates.first() {
         if !Arc::ptr_eq(chosen, &connected.backend) {
             // The chosen backend was not reached: stop rules 2 and 3 from
@@ -509,24 +616,49 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
             pool.clients.forget_backend(&prefix, &chosen.name);
         }
     }
-    log_decision(&pool, client_addr, &decision, &connected.backend.name, &offer);
+    log_decision(
+        &pool,
+        client_addr,
+        &decision,
+        &connected.backend.name,
+        &offer,
+    );
     pool.record_decision(client_addr, &connected.backend.name, &decision);
 
     // Relay, learning from the server's flight.
     let backend = connected.backend.clone();
-    let learner = Learner { pool: &pool, prefix, offer: &offer, decision: &decision, backend: &backend };
+    let learner = Learner {
+        pool: &pool,
+        prefix,
+        offer: &offer,
+        decision: &decision,
+        backend: &backend,
+    };
     relay_to(&pool, client, connected, Some(hs), &learner).await;
 }
 
 /// Forwards a connection by the balancer alone: non-TLS input sent to a
 /// pool (`tls` false: its protocol may not have the server speak first, so
 /// reaching a backend is enough), or a pool with inspection off.
-async fn forward_blind(pool: &Arc<PoolState>, client: TcpStream, client_addr: SocketAddr, hello: &[u8], tls: bool) {
+async fn forward_blind(
+    pool: &Arc<PoolState>,
+    client: TcpStream,
+    client_addr: SocketAddr,
+    hello: &[u8],
+    tls: bool,
+) {
     let prefix = pool.prefix(client_addr.ip());
     let order = pool.balancer.order(pool.backends.all(), &prefix);
-    let decision = Decision { candidates: order, rule: Rule::Balancer, matched: None, reason: "forwarded without inspection" };
+    let decision = Decision {
+        candidates: order,
+        rule: Rule::Balancer,
+        matched: None,
+        reason: "forwarded without inspection",
+    };
     pool.stats.routed(decision.rule.as_str(), decision.reason);
-    let Some(connected) = connect_logged(pool, &decision, client_addr, hello, tls).await else { return };
+    let Some(connected) = connect_logged(pool, &decision, client_addr, hello, tls).await else {
+        return;
+    };
     pool.record_decision(client_addr, &connected.backend.name, &decision);
     relay_to(pool, client, connected, None, &NoLearning).await;
 }
@@ -540,8 +672,22 @@ async fn relay_to(
     hs: Option<Handshake>,
     flight: &dyn OnServerFlight,
 ) {
-    let connect::Connected { stream: mut server, first_bytes, active, .. } = connected;
-    let end = relay(&mut client, &mut server, hs, &first_bytes, pool.config.timeouts.idle, &pool.clock, flight).await;
+    let connect::Connected {
+        stream: mut server,
+        first_bytes,
+        active,
+        ..
+    } = connected;
+    let end = relay(
+        &mut client,
+        &mut server,
+        hs,
+        &first_bytes,
+        pool.config.timeouts.idle,
+        &pool.clock,
+        flight,
+    )
+    .await;
     if let RelayEnd::Reset(side, _) = &end {
         let other = match side {
             Side::Client => &server,
@@ -591,7 +737,9 @@ fn log_decision(pool: &PoolState, peer: SocketAddr, d: &Decision, reached: &str,
             %peer, backend = reached, new_key = key, reason = d.reason,
             "re-bound an unknown session to the client address's backend"
         ),
-        _ => info!(%peer, backend = reached, rule = d.rule.as_str(), reason = d.reason, key, "routed"),
+        _ => {
+            info!(%peer, backend = reached, rule = d.rule.as_str(), reason = d.reason, key, "routed")
+        }
     }
 }
 
@@ -607,7 +755,14 @@ struct Learner<'a> {
 impl OnServerFlight for Learner<'_> {
     fn done(&self, hs: &Handshake) {
         if let Some(outcome) = hs.outcome() {
-            learn::learn(self.pool, self.prefix, self.offer, self.decision, self.backend, outcome);
+            learn::learn(
+                self.pool,
+                self.prefix,
+                self.offer,
+                self.decision,
+                self.backend,
+                outcome,
+            );
         }
     }
 
@@ -639,18 +794,38 @@ mod tests {
 
     #[test]
     fn recent_decisions_keep_the_newest_within_the_cap() {
-        let config = PoolConfig::new("p", vec![BackendConfig::new("a", "127.0.0.1:1".parse().unwrap())]);
-        let pool = PoolState::new(config, Clock::new(), Arc::default(), Arc::new(LogLimiter::new(1)));
+        let config = PoolConfig::new(
+            "p",
+            vec![BackendConfig::new("a", "127.0.0.1:1".parse().unwrap())],
+        );
+        let pool = PoolState::new(
+            config,
+            Clock::new(),
+            Arc::default(),
+            Arc::new(LogLimiter::new(1)),
+        );
         let a: BackendName = Arc::from("a");
-        let d = Decision { candidates: Vec::new(), rule: Rule::Balancer, matched: None, reason: "test" };
+        let d = Decision {
+            candidates: Vec::new(),
+            rule: Rule::Balancer,
+            matched: None,
+            reason: "test",
+        };
         for port in 0..(RECENT_DECISIONS as u16 + 10) {
             pool.record_decision(SocketAddr::from(([127, 0, 0, 1], port)), &a, &d);
         }
         let recent = pool.recent_decisions();
         assert_eq!(recent.len(), RECENT_DECISIONS);
-        assert_eq!(recent[0].client.port(), 10, "the oldest are forgotten first");
+        assert_eq!(
+            recent[0].client.port(),
+            10,
+            "the oldest are forgotten first"
+        );
         let last = SocketAddr::from(([127, 0, 0, 1], RECENT_DECISIONS as u16 + 9));
         assert_eq!(pool.decision_for(last).map(|r| r.rule), Some("balancer"));
-        assert_eq!(pool.decision_for(SocketAddr::from(([127, 0, 0, 1], 0))), None);
+        assert_eq!(
+            pool.decision_for(SocketAddr::from(([127, 0, 0, 1], 0))),
+            None
+        );
     }
 }

@@ -120,7 +120,8 @@ impl Stats {
     }
     pub fn backend_failure(&self, backend: &str, reason: &'static str) {
         inc(&self.backend_failures);
-        counter!(m::BACKEND_FAILURES, "backend" => backend.to_string(), "reason" => reason).increment(1);
+        counter!(m::BACKEND_FAILURES, "backend" => backend.to_string(), "reason" => reason)
+            .increment(1);
     }
     pub fn failover(&self) {
         inc(&self.failovers);

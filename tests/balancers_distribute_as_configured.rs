@@ -11,7 +11,11 @@ use stickytls::peer::client::{Client, ClientOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn fresh() -> Client {
-    Client::new(ClientOptions { resumption: false, ..Default::default() }).unwrap()
+    Client::new(ClientOptions {
+        resumption: false,
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,7 +28,10 @@ async fn weighted_round_robin_gives_each_backend_its_weight() {
     let mut count: HashMap<String, usize> = HashMap::new();
     // A new address each time, so client-address affinity never applies.
     for i in 0..40u8 {
-        let r = fresh().connect(router.addr, Some(ip(100 + i))).await.unwrap();
+        let r = fresh()
+            .connect(router.addr, Some(ip(100 + i)))
+            .await
+            .unwrap();
         *count.entry(r.backend).or_default() += 1;
     }
     assert_eq!(count["a"], 30, "{count:?}");
@@ -41,9 +48,16 @@ async fn least_connections_sends_new_clients_to_the_idle_backend() {
     // Two long-lived connections: one on each backend.
     let mut held = Vec::new();
     for i in 0..2u8 {
-        held.push(c.open(router.addr, Some(ip(10 + i)), Default::default()).await.unwrap());
+        held.push(
+            c.open(router.addr, Some(ip(10 + i)), Default::default())
+                .await
+                .unwrap(),
+        );
     }
-    let on_a = held.iter().position(|h| h.reached().backend == "a").expect("one on a");
+    let on_a = held
+        .iter()
+        .position(|h| h.reached().backend == "a")
+        .expect("one on a");
     // Close the one on a: a is now idle, b busy.
     held.remove(on_a).close().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -62,7 +76,11 @@ async fn backend_max_connections_is_respected() {
     let c = fresh();
     let mut held = Vec::new();
     for i in 0..6u8 {
-        held.push(c.open(router.addr, Some(ip(30 + i)), Default::default()).await.unwrap());
+        held.push(
+            c.open(router.addr, Some(ip(30 + i)), Default::default())
+                .await
+                .unwrap(),
+        );
     }
     let on_a = held.iter().filter(|h| h.reached().backend == "a").count();
     assert_eq!(on_a, 2, "a holds at most its max_connections");
@@ -74,14 +92,20 @@ async fn non_tls_input_goes_to_the_configured_pool() {
     let farm = rustls_backends(1, |_| {}).await;
     let echo = echo_server().await;
     let mut cfg = config(&named(&farm));
-    cfg.pools.push(PoolConfig::new("plain", vec![stickytls::config::BackendConfig::new("echo", echo)]));
+    cfg.pools.push(PoolConfig::new(
+        "plain",
+        vec![stickytls::config::BackendConfig::new("echo", echo)],
+    ));
     cfg.listeners[0].non_tls = NonTls::Pool("plain".into());
     let router = start_router(cfg).await;
 
     let mut s = tokio::net::TcpStream::connect(router.addr).await.unwrap();
     s.write_all(b"PING plain text\n").await.unwrap();
     let mut buf = [0u8; 16];
-    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf, b"PING plain text\n");
     // TLS still goes to the TLS pool.
     let r = fresh().connect(router.addr, None).await.unwrap();

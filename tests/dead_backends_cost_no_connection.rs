@@ -16,15 +16,27 @@ use stickytls::peer::client::{Client, ClientOptions};
 async fn killed_backend_mid_test_fails_no_client_and_its_sessions_move() {
     let farm = rustls_backends(3, |o| o.versions = Versions::Tls12).await;
     let router = start_router(config(&named(&farm))).await;
-    let opts = ClientOptions { versions: Versions::Tls12, ..Default::default() };
+    let opts = ClientOptions {
+        versions: Versions::Tls12,
+        ..Default::default()
+    };
 
     let clients: Vec<Client> = (0..9).map(|_| Client::new(opts.clone()).unwrap()).collect();
     let mut homes = Vec::new();
     for (i, c) in clients.iter().enumerate() {
-        homes.push(c.connect(router.addr, Some(ip(50 + i as u8))).await.expect("fresh").backend);
+        homes.push(
+            c.connect(router.addr, Some(ip(50 + i as u8)))
+                .await
+                .expect("fresh")
+                .backend,
+        );
     }
     let victim = homes[0].clone();
-    farm.iter().find(|b| b.name() == victim).unwrap().kill().await;
+    farm.iter()
+        .find(|b| b.name() == victim)
+        .unwrap()
+        .kill()
+        .await;
 
     let mut failures = 0;
     let mut moved = Vec::new();
@@ -40,7 +52,10 @@ async fn killed_backend_mid_test_fails_no_client_and_its_sessions_move() {
                             // Re-learned on its new backend: it stays and resumes.
                             let new_home = &moved.iter().find(|(j, _)| *j == i).unwrap().1;
                             assert_eq!(&r.backend, new_home);
-                            assert!(r.server_resumed, "client {i} did not resume on its new backend");
+                            assert!(
+                                r.server_resumed,
+                                "client {i} did not resume on its new backend"
+                            );
                         }
                     } else {
                         assert_eq!(r.backend, homes[i]);
@@ -61,7 +76,9 @@ async fn killed_backend_mid_test_fails_no_client_and_its_sessions_move() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_that_accepts_and_never_answers_is_skipped() {
     let farm = rustls_backends(2, |_| {}).await;
-    let hole = BlackHole::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let hole = BlackHole::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let mut backends = vec![("hole".to_string(), hole.addr())];
     backends.extend(named(&farm));
     let mut cfg = config(&backends);
@@ -70,10 +87,16 @@ async fn backend_that_accepts_and_never_answers_is_skipped() {
 
     for i in 0..6u8 {
         let c = Client::new(ClientOptions::default()).unwrap();
-        let r = c.connect(router.addr, Some(ip(60 + i))).await.expect("served by another backend");
+        let r = c
+            .connect(router.addr, Some(ip(60 + i)))
+            .await
+            .expect("served by another backend");
         assert_ne!(r.backend, "hole");
     }
-    assert!(hole.accepted() >= 1, "round robin sent someone to the black hole first");
+    assert!(
+        hole.accepted() >= 1,
+        "round robin sent someone to the black hole first"
+    );
     assert!(router.stats().failovers >= 1);
 }
 
@@ -81,12 +104,21 @@ async fn backend_that_accepts_and_never_answers_is_skipped() {
 async fn refused_backend_is_skipped_and_marked_down() {
     let farm = rustls_backends(1, |_| {}).await;
     // A port nobody listens on: bind, note the port, close.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let cfg = config(&[("dead".to_string(), dead), (farm[0].name().to_string(), farm[0].addr())]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = config(&[
+        ("dead".to_string(), dead),
+        (farm[0].name().to_string(), farm[0].addr()),
+    ]);
     let router = start_router(cfg).await;
     for i in 0..4u8 {
         let c = Client::new(ClientOptions::default()).unwrap();
-        let r = c.connect(router.addr, Some(ip(70 + i))).await.expect("served");
+        let r = c
+            .connect(router.addr, Some(ip(70 + i)))
+            .await
+            .expect("served");
         assert_eq!(r.backend, "a");
     }
     // Marked down after the first refusal: later clients do not pay for it.

@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 /// Reads until the router closes; returns what it sent (must be nothing).
 async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(limit, s.read_to_end(&mut got)).await.expect("router closed the connection");
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut got))
+        .await
+        .expect("router closed the connection");
     got
 }
 
@@ -26,23 +28,42 @@ async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served
     cfg.pools[0].timeouts.hello = Duration::from_millis(700);
     let router = start_router(cfg).await;
     let client = Client::new(ClientOptions::default()).unwrap();
-    client.connect(router.addr, None).await.expect("served before");
+    client
+        .connect(router.addr, None)
+        .await
+        .expect("served before");
     let backend_conns: u64 = farm.iter().map(|b| b.connections()).sum();
 
     // Non-TLS: closed at once, from the first bytes.
     let mut s = TcpStream::connect(router.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let t = Instant::now();
-    assert!(read_until_closed(&mut s, Duration::from_secs(5)).await.is_empty());
-    assert!(t.elapsed() < Duration::from_millis(600), "non-TLS waited for the hello timeout");
+    assert!(
+        read_until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "non-TLS waited for the hello timeout"
+    );
 
     // A stalled half hello: closed at the hello timeout.
     let hello = client.client_hello().unwrap();
     let mut s = TcpStream::connect(router.addr).await.unwrap();
     s.write_all(&hello[..hello.len() / 2]).await.unwrap();
     let t = Instant::now();
-    assert!(read_until_closed(&mut s, Duration::from_secs(5)).await.is_empty());
-    assert!(t.elapsed() >= Duration::from_millis(500), "closed before the hello timeout");
+    assert!(
+        read_until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "closed before the hello timeout"
+    );
 
     // A hello larger than the byte budget: a handshake header claiming a
     // 20 KB ClientHello, sent as records of junk.
@@ -51,12 +72,19 @@ async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served
     big.resize(5 + 0x4000, 0x41);
     let _ = s.write_all(&big).await;
     let _ = s.write_all(&big).await;
-    assert!(read_until_closed(&mut s, Duration::from_secs(5)).await.is_empty());
+    assert!(
+        read_until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
 
     let after: u64 = farm.iter().map(|b| b.connections()).sum();
     assert_eq!(after, backend_conns, "something was forwarded to a backend");
     assert!(router.stats().rejected >= 3, "{:?}", router.stats());
-    let r = client.connect(router.addr, None).await.expect("still serving");
+    let r = client
+        .connect(router.addr, None)
+        .await
+        .expect("still serving");
     assert!(r.server_resumed);
 }
 
@@ -71,11 +99,24 @@ async fn post_quantum_hello_in_one_byte_writes_is_routed_to_its_owner() {
     // hello budget on a loaded machine.
     cfg.pools[0].timeouts.hello = Duration::from_secs(30);
     let router = start_router(cfg).await;
-    let client = Client::new(ClientOptions { pq: true, ..Default::default() }).unwrap();
-    assert!(client.client_hello().unwrap().len() > 1200, "a post-quantum hello");
-    let first = client.connect_with(router.addr, Some(ip(80)), Writes::bytewise()).await.unwrap();
+    let client = Client::new(ClientOptions {
+        pq: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(
+        client.client_hello().unwrap().len() > 1200,
+        "a post-quantum hello"
+    );
+    let first = client
+        .connect_with(router.addr, Some(ip(80)), Writes::bytewise())
+        .await
+        .unwrap();
     for i in 0..3u8 {
-        let r = client.connect_with(router.addr, Some(ip(81 + i)), Writes::bytewise()).await.unwrap();
+        let r = client
+            .connect_with(router.addr, Some(ip(81 + i)), Writes::bytewise())
+            .await
+            .unwrap();
         assert_eq!(r.backend, first.backend);
         assert!(r.server_resumed);
     }
@@ -89,7 +130,10 @@ async fn one_address_cannot_hold_more_than_its_share_of_hello_slots() {
     cfg.listeners[0].limits.max_inspecting_per_ip = 2;
     cfg.pools[0].timeouts.hello = Duration::from_secs(10);
     let router = start_router(cfg).await;
-    let hello = Client::new(ClientOptions::default()).unwrap().client_hello().unwrap();
+    let hello = Client::new(ClientOptions::default())
+        .unwrap()
+        .client_hello()
+        .unwrap();
 
     // Two stalled half hellos from 127.0.0.7 hold its two slots.
     let mut stalled = Vec::new();
@@ -107,10 +151,17 @@ async fn one_address_cannot_hold_more_than_its_share_of_hello_slots() {
     let mut third = sock.connect(router.addr).await.unwrap();
     let _ = third.write_all(&hello[..10]).await;
     let t = Instant::now();
-    assert!(read_until_closed(&mut third, Duration::from_secs(5)).await.is_empty());
+    assert!(
+        read_until_closed(&mut third, Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
     // ...while other addresses are served.
-    let r = Client::new(ClientOptions::default()).unwrap().connect(router.addr, Some(ip(8))).await;
+    let r = Client::new(ClientOptions::default())
+        .unwrap()
+        .connect(router.addr, Some(ip(8)))
+        .await;
     assert!(r.is_ok(), "{r:?}");
     assert!(router.stats().rejected >= 1);
 }

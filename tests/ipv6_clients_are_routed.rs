@@ -18,7 +18,11 @@ async fn ipv6_listener_routes_and_resumes() {
     cfg.listeners[0].bind = "[::1]:0".parse().unwrap();
     let router = start_router(cfg).await;
     assert!(router.addr.is_ipv6());
-    let client = Client::new(ClientOptions { versions: Versions::Tls12, ..Default::default() }).unwrap();
+    let client = Client::new(ClientOptions {
+        versions: Versions::Tls12,
+        ..Default::default()
+    })
+    .unwrap();
     let first = client.connect(router.addr, None).await.unwrap();
     for _ in 0..5 {
         let r = client.connect(router.addr, None).await.unwrap();
@@ -27,7 +31,15 @@ async fn ipv6_listener_routes_and_resumes() {
     }
     // Fresh clients from the same /64 stay on its backend (rule 3).
     for _ in 0..3 {
-        let fresh = Client::new(ClientOptions { versions: Versions::Tls12, resumption: false, ..Default::default() }).unwrap();
-        assert_eq!(fresh.connect(router.addr, None).await.unwrap().backend, first.backend);
+        let fresh = Client::new(ClientOptions {
+            versions: Versions::Tls12,
+            resumption: false,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            fresh.connect(router.addr, None).await.unwrap().backend,
+            first.backend
+        );
     }
 }

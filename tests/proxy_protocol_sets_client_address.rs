@@ -20,12 +20,21 @@ fn v1(src: &str) -> Vec<u8> {
 fn v2_header(src: &str) -> Vec<u8> {
     let src: SocketAddr = format!("{src}:40000").parse().unwrap();
     let dst: SocketAddr = "127.0.0.1:443".parse().unwrap();
-    v2::Builder::with_addresses(v2::Version::Two | v2::Command::Proxy, v2::Protocol::Stream, (src, dst))
-        .build()
-        .unwrap()
+    v2::Builder::with_addresses(
+        v2::Version::Two | v2::Command::Proxy,
+        v2::Protocol::Stream,
+        (src, dst),
+    )
+    .build()
+    .unwrap()
 }
 
-async fn router_with_proxy(trusted: &str) -> (stickytls::router::RunningRouter, Vec<stickytls::peer::backend::RunningBackend>) {
+async fn router_with_proxy(
+    trusted: &str,
+) -> (
+    stickytls::router::RunningRouter,
+    Vec<stickytls::peer::backend::RunningBackend>,
+) {
     let farm = rustls_backends(3, |_| {}).await;
     let mut cfg = config(&named(&farm));
     cfg.listeners[0].proxy_protocol = true;
@@ -38,7 +47,10 @@ async fn router_with_proxy(trusted: &str) -> (stickytls::router::RunningRouter, 
 /// header's addresses each keeps its own.
 async fn two_clients_behind_one_proxy_behave_as_two_addresses(header: fn(&str) -> Vec<u8>) {
     let (router, farm) = router_with_proxy("127.0.0.0/8").await;
-    let via = proxy_in_front(router.addr, move |i| header(if i % 2 == 0 { "192.0.2.1" } else { "192.0.2.2" })).await;
+    let via = proxy_in_front(router.addr, move |i| {
+        header(if i % 2 == 0 { "192.0.2.1" } else { "192.0.2.2" })
+    })
+    .await;
     let mut seen = [Vec::new(), Vec::new()];
     // Fresh clients (no session to resume) alternate between the two
     // addresses: each address's fresh clients stay on its backend.
@@ -49,9 +61,15 @@ async fn two_clients_behind_one_proxy_behave_as_two_addresses(header: fn(&str) -
     }
     assert!(seen[0].iter().all(|b| *b == seen[0][0]), "{seen:?}");
     assert!(seen[1].iter().all(|b| *b == seen[1][0]), "{seen:?}");
-    assert_ne!(seen[0][0], seen[1][0], "the two addresses were treated as one");
+    assert_ne!(
+        seen[0][0], seen[1][0],
+        "the two addresses were treated as one"
+    );
     let peers: Vec<_> = farm.iter().flat_map(|b| b.peer_ips()).collect();
-    assert!(peers.iter().all(|ip| ip.is_loopback()), "the router connects from itself");
+    assert!(
+        peers.iter().all(|ip| ip.is_loopback()),
+        "the router connects from itself"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,9 +100,18 @@ async fn proxy_header_from_untrusted_peer_or_missing_header_closes() {
     assert_closed_without_answer(router.addr, &v1("192.0.2.1")).await;
     // Trusted peer, but TLS without a header.
     let (router2, farm2) = router_with_proxy("127.0.0.0/8").await;
-    let hello = Client::new(ClientOptions::default()).unwrap().client_hello().unwrap();
+    let hello = Client::new(ClientOptions::default())
+        .unwrap()
+        .client_hello()
+        .unwrap();
     assert_closed_without_answer(router2.addr, &hello).await;
-    assert_eq!(farm.iter().chain(farm2.iter()).map(|b| b.connections()).sum::<u64>(), 0);
+    assert_eq!(
+        farm.iter()
+            .chain(farm2.iter())
+            .map(|b| b.connections())
+            .sum::<u64>(),
+        0
+    );
     assert_eq!(router.stats().rejected, 1);
     assert_eq!(router2.stats().rejected, 1);
 }

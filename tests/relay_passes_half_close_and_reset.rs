@@ -16,7 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 async fn router_to(backend: SocketAddr) -> stickytls::router::RunningRouter {
     // The TLS pool is never used here; it only has to exist.
     let mut cfg = config(&[("unused".to_string(), backend)]);
-    cfg.pools.push(PoolConfig::new("plain", vec![BackendConfig::new("plain", backend)]));
+    cfg.pools.push(PoolConfig::new(
+        "plain",
+        vec![BackendConfig::new("plain", backend)],
+    ));
     cfg.listeners[0].non_tls = NonTls::Pool("plain".into());
     start_router(cfg).await
 }
@@ -30,14 +33,19 @@ async fn half_close_reaches_the_backend_and_its_answer_still_comes_back() {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut all = Vec::new();
         s.read_to_end(&mut all).await.unwrap();
-        s.write_all(format!("got {} bytes", all.len()).as_bytes()).await.unwrap();
+        s.write_all(format!("got {} bytes", all.len()).as_bytes())
+            .await
+            .unwrap();
     });
     let router = router_to(backend).await;
     let mut c = TcpStream::connect(router.addr).await.unwrap();
     c.write_all(b"hello, plain text").await.unwrap();
     c.shutdown().await.unwrap();
     let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut answer)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(answer, "got 17 bytes");
 }
 
@@ -53,14 +61,18 @@ async fn backend_reset_reaches_the_client_as_a_reset() {
         // reset: linger 0 and close.
         s.write_all(b"x").await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(s);
     });
     let router = router_to(backend).await;
     let mut c = TcpStream::connect(router.addr).await.unwrap();
     c.write_all(b"plain").await.unwrap();
     let mut buf = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+        .await
+        .unwrap();
     assert_eq!(buf, b"x");
     let e = r.expect_err("a reset, not a clean close");
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
@@ -83,7 +95,10 @@ async fn bulk_transfer_arrives_whole_and_in_order_both_ways() {
         w.shutdown().await.unwrap();
     });
     let mut got = Vec::with_capacity(SIZE);
-    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut got)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
     writer.await.unwrap();
     assert_eq!(got.len(), SIZE);
     assert!(got == expected, "bytes changed or reordered");

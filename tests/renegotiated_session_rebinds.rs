@@ -20,23 +20,42 @@ async fn renegotiated_tls12_session_resumes_on_its_backend_10_of_10() {
         o.client_renegotiation = true;
         farm.push(SServer::start(o).await.expect("s_server starts"));
     }
-    let named: Vec<_> = farm.iter().map(|s| (s.name().to_string(), s.addr())).collect();
+    let named: Vec<_> = farm
+        .iter()
+        .map(|s| (s.name().to_string(), s.addr()))
+        .collect();
     let router = start_router(config(&named)).await;
-    let opts = SClientOptions { versions: Versions::Tls12, no_ticket: true, ..Default::default() };
+    let opts = SClientOptions {
+        versions: Versions::Tls12,
+        no_ticket: true,
+        ..Default::default()
+    };
 
     let mut resumed_on_owner = 0;
     for round in 0..10u8 {
         let source = Some(ip(40 + round));
         let client = SClient::new(opts.clone()).unwrap();
-        let reneg = client.renegotiate(router.addr, source).await.expect("renegotiation");
-        assert_ne!(reneg.before, reneg.after, "renegotiation made a new session");
+        let reneg = client
+            .renegotiate(router.addr, source)
+            .await
+            .expect("renegotiation");
+        assert_ne!(
+            reneg.before, reneg.after,
+            "renegotiation made a new session"
+        );
         let owner = reneg.backend.clone().expect("backend named itself");
 
         // Another client from the same address in between.
         let other = SClient::new(opts.clone()).unwrap();
-        other.connect(router.addr, source).await.expect("other client");
+        other
+            .connect(router.addr, source)
+            .await
+            .expect("other client");
 
-        let r = client.connect(router.addr, source).await.expect("reconnect");
+        let r = client
+            .connect(router.addr, source)
+            .await
+            .expect("reconnect");
         assert_eq!(
             r.session_id.as_deref().map(str::to_ascii_uppercase),
             Some(reneg.after.to_ascii_uppercase()),

@@ -22,8 +22,12 @@ async fn twenty_clients_behind_one_address_spread_and_keep_their_backends() {
     let mut homes: HashMap<usize, String> = HashMap::new();
     for i in 0..20 {
         // Half resume by ticket, half by session ID.
-        let c = Client::new(ClientOptions { versions: Versions::Tls12, tls12_tickets: i % 2 == 0, ..Default::default() })
-            .unwrap();
+        let c = Client::new(ClientOptions {
+            versions: Versions::Tls12,
+            tls12_tickets: i % 2 == 0,
+            ..Default::default()
+        })
+        .unwrap();
         let r = c.connect(router.addr, nat).await.unwrap();
         assert!(!r.server_resumed);
         homes.insert(i, r.backend.clone());
@@ -36,7 +40,10 @@ async fn twenty_clients_behind_one_address_spread_and_keep_their_backends() {
         for (i, c) in clients.iter().enumerate() {
             let r = c.connect(router.addr, nat).await.unwrap();
             assert_eq!(r.backend, homes[&i], "client {i} moved in round {round}");
-            assert!(r.server_resumed, "client {i} did not resume in round {round}");
+            assert!(
+                r.server_resumed,
+                "client {i} did not resume in round {round}"
+            );
         }
     }
 }

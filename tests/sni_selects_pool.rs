@@ -11,7 +11,12 @@ use stickytls::peer::backend::{Backend, BackendOptions, RunningBackend};
 use stickytls::peer::cert::TestCa;
 use stickytls::peer::client::{Client, ClientOptions};
 
-const NAMES: &[&str] = &["api.example.com", "www.example.com", "shop.example.com", "other.test"];
+const NAMES: &[&str] = &[
+    "api.example.com",
+    "www.example.com",
+    "shop.example.com",
+    "other.test",
+];
 
 async fn backend(name: &str) -> RunningBackend {
     let mut o = BackendOptions::new(name);
@@ -25,14 +30,28 @@ async fn sni_exact_and_wildcard_pick_pools_and_affinity_stays_inside_each() {
     let api = [backend("api1").await, backend("api2").await];
     let web = [backend("web1").await, backend("web2").await];
     let pool = |name: &str, bs: &[RunningBackend]| {
-        PoolConfig::new(name, bs.iter().map(|b| BackendConfig::new(b.name(), b.addr())).collect())
+        PoolConfig::new(
+            name,
+            bs.iter()
+                .map(|b| BackendConfig::new(b.name(), b.addr()))
+                .collect(),
+        )
     };
     let mut listener = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), "web");
     listener.sni = vec![
-        SniRoute { pattern: "api.example.com".into(), pool: "api".into() },
-        SniRoute { pattern: "*.example.com".into(), pool: "web".into() },
+        SniRoute {
+            pattern: "api.example.com".into(),
+            pool: "api".into(),
+        },
+        SniRoute {
+            pattern: "*.example.com".into(),
+            pool: "web".into(),
+        },
     ];
-    let cfg = Config { listeners: vec![listener], pools: vec![pool("api", &api), pool("web", &web)] };
+    let cfg = Config {
+        listeners: vec![listener],
+        pools: vec![pool("api", &api), pool("web", &web)],
+    };
     let router = start_router(cfg).await;
 
     let cases = [
@@ -48,10 +67,20 @@ async fn sni_exact_and_wildcard_pick_pools_and_affinity_stays_inside_each() {
             ..Default::default()
         })
         .unwrap();
-        let first = c.connect(router.addr, Some(ip(20 + i as u8))).await.unwrap();
-        assert!(first.backend.starts_with(pool), "{sni} reached {}", first.backend);
+        let first = c
+            .connect(router.addr, Some(ip(20 + i as u8)))
+            .await
+            .unwrap();
+        assert!(
+            first.backend.starts_with(pool),
+            "{sni} reached {}",
+            first.backend
+        );
         for k in 0..3u8 {
-            let r = c.connect(router.addr, Some(ip(100 + 10 * i as u8 + k))).await.unwrap();
+            let r = c
+                .connect(router.addr, Some(ip(100 + 10 * i as u8 + k)))
+                .await
+                .unwrap();
             assert_eq!(r.backend, first.backend, "{sni} moved");
             assert!(r.server_resumed);
         }

@@ -25,16 +25,29 @@ async fn openssl_farm(tickets: bool) -> Vec<SServer> {
 /// nor rule 3 (client-address affinity) can explain a hit: only the key can.
 async fn thirty_openssl_resumptions(tickets: bool) {
     let farm = openssl_farm(tickets).await;
-    let named: Vec<_> = farm.iter().map(|s| (s.name().to_string(), s.addr())).collect();
+    let named: Vec<_> = farm
+        .iter()
+        .map(|s| (s.name().to_string(), s.addr()))
+        .collect();
     let router = start_router(config(&named)).await;
-    let client = SClient::new(SClientOptions { versions: Versions::Tls12, no_ticket: !tickets, ..Default::default() })
-        .expect("s_client");
-    let first = client.connect(router.addr, Some(ip(2))).await.expect("first connection");
+    let client = SClient::new(SClientOptions {
+        versions: Versions::Tls12,
+        no_ticket: !tickets,
+        ..Default::default()
+    })
+    .expect("s_client");
+    let first = client
+        .connect(router.addr, Some(ip(2)))
+        .await
+        .expect("first connection");
     assert!(!first.reused);
     let owner = first.backend.clone().expect("backend named itself");
     let mut resumed_on_owner = 0;
     for i in 0..30u8 {
-        let r = client.connect(router.addr, Some(ip(10 + i))).await.expect("reconnect");
+        let r = client
+            .connect(router.addr, Some(ip(10 + i)))
+            .await
+            .expect("reconnect");
         if r.reused && r.backend.as_deref() == Some(owner.as_str()) {
             resumed_on_owner += 1;
         }
@@ -44,7 +57,11 @@ async fn thirty_openssl_resumptions(tickets: bool) {
         }
     }
     assert_eq!(resumed_on_owner, 30, "resumed on {owner}");
-    let kind = if tickets { KeyKind::Ticket } else { KeyKind::SessionId };
+    let kind = if tickets {
+        KeyKind::Ticket
+    } else {
+        KeyKind::SessionId
+    };
     assert!(router.stats().hits_of(kind) >= 30, "{:?}", router.stats());
 }
 
@@ -62,12 +79,19 @@ async fn tls12_ticket_resumes_30_of_30_on_its_backend_from_new_addresses() {
 async fn tls12_rustls_ticket_resumes_on_its_backend() {
     let farm = rustls_backends(3, |o| o.versions = Versions::Tls12).await;
     let router = start_router(config(&named(&farm))).await;
-    let client = Client::new(ClientOptions { versions: Versions::Tls12, ..Default::default() }).unwrap();
+    let client = Client::new(ClientOptions {
+        versions: Versions::Tls12,
+        ..Default::default()
+    })
+    .unwrap();
     let first = client.connect(router.addr, Some(ip(2))).await.unwrap();
     for i in 0..10u8 {
         let r = client.connect(router.addr, Some(ip(20 + i))).await.unwrap();
         assert_eq!(r.backend, first.backend);
-        assert!(r.server_resumed && r.client_resumed(), "connection {i} did not resume: {r:?}");
+        assert!(
+            r.server_resumed && r.client_resumed(),
+            "connection {i} did not resume: {r:?}"
+        );
     }
     assert!(router.stats().hits_of(KeyKind::Ticket) >= 10);
 }
@@ -83,7 +107,10 @@ async fn tls12_rustls_ticket_resumes_on_its_backend() {
 async fn tls13_psk_resumes_on_issuing_backend_from_another_ip() {
     let farm = rustls_backends(3, |o| o.versions = Versions::Tls13).await;
     let router = start_router(config(&named(&farm))).await;
-    let opts = ClientOptions { versions: Versions::Tls13, ..Default::default() };
+    let opts = ClientOptions {
+        versions: Versions::Tls13,
+        ..Default::default()
+    };
 
     // Warm-up: clients that resume from the address they got their ticket
     // on, so rule 2 (client-address correlation) takes them home; each
@@ -99,7 +126,10 @@ async fn tls13_psk_resumes_on_issuing_backend_from_another_ip() {
         c.connect(router.addr, Some(ip(30 + k))).await.unwrap();
     }
     let warm: Vec<usize> = farm.iter().map(|b| b.resumed()).collect();
-    assert!(warm.iter().all(|&n| n >= 2), "warm-up did not reach every backend: {warm:?}");
+    assert!(
+        warm.iter().all(|&n| n >= 2),
+        "warm-up did not reach every backend: {warm:?}"
+    );
 
     let before = router.stats();
     let mut on_issuer = 0;
@@ -112,7 +142,10 @@ async fn tls13_psk_resumes_on_issuing_backend_from_another_ip() {
         }
     }
     let after = router.stats();
-    assert!(on_issuer >= 29, "only {on_issuer}/30 resumed on the issuing backend");
+    assert!(
+        on_issuer >= 29,
+        "only {on_issuer}/30 resumed on the issuing backend"
+    );
     let by_name = after.hits_of(KeyKind::TicketKeyName) - before.hits_of(KeyKind::TicketKeyName);
     assert!(by_name >= 29, "key-name routes: {by_name}; stats {after:?}");
 }

@@ -22,7 +22,11 @@ async fn sessions_learned_on_one_worker_thread_route_on_all() {
     // Many connections from many source ports: the kernel spreads them
     // over the three sockets, and every resumption must still come home.
     for i in 0..12u8 {
-        let c = Client::new(ClientOptions { versions: Versions::Tls12, ..Default::default() }).unwrap();
+        let c = Client::new(ClientOptions {
+            versions: Versions::Tls12,
+            ..Default::default()
+        })
+        .unwrap();
         let first = c.connect(addr, Some(ip(100 + i))).await.unwrap();
         for k in 0..4u8 {
             let r = c.connect(addr, Some(ip(150 + i + k))).await.unwrap();
@@ -33,7 +37,12 @@ async fn sessions_learned_on_one_worker_thread_route_on_all() {
     assert_eq!(stats.snapshot().connections, 60);
 
     stop.send(true).unwrap();
-    let joined = tokio::task::spawn_blocking(move || workers.join()).await.unwrap();
+    let joined = tokio::task::spawn_blocking(move || workers.join())
+        .await
+        .unwrap();
     assert!(matches!(joined, Ok(Ok(()))), "workers stop cleanly");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer listening");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
 }

@@ -57,9 +57,14 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
     let ca = tls::load_ca(&args.common.ca)?;
     let config = tls::client_config(&ca, Tls::V13, false)?;
     let name = ServerName::try_from(args.common.sni.clone()).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect(args.common.target).await.map_err(|e| format!("connect: {e}"))?;
+    let tcp = TcpStream::connect(args.common.target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut tls = TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
+    let mut tls = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
 
     let (pids, tck) = (&args.common.watch_pids, args.common.clk_tck);
     let cpu_before = procstat::cpu_seconds(pids, tck);
@@ -67,24 +72,33 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
     let started = Instant::now();
     let moved = match args.direction {
         Direction::Up => {
-            tls.write_all(format!("up {}\n", args.bytes).as_bytes()).await.map_err(|e| e.to_string())?;
+            tls.write_all(format!("up {}\n", args.bytes).as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
             let buf = vec![0x5a_u8; CHUNK];
             let mut left = args.bytes;
             while left > 0 {
                 let n = left.min(CHUNK as u64) as usize;
-                tls.write_all(&buf[..n]).await.map_err(|e| format!("upload: {e}"))?;
+                tls.write_all(&buf[..n])
+                    .await
+                    .map_err(|e| format!("upload: {e}"))?;
                 left -= n as u64;
             }
             tls.flush().await.map_err(|e| e.to_string())?;
             let mut answer = String::new();
-            BufReader::new(&mut tls).read_line(&mut answer).await.map_err(|e| format!("answer: {e}"))?;
+            BufReader::new(&mut tls)
+                .read_line(&mut answer)
+                .await
+                .map_err(|e| format!("answer: {e}"))?;
             if answer.trim() != format!("ok {}", args.bytes) {
                 return Err(format!("backend answered {answer:?}"));
             }
             args.bytes
         }
         Direction::Down => {
-            tls.write_all(format!("down {}\n", args.bytes).as_bytes()).await.map_err(|e| e.to_string())?;
+            tls.write_all(format!("down {}\n", args.bytes).as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
             tls.flush().await.map_err(|e| e.to_string())?;
             let mut buf = vec![0u8; CHUNK];
             let mut got = 0u64;
@@ -128,7 +142,9 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
 /// The bulk backend. Runs until killed.
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let acceptor = TlsAcceptor::from(tls::server_config(&args.cert, &args.key)?);
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("{}: {e}", args.listen))?;
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(a) => a,
@@ -153,7 +169,10 @@ async fn session(tls: tokio_rustls::server::TlsStream<TcpStream>) -> std::io::Re
     let mut line = String::new();
     tls.read_line(&mut line).await?;
     let mut words = line.split_whitespace();
-    let (verb, n) = (words.next(), words.next().and_then(|n| n.parse::<u64>().ok()));
+    let (verb, n) = (
+        words.next(),
+        words.next().and_then(|n| n.parse::<u64>().ok()),
+    );
     match (verb, n) {
         (Some("up"), Some(n)) => {
             let mut left = n;

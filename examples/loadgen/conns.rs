@@ -111,8 +111,12 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
     let n_clients = args.clients.max(concurrency);
     let clients: Vec<Mutex<Client>> = (0..n_clients)
         .map(|_| {
-            tls::client_config(&ca, args.tls, args.resume)
-                .map(|config| Mutex::new(Client { config, last_backend: None }))
+            tls::client_config(&ca, args.tls, args.resume).map(|config| {
+                Mutex::new(Client {
+                    config,
+                    last_backend: None,
+                })
+            })
         })
         .collect::<Result<_, _>>()?;
     let clients = Arc::new(clients);
@@ -124,11 +128,14 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
-            let (queue, clients, name, tally) = (queue.clone(), clients.clone(), name.clone(), tally.clone());
+            let (queue, clients, name, tally) =
+                (queue.clone(), clients.clone(), name.clone(), tally.clone());
             let timeout = args.timeout;
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let Some(i) = queue.lock().unwrap().pop_front() else { return };
+                    let Some(i) = queue.lock().unwrap().pop_front() else {
+                        return;
+                    };
                     let config = clients[i].lock().unwrap().config.clone();
                     match tokio::time::timeout(timeout, one(config, target, name.clone())).await {
                         Ok(Ok(o)) => clients[i].lock().unwrap().last_backend = Some(o.backend),
@@ -143,12 +150,19 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
         }
         let t = tally.lock().unwrap();
         if t.errors == n_clients {
-            return Err(format!("every warm-up connection failed, e.g. {:?}", t.first_errors.first()));
+            return Err(format!(
+                "every warm-up connection failed, e.g. {:?}",
+                t.first_errors.first()
+            ));
         }
     }
 
     if let Some(cmd) = &args.after_warmup {
-        let status = tokio::process::Command::new("sh").arg("-c").arg(cmd).status().await;
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .status()
+            .await;
         if !status.as_ref().is_ok_and(|s| s.success()) {
             return Err(format!("--after-warmup {cmd:?} failed: {status:?}"));
         }
@@ -165,8 +179,13 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (idle, clients, name, tally, issued) =
-            (idle.clone(), clients.clone(), name.clone(), tally.clone(), issued.clone());
+        let (idle, clients, name, tally, issued) = (
+            idle.clone(),
+            clients.clone(),
+            name.clone(),
+            tally.clone(),
+            issued.clone(),
+        );
         let (limit, timeout, resume) = (args.conns, args.timeout, args.resume);
         tasks.push(tokio::spawn(async move {
             loop {
@@ -174,7 +193,9 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
                     return;
                 }
                 // Never empty: there are at least as many clients as tasks.
-                let Some(i) = idle.lock().unwrap().pop_front() else { return };
+                let Some(i) = idle.lock().unwrap().pop_front() else {
+                    return;
+                };
                 let (config, last) = {
                     let c = clients[i].lock().unwrap();
                     (c.config.clone(), c.last_backend.clone())
@@ -211,7 +232,10 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
     let proxy_cpu = procstat::cpu_seconds(&pids, tck) - cpu_before;
     let own_cpu = procstat::own_cpu_seconds(tck) - own_before;
 
-    let mut t = Arc::try_unwrap(tally).map_err(|_| "tally still shared")?.into_inner().unwrap();
+    let mut t = Arc::try_unwrap(tally)
+        .map_err(|_| "tally still shared")?
+        .into_inner()
+        .unwrap();
     let ok = t.handshakes_us.len();
     let mut out = json!({
         "kind": "conns",
@@ -236,7 +260,11 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
     });
     if !pids.is_empty() {
         out["proxy_cpu_s"] = json!(proxy_cpu);
-        out["proxy_cpu_s_per_10k"] = json!(if ok > 0 { proxy_cpu * 10_000.0 / ok as f64 } else { f64::NAN });
+        out["proxy_cpu_s_per_10k"] = json!(if ok > 0 {
+            proxy_cpu * 10_000.0 / ok as f64
+        } else {
+            f64::NAN
+        });
     }
     for (k, v) in &args.common.tags {
         out[k] = json!(v);
@@ -264,14 +292,25 @@ pub fn percentiles(v: &mut [u64]) -> Value {
 }
 
 /// One connection: connect, handshake, ask, read the whole answer.
-async fn one(config: Arc<ClientConfig>, target: SocketAddr, name: ServerName<'static>) -> Result<Outcome, String> {
+async fn one(
+    config: Arc<ClientConfig>,
+    target: SocketAddr,
+    name: ServerName<'static>,
+) -> Result<Outcome, String> {
     let start = Instant::now();
-    let tcp = TcpStream::connect(target).await.map_err(|e| format!("connect: {e}"))?;
+    let tcp = TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut tls = TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
+    let mut tls = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
     let handshake = start.elapsed();
     let client_resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    tls.write_all(REQUEST).await.map_err(|e| format!("request: {e}"))?;
+    tls.write_all(REQUEST)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
     let mut answer = Vec::with_capacity(512);
     // A backend that closes without close_notify still gave its answer.
     if let Err(e) = tls.read_to_end(&mut answer).await {
@@ -282,9 +321,12 @@ async fn one(config: Arc<ClientConfig>, target: SocketAddr, name: ServerName<'st
     let total = start.elapsed();
     let text = String::from_utf8_lossy(&answer);
     let field = |key: &str| {
-        text.split_whitespace().find_map(|w| w.strip_prefix(key)).map(str::to_string)
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
     };
-    let backend = field("backend=").ok_or_else(|| format!("answer names no backend: {:?}", text.lines().next()))?;
+    let backend = field("backend=")
+        .ok_or_else(|| format!("answer names no backend: {:?}", text.lines().next()))?;
     Ok(Outcome {
         handshake,
         total,

@@ -36,7 +36,10 @@ mod report;
 mod tls;
 
 #[derive(Parser, Debug)]
-#[command(name = "loadgen", about = "TLS load generator for the stickytls benchmarks")]
+#[command(
+    name = "loadgen",
+    about = "TLS load generator for the stickytls benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -126,7 +129,10 @@ fn certs(args: &CertsArgs) -> std::io::Result<()> {
     for name in &args.names {
         let leaf = ca.leaf(name);
         // nginx wants the chain in the certificate file, leaf first.
-        std::fs::write(args.out.join(format!("{name}.pem")), format!("{}{}", leaf.cert_pem, ca.cert_pem()))?;
+        std::fs::write(
+            args.out.join(format!("{name}.pem")),
+            format!("{}{}", leaf.cert_pem, ca.cert_pem()),
+        )?;
         std::fs::write(args.out.join(format!("{name}.key")), &leaf.key_pem)?;
     }
     Ok(())
@@ -158,5 +164,7 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
         b.worker_threads(threads);
         b
     };
-    b.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+    b.enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }

@@ -7,7 +7,10 @@
 /// utime + stime of `pids`, in seconds. A process that is gone counts as
 /// zero: its time is lost, so the caller should pass only long-lived ones.
 pub fn cpu_seconds(pids: &[u32], clk_tck: u64) -> f64 {
-    let ticks: u64 = pids.iter().filter_map(|&pid| ticks(&format!("/proc/{pid}/stat"))).sum();
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|&pid| ticks(&format!("/proc/{pid}/stat")))
+        .sum();
     ticks as f64 / clk_tck.max(1) as f64
 }
 

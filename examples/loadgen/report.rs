@@ -39,33 +39,59 @@ pub struct ReportArgs {
 }
 
 /// Targets in table order.
-const TARGETS: [&str; 5] = ["direct", "stickytls", "stickytls-noinspect", "haproxy", "nginx"];
+const TARGETS: [&str; 5] = [
+    "direct",
+    "stickytls",
+    "stickytls-noinspect",
+    "haproxy",
+    "nginx",
+];
 
 /// Handshake workloads in table order, with what each one is.
 const WORKLOADS: [(&str, &str); 6] = [
-    ("tls12-resumed-session-id", "TLS 1.2 resumed by session ID (backends: tickets off, shared cache)"),
-    ("tls13-resumed-stateful", "TLS 1.3 resumed with a stateful ticket (same backends). The ticket travels encrypted and OpenSSL's stateful tickets carry no key name, so stickytls routes a session's first resumption by client address (rule 2 of docs/routing.md) and learns the identity once the backend accepts it: with every client behind one address, its misses are first resumptions of sessions issued elsewhere"),
-    ("tls12-resumed-ticket", "TLS 1.2 resumed by RFC 5077 ticket (backends: tickets on). HAProxy's table keys on session IDs: nginx with tickets and no session cache assigns none, and a client resuming by ticket sends a fresh random one"),
-    ("tls13-resumed-ticket", "TLS 1.3 resumed with a stateless ticket (tickets on). stickytls routes on the ticket key name the identities start with; a TLS 1.3 session ID is random, so HAProxy's table never matches"),
-    ("tls12-full", "TLS 1.2 full handshakes (no resumption offered)"),
+    (
+        "tls12-resumed-session-id",
+        "TLS 1.2 resumed by session ID (backends: tickets off, shared cache)",
+    ),
+    (
+        "tls13-resumed-stateful",
+        "TLS 1.3 resumed with a stateful ticket (same backends). The ticket travels encrypted and OpenSSL's stateful tickets carry no key name, so stickytls routes a session's first resumption by client address (rule 2 of docs/routing.md) and learns the identity once the backend accepts it: with every client behind one address, its misses are first resumptions of sessions issued elsewhere",
+    ),
+    (
+        "tls12-resumed-ticket",
+        "TLS 1.2 resumed by RFC 5077 ticket (backends: tickets on). HAProxy's table keys on session IDs: nginx with tickets and no session cache assigns none, and a client resuming by ticket sends a fresh random one",
+    ),
+    (
+        "tls13-resumed-ticket",
+        "TLS 1.3 resumed with a stateless ticket (tickets on). stickytls routes on the ticket key name the identities start with; a TLS 1.3 session ID is random, so HAProxy's table never matches",
+    ),
+    (
+        "tls12-full",
+        "TLS 1.2 full handshakes (no resumption offered)",
+    ),
     ("tls13-full", "TLS 1.3 full handshakes"),
 ];
 
 const LATENCY: &str = "latency-tls13-resumed";
 
 pub fn run(args: &ReportArgs) -> Result<(), String> {
-    let text = std::fs::read_to_string(&args.results).map_err(|e| format!("{}: {e}", args.results.display()))?;
+    let text = std::fs::read_to_string(&args.results)
+        .map_err(|e| format!("{}: {e}", args.results.display()))?;
     let rows: Vec<Value> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}: {l}", args.results.display())))
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| format!("{}: {e}: {l}", args.results.display()))
+        })
         .collect::<Result<_, _>>()?;
     let meta: Value = std::fs::read_to_string(&args.meta)
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
         .map_err(|e| format!("{}: {e}", args.meta.display()))?;
     let read_profile = |p: &Option<PathBuf>, inclusive: bool| {
-        p.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(|t| Profile::parse(&t, inclusive))
+        p.as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| Profile::parse(&t, inclusive))
     };
     let profile = read_profile(&args.profile, false);
     let inclusive = read_profile(&args.profile_inclusive, true);
@@ -98,15 +124,22 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
 /// One row per criterion bench in `dir`, with its median in ns.
 fn criterion_rows(dir: &std::path::Path) -> Vec<Value> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in entries.flatten() {
         let est = e.path().join("new/estimates.json");
-        let Some(v) = std::fs::read_to_string(&est).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok()) else {
+        let Some(v) = std::fs::read_to_string(&est)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        else {
             continue;
         };
         // criterion writes the id's '/' as '_' in the directory name.
         let id = e.file_name().to_string_lossy().replacen('_', "/", 1);
-        out.push(json!({"kind": "criterion", "id": id, "median_ns": v["median"]["point_estimate"]}));
+        out.push(
+            json!({"kind": "criterion", "id": id, "median_ns": v["median"]["point_estimate"]}),
+        );
     }
     out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     out
@@ -123,7 +156,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }
 
 /// The runs of one workload against one target.
@@ -143,9 +180,15 @@ fn summarize_conns(rows: &[Value]) -> Vec<Value> {
     workloads.push(LATENCY.to_string());
     let mut out = Vec::new();
     for w in &workloads {
-        let direct = med(&runs(rows, "conns", w, "direct"), |r| r["conns_per_s"].as_f64());
-        let direct_hs50 = med(&runs(rows, "conns", w, "direct"), |r| r["handshake_us"]["p50"].as_f64());
-        let direct_hs99 = med(&runs(rows, "conns", w, "direct"), |r| r["handshake_us"]["p99"].as_f64());
+        let direct = med(&runs(rows, "conns", w, "direct"), |r| {
+            r["conns_per_s"].as_f64()
+        });
+        let direct_hs50 = med(&runs(rows, "conns", w, "direct"), |r| {
+            r["handshake_us"]["p50"].as_f64()
+        });
+        let direct_hs99 = med(&runs(rows, "conns", w, "direct"), |r| {
+            r["handshake_us"]["p99"].as_f64()
+        });
         for t in TARGETS {
             let rs = runs(rows, "conns", w, t);
             if rs.is_empty() {
@@ -193,7 +236,9 @@ fn summarize_bulk(rows: &[Value]) -> Vec<Value> {
     let mut out = Vec::new();
     for dir in ["up", "down"] {
         let w = format!("bulk-{dir}");
-        let direct = med(&runs(rows, "bulk", &w, "direct"), |r| r["gb_per_s"].as_f64());
+        let direct = med(&runs(rows, "bulk", &w, "direct"), |r| {
+            r["gb_per_s"].as_f64()
+        });
         for t in TARGETS {
             let rs = runs(rows, "bulk", &w, t);
             if rs.is_empty() {
@@ -224,20 +269,25 @@ fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 /// A number with `digits` decimals, or a dash.
 fn num(v: &Value, digits: usize) -> String {
-    v.as_f64().map_or_else(|| "–".to_string(), |x| format!("{x:.digits$}"))
+    v.as_f64()
+        .map_or_else(|| "–".to_string(), |x| format!("{x:.digits$}"))
 }
 
 fn pct(v: &Value) -> String {
-    v.as_f64().map_or_else(|| "–".to_string(), |x| format!("{:.0}%", x * 100.0))
+    v.as_f64()
+        .map_or_else(|| "–".to_string(), |x| format!("{:.0}%", x * 100.0))
 }
 
 fn ms(v: &Value) -> String {
-    v.as_f64().map_or_else(|| "–".to_string(), |x| format!("{:.2}", x / 1000.0))
+    v.as_f64()
+        .map_or_else(|| "–".to_string(), |x| format!("{:.2}", x / 1000.0))
 }
 
 /// `b1 34 / b2 33 / b3 33` (% of connections), or the one backend.
 fn spread(backends: &Value) -> String {
-    let Some(b) = backends.as_object() else { return "–".into() };
+    let Some(b) = backends.as_object() else {
+        return "–".into();
+    };
     let total: u64 = b.values().filter_map(Value::as_u64).sum();
     if total == 0 {
         return "–".into();
@@ -246,7 +296,12 @@ fn spread(backends: &Value) -> String {
         return format!("{} only", b.keys().next().map_or("", String::as_str));
     }
     b.iter()
-        .map(|(k, v)| format!("{k} {:.0}", v.as_u64().unwrap_or(0) as f64 * 100.0 / total as f64))
+        .map(|(k, v)| {
+            format!(
+                "{k} {:.0}",
+                v.as_u64().unwrap_or(0) as f64 * 100.0 / total as f64
+            )
+        })
         .collect::<Vec<_>>()
         .join(" / ")
 }
@@ -269,10 +324,27 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
     }
     let _ = writeln!(w);
     let _ = writeln!(w, "## Machine, versions, command\n");
-    let _ = writeln!(w, "- Command: `{}`, {} rounds, {} s in all, finished {}", meta["command"].as_str().unwrap_or(""), meta["rounds"], meta["elapsed_s"], meta["date"].as_str().unwrap_or(""));
-    let _ = writeln!(w, "- Machine: {} × {}, {}; load average before the run {} (the machine is shared: compare ratios within this run, not absolute figures across runs)", meta["cores"], meta["cpu"].as_str().unwrap_or("?"), meta["memory"].as_str().unwrap_or("?"), meta["load_before"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        w,
+        "- Command: `{}`, {} rounds, {} s in all, finished {}",
+        meta["command"].as_str().unwrap_or(""),
+        meta["rounds"],
+        meta["elapsed_s"],
+        meta["date"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(
+        w,
+        "- Machine: {} × {}, {}; load average before the run {} (the machine is shared: compare ratios within this run, not absolute figures across runs)",
+        meta["cores"],
+        meta["cpu"].as_str().unwrap_or("?"),
+        meta["memory"].as_str().unwrap_or("?"),
+        meta["load_before"].as_str().unwrap_or("?")
+    );
     if let Some(v) = meta["versions"].as_object() {
-        let list: Vec<String> = v.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or(""))).collect();
+        let list: Vec<String> = v
+            .iter()
+            .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("")))
+            .collect();
         let _ = writeln!(w, "- Versions: {}", list.join("; "));
     }
     let _ = writeln!(
@@ -281,28 +353,64 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
          every client connects from 127.0.0.1, so to the proxies the clients look like one NAT address.\n",
         meta["concurrency"], meta["clients"]
     );
-    let _ = writeln!(w, "Targets, side by side in one interleaved run (each round runs every workload against every target in turn; figures are medians over the rounds):\n");
+    let _ = writeln!(
+        w,
+        "Targets, side by side in one interleaved run (each round runs every workload against every target in turn; figures are medians over the rounds):\n"
+    );
     let _ = writeln!(w, "- **direct**: straight to one nginx backend, the limit;");
-    let _ = writeln!(w, "- **stickytls**: `stickytls run` with session affinity (round robin for new sessions);");
-    let _ = writeln!(w, "- **stickytls-noinspect**: the same with `--no-inspect` (the ClientHello is read, nothing is learned or looked up);");
-    let _ = writeln!(w, "- **haproxy**: `mode tcp`, the SSL session-ID stick table (`stick on req.payload_lv(43,1)`, `stick store-response res.payload_lv(43,1)`, both inspect-delays), `balance roundrobin`, `option splice-auto`;");
-    let _ = writeln!(w, "- **nginx**: `stream` with `ssl_preread on` and `hash $remote_addr consistent`.\n");
-    let _ = writeln!(w, "Reading the ratios: load generator, backends and proxy share the same cores, so conns/s measures the whole machine. **direct** sends every connection to one nginx worker while the proxies spread them over three, so a proxy can beat direct when the backend is the bottleneck (full handshakes); a proxy that breaks resumption pays with full handshakes on the backends. The proxy's own cost is the CPU column. With one client address, nginx's `hash $remote_addr` sends everything to one backend: it always sticks, and never balances.\n");
-    let _ = writeln!(w, "Backends: three nginx servers (one worker each), each with a tickets-off listener (`ssl_session_tickets off`, `ssl_session_cache shared`) and a tickets-on listener (its own ticket key); the body names the backend and `$ssl_session_reused`. Proxy CPU is utime+stime from /proc/PID/stat of every process of the proxy, over the timed part only.\n");
+    let _ = writeln!(
+        w,
+        "- **stickytls**: `stickytls run` with session affinity (round robin for new sessions);"
+    );
+    let _ = writeln!(
+        w,
+        "- **stickytls-noinspect**: the same with `--no-inspect` (the ClientHello is read, nothing is learned or looked up);"
+    );
+    let _ = writeln!(
+        w,
+        "- **haproxy**: `mode tcp`, the SSL session-ID stick table (`stick on req.payload_lv(43,1)`, `stick store-response res.payload_lv(43,1)`, both inspect-delays), `balance roundrobin`, `option splice-auto`;"
+    );
+    let _ = writeln!(
+        w,
+        "- **nginx**: `stream` with `ssl_preread on` and `hash $remote_addr consistent`.\n"
+    );
+    let _ = writeln!(
+        w,
+        "Reading the ratios: load generator, backends and proxy share the same cores, so conns/s measures the whole machine. **direct** sends every connection to one nginx worker while the proxies spread them over three, so a proxy can beat direct when the backend is the bottleneck (full handshakes); a proxy that breaks resumption pays with full handshakes on the backends. The proxy's own cost is the CPU column. With one client address, nginx's `hash $remote_addr` sends everything to one backend: it always sticks, and never balances.\n"
+    );
+    let _ = writeln!(
+        w,
+        "Backends: three nginx servers (one worker each), each with a tickets-off listener (`ssl_session_tickets off`, `ssl_session_cache shared`) and a tickets-on listener (its own ticket key); the body names the backend and `$ssl_session_reused`. Proxy CPU is utime+stime from /proc/PID/stat of every process of the proxy, over the timed part only.\n"
+    );
 
     let _ = writeln!(w, "## Handshakes: many short connections\n");
-    let _ = writeln!(w, "Each connection: TCP connect, TLS handshake, one HTTP request, close. \"Resumed\" is the share of offered sessions the backend accepted; a session resumes only on the backend that issued it, so it is the share of resumptions that reached the issuing backend.\n");
-    let _ = writeln!(w, "| workload | target | conns/s | vs direct | proxy CPU-s per 10k conns | resumed on issuing backend | backends (% of conns) | handshake p50 / p99 ms | errors |");
+    let _ = writeln!(
+        w,
+        "Each connection: TCP connect, TLS handshake, one HTTP request, close. \"Resumed\" is the share of offered sessions the backend accepted; a session resumes only on the backend that issued it, so it is the share of resumptions that reached the issuing backend.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| workload | target | conns/s | vs direct | proxy CPU-s per 10k conns | resumed on issuing backend | backends (% of conns) | handshake p50 / p99 ms | errors |"
+    );
     let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---|---:|---:|");
     for (wl, _) in WORKLOADS {
-        for r in s["conns"].as_array().into_iter().flatten().filter(|r| r["workload"] == wl) {
+        for r in s["conns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["workload"] == wl)
+        {
             let _ = writeln!(
                 w,
                 "| {wl} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
                 r["target"].as_str().unwrap_or(""),
                 num(&r["conns_per_s"], 0),
                 num(&r["vs_direct"], 2),
-                if r["target"] == "direct" { "–".into() } else { num(&r["proxy_cpu_s_per_10k"], 2) },
+                if r["target"] == "direct" {
+                    "–".into()
+                } else {
+                    num(&r["proxy_cpu_s_per_10k"], 2)
+                },
                 pct(&r["resumed_share"]),
                 spread(&r["backends"]),
                 ms(&r["handshake_p50_us"]),
@@ -317,31 +425,58 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
     }
 
     let _ = writeln!(w, "\n## Bulk transfer\n");
-    let bytes = s["bulk"].as_array().and_then(|a| a.first()).and_then(|r| r["bytes"].as_u64());
+    let bytes = s["bulk"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|r| r["bytes"].as_u64());
     let _ = writeln!(
         w,
         "One TLS 1.3 connection to a rustls backend that discards uploads and generates downloads; {} per direction, timed from after the handshake. GB = 10^9 bytes.\n",
-        bytes.map_or("?".to_string(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64))
+        bytes.map_or("?".to_string(), |b| format!(
+            "{:.2} GiB",
+            b as f64 / (1u64 << 30) as f64
+        ))
     );
-    let _ = writeln!(w, "| direction | target | GB/s | vs direct | proxy CPU-s per GB |");
+    let _ = writeln!(
+        w,
+        "| direction | target | GB/s | vs direct | proxy CPU-s per GB |"
+    );
     let _ = writeln!(w, "|---|---|---:|---:|---:|");
     for r in s["bulk"].as_array().into_iter().flatten() {
         let _ = writeln!(
             w,
             "| {} | {} | {} | {} | {} |",
-            r["workload"].as_str().unwrap_or("").trim_start_matches("bulk-"),
+            r["workload"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches("bulk-"),
             r["target"].as_str().unwrap_or(""),
             num(&r["gb_per_s"], 2),
             num(&r["vs_direct"], 2),
-            if r["target"] == "direct" { "–".into() } else { num(&r["proxy_cpu_s_per_gb"], 2) },
+            if r["target"] == "direct" {
+                "–".into()
+            } else {
+                num(&r["proxy_cpu_s_per_gb"], 2)
+            },
         );
     }
 
     let _ = writeln!(w, "\n## Connection-setup latency\n");
-    let _ = writeln!(w, "One client, one connection at a time, TLS 1.3 resumed (tickets on): from `connect()` to the handshake's end at the client.\n");
-    let _ = writeln!(w, "| target | p50 ms | p99 ms | added p50 ms | added p99 ms | resumed |");
+    let _ = writeln!(
+        w,
+        "One client, one connection at a time, TLS 1.3 resumed (tickets on): from `connect()` to the handshake's end at the client.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| target | p50 ms | p99 ms | added p50 ms | added p99 ms | resumed |"
+    );
     let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|");
-    for r in s["conns"].as_array().into_iter().flatten().filter(|r| r["workload"] == LATENCY) {
+    for r in s["conns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["workload"] == LATENCY)
+    {
         let _ = writeln!(
             w,
             "| {} | {} | {} | {} | {} | {} |",
@@ -355,13 +490,28 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
     }
 
     let _ = writeln!(w, "\n## Affinity table at scale\n");
-    let _ = writeln!(w, "`stickytls::affinity::MemoryStore` through its API, in-process (`examples/affinity_rss.rs`, `benches/affinity.rs`).\n");
-    let _ = writeln!(w, "| entries | resident bytes per entry | fill ns per entry (incl. SHA-256 of the key) |");
+    let _ = writeln!(
+        w,
+        "`stickytls::affinity::MemoryStore` through its API, in-process (`examples/affinity_rss.rs`, `benches/affinity.rs`).\n"
+    );
+    let _ = writeln!(
+        w,
+        "| entries | resident bytes per entry | fill ns per entry (incl. SHA-256 of the key) |"
+    );
     let _ = writeln!(w, "|---:|---:|---:|");
     for r in s["rss"].as_array().into_iter().flatten() {
-        let _ = writeln!(w, "| {} | {} | {} |", r["entries"], num(&r["bytes_per_entry"], 1), num(&r["fill_ns_per_entry"], 0));
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} |",
+            r["entries"],
+            num(&r["bytes_per_entry"], 1),
+            num(&r["fill_ns_per_entry"], 0)
+        );
     }
-    let _ = writeln!(w, "\nOn a full table of 1M entries, ns per operation as one thread sees it while the others run the same loop (criterion median):\n");
+    let _ = writeln!(
+        w,
+        "\nOn a full table of 1M entries, ns per operation as one thread sees it while the others run the same loop (criterion median):\n"
+    );
     let _ = writeln!(w, "| operation | 1 thread | 4 threads |");
     let _ = writeln!(w, "|---|---:|---:|");
     for (op, what) in [("lookup", "lookup (hit)"), ("insert", "insert (evicting)")] {
@@ -378,19 +528,32 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
 
     let _ = writeln!(w, "\n## Cost of inspection (callgrind)\n");
     let ir = |mode: &str| {
-        s["callgrind"].as_array().into_iter().flatten().find(|r| r["target"] == mode).and_then(|r| {
-            Some(r["instructions"].as_f64()? / r["conns"].as_f64().filter(|c| *c > 0.0)?)
-        })
+        s["callgrind"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["target"] == mode)
+            .and_then(|r| {
+                Some(r["instructions"].as_f64()? / r["conns"].as_f64().filter(|c| *c > 0.0)?)
+            })
     };
     let (with, without) = (ir("inspect"), ir("noinspect"));
-    let _ = writeln!(w, "User-space instructions stickytls executes per resumed TLS 1.2 connection (`valgrind --tool=callgrind`, counted from after the warm-up; the kernel's share is in the syscall table below). One backend, so both modes resume every connection and relay the same bytes.\n");
+    let _ = writeln!(
+        w,
+        "User-space instructions stickytls executes per resumed TLS 1.2 connection (`valgrind --tool=callgrind`, counted from after the warm-up; the kernel's share is in the syscall table below). One backend, so both modes resume every connection and relay the same bytes.\n"
+    );
     let _ = writeln!(w, "| stickytls | instructions per connection |");
     let _ = writeln!(w, "|---|---:|");
     let f = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
     let _ = writeln!(w, "| with inspection | {} |", f(with));
     let _ = writeln!(w, "| `--no-inspect` | {} |", f(without));
     if let (Some(a), Some(b)) = (with, without) {
-        let _ = writeln!(w, "| inspection and affinity | {:.0} ({:+.0}%) |", a - b, (a / b - 1.0) * 100.0);
+        let _ = writeln!(
+            w,
+            "| inspection and affinity | {:.0} ({:+.0}%) |",
+            a - b,
+            (a / b - 1.0) * 100.0
+        );
     }
     if let Some(p) = profile {
         let _ = writeln!(w, "\n### Where the time goes\n");
@@ -398,23 +561,56 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
         let _ = writeln!(w, "| function (exclusive) | share |");
         let _ = writeln!(w, "|---|---:|");
         for (name, ir) in p.functions.iter().take(12) {
-            let _ = writeln!(w, "| `{}` | {:.1}% |", short(name), *ir as f64 * 100.0 / p.total.max(1) as f64);
+            let _ = writeln!(
+                w,
+                "| `{}` | {:.1}% |",
+                short(name),
+                *ir as f64 * 100.0 / p.total.max(1) as f64
+            );
         }
     }
     if let Some(p) = inclusive {
-        let _ = writeln!(w, "\nInclusive cost (a function and everything it calls) of stickytls's own functions, and of the zeroed allocations and formatting they do:\n");
-        let _ = writeln!(w, "| function (inclusive) | what it is | share | instructions per connection |");
+        let _ = writeln!(
+            w,
+            "\nInclusive cost (a function and everything it calls) of stickytls's own functions, and of the zeroed allocations and formatting they do:\n"
+        );
+        let _ = writeln!(
+            w,
+            "| function (inclusive) | what it is | share | instructions per connection |"
+        );
         let _ = writeln!(w, "|---|---|---:|---:|");
-        let conns = s["callgrind"].as_array().into_iter().flatten().find(|r| r["target"] == "inspect").and_then(|r| r["conns"].as_f64()).unwrap_or(0.0);
+        let conns = s["callgrind"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["target"] == "inspect")
+            .and_then(|r| r["conns"].as_f64())
+            .unwrap_or(0.0);
         for (name, ir) in p.landmarks().into_iter().take(16) {
-            let per = if conns > 0.0 { format!("{:.0}", ir as f64 / conns) } else { "–".into() };
-            let _ = writeln!(w, "| `{}` | {} | {:.1}% | {per} |", short(name), what(name), ir as f64 * 100.0 / p.total.max(1) as f64);
+            let per = if conns > 0.0 {
+                format!("{:.0}", ir as f64 / conns)
+            } else {
+                "–".into()
+            };
+            let _ = writeln!(
+                w,
+                "| `{}` | {} | {:.1}% | {per} |",
+                short(name),
+                what(name),
+                ir as f64 * 100.0 / p.total.max(1) as f64
+            );
         }
     }
 
     let _ = writeln!(w, "\n## Syscalls per connection\n");
-    let _ = writeln!(w, "`strace -c -f` attached to every process of the proxy over resumed TLS 1.2 connections (warm-up included in the count of connections). Without inspection two thirds of the resumptions reach the wrong backend and become full handshakes, which move more records.\n");
-    let _ = writeln!(w, "| proxy | syscalls per connection | most frequent (calls per connection) |");
+    let _ = writeln!(
+        w,
+        "`strace -c -f` attached to every process of the proxy over resumed TLS 1.2 connections (warm-up included in the count of connections). Without inspection two thirds of the resumptions reach the wrong backend and become full handshakes, which move more records.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| proxy | syscalls per connection | most frequent (calls per connection) |"
+    );
     let _ = writeln!(w, "|---|---:|---|");
     for r in s["strace"].as_array().into_iter().flatten() {
         let conns = r["traced_conns"].as_f64().unwrap_or(0.0).max(1.0);
@@ -425,7 +621,13 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
             .filter_map(|kv| kv.split_once(':'))
             .filter_map(|(k, v)| Some(format!("{k} {:.1}", v.parse::<f64>().ok()? / conns)))
             .collect();
-        let _ = writeln!(w, "| {} | {:.1} | {} |", r["target"].as_str().unwrap_or(""), r["syscalls"].as_f64().unwrap_or(0.0) / conns, top.join(", "));
+        let _ = writeln!(
+            w,
+            "| {} | {:.1} | {} |",
+            r["target"].as_str().unwrap_or(""),
+            r["syscalls"].as_f64().unwrap_or(0.0) / conns,
+            top.join(", ")
+        );
     }
     md
 }
@@ -434,25 +636,49 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
 /// when the run is repeated.
 fn summary(s: &Value) -> Vec<String> {
     let conns = s["conns"].as_array().cloned().unwrap_or_default();
-    let find = |w: &str, t: &str| conns.iter().find(|r| r["workload"] == w && r["target"] == t);
-    let resumed: Vec<&str> = WORKLOADS.iter().map(|(w, _)| *w).filter(|w| w.contains("resumed")).collect();
+    let find = |w: &str, t: &str| {
+        conns
+            .iter()
+            .find(|r| r["workload"] == w && r["target"] == t)
+    };
+    let resumed: Vec<&str> = WORKLOADS
+        .iter()
+        .map(|(w, _)| *w)
+        .filter(|w| w.contains("resumed"))
+        .collect();
     let mut out = Vec::new();
 
     // Who sticks: per target, the resumption workloads where at least 95%
     // of offers resumed on the issuing backend.
     let mut sticks = Vec::new();
     for t in ["stickytls", "haproxy", "nginx", "stickytls-noinspect"] {
-        let shares: Vec<(&str, f64)> =
-            resumed.iter().filter_map(|w| Some((*w, find(w, t)?["resumed_share"].as_f64()?))).collect();
+        let shares: Vec<(&str, f64)> = resumed
+            .iter()
+            .filter_map(|w| Some((*w, find(w, t)?["resumed_share"].as_f64()?)))
+            .collect();
         if shares.is_empty() {
             continue;
         }
-        let good: Vec<&str> = shares.iter().filter(|(_, v)| *v >= 0.95).map(|(w, _)| *w).collect();
+        let good: Vec<&str> = shares
+            .iter()
+            .filter(|(_, v)| *v >= 0.95)
+            .map(|(w, _)| *w)
+            .collect();
         let worst = shares.iter().map(|(_, v)| *v).fold(f64::INFINITY, f64::min);
         let what = match good.len() {
-            n if n == shares.len() => format!("sticks in all {n} resumption workloads (lowest {:.0}%)", worst * 100.0),
-            0 => format!("sticks in none (as low as {:.0}%, what balancing alone gives)", worst * 100.0),
-            _ => format!("sticks only in {} (as low as {:.0}% elsewhere)", good.join(", "), worst * 100.0),
+            n if n == shares.len() => format!(
+                "sticks in all {n} resumption workloads (lowest {:.0}%)",
+                worst * 100.0
+            ),
+            0 => format!(
+                "sticks in none (as low as {:.0}%, what balancing alone gives)",
+                worst * 100.0
+            ),
+            _ => format!(
+                "sticks only in {} (as low as {:.0}% elsewhere)",
+                good.join(", "),
+                worst * 100.0
+            ),
         };
         sticks.push(format!("**{t}** {what}"));
     }
@@ -462,17 +688,27 @@ fn summary(s: &Value) -> Vec<String> {
 
     let cpu = |w: &str, t: &str| find(w, t).and_then(|r| r["proxy_cpu_s_per_10k"].as_f64());
     let w = "tls12-resumed-session-id";
-    if let (Some(st), Some(ha), Some(ng)) = (cpu(w, "stickytls"), cpu(w, "haproxy"), cpu(w, "nginx")) {
+    if let (Some(st), Some(ha), Some(ng)) =
+        (cpu(w, "stickytls"), cpu(w, "haproxy"), cpu(w, "nginx"))
+    {
         out.push(format!(
             "Proxy CPU for 10k resumed TLS 1.2 connections (session IDs, where every proxy sticks): stickytls {st:.2} s, HAProxy {ha:.2} s ({:.2}×), nginx {ng:.2} s ({:.2}×).",
             st / ha, st / ng
         ));
     }
     let bulk = s["bulk"].as_array().cloned().unwrap_or_default();
-    let b = |w: &str, t: &str, k: &str| bulk.iter().find(|r| r["workload"] == w && r["target"] == t).and_then(|r| r[k].as_f64());
-    if let (Some(up), Some(down)) = (b("bulk-up", "stickytls", "vs_direct"), b("bulk-down", "stickytls", "vs_direct")) {
+    let b = |w: &str, t: &str, k: &str| {
+        bulk.iter()
+            .find(|r| r["workload"] == w && r["target"] == t)
+            .and_then(|r| r[k].as_f64())
+    };
+    if let (Some(up), Some(down)) = (
+        b("bulk-up", "stickytls", "vs_direct"),
+        b("bulk-down", "stickytls", "vs_direct"),
+    ) {
         let cmp = |t: &str| {
-            b("bulk-down", t, "proxy_cpu_s_per_gb").map_or(String::new(), |c| format!(", {t} {c:.2}"))
+            b("bulk-down", t, "proxy_cpu_s_per_gb")
+                .map_or(String::new(), |c| format!(", {t} {c:.2}"))
         };
         out.push(format!(
             "Bulk through stickytls runs at {:.0}% (upload) and {:.0}% (download) of direct; CPU-s per GB downloaded: stickytls {}{}{}.",
@@ -491,9 +727,14 @@ fn summary(s: &Value) -> Vec<String> {
         ));
     }
     let ir = |mode: &str| {
-        s["callgrind"].as_array().into_iter().flatten().find(|r| r["target"] == mode).and_then(|r| {
-            Some(r["instructions"].as_f64()? / r["conns"].as_f64().filter(|c| *c > 0.0)?)
-        })
+        s["callgrind"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["target"] == mode)
+            .and_then(|r| {
+                Some(r["instructions"].as_f64()? / r["conns"].as_f64().filter(|c| *c > 0.0)?)
+            })
     };
     if let (Some(a), Some(b)) = (ir("inspect"), ir("noinspect")) {
         out.push(format!(
@@ -510,7 +751,10 @@ fn summary(s: &Value) -> Vec<String> {
 fn what(name: &str) -> &'static str {
     const KNOWN: [(&str, &str); 12] = [
         ("alloc_zeroed", "zero-filled buffers (`vec![0u8; n]`)"),
-        ("Offer::from_hello", "session keys (SHA-256) and the balancer's fingerprint, from the hello"),
+        (
+            "Offer::from_hello",
+            "session keys (SHA-256) and the balancer's fingerprint, from the hello",
+        ),
         ("ja4::", "the JA4 fingerprint: sorted lists, hex, SHA-256"),
         ("core::fmt::write", "string formatting"),
         ("Learner", "learning from the server's flight"),
@@ -522,7 +766,10 @@ fn what(name: &str) -> &'static str {
         ("affinity::", "the affinity table"),
         ("relay", "the copy loop"),
     ];
-    KNOWN.iter().find(|(k, _)| name.contains(k)).map_or("", |(_, w)| w)
+    KNOWN
+        .iter()
+        .find(|(k, _)| name.contains(k))
+        .map_or("", |(_, w)| w)
 }
 
 /// A function name for a table: without its object file, pipes escaped.
@@ -540,17 +787,99 @@ struct Profile {
 
 /// Function groups for the paragraph, first match wins.
 const GROUPS: [(&str, &[&str]); 11] = [
-    ("memory allocation", &["malloc", "free", "realloc", "calloc", "__rust_alloc", "__rust_dealloc", "alloc::alloc", "tcache", "sysmalloc", "arena_"]),
-    ("memcpy/memmove/memset", &["memcpy", "memmove", "memset", "memcmp", "bcmp"]),
-    ("SHA-256 (JA4 fingerprints and table keys)", &["sha2::", "digest::"]),
-    ("the handshake inspector", &["stickytls::inspect", "tls_parser", "nom::"]),
-    ("affinity table, routing and learning", &["stickytls::affinity", "stickytls::learn", "stickytls::route", "stickytls::balance", "lru::", "hashbrown", "core::hash", "RandomState", "siphash"]),
-    ("tokio's scheduler, timers and I/O driver", &["tokio::", "mio::", "parking_lot", "std::sync", "crossbeam", "futures"]),
+    (
+        "memory allocation",
+        &[
+            "malloc",
+            "free",
+            "realloc",
+            "calloc",
+            "__rust_alloc",
+            "__rust_dealloc",
+            "alloc::alloc",
+            "tcache",
+            "sysmalloc",
+            "arena_",
+        ],
+    ),
+    (
+        "memcpy/memmove/memset",
+        &["memcpy", "memmove", "memset", "memcmp", "bcmp"],
+    ),
+    (
+        "SHA-256 (JA4 fingerprints and table keys)",
+        &["sha2::", "digest::"],
+    ),
+    (
+        "the handshake inspector",
+        &["stickytls::inspect", "tls_parser", "nom::"],
+    ),
+    (
+        "affinity table, routing and learning",
+        &[
+            "stickytls::affinity",
+            "stickytls::learn",
+            "stickytls::route",
+            "stickytls::balance",
+            "lru::",
+            "hashbrown",
+            "core::hash",
+            "RandomState",
+            "siphash",
+        ],
+    ),
+    (
+        "tokio's scheduler, timers and I/O driver",
+        &[
+            "tokio::",
+            "mio::",
+            "parking_lot",
+            "std::sync",
+            "crossbeam",
+            "futures",
+        ],
+    ),
     ("logging and metrics", &["tracing", "metrics"]),
-    ("the relay and connect path", &["stickytls::relay", "stickytls::connect", "stickytls::router", "stickytls::intake", "stickytls::listen"]),
-    ("formatting (core::fmt)", &["core::fmt", "alloc::fmt", "fmt::"]),
-    ("libc's system-call wrappers and locks", &["__libc_", "__GI_", "syscall", "epoll_", "recvfrom", "sendto", "accept4", "connect", "close", "setsockopt", "getsockopt", "shutdown", "socket", "clock_gettime", "futex", "pthread_", "__lll_"]),
-    ("the dynamic loader and thread start-up", &["ld-linux", "ld.so", "_dl_"]),
+    (
+        "the relay and connect path",
+        &[
+            "stickytls::relay",
+            "stickytls::connect",
+            "stickytls::router",
+            "stickytls::intake",
+            "stickytls::listen",
+        ],
+    ),
+    (
+        "formatting (core::fmt)",
+        &["core::fmt", "alloc::fmt", "fmt::"],
+    ),
+    (
+        "libc's system-call wrappers and locks",
+        &[
+            "__libc_",
+            "__GI_",
+            "syscall",
+            "epoll_",
+            "recvfrom",
+            "sendto",
+            "accept4",
+            "connect",
+            "close",
+            "setsockopt",
+            "getsockopt",
+            "shutdown",
+            "socket",
+            "clock_gettime",
+            "futex",
+            "pthread_",
+            "__lll_",
+        ],
+    ),
+    (
+        "the dynamic loader and thread start-up",
+        &["ld-linux", "ld.so", "_dl_"],
+    ),
 ];
 
 impl Profile {
@@ -563,16 +892,27 @@ impl Profile {
         let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
         for line in text.lines() {
             let line = line.trim();
-            let Some((count, rest)) = line.split_once(' ') else { continue };
-            let Ok(n) = count.replace(',', "").parse::<u64>() else { continue };
+            let Some((count, rest)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(n) = count.replace(',', "").parse::<u64>() else {
+                continue;
+            };
             // "1,234 (12.3%)  file:function [object]"
             let rest = rest.trim_start();
-            let rest = if rest.starts_with('(') { rest.split_once(')').map_or(rest, |(_, r)| r).trim_start() } else { rest };
+            let rest = if rest.starts_with('(') {
+                rest.split_once(')').map_or(rest, |(_, r)| r).trim_start()
+            } else {
+                rest
+            };
             if rest.starts_with("PROGRAM TOTALS") {
                 total = n;
             } else if let Some((_file, function)) = rest.split_once(':') {
                 // The object file in brackets is not always printed.
-                let name = function.rsplit_once(" [").map_or(function, |(f, _)| f).to_string();
+                let name = function
+                    .rsplit_once(" [")
+                    .map_or(function, |(f, _)| f)
+                    .to_string();
                 let e = by_name.entry(name).or_default();
                 *e = if inclusive { (*e).max(n) } else { *e + n };
             }
@@ -595,7 +935,9 @@ impl Profile {
         self.functions
             .iter()
             .filter(|(f, n)| {
-                (f.contains("stickytls::") || f.contains("__rust_alloc_zeroed") || f.starts_with("core::fmt::write"))
+                (f.contains("stickytls::")
+                    || f.contains("__rust_alloc_zeroed")
+                    || f.starts_with("core::fmt::write"))
                     && !f.contains("{{closure}}")
                     && (*n as f64) < self.total as f64 * 0.5
             })
@@ -614,7 +956,10 @@ impl Profile {
         let mut sums: Vec<(&'static str, u64)> = GROUPS.iter().map(|(g, _)| (*g, 0)).collect();
         let mut other = 0;
         for (name, n) in &self.functions {
-            match GROUPS.iter().position(|(_, pats)| pats.iter().any(|p| name.contains(p))) {
+            match GROUPS
+                .iter()
+                .position(|(_, pats)| pats.iter().any(|p| name.contains(p)))
+            {
                 Some(i) => sums[i].1 += n,
                 None => other += n,
             }
@@ -640,8 +985,16 @@ impl Profile {
             .filter(|(_, n)| *n as f64 / total >= 0.01)
             .map(|(g, n)| format!("{g} {:.0}%", *n as f64 * 100.0 / total))
             .collect();
-        let head = per_conn.map_or(String::new(), |p| format!("Of the {p:.0} instructions a resumed connection costs stickytls with inspection, "));
-        let head = if head.is_empty() { "Of stickytls's instructions, ".to_string() } else { head };
+        let head = per_conn.map_or(String::new(), |p| {
+            format!(
+                "Of the {p:.0} instructions a resumed connection costs stickytls with inspection, "
+            )
+        });
+        let head = if head.is_empty() {
+            "Of stickytls's instructions, ".to_string()
+        } else {
+            head
+        };
         format!(
             "{head}by exclusive cost: {}. These are user-space instructions only: the time in \
              the kernel's TCP stack, which a passthrough proxy's copy loop mostly is, is not \

@@ -24,7 +24,11 @@ pub fn load_ca(path: &Path) -> Result<CertificateDer<'static>, String> {
 /// Classic key shares only: a post-quantum share would earn a
 /// HelloRetryRequest from an OpenSSL 3.0 backend and measure a round trip
 /// that real clients of such backends learn to skip.
-pub fn client_config(ca: &CertificateDer<'static>, tls: Tls, resume: bool) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(
+    ca: &CertificateDer<'static>,
+    tls: Tls,
+    resume: bool,
+) -> Result<Arc<ClientConfig>, String> {
     let versions = match tls {
         Tls::V12 => Versions::Tls12,
         Tls::V13 => Versions::Tls13,

@@ -35,12 +35,22 @@ impl ClientPrefix {
             IpAddr::V4(v4) => {
                 let len = u32::from(v4_len.min(32));
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                ClientPrefix { bits: u128::from(u32::from(v4) & mask), v6: false }
+                ClientPrefix {
+                    bits: u128::from(u32::from(v4) & mask),
+                    v6: false,
+                }
             }
             IpAddr::V6(v6) => {
                 let len = u32::from(v6_len.min(128));
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-                ClientPrefix { bits: u128::from(v6) & mask, v6: true }
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
+                ClientPrefix {
+                    bits: u128::from(v6) & mask,
+                    v6: true,
+                }
             }
         }
     }
@@ -143,7 +153,8 @@ pub struct ClientIndex {
 
 impl ClientIndex {
     pub fn new(cfg: ClientIndexConfig, clock: Clock) -> Self {
-        let per_shard = NonZeroUsize::new(cfg.capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        let per_shard =
+            NonZeroUsize::new(cfg.capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         ClientIndex {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(LruCache::with_hasher(per_shard, RandomState::new())))
@@ -171,7 +182,10 @@ impl ClientIndex {
         };
         rec.roll(now, self.window / 2);
         let in_window = |r: &&Recent| r.at != 0 && now.saturating_sub(r.at) < self.window;
-        let last = rec.newest_first().find(in_window).map(|r| (r.backend, r.tls12));
+        let last = rec
+            .newest_first()
+            .find(in_window)
+            .map(|r| (r.backend, r.tls12));
         let same = rec
             .newest_first()
             .filter(in_window)
@@ -192,14 +206,22 @@ impl ClientIndex {
         let now = self.clock.now_secs();
         let backend = self.names.intern(&c.backend);
         let mut shard = self.shard(&prefix).lock().unwrap();
-        let rec = shard.get_or_insert_mut(prefix, || Record { bucket_start: now, ..Record::default() });
+        let rec = shard.get_or_insert_mut(prefix, || Record {
+            bucket_start: now,
+            ..Record::default()
+        });
         rec.roll(now, self.window / 2);
         if c.new_session {
             rec.current = rec.current.saturating_add(1);
         }
         let slot = usize::from(rec.head) % RECENT;
         // `at == 0` marks a forgotten slot.
-        rec.recent[slot] = Recent { at: now.max(1), fingerprint: c.fingerprint, backend, tls12: c.tls12 };
+        rec.recent[slot] = Recent {
+            at: now.max(1),
+            fingerprint: c.fingerprint,
+            backend,
+            tls12: c.tls12,
+        };
         rec.head = ((slot + 1) % RECENT) as u8;
         rec.len = (usize::from(rec.len) + 1).min(RECENT) as u8;
     }
@@ -232,12 +254,21 @@ mod tests {
 
     fn index(threshold: u32) -> (ClientIndex, Clock) {
         let clock = Clock::new();
-        let cfg = ClientIndexConfig { capacity: 1000, window: Duration::from_secs(600), nat_threshold: threshold };
+        let cfg = ClientIndexConfig {
+            capacity: 1000,
+            window: Duration::from_secs(600),
+            nat_threshold: threshold,
+        };
         (ClientIndex::new(cfg, clock.clone()), clock)
     }
 
     fn confirmed(b: &str, fp: u32, new_session: bool) -> Confirmed {
-        Confirmed { backend: Arc::from(b), tls12: true, fingerprint: fp, new_session }
+        Confirmed {
+            backend: Arc::from(b),
+            tls12: true,
+            fingerprint: fp,
+            new_session,
+        }
     }
 
     #[test]

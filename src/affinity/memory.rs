@@ -18,7 +18,6 @@ use super::names::Interner;
 use super::{AffinityStore, Binding, Key, KeyState};
 use crate::clock::{Clock, secs};
 
-
 /// One table value, kept small: it is stored once per entry.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -98,12 +97,20 @@ impl MemoryStore {
 
     fn expired(&self, e: &Entry, now: u32) -> bool {
         now.saturating_sub(e.touched) >= self.inactivity
-            || self.absolute_max.is_some_and(|max| now.saturating_sub(e.created) >= max)
+            || self
+                .absolute_max
+                .is_some_and(|max| now.saturating_sub(e.created) >= max)
     }
 
     fn entry(&self, binding: &Binding, now: u32, created: u32) -> Entry {
         let (state, tag) = binding.state.to_byte();
-        Entry { touched: now, created, backend: self.names.intern(&binding.backend), state, tag }
+        Entry {
+            touched: now,
+            created,
+            backend: self.names.intern(&binding.backend),
+            state,
+            tag,
+        }
     }
 }
 
@@ -174,7 +181,10 @@ mod tests {
     }
 
     fn owned(name: &str) -> Binding {
-        Binding { backend: Arc::from(name), state: KeyState::Owned }
+        Binding {
+            backend: Arc::from(name),
+            state: KeyState::Owned,
+        }
     }
 
     #[test]
@@ -199,7 +209,10 @@ mod tests {
             clock.advance(Duration::from_secs(40));
             let _ = s.get(&k);
         }
-        assert!(s.get(&k).is_none(), "120 s old entry outlived the 100 s maximum");
+        assert!(
+            s.get(&k).is_none(),
+            "120 s old entry outlived the 100 s maximum"
+        );
     }
 
     #[test]
@@ -221,7 +234,10 @@ mod tests {
         assert_eq!(layout(100), (15, 7));
         for total in [1usize, 1_000, 50_000, 1_000_000, 3_000_000] {
             let (shards, per) = layout(total);
-            assert!(shards * per >= total && shards * per - total < per, "{total}");
+            assert!(
+                shards * per >= total && shards * per - total < per,
+                "{total}"
+            );
             assert!((per / 7 * 8).is_power_of_two());
         }
     }
@@ -232,10 +248,22 @@ mod tests {
         let a = Key::new(KeyKind::SessionId, b"same");
         let b = Key::new(KeyKind::Ticket, b"same");
         assert_ne!(a, b);
-        s.put(a, Binding { backend: Arc::from("x"), state: KeyState::Candidate { tag: 7 } });
+        s.put(
+            a,
+            Binding {
+                backend: Arc::from("x"),
+                state: KeyState::Candidate { tag: 7 },
+            },
+        );
         s.put(b, owned("y"));
         assert_eq!(s.get(&a).unwrap().state, KeyState::Candidate { tag: 7 });
-        assert!(s.update(&a, Binding { backend: Arc::from("x"), state: KeyState::Shared }));
+        assert!(s.update(
+            &a,
+            Binding {
+                backend: Arc::from("x"),
+                state: KeyState::Shared
+            }
+        ));
         assert_eq!(s.get(&a).unwrap().state, KeyState::Shared);
         assert_eq!(s.get(&b).unwrap().backend.as_ref(), "y");
         s.remove(&b);

@@ -12,8 +12,8 @@
 //! randomly keyed hasher, so chosen keys cannot degrade them (HashDoS).
 
 pub mod clients;
-mod names;
 pub mod memory;
+mod names;
 
 use sha2::{Digest, Sha256};
 

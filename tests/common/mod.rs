@@ -16,7 +16,10 @@ pub fn ip(last: u8) -> IpAddr {
 }
 
 /// Starts `n` rustls backends named a, b, c, ... with `options` applied.
-pub async fn rustls_backends(n: usize, options: impl Fn(&mut BackendOptions)) -> Vec<RunningBackend> {
+pub async fn rustls_backends(
+    n: usize,
+    options: impl Fn(&mut BackendOptions),
+) -> Vec<RunningBackend> {
     let mut out = Vec::new();
     for i in 0..n {
         let name = ((b'a' + i as u8) as char).to_string();
@@ -30,7 +33,10 @@ pub async fn rustls_backends(n: usize, options: impl Fn(&mut BackendOptions)) ->
 /// A router config in front of `(name, addr)` backends, with timeouts short
 /// enough for tests but no shorter than a loaded CI machine needs.
 pub fn config(backends: &[(String, SocketAddr)]) -> Config {
-    let bs = backends.iter().map(|(n, a)| BackendConfig::new(n, *a)).collect();
+    let bs = backends
+        .iter()
+        .map(|(n, a)| BackendConfig::new(n, *a))
+        .collect();
     let mut c = Config::single("127.0.0.1:0".parse().unwrap(), bs);
     let p = &mut c.pools[0];
     p.timeouts.connect = Duration::from_secs(2);
@@ -40,7 +46,10 @@ pub fn config(backends: &[(String, SocketAddr)]) -> Config {
 }
 
 pub fn named(backends: &[RunningBackend]) -> Vec<(String, SocketAddr)> {
-    backends.iter().map(|b| (b.name().to_string(), b.addr())).collect()
+    backends
+        .iter()
+        .map(|b| (b.name().to_string(), b.addr()))
+        .collect()
 }
 
 pub async fn start_router(config: Config) -> RunningRouter {
@@ -63,7 +72,9 @@ pub async fn proxy_in_front(
             i += 1;
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
-                let Ok(mut up) = tokio::net::TcpStream::connect(router).await else { return };
+                let Ok(mut up) = tokio::net::TcpStream::connect(router).await else {
+                    return;
+                };
                 if up.write_all(&h).await.is_err() {
                     return;
                 }
