@@ -685,3 +685,20 @@ fn an_unreadable_file_is_an_error_and_usage_mistakes_exit_2() {
         "a quick-form option would be silently ignored with --config"
     );
 }
+
+#[test]
+fn readme_minimal_config_passes_check() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("README shows a config") + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let dir = scratch("readme");
+    std::fs::write(dir.join("stickytls.toml"), &readme[start..end]).unwrap();
+    let out = stickytls(&dir, &["check", "--config", "stickytls.toml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
