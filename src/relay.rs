@@ -197,6 +197,7 @@ async fn pump(
     // is ever memset (zeroing three 16 KiB buffers was a third of the
     // instructions of a short connection).
     let mut buf = Vec::with_capacity(BUF);
+    let mut splice = true;
     loop {
         let n = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
         if n == 0 {
@@ -210,38 +211,15 @@ async fn pump(
         }
         write_all(dst, data).await.map_err(|e| (dst_side, e))?;
         total += n as u64;
-        if !watching && n == BUF {
+        if splice && !watching && n == BUF {
             // A full buffer in one read: bulk. Hand the rest to the kernel.
-            drop(buf);
-            return match splice_pump(src, dst, src_side, shared).await {
-                Ok(more) => Ok(total + more),
-                Err(SpliceError::Unsupported) => copy_rest(src, dst, src_side, shared, total).await,
-                Err(SpliceError::Io(side, e)) => Err((side, e)),
-            };
+            match splice_pump(src, dst, src_side, shared).await {
+                Ok(more) => return Ok(total + more),
+                // No pipe to be had: this loop goes on copying.
+                Err(SpliceError::Unsupported) => splice = false,
+                Err(SpliceError::Io(side, e)) => return Err((side, e)),
+            }
         }
-    }
-}
-
-/// A plain copy to the end, for when splice is not available.
-async fn copy_rest(
-    src: &TcpStream,
-    dst: &TcpStream,
-    src_side: Side,
-    shared: &Shared<'_>,
-    mut total: u64,
-) -> Result<u64, (Side, io::Error)> {
-    let mut buf = Vec::with_capacity(BUF);
-    loop {
-        let n = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
-        if n == 0 {
-            half_close(dst);
-            return Ok(total);
-        }
-        shared.touch();
-        write_all(dst, &buf[..n])
-            .await
-            .map_err(|e| (other(src_side), e))?;
-        total += n as u64;
     }
 }
 
