@@ -526,14 +526,11 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     let deadline = tokio::time::Instant::now() + listener.hello_timeout;
 
     // Hello stage: PROXY header, then the ClientHello, within one budget.
-    let pre = listener.default_pool().prefix(peer.ip());
-    let Some(slot) = listener.begin_inspecting(pre) else {
-        listener.stats.rejected("per_ip_limit");
-        if listener.decision_log.allow() {
-            warn!(%peer, "closed: too many connections from this address still sending their hello");
-        }
-        return;
-    };
+    // Behind a PROXY-protocol balancer every connection comes from the
+    // balancer, so the per-address cap on connections still sending their
+    // hello applies to the client address the header names; only trusted
+    // peers get that far, and the header is small and read within the
+    // same deadline.
     let mut hello = Vec::with_capacity(2048);
     let client_addr = if listener.config.proxy_protocol {
         match proxy::read_header(
@@ -556,6 +553,14 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         }
     } else {
         peer
+    };
+    let Some(slot) = listener.begin_inspecting(listener.default_pool().prefix(client_addr.ip()))
+    else {
+        listener.stats.rejected("per_ip_limit");
+        if listener.decision_log.allow() {
+            warn!(peer = %client_addr, "closed: too many connections from this address still sending their hello");
+        }
+        return;
     };
     let mut hs = Handshake::new(inspect::Limits {
         max_client_bytes: limits.max_hello_bytes,
