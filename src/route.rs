@@ -181,11 +181,11 @@ pub struct Decision {
 /// Applies the rules. Table entries naming a backend that is down or not in
 /// the pool are misses, and are deleted.
 pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decision {
-    let usable = |name: &str| {
-        pool.backends
-            .by_name(name)
-            .filter(|b| b.is_up(&pool.clock) && b.weight > 0)
-    };
+    // Where existing state lives (rules 1 and 2), a backend only has to be
+    // up: weight 0 means draining, which keeps the sessions it owns. New
+    // sessions (rule 3) also need a weight above 0.
+    let usable = |name: &str| pool.backends.by_name(name).filter(|b| b.is_up(&pool.clock));
+    let takes_new = |name: &str| usable(name).filter(|b| b.weight > 0);
 
     // Rule 1.
     for (kind, key) in offer.keys() {
@@ -239,7 +239,7 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
 
     // Rule 3.
     if !view.shared {
-        if let Some(b) = view.last.as_ref().and_then(|(b, _)| usable(b)) {
+        if let Some(b) = view.last.as_ref().and_then(|(b, _)| takes_new(b)) {
             return finish(
                 pool,
                 client,
@@ -315,12 +315,63 @@ mod tests {
     use crate::inspect::{Handshake, Limits, Status};
     use crate::peer::backend::{Backend, BackendOptions};
     use crate::peer::client::{Client, ClientOptions};
+    use crate::router::PoolState;
 
     fn fingerprint_of(hello_bytes: &[u8]) -> (u32, String) {
         let mut hs = Handshake::new(Limits::default());
         assert_eq!(hs.feed_client(hello_bytes), Status::Done);
         let ch = hs.client_hello().unwrap();
         (stable_fingerprint(&ch), ch.ja4_stable())
+    }
+
+    #[test]
+    fn draining_backend_keeps_its_sessions_but_takes_no_fresh_clients() {
+        use crate::affinity::{Binding, Key};
+        use crate::clock::Clock;
+        use crate::config::{BackendConfig, PoolConfig};
+        use crate::log_limit::LogLimiter;
+        use crate::stats::Stats;
+        use std::sync::Arc;
+
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let mut draining = BackendConfig::new("a", addr(1));
+        draining.weight = 0;
+        let cfg = PoolConfig::new("p", vec![draining, BackendConfig::new("b", addr(2))]);
+        let pool = PoolState::new(
+            cfg,
+            Clock::new(),
+            Arc::new(Stats::default()),
+            Arc::new(LogLimiter::new(1)),
+        );
+        let client = pool.prefix("127.0.0.9".parse().unwrap());
+        let sid = Key::new(KeyKind::SessionId, b"a session on a");
+        pool.table.put(
+            sid,
+            Binding {
+                backend: Arc::from("a"),
+                state: KeyState::Owned,
+            },
+        );
+
+        let resuming = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+        let d = decide(&pool, &resuming, &client);
+        assert_eq!(
+            &*d.candidates[0].name, "a",
+            "the session stays on its draining owner"
+        );
+        assert_eq!(d.rule, Rule::Key(KeyKind::SessionId));
+
+        for _ in 0..4 {
+            let fresh = decide(&pool, &Offer::default(), &client);
+            assert_eq!(&*fresh.candidates[0].name, "b");
+            assert!(
+                fresh.candidates.iter().all(|b| &*b.name != "a"),
+                "no fresh client for a"
+            );
+        }
     }
 
     #[tokio::test]
