@@ -84,12 +84,19 @@ pub fn report(client: &[u8], server: Option<&[u8]>, limits: Limits) -> (Value, b
     if let Some(st) = server_status {
         all &= st == Status::Done;
         let (status, error) = status_fields(&st);
-        let mut s = json!({ "status": status, "error": error, "hello_retry_request": h.hello_retry_request() });
-        let mut learned = Vec::new();
-        if let (Some(o), Value::Object(m)) = (h.outcome(), &mut s) {
+        // Keys in the order of the schema.
+        let mut m = serde_json::Map::new();
+        m.insert("status".into(), status.into());
+        m.insert("error".into(), error.into());
+        let outcome = h.outcome();
+        if let Some(o) = outcome {
             m.insert("version".into(), hex16(o.version).into());
             m.insert("session_id".into(), hex(&o.session_id).into());
             m.insert("cipher_suite".into(), hex16(o.cipher_suite).into());
+        }
+        m.insert("hello_retry_request".into(), h.hello_retry_request().into());
+        let mut learned = Vec::new();
+        if let Some(o) = outcome {
             m.insert("psk_selected".into(), o.psk_selected.into());
             m.insert(
                 "new_session_tickets".into(),
@@ -107,7 +114,7 @@ pub fn report(client: &[u8], server: Option<&[u8]>, limits: Limits) -> (Value, b
                 .map(|l| json!({ "kind": l.kind.as_str(), "key": hex(&l.key) }))
                 .collect();
         }
-        out.insert("server".into(), s);
+        out.insert("server".into(), Value::Object(m));
         out.insert("learned".into(), learned.into());
     }
     (Value::Object(out), all)
@@ -210,10 +217,10 @@ mod tests {
             [
                 "status",
                 "error",
-                "hello_retry_request",
                 "version",
                 "session_id",
                 "cipher_suite",
+                "hello_retry_request",
                 "psk_selected",
                 "new_session_tickets",
                 "resumed",
