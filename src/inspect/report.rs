@@ -87,7 +87,7 @@ pub fn report(client: &[u8], server: Option<&[u8]>, limits: Limits) -> (Value, b
         // Keys in the order of the schema.
         let mut m = serde_json::Map::new();
         m.insert("status".into(), status.into());
-        m.insert("error".into(), error.into());
+        m.insert("error".into(), error);
         let outcome = h.outcome();
         if let Some(o) = outcome {
             m.insert("version".into(), hex16(o.version).into());
