@@ -58,6 +58,16 @@ impl Balancer {
         self.order_inner(backends, client, false)
     }
 
+    /// The round-robin position; a balancing decision moves it on, a
+    /// failover order only reads it.
+    fn turn(&self, advance: bool) -> usize {
+        if advance {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.next.load(Ordering::Relaxed)
+        }
+    }
+
     fn order_inner(
         &self,
         backends: &[Arc<Backend>],
@@ -71,11 +81,7 @@ impl Balancer {
                 if list.is_empty() {
                     return list;
                 }
-                let turn = if advance {
-                    self.next.fetch_add(1, Ordering::Relaxed)
-                } else {
-                    self.next.load(Ordering::Relaxed)
-                };
+                let turn = self.turn(advance);
                 let start = turn % list.len();
                 let mut out = Vec::with_capacity(list.len());
                 out.extend_from_slice(&list[start..]);
@@ -117,11 +123,7 @@ impl Balancer {
                 if list.is_empty() {
                     return Vec::new();
                 }
-                let turn = if advance {
-                    self.next.fetch_add(1, Ordering::Relaxed)
-                } else {
-                    self.next.load(Ordering::Relaxed)
-                };
+                let turn = self.turn(advance);
                 let n = list.len();
                 let mut rotated: Vec<(usize, &Arc<Backend>)> =
                     (0..n).map(|k| (k, list[(turn + k) % n])).collect();

@@ -224,6 +224,15 @@ impl ListenerState {
         &self.pools[i]
     }
 
+    /// Closes a connection before routing: counted by `reason`, and logged
+    /// within the per-connection log budget.
+    fn reject(&self, peer: SocketAddr, reason: &'static str, why: &dyn std::fmt::Display) {
+        self.stats.rejected(reason);
+        if self.decision_log.allow() {
+            info!(%peer, reason, "closed before routing: {why}");
+        }
+    }
+
     fn default_pool(&self) -> &Arc<PoolState> {
         &self.pools[self.default_pool]
     }
@@ -543,13 +552,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         .await
         {
             Ok(addr) => addr,
-            Err(e) => {
-                listener.stats.rejected(e.reason());
-                if listener.decision_log.allow() {
-                    info!(%peer, reason = e.reason(), "closed: {e}");
-                }
-                return;
-            }
+            Err(e) => return listener.reject(peer, e.reason(), &e),
         }
     } else {
         peer
@@ -575,24 +578,17 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     )
     .await;
     drop(slot);
-    match intake {
-        Ok(()) => {}
-        Err(IntakeError::NotTls(n)) if listener.non_tls_pool.is_some() => {
-            let pool =
-                listener.pools[listener.non_tls_pool.unwrap_or(listener.default_pool)].clone();
+    match (intake, listener.non_tls_pool) {
+        (Ok(()), _) => {}
+        (Err(IntakeError::NotTls(n)), Some(non_tls)) => {
+            let pool = listener.pools[non_tls].clone();
             if listener.decision_log.allow() {
                 info!(peer = %client_addr, reason = n.reason, pool = %pool.config.name, "not TLS: forwarded to the non-TLS pool");
             }
             forward_blind(&pool, client, client_addr, &hello, false).await;
             return;
         }
-        Err(e) => {
-            listener.stats.rejected(e.reason());
-            if listener.decision_log.allow() {
-                info!(peer = %client_addr, reason = e.reason(), "closed before routing: {e}");
-            }
-            return;
-        }
+        (Err(e), _) => return listener.reject(client_addr, e.reason(), &e),
     }
 
     // Route: the pool by SNI, then the affinity rules inside it.
@@ -608,7 +604,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     };
     let prefix = pool.prefix(client_addr.ip());
     let decision = decide(&pool, &offer, &prefix);
-    pool.stats.routed(decision.rule.as_str(), decision.reason);
+    pool.stats.routed(decision.rule, decision.reason);
 
     // Connect, with failover.
     let Some(connected) = connect_logged(&pool, &decision, client_addr, &hello, true).await else {
@@ -660,7 +656,7 @@ async fn forward_blind(
         matched: None,
         reason: "forwarded without inspection",
     };
-    pool.stats.routed(decision.rule.as_str(), decision.reason);
+    pool.stats.routed(decision.rule, decision.reason);
     let Some(connected) = connect_logged(pool, &decision, client_addr, hello, tls).await else {
         return;
     };

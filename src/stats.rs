@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::affinity::KeyKind;
 use crate::inspect::Resumption;
 use crate::metrics as m;
+use crate::route::Rule;
 
 fn kind_index(kind: KeyKind) -> usize {
     match kind {
@@ -94,17 +95,17 @@ impl Stats {
         inc(&self.learned[kind_index(kind)]);
         counter!(m::LEARNED, "kind" => kind.as_str()).increment(1);
     }
-    pub fn routed(&self, rule: &'static str, reason: &'static str) {
+    pub fn routed(&self, rule: Rule, reason: &'static str) {
         match rule {
-            "rebind" => {
+            Rule::Rebind => {
                 inc(&self.rebinds);
                 counter!(m::REBINDS, "reason" => reason).increment(1);
             }
-            "source_ip" => inc(&self.routed_source_ip),
-            "balancer" => inc(&self.routed_balancer),
-            _ => {}
+            Rule::SourceIp => inc(&self.routed_source_ip),
+            Rule::Balancer => inc(&self.routed_balancer),
+            Rule::Key(_) => {}
         }
-        counter!(m::ROUTED, "rule" => rule).increment(1);
+        counter!(m::ROUTED, "rule" => rule.as_str()).increment(1);
     }
     pub fn affinity_lost(&self, backend: &str) {
         inc(&self.affinity_lost);
