@@ -13,14 +13,25 @@
 //! A half-close is passed on as a half-close (the other direction keeps
 //! flowing; a pipe is drained first), a reset as a reset, and a connection
 //! with no bytes either way for the idle timeout is closed.
+//!
+//! Closing costs packets, and on a short connection packets are most of a
+//! proxy's CPU (each one runs the kernel's TCP path twice, once per
+//! endpoint, and on loopback both run in the sender's time). So when the
+//! last bytes of a direction arrive together with the peer's FIN, which is
+//! how a server that closes after its response usually sends them, the
+//! relay confirms the end of stream with one more read and sends those
+//! bytes corked (`MSG_MORE`), so the FIN it passes on leaves in the same
+//! segment; and the second direction to end is closed by the socket's
+//! `close`, not by a `shutdown` first.
 
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use rustix::net::SendFlags;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -69,12 +80,26 @@ struct Shared<'a> {
     /// Clock millis of the last byte either way, for the idle timeout.
     last_activity: AtomicU64,
     flight: &'a dyn OnServerFlight,
+    /// Set by the first direction to reach its end of stream.
+    one_ended: AtomicBool,
 }
 
 impl Shared<'_> {
     fn touch(&self) {
         self.last_activity
             .store(self.clock.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Passes `src`'s end of stream on to `dst`. The first direction to end
+    /// half-closes; the second leaves the FIN to the `close` that follows
+    /// at once (both directions are done, so the relay returns and the
+    /// sockets are dropped), one system call fewer. The receive queues are
+    /// empty by then (each direction read to its end), so that close sends
+    /// a FIN, not a reset.
+    fn end_of_stream(&self, dst: &TcpStream) {
+        if !self.one_ended.swap(true, Ordering::AcqRel) {
+            half_close(dst);
+        }
     }
 
     /// Shows client bytes to the inspector; false once it needs no more.
@@ -133,6 +158,7 @@ pub async fn relay(
         clock,
         last_activity: AtomicU64::new(clock.now_ms()),
         flight,
+        one_ended: AtomicBool::new(false),
     };
     let (client, server) = (&*client, &*server);
     let sh = &shared;
@@ -199,18 +225,39 @@ async fn pump(
     let mut buf = Vec::with_capacity(BUF);
     let mut splice = true;
     loop {
-        let n = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
+        let (n, peer_closed) = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
         if n == 0 {
-            half_close(dst);
+            shared.end_of_stream(dst);
             return Ok(total);
         }
         shared.touch();
-        let data = &buf[..n];
+        // The peer's FIN came with these bytes: read its end of stream now
+        // (into the buffer's spare room, so any straggler is kept) and let
+        // the FIN ride in the same segment as the data.
+        let mut last = Ok(false);
+        if peer_closed {
+            last = match src.try_read_buf(&mut buf) {
+                Ok(0) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        let data = &buf[..];
         if watching {
             watching = watch(data);
         }
+        if last.as_ref().is_ok_and(|&end| end) {
+            write_all_corked(dst, data)
+                .await
+                .map_err(|e| (dst_side, e))?;
+            shared.end_of_stream(dst);
+            return Ok(total + data.len() as u64);
+        }
         write_all(dst, data).await.map_err(|e| (dst_side, e))?;
-        total += n as u64;
+        total += data.len() as u64;
+        // A reset behind the last bytes: they were passed on, now the reset.
+        last.map_err(|e| (src_side, e))?;
         if splice && !watching && n == BUF {
             // A full buffer in one read: bulk. Hand the rest to the kernel.
             match splice_pump(src, dst, src_side, shared).await {
@@ -261,7 +308,7 @@ async fn splice_pump(
             }
         };
         if n == 0 {
-            half_close(dst);
+            shared.end_of_stream(dst);
             return Ok(total);
         }
         shared.touch();
@@ -284,11 +331,13 @@ async fn splice_pump(
     }
 }
 
-/// Reads into `buf`'s capacity, replacing its contents.
-async fn read(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// Reads into `buf`'s capacity, replacing its contents. Also says whether
+/// the peer had already sent its FIN when the bytes were read (epoll's
+/// `EPOLLRDHUP`): then the next read is the end of stream, or a reset.
+async fn read(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<(usize, bool)> {
     buf.clear();
     loop {
-        s.readable().await?;
+        let ready = s.ready(Interest::READABLE).await?;
         match s.try_read_buf(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Ok(n) if n > 0 && n < buf.capacity() => {
@@ -300,9 +349,9 @@ async fn read(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
                 let _ = s.try_io(Interest::READABLE, || {
                     Err::<(), _>(io::ErrorKind::WouldBlock.into())
                 });
-                return Ok(n);
+                return Ok((n, ready.is_read_closed()));
             }
-            r => return r,
+            r => return r.map(|n| (n, false)),
         }
     }
 }
@@ -311,6 +360,24 @@ async fn write_all(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         s.writable().await?;
         match s.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `data` with `MSG_MORE`, so the kernel holds the last segment for
+/// the FIN that the caller sends next to join.
+async fn write_all_corked(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        s.writable().await?;
+        match s.try_io(Interest::WRITABLE, || {
+            rustix::net::send(s, data, SendFlags::MORE | SendFlags::NOSIGNAL)
+                .map_err(io::Error::from)
+        }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

@@ -78,6 +78,82 @@ async fn backend_reset_reaches_the_client_as_a_reset() {
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
 }
 
+/// A backend that writes its last bytes and closes at once (data and FIN
+/// in one go, which the relay passes on as one corked segment): the client
+/// gets every byte, then the end of stream, and its own direction keeps
+/// flowing after that, since the backend only half-closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_bytes_sent_with_the_fin_arrive_and_the_other_way_stays_open() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        s.read_exact(&mut buf[..4]).await.unwrap();
+        // The last bytes and the FIN, back to back.
+        s.write_all(b"last words").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        let _ = tx.send(rest);
+    });
+    let router = router_to(backend).await;
+    let mut c = TcpStream::connect(router.addr).await.unwrap();
+    c.write_all(b"plain").await.unwrap();
+    let mut x = [0u8; 1];
+    c.read_exact(&mut x).await.unwrap();
+    c.write_all(b"more").await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(buf, b"last words");
+    c.write_all(b"after the backend's FIN").await.unwrap();
+    c.shutdown().await.unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest, b"after the backend's FIN");
+}
+
+/// A backend that resets right behind its last bytes: the bytes still
+/// reach the client, then the reset does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_bytes_sent_just_before_a_reset_arrive_then_the_reset() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        s.read_exact(&mut buf[..4]).await.unwrap();
+        s.write_all(b"last words").await.unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+    });
+    let router = router_to(backend).await;
+    let mut c = TcpStream::connect(router.addr).await.unwrap();
+    c.write_all(b"plain").await.unwrap();
+    let mut x = [0u8; 1];
+    c.read_exact(&mut x).await.unwrap();
+    c.write_all(b"more").await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(buf, b"last words");
+    let e = r.expect_err("a reset, not a clean close");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
+
 /// Bulk moves to splice(2) after a full buffer: every byte must still
 /// arrive, in order, and the half-close must come after the pipe drained.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

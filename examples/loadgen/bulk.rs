@@ -67,7 +67,7 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
         .map_err(|e| format!("handshake: {e}"))?;
 
     let (pids, tck) = (&args.common.watch_pids, args.common.clk_tck);
-    let cpu_before = procstat::cpu_seconds(pids, tck);
+    let cpu_before = procstat::cpu(pids, tck);
     let own_before = procstat::own_cpu_seconds(tck);
     let started = Instant::now();
     let moved = match args.direction {
@@ -117,7 +117,8 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
         }
     };
     let elapsed = started.elapsed().as_secs_f64();
-    let proxy_cpu = procstat::cpu_seconds(pids, tck) - cpu_before;
+    let proxy = procstat::cpu(pids, tck) - cpu_before;
+    let proxy_cpu = proxy.total();
     let own_cpu = procstat::own_cpu_seconds(tck) - own_before;
     let gb = moved as f64 / 1e9;
     let mut out = json!({
@@ -131,6 +132,8 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
     if !pids.is_empty() {
         out["proxy_cpu_s"] = json!(proxy_cpu);
         out["proxy_cpu_s_per_gb"] = json!(proxy_cpu / gb.max(1e-12));
+        out["proxy_user_s"] = json!(proxy.user);
+        out["proxy_sys_s"] = json!(proxy.sys);
     }
     for (k, v) in &args.common.tags {
         out[k] = json!(v);

@@ -170,7 +170,7 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
 
     let pids = args.common.watch_pids.clone();
     let tck = args.common.clk_tck;
-    let cpu_before = procstat::cpu_seconds(&pids, tck);
+    let cpu_before = procstat::cpu(&pids, tck);
     let own_before = procstat::own_cpu_seconds(tck);
     let started = Instant::now();
     let deadline = started + args.max_time;
@@ -229,7 +229,8 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
         t.await.map_err(|e| e.to_string())?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let proxy_cpu = procstat::cpu_seconds(&pids, tck) - cpu_before;
+    let proxy = procstat::cpu(&pids, tck) - cpu_before;
+    let proxy_cpu = proxy.total();
     let own_cpu = procstat::own_cpu_seconds(tck) - own_before;
 
     let mut t = Arc::try_unwrap(tally)
@@ -260,6 +261,8 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
     });
     if !pids.is_empty() {
         out["proxy_cpu_s"] = json!(proxy_cpu);
+        out["proxy_user_s"] = json!(proxy.user);
+        out["proxy_sys_s"] = json!(proxy.sys);
         out["proxy_cpu_s_per_10k"] = json!(if ok > 0 {
             proxy_cpu * 10_000.0 / ok as f64
         } else {

@@ -4,31 +4,58 @@
 //! proxy is one PID; a multi-process proxy (nginx master and workers) is
 //! several, and the caller passes them all.
 
-/// utime + stime of `pids`, in seconds. A process that is gone counts as
-/// zero: its time is lost, so the caller should pass only long-lived ones.
-pub fn cpu_seconds(pids: &[u32], clk_tck: u64) -> f64 {
-    let ticks: u64 = pids
+/// CPU seconds spent in user space and in the kernel.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct Cpu {
+    pub user: f64,
+    pub sys: f64,
+}
+
+impl Cpu {
+    pub fn total(self) -> f64 {
+        self.user + self.sys
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, rhs: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - rhs.user,
+            sys: self.sys - rhs.sys,
+        }
+    }
+}
+
+/// utime and stime of `pids`. A process that is gone counts as zero: its
+/// time is lost, so the caller should pass only long-lived ones.
+pub fn cpu(pids: &[u32], clk_tck: u64) -> Cpu {
+    let (user, sys) = pids
         .iter()
         .filter_map(|&pid| ticks(&format!("/proc/{pid}/stat")))
-        .sum();
-    ticks as f64 / clk_tck.max(1) as f64
+        .fold((0, 0), |(u, s), (du, ds)| (u + du, s + ds));
+    let tck = clk_tck.max(1) as f64;
+    Cpu {
+        user: user as f64 / tck,
+        sys: sys as f64 / tck,
+    }
 }
 
 /// This process's own CPU seconds.
 pub fn own_cpu_seconds(clk_tck: u64) -> f64 {
-    ticks("/proc/self/stat").unwrap_or(0) as f64 / clk_tck.max(1) as f64
+    ticks("/proc/self/stat").map_or(0, |(u, s)| u + s) as f64 / clk_tck.max(1) as f64
 }
 
-/// utime + stime in clock ticks. The command name (field 2) may hold
+/// (utime, stime) in clock ticks. The command name (field 2) may hold
 /// spaces and parentheses, so fields are counted from the last `)`.
-fn ticks(path: &str) -> Option<u64> {
+fn ticks(path: &str) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(path).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     // After the name: state(3) ppid(4) ... utime(14) stime(15).
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 #[cfg(test)]
