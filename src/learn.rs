@@ -11,7 +11,7 @@ use tracing::{debug, info};
 use crate::affinity::clients::{ClientPrefix, Confirmed};
 use crate::affinity::{Binding, Key, KeyKind, KeyState};
 use crate::backend::Backend;
-use crate::inspect::{Outcome, ticket_key_name};
+use crate::inspect::{Learned, Outcome, ticket_key_name};
 use crate::route::{Decision, Offer, Rule};
 use crate::router::PoolState;
 
@@ -67,18 +67,11 @@ pub fn learn(
     for l in &outcome.learned {
         match l.kind {
             KeyKind::SessionId | KeyKind::Ticket | KeyKind::PskIdentity => {
-                let key = Key::new(l.kind, &l.key);
+                let (key, name) = keys_of(offer, outcome, l);
                 pool.table.put(key, owned());
                 pool.stats.learned(l.kind);
-                if l.kind != KeyKind::SessionId {
-                    if let Some(name) = ticket_key_name(&l.key) {
-                        confirm_key_name(
-                            pool,
-                            Key::new(KeyKind::TicketKeyName, name),
-                            backend,
-                            key.tag(),
-                        );
-                    }
+                if let Some(name) = name {
+                    confirm_key_name(pool, name, backend, key.tag());
                 }
                 debug!(backend = %backend.name, kind = l.kind.as_str(), key = %key.short_hex(), "learned");
             }
@@ -99,9 +92,40 @@ pub fn learn(
     );
 }
 
+/// The table key of a confirmed session ID, ticket or identity and, for a
+/// ticket or identity, the key of its key name. What the client offered was
+/// hashed when its hello was read (`Offer`); a resumption confirms those
+/// very bytes, so their digests are reused, and only what the server issued
+/// is hashed here: one SHA-256 per key per connection, not two.
+fn keys_of(offer: &Offer, outcome: &Outcome, l: &Learned) -> (Key, Option<Key>) {
+    let reused = match l.kind {
+        _ if !l.offered => None,
+        KeyKind::SessionId => offer.session_id.map(|k| (k, None)),
+        KeyKind::Ticket => offer.ticket,
+        // After a HelloRetryRequest the index points into the second
+        // hello, which the offer was not read from.
+        KeyKind::PskIdentity if !outcome.hello_retry_request => outcome
+            .psk_selected
+            .and_then(|i| offer.psk_identities.get(usize::from(i)).copied()),
+        _ => None,
+    };
+    let keys = reused.unwrap_or_else(|| {
+        let name = match l.kind {
+            KeyKind::SessionId => None,
+            _ => ticket_key_name(&l.key).map(|n| Key::new(KeyKind::TicketKeyName, n)),
+        };
+        (Key::new(l.kind, &l.key), name)
+    });
+    debug_assert!(
+        keys.0 == Key::new(l.kind, &l.key),
+        "reused a digest of other bytes"
+    );
+    keys
+}
+
 /// Advances a ticket key name's state after a ticket or identity with it
 /// was confirmed on `backend`.
-fn confirm_key_name(pool: &PoolState, name: Key, backend: &Arc<Backend>, tag: u8) {
+fn confirm_key_name(pool: &PoolState, name: Key, backend: &Arc<Backend>, tag: u16) {
     let current = pool.table.get(&name);
     let (owner, next) = match &current {
         None => (backend.name.clone(), KeyState::Candidate { tag }),

@@ -471,11 +471,17 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
 }
 
 /// A listening socket that other sockets may share the address of.
+/// A listening socket that shares its port with the other worker threads'.
+/// TCP_NODELAY is set here, once, rather than on every accepted connection:
+/// Linux copies it to the sockets `accept` returns, which saves a system
+/// call per connection (a relay forwards records as they come and must not
+/// wait on Nagle's algorithm).
 fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    socket.set_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
@@ -527,10 +533,10 @@ impl std::fmt::Display for RouterError {
 
 impl std::error::Error for RouterError {}
 
-/// The path of one connection.
+/// The path of one connection. `client` comes from one of the router's
+/// listening sockets, so it already has TCP_NODELAY (see `bind_reuseport`).
 pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: SocketAddr) {
     listener.stats.connection();
-    let _ = client.set_nodelay(true);
     let limits = listener.config.limits;
     let deadline = tokio::time::Instant::now() + listener.hello_timeout;
 
@@ -829,6 +835,19 @@ mod tests {
         assert_eq!(
             pool.decision_for(SocketAddr::from(([127, 0, 0, 1], 0))),
             None
+        );
+    }
+
+    #[test]
+    fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "this kernel does not copy TCP_NODELAY to accepted sockets"
         );
     }
 }

@@ -70,19 +70,20 @@ fn outcome(h: &Handshake) -> &Outcome {
     h.outcome().expect("an outcome")
 }
 
-fn learned(kind: KeyKind, key: &[u8]) -> Learned {
+fn learned(kind: KeyKind, key: &[u8], offered: bool) -> Learned {
     Learned {
         kind,
         key: key.to_vec(),
+        offered,
     }
 }
 
 /// A key and, when it is longer than 16 bytes, its key-name prefix: what
 /// the inspector learns from one ticket or PSK identity.
-fn ticket_keys(kind: KeyKind, key: &[u8]) -> Vec<Learned> {
-    let mut out = vec![learned(kind, key)];
+fn ticket_keys(kind: KeyKind, key: &[u8], offered: bool) -> Vec<Learned> {
+    let mut out = vec![learned(kind, key, offered)];
     if key.len() > 16 {
-        out.push(learned(KeyKind::TicketKeyName, &key[..16]));
+        out.push(learned(KeyKind::TicketKeyName, &key[..16], offered));
     }
     out
 }
@@ -155,7 +156,7 @@ async fn rustls_tls13_with_tickets_learns_the_psk_identity_the_resumption_offers
     assert_eq!(o.version, TLS13);
     assert_eq!((o.resumed, o.resumption), (true, Some(Resumed::Tls13Psk)));
     let picked = offered[usize::from(o.psk_selected.unwrap())];
-    assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked));
+    assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked, true));
 }
 
 #[tokio::test]
@@ -184,7 +185,7 @@ async fn rustls_tls13_stateful_tickets_resume_by_the_identity_offered() {
         .psk_identities()
         .nth(usize::from(o.psk_selected.unwrap()))
         .unwrap();
-    assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked));
+    assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked, true));
 }
 
 #[tokio::test]
@@ -217,9 +218,9 @@ async fn rustls_tls12_ticket_learned_is_the_ticket_the_client_offers_next() {
     let ticket = o.new_session_tickets[0].ticket.clone();
     let mut expect = Vec::new();
     if !o.session_id.is_empty() {
-        expect.push(learned(KeyKind::SessionId, &o.session_id));
+        expect.push(learned(KeyKind::SessionId, &o.session_id, false));
     }
-    expect.extend(ticket_keys(KeyKind::Ticket, &ticket));
+    expect.extend(ticket_keys(KeyKind::Ticket, &ticket, false));
     assert_eq!(o.learned, expect);
 
     let resumed = inspect(&caps[1]);
@@ -238,8 +239,8 @@ async fn rustls_tls12_ticket_learned_is_the_ticket_the_client_offers_next() {
     // choice: never learned.
     assert!(o.learned.iter().all(|l| l.kind != KeyKind::SessionId));
     assert_eq!(
-        o.learned[..ticket_keys(KeyKind::Ticket, &ticket).len()],
-        ticket_keys(KeyKind::Ticket, &ticket)
+        o.learned[..ticket_keys(KeyKind::Ticket, &ticket, true).len()],
+        ticket_keys(KeyKind::Ticket, &ticket, true)
     );
 }
 
@@ -264,7 +265,10 @@ async fn rustls_tls12_session_id_learned_is_the_session_id_the_client_offers_nex
     let o = outcome(&full);
     assert_eq!(o.session_id.len(), 32);
     assert!(!o.resumed && o.new_session_tickets.is_empty());
-    assert_eq!(o.learned, [learned(KeyKind::SessionId, &o.session_id)]);
+    assert_eq!(
+        o.learned,
+        [learned(KeyKind::SessionId, &o.session_id, false)]
+    );
     let sid = o.session_id.clone();
 
     let resumed = inspect(&caps[1]);
@@ -279,7 +283,7 @@ async fn rustls_tls12_session_id_learned_is_the_session_id_the_client_offers_nex
         (o.resumed, o.resumption),
         (true, Some(Resumed::Tls12SessionId))
     );
-    assert_eq!(o.learned, [learned(KeyKind::SessionId, &sid)]);
+    assert_eq!(o.learned, [learned(KeyKind::SessionId, &sid, true)]);
 }
 
 #[tokio::test]
@@ -422,7 +426,7 @@ async fn hello_retry_request_reads_the_second_hello_and_indexes_its_psk() {
         let offered: Vec<&[u8]> = ch2.psk_identities().collect();
         let picked = offered[usize::from(o.psk_selected.unwrap())];
         assert_eq!((o.resumed, o.resumption), (true, Some(Resumed::Tls13Psk)));
-        assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked));
+        assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked, true));
     }
 }
 
@@ -485,7 +489,10 @@ async fn openssl_tls12_session_id_learned_is_the_one_openssl_printed() {
     assert!(!ch.offers_tls13());
     let o = outcome(&full);
     assert_eq!((o.version, o.resumed), (TLS12, false));
-    assert_eq!(o.learned, [learned(KeyKind::SessionId, &o.session_id)]);
+    assert_eq!(
+        o.learned,
+        [learned(KeyKind::SessionId, &o.session_id, false)]
+    );
     assert_eq!(
         upper_hex(&o.session_id),
         printed,
@@ -500,7 +507,10 @@ async fn openssl_tls12_session_id_learned_is_the_one_openssl_printed() {
         (true, Some(Resumed::Tls12SessionId))
     );
     assert_eq!(upper_hex(&o.session_id), printed);
-    assert_eq!(o.learned, [learned(KeyKind::SessionId, &o.session_id)]);
+    assert_eq!(
+        o.learned,
+        [learned(KeyKind::SessionId, &o.session_id, true)]
+    );
 }
 
 #[tokio::test]
@@ -525,7 +535,10 @@ async fn openssl_tls12_ticket_learned_is_offered_next_and_hashes_to_the_printed_
     assert_eq!((o.version, o.resumed), (TLS12, false));
     assert_eq!(o.new_session_tickets.len(), 1);
     let ticket = o.new_session_tickets[0].ticket.clone();
-    assert!(o.learned.ends_with(&ticket_keys(KeyKind::Ticket, &ticket)));
+    assert!(
+        o.learned
+            .ends_with(&ticket_keys(KeyKind::Ticket, &ticket, false))
+    );
     // With tickets, the Session-ID s_client prints is SHA-256 of the
     // ticket: it never appears in a ServerHello.
     let printed = reports[0].session_id.clone().unwrap();
@@ -546,7 +559,7 @@ async fn openssl_tls12_ticket_learned_is_offered_next_and_hashes_to_the_printed_
     assert!(o.learned.iter().all(|l| l.kind != KeyKind::SessionId));
     assert!(
         o.learned
-            .starts_with(&ticket_keys(KeyKind::Ticket, &ticket))
+            .starts_with(&ticket_keys(KeyKind::Ticket, &ticket, true))
     );
 }
 
@@ -647,7 +660,7 @@ async fn openssl_tls13_psk_from_a_saved_session_is_learned_as_offered() {
     let o = outcome(&resumed);
     assert_eq!(o.psk_selected, Some(0));
     assert_eq!((o.resumed, o.resumption), (true, Some(Resumed::Tls13Psk)));
-    assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, &saved));
+    assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, &saved, true));
 }
 
 #[tokio::test]

@@ -26,8 +26,8 @@ struct Entry {
     /// Clock seconds of the last `put`: absolute expiry.
     created: u32,
     backend: u16,
-    state: u8,
-    tag: u8,
+    /// [`KeyState::to_bits`].
+    state: u16,
 }
 
 /// Settings of a [`MemoryStore`].
@@ -103,13 +103,11 @@ impl MemoryStore {
     }
 
     fn entry(&self, binding: &Binding, now: u32, created: u32) -> Entry {
-        let (state, tag) = binding.state.to_byte();
         Entry {
             touched: now,
             created,
             backend: self.names.intern(&binding.backend),
-            state,
-            tag,
+            state: binding.state.to_bits(),
         }
     }
 }
@@ -133,7 +131,7 @@ impl AffinityStore for MemoryStore {
         }?;
         Some(Binding {
             backend: self.names.name(found.backend)?,
-            state: KeyState::from_byte(found.state, found.tag),
+            state: KeyState::from_bits(found.state),
         })
     }
 

@@ -46,9 +46,12 @@ impl Key {
         Key(bytes)
     }
 
-    /// A short tag of this key, used to tell two keys apart cheaply.
-    pub fn tag(&self) -> u8 {
-        self.0[15] | 1
+    /// A short tag of this key ([`TAG_BITS`] bits), used to tell two keys
+    /// apart cheaply. Two distinct keys share a tag one time in 8,192; a
+    /// narrower tag (it was 7 bits) left a key name unroutable after two
+    /// confirmations often enough to be seen.
+    pub fn tag(&self) -> u16 {
+        u16::from_le_bytes([self.0[14], self.0[15]]) & TAG_MASK
     }
 
     /// The first bytes in hex, for logs.
@@ -75,9 +78,9 @@ impl std::fmt::Debug for Key {
 pub enum KeyState {
     /// A session key owned by the backend.
     Owned,
-    /// One ticket with this name was confirmed on the backend; `tag` tells
-    /// the next one apart.
-    Candidate { tag: u8 },
+    /// One ticket with this name was confirmed on the backend; `tag` (its
+    /// key's [`Key::tag`]) tells the next one apart.
+    Candidate { tag: u16 },
     /// Two distinct tickets with this name were confirmed on the backend.
     Routable,
     /// Confirmed on two backends: a farm-wide ticket key, never routed on.
@@ -86,20 +89,31 @@ pub enum KeyState {
     Rejected,
 }
 
+/// Bits of a [`Key::tag`]: with the state's three, a state fits in a `u16`.
+pub const TAG_BITS: u32 = 13;
+const TAG_MASK: u16 = (1 << TAG_BITS) - 1;
+
 impl KeyState {
-    pub(crate) fn to_byte(self) -> (u8, u8) {
-        match self {
+    /// The state in 16 bits (three for the kind, thirteen for a tag), the
+    /// form a table entry keeps.
+    pub fn to_bits(self) -> u16 {
+        let (state, tag) = match self {
             KeyState::Owned => (0, 0),
-            KeyState::Candidate { tag } => (1, tag),
+            KeyState::Candidate { tag } => (1, tag & TAG_MASK),
             KeyState::Routable => (2, 0),
             KeyState::Shared => (3, 0),
             KeyState::Rejected => (4, 0),
-        }
+        };
+        state << TAG_BITS | tag
     }
 
-    pub(crate) fn from_byte(state: u8, tag: u8) -> KeyState {
-        match state {
-            1 => KeyState::Candidate { tag },
+    /// The inverse of [`to_bits`](KeyState::to_bits); unknown kinds read as
+    /// [`KeyState::Owned`].
+    pub fn from_bits(bits: u16) -> KeyState {
+        match bits >> TAG_BITS {
+            1 => KeyState::Candidate {
+                tag: bits & TAG_MASK,
+            },
             2 => KeyState::Routable,
             3 => KeyState::Shared,
             4 => KeyState::Rejected,
@@ -132,5 +146,39 @@ pub trait AffinityStore: Send + Sync + std::fmt::Debug {
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_states_survive_their_sixteen_bit_form() {
+        let key = Key::new(KeyKind::Ticket, b"a ticket");
+        for state in [
+            KeyState::Owned,
+            KeyState::Candidate { tag: 0 },
+            KeyState::Candidate { tag: key.tag() },
+            KeyState::Candidate { tag: TAG_MASK },
+            KeyState::Routable,
+            KeyState::Shared,
+            KeyState::Rejected,
+        ] {
+            assert_eq!(KeyState::from_bits(state.to_bits()), state);
+        }
+    }
+
+    #[test]
+    fn tags_of_distinct_keys_rarely_collide() {
+        // Key names need two confirmations with different tags: count how
+        // often consecutive keys share one over many keys.
+        let keys: Vec<Key> = (0u32..20_000)
+            .map(|i| Key::new(KeyKind::PskIdentity, &i.to_le_bytes()))
+            .collect();
+        let same = keys.windows(2).filter(|w| w[0].tag() == w[1].tag()).count();
+        // Expected 20,000 / 8,192, about 2.4; a 7-bit tag gave about 156.
+        assert!(same < 15, "{same} collisions");
+        assert!(keys.iter().all(|k| k.tag() <= TAG_MASK));
     }
 }

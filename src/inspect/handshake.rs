@@ -151,16 +151,18 @@ impl Handshake {
     }
 }
 
-fn learn(learned: &mut Vec<Learned>, kind: KeyKind, key: &[u8]) {
+fn learn(learned: &mut Vec<Learned>, kind: KeyKind, key: &[u8], offered: bool) {
     learned.push(Learned {
         kind,
         key: key.to_vec(),
+        offered,
     });
     if matches!(kind, KeyKind::Ticket | KeyKind::PskIdentity) {
         if let Some(name) = ticket_key_name(key) {
             learned.push(Learned {
                 kind: KeyKind::TicketKeyName,
                 key: name.to_vec(),
+                offered,
             });
         }
     }
@@ -197,7 +199,7 @@ fn outcome(server: &ServerSide, ch: &ClientHello<'_>) -> Result<Outcome, Status>
                         "ServerHello selected_identity out of range",
                     ));
                 };
-                learn(&mut o.learned, KeyKind::PskIdentity, id);
+                learn(&mut o.learned, KeyKind::PskIdentity, id, true);
             }
             o.resumed = true;
             o.resumption = Some(Resumption::Tls13Psk);
@@ -215,13 +217,14 @@ fn outcome(server: &ServerSide, ch: &ClientHello<'_>) -> Result<Outcome, Status>
     }
     // With a ticket offered, an echoed session ID is client-chosen.
     if offered_ticket.is_none() && !sh.session_id.is_empty() {
-        learn(&mut o.learned, KeyKind::SessionId, &sh.session_id);
+        let echoed = sh.session_id == ch.session_id;
+        learn(&mut o.learned, KeyKind::SessionId, &sh.session_id, echoed);
     }
     if let (true, Some(t)) = (o.resumed, offered_ticket) {
-        learn(&mut o.learned, KeyKind::Ticket, t);
+        learn(&mut o.learned, KeyKind::Ticket, t, true);
     }
     for t in &server.tickets {
-        learn(&mut o.learned, KeyKind::Ticket, &t.ticket);
+        learn(&mut o.learned, KeyKind::Ticket, &t.ticket, false);
     }
     Ok(o)
 }

@@ -155,6 +155,11 @@ pub struct Learned {
     /// Raw bytes: the session ID, the whole ticket, the whole identity, or
     /// the 16-byte key-name prefix.
     pub key: Vec<u8>,
+    /// These are bytes the client offered and the server accepted (an
+    /// echoed session ID, a resumed ticket, the selected PSK identity),
+    /// not ones the server issued. A router that already derived its keys
+    /// from the offer can reuse them instead of hashing the bytes again.
+    pub offered: bool,
 }
 
 /// A cleartext TLS <= 1.2 NewSessionTicket (RFC 5077 3.3).

@@ -328,11 +328,13 @@ fn hrr_then_ccs_then_second_hello_indexes_the_second_hellos_identities() {
         vec![
             Learned {
                 kind: KeyKind::PskIdentity,
-                key: vec![0xb1; 48]
+                key: vec![0xb1; 48],
+                offered: true,
             },
             Learned {
                 kind: KeyKind::TicketKeyName,
-                key: vec![0xb1; 16]
+                key: vec![0xb1; 16],
+                offered: true,
             },
         ]
     );
