@@ -75,7 +75,7 @@ struct Shared<'a> {
     /// The inspector while either direction still needs it; dropped (with
     /// its hello buffers) as soon as neither does, so a long-lived
     /// connection holds only its copy buffers.
-    hs: Mutex<Option<Handshake>>,
+    hs: Mutex<Option<Box<Handshake>>>,
     clock: &'a Clock,
     /// Clock millis of the last byte either way, for the idle timeout.
     last_activity: AtomicU64,
@@ -146,7 +146,7 @@ impl Shared<'_> {
 pub async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
-    hs: Option<Handshake>,
+    hs: Option<Box<Handshake>>,
     first_bytes: &[u8],
     idle: Duration,
     clock: &Clock,

@@ -571,10 +571,12 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         }
         return;
     };
-    let mut hs = Handshake::new(inspect::Limits {
+    // Boxed: the inspector's state is over a kilobyte, and every stage's
+    // future would otherwise carry (and copy) it by value.
+    let mut hs = Box::new(Handshake::new(inspect::Limits {
         max_client_bytes: limits.max_hello_bytes,
         ..Default::default()
-    });
+    }));
     let intake = read_hello(
         &mut client,
         &mut hs,
@@ -676,7 +678,7 @@ async fn relay_to(
     pool: &PoolState,
     mut client: TcpStream,
     connected: connect::Connected,
-    hs: Option<Handshake>,
+    hs: Option<Box<Handshake>>,
     flight: &dyn OnServerFlight,
 ) {
     let connect::Connected {

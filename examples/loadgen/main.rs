@@ -7,6 +7,7 @@
 //! loadgen serve  --listen ADDR --cert PEM --key PEM       (bulk sink and source)
 //! loadgen certs  --out DIR --names b1,b2,...              (a throwaway CA and leaves)
 //! loadgen report --results FILE --meta FILE --md OUT --json OUT
+//! loadgen perf   --script FILE --conns N                  (CPU by system call)
 //! ```
 //!
 //! `conns` and `bulk` print one JSON object per run. With `--watch-pids`
@@ -20,6 +21,8 @@
 //! - [`bulk`]: one connection moving N bytes one way; and `serve`, the
 //!   backend that discards uploads and generates downloads.
 //! - [`procstat`]: CPU time of a set of processes.
+//! - [`perf`]: a proxy's CPU per connection by system call and kind of
+//!   code, kernel included, from `perf script`.
 //! - [`report`]: medians over rounds, the markdown table and the JSON.
 
 use std::net::SocketAddr;
@@ -31,6 +34,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bulk;
 mod conns;
+mod perf;
 mod procstat;
 mod report;
 mod tls;
@@ -57,6 +61,8 @@ enum Command {
     Certs(CertsArgs),
     /// Turns the results of a run into docs/performance.{md,json}.
     Report(report::ReportArgs),
+    /// CPU per connection by system call and kind of code, from `perf script`.
+    Perf(perf::PerfArgs),
 }
 
 /// Options shared by the measuring subcommands.
@@ -143,6 +149,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Certs(args) => certs(&args).map_err(|e| e.to_string()),
         Command::Report(args) => report::run(&args),
+        Command::Perf(args) => perf::run(&args),
         Command::Conns(args) => runtime(args.threads).and_then(|rt| rt.block_on(conns::run(args))),
         Command::Bulk(args) => runtime(1).and_then(|rt| rt.block_on(bulk::run(args))),
         Command::Serve(args) => runtime(args.threads).and_then(|rt| rt.block_on(bulk::serve(args))),
