@@ -1106,7 +1106,7 @@ impl Profile {
         format!(
             "{head}by exclusive cost: {}. These are user-space instructions only: the time in \
              the kernel's TCP stack, which a passthrough proxy's copy loop mostly is, is not \
-             counted here (see the syscall table). Valgrind hides the CPU's SHA extensions, so \
+             counted here (see the syscall table, and the kernel-inclusive perf profile after it). Valgrind hides the CPU's SHA extensions, so \
              SHA-256 (session keys, JA4) runs in software here and its share is overstated \
              for hardware that has them.",
             parts.join("; ")
