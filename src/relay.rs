@@ -216,7 +216,9 @@ async fn pump(
     if !pending.is_empty() {
         shared.touch();
         watching = watch(pending);
-        write_all(dst, pending).await.map_err(|e| (dst_side, e))?;
+        write_all(dst, pending, SendFlags::empty())
+            .await
+            .map_err(|e| (dst_side, e))?;
         total += pending.len() as u64;
     }
     // Capacity, not zeroed length: reads fill spare capacity, so nothing
@@ -234,28 +236,34 @@ async fn pump(
         // The peer's FIN came with these bytes: read its end of stream now
         // (into the buffer's spare room, so any straggler is kept) and let
         // the FIN ride in the same segment as the data.
-        let mut last = Ok(false);
-        if peer_closed {
-            last = match src.try_read_buf(&mut buf) {
+        let last = if peer_closed {
+            match src.try_read_buf(&mut buf) {
                 Ok(0) => Ok(true),
                 Ok(_) => Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
                 Err(e) => Err(e),
-            };
-        }
+            }
+        } else {
+            Ok(false)
+        };
         let data = &buf[..];
         if watching {
             watching = watch(data);
         }
-        if last.as_ref().is_ok_and(|&end| end) {
-            write_all_corked(dst, data)
-                .await
-                .map_err(|e| (dst_side, e))?;
-            shared.end_of_stream(dst);
-            return Ok(total + data.len() as u64);
-        }
-        write_all(dst, data).await.map_err(|e| (dst_side, e))?;
+        let at_end = matches!(last, Ok(true));
+        let flags = if at_end {
+            SendFlags::MORE
+        } else {
+            SendFlags::empty()
+        };
+        write_all(dst, data, flags)
+            .await
+            .map_err(|e| (dst_side, e))?;
         total += data.len() as u64;
+        if at_end {
+            shared.end_of_stream(dst);
+            return Ok(total);
+        }
         // A reset behind the last bytes: they were passed on, now the reset.
         last.map_err(|e| (src_side, e))?;
         if splice && !watching && n == BUF {
@@ -356,27 +364,13 @@ async fn read(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<(usize, bool)> {
     }
 }
 
-async fn write_all(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        s.writable().await?;
-        match s.try_write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Writes `data` with `MSG_MORE`, so the kernel holds the last segment for
-/// the FIN that the caller sends next to join.
-async fn write_all_corked(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+/// Writes all of `data`. With `SendFlags::MORE` the kernel holds the last
+/// segment back for the FIN the caller sends next to join.
+async fn write_all(s: &TcpStream, mut data: &[u8], flags: SendFlags) -> io::Result<()> {
     while !data.is_empty() {
         s.writable().await?;
         match s.try_io(Interest::WRITABLE, || {
-            rustix::net::send(s, data, SendFlags::MORE | SendFlags::NOSIGNAL)
-                .map_err(io::Error::from)
+            rustix::net::send(s, data, flags | SendFlags::NOSIGNAL).map_err(io::Error::from)
         }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],

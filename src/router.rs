@@ -470,7 +470,6 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// A listening socket that other sockets may share the address of.
 /// A listening socket that shares its port with the other worker threads'.
 /// TCP_NODELAY is set here, once, rather than on every accepted connection:
 /// Linux copies it to the sockets `accept` returns, which saves a system

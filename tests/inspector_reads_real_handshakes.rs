@@ -88,6 +88,19 @@ fn ticket_keys(kind: KeyKind, key: &[u8], offered: bool) -> Vec<Learned> {
     out
 }
 
+/// For a TLS 1.3 resumption: the server selected one of `ch`'s PSK
+/// identities, and that identity (with its key name) is what was learned,
+/// marked as offered.
+fn assert_learned_the_selected_identity(ch: &ClientHello<'_>, o: &Outcome) {
+    assert_eq!((o.resumed, o.resumption), (true, Some(Resumed::Tls13Psk)));
+    let index = usize::from(o.psk_selected.expect("a PSK was selected"));
+    let picked = ch
+        .psk_identities()
+        .nth(index)
+        .expect("selected_identity within the offered list");
+    assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked, true));
+}
+
 fn alpn(ch: &ClientHello<'_>) -> Vec<Vec<u8>> {
     ch.alpn().map(<[u8]>::to_vec).collect()
 }
@@ -150,13 +163,10 @@ async fn rustls_tls13_with_tickets_learns_the_psk_identity_the_resumption_offers
 
     let resumed = inspect(&caps[1]);
     let ch = hello(&resumed);
-    let offered: Vec<&[u8]> = ch.psk_identities().collect();
-    assert!(!offered.is_empty());
+    assert!(ch.psk_identity_count() > 0);
     let o = outcome(&resumed);
     assert_eq!(o.version, TLS13);
-    assert_eq!((o.resumed, o.resumption), (true, Some(Resumed::Tls13Psk)));
-    let picked = offered[usize::from(o.psk_selected.unwrap())];
-    assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked, true));
+    assert_learned_the_selected_identity(&ch, o);
 }
 
 #[tokio::test]
@@ -178,14 +188,7 @@ async fn rustls_tls13_stateful_tickets_resume_by_the_identity_offered() {
     assert!(outcome(&inspect(&caps[0])).learned.is_empty());
 
     let resumed = inspect(&caps[1]);
-    let ch = hello(&resumed);
-    let o = outcome(&resumed);
-    assert_eq!((o.resumed, o.resumption), (true, Some(Resumed::Tls13Psk)));
-    let picked = ch
-        .psk_identities()
-        .nth(usize::from(o.psk_selected.unwrap()))
-        .unwrap();
-    assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked, true));
+    assert_learned_the_selected_identity(&hello(&resumed), outcome(&resumed));
 }
 
 #[tokio::test]
@@ -423,10 +426,7 @@ async fn hello_retry_request_reads_the_second_hello_and_indexes_its_psk() {
         // The resumption offers its PSK in both hellos; the index in the
         // real ServerHello points into the second one's list.
         assert!(ch1.psk_identity_count() > 0);
-        let offered: Vec<&[u8]> = ch2.psk_identities().collect();
-        let picked = offered[usize::from(o.psk_selected.unwrap())];
-        assert_eq!((o.resumed, o.resumption), (true, Some(Resumed::Tls13Psk)));
-        assert_eq!(o.learned, ticket_keys(KeyKind::PskIdentity, picked, true));
+        assert_learned_the_selected_identity(&ch2, o);
     }
 }
 

@@ -49,6 +49,25 @@ async fn half_close_reaches_the_backend_and_its_answer_still_comes_back() {
     assert_eq!(answer, "got 17 bytes");
 }
 
+/// Closes `s` with a reset: linger 0, then close.
+fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+}
+
+/// Reads `c` to its end, which must be `expected` and then a reset.
+async fn assert_bytes_then_reset(c: &mut TcpStream, expected: &[u8]) {
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(buf, expected);
+    let e = r.expect_err("a reset, not a clean close");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_reset_reaches_the_client_as_a_reset() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -58,24 +77,43 @@ async fn backend_reset_reaches_the_client_as_a_reset() {
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).await.unwrap();
         // Answer once (so the router's first-byte wait is satisfied), then
-        // reset: linger 0 and close.
+        // reset.
         s.write_all(b"x").await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        socket2::SockRef::from(&s)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
-        drop(s);
+        reset(s);
     });
     let router = router_to(backend).await;
     let mut c = TcpStream::connect(router.addr).await.unwrap();
     c.write_all(b"plain").await.unwrap();
-    let mut buf = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
-        .await
-        .unwrap();
-    assert_eq!(buf, b"x");
-    let e = r.expect_err("a reset, not a clean close");
-    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    assert_bytes_then_reset(&mut c, b"x").await;
+}
+
+/// A backend that answers the client's first five bytes with "x", reads
+/// four more, writes "last words" and hands its socket to `end`; and a
+/// client through the router that has played its part up to there.
+async fn exchange_up_to_last_words<F, Fut>(end: F) -> (stickytls::router::RunningRouter, TcpStream)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        s.read_exact(&mut buf[..4]).await.unwrap();
+        s.write_all(b"last words").await.unwrap();
+        end(s).await;
+    });
+    let router = router_to(backend).await;
+    let mut c = TcpStream::connect(router.addr).await.unwrap();
+    c.write_all(b"plain").await.unwrap();
+    let mut x = [0u8; 1];
+    c.read_exact(&mut x).await.unwrap();
+    c.write_all(b"more").await.unwrap();
+    (router, c)
 }
 
 /// A backend that writes its last bytes and closes at once (data and FIN
@@ -84,28 +122,15 @@ async fn backend_reset_reaches_the_client_as_a_reset() {
 /// flowing after that, since the backend only half-closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_bytes_sent_with_the_fin_arrive_and_the_other_way_stays_open() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf).await.unwrap();
-        s.write_all(b"x").await.unwrap();
-        s.read_exact(&mut buf[..4]).await.unwrap();
-        // The last bytes and the FIN, back to back.
-        s.write_all(b"last words").await.unwrap();
+    let (_router, mut c) = exchange_up_to_last_words(|mut s| async move {
+        // The FIN right behind the last bytes.
         s.shutdown().await.unwrap();
         let mut rest = Vec::new();
         s.read_to_end(&mut rest).await.unwrap();
         let _ = tx.send(rest);
-    });
-    let router = router_to(backend).await;
-    let mut c = TcpStream::connect(router.addr).await.unwrap();
-    c.write_all(b"plain").await.unwrap();
-    let mut x = [0u8; 1];
-    c.read_exact(&mut x).await.unwrap();
-    c.write_all(b"more").await.unwrap();
+    })
+    .await;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
         .await
@@ -125,33 +150,8 @@ async fn last_bytes_sent_with_the_fin_arrive_and_the_other_way_stays_open() {
 /// reach the client, then the reset does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_bytes_sent_just_before_a_reset_arrive_then_the_reset() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf).await.unwrap();
-        s.write_all(b"x").await.unwrap();
-        s.read_exact(&mut buf[..4]).await.unwrap();
-        s.write_all(b"last words").await.unwrap();
-        socket2::SockRef::from(&s)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
-        drop(s);
-    });
-    let router = router_to(backend).await;
-    let mut c = TcpStream::connect(router.addr).await.unwrap();
-    c.write_all(b"plain").await.unwrap();
-    let mut x = [0u8; 1];
-    c.read_exact(&mut x).await.unwrap();
-    c.write_all(b"more").await.unwrap();
-    let mut buf = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
-        .await
-        .unwrap();
-    assert_eq!(buf, b"last words");
-    let e = r.expect_err("a reset, not a clean close");
-    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    let (_router, mut c) = exchange_up_to_last_words(|s| async move { reset(s) }).await;
+    assert_bytes_then_reset(&mut c, b"last words").await;
 }
 
 /// Bulk moves to splice(2) after a full buffer: every byte must still

@@ -15,7 +15,7 @@ use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 
 use crate::{Common, Tls, procstat, tls};
 
@@ -57,14 +57,7 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
     let ca = tls::load_ca(&args.common.ca)?;
     let config = tls::client_config(&ca, Tls::V13, false)?;
     let name = ServerName::try_from(args.common.sni.clone()).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect(args.common.target)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut tls = TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    let mut tls = tls::connect(config, name, args.common.target).await?;
 
     let (pids, tck) = (&args.common.watch_pids, args.common.clk_tck);
     let cpu_before = procstat::cpu(pids, tck);

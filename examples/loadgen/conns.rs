@@ -24,8 +24,6 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use crate::{Common, Tls, parse_secs, procstat, tls};
 
@@ -301,14 +299,7 @@ async fn one(
     name: ServerName<'static>,
 ) -> Result<Outcome, String> {
     let start = Instant::now();
-    let tcp = TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut tls = TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    let mut tls = tls::connect(config, name, target).await?;
     let handshake = start.elapsed();
     let client_resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     tls.write_all(REQUEST)

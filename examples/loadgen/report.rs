@@ -384,7 +384,7 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
     );
     let _ = writeln!(
         w,
-        "Backends: three nginx servers (one worker each), each with a tickets-off listener (`ssl_session_tickets off`, `ssl_session_cache shared`) and a tickets-on listener (its own ticket key); the body names the backend and `$ssl_session_reused`. Proxy CPU is utime+stime from /proc/PID/stat of every process of the proxy, over the timed part only.\n"
+        "Backends: three nginx servers (one worker each), each with a tickets-off listener (`ssl_session_tickets off`, `ssl_session_cache shared`) and a tickets-on listener (its own ticket key); the body names the backend and `$ssl_session_reused`. Proxy CPU is utime+stime from /proc/PID/stat of every process of the proxy, over the timed part only; the share in parentheses is stime, the kernel's part.\n"
     );
 
     let _ = writeln!(w, "## Handshakes: many short connections\n");
@@ -666,7 +666,7 @@ fn perf_section(w: &mut String, s: &Value) {
         .collect();
     let _ = writeln!(w, "| where | {} |", names.join(" | "));
     let _ = writeln!(w, "|---|{}", "---:|".repeat(rows.len()));
-    // Rows in the first proxy's order, biggest first; then any the others add.
+    // Biggest first, each row weighed by the first proxy that has it.
     let mut keys: Vec<(String, f64)> = Vec::new();
     for r in &rows {
         for (k, v) in r["by"].as_object().into_iter().flatten() {

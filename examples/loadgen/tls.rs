@@ -66,3 +66,19 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
         .map_err(|e| e.to_string())?;
     Ok(Arc::new(config))
 }
+
+/// TCP connect (Nagle off, as the proxies set it) and a TLS handshake.
+pub async fn connect(
+    config: Arc<ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+    target: std::net::SocketAddr,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let tcp = tokio::net::TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))
+}

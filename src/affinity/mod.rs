@@ -96,7 +96,7 @@ const TAG_MASK: u16 = (1 << TAG_BITS) - 1;
 impl KeyState {
     /// The state in 16 bits (three for the kind, thirteen for a tag), the
     /// form a table entry keeps.
-    pub fn to_bits(self) -> u16 {
+    pub(crate) fn to_bits(self) -> u16 {
         let (state, tag) = match self {
             KeyState::Owned => (0, 0),
             KeyState::Candidate { tag } => (1, tag & TAG_MASK),
@@ -109,7 +109,7 @@ impl KeyState {
 
     /// The inverse of [`to_bits`](KeyState::to_bits); unknown kinds read as
     /// [`KeyState::Owned`].
-    pub fn from_bits(bits: u16) -> KeyState {
+    pub(crate) fn from_bits(bits: u16) -> KeyState {
         match bits >> TAG_BITS {
             1 => KeyState::Candidate {
                 tag: bits & TAG_MASK,

@@ -7,6 +7,20 @@ pub(crate) fn u16be(v: usize) -> [u8; 2] {
     (v as u16).to_be_bytes()
 }
 
+/// An extensions block: each (type, body) in order, the whole with its
+/// two-byte length.
+pub(crate) fn extensions(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let all: Vec<u8> = exts
+        .iter()
+        .flat_map(|(t, body)| {
+            let mut e = t.to_be_bytes().to_vec();
+            e.extend(vec16(body));
+            e
+        })
+        .collect();
+    vec16(&all)
+}
+
 /// `len(u16) || body`.
 pub(crate) fn vec16(body: &[u8]) -> Vec<u8> {
     let mut v = u16be(body.len()).to_vec();
@@ -164,16 +178,7 @@ impl ChBuilder {
         b.extend(vec16(&u16s(&self.ciphers)));
         b.extend(vec8(&[0]));
         if !self.no_extensions {
-            let exts: Vec<u8> = self
-                .exts
-                .iter()
-                .flat_map(|(t, body)| {
-                    let mut e = t.to_be_bytes().to_vec();
-                    e.extend(vec16(body));
-                    e
-                })
-                .collect();
-            b.extend(vec16(&exts));
+            b.extend(extensions(&self.exts));
         }
         b
     }
@@ -246,16 +251,7 @@ impl ShBuilder {
         b.extend(vec8(&self.session_id));
         b.extend(self.cipher.to_be_bytes());
         b.push(0);
-        let exts: Vec<u8> = self
-            .exts
-            .iter()
-            .flat_map(|(t, body)| {
-                let mut e = t.to_be_bytes().to_vec();
-                e.extend(vec16(body));
-                e
-            })
-            .collect();
-        b.extend(vec16(&exts));
+        b.extend(extensions(&self.exts));
         handshake_msg(2, &b)
     }
 
