@@ -18,11 +18,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stickytls::peer::Versions;
-use stickytls::peer::backend::{Backend, BackendOptions};
-use stickytls::peer::client::{Client, ClientOptions};
-use stickytls::peer::openssl::{SClient, SClientOptions, SServer, SServerOptions};
-use stickytls::peer::tap::{Capture, Tap};
+use stickytls_peers::Versions;
+use stickytls_peers::backend::{Backend, BackendOptions};
+use stickytls_peers::client::{Client, ClientOptions};
+use stickytls_peers::openssl::{SClient, SClientOptions, SServer, SServerOptions};
+use stickytls_peers::tap::{Capture, Tap};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -1,7 +1,7 @@
 //! `stickytls demo`: real TLS through the router, connection by connection.
 //!
 //! Three rustls backends that name themselves (certificates made on the fly
-//! by [`crate::peer::cert`]), the router in front of them on a free port,
+//! by [`stickytls_peers::cert`]), the router in front of them on a free port,
 //! and rustls clients bound to chosen 127.0.0.x source addresses. Each
 //! scenario prints which backend every connection reached, whether that
 //! backend resumed the session (its own view, from its answer line), and
@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use crate::affinity::{Key, KeyKind};
 use crate::config::{BackendConfig, Balance, Config, PoolConfig};
-use crate::peer::Versions;
-use crate::peer::backend::{Backend, BackendOptions, RunningBackend};
-use crate::peer::client::{Client, ClientOptions};
 use crate::router::{PoolState, Router, RunningRouter};
+use stickytls_peers::Versions;
+use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
+use stickytls_peers::client::{Client, ClientOptions};
 
 /// Backend names, in the order they are started.
 const BACKENDS: [&str; 3] = ["a", "b", "c"];

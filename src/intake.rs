@@ -12,7 +12,7 @@ use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::inspect::{Alert, Handshake, InspectError, NotTls, Status};
+use crate::inspect::{Alert, ErrorKind, Handshake, InspectError, NotTls, Status};
 
 /// Why a client was closed before routing. All of these are the client's
 /// doing; none is retried.
@@ -37,7 +37,7 @@ impl IntakeError {
     pub fn reason(&self) -> &'static str {
         match self {
             IntakeError::NotTls(_) => "not_tls",
-            IntakeError::Malformed(e) if e.what.contains("budget") => "over_budget",
+            IntakeError::Malformed(e) if e.kind == ErrorKind::OverLimit => "over_budget",
             IntakeError::Malformed(_) => "malformed",
             IntakeError::Alert(_) => "alert",
             IntakeError::Timeout { .. } => "hello_timeout",

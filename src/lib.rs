@@ -15,16 +15,17 @@
 //! - [`learn`]: turning what the server confirmed into table entries.
 //!
 //! What they share:
-//! - [`inspect`]: the sans-io handshake inspector (embeddable on its own).
+//! - [`inspect`]: the sans-io handshake inspector, the `stickytls-inspect`
+//!   crate (embeddable on its own, without tokio).
 //! - [`affinity`]: the affinity table interface, its in-process store, and
 //!   the per-client correlation index.
 //! - [`backend`], [`config`], [`config_file`] (the TOML file and its
 //!   error report), [`router`] (state and the per-connection path),
 //!   [`sni`] (pool choice by server name), [`stats`] and [`metrics`]
 //!   (every metric name).
-//! - [`peer`]: real TLS peers (rustls backends and clients, the OpenSSL
-//!   command line, a capture tap) for `stickytls demo` and the tests.
-//! - [`demo`]: `stickytls demo`, the router shown on real TLS.
+//! - [`demo`]: `stickytls demo`, the router shown on real TLS, with the
+//!   real peers of the `stickytls-peers` crate (the default-on `demo`
+//!   feature; without it the router links neither rustls nor rcgen).
 #![forbid(unsafe_code)]
 
 pub mod affinity;
@@ -34,14 +35,16 @@ pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod connect;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod inspect;
+/// The handshake inspector, a crate of its own (`stickytls-inspect`) so that
+/// it can be embedded without the router.
+pub use stickytls_inspect as inspect;
 pub mod intake;
 pub mod learn;
 pub mod listen;
 mod log_limit;
 pub mod metrics;
-pub mod peer;
 pub mod proxy;
 pub mod relay;
 pub mod route;

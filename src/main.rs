@@ -30,6 +30,7 @@ enum Command {
     Run(RunArgs),
     /// Show stickiness on real TLS: local backends, the router and clients,
     /// connection by connection, then plain round robin for contrast.
+    #[cfg(feature = "demo")]
     Demo,
     /// Show what the handshake inspector sees in captured bytes, as JSON.
     /// Exits 0 when every side given is complete, 1 otherwise.
@@ -253,6 +254,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 fn demo() -> ExitCode {
     // Warnings only by default: the demo prints its own account of every
     // decision, and per-connection logs would interleave with it.
@@ -287,6 +289,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        #[cfg(feature = "demo")]
         Command::Demo => demo(),
         Command::Inspect(args) => inspect(&args),
         Command::Check { config } => check(&config),

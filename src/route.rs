@@ -313,9 +313,9 @@ fn finish(
 mod tests {
     use super::*;
     use crate::inspect::{Handshake, Limits, Status};
-    use crate::peer::backend::{Backend, BackendOptions};
-    use crate::peer::client::{Client, ClientOptions};
     use crate::router::PoolState;
+    use stickytls_peers::backend::{Backend, BackendOptions};
+    use stickytls_peers::client::{Client, ClientOptions};
 
     fn fingerprint_of(hello_bytes: &[u8]) -> (u32, String) {
         let mut hs = Handshake::new(Limits::default());

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use common::*;
 use stickytls::config::{Balance, NonTls, PoolConfig};
-use stickytls::peer::client::{Client, ClientOptions};
+use stickytls_peers::client::{Client, ClientOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn fresh() -> Client {

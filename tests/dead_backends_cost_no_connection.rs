@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use stickytls::config::BackendConfig;
-use stickytls::peer::Versions;
-use stickytls::peer::backend::BlackHole;
-use stickytls::peer::client::{Client, ClientOptions};
+use stickytls_peers::Versions;
+use stickytls_peers::backend::BlackHole;
+use stickytls_peers::client::{Client, ClientOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_backend_mid_test_fails_no_client_and_its_sessions_move() {

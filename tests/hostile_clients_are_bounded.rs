@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use stickytls::peer::client::{Client, ClientOptions, Writes};
+use stickytls_peers::client::{Client, ClientOptions, Writes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -83,7 +83,7 @@ async fn post_quantum_hello_in_one_byte_writes_is_routed_to_its_owner() {
     // TLS 1.2 backends: the client still sends its full post-quantum
     // hello (it offers TLS 1.3 too), and the cleartext tickets it gets back
     // make every later hello carry a key the router knows.
-    let farm = rustls_backends(3, |o| o.versions = stickytls::peer::Versions::Tls12).await;
+    let farm = rustls_backends(3, |o| o.versions = stickytls_peers::Versions::Tls12).await;
     let mut cfg = config(&named(&farm));
     // ~1,500 writes a few milliseconds apart: more than the tests' usual
     // hello budget on a loaded machine.

@@ -25,13 +25,13 @@ use stickytls::inspect::fuzzing::{feed_all_chunkings, frame, run_client, run_ser
 use stickytls::inspect::{
     ClientHello, Handshake, KeyKind, Learned, Limits, Outcome, Resumption as Resumed, Status,
 };
-use stickytls::peer::Versions;
-use stickytls::peer::backend::{Backend, BackendOptions, RunningBackend};
-use stickytls::peer::cert::{TempDir, TestCa};
-use stickytls::peer::client::{Client, ClientOptions, Reached};
-use stickytls::peer::openssl::{SClient, SClientOptions, SClientReport, SServer, SServerOptions};
-use stickytls::peer::tap::{Capture, Tap};
-use stickytls::peer::{classic_kx_groups, provider};
+use stickytls_peers::Versions;
+use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
+use stickytls_peers::cert::{TempDir, TestCa};
+use stickytls_peers::client::{Client, ClientOptions, Reached};
+use stickytls_peers::openssl::{SClient, SClientOptions, SClientReport, SServer, SServerOptions};
+use stickytls_peers::tap::{Capture, Tap};
+use stickytls_peers::{classic_kx_groups, provider};
 
 const WAIT: Duration = Duration::from_secs(10);
 const TLS12: u16 = 0x0303;

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use stickytls::peer::Versions;
-use stickytls::peer::client::{Client, ClientOptions};
+use stickytls_peers::Versions;
+use stickytls_peers::client::{Client, ClientOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_listener_routes_and_resumes() {

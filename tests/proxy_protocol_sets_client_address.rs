@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use ppp::v2;
-use stickytls::peer::client::{Client, ClientOptions};
+use stickytls_peers::client::{Client, ClientOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn v1(src: &str) -> Vec<u8> {
@@ -33,7 +33,7 @@ async fn router_with_proxy(
     trusted: &str,
 ) -> (
     stickytls::router::RunningRouter,
-    Vec<stickytls::peer::backend::RunningBackend>,
+    Vec<stickytls_peers::backend::RunningBackend>,
 ) {
     let farm = rustls_backends(3, |_| {}).await;
     let mut cfg = config(&named(&farm));

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use stickytls::peer::Versions;
-use stickytls::peer::openssl::{SClient, SClientOptions, SServer, SServerOptions};
+use stickytls_peers::Versions;
+use stickytls_peers::openssl::{SClient, SClientOptions, SServer, SServerOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renegotiated_tls12_session_resumes_on_its_backend_10_of_10() {

@@ -9,8 +9,8 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use common::*;
-use stickytls::peer::Versions;
-use stickytls::peer::client::{Client, ClientOptions};
+use stickytls_peers::Versions;
+use stickytls_peers::client::{Client, ClientOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_clients_behind_one_address_spread_and_keep_their_backends() {

@@ -6,10 +6,10 @@ mod common;
 
 use common::*;
 use stickytls::config::{BackendConfig, Config, ListenerConfig, PoolConfig, SniRoute};
-use stickytls::peer::Versions;
-use stickytls::peer::backend::{Backend, BackendOptions, RunningBackend};
-use stickytls::peer::cert::TestCa;
-use stickytls::peer::client::{Client, ClientOptions};
+use stickytls_peers::Versions;
+use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
+use stickytls_peers::cert::TestCa;
+use stickytls_peers::client::{Client, ClientOptions};
 
 const NAMES: &[&str] = &[
     "api.example.com",

@@ -6,9 +6,9 @@ mod common;
 
 use common::*;
 use stickytls::affinity::KeyKind;
-use stickytls::peer::Versions;
-use stickytls::peer::client::{Client, ClientOptions};
-use stickytls::peer::openssl::{SClient, SClientOptions, SServer, SServerOptions};
+use stickytls_peers::Versions;
+use stickytls_peers::client::{Client, ClientOptions};
+use stickytls_peers::openssl::{SClient, SClientOptions, SServer, SServerOptions};
 
 async fn openssl_farm(tickets: bool) -> Vec<SServer> {
     let mut out = Vec::new();

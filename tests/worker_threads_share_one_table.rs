@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use stickytls::peer::Versions;
-use stickytls::peer::client::{Client, ClientOptions};
 use stickytls::router::Router;
+use stickytls_peers::Versions;
+use stickytls_peers::client::{Client, ClientOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_learned_on_one_worker_thread_route_on_all() {

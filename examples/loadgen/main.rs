@@ -128,7 +128,7 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 fn certs(args: &CertsArgs) -> std::io::Result<()> {
-    use stickytls::peer::cert::TestCa;
+    use stickytls_peers::cert::TestCa;
     std::fs::create_dir_all(&args.out)?;
     let ca = TestCa::new();
     std::fs::write(args.out.join("ca.pem"), ca.cert_pem())?;

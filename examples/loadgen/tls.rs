@@ -9,7 +9,7 @@ use rustls::client::{Resumption, Tls12Resumption};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use stickytls::peer::{Versions, classic_kx_groups, provider};
+use stickytls_peers::{Versions, classic_kx_groups, provider};
 
 use crate::Tls;
 

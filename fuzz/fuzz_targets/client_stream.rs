@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    stickytls::inspect::fuzzing::client_stream(data);
+    stickytls_inspect::fuzzing::client_stream(data);
 });

@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use stickytls::config::{BackendConfig, Config};
-use stickytls::peer::backend::{Backend, BackendOptions, RunningBackend};
 use stickytls::router::{Router, RunningRouter};
+use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
 
 /// A source address on the loopback network: each stands for one client
 /// machine (or one NAT gateway).

@@ -12,7 +12,7 @@
 use super::client_hello::{ClientHello, Spans};
 use super::record::{
     ALERT, APPLICATION_DATA, AlertReader, CHANGE_CIPHER_SPEC, Event, HANDSHAKE, Keep, MsgProgress,
-    MsgReader, RecordReader, malformed,
+    MsgReader, RecordReader, malformed, over_limit,
 };
 use super::{Limits, Status};
 
@@ -267,7 +267,7 @@ impl ClientSide {
                     return Err(malformed(at, "handshake message is not a ClientHello"));
                 }
                 if at.saturating_add(4).saturating_add(len as u64) > budget_end {
-                    return Err(malformed(budget_end, over));
+                    return Err(over_limit(budget_end, over));
                 }
                 Ok(Keep::Buffer)
             };
@@ -285,7 +285,7 @@ impl ClientSide {
             }
         }
         if !beyond.is_empty() {
-            return Err(malformed(budget_end, over));
+            return Err(over_limit(budget_end, over));
         }
         Ok(())
     }

@@ -428,7 +428,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::peer::backend::{Backend, BackendOptions, BlackHole};
+    use crate::backend::{Backend, BackendOptions, BlackHole};
 
     fn backend(
         name: &str,

@@ -124,7 +124,7 @@ pub fn report(client: &[u8], server: Option<&[u8]>, limits: Limits) -> (Value, b
 #[allow(clippy::indexing_slicing)] // test code: a panic is a failed test
 mod tests {
     use super::*;
-    use crate::inspect::testutil::*;
+    use crate::testutil::*;
 
     #[test]
     fn report_of_a_tls12_ticket_handshake_names_everything_learned() {

@@ -3,7 +3,7 @@
 //! and nothing is buffered that the caller did not ask to keep.
 #![deny(clippy::indexing_slicing)]
 
-use super::{Alert, InspectError, NotTls, Status};
+use super::{Alert, ErrorKind, InspectError, NotTls, Status};
 
 /// Record content types (RFC 8446 5.1).
 pub(crate) const CHANGE_CIPHER_SPEC: u8 = 20;
@@ -16,7 +16,20 @@ pub(crate) const APPLICATION_DATA: u8 = 23;
 pub(crate) const MAX_RECORD_LEN: usize = (1 << 14) + 256;
 
 pub(crate) fn malformed(offset: u64, what: &'static str) -> Status {
-    Status::Malformed(InspectError { offset, what })
+    Status::Malformed(InspectError {
+        offset,
+        what,
+        kind: ErrorKind::Malformed,
+    })
+}
+
+/// Input over one of the caller's [`super::Limits`].
+pub(crate) fn over_limit(offset: u64, what: &'static str) -> Status {
+    Status::Malformed(InspectError {
+        offset,
+        what,
+        kind: ErrorKind::OverLimit,
+    })
 }
 
 /// Decides from the first one to three bytes of a stream whether it can

@@ -92,6 +92,19 @@ pub struct InspectError {
     pub offset: u64,
     /// What was wrong, e.g. "duplicate extension", "over the client byte budget".
     pub what: &'static str,
+    /// Whose fault: broken input, or input over one of our [`Limits`].
+    pub kind: ErrorKind,
+}
+
+/// Whether an [`InspectError`] is the peer's broken input or a size over
+/// the caller's [`Limits`], so that callers can count and answer them
+/// apart without matching message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The bytes break the TLS grammar.
+    Malformed,
+    /// Well-formed so far, but larger than [`Limits`] allows.
+    OverLimit,
 }
 
 impl fmt::Display for InspectError {

@@ -32,6 +32,7 @@ impl<'a> Reader<'a> {
         InspectError {
             offset: self.offset() as u64,
             what,
+            kind: super::ErrorKind::Malformed,
         }
     }
 

@@ -191,8 +191,8 @@ async fn copy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::backend::{Backend, BackendOptions};
-    use crate::peer::client::{Client, ClientOptions};
+    use crate::backend::{Backend, BackendOptions};
+    use crate::client::{Client, ClientOptions};
 
     #[tokio::test]
     async fn tap_records_a_tls_handshake_in_both_directions() {

@@ -583,8 +583,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::peer::backend::{Backend, BackendOptions};
-    use crate::peer::tap::Tap;
+    use crate::backend::{Backend, BackendOptions};
+    use crate::tap::Tap;
 
     // No tokio::time::pause() here: these peers are subprocesses, and a
     // paused clock would fire every timeout at once.

@@ -732,7 +732,7 @@ fn a_kept_hello_reads_back_exactly_as_parsed() {
         ChBuilder::new().session_id(&[7; 32]).record(),
         ChBuilder::tls13("ech.example").ech().record(),
     ];
-    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
     let captured = std::fs::read_dir(seeds)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -8,7 +8,7 @@ use super::client_hello::{SeenTypes, TLS13, ext};
 use super::codec::Reader;
 use super::record::{
     ALERT, AlertReader, CHANGE_CIPHER_SPEC, Event, HANDSHAKE, Keep, MsgProgress, MsgReader,
-    RecordReader, malformed,
+    RecordReader, malformed, over_limit,
 };
 use super::{InspectError, Limits, NewSessionTicket, Status};
 
@@ -270,7 +270,7 @@ impl ServerSide {
                 (SPhase::AwaitHello | SPhase::AfterHrr, SERVER_HELLO)
                 | (SPhase::Tls12, NEW_SESSION_TICKET) => {
                     if len > cap {
-                        Err(malformed(
+                        Err(over_limit(
                             at + 1,
                             "server handshake message larger than the server message cap",
                         ))

@@ -260,7 +260,7 @@ pub fn whole(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::testutil::*;
+    use crate::testutil::*;
 
     #[test]
     fn fuzz_entry_points_hold_their_properties_on_real_handshakes() {
