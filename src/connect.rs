@@ -253,7 +253,8 @@ mod tests {
     #[test]
     fn running_out_of_descriptors_or_ports_stops_the_failover() {
         for errno in [rustix::io::Errno::MFILE, rustix::io::Errno::ADDRNOTAVAIL] {
-            let e = AttemptError::connect_failed(io::Error::from_raw_os_error(errno.raw_os_error()));
+            let e =
+                AttemptError::connect_failed(io::Error::from_raw_os_error(errno.raw_os_error()));
             assert_eq!(e.fault(), Fault::Local, "{e}");
             assert!(!e.may_try_another());
         }
@@ -261,7 +262,10 @@ mod tests {
 
     #[test]
     fn a_refused_or_unreachable_backend_lets_the_next_one_be_tried() {
-        for kind in [io::ErrorKind::ConnectionRefused, io::ErrorKind::HostUnreachable] {
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::HostUnreachable,
+        ] {
             let e = AttemptError::connect_failed(io::Error::from(kind));
             assert!(matches!(e, AttemptError::Refused(_)), "{e}");
             assert!(e.may_try_another());
@@ -294,6 +298,10 @@ mod tests {
             ],
         };
         assert_eq!(local.fault(), Fault::Local);
-        assert!(local.to_string().starts_with("cannot open a connection to a on this host"));
+        assert!(
+            local
+                .to_string()
+                .starts_with("cannot open a connection to a on this host")
+        );
     }
 }

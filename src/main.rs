@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use stickytls::config::{BackendConfig, Balance, Config, parse_backend, parse_duration};
-use stickytls::config_file::{self, ConfigErrors};
+use stickytls::config::{
+    AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath, ListenerKey, PoolKey,
+    TimeoutKey, parse_backend, parse_duration,
+};
+use stickytls::config_file::{self, Diagnostics};
 use stickytls::inspect::{Limits, report::report};
 use stickytls::router::Router;
 
@@ -133,17 +136,79 @@ const QUICK_FORM: [&str; 13] = [
 ];
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
-    parse_backend(s).map_err(|e| e.0)
+    parse_backend(s).map_err(|e| e.to_string())
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.0)
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A configuration that cannot run, located where the operator gave it.
+#[derive(Debug)]
+enum Invalid {
+    File(Diagnostics),
+    Flags(Config, ConfigErrors),
+}
+
+impl std::fmt::Display for Invalid {
+    /// One error per line, as `check` prints them: `FILE:LINE:COLUMN:` for
+    /// the file, the flag for the quick form, then the same message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::File(d) => write!(f, "{d}"),
+            Invalid::Flags(config, errors) => {
+                for (i, e) in errors.0.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("\n")?;
+                    }
+                    let message = e.message(&|p| flag(config, p));
+                    write!(f, "{}: error: {message}", flag(config, e.path))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The quick-form flag that sets `path`.
+fn flag(config: &Config, path: ConfigPath) -> String {
+    let name = match path {
+        ConfigPath::Listener(_, ListenerKey::Bind) => "--listen",
+        ConfigPath::Listener(_, ListenerKey::MaxConnections) => "--max-connections",
+        ConfigPath::Listener(_, ListenerKey::MaxHelloBytes) => "--max-hello-bytes",
+        ConfigPath::Pool(_, PoolKey::Balance) => "--balance",
+        ConfigPath::Pool(_, PoolKey::Timeout(t)) => match t {
+            TimeoutKey::Hello => "--hello-timeout",
+            TimeoutKey::Connect => "--connect-timeout",
+            TimeoutKey::FirstByte => "--first-byte-timeout",
+            TimeoutKey::Idle => "--idle-timeout",
+            TimeoutKey::DownHold => "the command line",
+        },
+        ConfigPath::Pool(_, PoolKey::Affinity(a)) => match a {
+            AffinityKey::Timeout => "--affinity-timeout",
+            AffinityKey::CorrelationWindow => "--correlation-window",
+            AffinityKey::NatThreshold => "--nat-threshold",
+            _ => "the command line",
+        },
+        // Each backend is known by what was typed for it.
+        ConfigPath::Backend { pool, backend, .. } => {
+            return match config.pools.get(pool).and_then(|p| p.backends.get(backend)) {
+                Some(b) => format!("--backend {}={}", b.name, b.addr),
+                None => "--backend".to_string(),
+            };
+        }
+        ConfigPath::Pool(..) => "--backend",
+        _ => "the command line",
+    };
+    name.to_string()
 }
 
 impl RunArgs {
-    fn config(self) -> Result<Config, ConfigErrors> {
+    /// The file's configuration, or the quick form's checked by the same
+    /// rules.
+    fn config(self) -> Result<Config, Invalid> {
         let listen = match (self.config, self.listen) {
-            (Some(path), _) => return config_file::load(&path),
+            (Some(path), _) => return config_file::load(&path).map_err(Invalid::File),
             (None, Some(listen)) => listen,
             (None, None) => unreachable!("clap requires --listen unless --config is given"),
         };
@@ -161,7 +226,10 @@ impl RunArgs {
         let l = &mut c.listeners[0].limits;
         l.max_hello_bytes = self.max_hello_bytes;
         l.max_connections = self.max_connections;
-        Ok(c)
+        match c.validate() {
+            Ok(()) => Ok(c),
+            Err(errors) => Err(Invalid::Flags(c, errors)),
+        }
     }
 }
 

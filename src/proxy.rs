@@ -275,7 +275,10 @@ mod tests {
         let e = read_header(&mut ours, stranger, &trusted(), deadline, &mut Vec::new())
             .await
             .unwrap_err();
-        assert!(matches!(e, ProxyError::Untrusted(ip) if ip == stranger.ip()), "{e}");
+        assert!(
+            matches!(e, ProxyError::Untrusted(ip) if ip == stranger.ip()),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -300,9 +303,15 @@ mod tests {
             .unwrap();
         // A deadline already passed: the read is pending, so it expires at
         // once, without waiting on a clock.
-        let e = read_header(&mut ours, peer(), &trusted(), Instant::now(), &mut Vec::new())
-            .await
-            .unwrap_err();
+        let e = read_header(
+            &mut ours,
+            peer(),
+            &trusted(),
+            Instant::now(),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, ProxyError::Timeout), "{e}");
         drop(theirs);
     }
