@@ -747,12 +747,11 @@ mod tests {
     use std::time::Duration;
 
     fn errors(text: &str) -> Vec<String> {
-        parse(text, "t.toml")
-            .unwrap_err()
-            .0
-            .iter()
-            .map(|d| d.to_string())
-            .collect()
+        diagnostics(text).iter().map(|d| d.to_string()).collect()
+    }
+
+    fn diagnostics(text: &str) -> Vec<ConfigDiagnostic> {
+        parse(text, "t.toml").unwrap_err().0
     }
 
     const MINIMAL: &str = r#"
@@ -937,6 +936,8 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
             "{e:?}"
         );
         assert!(e.iter().all(|l| !l.contains("bogus")), "{e:?}");
+        let d = diagnostics("[[listener]]\nbind = = 1\ndefault_pool = \"a\nbogus = 1\n");
+        assert!(d.iter().all(|d| d.problem == Problem::Syntax), "{d:?}");
     }
 
     #[test]
@@ -954,6 +955,19 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
             e[1].contains("`nowhere` is not an IP:PORT address"),
             "{e:?}"
         );
+        let d = diagnostics(&text);
+        assert_eq!(d[0].problem, Problem::Shape);
+        assert_eq!(
+            d[1].problem,
+            Problem::Rule(ConfigError {
+                path: ConfigPath::Backend {
+                    pool: 1,
+                    backend: 0,
+                    key: BackendKey::Address
+                },
+                rule: Rule::Value(ValueError::NotAnAddress("nowhere".into())),
+            })
+        );
     }
 
     #[test]
@@ -965,6 +979,70 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
         let e = errors(&text);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("backend has no `address`"), "{e:?}");
+        assert_eq!(diagnostics(&text)[0].problem, Problem::Missing);
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_read_raises_no_rule_about_its_stand_in() {
+        // The address's stand-in, the one CIDR's and the pool's would each
+        // break a rule (port 0 twice, empty proxy_trusted, no backends) if
+        // they were judged.
+        let text = r#"
+[[listener]]
+bind = "127.0.0.1:8443"
+default_pool = "web"
+proxy_protocol = true
+proxy_trusted = ["not a network"]
+
+[[listener]]
+name = "second"
+bind = "nowhere"
+default_pool = "broken"
+
+[pool.web]
+backends = [{ name = "web1", address = "10.0.1.1:443", weight = -1 }]
+
+[pool.broken]
+backends = "none"
+"#;
+        let rules: Vec<Rule> = diagnostics(text)
+            .into_iter()
+            .filter_map(|d| match d.problem {
+                Problem::Rule(e) => Some(e.rule),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                Rule::Value(ValueError::NotANetwork("not a network".into())),
+                Rule::Value(ValueError::NotAnAddress("nowhere".into())),
+                Rule::OutOfRange { value: -1 },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_refers_to_the_first_by_its_line() {
+        let text = format!(
+            "{MINIMAL}\n[[listener]]\nname = \"listener-1\"\nbind = \"127.0.0.1:9443\"\ndefault_pool = \"web\"\n"
+        );
+        let d = diagnostics(&text);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(matches!(
+            &d[0].problem,
+            Problem::Rule(ConfigError {
+                rule: Rule::DuplicateListenerName { first: 0, .. },
+                ..
+            })
+        ));
+        // The first listener took its name by default: its section's line.
+        assert_eq!(d[0].position, Some((10, 8)));
+        assert!(
+            d[0].message.contains("used by the listener at line 2;"),
+            "{}",
+            d[0].message
+        );
     }
 
     #[test]

@@ -429,3 +429,113 @@ fn from_hex(text: &[u8]) -> Result<Vec<u8>, String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stickytls::config_file::Problem;
+
+    fn quick_config(flags: &[&str]) -> Result<Config, Invalid> {
+        let args = ["stickytls", "run", "--listen", "127.0.0.1:8443"];
+        let cli = Cli::try_parse_from(args.iter().chain(flags)).unwrap();
+        let Command::Run(run) = cli.command else {
+            unreachable!("the arguments start with `run`")
+        };
+        run.config()
+    }
+
+    /// The quick form's errors for `flags`, as `run` prints them.
+    fn quick_form(flags: &[&str]) -> Vec<String> {
+        match quick_config(flags) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    /// A file with one pool named `default`, as the quick form has, and
+    /// `extra` appended; its rule errors as `check` prints them.
+    fn file(backends: &str, extra: &str) -> Vec<String> {
+        let text = format!(
+            "[[listener]]\nbind = \"127.0.0.1:8443\"\ndefault_pool = \"default\"\n{extra}\n[pool.default]\nbackends = [{backends}]\n"
+        );
+        let errors = config_file::parse(&text, "t.toml").unwrap_err().0;
+        assert!(
+            errors.iter().all(|d| matches!(d.problem, Problem::Rule(_))),
+            "{errors:?}"
+        );
+        errors.iter().map(|d| d.to_string()).collect()
+    }
+
+    /// What follows `error: `: the message without its location.
+    fn message(line: &str) -> &str {
+        line.split_once(": error: ").unwrap().1
+    }
+
+    #[test]
+    fn a_rule_broken_in_a_file_or_by_flags_gives_the_same_message() {
+        let one = r#"{ name = "a", address = "127.0.0.1:1" }"#;
+        let cases: [(&[&str], &str, String, &str); 7] = [
+            (
+                &["--backend", "a=127.0.0.1:1", "--idle-timeout", "0s"],
+                "[pool.default.timeouts]\nidle = \"0s\"",
+                one.into(),
+                "--idle-timeout",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--affinity-timeout", "0"],
+                "[pool.default.affinity]\ntimeout = \"0\"",
+                one.into(),
+                "--affinity-timeout",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--correlation-window", "0ms"],
+                "[pool.default.affinity]\ncorrelation_window = \"0ms\"",
+                one.into(),
+                "--correlation-window",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--max-hello-bytes", "100"],
+                "max_hello_bytes = 100",
+                one.into(),
+                "--max-hello-bytes",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--max-connections", "0"],
+                "max_connections = 0",
+                one.into(),
+                "--max-connections",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--backend", "a=127.0.0.1:2"],
+                "",
+                format!(r#"{one}, {{ name = "a", address = "127.0.0.1:2" }}"#),
+                "--backend a=127.0.0.1:2",
+            ),
+            (
+                &["--backend", "=127.0.0.1:1"],
+                "",
+                r#"{ name = "", address = "127.0.0.1:1" }"#.into(),
+                "--backend =127.0.0.1:1",
+            ),
+        ];
+        for (flags, extra, backends, flag) in cases {
+            let quick = quick_form(flags);
+            let file = file(&backends, extra);
+            assert_eq!(quick.len(), 1, "{flags:?}: {quick:?}");
+            assert_eq!(file.len(), 1, "{extra}: {file:?}");
+            assert_eq!(message(&quick[0]), message(&file[0]), "{flags:?}");
+            assert!(
+                quick[0].starts_with(&format!("{flag}: error: ")),
+                "{}",
+                quick[0]
+            );
+        }
+    }
+
+    #[test]
+    fn valid_flags_make_a_config_with_their_values() {
+        let c = quick_config(&["--backend", "a=127.0.0.1:1", "--idle-timeout", "1s"]).unwrap();
+        assert_eq!(c.pools[0].timeouts.idle, Duration::from_secs(1));
+        assert_eq!(c.pools[0].backends[0].name, "a");
+    }
+}
