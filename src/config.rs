@@ -33,7 +33,7 @@ impl BackendConfig {
         BackendConfig {
             name: name.to_string(),
             addr,
-            weight: 1,
+            weight: DEFAULT_WEIGHT,
             max_connections: None,
         }
     }
@@ -463,40 +463,40 @@ impl ConfigPath {
         }
     }
 
-    /// The range an integer setting must lie in, and its default (`None`
-    /// for no limit); `None` for a setting that is not an integer.
-    pub fn int_range(&self) -> Option<(i128, i128, Option<i128>)> {
-        let size = |d: usize| d as i128;
+    /// The values an integer setting allows, and its default; `None` for
+    /// a setting that is not an integer. Validation and every message
+    /// about the setting read it here.
+    pub fn int_range(&self) -> Option<IntRange> {
         let limits = Limits::default();
         let affinity = AffinityConfig::default();
         let any = usize::MAX as i128;
         let u32_max = i128::from(u32::MAX);
+        let range = |min, max, default: Option<i128>| IntRange { min, max, default };
+        let size = |d: usize| Some(d as i128);
         Some(match self {
             ConfigPath::Listener(_, ListenerKey::MaxConnections) => {
-                (1, any, Some(size(limits.max_connections)))
+                range(1, any, size(limits.max_connections))
             }
             ConfigPath::Listener(_, ListenerKey::MaxInspectingPerIp) => {
-                (1, u32_max, Some(limits.max_inspecting_per_ip.into()))
+                range(1, u32_max, Some(limits.max_inspecting_per_ip.into()))
             }
-            ConfigPath::Listener(_, ListenerKey::MaxHelloBytes) => (
-                MIN_HELLO_BYTES as i128,
-                any,
-                Some(size(limits.max_hello_bytes)),
-            ),
+            ConfigPath::Listener(_, ListenerKey::MaxHelloBytes) => {
+                range(MIN_HELLO_BYTES as i128, any, size(limits.max_hello_bytes))
+            }
             ConfigPath::Backend {
                 key: BackendKey::Weight,
                 ..
-            } => (0, u32_max, Some(1)),
+            } => range(0, u32_max, Some(DEFAULT_WEIGHT.into())),
             ConfigPath::Backend {
                 key: BackendKey::MaxConnections,
                 ..
-            } => (1, u32_max, None),
+            } => range(1, u32_max, None),
             ConfigPath::Pool(_, PoolKey::Affinity(a)) => match a {
-                AffinityKey::TableSize => (1, any, Some(size(affinity.table_size))),
-                AffinityKey::ClientsTracked => (1, any, Some(size(affinity.clients_tracked))),
-                AffinityKey::NatThreshold => (0, u32_max, Some(affinity.nat_threshold.into())),
-                AffinityKey::Ipv4Prefix => (1, 32, Some(affinity.ipv4_prefix.into())),
-                AffinityKey::Ipv6Prefix => (1, 128, Some(affinity.ipv6_prefix.into())),
+                AffinityKey::TableSize => range(1, any, size(affinity.table_size)),
+                AffinityKey::ClientsTracked => range(1, any, size(affinity.clients_tracked)),
+                AffinityKey::NatThreshold => range(0, u32_max, Some(affinity.nat_threshold.into())),
+                AffinityKey::Ipv4Prefix => range(1, 32, Some(affinity.ipv4_prefix.into())),
+                AffinityKey::Ipv6Prefix => range(1, 128, Some(affinity.ipv6_prefix.into())),
                 _ => return None,
             },
             _ => return None,
@@ -559,6 +559,19 @@ impl fmt::Display for ConfigPath {
 
 // ---------------------------------------------------------------------------
 // What can be wrong.
+
+/// The values an integer setting allows. Wide enough for both the file's
+/// i64 and the runtime's usize, so one comparison serves both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntRange {
+    pub min: i128,
+    pub max: i128,
+    /// What an absent setting means; `None` for no limit.
+    pub default: Option<i128>,
+}
+
+/// A backend's share when none is given.
+pub const DEFAULT_WEIGHT: u32 = 1;
 
 /// The smallest hello byte budget: ordinary ClientHellos are a few hundred
 /// bytes (about 1.5 KB with a post-quantum key share).
@@ -717,7 +730,11 @@ impl ConfigError {
         match &self.rule {
             Rule::Value(v) => write_value_error(f, v, Some(&self.path)),
             Rule::OutOfRange { value } => {
-                let (min, max, default) = self.path.int_range().unwrap_or((0, i128::MAX, None));
+                let IntRange { min, max, default } = self.path.int_range().unwrap_or(IntRange {
+                    min: 0,
+                    max: i128::MAX,
+                    default: None,
+                });
                 let default = default.map_or("no limit".to_string(), |d| d.to_string());
                 match self.path {
                     ConfigPath::Pool(_, PoolKey::Affinity(AffinityKey::Ipv4Prefix | AffinityKey::Ipv6Prefix)) => write!(
@@ -1119,8 +1136,8 @@ impl PoolConfig {
 
 /// An integer setting against its [`ConfigPath::int_range`].
 fn check_range(at: ConfigPath, value: i128, errors: &mut Vec<ConfigError>) {
-    if let Some((min, max, _)) = at.int_range() {
-        if !(min..=max).contains(&value) {
+    if let Some(r) = at.int_range() {
+        if !(r.min..=r.max).contains(&value) {
             errors.push(ConfigError::new(at, Rule::OutOfRange { value }));
         }
     }
@@ -1341,7 +1358,14 @@ mod tests {
     #[test]
     fn integer_ranges_come_from_one_table() {
         let prefix = ConfigPath::Pool(0, PoolKey::Affinity(AffinityKey::Ipv4Prefix));
-        assert_eq!(prefix.int_range(), Some((1, 32, Some(32))));
+        assert_eq!(
+            prefix.int_range(),
+            Some(IntRange {
+                min: 1,
+                max: 32,
+                default: Some(32)
+            })
+        );
         let e = ConfigError::new(prefix, Rule::OutOfRange { value: 33 });
         assert_eq!(
             e.message(&|p| p.to_string()),
