@@ -49,7 +49,7 @@ pub enum Malformed {
     NoSignature,
     /// A v1 line with no CRLF within the 107 bytes the format allows.
     V1TooLong,
-    /// No complete header within [`MAX_HEADER`] bytes.
+    /// No complete header within 4096 bytes, more than any real proxy sends.
     TooLong,
     /// A v2 header whose source is a UNIX socket: it names no IP address
     /// to key affinity on.

@@ -24,7 +24,7 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 /// bytes (about 1.5 KB with a post-quantum key share).
 pub const MIN_HELLO_BYTES: usize = 512;
 
-/// Where a setting lives in a [`Config`]: which listener, pool or backend
+/// Where a setting lives in a [`Config`](super::Config): which listener, pool or backend
 /// (by position, since a name may itself be the mistake) and which key.
 /// Each source of settings maps it back to what the operator wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
