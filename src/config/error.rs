@@ -58,18 +58,25 @@ pub enum Rule {
     NoPool,
     /// A listener, pool or backend name is empty.
     EmptyName,
+    /// `first` is the earlier listener with the name: a message points
+    /// there too, so the operator sees both.
     DuplicateListenerName {
         name: String,
         first: usize,
     },
+    /// Two listeners cannot share a socket; `first` is the earlier one.
     DuplicateBind {
         addr: SocketAddr,
         first_name: String,
         first: usize,
     },
+    /// Only a `Config` built in code can have this; TOML already refuses a
+    /// table defined twice.
     DuplicatePoolName {
         name: String,
     },
+    /// The affinity table stores backend names, so two backends with one
+    /// name would share every session; `first` is the earlier one.
     DuplicateBackendName {
         name: String,
         pool: String,
@@ -91,6 +98,8 @@ pub enum Rule {
     BadSniPattern {
         pattern: String,
     },
+    /// Two patterns that match the same names (case and a trailing dot
+    /// are ignored): the later would silently win.
     DuplicateSniPattern {
         pattern: String,
         first_pattern: String,
