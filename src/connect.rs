@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::backend::{ActiveGuard, Backend};
-use crate::router::PoolState;
+use crate::pool::PoolState;
 
 /// Every candidate failed. The backends are at fault, not the client.
 #[derive(Debug)]
