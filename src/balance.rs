@@ -233,6 +233,28 @@ mod tests {
     }
 
     #[test]
+    fn weighted_round_robin_runs_the_whole_sequence_on_each_worker_thread() {
+        let bs = backends(&[("a", 5), ("b", 1), ("c", 1)]);
+        let wrr = Arc::new(Balancer::new(Balance::WeightedRoundRobin));
+        let threads: Vec<_> = (1..=2)
+            .map(|worker| {
+                let (bs, wrr) = (bs.clone(), wrr.clone());
+                std::thread::spawn(move || {
+                    crate::worker::set_index(worker);
+                    (0..3)
+                        .map(|_| wrr.order(&bs, &client(1))[0].name.to_string())
+                        .collect::<String>()
+                })
+            })
+            .collect();
+        for t in threads {
+            // Each thread's turns are its own: neither continues the
+            // other's sequence (shared turns would give one of them "aca").
+            assert_eq!(t.join().unwrap(), "aab");
+        }
+    }
+
+    #[test]
     fn least_connections_prefers_the_least_loaded_per_weight() {
         let bs = backends(&[("a", 1), ("b", 2), ("c", 1)]);
         let held: Vec<_> = (0..2)
