@@ -233,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn weighted_round_robin_runs_the_whole_sequence_on_each_worker_thread() {
+    fn weighted_round_robin_keeps_its_own_turns_on_each_worker_thread() {
         let bs = backends(&[("a", 5), ("b", 1), ("c", 1)]);
         let wrr = Arc::new(Balancer::new(Balance::WeightedRoundRobin));
         let threads: Vec<_> = (1..=2)
