@@ -156,8 +156,11 @@ impl ListenerState {
 #[derive(Debug)]
 struct InspectingCounts {
     hasher: RandomState,
-    shards: Box<[Padded<Mutex<HashMap<ClientPrefix, u32, RandomState>>>]>,
+    shards: Box<[Padded<Mutex<Counts>>]>,
 }
+
+/// Hello-stage connections per client prefix, in one shard.
+type Counts = HashMap<ClientPrefix, u32, RandomState>;
 
 /// Enough shards that 2 to 64 threads seldom share a lock.
 const INSPECTING_SHARDS: usize = 64;
@@ -178,10 +181,7 @@ impl InspectingCounts {
 
     /// A poisoned shard only means a panic elsewhere mid-update; its counts
     /// are still whole numbers, and accepting must go on.
-    fn lock(
-        &self,
-        shard: usize,
-    ) -> std::sync::MutexGuard<'_, HashMap<ClientPrefix, u32, RandomState>> {
+    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Counts> {
         self.shards[shard]
             .0
             .lock()

@@ -6,6 +6,9 @@ use stickytls::config::{BackendConfig, Config};
 use stickytls::router::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A counter's labels, as (key, value) pairs in the order they were given.
+type Labels = Vec<(String, String)>;
+
 #[test]
 fn connection_and_refusal_counters_carry_the_listener_name() {
     let recorder = DebuggingRecorder::new();
@@ -33,7 +36,7 @@ fn connection_and_refusal_counters_carry_the_listener_name() {
             let _ = c.read_to_end(&mut rest).await;
         })
     });
-    let counters: Vec<(String, Vec<(String, String)>, u64)> = snapshotter
+    let counters: Vec<(String, Labels, u64)> = snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
