@@ -1,7 +1,7 @@
 //! The `stickytls` command line. Each subcommand is one variant of
 //! [`Command`] and one function.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -165,12 +165,16 @@ impl RunArgs {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` or else `default_filter`. Colour
+/// only when stderr is a terminal: in a file or a journal the escape codes
+/// are noise that every reader and every grep has to get past.
+fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -185,7 +189,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging();
+    init_logging("info");
     let nofile = stickytls::listen::raise_nofile_limit();
     // The main thread only binds and waits for the signal; connections are
     // served on worker threads, one single-threaded runtime each.
@@ -258,12 +262,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn demo() -> ExitCode {
     // Warnings only by default: the demo prints its own account of every
     // decision, and per-connection logs would interleave with it.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging("warn");
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
