@@ -1,9 +1,9 @@
 //! Runtime configuration of one router: what it listens on, its backends,
 //! how it balances, and every budget and timeout.
 //!
-//! The quick command-line form (`--listen/--backend`) builds this directly;
-//! the TOML file of a later issue will deserialize into the same types, so
-//! the router itself never knows where its settings came from.
+//! The quick command-line form (`--listen/--backend`) builds this directly
+//! and the TOML file ([`crate::config_file`]) is read into the same types,
+//! so the router itself never knows where its settings came from.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

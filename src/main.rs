@@ -71,8 +71,13 @@ struct RunArgs {
     /// A backend, as NAME=IP:PORT; repeat for each backend.
     #[arg(long = "backend", value_name = "NAME=ADDR", value_parser = parse_backend_arg, required_unless_present = "config")]
     backends: Vec<BackendConfig>,
-    /// Balancer for clients without affinity: roundrobin or source-hash.
-    #[arg(long, default_value = "roundrobin")]
+    /// Balancer for clients without affinity, one of:
+    ///   roundrobin           each backend in turn
+    ///   weighted-roundrobin  each backend its weight's share, interleaved
+    ///   least-connections    fewest open connections relative to weight
+    ///   source-hash          by client address: every instance agrees
+    /// (Weights are set in a --config file; here every backend weighs 1.)
+    #[arg(long, default_value = "roundrobin", verbatim_doc_comment)]
     balance: Balance,
     /// Affinity entries unused this long are forgotten.
     #[arg(long, default_value = "30m", value_parser = parse_duration_arg)]
@@ -234,7 +239,8 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// Exit 0 only for a valid file, so a reload script can run this first.
+/// Exit 0 only for a valid file, so a restart script can run this first
+/// (the router reads its configuration once, at start: there is no reload).
 fn check(path: &std::path::Path) -> ExitCode {
     match config_file::load(path) {
         Ok(c) => {
