@@ -104,7 +104,10 @@ async fn an_unknown_session_is_rebound_by_address_within_the_correlation_window_
     let after = router.stats();
     assert_eq!(hits(&after), hits(&before), "the session's keys expired");
     assert_eq!(after.rebinds, before.rebinds + 1, "{after:?}");
-    assert_eq!((r.backend.as_str(), r.server_resumed), (owner.as_str(), true));
+    assert_eq!(
+        (r.backend.as_str(), r.server_resumed),
+        (owner.as_str(), true)
+    );
 
     // A second before the window closes, still re-bound.
     sleep(WINDOW - SECOND).await;
@@ -113,7 +116,10 @@ async fn an_unknown_session_is_rebound_by_address_within_the_correlation_window_
     let after = router.stats();
     assert_eq!(hits(&after), hits(&before), "the session's keys expired");
     assert_eq!(after.rebinds, before.rebinds + 1, "{after:?}");
-    assert_eq!((r.backend.as_str(), r.server_resumed), (owner.as_str(), true));
+    assert_eq!(
+        (r.backend.as_str(), r.server_resumed),
+        (owner.as_str(), true)
+    );
 
     // Once the window has passed since that connection, the unknown
     // session is a stranger's: the balancer places it.

@@ -150,9 +150,7 @@ impl Counted {
             .filter(|(key, _)| {
                 key.name() == name
                     && key.labels().count() == labels.len()
-                    && key
-                        .labels()
-                        .all(|l| labels.contains(&(l.key(), l.value())))
+                    && key.labels().all(|l| labels.contains(&(l.key(), l.value())))
             })
             .map(|(_, n)| n)
             .sum()
