@@ -13,6 +13,7 @@
 //! (TOML syntax, a missing required key) is checked outside.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 mod error;
@@ -22,7 +23,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors, Rule, ValueError};
 pub use path::{
     AffinityKey, BackendKey, ConfigPath, DEFAULT_WEIGHT, IntRange, ListenerKey, MIN_HELLO_BYTES,
-    PoolKey, TimeoutKey,
+    PoolKey, ProcessKey, TimeoutKey,
 };
 
 /// One backend server, known by a name that stays stable across reloads:
@@ -290,6 +291,49 @@ impl ListenerConfig {
 pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
+    /// How the process stops and what it keeps across a restart.
+    pub lifecycle: Lifecycle,
+}
+
+/// How long a stop waits for open connections, and the state file that
+/// carries the tables across a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// After SIGTERM or SIGINT, open connections may finish for this long;
+    /// then the rest are closed. Zero closes them at once.
+    pub shutdown_timeout: Duration,
+    /// `None`: nothing is kept across a restart.
+    pub state: Option<StateConfig>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            shutdown_timeout: Duration::from_secs(30),
+            state: None,
+        }
+    }
+}
+
+/// `[state]`: where the affinity tables, key-name states and client index
+/// are written, and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    pub file: PathBuf,
+    /// Written this often while running, and once more at shutdown.
+    pub interval: Duration,
+}
+
+impl StateConfig {
+    /// The default interval.
+    pub const INTERVAL: Duration = Duration::from_secs(60);
+
+    pub fn new(file: PathBuf) -> Self {
+        StateConfig {
+            file,
+            interval: Self::INTERVAL,
+        }
+    }
 }
 
 impl Config {
@@ -299,6 +343,7 @@ impl Config {
         Config {
             listeners: vec![ListenerConfig::new(listen, "default")],
             pools: vec![PoolConfig::new("default", backends)],
+            lifecycle: Lifecycle::default(),
         }
     }
 

@@ -35,8 +35,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::config::{
     AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config, ConfigError, ConfigPath,
-    ListenerConfig, ListenerKey, NonTls, PoolConfig, PoolKey, Rule, SniRoute, TimeoutKey,
-    ValueError, parse_address, parse_duration,
+    Lifecycle, ListenerConfig, ListenerKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule,
+    SniRoute, StateConfig, TimeoutKey, ValueError, parse_address, parse_duration,
 };
 
 /// One mistake in a configuration file.
@@ -386,6 +386,14 @@ struct AffinityFile {
     clients_tracked: Option<Spanned<i64>>,
 }
 
+/// `[state]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    file: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TimeoutsFile {
@@ -416,6 +424,7 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
     report.root = root.span();
     let mut listeners = Vec::new();
     let mut pools = Vec::new();
+    let mut lifecycle = Lifecycle::default();
     for (key, value) in root.into_inner() {
         let key_span = key.span();
         match key.get_ref().as_ref() {
@@ -499,20 +508,76 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
                     });
                 }
             }
+            "shutdown_timeout" => {
+                match String::deserialize(ValueDeserializer::from(value.clone())) {
+                    Ok(text) => {
+                        let v = Spanned::new(value.span(), text);
+                        let at = ConfigPath::Process(ProcessKey::ShutdownTimeout);
+                        if let Some(d) = report.value(at, &v, parse_duration) {
+                            lifecycle.shutdown_timeout = d;
+                        }
+                    }
+                    Err(e) => report.toml(&e, text, value.span()),
+                }
+            }
+            "state" => {
+                if !value.get_ref().is_table() {
+                    report.error(
+                        value.span(),
+                        Problem::Shape,
+                        "`state` must be a table; write it as a [state] section with `file`".into(),
+                    );
+                    continue;
+                }
+                let at = ConfigPath::Process;
+                report.at(at(ProcessKey::State), key_span);
+                match StateFile::deserialize(ValueDeserializer::from(value.clone())) {
+                    Ok(st) => lifecycle.state = build_state(st, value.span(), report),
+                    Err(e) => {
+                        report.toml(&e, text, value.span());
+                        report.unread.push(at(ProcessKey::State));
+                    }
+                }
+            }
             other => report.error(
                 key_span,
                 Problem::Shape,
                 format!(
-                    "unknown top-level setting `{other}`; the file holds only [[listener]] and [pool.NAME] sections, so move it into one or remove it"
+                    "unknown top-level setting `{other}`; the file holds shutdown_timeout, a [state] section, [[listener]] and [pool.NAME] sections, so move it into one or remove it"
                 ),
             ),
         }
     }
-    Some(Config { listeners, pools })
+    Some(Config {
+        listeners,
+        pools,
+        lifecycle,
+    })
 }
 
 // ---------------------------------------------------------------------------
 // Pass 3: from text to values. The rules are in `Config::validate`.
+
+/// `[state]`; `None` only when `file` is missing (reported here).
+fn build_state(s: StateFile, span: Range<usize>, report: &mut Report) -> Option<StateConfig> {
+    let at = ConfigPath::Process;
+    let Some(file) = &s.file else {
+        report.missing(
+            span,
+            at(ProcessKey::StateFile),
+            "[state] has no `file`; add file = \"/var/lib/stickytls/state\", or remove the section to keep nothing across restarts".into(),
+        );
+        return None;
+    };
+    report.at(at(ProcessKey::StateFile), file.span());
+    let mut c = StateConfig::new(file.get_ref().into());
+    if let Some(v) = &s.interval {
+        if let Some(d) = report.value(at(ProcessKey::StateInterval), v, parse_duration) {
+            c.interval = d;
+        }
+    }
+    Some(c)
+}
 
 fn build_listener(i: usize, l: Spanned<ListenerFile>, report: &mut Report) -> ListenerConfig {
     let at = |key| ConfigPath::Listener(i, key);

@@ -29,6 +29,10 @@
 //!   error report), [`sni`] (pool choice by server name), [`stats`] and
 //!   [`metrics`] (every metric name), [`worker`] (per-thread state instead
 //!   of locks every thread takes).
+//! - [`shutdown`]: stopping in two steps (stop accepting, then let open
+//!   connections finish until a deadline), with per-thread counts.
+//! - [`state`]: the state file that carries the affinity tables and the
+//!   client index across a restart.
 //! - [`router`]: builds the pools and listeners from a configuration and
 //!   runs them; nothing depends on it but the binary, the demo and tests
 //!   (`tests/modules_have_no_import_cycles.rs` keeps these modules free of
@@ -62,6 +66,7 @@ pub mod proxy;
 pub mod relay;
 pub mod route;
 pub mod router;
+pub mod shutdown;
 pub mod sni;
 pub mod stats;
 pub mod worker;

@@ -21,6 +21,7 @@ use crate::affinity::clients::ClientPrefix;
 use crate::config::{ListenerConfig, NonTls};
 use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
+use crate::shutdown::{Connections, Drain};
 use crate::sni::SniMap;
 use crate::stats::Stats;
 use crate::worker::{self, Padded};
@@ -211,12 +212,15 @@ impl Drop for InspectingGuard {
 }
 
 /// Accepts until `shutdown` completes, running `handle` for each connection
-/// on a task of its own. Connections already accepted run to their end.
+/// on a task of its own, counted in `connections` until it ends. The
+/// listening socket closes when this returns; connections already accepted
+/// run on.
 pub async fn serve<H, F>(
     listener: TcpListener,
     state: Arc<ListenerState>,
     handle: H,
     shutdown: impl std::future::Future<Output = ()>,
+    connections: Connections,
 ) where
     H: Fn(Arc<ListenerState>, TcpStream, SocketAddr) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
@@ -242,6 +246,7 @@ pub async fn serve<H, F>(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(1);
                 let connection = handle(state.clone(), stream, peer);
+                let tracked = connections.track();
                 // Boxed: a connection's future is about 3.2 KiB (the nested
                 // states of every stage; `size_of` on `handle`'s future in a
                 // release build), and the task would otherwise copy
@@ -250,6 +255,7 @@ pub async fn serve<H, F>(
                 tokio::spawn(Box::pin(async move {
                     connection.await;
                     drop(permit);
+                    drop(tracked);
                 }));
             }
             Err(e) => {
@@ -271,7 +277,9 @@ pub async fn serve<H, F>(
 
 /// Serves `listeners` on `threads` worker threads, each with its own
 /// single-threaded runtime and its own listening socket per listener, until
-/// `stop` turns true. Blocks until every thread has stopped accepting.
+/// `drain` says to stop accepting; each thread then closes its sockets and
+/// waits for its connections to end, or for `drain` to say to close them
+/// (its runtime's end closes them). Blocks until every thread has returned.
 ///
 /// Why not one multi-threaded runtime: a proxy's work is many short,
 /// independent connections, and work stealing then mostly costs
@@ -281,9 +289,9 @@ pub async fn serve<H, F>(
 /// lets per-thread state ([`crate::worker`]) replace shared locks. Tables
 /// and counters stay shared.
 pub fn run_on_threads<H, F>(
-    listeners: &[(std::net::TcpListener, Arc<ListenerState>)],
+    listeners: Vec<(std::net::TcpListener, Arc<ListenerState>)>,
     threads: usize,
-    stop: tokio::sync::watch::Receiver<bool>,
+    drain: Drain,
     handle: H,
 ) -> std::io::Result<()>
 where
@@ -291,17 +299,23 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut handles = Vec::new();
+    let addrs = listeners
+        .iter()
+        .map(|(socket, state)| Ok((socket.local_addr()?, state.clone())))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    // Thread 0 takes the bound sockets themselves, so that no copy of a
+    // listening socket outlives the accept loops: once they stop, the port
+    // refuses connections instead of queueing them for nobody.
+    let mut first = Some(listeners);
     for i in 0..threads.max(1) {
-        let mut sockets = Vec::new();
-        for (socket, state) in listeners {
-            let s = if i == 0 {
-                socket.try_clone()?
-            } else {
-                bind_reuseport(socket.local_addr()?)?
-            };
-            sockets.push((s, state.clone()));
-        }
-        let stop = stop.clone();
+        let sockets = match first.take() {
+            Some(bound) => bound,
+            None => addrs
+                .iter()
+                .map(|(addr, state)| Ok((bind_reuseport(*addr)?, state.clone())))
+                .collect::<std::io::Result<Vec<_>>>()?,
+        };
+        let drain = drain.clone();
         let handle = handle.clone();
         let thread = std::thread::Builder::new()
             .name(format!("stickytls-{i}"))
@@ -310,22 +324,27 @@ where
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
+                let connections = drain.connections(i);
                 rt.block_on(async move {
                     let mut tasks = Vec::new();
                     for (s, state) in sockets {
                         let l = TcpListener::from_std(s)?;
+                        let stop = drain.clone();
                         tasks.push(tokio::spawn(serve(
                             l,
                             state,
                             handle.clone(),
-                            stopped(stop.clone()),
+                            async move { stop.stop_accepting().await },
+                            connections.clone(),
                         )));
                     }
                     for t in tasks {
                         let _ = t.await;
                     }
+                    drain.drained(&connections).await;
                     Ok::<(), std::io::Error>(())
                 })
+                // Dropping the runtime here closes what is still open.
             })?;
         handles.push(thread);
     }

@@ -18,6 +18,7 @@ use crate::connection::handle;
 use crate::listen::{self, ListenerState, bind_reuseport, stopped};
 use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
+use crate::shutdown::{Connections, Drain};
 use crate::stats::{Snapshot, Stats};
 
 /// A bound router, ready to serve.
@@ -126,6 +127,7 @@ impl Router {
                     state,
                     handle,
                     stopped(rx.clone()),
+                    Connections::default(),
                 ))),
                 Err(e) => error!(error = %e, "cannot register a listening socket with the runtime"),
             }
@@ -138,15 +140,12 @@ impl Router {
     }
 
     /// Serves on `threads` worker threads, each with its own single-threaded
-    /// runtime and its own listening socket per listener, until `stop` turns
-    /// true (see [`listen::run_on_threads`]). Blocks until every thread has
-    /// stopped accepting.
-    pub fn run_on_threads(
-        self,
-        threads: usize,
-        stop: tokio::sync::watch::Receiver<bool>,
-    ) -> std::io::Result<()> {
-        listen::run_on_threads(&self.listeners, threads, stop, handle)
+    /// runtime and its own listening socket per listener, until `drain` says
+    /// to stop accepting, then until the connections are gone or `drain`
+    /// says to close them (see [`listen::run_on_threads`] and
+    /// [`crate::shutdown`]). Blocks until every thread has returned.
+    pub fn run_on_threads(self, threads: usize, drain: Drain) -> std::io::Result<()> {
+        listen::run_on_threads(self.listeners, threads, drain, handle)
     }
 
     /// Starts serving on a task of the current runtime; the router stops

@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use stickytls::router::Router;
+use stickytls::shutdown::Shutdown;
 use stickytls_peers::Versions;
 use stickytls_peers::client::{Client, ClientOptions};
 
@@ -16,8 +17,9 @@ async fn sessions_learned_on_one_worker_thread_route_on_all() {
     let router = Router::bind(config(&named(&farm))).await.unwrap();
     let addr = router.local_addr();
     let stats = router.stats_handle();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = std::thread::spawn(move || router.run_on_threads(3, stopped));
+    let shutdown = Shutdown::new(3);
+    let drain = shutdown.drain();
+    let workers = std::thread::spawn(move || router.run_on_threads(3, drain));
 
     // Many connections from many source ports: the kernel spreads them
     // over the three sockets, and every resumption must still come home.
@@ -36,7 +38,7 @@ async fn sessions_learned_on_one_worker_thread_route_on_all() {
     }
     assert_eq!(stats.snapshot().connections, 60);
 
-    stop.send(true).unwrap();
+    shutdown.stop_accepting();
     let joined = tokio::task::spawn_blocking(move || workers.join())
         .await
         .unwrap();

@@ -106,6 +106,8 @@ pub enum Rule {
         first: usize,
     },
     ProxyWithoutTrusted,
+    /// A file path setting is empty.
+    EmptyPath,
 }
 
 impl ConfigError {
@@ -200,6 +202,15 @@ impl ConfigError {
                     ),
                 }
             }
+            Rule::Zero if matches!(self.path, ConfigPath::Process(_)) => write!(
+                f,
+                "{key} is zero, which would write the state file without pause; set it above zero, e.g. \"{}\"",
+                format_duration(self.path.default_duration().unwrap_or(Duration::from_secs(60)))
+            ),
+            Rule::EmptyPath => write!(
+                f,
+                "{key} is empty; give the path of the state file, e.g. \"/var/lib/stickytls/state\", or remove the [state] section"
+            ),
             Rule::Zero => write!(
                 f,
                 "{key} is zero, which would fail every connection or forget every entry at once; set it above zero, e.g. \"{}\"",

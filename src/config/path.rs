@@ -38,6 +38,18 @@ pub enum ConfigPath {
         backend: usize,
         key: BackendKey,
     },
+    /// A setting of the process as a whole: stopping, the state file.
+    Process(ProcessKey),
+}
+
+/// A setting outside listeners and pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProcessKey {
+    ShutdownTimeout,
+    /// The `[state]` section itself.
+    State,
+    StateFile,
+    StateInterval,
 }
 
 /// A key of a listener; `Section` is the listener itself.
@@ -107,6 +119,10 @@ impl ConfigPath {
     pub fn parent(&self) -> Option<ConfigPath> {
         match *self {
             ConfigPath::Root => None,
+            ConfigPath::Process(ProcessKey::StateFile | ProcessKey::StateInterval) => {
+                Some(ConfigPath::Process(ProcessKey::State))
+            }
+            ConfigPath::Process(_) => Some(ConfigPath::Root),
             ConfigPath::Listener(_, ListenerKey::Section)
             | ConfigPath::Pool(_, PoolKey::Section) => Some(ConfigPath::Root),
             ConfigPath::Listener(l, _) => Some(ConfigPath::Listener(l, ListenerKey::Section)),
@@ -175,6 +191,12 @@ impl ConfigPath {
                     TimeoutKey::Idle => "timeouts.idle",
                     TimeoutKey::DownHold => "timeouts.down_hold",
                 },
+            },
+            ConfigPath::Process(k) => match k {
+                ProcessKey::ShutdownTimeout => "shutdown_timeout",
+                ProcessKey::State => "state",
+                ProcessKey::StateFile => "state.file",
+                ProcessKey::StateInterval => "state.interval",
             },
             ConfigPath::Backend { key, .. } => match key {
                 BackendKey::Entry => "backend",
@@ -247,6 +269,10 @@ impl ConfigPath {
             ConfigPath::Pool(_, PoolKey::Affinity(AffinityKey::AbsoluteMax)) => {
                 Some(a.inactivity_timeout)
             }
+            ConfigPath::Process(ProcessKey::ShutdownTimeout) => {
+                Some(super::Lifecycle::default().shutdown_timeout)
+            }
+            ConfigPath::Process(ProcessKey::StateInterval) => Some(super::StateConfig::INTERVAL),
             _ => None,
         }
     }
@@ -258,6 +284,7 @@ impl fmt::Display for ConfigPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ConfigPath::Root => f.write_str("config"),
+            ConfigPath::Process(_) => write!(f, "lifecycle.{}", self.key()),
             ConfigPath::Listener(l, ListenerKey::Section) => write!(f, "listeners[{l}]"),
             ConfigPath::Listener(l, ListenerKey::ProxyTrusted(i)) => {
                 write!(f, "listeners[{l}].proxy_trusted[{i}]")

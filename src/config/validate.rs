@@ -2,7 +2,9 @@
 //! [`Config::validate`] checks them all for every source of settings.
 
 use super::error::{ConfigError, ConfigErrors, Rule};
-use super::path::{AffinityKey, BackendKey, ConfigPath, ListenerKey, PoolKey, TimeoutKey};
+use super::path::{
+    AffinityKey, BackendKey, ConfigPath, ListenerKey, PoolKey, ProcessKey, TimeoutKey,
+};
 use super::{Config, ListenerConfig, NonTls, PoolConfig, is_sni_pattern};
 
 impl Config {
@@ -31,6 +33,17 @@ impl Config {
         let defined: Vec<String> = self.pools.iter().map(|p| p.name.clone()).collect();
         for (i, l) in self.listeners.iter().enumerate() {
             l.check(i, &self.listeners[..i], &defined, &mut errors);
+        }
+        // A shutdown_timeout of zero is allowed: it closes open connections
+        // at once, as a stop without draining.
+        if let Some(state) = &self.lifecycle.state {
+            let at = ConfigPath::Process;
+            if state.file.as_os_str().is_empty() {
+                errors.push(ConfigError::new(at(ProcessKey::StateFile), Rule::EmptyPath));
+            }
+            if state.interval.is_zero() {
+                errors.push(ConfigError::new(at(ProcessKey::StateInterval), Rule::Zero));
+            }
         }
         if errors.is_empty() {
             Ok(())
