@@ -68,5 +68,6 @@ pub mod route;
 pub mod router;
 pub mod shutdown;
 pub mod sni;
+pub mod state;
 pub mod stats;
 pub mod worker;

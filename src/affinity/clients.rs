@@ -19,7 +19,7 @@ use crate::clock::{Clock, secs};
 const SHARDS: usize = 16;
 /// Recent confirmed connections remembered per prefix: enough to find the
 /// same client software again behind a shared address.
-const RECENT: usize = 6;
+pub const RECENT: usize = 6;
 
 /// A client address reduced to the prefix that stands for one client
 /// (/32 for IPv4 and /64 for IPv6 by default).
@@ -52,6 +52,16 @@ impl ClientPrefix {
                     v6: true,
                 }
             }
+        }
+    }
+
+    /// The prefix as an address (the bits past its length are zero).
+    pub fn addr(&self) -> IpAddr {
+        if self.v6 {
+            IpAddr::from(self.bits.to_be_bytes())
+        } else {
+            // A v4 prefix's bits fit in 32 by construction.
+            IpAddr::from(u32::try_from(self.bits).unwrap_or(0).to_be_bytes())
         }
     }
 
@@ -132,6 +142,30 @@ pub struct Confirmed {
     pub new_session: bool,
 }
 
+/// One client prefix's record as a state file keeps it, times as ages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedClient {
+    pub prefix: ClientPrefix,
+    /// Recent confirmed connections, oldest first, at most [`RECENT`].
+    pub recent: Vec<SavedRecent>,
+    /// Seconds since the current new-session bucket started.
+    pub bucket_age: u32,
+    /// New sessions in the previous and the current half-window.
+    pub previous: u16,
+    pub current: u16,
+}
+
+/// One recent confirmed connection of a [`SavedClient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedRecent {
+    /// Seconds since the connection was confirmed.
+    pub age: u32,
+    pub fingerprint: u32,
+    /// Index into the backend names that go with the records.
+    pub backend: u16,
+    pub tls12: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIndexConfig {
     pub capacity: usize,
@@ -144,6 +178,11 @@ pub struct ClientIndex {
     shards: Vec<Mutex<LruCache<ClientPrefix, Record, RandomState>>>,
     names: Interner,
     clock: Clock,
+    /// Added to the clock's seconds in every timestamp, so that a record
+    /// restored from a state file can be older than the process: the
+    /// window, the longest a record is used. It also keeps every
+    /// timestamp above 0, which marks a forgotten slot.
+    origin: u32,
     window: u32,
     nat_threshold: u32,
     /// Picks a shard; keyed per process so chosen addresses cannot pile
@@ -155,16 +194,23 @@ impl ClientIndex {
     pub fn new(cfg: ClientIndexConfig, clock: Clock) -> Self {
         let per_shard =
             NonZeroUsize::new(cfg.capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        let window = secs(cfg.window).max(2);
         ClientIndex {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(LruCache::with_hasher(per_shard, RandomState::new())))
                 .collect(),
             names: Interner::default(),
             clock,
-            window: secs(cfg.window).max(2),
+            origin: window.min(u32::MAX / 2),
+            window,
             nat_threshold: cfg.nat_threshold,
             shard_hasher: RandomState::new(),
         }
+    }
+
+    /// The clock in the records' seconds.
+    fn now(&self) -> u32 {
+        self.clock.now_secs().saturating_add(self.origin)
     }
 
     fn shard(&self, p: &ClientPrefix) -> &Mutex<LruCache<ClientPrefix, Record, RandomState>> {
@@ -175,7 +221,7 @@ impl ClientIndex {
 
     /// What is known about `prefix`; `fingerprint` selects `same_fingerprint`.
     pub fn view(&self, prefix: &ClientPrefix, fingerprint: u32) -> ClientView {
-        let now = self.clock.now_secs();
+        let now = self.now();
         let mut shard = self.shard(prefix).lock().unwrap();
         let Some(rec) = shard.get_mut(prefix) else {
             return ClientView::default();
@@ -203,7 +249,7 @@ impl ClientIndex {
 
     /// Records a connection the server confirmed.
     pub fn record(&self, prefix: ClientPrefix, c: &Confirmed) {
-        let now = self.clock.now_secs();
+        let now = self.now();
         let backend = self.names.intern(&c.backend);
         let mut shard = self.shard(&prefix).lock().unwrap();
         let rec = shard.get_or_insert_mut(prefix, || Record {
@@ -240,6 +286,87 @@ impl ClientIndex {
 
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+
+    /// Hands `visit` the records one shard at a time, each shard's least
+    /// recently used first, holding a shard's lock only while it is
+    /// copied; returns the backend names the records' `backend` indexes.
+    pub fn save(&self, visit: &mut dyn FnMut(&[SavedClient])) -> Vec<BackendName> {
+        let mut batch = Vec::new();
+        for shard in &self.shards {
+            batch.clear();
+            {
+                let shard = shard.lock().unwrap();
+                let now = self.now();
+                for (prefix, rec) in shard.iter().rev() {
+                    let mut recent: Vec<SavedRecent> = rec
+                        .newest_first()
+                        .filter(|r| r.at != 0 && now.saturating_sub(r.at) < self.window)
+                        .map(|r| SavedRecent {
+                            age: now.saturating_sub(r.at),
+                            fingerprint: r.fingerprint,
+                            backend: r.backend,
+                            tls12: r.tls12,
+                        })
+                        .collect();
+                    recent.reverse();
+                    batch.push(SavedClient {
+                        prefix: *prefix,
+                        recent,
+                        bucket_age: now.saturating_sub(rec.bucket_start),
+                        previous: rec.previous,
+                        current: rec.current,
+                    });
+                }
+            }
+            visit(&batch);
+        }
+        self.names.all()
+    }
+
+    /// Puts saved records back, given least recently used first, with the
+    /// ages they have now; `names[i]` is the backend `backend: i` means.
+    /// Connections older than the window are skipped, and a record left
+    /// with nothing in its window is not put. Returns how many were put.
+    pub fn restore(&self, names: &[BackendName], clients: &[SavedClient]) -> usize {
+        let ids: Vec<u16> = names.iter().map(|n| self.names.intern(n)).collect();
+        let now = self.now();
+        let half = self.window / 2;
+        let mut put = 0;
+        for saved in clients {
+            let mut rec = Record {
+                bucket_start: now.saturating_sub(saved.bucket_age),
+                previous: saved.previous,
+                current: saved.current,
+                ..Record::default()
+            };
+            rec.roll(now, half);
+            let recent = saved
+                .recent
+                .iter()
+                .filter(|r| r.age < self.window)
+                .filter_map(|r| Some((r, *ids.get(usize::from(r.backend))?)));
+            for (r, backend) in recent.take(RECENT) {
+                let slot = usize::from(rec.len);
+                rec.recent[slot] = Recent {
+                    at: now.saturating_sub(r.age).max(1),
+                    fingerprint: r.fingerprint,
+                    backend,
+                    tls12: r.tls12,
+                };
+                rec.len += 1;
+            }
+            rec.head = rec.len % RECENT as u8;
+            if rec.len == 0 && rec.previous == 0 && rec.current == 0 {
+                continue;
+            }
+            self.shard(&saved.prefix)
+                .lock()
+                .unwrap()
+                .put(saved.prefix, rec);
+            put += 1;
+        }
+        put
     }
 
     pub fn is_empty(&self) -> bool {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use lru::LruCache;
 
 use super::names::Interner;
-use super::{AffinityStore, Binding, Key, KeyState};
+use super::{AffinityStore, Binding, Key, KeyState, SavedEntry};
+use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
 /// One table value, kept small: it is stored once per entry.
@@ -69,6 +70,11 @@ pub struct MemoryStore {
     /// Interned backend names; an entry's `backend` indexes them.
     names: Interner,
     clock: Clock,
+    /// Added to the clock's seconds in every timestamp, so that an entry
+    /// restored from a state file can be older than the process (its
+    /// timestamp is then still a positive number): the longest lifetime an
+    /// entry can have.
+    origin: u32,
     inactivity: u32,
     absolute_max: Option<u32>,
 }
@@ -77,15 +83,23 @@ impl MemoryStore {
     pub fn new(cfg: MemoryStoreConfig, clock: Clock) -> Self {
         let (shards, per_shard) = layout(cfg.capacity);
         let per_shard = NonZeroUsize::new(per_shard).unwrap_or(NonZeroUsize::MIN);
+        let inactivity = secs(cfg.inactivity).max(1);
+        let absolute_max = cfg.absolute_max.map(secs);
         MemoryStore {
             shards: (0..shards)
                 .map(|_| Mutex::new(LruCache::with_hasher(per_shard, RandomState::new())))
                 .collect(),
             names: Interner::default(),
             clock,
-            inactivity: secs(cfg.inactivity).max(1),
-            absolute_max: cfg.absolute_max.map(secs),
+            origin: inactivity.max(absolute_max.unwrap_or(0)).min(u32::MAX / 2),
+            inactivity,
+            absolute_max,
         }
+    }
+
+    /// The clock in the entries' seconds.
+    fn now(&self) -> u32 {
+        self.clock.now_secs().saturating_add(self.origin)
     }
 
     fn shard(&self, key: &Key) -> &Mutex<LruCache<Key, Entry, RandomState>> {
@@ -114,7 +128,7 @@ impl MemoryStore {
 
 impl AffinityStore for MemoryStore {
     fn get(&self, key: &Key) -> Option<Binding> {
-        let now = self.clock.now_secs();
+        let now = self.now();
         let found = {
             let mut shard = self.shard(key).lock().unwrap();
             match shard.get_mut(key) {
@@ -136,13 +150,13 @@ impl AffinityStore for MemoryStore {
     }
 
     fn put(&self, key: Key, binding: Binding) {
-        let now = self.clock.now_secs();
+        let now = self.now();
         let e = self.entry(&binding, now, now);
         self.shard(&key).lock().unwrap().put(key, e);
     }
 
     fn update(&self, key: &Key, binding: Binding) -> bool {
-        let now = self.clock.now_secs();
+        let now = self.now();
         let mut shard = self.shard(key).lock().unwrap();
         match shard.get_mut(key) {
             Some(e) if !self.expired(e, now) => {
@@ -159,6 +173,63 @@ impl AffinityStore for MemoryStore {
 
     fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+
+    fn save(&self, visit: &mut dyn FnMut(&[SavedEntry])) -> Vec<BackendName> {
+        let mut batch = Vec::new();
+        for shard in &self.shards {
+            batch.clear();
+            {
+                let shard = shard.lock().unwrap();
+                let now = self.now();
+                // `iter` goes from the most recently used.
+                batch.extend(
+                    shard
+                        .iter()
+                        .rev()
+                        .filter(|(_, e)| !self.expired(e, now))
+                        .map(|(key, e)| SavedEntry {
+                            key: *key,
+                            backend: e.backend,
+                            state: KeyState::from_bits(e.state),
+                            idle: now.saturating_sub(e.touched),
+                            age: now.saturating_sub(e.created),
+                        }),
+                );
+            }
+            visit(&batch);
+        }
+        // Read after the walk: names are only ever added, so every index
+        // handed out above is in it.
+        self.names.all()
+    }
+
+    fn restore(&self, names: &[BackendName], entries: &[SavedEntry]) -> usize {
+        let ids: Vec<u16> = names.iter().map(|n| self.names.intern(n)).collect();
+        let now = self.now();
+        let mut put = 0;
+        for saved in entries {
+            let Some(&backend) = ids.get(usize::from(saved.backend)) else {
+                continue;
+            };
+            let e = Entry {
+                touched: now.saturating_sub(saved.idle),
+                created: now.saturating_sub(saved.age),
+                backend,
+                state: saved.state.to_bits(),
+            };
+            // Saturated timestamps only happen to ages past `origin`, the
+            // longest lifetime, which this check then expires.
+            if saved.idle >= self.inactivity
+                || self.absolute_max.is_some_and(|max| saved.age >= max)
+                || self.expired(&e, now)
+            {
+                continue;
+            }
+            self.shard(&saved.key).lock().unwrap().put(saved.key, e);
+            put += 1;
+        }
+        put
     }
 }
 

@@ -97,7 +97,7 @@ const TAG_MASK: u16 = (1 << TAG_BITS) - 1;
 impl KeyState {
     /// The state in 16 bits (three for the kind, thirteen for a tag), the
     /// form a table entry keeps.
-    pub(crate) fn to_bits(self) -> u16 {
+    pub fn to_bits(self) -> u16 {
         let (state, tag) = match self {
             KeyState::Owned => (0, 0),
             KeyState::Candidate { tag } => (1, tag & TAG_MASK),
@@ -109,8 +109,9 @@ impl KeyState {
     }
 
     /// The inverse of [`to_bits`](KeyState::to_bits); unknown kinds read as
-    /// [`KeyState::Owned`].
-    pub(crate) fn from_bits(bits: u16) -> KeyState {
+    /// [`KeyState::Owned`] (so a reader of stored bits checks
+    /// `from_bits(b).to_bits() == b`).
+    pub fn from_bits(bits: u16) -> KeyState {
         match bits >> TAG_BITS {
             1 => KeyState::Candidate {
                 tag: bits & TAG_MASK,
@@ -130,6 +131,21 @@ pub struct Binding {
     pub state: KeyState,
 }
 
+/// One table entry as a state file keeps it: its lifetimes as ages, which
+/// mean the same after a restart, where the clock's readings do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedEntry {
+    pub key: Key,
+    /// Index into the backend names that go with the entries (those
+    /// [`AffinityStore::save`] returns, or those given to `restore`).
+    pub backend: u16,
+    pub state: KeyState,
+    /// Seconds since the entry's last hit (inactivity expiry).
+    pub idle: u32,
+    /// Seconds since it was put (absolute expiry).
+    pub age: u32,
+}
+
 /// The interface every affinity store implements.
 ///
 /// Expiry (inactivity, refreshed by `get`; optional absolute maximum) and
@@ -145,6 +161,23 @@ pub trait AffinityStore: Send + Sync + std::fmt::Debug {
     fn remove(&self, key: &Key);
     /// Entries currently held (expired ones may still be counted).
     fn len(&self) -> usize;
+    /// Hands `visit` the live entries one batch at a time, each batch
+    /// least recently used first, holding a batch's lock only while it is
+    /// copied; returns the backend names the entries' `backend` indexes.
+    /// A store that keeps nothing in this process (one shared by several
+    /// routers) saves nothing.
+    fn save(&self, visit: &mut dyn FnMut(&[SavedEntry])) -> Vec<BackendName> {
+        let _ = visit;
+        Vec::new()
+    }
+    /// Puts saved entries back, given least recently used first, with the
+    /// ages they have now; `names[i]` is the backend `backend: i` means.
+    /// Entries already expired by this store's rules are skipped. Returns
+    /// how many were put.
+    fn restore(&self, names: &[BackendName], entries: &[SavedEntry]) -> usize {
+        let _ = (names, entries);
+        0
+    }
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -30,6 +30,11 @@ impl Interner {
         i as u16
     }
 
+    /// Every name, at its index.
+    pub fn all(&self) -> Vec<BackendName> {
+        self.names.read().unwrap().clone()
+    }
+
     pub fn name(&self, i: u16) -> Option<BackendName> {
         self.names.read().unwrap().get(usize::from(i)).cloned()
     }

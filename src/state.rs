@@ -1,0 +1,646 @@
+//! The state file: what the router has learned (the affinity tables with
+//! their ticket key-name states, and the client index) carried across a
+//! restart.
+//!
+//! It is written atomically (a temporary file, fsync, rename, fsync of the
+//! directory) every `interval` and at shutdown, on a blocking thread, one
+//! table shard at a time so routing never waits for more than one shard's
+//! copy. It is read once, at start, and parsed whole into memory before
+//! anything is applied: a file that is missing starts empty, and one that
+//! is unreadable, truncated, corrupt or of another format or version is
+//! reported in one log line and ignored, never half-loaded.
+//!
+//! Times are kept as ages with the wall-clock time of the write, since the
+//! router's own clock starts again at zero: at load each age grows by the
+//! wall-clock time since the write, and what has expired is dropped.
+//! Backends are kept by name and mapped back through each pool's backends,
+//! so entries of a backend no longer configured are dropped.
+//!
+//! # Format (version 1), big-endian
+//!
+//! ```text
+//! magic       "STKYSTAT"            8 bytes
+//! version     u16                   1
+//! written_at  u64                   Unix seconds of the write
+//! body_len    u64
+//! body        [u8; body_len]
+//! checksum    [u8; 32]              SHA-256 of everything before it
+//!
+//! body:     pools u32, Pool * pools
+//! Pool:     name Str, backends u16, Str * backends,
+//!           entries u32, Entry * entries, clients u32, Client * clients
+//! Str:      len u16, UTF-8 [u8; len]
+//! Entry:    key [u8; 16], backend u16, state u16, idle u32, age u32
+//! Client:   family u8 (4 | 6), address [u8; 4 | 16], bucket_age u32,
+//!           previous u16, current u16, recent u8 (<= 6), Recent * recent
+//! Recent:   age u32, fingerprint u32, backend u16, tls12 u8 (0 | 1)
+//! ```
+//! `backend` fields index the pool's `backends`; entries and clients are
+//! least recently used first.
+#![deny(clippy::indexing_slicing)]
+
+use std::fmt;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::affinity::clients::{RECENT, SavedClient, SavedRecent};
+use crate::affinity::{Key, KeyState, SavedEntry};
+use crate::backend::BackendName;
+use crate::pool::PoolState;
+
+const MAGIC: &[u8; 8] = b"STKYSTAT";
+const VERSION: u16 = 1;
+/// magic, version, written_at, body_len.
+const HEADER: usize = 8 + 2 + 8 + 8;
+const CHECKSUM: usize = 32;
+const ENTRY: usize = 16 + 2 + 2 + 4 + 4;
+/// The smallest client record (IPv4, no recent connection).
+const MIN_CLIENT: usize = 1 + 4 + 4 + 2 + 2 + 1;
+
+/// Why a state file was not loaded or not written. Each message says what
+/// was found and that the router starts (or goes on) without it.
+#[derive(Debug)]
+pub enum StateError {
+    /// The file could not be read or written.
+    Io(&'static str, std::io::Error),
+    /// No bytes at all.
+    Empty,
+    /// Does not start with the magic: not a stickytls state file.
+    Foreign,
+    /// A state file of a version this build does not read.
+    Version(u16),
+    /// Shorter than its header says.
+    Truncated { expected: u64, found: u64 },
+    /// The checksum does not match: the bytes changed after the write.
+    Checksum,
+    /// The checksum matches but the body does not parse: what part.
+    Malformed(&'static str),
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Io(what, e) => write!(f, "cannot {what}: {e}"),
+            StateError::Empty => f.write_str("the file is empty"),
+            StateError::Foreign => f.write_str("not a stickytls state file (wrong magic)"),
+            StateError::Version(v) => write!(
+                f,
+                "state file version {v}, but this build reads version {VERSION}"
+            ),
+            StateError::Truncated { expected, found } => write!(
+                f,
+                "truncated: {found} bytes where the header promises {expected}"
+            ),
+            StateError::Checksum => f.write_str("corrupt: the checksum does not match"),
+            StateError::Malformed(what) => write!(f, "malformed: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// A state file as parsed: everything it holds, before any of it is
+/// applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    /// Wall-clock time of the write, Unix seconds.
+    pub written_at: u64,
+    pub pools: Vec<SavedPool>,
+}
+
+/// One pool's part of a state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedPool {
+    pub name: String,
+    /// What the entries' and clients' `backend` indexes name.
+    pub backends: Vec<String>,
+    /// Least recently used first.
+    pub entries: Vec<SavedEntry>,
+    pub clients: Vec<SavedClient>,
+}
+
+/// What a load put back, for its log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub entries: usize,
+    /// Entries whose lifetime ran out (counting the time since the write),
+    /// or beyond the table's size.
+    pub expired: usize,
+    /// Entries of backends or pools no longer configured.
+    pub dropped: usize,
+    pub clients: usize,
+    /// Seconds between the write and the load.
+    pub age: u64,
+}
+
+/// What a write produced, for its log line.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub entries: usize,
+    pub clients: usize,
+    pub bytes: usize,
+    pub took: Duration,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+// ---------------------------------------------------------------------------
+// Writing.
+
+/// The state of `pools` in the file format, with `now` as the write time.
+/// Walks one shard at a time; the encoding happens outside the locks.
+pub fn encode(pools: &[Arc<PoolState>], now: SystemTime) -> (Vec<u8>, usize, usize) {
+    let mut body = Vec::new();
+    let (mut entries, mut clients) = (0, 0);
+    put_u32(&mut body, pools.len());
+    for pool in pools {
+        put_str(&mut body, &pool.config.name);
+        let mut table = Vec::new();
+        let mut table_count = 0usize;
+        let table_names = pool.table.save(&mut |batch| {
+            for e in batch {
+                table.extend_from_slice(e.key.as_bytes());
+                table.extend_from_slice(&e.backend.to_be_bytes());
+                table.extend_from_slice(&e.state.to_bits().to_be_bytes());
+                table.extend_from_slice(&e.idle.to_be_bytes());
+                table.extend_from_slice(&e.age.to_be_bytes());
+            }
+            table_count += batch.len();
+        });
+        // One name list for both: the client index has its own interner,
+        // so its indexes follow the table's.
+        let shift = u16::try_from(table_names.len()).unwrap_or(u16::MAX);
+        let mut index = Vec::new();
+        let mut index_count = 0usize;
+        let index_names = pool.clients.save(&mut |batch| {
+            for c in batch {
+                encode_client(&mut index, c, shift);
+            }
+            index_count += batch.len();
+        });
+        put_u16(&mut body, table_names.len() + index_names.len());
+        for n in table_names.iter().chain(&index_names) {
+            put_str(&mut body, n);
+        }
+        put_u32(&mut body, table_count);
+        body.extend_from_slice(&table);
+        put_u32(&mut body, index_count);
+        body.extend_from_slice(&index);
+        entries += table_count;
+        clients += index_count;
+    }
+    let mut out = Vec::with_capacity(HEADER + body.len() + CHECKSUM);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_be_bytes());
+    out.extend_from_slice(&unix_secs(now).to_be_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    out.extend_from_slice(&body);
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    (out, entries, clients)
+}
+
+fn put_u16(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+}
+
+/// A string of at most `u16::MAX` bytes (names are far shorter; a longer
+/// one is cut at a character boundary rather than written wrong).
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let mut end = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let s = s.get(..end).unwrap_or("");
+    put_u16(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A client record; `shift` is added to its backend indexes.
+fn encode_client(out: &mut Vec<u8>, c: &SavedClient, shift: u16) {
+    match c.prefix.addr() {
+        IpAddr::V4(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            out.push(6);
+            out.extend_from_slice(&a.octets());
+        }
+    }
+    out.extend_from_slice(&c.bucket_age.to_be_bytes());
+    out.extend_from_slice(&c.previous.to_be_bytes());
+    out.extend_from_slice(&c.current.to_be_bytes());
+    let recent = c.recent.get(c.recent.len().saturating_sub(RECENT)..);
+    let recent = recent.unwrap_or_default();
+    out.push(recent.len() as u8);
+    for r in recent {
+        out.extend_from_slice(&r.age.to_be_bytes());
+        out.extend_from_slice(&r.fingerprint.to_be_bytes());
+        out.extend_from_slice(&r.backend.saturating_add(shift).to_be_bytes());
+        out.push(u8::from(r.tls12));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading.
+
+/// A bounded cursor: every read checks what is left, so a length that
+/// points past the end is an error, never a panic or a huge allocation.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], StateError> {
+        if n > self.rest.len() {
+            return Err(StateError::Malformed(what));
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], StateError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, StateError> {
+        Ok(u8::from_be_bytes(self.array(what)?))
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, StateError> {
+        Ok(u16::from_be_bytes(self.array(what)?))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, StateError> {
+        Ok(u32::from_be_bytes(self.array(what)?))
+    }
+
+    fn str(&mut self, what: &'static str) -> Result<String, StateError> {
+        let n = self.u16(what)?;
+        let bytes = self.take(usize::from(n), what)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|_| StateError::Malformed(what))
+    }
+
+    /// A count of items each at least `min` bytes long, checked against
+    /// what is left before anything is allocated for them.
+    fn count(&mut self, min: usize, what: &'static str) -> Result<usize, StateError> {
+        let n = self.u32(what)? as usize;
+        if n.saturating_mul(min) > self.rest.len() {
+            return Err(StateError::Malformed(what));
+        }
+        Ok(n)
+    }
+}
+
+/// Parses a whole state file. Nothing in `bytes` can make this panic or
+/// allocate more than the file's own size over again.
+pub fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
+    if bytes.is_empty() {
+        return Err(StateError::Empty);
+    }
+    let found = bytes.len() as u64;
+    // A few bytes of the magic are a truncated file; others are not ours.
+    if !MAGIC.starts_with(bytes.get(..MAGIC.len()).unwrap_or(bytes)) {
+        return Err(StateError::Foreign);
+    }
+    if bytes.len() < HEADER {
+        return Err(StateError::Truncated {
+            expected: HEADER as u64,
+            found,
+        });
+    }
+    let mut header = Reader { rest: bytes };
+    header.take(MAGIC.len(), "magic")?;
+    let version = header.u16("version")?;
+    if version != VERSION {
+        return Err(StateError::Version(version));
+    }
+    let written_at = u64::from_be_bytes(header.array("time")?);
+    let body_len = u64::from_be_bytes(header.array("length")?);
+    let total = (HEADER as u64)
+        .saturating_add(body_len)
+        .saturating_add(CHECKSUM as u64);
+    if found < total {
+        return Err(StateError::Truncated {
+            expected: total,
+            found,
+        });
+    }
+    if found > total {
+        return Err(StateError::Malformed("bytes after the checksum"));
+    }
+    let body_end = HEADER + body_len as usize;
+    let (signed, sum) = bytes.split_at(body_end);
+    if Sha256::digest(signed).as_slice() != sum {
+        return Err(StateError::Checksum);
+    }
+    let mut r = Reader {
+        rest: signed.get(HEADER..).unwrap_or_default(),
+    };
+    let n = r.count(2 + 2 + 4 + 4, "pool count")?;
+    let mut pools = Vec::with_capacity(n);
+    for _ in 0..n {
+        pools.push(decode_pool(&mut r)?);
+    }
+    if !r.rest.is_empty() {
+        return Err(StateError::Malformed("bytes after the last pool"));
+    }
+    Ok(Saved { written_at, pools })
+}
+
+fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
+    let name = r.str("pool name")?;
+    let n = r.u16("backend count")?;
+    let mut backends = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        backends.push(r.str("backend name")?);
+    }
+    let backend = |b: u16, what| {
+        if usize::from(b) < backends.len() {
+            Ok(b)
+        } else {
+            Err(StateError::Malformed(what))
+        }
+    };
+    let n = r.count(ENTRY, "entry count")?;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = Key::from_bytes(r.array("entry key")?);
+        let b = backend(r.u16("entry")?, "an entry's backend index")?;
+        let bits = r.u16("entry")?;
+        let state = KeyState::from_bits(bits);
+        if state.to_bits() != bits {
+            return Err(StateError::Malformed("an entry's key state"));
+        }
+        entries.push(SavedEntry {
+            key,
+            backend: b,
+            state,
+            idle: r.u32("entry")?,
+            age: r.u32("entry")?,
+        });
+    }
+    let n = r.count(MIN_CLIENT, "client count")?;
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let addr = match r.u8("client")? {
+            4 => IpAddr::from(r.array::<4>("client address")?),
+            6 => IpAddr::from(r.array::<16>("client address")?),
+            _ => return Err(StateError::Malformed("a client's address family")),
+        };
+        let bucket_age = r.u32("client")?;
+        let previous = r.u16("client")?;
+        let current = r.u16("client")?;
+        let k = r.u8("client")?;
+        if usize::from(k) > RECENT {
+            return Err(StateError::Malformed("a client's recent connections"));
+        }
+        let mut recent = Vec::with_capacity(usize::from(k));
+        for _ in 0..k {
+            let age = r.u32("recent connection")?;
+            let fingerprint = r.u32("recent connection")?;
+            let b = backend(r.u16("recent connection")?, "a client's backend index")?;
+            let tls12 = match r.u8("recent connection")? {
+                0 => false,
+                1 => true,
+                _ => return Err(StateError::Malformed("a recent connection's version")),
+            };
+            recent.push(SavedRecent {
+                age,
+                fingerprint,
+                backend: b,
+                tls12,
+            });
+        }
+        clients.push(SavedClient {
+            // Re-masked by the pool it is applied to.
+            prefix: crate::affinity::clients::ClientPrefix::new(addr, 32, 128),
+            recent,
+            bucket_age,
+            previous,
+            current,
+        });
+    }
+    Ok(SavedPool {
+        name,
+        backends,
+        entries,
+        clients,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Applying.
+
+/// Puts a parsed state into `pools`, with every age grown by the time
+/// between the write and `now`; pools and backends that are no longer
+/// configured are dropped.
+pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restored {
+    // A clock stepped back since the write counts as no time passed.
+    let age = unix_secs(now).saturating_sub(saved.written_at);
+    let grow = u32::try_from(age).unwrap_or(u32::MAX);
+    let mut out = Restored {
+        age,
+        ..Restored::default()
+    };
+    for mut sp in saved.pools {
+        let Some(pool) = pools.iter().find(|p| p.config.name == sp.name) else {
+            out.dropped += sp.entries.len();
+            continue;
+        };
+        // File index → this pool's backend, by name; `None`: gone.
+        let current: Vec<Option<BackendName>> = sp
+            .backends
+            .iter()
+            .map(|n| pool.backends.by_name(n).map(|b| b.name.clone()))
+            .collect();
+        let names: Vec<BackendName> = current.iter().flatten().cloned().collect();
+        let mut next = 0u16;
+        let renumber: Vec<Option<u16>> = current
+            .iter()
+            .map(|c| {
+                c.as_ref().map(|_| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        let to_now = |b: u16| renumber.get(usize::from(b)).copied().flatten();
+
+        let before = sp.entries.len();
+        sp.entries.retain_mut(|e| match to_now(e.backend) {
+            Some(b) => {
+                e.backend = b;
+                e.idle = e.idle.saturating_add(grow);
+                e.age = e.age.saturating_add(grow);
+                true
+            }
+            None => false,
+        });
+        out.dropped += before - sp.entries.len();
+        // Least recently used first, across shards, so that the table's
+        // order (and what a smaller table evicts) is what it was.
+        sp.entries.sort_by_key(|e| std::cmp::Reverse(e.idle));
+        let put = pool.table.restore(&names, &sp.entries);
+        out.entries += put;
+        out.expired += sp.entries.len() - put;
+
+        for c in &mut sp.clients {
+            c.prefix = pool.prefix(c.prefix.addr());
+            c.bucket_age = c.bucket_age.saturating_add(grow);
+            c.recent.retain_mut(|r| match to_now(r.backend) {
+                Some(b) => {
+                    r.backend = b;
+                    r.age = r.age.saturating_add(grow);
+                    true
+                }
+                None => false,
+            });
+        }
+        out.clients += pool.clients.restore(&names, &sp.clients);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The file.
+
+/// The state file of a running router.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    /// Held across a write, so that a periodic write and the one at
+    /// shutdown never run at once.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl StateFile {
+    pub fn new(path: PathBuf) -> Arc<StateFile> {
+        Arc::new(StateFile {
+            path,
+            writing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and parses the file; `Ok(None)` if it does not exist.
+    pub fn read(&self) -> Result<Option<Saved>, StateError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => decode(&bytes).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StateError::Io("read the state file", e)),
+        }
+    }
+
+    /// Loads the file into `pools`, logging one line whatever happens; the
+    /// router starts in every case.
+    pub fn restore(&self, pools: &[Arc<PoolState>]) -> Option<Restored> {
+        let started = Instant::now();
+        let file = self.path.display();
+        match self.read() {
+            Ok(Some(saved)) => {
+                let r = apply(saved, pools, SystemTime::now());
+                info!(%file, entries = r.entries, expired = r.expired, dropped = r.dropped,
+                    clients = r.clients, written_secs_ago = r.age,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "state restored: {} entries and {} clients; {} expired since the write, {} of backends or pools no longer configured",
+                    r.entries, r.clients, r.expired, r.dropped);
+                Some(r)
+            }
+            Ok(None) => {
+                info!(%file, "no state file yet: starting with empty tables");
+                None
+            }
+            Err(e) => {
+                warn!(%file, "state file ignored, starting with empty tables: {e}");
+                None
+            }
+        }
+    }
+
+    /// Writes the state of `pools` on a blocking thread and logs the outcome.
+    pub async fn write(self: &Arc<Self>, pools: &[Arc<PoolState>]) -> Result<Written, StateError> {
+        let _writing = self.writing.lock().await;
+        let this = self.clone();
+        let pools = pools.to_vec();
+        let result = tokio::task::spawn_blocking(move || this.write_now(&pools))
+            .await
+            .unwrap_or_else(|e| Err(StateError::Io("finish the write", std::io::Error::other(e))));
+        let file = self.path.display();
+        match &result {
+            Ok(w) => info!(%file, entries = w.entries, clients = w.clients, bytes = w.bytes,
+                took_ms = w.took.as_millis() as u64, "state written"),
+            Err(e) => warn!(%file, "state not written, the previous file stays: {e}"),
+        }
+        result
+    }
+
+    /// Writes every `interval` until dropped (the first write one interval
+    /// after start, when there is something learned to keep).
+    pub async fn write_every(self: Arc<Self>, pools: Vec<Arc<PoolState>>, interval: Duration) {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let _ = self.write(&pools).await;
+        }
+    }
+
+    /// Encodes and writes atomically: a temporary file beside the target,
+    /// fsync, rename over the target, fsync of the directory. A reader (the
+    /// next start) sees the old file or the new one, never a mix.
+    pub fn write_now(&self, pools: &[Arc<PoolState>]) -> Result<Written, StateError> {
+        let started = Instant::now();
+        let (bytes, entries, clients) = encode(pools, SystemTime::now());
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)
+                .map_err(|e| StateError::Io("create the temporary state file", e))?;
+            f.write_all(&bytes)
+                .map_err(|e| StateError::Io("write the temporary state file", e))?;
+            f.sync_all()
+                .map_err(|e| StateError::Io("fsync the temporary state file", e))?;
+            std::fs::rename(&tmp, &self.path)
+                .map_err(|e| StateError::Io("rename the state file into place", e))?;
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StateError::Io("fsync the state file's directory", e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map(|()| Written {
+            entries,
+            clients,
+            bytes: bytes.len(),
+            took: started.elapsed(),
+        })
+    }
+}
