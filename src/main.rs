@@ -10,11 +10,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use stickytls::config::{
     AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath, ListenerKey, PoolKey,
-    TimeoutKey, parse_backend, parse_duration,
+    ProcessKey, StateConfig, TimeoutKey, parse_backend, parse_duration,
 };
 use stickytls::config_file::{self, Diagnostics};
 use stickytls::inspect::{Limits, report::report};
 use stickytls::router::Router;
+use stickytls::shutdown::{Shutdown, Signals, Stopped};
+use stickytls::state::StateFile;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -121,10 +123,18 @@ struct RunArgs {
     /// inspection costs.
     #[arg(long)]
     no_inspect: bool,
+    /// After SIGTERM or SIGINT, how long open connections may finish
+    /// before the rest are closed ("0s": close them at once).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    shutdown_timeout: Duration,
+    /// Keep the affinity table and client index in this file across
+    /// restarts (written every minute and at shutdown, read at start).
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
 }
 
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 13] = [
+const QUICK_FORM: [&str; 15] = [
     "listen",
     "backends",
     "balance",
@@ -138,6 +148,8 @@ const QUICK_FORM: [&str; 13] = [
     "idle_timeout",
     "max_connections",
     "no_inspect",
+    "shutdown_timeout",
+    "state_file",
 ];
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
@@ -203,6 +215,8 @@ fn flag(config: &Config, path: ConfigPath) -> String {
             };
         }
         ConfigPath::Pool(..) => "--backend",
+        ConfigPath::Process(ProcessKey::ShutdownTimeout) => "--shutdown-timeout",
+        ConfigPath::Process(_) => "--state-file",
         _ => "the command line",
     };
     name.to_string()
@@ -231,6 +245,8 @@ impl RunArgs {
         let l = &mut c.listeners[0].limits;
         l.max_hello_bytes = self.max_hello_bytes;
         l.max_connections = self.max_connections;
+        c.lifecycle.shutdown_timeout = self.shutdown_timeout;
+        c.lifecycle.state = self.state_file.map(StateConfig::new);
         match c.validate() {
             Ok(()) => Ok(c),
             Err(errors) => Err(Invalid::Flags(c, errors)),
@@ -276,6 +292,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let lifecycle = config.lifecycle.clone();
     let router = match rt.block_on(Router::bind(config)) {
         Ok(r) => r,
         Err(e) => {
@@ -283,32 +300,55 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let backends: Vec<String> = router
-        .pools()
+    // Signals are caught from here on: before, their default action ends
+    // the process, which has nothing to drain or save yet.
+    let mut signals = match rt.block_on(async { Signals::new() }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("stickytls: cannot handle signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let pools = router.pools().to_vec();
+    let state = lifecycle.state.as_ref().map(|s| StateFile::new(s.file.clone()));
+    if let Some(state) = &state {
+        // Before any connection, so no lookup misses what the file holds.
+        state.restore(&pools);
+    }
+    let backends: Vec<String> = pools
         .iter()
         .flat_map(|p| p.backends.all())
         .map(|b| format!("{}={}", b.name, b.addr))
         .collect();
     tracing::info!(listen = %router.local_addr(), backends = ?backends, threads, open_files = nofile, "stickytls routing");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = std::thread::spawn(move || router.run_on_threads(threads, stopped));
-    rt.block_on(async {
-        let _ = tokio::signal::ctrl_c().await;
+    let shutdown = Shutdown::new(threads);
+    let drain = shutdown.drain();
+    let (done, workers) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(router.run_on_threads(threads, drain));
     });
-    tracing::info!("shutting down: no new connections; open ones are dropped at exit");
-    let _ = stop.send(true);
-    match workers.join() {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
+    let stop = stickytls::shutdown::Stop {
+        shutdown,
+        signals: &mut signals,
+        timeout: lifecycle.shutdown_timeout,
+        state: state.map(|file| {
+            let interval = lifecycle.state.as_ref().map_or(StateConfig::INTERVAL, |s| s.interval);
+            (file, pools, interval)
+        }),
+    };
+    match rt.block_on(stop.run(workers)) {
+        Ok(Stopped::Clean) => ExitCode::SUCCESS,
+        // At once: returning would wait for the runtime's blocking tasks
+        // (a state write) and the worker threads' connections.
+        Ok(Stopped::Forced) => std::process::exit(1),
+        Err(e) => {
             eprintln!("stickytls: {e}");
             ExitCode::from(1)
         }
-        Err(_) => ExitCode::from(1),
     }
 }
 
-/// Exit 0 only for a valid file, so a restart script can run this first
-/// (the router reads its configuration once, at start: there is no reload).
+/// Exit 0 only for a valid file, so a restart script can run this first.
 fn check(path: &std::path::Path) -> ExitCode {
     match config_file::load(path) {
         Ok(c) => {

@@ -15,8 +15,147 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{Notify, oneshot, watch};
+use tracing::{info, warn};
+
+use crate::pool::PoolState;
+use crate::state::StateFile;
+
+/// The signals that stop the router: SIGTERM (service managers) and SIGINT
+/// (Ctrl-C).
+#[derive(Debug)]
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Catches both from now on; needs a runtime.
+    pub fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next one's name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Open connections finished or were closed at the deadline, and the
+    /// state (if any) was written: exit 0.
+    Clean,
+    /// A second signal: exit at once, without waiting for anything more.
+    Forced,
+}
+
+/// `stickytls run`'s stop: the first signal stops accepting and starts the
+/// drain, the deadline closes what is left, a second signal ends it at
+/// once. The state file, if any, is written every interval meanwhile,
+/// once when the stop begins (so a second signal still leaves a fresh
+/// file) and once after the drain, which is the one a restart reads.
+#[derive(Debug)]
+pub struct Stop<'a> {
+    pub shutdown: Shutdown,
+    pub signals: &'a mut Signals,
+    /// `shutdown_timeout`.
+    pub timeout: Duration,
+    /// The state file, the pools it keeps, and its interval.
+    pub state: Option<(Arc<StateFile>, Vec<Arc<PoolState>>, Duration)>,
+}
+
+impl Stop<'_> {
+    /// Serves until a signal, then stops; `workers` reports the worker
+    /// threads' end.
+    pub async fn run(
+        self,
+        mut workers: oneshot::Receiver<std::io::Result<()>>,
+    ) -> std::io::Result<Stopped> {
+        let Stop {
+            shutdown,
+            signals,
+            timeout,
+            state,
+        } = self;
+        let periodic = state.as_ref().map(|(file, pools, interval)| {
+            tokio::spawn(file.clone().write_every(pools.clone(), *interval))
+        });
+        let first = tokio::select! {
+            s = signals.recv() => s,
+            // The workers only end on their own if they failed.
+            r = &mut workers => return finished(r).map(|()| Stopped::Clean),
+        };
+        shutdown.stop_accepting();
+        let open = shutdown.open();
+        info!(signal = first, open, timeout_secs = timeout.as_secs_f64(),
+            "stopping: listeners closed, {open} open connection(s) may finish within {timeout:?}; a second signal exits at once");
+        if let Some(p) = periodic {
+            p.abort();
+        }
+        if let Some((file, pools, _)) = &state {
+            let (file, pools) = (file.clone(), pools.clone());
+            tokio::spawn(async move { file.write(&pools).await });
+        }
+
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        // How many were still open at the deadline, once it has passed.
+        let mut closed: Option<usize> = None;
+        let result = loop {
+            tokio::select! {
+                r = &mut workers => break r,
+                () = &mut deadline, if closed.is_none() => {
+                    let n = shutdown.open();
+                    closed = Some(n);
+                    warn!(open = n, "shutdown_timeout reached: closing the {n} connection(s) still open");
+                    shutdown.close_all();
+                }
+                s = signals.recv() => {
+                    warn!(signal = s, open = shutdown.open(), "second signal: exiting now, closing {} open connection(s)", shutdown.open());
+                    return Ok(Stopped::Forced);
+                }
+            }
+        };
+        finished(result)?;
+        let closed = closed.unwrap_or(0).min(open);
+        let done = open - closed;
+        info!(
+            open,
+            finished = done,
+            closed,
+            "connections drained: {done} finished, {closed} closed at the deadline"
+        );
+        if let Some((file, pools, _)) = &state {
+            tokio::select! {
+                _ = file.write(pools) => {}
+                s = signals.recv() => {
+                    warn!(signal = s, "second signal: exiting before the state file was written again");
+                    return Ok(Stopped::Forced);
+                }
+            }
+        }
+        info!("stopped");
+        Ok(Stopped::Clean)
+    }
+}
+
+fn finished(r: Result<std::io::Result<()>, oneshot::error::RecvError>) -> std::io::Result<()> {
+    match r {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::other("a worker thread panicked")),
+    }
+}
 
 /// Where a stop is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -527,16 +527,17 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
 #[derive(Debug)]
 pub struct StateFile {
     path: PathBuf,
-    /// Held across a write, so that a periodic write and the one at
-    /// shutdown never run at once.
-    writing: tokio::sync::Mutex<()>,
+    /// Held by the blocking thread across a write, so that two writes (a
+    /// periodic one and one at shutdown) never share the temporary file,
+    /// even when the task that started one was dropped.
+    writing: std::sync::Mutex<()>,
 }
 
 impl StateFile {
     pub fn new(path: PathBuf) -> Arc<StateFile> {
         Arc::new(StateFile {
             path,
-            writing: tokio::sync::Mutex::new(()),
+            writing: std::sync::Mutex::new(()),
         })
     }
 
@@ -581,7 +582,6 @@ impl StateFile {
 
     /// Writes the state of `pools` on a blocking thread and logs the outcome.
     pub async fn write(self: &Arc<Self>, pools: &[Arc<PoolState>]) -> Result<Written, StateError> {
-        let _writing = self.writing.lock().await;
         let this = self.clone();
         let pools = pools.to_vec();
         let result = tokio::task::spawn_blocking(move || this.write_now(&pools))
@@ -611,6 +611,9 @@ impl StateFile {
     /// fsync, rename over the target, fsync of the directory. A reader (the
     /// next start) sees the old file or the new one, never a mix.
     pub fn write_now(&self, pools: &[Arc<PoolState>]) -> Result<Written, StateError> {
+        // A poisoned lock only means a panic in an earlier write, which
+        // left at worst a temporary file that this one replaces.
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let (bytes, entries, clients) = encode(pools, SystemTime::now());
         let dir = match self.path.parent() {
