@@ -9,6 +9,8 @@ use stickytls::config::{BackendConfig, Config};
 use stickytls::router::{Router, RunningRouter};
 use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
 
+pub mod router_process;
+
 /// A source address on the loopback network: each stands for one client
 /// machine (or one NAT gateway).
 pub fn ip(last: u8) -> IpAddr {
