@@ -647,3 +647,226 @@ impl StateFile {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::affinity::clients::Confirmed;
+    use crate::affinity::{Binding, KeyKind};
+    use crate::clock::Clock;
+    use crate::config::{BackendConfig, PoolConfig};
+    use crate::log_limit::LogLimiter;
+
+    fn pool(name: &str, backends: &[&str]) -> Arc<PoolState> {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let mut config = PoolConfig::new(
+            name,
+            backends.iter().map(|b| BackendConfig::new(b, addr)).collect(),
+        );
+        config.affinity.inactivity_timeout = Duration::from_secs(600);
+        config.affinity.correlation_window = Duration::from_secs(600);
+        Arc::new(PoolState::new(
+            config,
+            Clock::new(),
+            Arc::default(),
+            Arc::new(LogLimiter::new(1)),
+        ))
+    }
+
+    fn bind(pool: &PoolState, key: Key, backend: &str, state: KeyState) {
+        let backend = pool.backends.by_name(backend).unwrap().name.clone();
+        pool.table.put(key, Binding { backend, state });
+    }
+
+    fn key(i: u32) -> Key {
+        Key::new(KeyKind::SessionId, &i.to_le_bytes())
+    }
+
+    fn learned() -> (Arc<PoolState>, Vec<u8>, SystemTime) {
+        let p = pool("web", &["a", "b", "c"]);
+        bind(&p, key(1), "a", KeyState::Owned);
+        bind(&p, key(2), "b", KeyState::Routable);
+        bind(&p, key(3), "c", KeyState::Candidate { tag: 77 });
+        bind(&p, key(4), "b", KeyState::Shared);
+        let client = p.prefix("192.0.2.7".parse().unwrap());
+        p.clients.record(
+            client,
+            &Confirmed {
+                backend: p.backends.by_name("c").unwrap().name.clone(),
+                tls12: true,
+                fingerprint: 42,
+                new_session: true,
+            },
+        );
+        let now = SystemTime::now();
+        let (bytes, entries, clients) = encode(std::slice::from_ref(&p), now);
+        assert_eq!((entries, clients), (4, 1));
+        (p, bytes, now)
+    }
+
+    #[test]
+    fn a_written_state_restores_entries_key_states_and_clients() {
+        let (_, bytes, now) = learned();
+        let fresh = pool("web", &["c", "b", "a"]);
+        let r = apply(decode(&bytes).unwrap(), std::slice::from_ref(&fresh), now);
+        assert_eq!((r.entries, r.expired, r.dropped, r.clients), (4, 0, 0, 1));
+        let got = |i| fresh.table.get(&key(i)).map(|b| (b.backend.to_string(), b.state));
+        assert_eq!(got(1), Some(("a".into(), KeyState::Owned)));
+        assert_eq!(got(2), Some(("b".into(), KeyState::Routable)));
+        assert_eq!(got(3), Some(("c".into(), KeyState::Candidate { tag: 77 })));
+        assert_eq!(got(4), Some(("b".into(), KeyState::Shared)));
+        let view = fresh
+            .clients
+            .view(&fresh.prefix("192.0.2.7".parse().unwrap()), 42);
+        assert_eq!(view.last.map(|(b, tls12)| (b.to_string(), tls12)), Some(("c".into(), true)));
+        assert_eq!(view.same_fingerprint.as_deref(), Some("c"));
+        assert_eq!(view.new_sessions, 1);
+    }
+
+    #[test]
+    fn entries_of_removed_backends_and_pools_are_dropped() {
+        let (_, bytes, now) = learned();
+        let fewer = pool("web", &["a", "c"]);
+        let other = pool("api", &["b"]);
+        let r = apply(decode(&bytes).unwrap(), &[fewer.clone(), other.clone()], now);
+        assert_eq!((r.entries, r.dropped), (2, 2));
+        assert!(fewer.table.get(&key(2)).is_none());
+        assert!(other.table.is_empty(), "affinity never crosses pools");
+        let r = apply(decode(&bytes).unwrap(), std::slice::from_ref(&other), now);
+        assert_eq!((r.entries, r.dropped, r.clients), (0, 4, 0));
+    }
+
+    #[test]
+    fn time_since_the_write_counts_against_each_lifetime() {
+        let (_, bytes, now) = learned();
+        let fresh = pool("web", &["a", "b", "c"]);
+        // 599 s of the 600 s inactivity timeout have passed by wall clock.
+        let r = apply(
+            decode(&bytes).unwrap(),
+            std::slice::from_ref(&fresh),
+            now + Duration::from_secs(599),
+        );
+        assert_eq!(r.entries, 4);
+        let late = pool("web", &["a", "b", "c"]);
+        let r = apply(
+            decode(&bytes).unwrap(),
+            std::slice::from_ref(&late),
+            now + Duration::from_secs(601),
+        );
+        assert_eq!((r.entries, r.expired, r.clients), (0, 4, 0));
+        assert!(late.table.get(&key(1)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_entry_keeps_only_what_was_left_of_its_lifetime() {
+        let (_, bytes, now) = learned();
+        let fresh = pool("web", &["a", "b", "c"]);
+        apply(
+            decode(&bytes).unwrap(),
+            std::slice::from_ref(&fresh),
+            now + Duration::from_secs(500),
+        );
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert!(fresh.table.get(&key(1)).is_some(), "590 s idle of 600");
+        // The hit refreshed it: a full timeout from now.
+        tokio::time::advance(Duration::from_secs(599)).await;
+        assert!(fresh.table.get(&key(1)).is_some());
+        tokio::time::advance(Duration::from_secs(601)).await;
+        assert!(fresh.table.get(&key(1)).is_none());
+        assert!(fresh.table.get(&key(2)).is_none(), "never hit since the restore");
+    }
+
+    #[test]
+    fn every_prefix_of_a_state_file_is_an_error_not_a_panic() {
+        let (_, bytes, _) = learned();
+        for n in 0..bytes.len() {
+            let e = decode(&bytes[..n]).unwrap_err();
+            assert!(
+                matches!(e, StateError::Empty | StateError::Truncated { .. }),
+                "{n}: {e}"
+            );
+        }
+        assert!(decode(&bytes).is_ok());
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let (_, bytes, _) = learned();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert!(decode(&b).is_err(), "byte {i}");
+        }
+    }
+
+    /// A body that passes the checksum (as a writer bug would produce) is
+    /// still parsed with bounded lengths.
+    fn signed(body: &[u8], version: u16) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        out.extend_from_slice(body);
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    #[test]
+    fn lengths_are_checked_against_what_is_there() {
+        let huge_count = [0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            decode(&signed(&huge_count, VERSION)),
+            Err(StateError::Malformed("pool count"))
+        ));
+        let mut bad_index = Vec::new();
+        put_u32(&mut bad_index, 1);
+        put_str(&mut bad_index, "web");
+        put_u16(&mut bad_index, 1);
+        put_str(&mut bad_index, "a");
+        put_u32(&mut bad_index, 1);
+        bad_index.extend_from_slice(&[0; 16]);
+        bad_index.extend_from_slice(&1u16.to_be_bytes());
+        bad_index.extend_from_slice(&[0; 10]);
+        put_u32(&mut bad_index, 0);
+        assert!(matches!(
+            decode(&signed(&bad_index, VERSION)),
+            Err(StateError::Malformed("an entry's backend index"))
+        ));
+        bad_index.push(0);
+        assert!(matches!(
+            decode(&signed(&bad_index, VERSION)),
+            Err(StateError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(&signed(&[0, 0, 0, 0], 2)),
+            Err(StateError::Version(2))
+        ));
+        assert!(matches!(decode(&signed(&[0, 0, 0, 0], VERSION)), Ok(s) if s.pools.is_empty()));
+        assert!(matches!(decode(b"STKY"), Err(StateError::Truncated { .. })));
+        assert!(matches!(decode(b"PK\x03\x04"), Err(StateError::Foreign)));
+    }
+
+    #[test]
+    fn the_file_is_replaced_whole_and_no_temporary_file_is_left() {
+        let dir = std::env::temp_dir().join(format!("stickytls-state-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (p, _, _) = learned();
+        let file = StateFile::new(dir.join("state"));
+        assert!(file.read().unwrap().is_none(), "missing: nothing to load");
+        let w = file.write_now(std::slice::from_ref(&p)).unwrap();
+        assert_eq!((w.entries, w.clients), (4, 1));
+        bind(&p, key(5), "a", KeyState::Owned);
+        file.write_now(std::slice::from_ref(&p)).unwrap();
+        let saved = file.read().unwrap().unwrap();
+        assert_eq!(saved.pools[0].entries.len(), 5);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["state"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
