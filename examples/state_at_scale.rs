@@ -86,7 +86,7 @@ fn main() {
 
     let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
     println!(
-        "{{\"entries\": {entries}, \"clients\": {clients}, \"bytes\": {bytes}, \"write_ms\": {}, \"read_parse_ms\": {}, \"load_ms\": {}}}",
+        "{{\"kind\": \"state\", \"entries\": {entries}, \"clients\": {clients}, \"bytes\": {bytes}, \"write_ms\": {}, \"read_parse_ms\": {}, \"load_ms\": {}}}",
         ms(written.took),
         ms(parsed),
         ms(loaded)

@@ -1111,6 +1111,63 @@ backends = "none"
     }
 
     #[test]
+    fn shutdown_timeout_and_state_are_read_and_default_when_absent() {
+        let c = parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.lifecycle, Lifecycle::default());
+        assert_eq!(c.lifecycle.shutdown_timeout, Duration::from_secs(30));
+        let text = format!(
+            "shutdown_timeout = \"0s\"\n[state]\nfile = \"/var/lib/stickytls/state\"\ninterval = \"5m\"\n{MINIMAL}"
+        );
+        let c = parse(&text, "t.toml").unwrap();
+        assert_eq!(c.lifecycle.shutdown_timeout, Duration::ZERO);
+        assert_eq!(
+            c.lifecycle.state,
+            Some(StateConfig {
+                file: "/var/lib/stickytls/state".into(),
+                interval: Duration::from_secs(300),
+            })
+        );
+        let text = format!("[state]\nfile = \"s\"\n{MINIMAL}");
+        let c = parse(&text, "t.toml").unwrap();
+        assert_eq!(c.lifecycle.state.unwrap().interval, StateConfig::INTERVAL);
+    }
+
+    #[test]
+    fn state_and_shutdown_mistakes_are_located() {
+        let cases = [
+            (
+                "[state]\ninterval = \"1m\"\n",
+                "t.toml:1:1: error: [state] has no `file`",
+            ),
+            (
+                "[state]\nfile = \"\"\n",
+                "t.toml:2:8: error: state.file is empty;",
+            ),
+            (
+                "[state]\nfile = \"s\"\ninterval = \"0s\"\n",
+                "t.toml:3:12: error: state.interval is zero, which would write the state file without pause; set it above zero, e.g. \"1m\"",
+            ),
+            (
+                "[state]\nfile = \"s\"\nintervall = \"1m\"\n",
+                "t.toml:3:1: error: unknown setting `intervall`",
+            ),
+            (
+                "shutdown_timeout = \"soon\"\n",
+                "t.toml:1:20: error: shutdown_timeout `soon` is not a duration",
+            ),
+            (
+                "shutdown_timeout = 30\n",
+                "t.toml:1:20: error: invalid type",
+            ),
+        ];
+        for (head, expected) in cases {
+            let e = errors(&format!("{head}{MINIMAL}"));
+            assert_eq!(e.len(), 1, "{head}: {e:?}");
+            assert!(e[0].starts_with(expected), "{head}: {}", e[0]);
+        }
+    }
+
+    #[test]
     fn hello_timeout_longer_than_idle_is_accepted() {
         let text = format!("{MINIMAL}[pool.web.timeouts]\nhello = \"20m\"\nidle = \"10m\"\n");
         assert!(parse(&text, "t.toml").is_ok());

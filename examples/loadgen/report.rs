@@ -107,6 +107,7 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
         "conns": conns,
         "bulk": bulk,
         "rss": of_kind(&rows, "rss"),
+        "state": of_kind(&rows, "state"),
         "criterion": of_kind(&rows, "criterion"),
         "callgrind": of_kind(&rows, "callgrind"),
         "strace": of_kind(&rows, "strace"),
@@ -534,6 +535,30 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
                 .map_or("–".to_string(), |r| num(&r["median_ns"], 0))
         };
         let _ = writeln!(w, "| {what} | {} | {} |", ns(1), ns(4));
+    }
+
+    let _ = writeln!(w, "\n## State file at scale\n");
+    let _ = writeln!(
+        w,
+        "Writing the state file as `stickytls run` does at its stop (encode shard by shard, temporary file, fsync, rename, fsync of the directory) and loading it as a start does (read, SHA-256 check, parse, apply to a fresh pool), one pool with three backends (`examples/state_at_scale.rs`; each client has three recent connections). Targets: under 1 s each way, under 100 MB.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| entries | clients | file MB | write ms | load ms (of which read and parse) |"
+    );
+    let _ = writeln!(w, "|---:|---:|---:|---:|---:|");
+    for r in s["state"].as_array().into_iter().flatten() {
+        let mb = r["bytes"].as_f64().map(|b| Value::from(b / 1e6));
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} ({}) |",
+            r["entries"],
+            r["clients"],
+            num(&mb.unwrap_or(Value::Null), 1),
+            num(&r["write_ms"], 0),
+            num(&r["load_ms"], 0),
+            num(&r["read_parse_ms"], 0)
+        );
     }
 
     let _ = writeln!(w, "\n## Cost of inspection (callgrind)\n");
