@@ -303,6 +303,7 @@ pub async fn run(options: &Options) -> Result<Report, SetupError> {
         report.kinds.push(result);
     }
     report.backends = backends.list;
+    report.sort_backends();
     Ok(report)
 }
 

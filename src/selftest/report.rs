@@ -172,6 +172,30 @@ impl KindResult {
 }
 
 impl Report {
+    /// Puts the backends in label order (they were numbered in order of
+    /// first sight, which concurrency makes random), renumbering every
+    /// reference to them.
+    pub(super) fn sort_backends(&mut self) {
+        let mut order: Vec<usize> = (0..self.backends.len()).collect();
+        order.sort_by(|&x, &y| self.backends[x].label.cmp(&self.backends[y].label));
+        let mut new_index = vec![0; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_index[old] = new;
+        }
+        let renumber = |b: &mut usize| *b = new_index[*b];
+        for k in &mut self.kinds {
+            for a in k.warm_up.iter_mut().chain(k.attempts.iter_mut()) {
+                renumber(&mut a.issuer);
+                if let Outcome::OtherBackend(b) | Outcome::ResumedElsewhere(b) = &mut a.outcome {
+                    renumber(b);
+                }
+            }
+        }
+        let old = std::mem::take(&mut self.backends);
+        let mut slots: Vec<Option<BackendSeen>> = old.into_iter().map(Some).collect();
+        self.backends = order.iter().filter_map(|&i| slots[i].take()).collect();
+    }
+
     /// Every kind with attempts is at or above `min_rate`, and at least one
     /// kind had attempts.
     pub fn passed(&self) -> bool {
@@ -610,6 +634,20 @@ mod tests {
         let rows = r.kinds[0].by_issuer(2);
         assert_eq!(rows[0].1.ok, 1);
         assert_eq!(rows[1].1.attempts, 2);
+    }
+
+    #[test]
+    fn backends_are_renumbered_in_label_order() {
+        let mut r = report(
+            vec![at(0, Outcome::OtherBackend(1)), at(1, Outcome::Resumed)],
+            0.5,
+        );
+        r.backends.swap(0, 1);
+        // Now index 0 is "b", 1 is "a"; the attempts still mean what they did.
+        r.sort_backends();
+        assert_eq!(r.backends[0].label, "a");
+        assert_eq!(r.kinds[0].attempts[0], at(1, Outcome::OtherBackend(0)));
+        assert_eq!(r.kinds[0].attempts[1], at(0, Outcome::Resumed));
     }
 
     #[test]
