@@ -213,11 +213,8 @@ impl Sources {
         }
         // Fresh addresses on every run, so none has history in the router
         // from an earlier run (its address-based rules could then place a
-        // resumption by luck). Not a secret, so the standard library's
-        // per-process random hash keys are random enough.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(u64::from(std::process::id()));
-        let next = (h.finish() % u64::from(LOOPBACK_SPAN)) as u32;
+        // resumption by luck).
+        let next = (Random::new().next() % u64::from(LOOPBACK_SPAN)) as u32;
         Ok(Sources::Loopback { next })
     }
 
@@ -476,9 +473,16 @@ async fn visit_all(
 ) -> Vec<Option<Result<Visit, ProbeError>>> {
     let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    let mut out: Vec<Option<Result<Visit, ProbeError>>> = Vec::new();
-    for (i, s) in sessions.iter().enumerate() {
-        out.push(None);
+    let mut out: Vec<Option<Result<Visit, ProbeError>>> = sessions.iter().map(|_| None).collect();
+    // In an order of its own each phase: resuming in the order the sessions
+    // were made would let a round-robin pool put every resumption on its
+    // issuer by chance whenever the number of sessions is a multiple of the
+    // number of backends. (The semaphore is fair, so tasks start in the
+    // order they are spawned.)
+    let mut order: Vec<usize> = (0..sessions.len()).collect();
+    Random::new().shuffle(&mut order);
+    for i in order {
+        let s = &sessions[i];
         if made && s.issuer.is_none() {
             continue;
         }
@@ -496,6 +500,36 @@ async fn visit_all(
         }
     }
     out
+}
+
+/// A small xorshift generator: it picks source addresses and connection
+/// orders, nothing secret, so the standard library's per-process random
+/// hash keys are a good enough seed.
+#[derive(Debug)]
+struct Random(u64);
+
+impl Random {
+    fn new() -> Random {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(u64::from(std::process::id()));
+        Random(h.finish() | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64* (Vigna 2016).
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Fisher-Yates.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
 }
 
 /// What the recorded hellos say: what the client offered, what the server

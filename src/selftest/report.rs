@@ -227,7 +227,7 @@ impl Report {
                 let c = Counts::of(k.warm_up.iter());
                 writeln!(
                     out,
-                    "{}: before the table's resumptions, each session was resumed once from its own address: {}/{} on their issuer (not counted above).",
+                    "{}: each session was first resumed once from its own address (not in the table): {}/{} reached their issuer and resumed.",
                     k.kind.title(),
                     c.ok,
                     c.attempts
@@ -425,7 +425,11 @@ impl Report {
                 count,
                 what: "reached another backend and got a full handshake there".into(),
                 breakdown,
-                explain: "The router did not send them to the backend that issued the session, so it did not know the session: inspection is off for this pool (inspect = false), the entry expired or was evicted, the router restarted, or, for TLS 1.3, the backend's ticket key name was not confirmed yet (it needs two resumptions accepted on that backend).".into(),
+                explain: match k.kind {
+                    Kind::Tls13Psk => "The router did not send them to the backend that issued the session: inspection is off for this pool (inspect = false), or it could not tell the issuer from the identity, because the backend's ticket key name was not confirmed yet (two resumptions accepted on that backend confirm it), is shared by several backends, or the tickets carry no key name at all (stateful tickets from a session cache).",
+                    _ => "The router did not send them to the backend that issued the session, so it did not know the session: inspection is off for this pool (inspect = false), the entry expired or was evicted, or the router restarted.",
+                }
+                .into(),
             });
         }
         let (count, breakdown) = by_issuer(|o| *o == Outcome::IssuerDidNotResume);
