@@ -653,3 +653,86 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn options(target: &str, sources: &[&str]) -> Options {
+        Options {
+            target: target.parse().unwrap(),
+            sessions: 1,
+            sni: None,
+            min_rate: 0.99,
+            identify: Identify::Certificate,
+            sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
+            kinds: Kind::ALL.to_vec(),
+            timeout: Duration::from_secs(1),
+            concurrency: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn loopback_sources_are_never_reused_and_skip_network_and_broadcast_octets() {
+        let mut sources = Sources::new(&options("127.0.0.1:443", &[])).unwrap();
+        let mut seen = HashSet::new();
+        // Enough pairs to cross several /24 boundaries.
+        for _ in 0..700 {
+            let (home, away) = sources.pair();
+            for ip in [home, away] {
+                let IpAddr::V4(v4) = ip else {
+                    panic!("{ip}")
+                };
+                let [a, b, _, d] = v4.octets();
+                assert!(a == 127 && b >= 1 && d != 0 && d != 255, "{ip}");
+                assert!(seen.insert(ip), "{ip} used twice");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn given_sources_resume_each_session_from_the_next_address() {
+        let mut sources =
+            Sources::new(&options("127.0.0.1:443", &["127.0.0.2", "127.0.0.3", "127.0.0.4"])).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(sources.pair(), (ip("127.0.0.2"), ip("127.0.0.3")));
+        assert_eq!(sources.pair(), (ip("127.0.0.3"), ip("127.0.0.4")));
+        assert_eq!(sources.pair(), (ip("127.0.0.4"), ip("127.0.0.2")));
+    }
+
+    #[tokio::test]
+    async fn sources_that_cannot_work_are_refused() {
+        for (target, sources) in [
+            ("192.0.2.1:443", &[][..]),
+            ("[::1]:443", &[][..]),
+            ("127.0.0.1:443", &["127.0.0.2"][..]),
+            ("127.0.0.1:443", &["127.0.0.2", "::1"][..]),
+        ] {
+            assert!(
+                Sources::new(&options(target, sources)).is_err(),
+                "{target} {sources:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation_in_another_order() {
+        let mut items: Vec<usize> = (0..30).collect();
+        Random::new().shuffle(&mut items);
+        let mut sorted = items.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..30).collect::<Vec<_>>());
+        // The identity comes out once in 30! shuffles.
+        assert_ne!(items, sorted);
+    }
+
+    #[test]
+    fn kinds_parse_from_their_names() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.as_str()), Ok(k));
+        }
+        assert!(Kind::parse("tls13").is_err());
+    }
+}
