@@ -520,16 +520,22 @@ impl Report {
             .kinds
             .iter()
             .map(|k| {
-                let mut v = counts(&k.total());
-                v["kind"] = json!(k.kind.as_str());
-                v["sessions_made"] = json!(k.sessions_made);
-                v["passed"] = json!(k.verdict(self.min_rate));
+                let mut v = json!({
+                    "kind": k.kind.as_str(),
+                    "sessions_made": k.sessions_made,
+                    "passed": k.verdict(self.min_rate),
+                });
+                if let (Value::Object(v), Value::Object(c)) = (&mut v, counts(&k.total())) {
+                    v.extend(c);
+                }
                 v["by_issuer"] = k
                     .by_issuer(self.backends.len())
                     .iter()
                     .map(|(b, c)| {
-                        let mut row = counts(c);
-                        row["backend"] = json!(self.label(*b));
+                        let mut row = json!({ "backend": self.label(*b) });
+                        if let (Value::Object(row), Value::Object(c)) = (&mut row, counts(c)) {
+                            row.extend(c);
+                        }
                         row
                     })
                     .collect();
@@ -553,7 +559,13 @@ impl Report {
             .collect();
         json!({
             "target": self.target.to_string(),
-            "identify": self.identify.to_string(),
+            "identify": match &self.identify {
+                Identify::Certificate => json!({ "by": "certificate" }),
+                Identify::HttpBody { path } => json!({ "by": "http-body", "path": path }),
+                Identify::HttpHeader { path, header } => {
+                    json!({ "by": "http-header", "path": path, "header": header })
+                }
+            },
             "sessions_per_kind": self.sessions,
             "min_rate": self.min_rate,
             "sources": self.sources,
