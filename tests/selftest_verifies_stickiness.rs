@@ -102,7 +102,11 @@ async fn assert_backends_agree(
             .find(|s| s["backend"] == name.as_str())
             .unwrap_or_else(|| panic!("backend {name} not seen: {report:#}"));
         assert_eq!(s["full_handshakes"], full - full0, "{name}: {report:#}");
-        assert_eq!(s["resumed_handshakes"], resumed - resumed0, "{name}: {report:#}");
+        assert_eq!(
+            s["resumed_handshakes"],
+            resumed - resumed0,
+            "{name}: {report:#}"
+        );
     }
 }
 
@@ -121,7 +125,11 @@ struct Row {
 fn table(stdout: &str) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut kind = String::new();
-    for line in stdout.lines().skip_while(|l| !l.starts_with("kind ")).skip(1) {
+    for line in stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("kind "))
+        .skip(1)
+    {
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.len() < 5 || !words[words.len() - 1].ends_with('%') {
             break;
@@ -172,7 +180,10 @@ async fn selftest_passes_when_every_resumption_returns_to_its_issuer() {
             .collect();
         assert_eq!(issuers, ["a", "b", "c"], "{name}: {k:#}");
     }
-    assert_eq!(kind(&report, "tls13-psk")["warm_up"]["resumed_on_issuer"], 12);
+    assert_eq!(
+        kind(&report, "tls13-psk")["warm_up"]["resumed_on_issuer"],
+        12
+    );
     assert_backends_agree(&report, &backends, &before).await;
 }
 
@@ -274,7 +285,14 @@ async fn selftest_over_http_tells_apart_backends_that_share_one_certificate() {
     // By certificate, the three are one: selftest says so.
     let out = selftest(
         router.addr,
-        &["--connections", "3", "--sni", "localhost", "--kinds", "tls13-psk"],
+        &[
+            "--connections",
+            "3",
+            "--sni",
+            "localhost",
+            "--kinds",
+            "tls13-psk",
+        ],
     )
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -363,7 +363,9 @@ async fn run_kind(
         if visit.resumed {
             // A fresh store has nothing to offer; a server that says it
             // resumed is broken.
-            result.skip("the first connection claims to have resumed a session it was never given".into());
+            result.skip(
+                "the first connection claims to have resumed a session it was never given".into(),
+            );
             continue;
         }
         match resumable(kind, &visit) {
@@ -682,9 +684,7 @@ mod tests {
         for _ in 0..700 {
             let (home, away) = sources.pair();
             for ip in [home, away] {
-                let IpAddr::V4(v4) = ip else {
-                    panic!("{ip}")
-                };
+                let IpAddr::V4(v4) = ip else { panic!("{ip}") };
                 let [a, b, _, d] = v4.octets();
                 assert!(a == 127 && b >= 1 && d != 0 && d != 255, "{ip}");
                 assert!(seen.insert(ip), "{ip} used twice");
@@ -694,8 +694,11 @@ mod tests {
 
     #[tokio::test]
     async fn given_sources_resume_each_session_from_the_next_address() {
-        let mut sources =
-            Sources::new(&options("127.0.0.1:443", &["127.0.0.2", "127.0.0.3", "127.0.0.4"])).unwrap();
+        let mut sources = Sources::new(&options(
+            "127.0.0.1:443",
+            &["127.0.0.2", "127.0.0.3", "127.0.0.4"],
+        ))
+        .unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(sources.pair(), (ip("127.0.0.2"), ip("127.0.0.3")));
         assert_eq!(sources.pair(), (ip("127.0.0.3"), ip("127.0.0.4")));

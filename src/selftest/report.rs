@@ -160,7 +160,12 @@ impl KindResult {
     /// Per issuing backend, in backend order, those with attempts.
     pub fn by_issuer(&self, backends: usize) -> Vec<(usize, Counts)> {
         (0..backends)
-            .map(|b| (b, Counts::of(self.attempts.iter().filter(|a| a.issuer == b))))
+            .map(|b| {
+                (
+                    b,
+                    Counts::of(self.attempts.iter().filter(|a| a.issuer == b)),
+                )
+            })
             .filter(|(_, c)| c.attempts > 0)
             .collect()
     }
@@ -396,7 +401,11 @@ impl Report {
                         .iter()
                         .map(|(b, m)| format!("{} {m}", self.label(*b)))
                         .collect();
-                    format!("issued by {}: {n} (to {})", self.label(*from), to.join(", "))
+                    format!(
+                        "issued by {}: {n} (to {})",
+                        self.label(*from),
+                        to.join(", ")
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
@@ -463,7 +472,10 @@ impl Report {
                 count,
                 what: "got an answer that did not say which backend sent it".into(),
                 breakdown,
-                explain: format!("selftest tells backends apart by {}; these answers lacked it.", self.identify),
+                explain: format!(
+                    "selftest tells backends apart by {}; these answers lacked it.",
+                    self.identify
+                ),
             });
         }
         let mut failed: BTreeMap<&str, usize> = BTreeMap::new();
@@ -501,7 +513,7 @@ impl Report {
                 explain: "Without a session there is nothing to resume; these are not counted as attempts.".into(),
             });
         }
-        out.sort_by(|a, b| b.count.cmp(&a.count));
+        out.sort_by_key(|r| std::cmp::Reverse(r.count));
         out
     }
 
@@ -668,7 +680,13 @@ mod tests {
 
     #[test]
     fn below_the_mark_or_nothing_attempted_fails() {
-        assert!(!report(vec![at(0, Outcome::Resumed), at(0, Outcome::OtherBackend(1))], 0.99).passed());
+        assert!(
+            !report(
+                vec![at(0, Outcome::Resumed), at(0, Outcome::OtherBackend(1))],
+                0.99
+            )
+            .passed()
+        );
         assert!(report(vec![at(0, Outcome::Resumed)], 1.0).passed());
         assert!(!report(vec![], 0.0).passed());
         assert!(!report(vec![at(0, Outcome::NotOffered)], 0.0).passed());
@@ -692,8 +710,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("issued by a: 2 (to b 2)"), "{text}");
-        assert!(text.contains("1 failed: TCP connect failed: refused"), "{text}");
-        assert!(text.lines().last().unwrap().starts_with("FAIL: 0/3"), "{text}");
+        assert!(
+            text.contains("1 failed: TCP connect failed: refused"),
+            "{text}"
+        );
+        assert!(
+            text.lines().last().unwrap().starts_with("FAIL: 0/3"),
+            "{text}"
+        );
         let json = r.to_json();
         assert_eq!(json["passed"], false);
         assert_eq!(json["kinds"][0]["attempts"], 3);

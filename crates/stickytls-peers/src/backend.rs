@@ -381,7 +381,9 @@ async fn serve(
             Ok(_) if line == b"\n" || line == b"\r\n" => break,
             Ok(_) if is_http11_request(&line) => {
                 if skip_http_headers(&mut read).await {
-                    let _ = write.write_all(http_answer(&name, &handshake_answer).as_bytes()).await;
+                    let _ = write
+                        .write_all(http_answer(&name, &handshake_answer).as_bytes())
+                        .await;
                 }
                 break;
             }
@@ -417,7 +419,11 @@ async fn skip_http_headers(read: &mut (impl AsyncBufReadExt + Unpin)) -> bool {
     let mut line = Vec::new();
     for _ in 0..100 {
         line.clear();
-        match read.take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
+        match read
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
             Ok(_) if line == b"\r\n" || line == b"\n" => return true,
             Ok(_) if line.last() == Some(&b'\n') => {}
             _ => return false,

@@ -46,6 +46,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpSocket;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -143,33 +144,30 @@ impl PeerCertificate {
     /// when the certificate parses as X.509.
     pub fn from_der(der: &[u8]) -> PeerCertificate {
         let sha256 = Sha256::digest(der).into();
-        let (subject, common_name, dns_names) =
-            match x509_parser::parse_x509_certificate(der) {
-                Ok((_, cert)) => {
-                    let cn = cert
-                        .subject()
-                        .iter_common_name()
-                        .next()
-                        .and_then(|cn| cn.as_str().ok())
-                        .map(str::to_string);
-                    let dns = match cert.subject_alternative_name() {
-                        Ok(Some(san)) => san
-                            .value
-                            .general_names
-                            .iter()
-                            .filter_map(|n| match n {
-                                x509_parser::extensions::GeneralName::DNSName(d) => {
-                                    Some(d.to_string())
-                                }
-                                _ => None,
-                            })
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    (Some(cert.subject().to_string()), cn, dns)
-                }
-                Err(_) => (None, None, Vec::new()),
-            };
+        let (subject, common_name, dns_names) = match x509_parser::parse_x509_certificate(der) {
+            Ok((_, cert)) => {
+                let cn = cert
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    .map(str::to_string);
+                let dns = match cert.subject_alternative_name() {
+                    Ok(Some(san)) => san
+                        .value
+                        .general_names
+                        .iter()
+                        .filter_map(|n| match n {
+                            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                (Some(cert.subject().to_string()), cn, dns)
+            }
+            Err(_) => (None, None, Vec::new()),
+        };
         PeerCertificate {
             sha256,
             subject,
@@ -238,7 +236,9 @@ impl HttpAnswer {
             dechunk(rest)?
         } else if let Some(len) = answer.header("content-length") {
             let len: usize = len.parse().map_err(|_| "bad Content-Length")?;
-            rest.get(..len).ok_or("body shorter than Content-Length")?.to_vec()
+            rest.get(..len)
+                .ok_or("body shorter than Content-Length")?
+                .to_vec()
         } else {
             rest.to_vec()
         };
@@ -254,7 +254,8 @@ impl HttpAnswer {
         match HttpAnswer::parse(raw) {
             Ok(a) if a.header("transfer-encoding").is_some() => {
                 // The last chunk ends with an empty chunk and an empty line.
-                raw.get(head_end..).is_some_and(|b| b.ends_with(b"0\r\n\r\n"))
+                raw.get(head_end..)
+                    .is_some_and(|b| b.ends_with(b"0\r\n\r\n"))
             }
             Ok(a) => a.header("content-length").is_some(),
             Err(_) => false,
@@ -345,13 +346,12 @@ impl Probe {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        config.resumption = Resumption::store(store.clone()).tls12_resumption(
-            if options.tls12_tickets {
+        config.resumption =
+            Resumption::store(store.clone()).tls12_resumption(if options.tls12_tickets {
                 Tls12Resumption::SessionIdOrTickets
             } else {
                 Tls12Resumption::SessionIdOnly
-            },
-        );
+            });
         if options.http.is_some() {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
         }
@@ -370,30 +370,46 @@ impl Probe {
     }
 
     /// One connection from `source` (any local address if `None`; the port
-    /// is ephemeral), offering whatever session the probe holds.
+    /// is ephemeral), offering whatever session the probe holds. Fails if
+    /// the connection, the handshake or the HTTP exchange fails or does not
+    /// finish within the timeout; a server that sends no TLS 1.3 ticket
+    /// within it is not a failure (the visit shows none).
     pub async fn connect(
         &self,
         target: SocketAddr,
         source: Option<IpAddr>,
     ) -> Result<Visit, ProbeError> {
+        let deadline = Instant::now() + self.timeout;
         let mut stage = "TCP connect";
-        let result = tokio::time::timeout(
-            self.timeout,
-            self.connect_inner(target, source, &mut stage),
-        )
-        .await;
-        match result {
-            Ok(visit) => visit,
-            Err(_) => Err(ProbeError::TimedOut(stage)),
+        let opened = tokio::time::timeout_at(deadline, self.open(target, source, &mut stage)).await;
+        let (mut tls, mut visit, closed) = match opened {
+            Ok(opened) => opened?,
+            Err(_) => return Err(ProbeError::TimedOut(stage)),
+        };
+        let tickets_before = visit.tls13_tickets;
+        if visit.version == "TLSv1_3" && !closed {
+            let _ =
+                tokio::time::timeout_at(deadline, self.wait_for_ticket(&mut tls, tickets_before))
+                    .await;
         }
+        // close_notify, then our FIN; the server's answer is not awaited.
+        let _ = tokio::time::timeout(self.timeout, tls.shutdown()).await;
+        let (io, _) = tls.get_mut();
+        visit.tls13_tickets = self.store.tls13_inserted() - tickets_before;
+        visit.client_bytes = std::mem::take(&mut io.sent);
+        visit.server_bytes = std::mem::take(&mut io.received);
+        Ok(visit)
     }
 
-    async fn connect_inner(
+    /// Connects, shakes hands and, if asked, does the HTTP exchange. The
+    /// visit's `tls13_tickets` holds the store's count before the handshake;
+    /// the bool says whether the server has closed.
+    async fn open(
         &self,
         target: SocketAddr,
         source: Option<IpAddr>,
         stage: &mut &'static str,
-    ) -> Result<Visit, ProbeError> {
+    ) -> Result<(TlsStream<Recording>, Visit, bool), ProbeError> {
         let socket = if target.is_ipv4() {
             TcpSocket::new_v4()
         } else {
@@ -418,47 +434,35 @@ impl Probe {
         let (io, conn) = tls.get_mut();
         io.recording = false;
         let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
-        let version = conn
-            .protocol_version()
-            .map(version_name)
-            .unwrap_or_default();
         let certificate = match conn.peer_certificates() {
             Some([leaf, ..]) if !resumed => Some(PeerCertificate::from_der(leaf)),
             _ => None,
         };
-        let tls13 = conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
-
-        let mut closed = false;
-        let http = match &self.http {
-            Some(request) => {
-                *stage = "the HTTP exchange";
-                let (answer, eof) = exchange(&mut tls, request).await?;
-                closed = eof;
-                Some(answer)
-            }
-            None => None,
-        };
-        if tls13 && !closed {
-            *stage = "the wait for a TLS 1.3 ticket";
-            self.wait_for_ticket(&mut tls, tickets_before).await;
-        }
-        // close_notify, then our FIN; the server's answer is not awaited.
-        let _ = tls.shutdown().await;
-        let (io, _) = tls.get_mut();
-        Ok(Visit {
+        let mut visit = Visit {
             local,
-            version,
+            version: conn
+                .protocol_version()
+                .map(version_name)
+                .unwrap_or_default(),
             resumed,
             certificate,
-            http,
-            tls13_tickets: self.store.tls13_inserted() - tickets_before,
-            client_bytes: std::mem::take(&mut io.sent),
-            server_bytes: std::mem::take(&mut io.received),
-        })
+            http: None,
+            tls13_tickets: tickets_before,
+            client_bytes: Vec::new(),
+            server_bytes: Vec::new(),
+        };
+        let mut closed = false;
+        if let Some(request) = &self.http {
+            *stage = "the HTTP exchange";
+            let (answer, eof) = exchange(&mut tls, request).await?;
+            visit.http = Some(answer);
+            closed = eof;
+        }
+        Ok((tls, visit, closed))
     }
 
-    /// Reads (and drops any application data) until this connection's first
-    /// ticket is stored or the server closes. The caller's timeout bounds
+    /// Reads (and drops any application data) until a ticket newer than
+    /// `before` is stored or the server closes. The caller's deadline bounds
     /// a server that sends no ticket at all.
     async fn wait_for_ticket(&self, tls: &mut TlsStream<Recording>, before: usize) {
         let mut buf = [0u8; 4096];
@@ -509,7 +513,9 @@ async fn exchange(
         }
     }
     if raw.is_empty() {
-        return Err(ProbeError::Http("the server closed without answering".into()));
+        return Err(ProbeError::Http(
+            "the server closed without answering".into(),
+        ));
     }
     let answer = HttpAnswer::parse(&raw).map_err(|e| ProbeError::Http(e.to_string()))?;
     Ok((answer, eof))
@@ -723,10 +729,15 @@ mod tests {
         .unwrap();
         let probe = Probe::new(options(Versions::Both, false), backend.addr()).unwrap();
         let visit = probe.connect(backend.addr(), None).await.unwrap();
-        let cert = visit.certificate.expect("a full handshake shows its certificate");
+        let cert = visit
+            .certificate
+            .expect("a full handshake shows its certificate");
         assert_eq!(cert.common_name.as_deref(), Some("stranger"));
         assert!(cert.dns_names.contains(&"localhost".to_string()));
-        assert_eq!(cert.sha256, <[u8; 32]>::from(Sha256::digest(&leaf.chain[0])));
+        assert_eq!(
+            cert.sha256,
+            <[u8; 32]>::from(Sha256::digest(&leaf.chain[0]))
+        );
         assert!(visit.tls13_tickets > 0, "waited for the TLS 1.3 ticket");
     }
 
@@ -746,6 +757,29 @@ mod tests {
             assert_eq!(second.http.unwrap().header("x-resumed"), Some("true"));
             assert_eq!(backend.resumed(), 1, "{versions:?}: the backend agrees");
         }
+    }
+
+    #[tokio::test]
+    async fn tls13_server_without_tickets_is_a_visit_with_none() {
+        // Neither a ticket key nor a session cache: nothing to resume with.
+        let backend = Backend::start(BackendOptions {
+            tickets: false,
+            session_cache: false,
+            ..BackendOptions::new("a")
+        })
+        .await
+        .unwrap();
+        let probe = Probe::new(
+            ProbeOptions {
+                timeout: Duration::from_millis(300),
+                ..options(Versions::Tls13, false)
+            },
+            backend.addr(),
+        )
+        .unwrap();
+        let visit = probe.connect(backend.addr(), None).await.unwrap();
+        assert_eq!(visit.version, "TLSv1_3");
+        assert_eq!(visit.tls13_tickets, 0);
     }
 
     #[tokio::test]
