@@ -25,6 +25,7 @@ pub mod report;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -481,6 +482,7 @@ async fn visit_all(
     // issuer by chance whenever the number of sessions is a multiple of the
     // number of backends. (The semaphore is fair, so tasks start in the
     // order they are spawned.)
+    let mut index = HashMap::new();
     let mut order: Vec<usize> = (0..sessions.len()).collect();
     Random::new().shuffle(&mut order);
     for i in order {
@@ -491,13 +493,25 @@ async fn visit_all(
         let probe = s.probe.clone();
         let (target, source) = (options.target, from(s));
         let limit = limit.clone();
-        tasks.spawn(async move {
+        let task = tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            (i, probe.connect(target, Some(source)).await)
+            probe.connect(target, Some(source)).await
         });
+        index.insert(task.id(), i);
     }
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((i, visit)) = joined {
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, visit) = match joined {
+            Ok((id, visit)) => (id, visit),
+            // A panic is a bug of ours, but still a connection that did not
+            // give an answer: count it, never drop it.
+            Err(e) => (
+                e.id(),
+                Err(ProbeError::Connect(io::Error::other(format!(
+                    "the connection task failed: {e}"
+                )))),
+            ),
+        };
+        if let Some(&i) = index.get(&id) {
             out[i] = Some(visit);
         }
     }

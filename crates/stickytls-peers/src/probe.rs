@@ -205,6 +205,12 @@ impl HttpAnswer {
     /// Parses a whole answer: status line, headers, and a body framed by
     /// `Content-Length`, chunked, or the end of the connection.
     pub fn parse(raw: &[u8]) -> Result<HttpAnswer, &'static str> {
+        HttpAnswer::parse_read(raw, false)
+    }
+
+    /// [`parse`](HttpAnswer::parse); with `cut`, `raw` was cut at our read
+    /// limit, so a body shorter than announced is kept as far as it goes.
+    fn parse_read(raw: &[u8], cut: bool) -> Result<HttpAnswer, &'static str> {
         let head_end = find(raw, b"\r\n\r\n").ok_or("no end of the header block")?;
         let head = std::str::from_utf8(raw.get(..head_end).ok_or("short")?)
             .map_err(|_| "header block is not UTF-8")?;
@@ -233,12 +239,14 @@ impl HttpAnswer {
             .header("transfer-encoding")
             .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
         answer.body = if chunked {
-            dechunk(rest)?
+            dechunk(rest, cut)?
         } else if let Some(len) = answer.header("content-length") {
             let len: usize = len.parse().map_err(|_| "bad Content-Length")?;
-            rest.get(..len)
-                .ok_or("body shorter than Content-Length")?
-                .to_vec()
+            match rest.get(..len) {
+                Some(body) => body.to_vec(),
+                None if cut => rest.to_vec(),
+                None => return Err("body shorter than Content-Length"),
+            }
         } else {
             rest.to_vec()
         };
@@ -268,22 +276,36 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Chunked transfer coding (RFC 9112 7.1): `size[;ext] CRLF data CRLF`
-/// until a zero size.
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, &'static str> {
+/// until a zero size. With `cut`, input that ends early gives the body so
+/// far.
+fn dechunk(mut rest: &[u8], cut: bool) -> Result<Vec<u8>, &'static str> {
     let mut body = Vec::new();
+    if cut {
+        return match dechunk_into(&mut rest, &mut body) {
+            Ok(()) | Err(_) => Ok(body),
+        };
+    }
+    dechunk_into(&mut rest, &mut body)?;
+    Ok(body)
+}
+
+fn dechunk_into(rest: &mut &[u8], body: &mut Vec<u8>) -> Result<(), &'static str> {
     loop {
         let line_end = find(rest, b"\r\n").ok_or("chunk size line cut")?;
         let line = std::str::from_utf8(rest.get(..line_end).ok_or("short")?)
             .map_err(|_| "chunk size is not text")?;
         let size = line.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size, 16).map_err(|_| "bad chunk size")?;
-        rest = rest.get(line_end + 2..).ok_or("short")?;
+        *rest = rest.get(line_end + 2..).ok_or("short")?;
         if size == 0 {
-            return Ok(body);
+            return Ok(());
         }
-        let data = rest.get(..size).ok_or("chunk cut short")?;
+        let Some(data) = rest.get(..size) else {
+            body.extend_from_slice(rest);
+            return Err("chunk cut short");
+        };
         body.extend_from_slice(data);
-        rest = rest.get(size + 2..).ok_or("chunk without its CRLF")?;
+        *rest = rest.get(size + 2..).ok_or("chunk without its CRLF")?;
     }
 }
 
@@ -493,6 +515,7 @@ async fn exchange(
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     let mut eof = false;
+    let mut cut = false;
     while !HttpAnswer::is_complete(&raw) {
         match tls.read(&mut buf).await {
             Ok(0) => {
@@ -509,6 +532,7 @@ async fn exchange(
             Err(e) => return Err(ProbeError::Http(format!("reading the answer: {e}"))),
         }
         if raw.len() > MAX_HTTP_HEAD + MAX_HTTP_BODY {
+            cut = true;
             break;
         }
     }
@@ -517,7 +541,7 @@ async fn exchange(
             "the server closed without answering".into(),
         ));
     }
-    let answer = HttpAnswer::parse(&raw).map_err(|e| ProbeError::Http(e.to_string()))?;
+    let answer = HttpAnswer::parse_read(&raw, cut).map_err(|e| ProbeError::Http(e.to_string()))?;
     Ok((answer, eof))
 }
 
@@ -824,6 +848,12 @@ mod tests {
         assert!(!HttpAnswer::is_complete(to_close));
 
         assert!(HttpAnswer::parse(b"SSH-2.0-x\r\n\r\n").is_err());
+        // Cut at our read limit, a body is kept as far as it was read.
+        let long = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab";
+        assert_eq!(HttpAnswer::parse_read(long, true).unwrap().body, b"ab");
+        let chunks = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n9\r\nde";
+        assert_eq!(HttpAnswer::parse_read(chunks, true).unwrap().body, b"abcde");
+        assert!(HttpAnswer::parse(chunks).is_err());
         assert!(HttpAnswer::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab").is_err());
     }
 }
