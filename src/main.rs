@@ -38,6 +38,12 @@ enum Command {
     /// Check that a live router sends every TLS resumption back to the
     /// backend that issued the session: sessions are made, then resumed
     /// from other source addresses. Exits 1 below --min-rate.
+    ///
+    /// A diagnostic client: it accepts any certificate (it verifies no
+    /// server's identity, only that each server holds the key of the
+    /// certificate it shows) and sends nothing secret. Backends are told
+    /// apart by their certificate or, with --http, by an HTTP answer. See
+    /// docs/operations.md.
     #[cfg(feature = "demo")]
     Selftest(SelftestArgs),
     /// Show what the handshake inspector sees in captured bytes, as JSON.
@@ -91,19 +97,22 @@ struct SelftestArgs {
     /// With --http, the response header naming the backend (else the body).
     #[arg(long, value_name = "NAME", requires = "http")]
     http_header: Option<String>,
-    /// A local address to connect from; give at least two. Default: fresh
-    /// random addresses of 127.0.0.0/8 (for a router on this machine).
+    /// A local address to connect from (configured on this host); give at
+    /// least two. Default: fresh random addresses of 127.0.0.0/8, for a
+    /// router on this machine.
     #[arg(long = "source", value_name = "ADDR", num_args = 1..)]
     sources: Vec<std::net::IpAddr>,
-    /// Resumption kinds to test (comma-separated).
+    /// Resumption kinds to test, comma-separated: tls12-session-id,
+    /// tls12-ticket, tls13-psk.
     #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = stickytls::selftest::Kind::parse,
           default_value = "tls12-session-id,tls12-ticket,tls13-psk")]
     kinds: Vec<stickytls::selftest::Kind>,
-    /// Bound on each connection.
-    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    /// Bound on each connection (connect, handshake, answer, and the wait
+    /// for a TLS 1.3 ticket).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
     timeout: Duration,
     /// Connections at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 8)]
     concurrency: usize,
     /// Print the findings as JSON instead of the table.
     #[arg(long)]
