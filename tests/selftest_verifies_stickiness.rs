@@ -15,6 +15,7 @@ use serde_json::Value;
 use stickytls::config::Balance;
 use stickytls_peers::backend::{BackendOptions, RunningBackend};
 use stickytls_peers::cert::TestCa;
+use stickytls_peers::openssl::{SServer, SServerOptions};
 
 /// Only stops a hang; a run takes a second or two.
 const HANG: Duration = Duration::from_secs(120);
@@ -301,6 +302,62 @@ async fn selftest_over_http_tells_apart_backends_that_share_one_certificate() {
         "{}",
         text(&out)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selftest_passes_against_openssl_backends_by_certificate_and_by_whoami_page() {
+    // Another TLS stack, a server selftest knows nothing about: OpenSSL's
+    // s_server, serving `backend=<name>` from /whoami with HTTP/1.0.
+    let mut farm = Vec::new();
+    for name in ["a", "b", "c"] {
+        farm.push(
+            SServer::start(SServerOptions::new(name))
+                .await
+                .expect("s_server starts"),
+        );
+    }
+    let named: Vec<_> = farm
+        .iter()
+        .map(|s| (s.name().to_string(), s.addr()))
+        .collect();
+    let router = start_router(config(&named)).await;
+
+    for args in [
+        &["--connections", "6", "--sni", "localhost", "--json"][..],
+        &[
+            "--connections",
+            "6",
+            "--sni",
+            "localhost",
+            "--http",
+            "--http-path",
+            "/whoami",
+            "--json",
+        ][..],
+    ] {
+        let out = selftest(router.addr, args).await;
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let report = json(&out);
+        let labels: Vec<&str> = report["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["backend"].as_str().unwrap())
+            .collect();
+        let expected = if args.contains(&"--http") {
+            ["backend=a", "backend=b", "backend=c"]
+        } else {
+            ["a", "b", "c"]
+        };
+        assert_eq!(labels, expected, "{report:#}");
+        for name in KINDS {
+            assert_eq!(
+                kind(&report, name)["resumed_on_issuer"],
+                6,
+                "{args:?} {name}: {report:#}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
