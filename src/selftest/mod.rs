@@ -99,9 +99,17 @@ pub enum Identify {
     /// By the leaf certificate of each full handshake (its SHA-256).
     Certificate,
     /// By the body of the answer to `GET path`.
-    HttpBody { path: String },
+    HttpBody {
+        /// The request target, e.g. `/whoami`.
+        path: String,
+    },
     /// By a header of the answer to `GET path`.
-    HttpHeader { path: String, header: String },
+    HttpHeader {
+        /// The request target.
+        path: String,
+        /// The header naming the backend, e.g. `X-Backend`.
+        header: String,
+    },
 }
 
 impl Identify {
@@ -171,9 +179,17 @@ impl std::error::Error for SetupError {}
 #[derive(Debug)]
 enum Sources {
     /// Never-used addresses of 127.0.0.0/8, counting up from a random one.
-    Loopback { next: u32 },
+    Loopback {
+        /// Offset of the next address from [`LOOPBACK_FIRST`].
+        next: u32,
+    },
     /// The operator's addresses, each reused in turn.
-    Given { ips: Vec<IpAddr>, next: usize },
+    Given {
+        /// At least two, all bindable.
+        ips: Vec<IpAddr>,
+        /// The next session's home address, as an index into `ips`.
+        next: usize,
+    },
 }
 
 /// Where random loopback addresses are taken from: 127.1.0.0 up to

@@ -82,7 +82,10 @@ pub enum Outcome {
     /// state. Only `--http` can see this.
     ResumedElsewhere(usize),
     /// The answer did not say who answered.
-    Unidentified { resumed: bool },
+    Unidentified {
+        /// Whether it resumed, wherever that was.
+        resumed: bool,
+    },
     /// The client had no session of this kind left to offer (a failed
     /// connection had used it up): not a resumption attempt.
     NotOffered,
