@@ -189,6 +189,34 @@ async fn selftest_passes_when_every_resumption_returns_to_its_issuer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selftest_confirms_tls13_key_names_with_one_session_per_backend() {
+    // Round robin gives each backend one session. The router routes on a
+    // ticket key name once two resumptions with it were accepted on one
+    // backend, so each session is resumed twice from its own address.
+    let backends = rustls_backends(3, |_| {}).await;
+    let router = start_router(config(&named(&backends))).await;
+    let out = selftest(
+        router.addr,
+        &[
+            "--connections",
+            "3",
+            "--sni",
+            "localhost",
+            "--kinds",
+            "tls13-psk",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report = json(&out);
+    let psk = kind(&report, "tls13-psk");
+    assert_eq!(psk["warm_up"]["attempts"], 6, "{psk:#}");
+    assert_eq!(psk["warm_up"]["resumed_on_issuer"], 6, "{psk:#}");
+    assert_eq!(psk["resumed_on_issuer"], 3, "{psk:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selftest_fails_with_exit_1_and_shows_where_resumptions_went_without_inspection() {
     let backends = rustls_backends(3, |_| {}).await;
     let mut config = config(&named(&backends));

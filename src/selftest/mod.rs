@@ -356,7 +356,7 @@ async fn run_kind(
     let mut result = KindResult::new(kind);
 
     // 1. A full handshake per session, from its home address.
-    let visits = visit_all(options, &sessions, false, |s| s.home).await;
+    let visits = visit_all(options, &sessions, |_, _| true, |s| s.home).await;
     for (session, visit) in sessions.iter_mut().zip(visits) {
         let Some(visit) = visit else {
             result.skip("the first connection's task failed".into());
@@ -395,24 +395,55 @@ async fn run_kind(
     }
 
     // 2. TLS 1.3: resume once from home, as a real client would, so the
-    // router sees each backend accept identities with its key name.
+    // router sees each backend accept identities with its key name. The
+    // router routes on a name once two resumptions with it were accepted
+    // on one backend, so a backend that holds a single session (few
+    // sessions, many backends) gets that session resumed once more.
     if kind == Kind::Tls13Psk {
-        let visits = visit_all(options, &sessions, true, |s| s.home).await;
+        let visits = visit_all(options, &sessions, made, |s| s.home).await;
         for (session, visit) in sessions.iter_mut().zip(visits) {
             if let Some(attempt) = attempt(options, kind, session, visit, backends) {
                 result.warm_up.push(attempt);
             }
         }
+        let mut accepted: HashMap<usize, usize> = HashMap::new();
+        for a in result
+            .warm_up
+            .iter()
+            .filter(|a| a.outcome == Outcome::Resumed)
+        {
+            *accepted.entry(a.issuer).or_default() += 1;
+        }
+        let again: Vec<bool> = sessions
+            .iter()
+            .map(|s| {
+                s.issuer
+                    .is_some_and(|b| accepted.get(&b).copied().unwrap_or(0) < 2)
+            })
+            .collect();
+        if again.contains(&true) {
+            let visits = visit_all(options, &sessions, |i, _| again[i], |s| s.home).await;
+            for (session, visit) in sessions.iter_mut().zip(visits) {
+                if let Some(attempt) = attempt(options, kind, session, visit, backends) {
+                    result.warm_up.push(attempt);
+                }
+            }
+        }
     }
 
     // 3. Resume each session from an address of its own.
-    let visits = visit_all(options, &sessions, true, |s| s.away).await;
+    let visits = visit_all(options, &sessions, made, |s| s.away).await;
     for (session, visit) in sessions.iter_mut().zip(visits) {
         if let Some(attempt) = attempt(options, kind, session, visit, backends) {
             result.attempts.push(attempt);
         }
     }
     Ok(result)
+}
+
+/// The sessions that were made (a later phase's filter).
+fn made(_: usize, s: &Session) -> bool {
+    s.issuer.is_some()
 }
 
 /// Whether the first connection gave the client a session of this kind.
@@ -481,13 +512,12 @@ fn attempt(
     Some(Attempt { issuer, outcome })
 }
 
-/// One connection per session (with `made`, only per session that was
-/// made), at most `concurrency` at once, answers in session order; the
-/// sessions skipped get `None`.
+/// One connection per `wanted` session, at most `concurrency` at once,
+/// answers in session order; the sessions not wanted get `None`.
 async fn visit_all(
     options: &Options,
     sessions: &[Session],
-    made: bool,
+    wanted: impl Fn(usize, &Session) -> bool,
     from: impl Fn(&Session) -> IpAddr,
 ) -> Vec<Option<Result<Visit, ProbeError>>> {
     let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
@@ -503,7 +533,7 @@ async fn visit_all(
     Random::new().shuffle(&mut order);
     for i in order {
         let s = &sessions[i];
-        if made && s.issuer.is_none() {
+        if !wanted(i, s) {
             continue;
         }
         let probe = s.probe.clone();

@@ -235,7 +235,7 @@ impl Report {
                 let c = Counts::of(k.warm_up.iter());
                 writeln!(
                     out,
-                    "{}: each session was first resumed once from its own address (not in the table): {}/{} reached their issuer and resumed.",
+                    "{}: resumptions from each session's own address first (not in the table): {}/{} reached their issuer and resumed.",
                     k.kind.title(),
                     c.ok,
                     c.attempts
