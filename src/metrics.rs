@@ -1,12 +1,13 @@
 //! Every metric name in one place, so dashboards and the code cannot drift.
 //! Labels: `kind` is a key kind (`session_id`, `ticket`, `psk_identity`,
 //! `ticket_key_name`), `rule` a routing rule, `reason` a short snake_case
-//! cause, `backend` a backend name.
+//! cause, `backend` a backend name, `listener` a listener's configured name.
 
-/// Connections accepted.
+/// Connections accepted, by `listener`.
 pub const CONNECTIONS: &str = "stickytls_connections_total";
-/// Connections closed before routing, by `reason` (not_tls, malformed,
-/// alert, hello_timeout, over_budget, client_closed, per_ip_limit, io).
+/// Connections closed before routing, by `listener` and `reason` (not_tls,
+/// malformed, alert, hello_timeout, over_budget, client_closed,
+/// per_ip_limit, io).
 pub const REJECTED: &str = "stickytls_rejected_total";
 /// Routing decisions, by `rule` (key, rebind, source_ip, balancer).
 pub const ROUTED: &str = "stickytls_routed_total";

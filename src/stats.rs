@@ -4,15 +4,16 @@
 //! instance so that tests, the future stats page and a reload can read them
 //! without a global recorder.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::counter;
 use serde::Serialize;
 
 use crate::affinity::KeyKind;
+use crate::decision::Rule;
 use crate::inspect::Resumption;
 use crate::metrics as m;
-use crate::route::Rule;
 
 fn kind_index(kind: KeyKind) -> usize {
     match kind {
@@ -75,13 +76,15 @@ fn inc(a: &AtomicU64) {
 }
 
 impl Stats {
-    pub fn connection(&self) {
+    /// A connection accepted on the listener named `listener`. The name is
+    /// shared, so labelling the counter with it allocates nothing.
+    pub fn connection(&self, listener: &Arc<str>) {
         inc(&self.connections);
-        counter!(m::CONNECTIONS).increment(1);
+        counter!(m::CONNECTIONS, "listener" => listener.clone()).increment(1);
     }
-    pub fn rejected(&self, reason: &'static str) {
+    pub fn rejected(&self, listener: &Arc<str>, reason: &'static str) {
         inc(&self.rejected);
-        counter!(m::REJECTED, "reason" => reason).increment(1);
+        counter!(m::REJECTED, "listener" => listener.clone(), "reason" => reason).increment(1);
     }
     pub fn hit(&self, kind: KeyKind) {
         inc(&self.hits[kind_index(kind)]);
