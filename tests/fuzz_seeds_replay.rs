@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use stickytls::inspect::fuzzing;
+use stickytls::inspect::{ClientHello, Handshake, Limits, Status, fuzzing};
 
 /// A fuzz target's entry point.
 type Entry = fn(&[u8]);
@@ -35,28 +35,63 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn replay(folder: &str) -> usize {
-    let mut n = 0;
+/// Replays `fuzz/<folder>/<target>/*` through each target's entry point;
+/// how many inputs each target got, in the order of [`TARGETS`].
+fn replay(folder: &str) -> Vec<(&'static str, usize)> {
+    let mut counts = Vec::new();
     for (target, entry) in TARGETS {
+        let mut n = 0;
         for path in inputs(&fuzz_dir().join(folder).join(target)) {
             let data = std::fs::read(&path).unwrap();
             let outcome = std::panic::catch_unwind(|| entry(&data));
             assert!(outcome.is_ok(), "{target} fails on {}", path.display());
             n += 1;
         }
+        counts.push((target, n));
     }
-    n
+    counts
 }
 
 #[test]
 fn every_seed_keeps_the_fuzz_properties() {
-    let n = replay("seeds");
-    assert!(n >= 3 * 11, "only {n} seeds found");
+    for (target, n) in replay("seeds") {
+        assert!(n >= 11, "only {n} seeds for {target}");
+    }
 }
 
+/// A target whose regression folder is empty would make this pass while
+/// checking nothing, so every target must have at least one input.
 #[test]
 fn every_crash_regression_keeps_the_fuzz_properties() {
-    replay("regressions");
+    for (target, n) in replay("regressions") {
+        assert!(n >= 1, "no regression inputs for {target}");
+    }
+}
+
+/// A hello the inspector keeps is read back from the offsets its one parse
+/// recorded; on every captured hello that must give exactly what a fresh
+/// parse of the kept bytes gives.
+#[test]
+fn every_captured_hello_reads_back_exactly_as_parsed() {
+    let mut n = 0;
+    for path in inputs(&fuzz_dir().join("seeds")) {
+        if !path.to_string_lossy().ends_with(".client.bin") {
+            continue;
+        }
+        let stream = std::fs::read(&path).unwrap();
+        let mut h = Handshake::new(Limits::default());
+        assert_eq!(h.feed_client(&stream), Status::Done, "{}", path.display());
+        let kept = h.client_hello().unwrap();
+        let parsed = ClientHello::parse(kept.body).unwrap();
+        assert_eq!(
+            format!("{kept:?}"),
+            format!("{parsed:?}"),
+            "{}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n > 10, "only {n} captured hellos");
 }
 
 /// The per-target seeds are derived from the captured pairs
