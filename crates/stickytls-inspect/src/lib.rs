@@ -5,7 +5,8 @@
 //! - `record`: TLS record framing and handshake-message reassembly across
 //!   records, incremental down to one byte at a time.
 //! - `client_hello`: the [`ClientHello`] grammar and its borrowed view.
-//! - `codec`: the bounded cursor every parser reads through.
+//! - `wire`: the nom vocabulary the parsers share (length-prefixed
+//!   vectors on complete input, the empty-rest check) and their error.
 //! - `client`: the client direction (first and, after a retry, second
 //!   ClientHello).
 //! - `server`: ServerHello / HelloRetryRequest / NewSessionTicket walking.
@@ -24,7 +25,6 @@ use std::fmt;
 
 mod client;
 mod client_hello;
-mod codec;
 pub mod fuzzing;
 mod handshake;
 mod ja4;
@@ -35,6 +35,7 @@ mod server;
 mod tests;
 #[cfg(test)]
 mod testutil;
+mod wire;
 
 pub use client_hello::{ClientHello, is_grease};
 pub use handshake::Handshake;
