@@ -10,7 +10,13 @@
 //! endian), then the client stream, then the server stream.
 #![deny(clippy::indexing_slicing)]
 
+use nom::number::complete::{be_u8, be_u16, be_u24};
+
+use super::wire::{PResult, ctx, vec16};
 use super::{ClientHello, Handshake, Limits, Status, is_grease, report};
+
+#[cfg(any(test, feature = "differential"))]
+pub mod differential;
 
 /// Every field and list a ClientHello offers, for comparing two views of
 /// one hello (a kept hello read back from its spans against a fresh
@@ -322,6 +328,66 @@ pub fn whole(data: &[u8]) {
     if let Some((expected, _)) = first {
         assert_eq!(complete, expected, "report disagrees: {v}");
     }
+}
+
+/// The cleartext ClientHello, ServerHello and NewSessionTicket messages
+/// of a captured stream, each as the differential target reads it (the
+/// handshake type, then the body). Consecutive handshake records are one
+/// run (any other record ends it) and their payloads are joined, so a
+/// message split over records comes out whole; a run counts only if its
+/// messages tile it exactly, which an encrypted TLS 1.2 Finished (also a
+/// handshake record) does not.
+pub fn cleartext_messages(stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut run = Vec::new();
+    let mut rest = stream;
+    while let Ok((after, (ctype, payload))) = record(rest) {
+        if ctype == 22 {
+            run.extend_from_slice(payload);
+        } else {
+            messages_of(&run, &mut out);
+            run.clear();
+        }
+        rest = after;
+    }
+    messages_of(&run, &mut out);
+    out
+}
+
+/// `struct { ContentType type; ProtocolVersion legacy_record_version;
+/// uint16 length; opaque fragment[TLSPlaintext.length]; } TLSPlaintext;`
+fn record(i: &[u8]) -> PResult<'_, (u8, &[u8])> {
+    let (i, ctype) = ctx("record truncated in its type", be_u8)(i)?;
+    let (i, _version) = ctx("record truncated in its version", be_u16)(i)?;
+    let (i, fragment) = vec16("record truncated")(i)?;
+    Ok((i, (ctype, fragment)))
+}
+
+/// Appends the hellos and tickets of one run of handshake records to
+/// `out`, or nothing when the run is not whole messages.
+fn messages_of(run: &[u8], out: &mut Vec<Vec<u8>>) {
+    let mut found = Vec::new();
+    let mut i = run;
+    while !i.is_empty() {
+        let Ok((rest, (typ, body))) = handshake_message(i) else {
+            return;
+        };
+        if matches!(typ, 1 | 2 | 4) {
+            found.push([&[typ], body].concat());
+        }
+        i = rest;
+    }
+    out.extend(found);
+}
+
+/// `struct { HandshakeType msg_type; uint24 length; ... } Handshake;`
+fn handshake_message(i: &[u8]) -> PResult<'_, (u8, &[u8])> {
+    let (i, typ) = ctx("handshake message truncated in its type", be_u8)(i)?;
+    let (i, body) = ctx(
+        "handshake message truncated",
+        nom::combinator::complete(nom::multi::length_data(be_u24)),
+    )(i)?;
+    Ok((i, (typ, body)))
 }
 
 #[cfg(test)]

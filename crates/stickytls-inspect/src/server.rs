@@ -58,8 +58,15 @@ pub(crate) fn parse_server_hello(body: &[u8]) -> Result<ServerHelloInfo, Inspect
 
 fn server_hello(body: &[u8]) -> Result<ServerHelloInfo, nom::Err<WireError<'_>>> {
     let i = body;
-    let (i, legacy_version) = ctx("ServerHello truncated in legacy_version", be_u16)(i)?;
-    let (i, random) = ctx("ServerHello truncated in random", take(32usize))(i)?;
+    let (rest, legacy_version) = ctx("ServerHello truncated in legacy_version", be_u16)(i)?;
+    // The version a server selects is at most TLS 1.2 here (TLS 1.3 puts
+    // 0x0303 and selects in supported_versions), and no server speaks
+    // below SSL 3.0 in this framing. Found by the differential target:
+    // a ServerHello claiming 0x0304 or 0x0000 was read as a TLS 1.2 one.
+    if !(0x0300..=0x0303).contains(&legacy_version) {
+        return fail(i, "ServerHello legacy_version is not SSL 3.0 to TLS 1.2");
+    }
+    let (i, random) = ctx("ServerHello truncated in random", take(32usize))(rest)?;
     let (i, session_id) = vec8("ServerHello truncated in session_id")(i)?;
     if session_id.len() > 32 {
         return fail(session_id, "ServerHello session_id longer than 32 bytes");

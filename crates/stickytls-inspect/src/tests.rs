@@ -838,3 +838,20 @@ fn record_running_past_the_end_of_its_hello_is_malformed_in_every_chunking() {
     assert_eq!(malformed_what(&client_first), expected);
     assert_eq!(client_first, server_first);
 }
+
+#[test]
+fn server_hello_outside_ssl3_to_tls12_framing_is_malformed() {
+    let ch = ChBuilder::new().record();
+    for version in [[3u8, 4], [3, 0xf2], [0, 0], [0x7f, 0x12]] {
+        let mut sh = ShBuilder::tls12(&[2; 32]).record();
+        // Record header (5) and handshake header (4), then legacy_version.
+        sh[9..11].copy_from_slice(&version);
+        let mut h = Handshake::new(lim());
+        h.feed_client(&ch);
+        assert_eq!(
+            malformed_what(&h.feed_server(&sh)),
+            ("ServerHello legacy_version is not SSL 3.0 to TLS 1.2", 9),
+            "{version:02x?}"
+        );
+    }
+}
