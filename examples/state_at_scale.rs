@@ -25,8 +25,14 @@ use stickytls::state::{StateFile, apply};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let entries: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let clients: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let entries: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let clients: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = args
         .next()
         .map(std::path::PathBuf::from)
@@ -71,7 +77,9 @@ fn main() {
 
     let path = dir.join(format!("stickytls-state-at-scale-{}", std::process::id()));
     let file = StateFile::new(path.clone());
-    let written = file.write_now(&[pool.clone()]).expect("write the state file");
+    let written = file
+        .write_now(&[pool.clone()])
+        .expect("write the state file");
     let bytes = std::fs::metadata(&path).unwrap().len();
 
     let fresh = rt.block_on(new_pool(entries, clients));

@@ -370,7 +370,10 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let pools = router.pools().to_vec();
-    let state = lifecycle.state.as_ref().map(|s| StateFile::new(s.file.clone()));
+    let state = lifecycle
+        .state
+        .as_ref()
+        .map(|s| StateFile::new(s.file.clone()));
     if let Some(state) = &state {
         // Before any connection, so no lookup misses what the file holds.
         state.restore(&pools);
@@ -392,7 +395,10 @@ fn run(args: RunArgs) -> ExitCode {
         signals: &mut signals,
         timeout: lifecycle.shutdown_timeout,
         state: state.map(|file| {
-            let interval = lifecycle.state.as_ref().map_or(StateConfig::INTERVAL, |s| s.interval);
+            let interval = lifecycle
+                .state
+                .as_ref()
+                .map_or(StateConfig::INTERVAL, |s| s.interval);
             (file, pools, interval)
         }),
     };

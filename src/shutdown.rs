@@ -98,8 +98,12 @@ impl Stop<'_> {
         };
         shutdown.stop_accepting();
         let open = shutdown.open();
-        info!(signal = first, open, timeout_secs = timeout.as_secs_f64(),
-            "stopping: listeners closed, {open} open connection(s) may finish within {timeout:?}; a second signal exits at once");
+        info!(
+            signal = first,
+            open,
+            timeout_secs = timeout.as_secs_f64(),
+            "stopping: listeners closed, {open} open connection(s) may finish within {timeout:?}; a second signal exits at once"
+        );
         if let Some(p) = periodic {
             p.abort();
         }
@@ -181,7 +185,9 @@ impl Shutdown {
     pub fn new(threads: usize) -> Shutdown {
         Shutdown {
             phase: watch::Sender::new(Phase::Serving),
-            connections: (0..threads.max(1)).map(|_| Connections::default()).collect(),
+            connections: (0..threads.max(1))
+                .map(|_| Connections::default())
+                .collect(),
         }
     }
 

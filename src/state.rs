@@ -662,7 +662,10 @@ mod tests {
         let addr = "127.0.0.1:1".parse().unwrap();
         let mut config = PoolConfig::new(
             name,
-            backends.iter().map(|b| BackendConfig::new(b, addr)).collect(),
+            backends
+                .iter()
+                .map(|b| BackendConfig::new(b, addr))
+                .collect(),
         );
         config.affinity.inactivity_timeout = Duration::from_secs(600);
         config.affinity.correlation_window = Duration::from_secs(600);
@@ -711,7 +714,12 @@ mod tests {
         let fresh = pool("web", &["c", "b", "a"]);
         let r = apply(decode(&bytes).unwrap(), std::slice::from_ref(&fresh), now);
         assert_eq!((r.entries, r.expired, r.dropped, r.clients), (4, 0, 0, 1));
-        let got = |i| fresh.table.get(&key(i)).map(|b| (b.backend.to_string(), b.state));
+        let got = |i| {
+            fresh
+                .table
+                .get(&key(i))
+                .map(|b| (b.backend.to_string(), b.state))
+        };
         assert_eq!(got(1), Some(("a".into(), KeyState::Owned)));
         assert_eq!(got(2), Some(("b".into(), KeyState::Routable)));
         assert_eq!(got(3), Some(("c".into(), KeyState::Candidate { tag: 77 })));
@@ -719,7 +727,10 @@ mod tests {
         let view = fresh
             .clients
             .view(&fresh.prefix("192.0.2.7".parse().unwrap()), 42);
-        assert_eq!(view.last.map(|(b, tls12)| (b.to_string(), tls12)), Some(("c".into(), true)));
+        assert_eq!(
+            view.last.map(|(b, tls12)| (b.to_string(), tls12)),
+            Some(("c".into(), true))
+        );
         assert_eq!(view.same_fingerprint.as_deref(), Some("c"));
         assert_eq!(view.new_sessions, 1);
     }
@@ -729,7 +740,11 @@ mod tests {
         let (_, bytes, now) = learned();
         let fewer = pool("web", &["a", "c"]);
         let other = pool("api", &["b"]);
-        let r = apply(decode(&bytes).unwrap(), &[fewer.clone(), other.clone()], now);
+        let r = apply(
+            decode(&bytes).unwrap(),
+            &[fewer.clone(), other.clone()],
+            now,
+        );
         assert_eq!((r.entries, r.dropped), (2, 2));
         assert!(fewer.table.get(&key(2)).is_none());
         assert!(other.table.is_empty(), "affinity never crosses pools");
@@ -774,7 +789,10 @@ mod tests {
         assert!(fresh.table.get(&key(1)).is_some());
         tokio::time::advance(Duration::from_secs(601)).await;
         assert!(fresh.table.get(&key(1)).is_none());
-        assert!(fresh.table.get(&key(2)).is_none(), "never hit since the restore");
+        assert!(
+            fresh.table.get(&key(2)).is_none(),
+            "never hit since the restore"
+        );
     }
 
     #[test]

@@ -133,7 +133,10 @@ async fn sessions_learned_before_a_restart_resume_on_their_backends_after_it() {
         let r = c.connect(before.addr, Some(ip)).await.unwrap();
         assert!(r.server_resumed, "{r:?}");
     }
-    assert!(farm.iter().all(|b| b.resumed() >= 2), "warm-up reached every backend");
+    assert!(
+        farm.iter().all(|b| b.resumed() >= 2),
+        "warm-up reached every backend"
+    );
     for _ in 0..6 {
         let c = client(Versions::Tls13, true);
         let r = c.connect(before.addr, Some(next_before())).await.unwrap();

@@ -12,7 +12,11 @@ use stickytls_peers::client::{Client, ClientOptions, Connection, Writes};
 async fn router_with_open_connection(
     name: &str,
     shutdown_timeout: &str,
-) -> (RouterProcess, Connection, Vec<stickytls_peers::backend::RunningBackend>) {
+) -> (
+    RouterProcess,
+    Connection,
+    Vec<stickytls_peers::backend::RunningBackend>,
+) {
     let farm = rustls_backends(1, |_| {}).await;
     let dir = scratch(name);
     let args: Vec<String> = [
@@ -87,6 +91,9 @@ async fn the_shutdown_timeout_closes_what_is_left_and_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", router.log());
     let log = router.log();
     assert!(log.contains("shutdown_timeout reached"), "{log}");
-    assert!(log.contains("0 finished, 1 closed at the deadline"), "{log}");
+    assert!(
+        log.contains("0 finished, 1 closed at the deadline"),
+        "{log}"
+    );
     assert!(conn.ask().await.is_err(), "the open connection was closed");
 }
