@@ -78,7 +78,7 @@ fn main() {
     let path = dir.join(format!("stickytls-state-at-scale-{}", std::process::id()));
     let file = StateFile::new(path.clone());
     let written = file
-        .write_now(&[pool.clone()])
+        .write_now(std::slice::from_ref(&pool))
         .expect("write the state file");
     let bytes = std::fs::metadata(&path).unwrap().len();
 
@@ -86,7 +86,7 @@ fn main() {
     let started = Instant::now();
     let saved = file.read().expect("read").expect("the file exists");
     let parsed = started.elapsed();
-    let restored = apply(saved, &[fresh.clone()], SystemTime::now());
+    let restored = apply(saved, std::slice::from_ref(&fresh), SystemTime::now());
     let loaded = started.elapsed();
     assert_eq!(restored.entries, entries, "{restored:?}");
     assert_eq!(restored.clients, clients, "{restored:?}");

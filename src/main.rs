@@ -224,7 +224,7 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 #[derive(Debug)]
 enum Invalid {
     File(Diagnostics),
-    Flags(Config, ConfigErrors),
+    Flags(Box<Config>, ConfigErrors),
 }
 
 impl std::fmt::Display for Invalid {
@@ -309,7 +309,7 @@ impl RunArgs {
         c.lifecycle.state = self.state_file.map(StateConfig::new);
         match c.validate() {
             Ok(()) => Ok(c),
-            Err(errors) => Err(Invalid::Flags(c, errors)),
+            Err(errors) => Err(Invalid::Flags(Box::new(c), errors)),
         }
     }
 }
