@@ -867,6 +867,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_file_is_an_error_and_a_missing_one_is_not() {
+        let dir = std::env::temp_dir().join(format!("stickytls-state-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A directory where the file should be: reading it fails.
+        let e = StateFile::new(dir.clone()).read().unwrap_err();
+        assert!(matches!(e, StateError::Io(..)), "{e}");
+        assert!(
+            e.to_string().starts_with("cannot read the state file: "),
+            "{e}"
+        );
+        let missing = StateFile::new(dir.join("nothing-here"));
+        assert!(missing.read().unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_file_is_replaced_whole_and_no_temporary_file_is_left() {
         let dir = std::env::temp_dir().join(format!("stickytls-state-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -104,6 +104,8 @@ async fn sessions_learned_before_a_restart_resume_on_their_backends_after_it() {
     // Sessions, each from an address of its own so round robin spreads
     // them: (client, issuing backend, kind).
     let mut sessions: Vec<(Client, String, &str)> = Vec::new();
+    // Addresses and the backend of their last connection: the client index.
+    let mut last: Vec<(IpAddr, String)> = Vec::new();
     let mut host = 1u8;
     let mut next_before = || {
         host += 1;
@@ -115,8 +117,10 @@ async fn sessions_learned_before_a_restart_resume_on_their_backends_after_it() {
     ] {
         for _ in 0..6 {
             let c = client(versions, tickets);
-            let r = c.connect(before.addr, Some(next_before())).await.unwrap();
+            let ip = next_before();
+            let r = c.connect(before.addr, Some(ip)).await.unwrap();
             assert!(!r.server_resumed);
+            last.push((ip, r.backend.clone()));
             sessions.push((c, r.backend, kind));
         }
     }
@@ -172,6 +176,26 @@ async fn sessions_learned_before_a_restart_resume_on_their_backends_after_it() {
     }
     let resumed_after: usize = farm.iter().map(|b| b.resumed()).sum();
     assert_eq!(resumed_after - resumed_before, sessions.len());
+
+    // The client index came back too: a fresh client (no session to offer)
+    // from an address seen before the restart is pinned to that address's
+    // last backend, where source-hash would not put it.
+    let pinned: Vec<_> = last
+        .iter()
+        .filter(|(ip, backend)| source_hash(*ip) != backend)
+        .collect();
+    assert!(!pinned.is_empty());
+    for (ip, backend) in pinned {
+        let r = Client::new(ClientOptions {
+            resumption: false,
+            ..Default::default()
+        })
+        .unwrap()
+        .connect(after.addr, Some(*ip))
+        .await
+        .unwrap();
+        assert_eq!(&r.backend, backend, "a fresh client from {ip}");
+    }
 
     after.terminate();
     assert_eq!(after.wait().await.code(), Some(0), "{}", after.log());
