@@ -128,9 +128,10 @@ pub struct SavedPool {
 /// What a load put back, for its log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Restored {
+    /// Entries put back (a table configured smaller than the file keeps
+    /// the most recently used of them).
     pub entries: usize,
-    /// Entries whose lifetime ran out (counting the time since the write),
-    /// or beyond the table's size.
+    /// Entries whose lifetime ran out, counting the time since the write.
     pub expired: usize,
     /// Entries of backends or pools no longer configured.
     pub dropped: usize,
