@@ -88,13 +88,17 @@ fn main() {
     let parsed = started.elapsed();
     let restored = apply(saved, std::slice::from_ref(&fresh), SystemTime::now());
     let loaded = started.elapsed();
-    assert_eq!(restored.entries, entries, "{restored:?}");
-    assert_eq!(restored.clients, clients, "{restored:?}");
+    // A full table's shards do not fill evenly, so it holds a little less
+    // than N: what was written is what must come back.
+    assert_eq!(restored.entries, written.entries, "{restored:?}");
+    assert_eq!(restored.clients, written.clients, "{restored:?}");
     let _ = std::fs::remove_file(&path);
 
     let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
     println!(
-        "{{\"kind\": \"state\", \"entries\": {entries}, \"clients\": {clients}, \"bytes\": {bytes}, \"write_ms\": {}, \"read_parse_ms\": {}, \"load_ms\": {}}}",
+        "{{\"kind\": \"state\", \"entries\": {}, \"clients\": {}, \"bytes\": {bytes}, \"write_ms\": {}, \"read_parse_ms\": {}, \"load_ms\": {}}}",
+        written.entries,
+        written.clients,
         ms(written.took),
         ms(parsed),
         ms(loaded)
