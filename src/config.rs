@@ -21,8 +21,8 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors, Rule, ValueError};
 pub use path::{
-    AffinityKey, BackendKey, ConfigPath, DEFAULT_WEIGHT, IntRange, ListenerKey, MIN_HELLO_BYTES,
-    PoolKey, TimeoutKey,
+    AffinityKey, BackendKey, ConfigPath, DEFAULT_WEIGHT, HealthKey, IntRange, ListenerKey,
+    MIN_HELLO_BYTES, PoolKey, TimeoutKey,
 };
 
 /// One backend server, known by a name that stays stable across reloads:
@@ -72,6 +72,70 @@ impl std::str::FromStr for Balance {
             "least-connections" | "leastconn" => Ok(Balance::LeastConnections),
             "source-hash" | "source" => Ok(Balance::SourceHash),
             other => Err(ValueError::UnknownBalancer(other.to_string())),
+        }
+    }
+}
+
+/// How a pool's backends are probed between connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// A TCP connect within the timeout passes.
+    Tcp,
+    /// A ClientHello answered by a ServerHello within the timeout passes.
+    Tls,
+    /// No probes: only failed connection attempts mark a backend down.
+    None,
+}
+
+impl HealthCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthCheck::Tcp => "tcp",
+            HealthCheck::Tls => "tls",
+            HealthCheck::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for HealthCheck {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcp" => Ok(HealthCheck::Tcp),
+            "tls" => Ok(HealthCheck::Tls),
+            "none" => Ok(HealthCheck::None),
+            other => Err(ValueError::UnknownHealthCheck(other.to_string())),
+        }
+    }
+}
+
+/// Active health checks of a pool (`[pool.NAME.health]`): every backend is
+/// probed each `interval`; `fall` failed probes in a row mark it down,
+/// `rise` passed probes in a row mark it up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub check: HealthCheck,
+    /// Time between two probes of one backend.
+    pub interval: Duration,
+    /// Bound on one probe, connect included; at most `interval`.
+    pub timeout: Duration,
+    /// Passed probes in a row that bring a down backend back.
+    pub rise: u32,
+    /// Failed probes in a row that mark an up backend down.
+    pub fall: u32,
+    /// The server name the TLS check sends; none sends no SNI.
+    pub sni: Option<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            check: HealthCheck::Tcp,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            sni: None,
         }
     }
 }
@@ -170,6 +234,8 @@ pub struct PoolConfig {
     pub balance: Balance,
     pub affinity: AffinityConfig,
     pub timeouts: Timeouts,
+    /// Active health checks of the backends.
+    pub health: HealthConfig,
     /// Inspect handshakes and keep affinity. Off, connections are forwarded
     /// by the balancer alone (still reading the hello for SNI).
     pub inspect: bool,
@@ -183,6 +249,7 @@ impl PoolConfig {
             balance: Balance::RoundRobin,
             affinity: AffinityConfig::default(),
             timeouts: Timeouts::default(),
+            health: HealthConfig::default(),
             inspect: true,
         }
     }

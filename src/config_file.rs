@@ -35,8 +35,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::config::{
     AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config, ConfigError, ConfigPath,
-    ListenerConfig, ListenerKey, NonTls, PoolConfig, PoolKey, Rule, SniRoute, TimeoutKey,
-    ValueError, parse_address, parse_duration,
+    HealthCheck, HealthKey, ListenerConfig, ListenerKey, NonTls, PoolConfig, PoolKey, Rule,
+    SniRoute, TimeoutKey, ValueError, parse_address, parse_duration,
 };
 
 /// One mistake in a configuration file.
@@ -362,6 +362,8 @@ struct PoolFile {
     affinity: AffinityFile,
     #[serde(default)]
     timeouts: TimeoutsFile,
+    #[serde(default)]
+    health: HealthFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -394,6 +396,17 @@ struct TimeoutsFile {
     first_byte: Option<Spanned<String>>,
     idle: Option<Spanned<String>>,
     down_hold: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFile {
+    check: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
+    sni: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -693,6 +706,39 @@ fn build_pool(i: usize, name: &str, p: PoolFile, report: &mut Report) -> PoolCon
         if let Some(n) = report.int(int_at(AffinityKey::Ipv6Prefix), v) {
             affinity.ipv6_prefix = n;
         }
+    }
+
+    let h = &p.health;
+    let health = &mut c.health;
+    let health_at = |key| at(PoolKey::Health(key));
+    if let Some(v) = &h.check {
+        health.check = report
+            .value(health_at(HealthKey::Check), v, |s| s.parse::<HealthCheck>())
+            .unwrap_or(health.check);
+    }
+    for (key, v, slot) in [
+        (HealthKey::Interval, &h.interval, &mut health.interval),
+        (HealthKey::Timeout, &h.timeout, &mut health.timeout),
+    ] {
+        if let Some(v) = v {
+            if let Some(d) = report.value(health_at(key), v, parse_duration) {
+                *slot = d;
+            }
+        }
+    }
+    for (key, v, slot) in [
+        (HealthKey::Rise, &h.rise, &mut health.rise),
+        (HealthKey::Fall, &h.fall, &mut health.fall),
+    ] {
+        if let Some(v) = v {
+            if let Some(n) = report.int(health_at(key), v) {
+                *slot = n;
+            }
+        }
+    }
+    if let Some(v) = &h.sni {
+        report.at(health_at(HealthKey::Sni), v.span());
+        health.sni = Some(v.get_ref().clone());
     }
     c
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use stickytls::config::{
-    AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath, ListenerKey, PoolKey,
-    TimeoutKey, parse_backend, parse_duration,
+    AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath, HealthCheck, HealthKey,
+    ListenerKey, PoolKey, TimeoutKey, parse_backend, parse_duration,
 };
 use stickytls::config_file::{self, Diagnostics};
 use stickytls::inspect::{Limits, report::report};
@@ -112,6 +112,13 @@ struct RunArgs {
     /// Most connections at once.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// How backends are probed between connections: tcp (a connect), tls
+    /// (a ClientHello answered by a ServerHello) or none.
+    #[arg(long, default_value = "tcp", value_parser = parse_health_check_arg)]
+    health_check: HealthCheck,
+    /// Time between two health probes of one backend.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    check_interval: Duration,
     /// Worker threads, each with its own runtime and listening socket
     /// (default: one per CPU).
     #[arg(long)]
@@ -124,7 +131,7 @@ struct RunArgs {
 }
 
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 13] = [
+const QUICK_FORM: [&str; 15] = [
     "listen",
     "backends",
     "balance",
@@ -138,10 +145,16 @@ const QUICK_FORM: [&str; 13] = [
     "idle_timeout",
     "max_connections",
     "no_inspect",
+    "health_check",
+    "check_interval",
 ];
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
     parse_backend(s).map_err(|e| e.to_string())
+}
+
+fn parse_health_check_arg(s: &str) -> Result<HealthCheck, String> {
+    s.parse().map_err(|e: stickytls::config::ValueError| e.to_string())
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -195,6 +208,11 @@ fn flag(config: &Config, path: ConfigPath) -> String {
             AffinityKey::NatThreshold => "--nat-threshold",
             _ => "the command line",
         },
+        ConfigPath::Pool(_, PoolKey::Health(h)) => match h {
+            HealthKey::Check => "--health-check",
+            HealthKey::Interval => "--check-interval",
+            _ => "the command line",
+        },
         // Each backend is known by what was typed for it.
         ConfigPath::Backend { pool, backend, .. } => {
             return match config.pools.get(pool).and_then(|p| p.backends.get(backend)) {
@@ -228,6 +246,13 @@ impl RunArgs {
         p.timeouts.connect = self.connect_timeout;
         p.timeouts.first_byte = self.first_byte_timeout;
         p.timeouts.idle = self.idle_timeout;
+        p.health.check = self.health_check;
+        p.health.interval = self.check_interval;
+        // The probe's bound follows a shorter interval down, so that
+        // `--check-interval 500ms` alone is valid.
+        if !self.check_interval.is_zero() {
+            p.health.timeout = p.health.timeout.min(self.check_interval);
+        }
         let l = &mut c.listeners[0].limits;
         l.max_hello_bytes = self.max_hello_bytes;
         l.max_connections = self.max_connections;

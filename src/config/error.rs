@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::format_duration;
-use super::path::{AffinityKey, BackendKey, ConfigPath, IntRange, ListenerKey, PoolKey};
+use super::path::{AffinityKey, BackendKey, ConfigPath, HealthKey, IntRange, ListenerKey, PoolKey};
 
 /// A text value that does not parse, from a flag or a file. Alone it
 /// describes the text; inside a [`ConfigError`] the setting's name and
@@ -19,6 +19,8 @@ pub enum ValueError {
     NotADuration(String),
     DurationTooLong(String),
     UnknownBalancer(String),
+    /// `health.check` is not "tcp", "tls" or "none".
+    UnknownHealthCheck(String),
     /// The quick form's `--backend` is not `NAME=IP:PORT`.
     NotABackend(String),
 }
@@ -106,6 +108,20 @@ pub enum Rule {
         first: usize,
     },
     ProxyWithoutTrusted,
+    /// A probe may not outlast the interval: probes of one backend would
+    /// overlap.
+    HealthTimeoutAboveInterval {
+        timeout: Duration,
+        interval: Duration,
+    },
+    /// `health.sni` is not a host name.
+    BadHealthSni {
+        name: String,
+    },
+    /// `health.sni` is set but only the TLS check sends it.
+    HealthSniWithoutTls {
+        check: &'static str,
+    },
 }
 
 impl ConfigError {
@@ -136,6 +152,12 @@ impl ConfigError {
                     backend: *first,
                     key: BackendKey::Name,
                 }),
+                _ => None,
+            },
+            Rule::HealthTimeoutAboveInterval { .. } => match self.path {
+                ConfigPath::Pool(p, _) => {
+                    Some(ConfigPath::Pool(p, PoolKey::Health(HealthKey::Interval)))
+                }
                 _ => None,
             },
             Rule::AbsoluteMaxBelowTimeout { .. } => match self.path {
@@ -200,6 +222,11 @@ impl ConfigError {
                     ),
                 }
             }
+            Rule::Zero if matches!(self.path, ConfigPath::Pool(_, PoolKey::Health(_))) => write!(
+                f,
+                "{key} is zero, which would fail every health check or probe without pause; set it above zero, e.g. \"{}\", or set health.check = \"none\"",
+                format_duration(self.path.default_duration().unwrap_or(Duration::from_secs(1)))
+            ),
             Rule::Zero => write!(
                 f,
                 "{key} is zero, which would fail every connection or forget every entry at once; set it above zero, e.g. \"{}\"",
@@ -281,6 +308,20 @@ impl ConfigError {
                 f,
                 "SNI pattern `{pattern}` is the same name as `{first_pattern}` (matching ignores case and a trailing dot); keep one of them"
             ),
+            Rule::HealthTimeoutAboveInterval { timeout, interval } => write!(
+                f,
+                "health.timeout ({}) is longer than health.interval ({}), so one backend's probes would overlap; lower the timeout or raise the interval",
+                format_duration(*timeout),
+                format_duration(*interval)
+            ),
+            Rule::BadHealthSni { name } => write!(
+                f,
+                "health.sni `{name}` is not a host name; write e.g. \"www.example.com\", or remove it to send no server name"
+            ),
+            Rule::HealthSniWithoutTls { check } => write!(
+                f,
+                "health.sni is only sent by the TLS check, but health.check is \"{check}\"; set check = \"tls\" or remove sni"
+            ),
             Rule::ProxyWithoutTrusted => f.write_str(
                 "proxy_protocol is on but proxy_trusted is empty, so every connection would be closed; list the proxies' networks in proxy_trusted, e.g. proxy_trusted = [\"10.0.0.0/8\"]",
             ),
@@ -347,6 +388,10 @@ fn write_value_error(
         ValueError::UnknownBalancer(text) => write!(
             f,
             "unknown balancer `{text}`; use \"roundrobin\", \"weighted-roundrobin\", \"least-connections\" or \"source-hash\""
+        ),
+        ValueError::UnknownHealthCheck(text) => write!(
+            f,
+            "unknown health check `{text}`; use \"tcp\" (connect), \"tls\" (a ServerHello answers a ClientHello) or \"none\""
         ),
         ValueError::NotABackend(text) => write!(
             f,

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{AffinityConfig, Limits, Timeouts};
+use super::{AffinityConfig, HealthConfig, Limits, Timeouts};
 
 /// The values an integer setting allows. Wide enough for both the file's
 /// i64 and the runtime's usize, so one comparison serves both.
@@ -68,6 +68,18 @@ pub enum PoolKey {
     Backends,
     Affinity(AffinityKey),
     Timeout(TimeoutKey),
+    Health(HealthKey),
+}
+
+/// A key of `[pool.NAME.health]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HealthKey {
+    Check,
+    Interval,
+    Timeout,
+    Rise,
+    Fall,
+    Sni,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,6 +187,14 @@ impl ConfigPath {
                     TimeoutKey::Idle => "timeouts.idle",
                     TimeoutKey::DownHold => "timeouts.down_hold",
                 },
+                PoolKey::Health(h) => match h {
+                    HealthKey::Check => "health.check",
+                    HealthKey::Interval => "health.interval",
+                    HealthKey::Timeout => "health.timeout",
+                    HealthKey::Rise => "health.rise",
+                    HealthKey::Fall => "health.fall",
+                    HealthKey::Sni => "health.sni",
+                },
             },
             ConfigPath::Backend { key, .. } => match key {
                 BackendKey::Entry => "backend",
@@ -192,6 +212,7 @@ impl ConfigPath {
     pub fn int_range(&self) -> Option<IntRange> {
         let limits = Limits::default();
         let affinity = AffinityConfig::default();
+        let health = HealthConfig::default();
         let any = usize::MAX as i128;
         let u32_max = i128::from(u32::MAX);
         let range = |min, max, default: Option<i128>| IntRange { min, max, default };
@@ -222,6 +243,13 @@ impl ConfigPath {
                 AffinityKey::Ipv6Prefix => range(1, 128, Some(affinity.ipv6_prefix.into())),
                 _ => return None,
             },
+            // More than a thousand probes in a row is a typo, not a policy.
+            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Rise)) => {
+                range(1, 1000, Some(health.rise.into()))
+            }
+            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Fall)) => {
+                range(1, 1000, Some(health.fall.into()))
+            }
             _ => return None,
         })
     }
@@ -230,6 +258,7 @@ impl ConfigPath {
     pub fn default_duration(&self) -> Option<Duration> {
         let t = Timeouts::default();
         let a = AffinityConfig::default();
+        let h = HealthConfig::default();
         match self {
             ConfigPath::Pool(_, PoolKey::Timeout(k)) => Some(match k {
                 TimeoutKey::Hello => t.hello,
@@ -247,6 +276,8 @@ impl ConfigPath {
             ConfigPath::Pool(_, PoolKey::Affinity(AffinityKey::AbsoluteMax)) => {
                 Some(a.inactivity_timeout)
             }
+            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Interval)) => Some(h.interval),
+            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Timeout)) => Some(h.timeout),
             _ => None,
         }
     }

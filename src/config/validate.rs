@@ -2,8 +2,10 @@
 //! [`Config::validate`] checks them all for every source of settings.
 
 use super::error::{ConfigError, ConfigErrors, Rule};
-use super::path::{AffinityKey, BackendKey, ConfigPath, ListenerKey, PoolKey, TimeoutKey};
-use super::{Config, ListenerConfig, NonTls, PoolConfig, is_sni_pattern};
+use super::path::{
+    AffinityKey, BackendKey, ConfigPath, HealthKey, ListenerKey, PoolKey, TimeoutKey,
+};
+use super::{Config, HealthCheck, ListenerConfig, NonTls, PoolConfig, is_sni_pattern};
 
 impl Config {
     /// Checks every rule and returns every error, so that one run shows
@@ -218,6 +220,34 @@ impl PoolConfig {
             (AffinityKey::Ipv6Prefix, a.ipv6_prefix.into()),
         ] {
             check_range(at(PoolKey::Affinity(key)), value, errors);
+        }
+
+        let h = &self.health;
+        let health = |key| at(PoolKey::Health(key));
+        for (key, d) in [(HealthKey::Interval, h.interval), (HealthKey::Timeout, h.timeout)] {
+            if d.is_zero() {
+                errors.push(ConfigError::new(health(key), Rule::Zero));
+            }
+        }
+        if !h.interval.is_zero() && h.timeout > h.interval {
+            let rule = Rule::HealthTimeoutAboveInterval {
+                timeout: h.timeout,
+                interval: h.interval,
+            };
+            errors.push(ConfigError::new(health(HealthKey::Timeout), rule));
+        }
+        check_range(health(HealthKey::Rise), h.rise.into(), errors);
+        check_range(health(HealthKey::Fall), h.fall.into(), errors);
+        if let Some(name) = &h.sni {
+            // A server name is a host name: no wildcard, no trailing dot
+            // (RFC 6066 3).
+            if name.starts_with("*.") || name.ends_with('.') || !is_sni_pattern(name) {
+                let name = name.clone();
+                errors.push(ConfigError::new(health(HealthKey::Sni), Rule::BadHealthSni { name }));
+            } else if h.check != HealthCheck::Tls {
+                let check = h.check.as_str();
+                errors.push(ConfigError::new(health(HealthKey::Sni), Rule::HealthSniWithoutTls { check }));
+            }
         }
     }
 }
