@@ -1,10 +1,12 @@
 //! The backends a router forwards to, known by name, with the passive health
 //! state the connect stage keeps: a backend that refused or timed out is
 //! skipped for a hold-down period, so routing does not keep paying for it.
+//! The active checks' verdict ([`HealthState`], written by `crate::health`)
+//! holds a backend down too, until it passes its checks again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -26,6 +28,52 @@ pub struct Backend {
     down_until_ms: AtomicU64,
     /// Connections currently open to it (least-connections, max-conns).
     active: AtomicU32,
+    /// What the active health checks concluded.
+    pub health: HealthState,
+}
+
+/// The active health checks' view of one backend, kept as atomics: the
+/// pool's checker task writes it, routing and the admin API read it.
+#[derive(Debug, Default)]
+pub struct HealthState {
+    /// Failed `fall` probes in a row and has not passed `rise` since.
+    down: AtomicBool,
+    /// The last probe's result: 0 none yet, 1 passed, 2 failed.
+    last: AtomicU8,
+    /// Clock millis of the last change of `down`; 0 for never.
+    changed_ms: AtomicU64,
+}
+
+impl HealthState {
+    /// Whether the checks hold the backend down. Backends start up.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// The last probe's result: `None` before the first (or with checks
+    /// off).
+    pub fn last_passed(&self) -> Option<bool> {
+        match self.last.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Clock millis of the last transition, if there was one.
+    pub fn changed_ms(&self) -> Option<u64> {
+        Some(self.changed_ms.load(Ordering::Relaxed)).filter(|&ms| ms != 0)
+    }
+
+    pub(crate) fn record(&self, passed: bool) {
+        self.last.store(if passed { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    /// Sets the verdict at clock millis `now_ms`.
+    pub(crate) fn set_down(&self, down: bool, now_ms: u64) {
+        self.changed_ms.store(now_ms.max(1), Ordering::Relaxed);
+        self.down.store(down, Ordering::Relaxed);
+    }
 }
 
 impl Backend {
@@ -37,13 +85,15 @@ impl Backend {
             max_connections: cfg.max_connections.unwrap_or(u32::MAX),
             down_until_ms: AtomicU64::new(0),
             active: AtomicU32::new(0),
+            health: HealthState::default(),
         }
     }
 
-    /// Whether routing may pick this backend now.
+    /// Whether routing may pick this backend now: neither a failed
+    /// attempt's hold-down nor the health checks hold it down.
     pub fn is_up(&self, clock: &Clock) -> bool {
         let until = self.down_until_ms.load(Ordering::Relaxed);
-        until == 0 || clock.now_ms() >= until
+        !self.health.is_down() && (until == 0 || clock.now_ms() >= until)
     }
 
     /// Marks the backend down for `hold` after a failed connect.

@@ -29,6 +29,9 @@
 //!   error report), [`sni`] (pool choice by server name), [`stats`] and
 //!   [`metrics`] (every metric name), [`worker`] (per-thread state instead
 //!   of locks every thread takes).
+//! - [`health`]: active health checks, one task per pool, off the
+//!   connection path; a backend that fails them is passed over by routing
+//!   and its sessions wait for it.
 //! - [`router`]: builds the pools and listeners from a configuration and
 //!   runs them; nothing depends on it but the binary, the demo and tests
 //!   (`tests/modules_have_no_import_cycles.rs` keeps these modules free of
@@ -49,6 +52,7 @@ pub mod connection;
 pub mod decision;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod health;
 /// The handshake inspector, a crate of its own (`stickytls-inspect`) so that
 /// it can be embedded without the router.
 pub use stickytls_inspect as inspect;

@@ -38,3 +38,11 @@ pub const NO_BACKEND: &str = "stickytls_no_backend_total";
 pub const SERVER_UNREADABLE: &str = "stickytls_server_flight_unreadable_total";
 /// Accept errors, by `reason` (emfile, other).
 pub const ACCEPT_ERRORS: &str = "stickytls_accept_errors_total";
+/// Health-check state changes, by `pool`, `backend` and `to` (up, down).
+pub const HEALTH_TRANSITIONS: &str = "stickytls_health_transitions_total";
+/// Failed health probes, by `pool`, `backend` and `reason` (refused,
+/// timeout, closed, not_tls, alert, malformed, local).
+pub const HEALTH_CHECK_FAILURES: &str = "stickytls_health_check_failures_total";
+/// The last health probe's result, by `pool` and `backend`: 1 passed, 0
+/// failed.
+pub const HEALTH_CHECK_PASSED: &str = "stickytls_health_check_passed";

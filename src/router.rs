@@ -2,7 +2,8 @@
 //! for, binds the listening sockets, and runs them, on the caller's runtime
 //! or on worker threads of its own. It only builds and runs: what a pool
 //! holds is in [`crate::pool`], accepting in [`crate::listen`], and the
-//! path of one connection in [`crate::connection`].
+//! path of one connection in [`crate::connection`]. Each pool's health
+//! checks ([`crate::health`]) run while the router runs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -130,6 +131,12 @@ impl Router {
                 Err(e) => error!(error = %e, "cannot register a listening socket with the runtime"),
             }
         }
+        for pool in &self.pools {
+            tasks.push(tokio::spawn(crate::health::run(
+                pool.clone(),
+                stopped(rx.clone()),
+            )));
+        }
         shutdown.await;
         let _ = tx.send(true);
         for t in tasks {
@@ -146,7 +153,31 @@ impl Router {
         threads: usize,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<()> {
-        listen::run_on_threads(&self.listeners, threads, stop, handle)
+        // The checks get a thread and runtime of their own: probes are
+        // never queued behind connections, nor connections behind probes.
+        let pools = self.pools.clone();
+        let health_stop = stop.clone();
+        let checks = std::thread::Builder::new()
+            .name("stickytls-health".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for pool in pools {
+                        tasks.spawn(crate::health::run(pool, stopped(health_stop.clone())));
+                    }
+                    while tasks.join_next().await.is_some() {}
+                });
+                Ok::<(), std::io::Error>(())
+            })?;
+        // A worker that could not start returns before `stop`: the checks
+        // are then left to end with the process rather than waited for.
+        listen::run_on_threads(&self.listeners, threads, stop, handle)?;
+        checks
+            .join()
+            .map_err(|_| std::io::Error::other("the health-check thread panicked"))?
     }
 
     /// Starts serving on a task of the current runtime; the router stops
