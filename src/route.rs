@@ -155,8 +155,11 @@ pub struct Decision {
     pub reason: &'static str,
 }
 
-/// Applies the rules. Table entries naming a backend that is down or not in
-/// the pool are misses, and are deleted.
+/// Applies the rules. A table entry naming a backend that is not in the
+/// pool is a miss, and is deleted. One naming a backend that is down is a
+/// miss too, but is kept: its resumption goes to the balancer's choice,
+/// and once the owner is back within the entry's lifetime, the client
+/// returns to it, where its session may still be valid.
 pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decision {
     // Where existing state lives (rules 1 and 2), a backend only has to be
     // up: weight 0 means draining, which keeps the sessions it owns. New
@@ -165,6 +168,7 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
     let takes_new = |name: &str| usable(name).filter(|b| b.weight > 0);
 
     // Rule 1.
+    let mut owner_down = false;
     for (kind, key) in offer.keys() {
         let Some(binding) = pool.table.get(&key) else {
             pool.stats.miss(kind);
@@ -174,8 +178,8 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
             // Known, but only as a hint not yet (or no longer) trusted.
             continue;
         }
-        match usable(&binding.backend) {
-            Some(b) => {
+        match pool.backends.by_name(&binding.backend) {
+            Some(b) if b.is_up(&pool.clock) => {
                 pool.stats.hit(kind);
                 return finish(
                     pool,
@@ -186,11 +190,21 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
                     kind_reason(kind),
                 );
             }
+            Some(_) => {
+                pool.stats.miss(kind);
+                owner_down = true;
+            }
             None => {
                 pool.stats.miss(kind);
                 pool.table.remove(&key);
             }
         }
+    }
+    if owner_down {
+        // Not rules 2 and 3: the client's session is known, and lives on
+        // a backend that is down. Nothing here rewrites its entry, and
+        // `learn` keeps what the fallback backend confirms from doing so.
+        return balanced(pool, client, "owner of the session is down: balanced, entry kept");
     }
 
     let view: ClientView = pool.clients.view(client, offer.fingerprint);
@@ -229,12 +243,18 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
     }
 
     // Rule 4.
-    let order = pool.balancer.order(pool.backends.all(), client);
     let reason = if view.shared {
         "shared client address: balanced"
     } else {
         "no affinity: balanced"
     };
+    balanced(pool, client, reason)
+}
+
+/// Rule 4: the balancer's order, backends that are up only (unless none
+/// is).
+fn balanced(pool: &PoolState, client: &ClientPrefix, reason: &'static str) -> Decision {
+    let order = pool.balancer.order(pool.backends.all(), client);
     let mut candidates: Vec<Arc<Backend>> = order
         .iter()
         .filter(|b| b.is_up(&pool.clock))
@@ -348,6 +368,66 @@ mod tests {
                 "no fresh client for a"
             );
         }
+    }
+
+    #[test]
+    fn an_owner_that_is_down_keeps_its_entry_and_gets_its_client_back_when_up() {
+        use crate::affinity::{Binding, Key};
+        use crate::clock::Clock;
+        use crate::config::{BackendConfig, PoolConfig};
+        use crate::log_limit::LogLimiter;
+        use crate::stats::Stats;
+
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let cfg = PoolConfig::new(
+            "p",
+            vec![
+                BackendConfig::new("a", addr(1)),
+                BackendConfig::new("b", addr(2)),
+            ],
+        );
+        let pool = PoolState::new(
+            cfg,
+            Clock::new(),
+            Arc::new(Stats::default()),
+            Arc::new(LogLimiter::new(1)),
+        );
+        let client = pool.prefix("127.0.0.9".parse().unwrap());
+        let sid = Key::new(KeyKind::SessionId, b"a session on a");
+        let gone = Key::new(KeyKind::Ticket, b"a ticket of a removed backend");
+        for (key, backend) in [(sid, "a"), (gone, "removed")] {
+            let binding = Binding {
+                backend: Arc::from(backend),
+                state: KeyState::Owned,
+            };
+            pool.table.put(key, binding);
+        }
+        let a = pool.backends.by_name("a").unwrap().clone();
+        let resuming = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+
+        a.health.set_down(true, 1);
+        let d = decide(&pool, &resuming, &client);
+        assert_eq!(d.rule, Rule::Balancer);
+        assert!(d.candidates.iter().all(|b| &*b.name != "a"), "a is down");
+        assert!(pool.table.get(&sid).is_some(), "the entry is kept");
+
+        a.health.set_down(false, 2);
+        let d = decide(&pool, &resuming, &client);
+        assert_eq!(
+            (&*d.candidates[0].name, d.rule),
+            ("a", Rule::Key(KeyKind::SessionId))
+        );
+
+        // An entry naming a backend the pool no longer has is forgotten.
+        let stale = Offer {
+            ticket: Some((gone, None)),
+            ..Offer::default()
+        };
+        decide(&pool, &stale, &client);
+        assert!(pool.table.get(&gone).is_none());
     }
 
     #[tokio::test]
