@@ -66,7 +66,8 @@ impl HealthState {
     }
 
     pub(crate) fn record(&self, passed: bool) {
-        self.last.store(if passed { 1 } else { 2 }, Ordering::Relaxed);
+        self.last
+            .store(if passed { 1 } else { 2 }, Ordering::Relaxed);
     }
 
     /// Sets the verdict at clock millis `now_ms`.

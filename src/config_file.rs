@@ -1092,6 +1092,29 @@ backends = "none"
     }
 
     #[test]
+    fn a_health_section_sets_every_check_setting_and_absent_ones_keep_defaults() {
+        use crate::config::HealthConfig;
+        let text = format!(
+            "{MINIMAL}[pool.web.health]\ncheck = \"tls\"\ninterval = \"5s\"\ntimeout = \"750ms\"\nrise = 4\nfall = 1\nsni = \"check.example.com\"\n"
+        );
+        let c = parse(&text, "t.toml").unwrap();
+        assert_eq!(
+            c.pools[0].health,
+            HealthConfig {
+                check: HealthCheck::Tls,
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_millis(750),
+                rise: 4,
+                fall: 1,
+                sni: Some("check.example.com".into()),
+            }
+        );
+        let c = parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.pools[0].health, HealthConfig::default());
+        assert_eq!(c.pools[0].health.check, HealthCheck::Tcp);
+    }
+
+    #[test]
     fn hello_timeout_longer_than_idle_is_accepted() {
         let text = format!("{MINIMAL}[pool.web.timeouts]\nhello = \"20m\"\nidle = \"10m\"\n");
         assert!(parse(&text, "t.toml").is_ok());

@@ -150,10 +150,16 @@ async fn server_hello(mut stream: TcpStream, sni: Option<&str>) -> Result<(), Pr
     if hs.feed_client(&hello) != Status::Done {
         return Err(ProbeError::Malformed("the check's own ClientHello"));
     }
-    stream.write_all(&hello).await.map_err(|_| ProbeError::Closed)?;
+    stream
+        .write_all(&hello)
+        .await
+        .map_err(|_| ProbeError::Closed)?;
     let mut buf = vec![0u8; 4096];
     loop {
-        let n = stream.read(&mut buf).await.map_err(|_| ProbeError::Closed)?;
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|_| ProbeError::Closed)?;
         if n == 0 {
             return Err(ProbeError::Closed);
         }
@@ -276,8 +282,7 @@ impl<'a> Checker<'a> {
             }
             Err(e) => {
                 let reason = e.reason();
-                counter!(m::HEALTH_CHECK_FAILURES, &with(&labels, ("reason", reason)))
-                    .increment(1);
+                counter!(m::HEALTH_CHECK_FAILURES, &with(&labels, ("reason", reason))).increment(1);
                 if !b.health.is_down() && -*run >= i64::from(self.cfg.fall) {
                     b.health.set_down(true, now_ms);
                     counter!(m::HEALTH_TRANSITIONS, &with(&labels, ("to", "down"))).increment(1);
@@ -292,7 +297,10 @@ impl<'a> Checker<'a> {
 }
 
 /// `labels` and one more.
-fn with(labels: &[(&'static str, String); 2], extra: (&'static str, &'static str)) -> Vec<(&'static str, String)> {
+fn with(
+    labels: &[(&'static str, String); 2],
+    extra: (&'static str, &'static str),
+) -> Vec<(&'static str, String)> {
     let mut l = labels.to_vec();
     l.push((extra.0, extra.1.to_string()));
     l

@@ -43,8 +43,7 @@ pub fn learn(
             pool.stats.resumed(r);
         }
     } else {
-        if let (true, Rule::Key(kind), Some(key)) =
-            (reached_owner, decision.rule, decision.matched)
+        if let (true, Rule::Key(kind), Some(key)) = (reached_owner, decision.rule, decision.matched)
         {
             // Routed by a key to its owner, which no longer knew it.
             pool.stats.affinity_lost(&backend.name);
@@ -292,7 +291,11 @@ mod tests {
 
         // With its owner up again, the same confirmation on `b` is what it
         // always was: `b` holds the session now.
-        pool.backends.by_name("a").unwrap().health.set_down(false, 2);
+        pool.backends
+            .by_name("a")
+            .unwrap()
+            .health
+            .set_down(false, 2);
         learn(&pool, client, &offer, &decision, &b, &resumed);
         assert_eq!(owner(&pool, &key).as_deref(), Some("b"));
     }

@@ -154,7 +154,8 @@ fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
 }
 
 fn parse_health_check_arg(s: &str) -> Result<HealthCheck, String> {
-    s.parse().map_err(|e: stickytls::config::ValueError| e.to_string())
+    s.parse()
+        .map_err(|e: stickytls::config::ValueError| e.to_string())
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -560,6 +561,31 @@ mod tests {
                 quick[0]
             );
         }
+    }
+
+    #[test]
+    fn health_flags_set_the_check_and_its_interval() {
+        let c = quick_config(&["--backend", "a=127.0.0.1:1"]).unwrap();
+        assert_eq!(c.pools[0].health.check, HealthCheck::Tcp);
+        let c = quick_config(&[
+            "--backend",
+            "a=127.0.0.1:1",
+            "--health-check",
+            "tls",
+            "--check-interval",
+            "500ms",
+        ])
+        .unwrap();
+        let h = &c.pools[0].health;
+        assert_eq!(h.check, HealthCheck::Tls);
+        assert_eq!(h.interval, Duration::from_millis(500));
+        assert_eq!(
+            h.timeout,
+            Duration::from_millis(500),
+            "bounded by the interval"
+        );
+        let c = quick_config(&["--backend", "a=127.0.0.1:1", "--health-check", "none"]).unwrap();
+        assert_eq!(c.pools[0].health.check, HealthCheck::None);
     }
 
     #[test]

@@ -204,7 +204,11 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
         // Not rules 2 and 3: the client's session is known, and lives on
         // a backend that is down. Nothing here rewrites its entry, and
         // `learn` keeps what the fallback backend confirms from doing so.
-        return balanced(pool, client, "owner of the session is down: balanced, entry kept");
+        return balanced(
+            pool,
+            client,
+            "owner of the session is down: balanced, entry kept",
+        );
     }
 
     let view: ClientView = pool.clients.view(client, offer.fingerprint);

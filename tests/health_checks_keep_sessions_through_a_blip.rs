@@ -133,7 +133,11 @@ async fn a_backend_failing_its_tls_check_is_down_then_up_and_its_clients_come_ba
     let mut elsewhere = addresses(&pool, 100, 6, "a", false).into_iter();
 
     sleep(INTERVAL * 3).await;
-    assert_eq!(a.health.last_passed(), Some(true), "a real TLS 1.2 server passes");
+    assert_eq!(
+        a.health.last_passed(),
+        Some(true),
+        "a real TLS 1.2 server passes"
+    );
     assert!(a.is_up(&pool.clock));
 
     // The blip: `a` answers every connection by closing it.
@@ -145,7 +149,8 @@ async fn a_backend_failing_its_tls_check_is_down_then_up_and_its_clients_come_ba
     let down_at = a.health.changed_ms().unwrap();
     let ms = |d: Duration| d.as_millis() as u64;
     assert!(
-        down_at > broken_at + ms(INTERVAL * (FALL - 1)) && down_at <= broken_at + ms(INTERVAL * FALL),
+        down_at > broken_at + ms(INTERVAL * (FALL - 1))
+            && down_at <= broken_at + ms(INTERVAL * FALL),
         "down {} ms after the blip began; expected after {} failed checks, {} ms apart",
         down_at - broken_at,
         FALL,
@@ -206,9 +211,18 @@ async fn a_backend_failing_its_tls_check_is_down_then_up_and_its_clients_come_ba
     }
 
     let counted = metrics.take();
-    for (backend, to, n) in [("a", "down", 1), ("a", "up", 1), ("b", "down", 0), ("c", "down", 0)] {
+    for (backend, to, n) in [
+        ("a", "down", 1),
+        ("a", "up", 1),
+        ("b", "down", 0),
+        ("c", "down", 0),
+    ] {
         let labels = [("pool", "default"), ("backend", backend), ("to", to)];
-        assert_eq!(counted.get(HEALTH_TRANSITIONS, &labels), n, "{backend} {to}");
+        assert_eq!(
+            counted.get(HEALTH_TRANSITIONS, &labels),
+            n,
+            "{backend} {to}"
+        );
     }
 }
 
@@ -228,7 +242,11 @@ async fn a_stopped_backend_is_down_within_interval_times_fall_and_up_after_rise(
     let stopped_at = pool.clock.now_ms();
     farm[1].kill().await;
     sleep(INTERVAL * FALL).await;
-    assert!(b.health.is_down(), "refused {FALL} times in {:?}", INTERVAL * FALL);
+    assert!(
+        b.health.is_down(),
+        "refused {FALL} times in {:?}",
+        INTERVAL * FALL
+    );
     let down_at = b.health.changed_ms().unwrap();
     assert!(down_at - stopped_at <= (INTERVAL * FALL).as_millis() as u64);
     // Its clients are served elsewhere meanwhile, without a failed attempt.
@@ -251,7 +269,10 @@ async fn a_stopped_backend_is_down_within_interval_times_fall_and_up_after_rise(
     assert!(!b.health.is_down(), "still down after {RISE} passed checks");
     let client = Client::new(ClientOptions::default()).unwrap();
     let r = client.connect(router.addr, Some(for_b[1])).await.unwrap();
-    assert_eq!(r.backend, "b", "the balancer places its clients on it again");
+    assert_eq!(
+        r.backend, "b",
+        "the balancer places its clients on it again"
+    );
     drop(restarted);
 }
 
@@ -310,7 +331,9 @@ async fn the_tls_check_passes_on_every_version_and_fails_on_what_is_not_a_tls_se
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
         }
     });
-    let hole = BlackHole::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let hole = BlackHole::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let refused = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -322,8 +345,16 @@ async fn the_tls_check_passes_on_every_version_and_fails_on_what_is_not_a_tls_se
     assert!(matches!(tls(hole.addr()).await, Err(ProbeError::Timeout)));
     assert!(matches!(tls(refused).await, Err(ProbeError::Refused(_))));
     // A TCP check only asks for a connect.
-    assert!(probe(HealthCheck::Tcp, closes_addr, TIMEOUT, None).await.is_ok());
-    assert!(probe(HealthCheck::Tcp, hole.addr(), TIMEOUT, None).await.is_ok());
+    assert!(
+        probe(HealthCheck::Tcp, closes_addr, TIMEOUT, None)
+            .await
+            .is_ok()
+    );
+    assert!(
+        probe(HealthCheck::Tcp, hole.addr(), TIMEOUT, None)
+            .await
+            .is_ok()
+    );
     assert!(matches!(
         probe(HealthCheck::Tcp, refused, TIMEOUT, None).await,
         Err(ProbeError::Refused(_))
@@ -340,8 +371,13 @@ async fn the_tls_check_passes_against_openssl() {
         })
         .await
         .unwrap();
-        probe(HealthCheck::Tls, server.addr(), Duration::from_secs(5), Some("localhost"))
-            .await
-            .unwrap_or_else(|e| panic!("{versions:?}: {e}; {}", server.output()));
+        probe(
+            HealthCheck::Tls,
+            server.addr(),
+            Duration::from_secs(5),
+            Some("localhost"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{versions:?}: {e}; {}", server.output()));
     }
 }

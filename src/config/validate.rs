@@ -224,7 +224,10 @@ impl PoolConfig {
 
         let h = &self.health;
         let health = |key| at(PoolKey::Health(key));
-        for (key, d) in [(HealthKey::Interval, h.interval), (HealthKey::Timeout, h.timeout)] {
+        for (key, d) in [
+            (HealthKey::Interval, h.interval),
+            (HealthKey::Timeout, h.timeout),
+        ] {
             if d.is_zero() {
                 errors.push(ConfigError::new(health(key), Rule::Zero));
             }
@@ -243,10 +246,16 @@ impl PoolConfig {
             // (RFC 6066 3).
             if name.starts_with("*.") || name.ends_with('.') || !is_sni_pattern(name) {
                 let name = name.clone();
-                errors.push(ConfigError::new(health(HealthKey::Sni), Rule::BadHealthSni { name }));
+                errors.push(ConfigError::new(
+                    health(HealthKey::Sni),
+                    Rule::BadHealthSni { name },
+                ));
             } else if h.check != HealthCheck::Tls {
                 let check = h.check.as_str();
-                errors.push(ConfigError::new(health(HealthKey::Sni), Rule::HealthSniWithoutTls { check }));
+                errors.push(ConfigError::new(
+                    health(HealthKey::Sni),
+                    Rule::HealthSniWithoutTls { check },
+                ));
             }
         }
     }

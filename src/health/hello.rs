@@ -97,7 +97,9 @@ pub fn client_hello(sni: Option<&str>, random: &[u8; 32], session_id: &[u8; 32])
     put_u16(&mut body, TLS12);
     body.extend_from_slice(random);
     prefixed(&mut body, 1, |b| b.extend_from_slice(session_id));
-    prefixed(&mut body, 2, |b| CIPHER_SUITES.iter().for_each(|s| put_u16(b, *s)));
+    prefixed(&mut body, 2, |b| {
+        CIPHER_SUITES.iter().for_each(|s| put_u16(b, *s))
+    });
     // legacy_compression_methods: null only.
     prefixed(&mut body, 1, |b| b.push(0));
     prefixed(&mut body, 2, |b| extensions(b, sni));
@@ -234,8 +236,7 @@ mod tests {
         assert_eq!(ch.random, &random[..]);
         assert_eq!(ch.session_id, Some(&sid[..]));
         assert_eq!(ch.ciphers.len(), CIPHER_SUITES.len());
-        let (rest, exts) =
-            tls_parser::parse_tls_client_hello_extensions(ch.ext.unwrap()).unwrap();
+        let (rest, exts) = tls_parser::parse_tls_client_hello_extensions(ch.ext.unwrap()).unwrap();
         assert!(rest.is_empty());
         assert_eq!(exts.len(), 8, "{exts:?}");
     }
