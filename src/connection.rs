@@ -26,7 +26,7 @@ use crate::listen::ListenerState;
 use crate::pool::PoolState;
 use crate::proxy;
 use crate::relay::{OnServerFlight, RelayEnd, Side, relay};
-use crate::route::{Decision, Offer, Rule, decide};
+use crate::route::{Decision, Offer, Rule, balanced, decide};
 
 /// The path of one connection. `client` comes from one of the router's
 /// listening sockets, so it already has TCP_NODELAY (see
@@ -181,13 +181,8 @@ async fn forward_blind(
     tls: bool,
 ) {
     let prefix = pool.prefix(at.client.ip());
-    let order = pool.balancer.order(pool.backends.all(), &prefix);
-    let decision = Decision {
-        candidates: order,
-        rule: Rule::Balancer,
-        matched: None,
-        reason: "forwarded without inspection",
-    };
+    // Backends that are down are passed over here too.
+    let decision = balanced(pool, &prefix, "forwarded without inspection");
     pool.stats.routed(decision.rule, decision.reason);
     let Some(connected) = connect_logged(pool, &decision, &at, hello, tls).await else {
         return;

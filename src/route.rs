@@ -256,8 +256,8 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
 }
 
 /// Rule 4: the balancer's order, backends that are up only (unless none
-/// is).
-fn balanced(pool: &PoolState, client: &ClientPrefix, reason: &'static str) -> Decision {
+/// is). Also how a connection is placed without inspection.
+pub fn balanced(pool: &PoolState, client: &ClientPrefix, reason: &'static str) -> Decision {
     let order = pool.balancer.order(pool.backends.all(), client);
     let mut candidates: Vec<Arc<Backend>> = order
         .iter()

@@ -381,3 +381,22 @@ async fn the_tls_check_passes_against_openssl() {
         .unwrap_or_else(|e| panic!("{versions:?}: {e}; {}", server.output()));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_without_inspection_passes_over_a_backend_its_checks_hold_down() {
+    let farm = rustls_backends(2, |_| {}).await;
+    let mut cfg = config(&named(&farm));
+    cfg.pools[0].inspect = false;
+    with_checks(&mut cfg, HealthCheck::Tls);
+    let router = start_router(cfg).await;
+    farm[0].kill().await;
+    sleep(INTERVAL * FALL + INTERVAL / 2).await;
+    let pool = router.pool("default").unwrap();
+    assert!(pool.backends.by_name("a").unwrap().health.is_down());
+    let client = Client::new(ClientOptions::default()).unwrap();
+    for i in 0..4 {
+        let r = client.connect(router.addr, Some(ip(40 + i))).await.unwrap();
+        assert_eq!(r.backend, "b");
+    }
+    assert_eq!(router.stats().failovers, 0, "a was not tried");
+}
