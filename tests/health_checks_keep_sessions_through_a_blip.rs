@@ -400,3 +400,40 @@ async fn a_pool_without_inspection_passes_over_a_backend_its_checks_hold_down() 
     }
     assert_eq!(router.stats().failovers, 0, "a was not tried");
 }
+
+/// `stickytls run` serves on worker threads (`Router::run_on_threads`),
+/// where the checks run on a thread of their own: they start with the
+/// router and stop with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checks_run_beside_worker_threads_and_stop_with_them() {
+    let farm = rustls_backends(2, |_| {}).await;
+    let mut cfg = config(&named(&farm));
+    with_checks(&mut cfg, HealthCheck::Tls);
+    let h = &mut cfg.pools[0].health;
+    h.interval = Duration::from_millis(50);
+    h.timeout = Duration::from_millis(50);
+    h.fall = 1;
+    let router = stickytls::router::Router::bind(cfg).await.unwrap();
+    let pool = router.pool("default").unwrap().clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = std::thread::spawn(move || router.run_on_threads(2, stopped));
+
+    farm[0].kill().await;
+    let a = pool.backends.by_name("a").unwrap().clone();
+    // Bounded, not timed: a probe every 50 ms marks it down on the first
+    // failure; ten seconds is only there so a broken build fails.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !a.health.is_down() {
+        assert!(std::time::Instant::now() < deadline, "never marked down");
+        sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    workers.join().unwrap().unwrap();
+    let probes = farm[1].connections();
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        farm[1].connections(),
+        probes,
+        "probed after the router stopped"
+    );
+}
