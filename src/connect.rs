@@ -109,6 +109,7 @@ pub async fn connect(
     let mut attempts = Vec::new();
     for backend in candidates {
         let Some(active) = backend.try_track() else {
+            backend.counters.failure("full");
             attempts.push((backend.name.clone(), AttemptError::Full));
             continue;
         };
@@ -125,7 +126,8 @@ pub async fn connect(
                 });
             }
             Err(e) => {
-                pool.stats.backend_failure(&backend.name, e.reason());
+                pool.stats.backend_failure();
+                backend.counters.failure(e.reason());
                 // A refusal or a connect timeout says the backend is down;
                 // a silent one may be overloaded, and is skipped all the
                 // same so the next clients do not wait on it too.

@@ -28,6 +28,7 @@
 //!   feature; without it the router links neither rustls nor rcgen).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod affinity;
 pub mod backend;
 pub mod balance;
@@ -35,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod connect;
+pub mod ctl;
 #[cfg(feature = "demo")]
 pub mod demo;
 /// The handshake inspector, a crate of its own (`stickytls-inspect`) so that

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use stickytls::config::{BackendConfig, Balance, Config, parse_backend, parse_duration};
 use stickytls::config_file::{self, ConfigErrors};
 use stickytls::inspect::{Limits, report::report};
+use stickytls::ctl;
 use stickytls::router::Router;
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,80 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// See and steer a running router through its admin endpoint
+    /// (docs/operations.md). Exits 1 when the router cannot be reached or
+    /// answers an error.
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, Args)]
+struct CtlArgs {
+    /// The router's admin endpoint, HOST:PORT.
+    #[arg(long, value_name = "ADDR", env = "STICKYTLS_ADMIN", default_value = "127.0.0.1:9900")]
+    admin: String,
+    /// The [admin] token (better given in the environment than on a
+    /// command line others can read).
+    #[arg(long, value_name = "TOKEN", env = "STICKYTLS_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// The pools, with their backends up and affinity table sizes.
+    Pools,
+    /// A pool's backends: effective state, weight, connections, resumptions.
+    Backends { pool: String },
+    /// Change a backend's state (up, drain, maint) and/or weight.
+    Set {
+        pool: String,
+        backend: String,
+        /// up: in service; drain: no new sessions, its sessions still
+        /// resume there; maint: nothing new, its clients move elsewhere.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        #[arg(long, value_name = "N")]
+        weight: Option<u32>,
+    },
+    /// Where a session key or a client address goes, and why.
+    Lookup(AffinityArgs),
+    /// Forget a session key's or a client address's affinity.
+    Forget(AffinityArgs),
+    /// The last routing decisions, newest first.
+    Decisions {
+        pool: String,
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// The router's counters.
+    Stats,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, args = ["key", "client"])]
+struct AffinityArgs {
+    pool: String,
+    /// A session ID, ticket or PSK identity, in hex.
+    #[arg(long, value_name = "HEX")]
+    key: Option<String>,
+    /// A client IP address.
+    #[arg(long, value_name = "IP")]
+    client: Option<String>,
+}
+
+impl AffinityArgs {
+    fn split(self) -> (String, ctl::By) {
+        let by = match (self.key, self.client) {
+            (Some(k), _) => ctl::By::Key(k),
+            (None, Some(c)) => ctl::By::Client(c),
+            (None, None) => unreachable!("clap requires --key or --client"),
+        };
+        (self.pool, by)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +368,69 @@ fn main() -> ExitCode {
         Command::Demo => demo(),
         Command::Inspect(args) => inspect(&args),
         Command::Check { config } => check(&config),
+        Command::Ctl(args) => ctl_command(args),
+    }
+}
+
+fn ctl_command(args: CtlArgs) -> ExitCode {
+    let endpoint = ctl::Endpoint {
+        addr: args.admin,
+        token: args.token,
+        timeout: Duration::from_secs(10),
+    };
+    let cmd = match args.command {
+        CtlCommand::Pools => ctl::Command::Pools,
+        CtlCommand::Backends { pool } => ctl::Command::Backends { pool },
+        CtlCommand::Set {
+            pool,
+            backend,
+            state,
+            weight,
+        } => {
+            if state.is_none() && weight.is_none() {
+                eprintln!("stickytls ctl set: give --state and/or --weight");
+                return ExitCode::from(USAGE);
+            }
+            ctl::Command::Set {
+                pool,
+                backend,
+                state,
+                weight,
+            }
+        }
+        CtlCommand::Lookup(a) => {
+            let (pool, by) = a.split();
+            ctl::Command::Lookup { pool, by }
+        }
+        CtlCommand::Forget(a) => {
+            let (pool, by) = a.split();
+            ctl::Command::Forget { pool, by }
+        }
+        CtlCommand::Decisions { pool, limit } => ctl::Command::Decisions { pool, limit },
+        CtlCommand::Stats => ctl::Command::Stats,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stickytls ctl: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(ctl::run(&endpoint, &cmd, args.json)) {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stickytls ctl: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

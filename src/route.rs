@@ -185,7 +185,7 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
     // up: weight 0 means draining, which keeps the sessions it owns. New
     // sessions (rule 3) also need a weight above 0.
     let usable = |name: &str| pool.backends.by_name(name).filter(|b| b.is_up(&pool.clock));
-    let takes_new = |name: &str| usable(name).filter(|b| b.weight > 0);
+    let takes_new = |name: &str| usable(name).filter(|b| b.weight() > 0);
 
     // Rule 1.
     for (kind, key) in offer.keys() {

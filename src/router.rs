@@ -103,7 +103,7 @@ impl PoolState {
             clock.clone(),
         );
         PoolState {
-            backends: Pool::new(&config.backends),
+            backends: Pool::new(&config.name, &config.backends),
             balancer: Balancer::new(config.balance),
             table,
             clients,

@@ -119,10 +119,10 @@ impl Stats {
         inc(&self.tls13_session_ids_ignored);
         counter!(m::TLS13_SESSION_IDS_IGNORED).increment(1);
     }
-    pub fn backend_failure(&self, backend: &str, reason: &'static str) {
+    /// A failed backend attempt; by backend and reason in the backend's
+    /// own counters.
+    pub fn backend_failure(&self) {
         inc(&self.backend_failures);
-        counter!(m::BACKEND_FAILURES, "backend" => backend.to_string(), "reason" => reason)
-            .increment(1);
     }
     pub fn failover(&self) {
         inc(&self.failovers);
