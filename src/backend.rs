@@ -117,6 +117,9 @@ pub struct BackendCounters {
     pub resumed: AtomicU64,
     /// Failed attempts, indexed like [`FAILURE_REASONS`].
     pub failures: [AtomicU64; 5],
+    /// Routes by key that it answered with a full handshake: it no longer
+    /// knew the session.
+    pub affinity_lost: AtomicU64,
 }
 
 impl BackendCounters {
@@ -129,6 +132,10 @@ impl BackendCounters {
         if resumed {
             self.resumed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub fn affinity_lost(&self) {
+        self.affinity_lost.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed attempt; `reason` is one of [`FAILURE_REASONS`].
@@ -155,6 +162,7 @@ struct BackendSeries {
     handshakes_resumed: Counter,
     /// Indexed like [`FAILURE_REASONS`].
     failures: [Counter; 5],
+    affinity_lost: Counter,
     connect_seconds: Histogram,
 }
 
@@ -179,6 +187,7 @@ impl BackendSeries {
             handshakes_resumed: counter!(m::BACKEND_HANDSHAKES, labels(Some(("resumed", "true")))),
             failures: FAILURE_REASONS
                 .map(|r| counter!(m::BACKEND_CONNECT_FAILURES, labels(Some(("reason", r))))),
+            affinity_lost: counter!(m::AFFINITY_LOST, labels(None)),
             connect_seconds: histogram!(m::BACKEND_CONNECT_SECONDS, labels(None)),
         }
     }
@@ -299,6 +308,7 @@ impl Backend {
         for (counter, n) in s.failures.iter().zip(&c.failures) {
             counter.absolute(get(n));
         }
+        s.affinity_lost.absolute(get(&c.affinity_lost));
     }
 
     /// Below its connection limit.

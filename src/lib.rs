@@ -35,6 +35,7 @@ pub mod balance;
 pub mod clock;
 pub mod config;
 pub mod config_file;
+pub mod conn_log;
 pub mod connect;
 pub mod ctl;
 #[cfg(feature = "demo")]

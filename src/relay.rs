@@ -51,11 +51,22 @@ pub enum Side {
     Server,
 }
 
+/// What a relay did: how it ended, and the bytes it passed each way
+/// (whatever the end, for the connection's log line and the byte counters).
+#[derive(Debug)]
+pub struct Relayed {
+    pub end: RelayEnd,
+    /// Client to server, the replayed hello excluded.
+    pub to_server: u64,
+    /// Server to client, the first bytes included.
+    pub to_client: u64,
+}
+
 /// How a relayed connection ended.
 #[derive(Debug)]
 pub enum RelayEnd {
     /// Both directions closed cleanly.
-    Closed { to_server: u64, to_client: u64 },
+    Closed,
     /// No bytes either way for the idle timeout.
     Idle,
     /// `Side` reset (or failed); the other side should be reset too.
@@ -82,9 +93,21 @@ struct Shared<'a> {
     flight: &'a dyn OnServerFlight,
     /// Set by the first direction to reach its end of stream.
     one_ended: AtomicBool,
+    /// Bytes passed on, per direction, as they go: a reset or the idle
+    /// timeout still leaves the count.
+    to_server: AtomicU64,
+    to_client: AtomicU64,
 }
 
 impl Shared<'_> {
+    fn sent(&self, src_side: Side, n: usize) {
+        let counter = match src_side {
+            Side::Client => &self.to_server,
+            Side::Server => &self.to_client,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     fn touch(&self) {
         self.last_activity
             .store(self.clock.now_ms(), Ordering::Relaxed);
@@ -151,7 +174,7 @@ pub async fn relay(
     idle: Duration,
     clock: &Clock,
     flight: &dyn OnServerFlight,
-) -> RelayEnd {
+) -> Relayed {
     let inspect = hs.is_some();
     let shared = Shared {
         hs: Mutex::new(hs),
@@ -159,6 +182,8 @@ pub async fn relay(
         last_activity: AtomicU64::new(clock.now_ms()),
         flight,
         one_ended: AtomicBool::new(false),
+        to_server: AtomicU64::new(0),
+        to_client: AtomicU64::new(0),
     };
     let (client, server) = (&*client, &*server);
     let sh = &shared;
@@ -183,12 +208,17 @@ pub async fn relay(
         }
     };
 
-    tokio::select! {
+    let end = tokio::select! {
         r = async { tokio::try_join!(to_server, to_client) } => match r {
-            Ok((to_server, to_client)) => RelayEnd::Closed { to_server, to_client },
+            Ok(_) => RelayEnd::Closed,
             Err((side, e)) => RelayEnd::Reset(side, e),
         },
         _ = watchdog => RelayEnd::Idle,
+    };
+    Relayed {
+        end,
+        to_server: shared.to_server.load(Ordering::Relaxed),
+        to_client: shared.to_client.load(Ordering::Relaxed),
     }
 }
 
@@ -219,6 +249,7 @@ async fn pump(
         write_all(dst, pending, SendFlags::empty())
             .await
             .map_err(|e| (dst_side, e))?;
+        shared.sent(src_side, pending.len());
         total += pending.len() as u64;
     }
     // Capacity, not zeroed length: reads fill spare capacity, so nothing
@@ -259,6 +290,7 @@ async fn pump(
         write_all(dst, data, flags)
             .await
             .map_err(|e| (dst_side, e))?;
+        shared.sent(src_side, data.len());
         total += data.len() as u64;
         if at_end {
             shared.end_of_stream(dst);
@@ -330,7 +362,10 @@ async fn splice_pump(
                     .map_err(io::Error::from)
             }) {
                 Ok(0) => return Err(SpliceError::Io(dst_side, io::ErrorKind::WriteZero.into())),
-                Ok(m) => in_pipe -= m,
+                Ok(m) => {
+                    in_pipe -= m;
+                    shared.sent(src_side, m);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(SpliceError::Io(dst_side, e)),
             }

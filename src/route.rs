@@ -79,6 +79,18 @@ impl Offer {
         !self.psk_identities.is_empty() || self.ticket.is_some()
     }
 
+    /// The kind of key a resumption attempt offers, by precedence: what a
+    /// re-bind is counted as.
+    pub fn resumption_kind(&self) -> KeyKind {
+        if !self.psk_identities.is_empty() {
+            KeyKind::PskIdentity
+        } else if self.ticket.is_some() {
+            KeyKind::Ticket
+        } else {
+            KeyKind::SessionId
+        }
+    }
+
     /// Lookups in precedence order.
     fn keys(&self) -> impl Iterator<Item = (KeyKind, Key)> + '_ {
         let psk = self
@@ -228,6 +240,7 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
             view.last.as_ref().map(|(b, _)| b.clone())
         };
         if let Some(b) = target.as_deref().and_then(usable) {
+            pool.stats.rebound(offer.resumption_kind());
             let reason = if offer.offers_resumption() {
                 "unknown ticket or PSK re-bound by client address"
             } else {

@@ -611,7 +611,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     };
     let prefix = pool.prefix(client_addr.ip());
     let decision = decide(&pool, &offer, &prefix);
-    pool.stats.routed(decision.rule, decision.reason);
+    pool.stats.routed(decision.rule);
 
     // Connect, with failover.
     let Some(connected) = connect_logged(&pool, &decision, client_addr, &hello, true).await else {
@@ -663,7 +663,7 @@ async fn forward_blind(
         matched: None,
         reason: "forwarded without inspection",
     };
-    pool.stats.routed(decision.rule, decision.reason);
+    pool.stats.routed(decision.rule);
     let Some(connected) = connect_logged(pool, &decision, client_addr, hello, tls).await else {
         return;
     };
@@ -686,7 +686,7 @@ async fn relay_to(
         active,
         ..
     } = connected;
-    let end = relay(
+    let relayed = relay(
         &mut client,
         &mut server,
         hs,
@@ -696,7 +696,7 @@ async fn relay_to(
         flight,
     )
     .await;
-    if let RelayEnd::Reset(side, _) = &end {
+    if let RelayEnd::Reset(side, _) = &relayed.end {
         let other = match side {
             Side::Client => &server,
             Side::Server => &client,

@@ -335,6 +335,8 @@ mod tests {
         let (idx, clock) = index(1);
         let p = ClientPrefix::new("10.0.0.1".parse().unwrap(), 32, 64);
         assert_eq!(idx.peek(&p), None);
+        // Past second 0, which records as 1 (0 marks a forgotten slot).
+        clock.advance(Duration::from_secs(10));
         idx.record(p, &confirmed("a", 1, true));
         clock.advance(Duration::from_secs(100));
         let s = idx.peek(&p).unwrap();
