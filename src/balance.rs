@@ -42,8 +42,8 @@ impl Balancer {
         self.kind
     }
 
-    /// Every backend with a non-zero weight, most preferred first: a
-    /// balancing decision (round robin moves on).
+    /// Every backend open to new sessions (state `up`, weight above 0),
+    /// most preferred first: a balancing decision (round robin moves on).
     pub fn order(&self, backends: &[Arc<Backend>], client: &ClientPrefix) -> Vec<Arc<Backend>> {
         self.order_inner(backends, client, true)
     }
@@ -74,7 +74,7 @@ impl Balancer {
         client: &ClientPrefix,
         advance: bool,
     ) -> Vec<Arc<Backend>> {
-        let eligible = backends.iter().filter(|b| b.weight() > 0);
+        let eligible = backends.iter().filter(|b| b.open_to_new());
         match self.kind {
             Balance::RoundRobin => {
                 let list: Vec<_> = eligible.cloned().collect();
@@ -92,7 +92,7 @@ impl Balancer {
                 let mut list: Vec<(usize, &Arc<Backend>)> = backends
                     .iter()
                     .enumerate()
-                    .filter(|(_, b)| b.weight() > 0)
+                    .filter(|(_, b)| b.open_to_new())
                     .collect();
                 if advance && !list.is_empty() {
                     // nginx's smooth weighted round robin: add each weight to

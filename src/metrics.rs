@@ -11,6 +11,7 @@
 //! the `metrics` facade is a no-op. Per-backend handles are registered when
 //! pools are built, so the recorder must be installed before that.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -109,9 +110,25 @@ pub const CONNECT_BUCKETS: [f64; 16] = [
 /// scrapes: keeps their memory bounded.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Installs the process-wide Prometheus recorder. Call before building any
-/// router: handles registered earlier are no-ops for good.
-pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
+/// The process-wide Prometheus recorder, installed on first use; `None`
+/// if another recorder already owns the process. A router with an admin
+/// endpoint calls this before it builds its pools: handles registered
+/// before the recorder exists stay no-ops for good.
+pub fn recorder() -> Option<PrometheusHandle> {
+    static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    RECORDER
+        .get_or_init(|| match install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot install the Prometheus recorder; /metrics is off");
+                None
+            }
+        })
+        .clone()
+}
+
+/// Installs the process-wide Prometheus recorder; fails if one is there.
+fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(DECISION_SECONDS.into()), &DECISION_BUCKETS)?
         .set_buckets_for_metric(

@@ -193,11 +193,19 @@ pub struct Decision {
 /// Applies the rules. Table entries naming a backend that is down or not in
 /// the pool are misses, and are deleted.
 pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decision {
-    // Where existing state lives (rules 1 and 2), a backend only has to be
-    // up: weight 0 means draining, which keeps the sessions it owns. New
-    // sessions (rule 3) also need a weight above 0.
-    let usable = |name: &str| pool.backends.by_name(name).filter(|b| b.is_up(&pool.clock));
-    let takes_new = |name: &str| usable(name).filter(|b| b.weight() > 0);
+    // Where existing state lives (rules 1 and 2), a backend has to be up
+    // and not in maintenance: draining (or weight 0) keeps the sessions it
+    // owns. New sessions (rules 3 and 4) need state `up` and a weight.
+    let usable = |name: &str| {
+        pool.backends
+            .by_name(name)
+            .filter(|b| b.serves_sessions(&pool.clock))
+    };
+    let takes_new = |name: &str| {
+        pool.backends
+            .by_name(name)
+            .filter(|b| b.takes_new(&pool.clock))
+    };
 
     // Rule 1.
     for (kind, key) in offer.keys() {
@@ -277,7 +285,9 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
         .cloned()
         .collect();
     // When every backend is marked down, try them all anyway: the marks may
-    // be stale, and refusing the client outright helps nobody.
+    // be stale, and refusing the client outright helps nobody. (The order
+    // holds only backends open to new sessions: never a drained or
+    // maintained one.)
     if candidates.is_empty() {
         candidates = order;
     }
@@ -385,6 +395,112 @@ mod tests {
                 "no fresh client for a"
             );
         }
+    }
+
+    /// A pool of `a` and `b` where client 127.0.0.9 holds a session on `a`
+    /// and last connected there (TLS 1.2).
+    fn pool_with_a_session_on_a() -> (PoolState, ClientPrefix, Key) {
+        use crate::affinity::Binding;
+        use crate::affinity::clients::Confirmed;
+        use crate::clock::Clock;
+        use crate::config::{BackendConfig, PoolConfig};
+        use crate::log_limit::LogLimiter;
+        use crate::stats::Stats;
+
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let cfg = PoolConfig::new(
+            "p",
+            vec![
+                BackendConfig::new("a", addr(1)),
+                BackendConfig::new("b", addr(2)),
+            ],
+        );
+        let pool = PoolState::new(
+            cfg,
+            Clock::new(),
+            Arc::new(Stats::default()),
+            Arc::new(LogLimiter::new(1)),
+        );
+        let client = pool.prefix("127.0.0.9".parse().unwrap());
+        let sid = Key::new(KeyKind::SessionId, b"a session on a");
+        let on_a = Binding {
+            backend: Arc::from("a"),
+            state: KeyState::Owned,
+        };
+        pool.table.put(sid, on_a);
+        pool.clients.record(
+            client,
+            &Confirmed {
+                backend: Arc::from("a"),
+                tls12: true,
+                fingerprint: 7,
+                new_session: true,
+            },
+        );
+        (pool, client, sid)
+    }
+
+    fn set_a(pool: &PoolState, state: crate::backend::AdminState) {
+        pool.backends.by_name("a").unwrap().set_admin_state(state);
+    }
+
+    #[test]
+    fn drain_keeps_sessions_and_rebinds_but_gives_no_new_session_even_to_its_clients() {
+        let (pool, client, sid) = pool_with_a_session_on_a();
+        set_a(&pool, crate::backend::AdminState::Drain);
+        let by_key = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+        let d = decide(&pool, &by_key, &client);
+        assert_eq!((&*d.candidates[0].name, d.rule), ("a", Rule::Key(KeyKind::SessionId)));
+
+        let unknown_ticket = Offer {
+            ticket: Some((Key::new(KeyKind::Ticket, b"never seen"), None)),
+            fingerprint: 7,
+            ..Offer::default()
+        };
+        let d = decide(&pool, &unknown_ticket, &client);
+        assert_eq!((&*d.candidates[0].name, d.rule), ("a", Rule::Rebind));
+
+        for _ in 0..4 {
+            let fresh = decide(&pool, &Offer::default(), &client);
+            assert_eq!(fresh.rule, Rule::Balancer, "its address's fresh client is not pinned to a");
+            assert!(fresh.candidates.iter().all(|b| &*b.name != "a"), "no new session on a");
+        }
+    }
+
+    #[test]
+    fn maint_takes_nothing_and_its_sessions_are_re_pinned_elsewhere() {
+        let (pool, client, sid) = pool_with_a_session_on_a();
+        set_a(&pool, crate::backend::AdminState::Maint);
+        let by_key = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+        let d = decide(&pool, &by_key, &client);
+        assert_eq!(&*d.candidates[0].name, "b");
+        assert!(d.candidates.iter().all(|b| &*b.name != "a"), "not even for failover");
+        assert!(pool.table.peek(&sid).is_none(), "the entry pointing at a is gone");
+
+        let unknown_ticket = Offer {
+            ticket: Some((Key::new(KeyKind::Ticket, b"never seen"), None)),
+            fingerprint: 7,
+            ..Offer::default()
+        };
+        let d = decide(&pool, &unknown_ticket, &client);
+        assert_ne!(d.rule, Rule::Rebind);
+        assert_eq!(&*d.candidates[0].name, "b");
+
+        // Even with b marked down, a is not tried.
+        let clock = pool.clock.clone();
+        pool.backends.by_name("b").unwrap().mark_down(&clock, std::time::Duration::from_secs(60));
+        let d = decide(&pool, &Offer::default(), &client);
+        assert!(d.candidates.iter().all(|b| &*b.name != "a"), "{:?}", d.candidates);
+
+        set_a(&pool, crate::backend::AdminState::Up);
+        let d = decide(&pool, &Offer::default(), &client);
+        assert_eq!(&*d.candidates[0].name, "a", "back in service");
     }
 
     #[tokio::test]

@@ -109,7 +109,7 @@ async fn tls_still_flows(router: &RunningRouter) {
 #[tokio::test]
 async fn writes_need_the_bearer_token_and_reads_only_with_token_for_reads() {
     let mut cfg = loopback();
-    cfg.token = Some("s3cret".into());
+    cfg.token = Some("s3cret-admin-token".into());
     let s = setup(cfg.clone(), Limits::default()).await;
     let a = s.admin.local_addr();
     let write = Some(r#"{"state":"drain"}"#);
@@ -132,7 +132,7 @@ async fn writes_need_the_bearer_token_and_reads_only_with_token_for_reads() {
     .await;
     assert_eq!(status, 401, "a DELETE is a write");
     let (status, b) =
-        request(a, "POST", "/api/v1/pools/default/backends/a", Some("s3cret"), write).await;
+        request(a, "POST", "/api/v1/pools/default/backends/a", Some("s3cret-admin-token"), write).await;
     assert_eq!(status, 200, "{b}");
     assert_eq!(b["state"], "drain");
 
@@ -142,7 +142,7 @@ async fn writes_need_the_bearer_token_and_reads_only_with_token_for_reads() {
     let a = s.admin.local_addr();
     let (status, _) = request(a, "GET", "/api/v1/stats", None, None).await;
     assert_eq!(status, 401, "reads need the token with token_for_reads");
-    let (status, _) = request(a, "GET", "/api/v1/stats", Some("s3cret"), None).await;
+    let (status, _) = request(a, "GET", "/api/v1/stats", Some("s3cret-admin-token"), None).await;
     assert_eq!(status, 200);
 }
 
