@@ -319,3 +319,34 @@ impl Stats {
         }
     }
 }
+
+/// One pool's series (label `pool`), registered when the pool is built.
+#[derive(Debug)]
+pub struct PoolSeries {
+    entries: Gauge,
+    evictions: Counter,
+    decision_seconds: metrics::Histogram,
+}
+
+impl PoolSeries {
+    pub fn register(pool: &str) -> PoolSeries {
+        let pool = pool.to_string();
+        PoolSeries {
+            entries: gauge!(m::AFFINITY_ENTRIES, "pool" => pool.clone()),
+            evictions: counter!(m::AFFINITY_EVICTIONS, "pool" => pool.clone()),
+            decision_seconds: metrics::histogram!(m::DECISION_SECONDS, "pool" => pool),
+        }
+    }
+
+    /// Records how long a routing decision took.
+    pub fn decision_time(&self, d: std::time::Duration) {
+        self.decision_seconds.record(d.as_secs_f64());
+    }
+
+    /// Copies the table's size and evictions into the series (at scrape
+    /// time: counting a table's entries takes each shard's lock once).
+    pub fn publish(&self, table: &dyn crate::affinity::AffinityStore) {
+        self.entries.set(table.len() as f64);
+        self.evictions.absolute(table.evictions());
+    }
+}
