@@ -179,7 +179,8 @@ impl BackendSeries {
             l
         };
         BackendSeries {
-            state: State::ALL.map(|s| gauge!(m::BACKEND_STATE, labels(Some(("state", s.as_str()))))),
+            state: State::ALL
+                .map(|s| gauge!(m::BACKEND_STATE, labels(Some(("state", s.as_str()))))),
             weight: gauge!(m::BACKEND_WEIGHT, labels(None)),
             active: gauge!(m::BACKEND_ACTIVE, labels(None)),
             connections: counter!(m::BACKEND_CONNECTIONS, labels(None)),
@@ -353,7 +354,10 @@ impl Pool {
     /// The backends of the pool named `pool`, their series registered.
     pub fn new(pool: &str, cfgs: &[BackendConfig]) -> Self {
         Pool {
-            backends: cfgs.iter().map(|c| Arc::new(Backend::new(pool, c))).collect(),
+            backends: cfgs
+                .iter()
+                .map(|c| Arc::new(Backend::new(pool, c)))
+                .collect(),
         }
     }
 

@@ -294,6 +294,100 @@ impl ListenerConfig {
 pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
+    /// The admin endpoint (metrics, API); off when `None`.
+    pub admin: Option<AdminConfig>,
+    pub log: LogConfig,
+}
+
+/// The `[admin]` section: where the endpoint listens and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// A bearer token every write must carry (and every read with
+    /// `token_for_reads`). Required when `bind` is not a loopback address.
+    pub token: Option<String>,
+    pub token_for_reads: bool,
+}
+
+impl AdminConfig {
+    /// An endpoint on `bind` without a token.
+    pub fn new(bind: SocketAddr) -> Self {
+        AdminConfig {
+            bind,
+            token: None,
+            token_for_reads: false,
+        }
+    }
+
+    /// The admin section's rules, written once: `check`, `run` and the
+    /// quick form all report what this says.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.token.as_deref() {
+            None if !self.bind.ip().is_loopback() => out.push(format!(
+                "the admin endpoint binds {}, which is not a loopback address, without a token: anyone who can reach it could drain backends; set [admin] token (or --admin-token), or bind 127.0.0.1",
+                self.bind
+            )),
+            None if self.token_for_reads => out.push(
+                "token_for_reads is set but there is no token: set [admin] token".to_string(),
+            ),
+            Some(t) if t.len() < MIN_TOKEN_LEN => out.push(format!(
+                "the admin token is {} characters long; use at least {MIN_TOKEN_LEN}",
+                t.len()
+            )),
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => out.push(
+                "the admin token must be printable ASCII without spaces (it travels in an HTTP header)"
+                    .to_string(),
+            ),
+            _ => {}
+        }
+        out
+    }
+}
+
+/// Shortest admin token accepted: guessing must not be practical.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The `[log]` section: how lines are written, and how many per-connection
+/// lines a second at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// Per-connection lines (and closes before routing) logged per second
+    /// at most; the rest are dropped and counted. 0 turns them off.
+    pub connections_per_second: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            connections_per_second: 50,
+        }
+    }
+}
+
+/// How log lines are written: `--log-format` and `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError(format!(
+                "unknown log format `{other}`: expected `text` or `json`"
+            ))),
+        }
+    }
 }
 
 impl Config {
@@ -303,6 +397,8 @@ impl Config {
         Config {
             listeners: vec![ListenerConfig::new(listen, "default")],
             pools: vec![PoolConfig::new("default", backends)],
+            admin: None,
+            log: LogConfig::default(),
         }
     }
 
@@ -312,6 +408,9 @@ impl Config {
 
     /// Rejects settings the router cannot run with, saying what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(problem) = self.admin.iter().flat_map(AdminConfig::problems).next() {
+            return Err(ConfigError(problem));
+        }
         if self.listeners.is_empty() {
             return Err(ConfigError("no listener: give at least one".into()));
         }
@@ -579,5 +678,44 @@ mod tests {
         assert!(validate_sni_pattern("*").is_err());
         assert!(validate_sni_pattern("a.*.com").is_err());
         assert!(validate_sni_pattern("bad name").is_err());
+    }
+}
+
+#[cfg(test)]
+mod admin_tests {
+    use super::*;
+
+    fn cfg(bind: &str, token: Option<&str>) -> AdminConfig {
+        AdminConfig {
+            bind: bind.parse().unwrap(),
+            token: token.map(str::to_string),
+            token_for_reads: false,
+        }
+    }
+
+    #[test]
+    fn a_non_loopback_bind_needs_a_token_and_the_message_names_it() {
+        let p = cfg("0.0.0.0:9900", None).problems();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("token"), "{p:?}");
+        assert!(cfg("[::]:9900", None).problems()[0].contains("token"));
+        assert!(
+            cfg("0.0.0.0:9900", Some("a-long-enough-token"))
+                .problems()
+                .is_empty()
+        );
+        assert!(cfg("127.0.0.1:9900", None).problems().is_empty());
+        assert!(cfg("[::1]:9900", None).problems().is_empty());
+    }
+
+    #[test]
+    fn tokens_must_be_long_and_header_safe() {
+        assert!(cfg("127.0.0.1:1", Some("short")).problems()[0].contains("at least"));
+        assert!(
+            cfg("127.0.0.1:1", Some("has a space in it here")).problems()[0].contains("printable")
+        );
+        let mut reads = cfg("127.0.0.1:1", None);
+        reads.token_for_reads = true;
+        assert!(reads.problems()[0].contains("token_for_reads"));
     }
 }

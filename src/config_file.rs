@@ -356,6 +356,8 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
     Some(Config {
         listeners: built,
         pools,
+        admin: None,
+        log: Default::default(),
     })
 }
 

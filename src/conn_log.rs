@@ -7,32 +7,15 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::info;
 
-/// How log lines are written: `--log-format` and `[log] format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    #[default]
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
+use crate::log_limit::LogLimiter;
 
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!(
-                "unknown log format `{other}`: expected `text` or `json`"
-            )),
-        }
-    }
-}
+/// The target of the per-connection lines: `RUST_LOG=stickytls::connection=off`
+/// turns them off alone.
+pub const TARGET: &str = "stickytls::connection";
 
 static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
 const BLOCK: u64 = 1 << 20;
@@ -69,19 +52,102 @@ pub mod close {
     pub const NO_BACKEND: &str = "no_backend";
 }
 
+/// A connection's line in the making. With the line's level off (the
+/// usual production filter is `warn`), it keeps only the start time and
+/// allocates nothing.
+#[derive(Debug)]
+pub struct ConnectionTrace {
+    started: Instant,
+    /// Whether a line may be written at all: fields that cost an
+    /// allocation are only filled in then.
+    on: bool,
+    record: ConnectionRecord,
+}
+
+impl ConnectionTrace {
+    /// A connection accepted now from `client` (the socket's peer).
+    pub fn start(listener: &str, client: SocketAddr) -> Self {
+        let on = tracing::enabled!(target: TARGET, tracing::Level::INFO);
+        ConnectionTrace {
+            started: Instant::now(),
+            on,
+            record: ConnectionRecord {
+                id: if on { next_id() } else { 0 },
+                listener: on.then(|| listener.into()),
+                client: Some(client),
+                close: close::CLOSED,
+                ..ConnectionRecord::default()
+            },
+        }
+    }
+
+    /// The client address a PROXY header named.
+    pub fn client(&mut self, client: SocketAddr) {
+        self.record.client = Some(client);
+    }
+
+    /// The ClientHello is complete: the hello time, and its server name.
+    pub fn hello(&mut self, sni: Option<&[u8]>) {
+        self.record.hello = Some(self.started.elapsed());
+        if self.on {
+            self.record.sni = sni.map(|s| String::from_utf8_lossy(s).into_owned());
+        }
+    }
+
+    /// The pool and the rule that chose; `kind` is the key kind that
+    /// decided or was re-bound.
+    pub fn routed(&mut self, pool: &str, rule: &'static str, kind: Option<&'static str>) {
+        if self.on {
+            self.record.pool = Some(pool.into());
+        }
+        self.record.rule = Some(rule);
+        self.record.kind = kind;
+    }
+
+    /// A backend was reached, `connect` after the attempts began.
+    pub fn connected(&mut self, backend: &str, connect: Duration) {
+        if self.on {
+            self.record.backend = Some(backend.into());
+        }
+        self.record.connect = Some(connect);
+    }
+
+    /// The handshake's outcome as the server's flight told it.
+    pub fn handshake(&mut self, version: Option<u16>, resumed: Option<bool>) {
+        self.record.tls = version.map(version_name);
+        self.record.resumed = resumed;
+    }
+
+    /// Bytes passed each way.
+    pub fn bytes(&mut self, to_backend: u64, to_client: u64) {
+        self.record.to_backend = to_backend;
+        self.record.to_client = to_client;
+    }
+
+    /// The connection is over: its line, within the rate limit.
+    pub fn finish(mut self, close: &'static str, limit: &LogLimiter) {
+        if !self.on || !limit.allow() {
+            return;
+        }
+        self.record.total = self.started.elapsed();
+        self.record.close = close;
+        self.record.emit();
+    }
+}
+
 /// What one connection's line says. Filled in as the connection goes; the
 /// fields a connection never reached stay empty (`-` in text).
 #[derive(Debug, Default)]
 pub struct ConnectionRecord {
     pub id: u64,
-    pub listener: Option<std::sync::Arc<str>>,
+    pub listener: Option<Box<str>>,
     /// The client's address: the PROXY header's when the listener uses one.
     pub client: Option<SocketAddr>,
     pub sni: Option<String>,
     /// The version the server chose, e.g. "1.3".
     pub tls: Option<&'static str>,
-    pub pool: Option<std::sync::Arc<str>>,
-    pub backend: Option<std::sync::Arc<str>>,
+    pub pool: Option<Box<str>>,
+    pub backend: Option<Box<str>>,
     pub rule: Option<&'static str>,
     /// The key kind that decided (rule 1) or was re-bound (rule 2).
     pub kind: Option<&'static str>,
@@ -106,7 +172,7 @@ impl ConnectionRecord {
     pub fn emit(&self) {
         let dash = "-";
         info!(
-            target: "stickytls::connection",
+            target: TARGET,
             id = self.id,
             listener = self.listener.as_deref().unwrap_or(dash),
             client = %self.client.map_or_else(|| dash.to_string(), |c| c.to_string()),
@@ -149,19 +215,15 @@ mod tests {
             let handles: Vec<_> = (0..4)
                 .map(|_| s.spawn(|| (0..1000).map(|_| next_id()).collect::<Vec<_>>()))
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
         });
         let n = all.len();
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), n);
         assert!(all.iter().all(|&id| id > 0));
-    }
-
-    #[test]
-    fn log_formats_parse_by_name() {
-        assert_eq!("json".parse(), Ok(LogFormat::Json));
-        assert_eq!("text".parse(), Ok(LogFormat::Text));
-        assert!("xml".parse::<LogFormat>().is_err());
     }
 }

@@ -114,8 +114,11 @@ pub async fn connect(
             continue;
         };
         let first_byte = await_answer.then_some(t.first_byte);
+        let started = std::time::Instant::now();
         match attempt(backend, hello, t.connect, first_byte).await {
             Ok((stream, first_bytes)) => {
+                backend.connect_time(started.elapsed());
+                backend.counters.connection();
                 backend.mark_up();
                 return Ok(Connected {
                     stream,

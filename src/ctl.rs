@@ -134,16 +134,27 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Pools,
-    Backends { pool: String },
+    Backends {
+        pool: String,
+    },
     Set {
         pool: String,
         backend: String,
         state: Option<String>,
         weight: Option<u32>,
     },
-    Lookup { pool: String, by: By },
-    Forget { pool: String, by: By },
-    Decisions { pool: String, limit: Option<usize> },
+    Lookup {
+        pool: String,
+        by: By,
+    },
+    Forget {
+        pool: String,
+        by: By,
+    },
+    Decisions {
+        pool: String,
+        limit: Option<usize>,
+    },
     Stats,
 }
 
@@ -332,10 +343,12 @@ const BACKEND_HEADERS: [&str; 8] = [
 ];
 
 fn backend_cells(b: &Value) -> Vec<String> {
-    let mut row: Vec<String> = ["name", "address", "state", "weight", "active", "total", "resumed"]
-        .iter()
-        .map(|f| cell(&b[*f]))
-        .collect();
+    let mut row: Vec<String> = [
+        "name", "address", "state", "weight", "active", "total", "resumed",
+    ]
+    .iter()
+    .map(|f| cell(&b[*f]))
+    .collect();
     let handshakes = b["handshakes"].as_u64().unwrap_or(0);
     let resumed = b["resumed"].as_u64().unwrap_or(0);
     row.push(if handshakes == 0 {
@@ -417,10 +430,7 @@ mod tests {
                 vec!["y".into(), "z".into()],
             ],
         );
-        assert_eq!(
-            t,
-            "A          LONG HEADER\nwide cell  x\ny          z\n"
-        );
+        assert_eq!(t, "A          LONG HEADER\nwide cell  x\ny          z\n");
     }
 
     #[test]

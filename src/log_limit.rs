@@ -92,6 +92,10 @@ mod tests {
         let allowed = (0..100).filter(|_| l.allow()).count();
         // Two seconds may start during the loop on a slow machine.
         assert!((5..=10).contains(&allowed), "{allowed}");
-        assert_eq!(l.dropped(), 100 - allowed as u64, "every line not allowed is counted");
+        assert_eq!(
+            l.dropped(),
+            100 - allowed as u64,
+            "every line not allowed is counted"
+        );
     }
 }

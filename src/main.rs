@@ -8,10 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use stickytls::config::{BackendConfig, Balance, Config, parse_backend, parse_duration};
+use stickytls::config::{
+    AdminConfig, BackendConfig, Balance, Config, LogFormat, parse_backend, parse_duration,
+};
 use stickytls::config_file::{self, ConfigErrors};
-use stickytls::inspect::{Limits, report::report};
 use stickytls::ctl;
+use stickytls::inspect::{Limits, report::report};
 use stickytls::router::Router;
 
 #[derive(Parser, Debug)]
@@ -51,11 +53,21 @@ enum Command {
 #[derive(Debug, Args)]
 struct CtlArgs {
     /// The router's admin endpoint, HOST:PORT.
-    #[arg(long, value_name = "ADDR", env = "STICKYTLS_ADMIN", default_value = "127.0.0.1:9900")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "STICKYTLS_ADMIN",
+        default_value = "127.0.0.1:9900"
+    )]
     admin: String,
     /// The [admin] token (better given in the environment than on a
     /// command line others can read).
-    #[arg(long, value_name = "TOKEN", env = "STICKYTLS_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "STICKYTLS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long)]
@@ -96,11 +108,15 @@ enum CtlCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false, args = ["key", "client"])]
 struct AffinityArgs {
     pool: String,
     /// A session ID, ticket or PSK identity, in hex.
-    #[arg(long, value_name = "HEX")]
+    #[arg(
+        long,
+        value_name = "HEX",
+        required_unless_present = "client",
+        conflicts_with = "client"
+    )]
     key: Option<String>,
     /// A client IP address.
     #[arg(long, value_name = "IP")]
@@ -188,10 +204,36 @@ struct RunArgs {
     /// inspection costs.
     #[arg(long)]
     no_inspect: bool,
+    /// Serve metrics and the admin API on this address
+    /// (docs/operations.md); its one pool is named `default`.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// The admin endpoint's bearer token; required unless --admin is a
+    /// loopback address.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        requires = "admin",
+        env = "STICKYTLS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// Log lines as `text` or `json` (overrides [log] format).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+    /// Per-connection log lines per second at most; the rest are dropped
+    /// and counted; 0 turns them off (overrides [log]
+    /// connections_per_second).
+    #[arg(long, value_name = "N")]
+    log_rate: Option<u64>,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse().map_err(|e: stickytls::config::ConfigError| e.0)
 }
 
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 13] = [
+const QUICK_FORM: [&str; 15] = [
     "listen",
     "backends",
     "balance",
@@ -205,6 +247,8 @@ const QUICK_FORM: [&str; 13] = [
     "idle_timeout",
     "max_connections",
     "no_inspect",
+    "admin",
+    "admin_token",
 ];
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
@@ -217,12 +261,28 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 
 impl RunArgs {
     fn config(self) -> Result<Config, ConfigErrors> {
-        let listen = match (self.config, self.listen) {
-            (Some(path), _) => return config_file::load(&path),
+        let mut c = self.config_before_log_flags()?;
+        if let Some(f) = self.log_format {
+            c.log.format = f;
+        }
+        if let Some(n) = self.log_rate {
+            c.log.connections_per_second = n;
+        }
+        Ok(c)
+    }
+
+    fn config_before_log_flags(&self) -> Result<Config, ConfigErrors> {
+        let listen = match (&self.config, self.listen) {
+            (Some(path), _) => return config_file::load(path),
             (None, Some(listen)) => listen,
             (None, None) => unreachable!("clap requires --listen unless --config is given"),
         };
-        let mut c = Config::single(listen, self.backends);
+        let mut c = Config::single(listen, self.backends.clone());
+        c.admin = self.admin.map(|bind| AdminConfig {
+            bind,
+            token: self.admin_token.clone(),
+            token_for_reads: false,
+        });
         let p = &mut c.pools[0];
         p.balance = self.balance;
         p.inspect = !self.no_inspect;
@@ -240,13 +300,16 @@ impl RunArgs {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -260,7 +323,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging();
+    init_logging(config.log.format);
     let nofile = stickytls::listen::raise_nofile_limit();
     // The main thread only binds and waits for the signal; connections are
     // served on worker threads, one single-threaded runtime each.

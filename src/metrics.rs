@@ -25,9 +25,9 @@ pub const CONNECTIONS_ACTIVE: &str = "stickytls_connections_active";
 /// and the PROXY header's reasons).
 pub const REJECTED: &str = "stickytls_rejected_total";
 /// Bytes relayed from clients to backends.
-pub const BYTES_CLIENT_TO_BACKEND: &str = "stickytls_client_to_backend_bytes_total";
+pub const BYTES_CLIENT_TO_BACKEND: &str = "stickytls_bytes_client_to_backend_total";
 /// Bytes relayed from backends to clients.
-pub const BYTES_BACKEND_TO_CLIENT: &str = "stickytls_backend_to_client_bytes_total";
+pub const BYTES_BACKEND_TO_CLIENT: &str = "stickytls_bytes_backend_to_client_total";
 /// Routing decisions, by `pool` and `rule` (key, rebind, source_ip,
 /// balancer).
 pub const ROUTED: &str = "stickytls_routed_total";
@@ -86,9 +86,6 @@ pub const DECISION_SECONDS: &str = "stickytls_decision_duration_seconds";
 pub const FAILOVERS: &str = "stickytls_failovers_total";
 /// Connections that found no backend at all, by `pool`.
 pub const NO_BACKEND: &str = "stickytls_no_backend_total";
-/// Server handshake flights the inspector could not read, by `reason`.
-/// Replaced by [`INSPECTION_ERRORS`] once the connection path is wired.
-pub const SERVER_UNREADABLE: &str = "stickytls_server_flight_unreadable_total";
 /// Accept errors, by `reason` (emfile, other).
 pub const ACCEPT_ERRORS: &str = "stickytls_accept_errors_total";
 /// Per-connection log lines dropped by the log rate limit.
@@ -173,10 +170,7 @@ fn describe() {
     );
     describe_counter!(RESUMED, "Resumptions the backends accepted, by kind.");
     describe_gauge!(AFFINITY_ENTRIES, "Entries in a pool's affinity table.");
-    describe_counter!(
-        AFFINITY_EVICTIONS,
-        "Entries a full affinity table evicted."
-    );
+    describe_counter!(AFFINITY_EVICTIONS, "Entries a full affinity table evicted.");
     describe_counter!(
         TLS13_SESSION_IDS_IGNORED,
         "TLS 1.3 legacy session IDs seen and not stored."

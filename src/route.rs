@@ -453,7 +453,10 @@ mod tests {
             ..Offer::default()
         };
         let d = decide(&pool, &by_key, &client);
-        assert_eq!((&*d.candidates[0].name, d.rule), ("a", Rule::Key(KeyKind::SessionId)));
+        assert_eq!(
+            (&*d.candidates[0].name, d.rule),
+            ("a", Rule::Key(KeyKind::SessionId))
+        );
 
         let unknown_ticket = Offer {
             ticket: Some((Key::new(KeyKind::Ticket, b"never seen"), None)),
@@ -465,8 +468,15 @@ mod tests {
 
         for _ in 0..4 {
             let fresh = decide(&pool, &Offer::default(), &client);
-            assert_eq!(fresh.rule, Rule::Balancer, "its address's fresh client is not pinned to a");
-            assert!(fresh.candidates.iter().all(|b| &*b.name != "a"), "no new session on a");
+            assert_eq!(
+                fresh.rule,
+                Rule::Balancer,
+                "its address's fresh client is not pinned to a"
+            );
+            assert!(
+                fresh.candidates.iter().all(|b| &*b.name != "a"),
+                "no new session on a"
+            );
         }
     }
 
@@ -480,8 +490,14 @@ mod tests {
         };
         let d = decide(&pool, &by_key, &client);
         assert_eq!(&*d.candidates[0].name, "b");
-        assert!(d.candidates.iter().all(|b| &*b.name != "a"), "not even for failover");
-        assert!(pool.table.peek(&sid).is_none(), "the entry pointing at a is gone");
+        assert!(
+            d.candidates.iter().all(|b| &*b.name != "a"),
+            "not even for failover"
+        );
+        assert!(
+            pool.table.peek(&sid).is_none(),
+            "the entry pointing at a is gone"
+        );
 
         let unknown_ticket = Offer {
             ticket: Some((Key::new(KeyKind::Ticket, b"never seen"), None)),
@@ -494,9 +510,16 @@ mod tests {
 
         // Even with b marked down, a is not tried.
         let clock = pool.clock.clone();
-        pool.backends.by_name("b").unwrap().mark_down(&clock, std::time::Duration::from_secs(60));
+        pool.backends
+            .by_name("b")
+            .unwrap()
+            .mark_down(&clock, std::time::Duration::from_secs(60));
         let d = decide(&pool, &Offer::default(), &client);
-        assert!(d.candidates.iter().all(|b| &*b.name != "a"), "{:?}", d.candidates);
+        assert!(
+            d.candidates.iter().all(|b| &*b.name != "a"),
+            "{:?}",
+            d.candidates
+        );
 
         set_a(&pool, crate::backend::AdminState::Up);
         let d = decide(&pool, &Offer::default(), &client);

@@ -4,12 +4,14 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{error, info, warn};
 
+use crate::admin::{AdminServer, Control, Limits as AdminLimits};
 use crate::affinity::clients::{ClientIndex, ClientIndexConfig, ClientPrefix};
 use crate::affinity::memory::MemoryStoreConfig;
 use crate::affinity::{AffinityStore, MemoryStore};
@@ -17,12 +19,14 @@ use crate::backend::{Backend, BackendName, Pool};
 use crate::balance::Balancer;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ListenerConfig, NonTls, PoolConfig};
+use crate::conn_log::{ConnectionTrace, close};
 use crate::inspect::{self, Handshake, Status};
 use crate::intake::{IntakeError, read_hello};
 use crate::log_limit::LogLimiter;
-use crate::relay::{OnServerFlight, RelayEnd, Side, relay};
+use crate::relay::{OnServerFlight, RelayEnd, Relayed, Side, relay};
 use crate::route::{Decision, Offer, Rule, decide};
 use crate::sni::SniMap;
+use crate::stats::PoolSeries;
 use crate::stats::{Snapshot, Stats};
 use crate::{connect, learn, proxy};
 
@@ -42,6 +46,8 @@ pub struct PoolState {
     pub stats: Arc<Stats>,
     /// Keeps per-connection decision logs at info level affordable.
     pub decision_log: Arc<LogLimiter>,
+    /// Its Prometheus series (table size, evictions, decision time).
+    pub series: PoolSeries,
     /// The last [`RECENT_DECISIONS`] routing decisions, newest last: lets
     /// `stickytls demo` (and later a stats page) say why each connection
     /// went where it did, without parsing logs.
@@ -103,6 +109,7 @@ impl PoolState {
             clock.clone(),
         );
         PoolState {
+            series: PoolSeries::register(&config.name),
             backends: Pool::new(&config.name, &config.backends),
             balancer: Balancer::new(config.balance),
             table,
@@ -281,6 +288,9 @@ pub struct Router {
     listeners: Vec<(std::net::TcpListener, Arc<ListenerState>)>,
     pools: Vec<Arc<PoolState>>,
     stats: Arc<Stats>,
+    /// The admin endpoint, on its own thread; it stops when the router is
+    /// dropped (after `run_on_threads` returns).
+    admin: Option<AdminServer>,
 }
 
 impl Router {
@@ -297,8 +307,14 @@ impl Router {
         mut stores: HashMap<String, Arc<dyn AffinityStore>>,
     ) -> Result<Router, RouterError> {
         config.validate().map_err(RouterError::Config)?;
+        // The recorder first: the series registered below are no-ops for
+        // good if it comes later.
+        let recorder = config
+            .admin
+            .as_ref()
+            .and_then(|_| crate::metrics::recorder());
         let stats = Arc::new(Stats::default());
-        let log = Arc::new(LogLimiter::new(50));
+        let log = Arc::new(LogLimiter::new(config.log.connections_per_second));
         let mut by_name = HashMap::new();
         let mut pools = Vec::new();
         for p in &config.pools {
@@ -328,10 +344,23 @@ impl Router {
                 )),
             ));
         }
+        let admin = match &config.admin {
+            Some(a) => Some(
+                AdminServer::start(
+                    a,
+                    Control::new(pools.clone(), stats.clone()),
+                    recorder,
+                    AdminLimits::default(),
+                )
+                .map_err(|e| RouterError::Admin(a.bind, e))?,
+            ),
+            None => None,
+        };
         Ok(Router {
             listeners,
             pools,
             stats,
+            admin,
         })
     }
 
@@ -350,6 +379,11 @@ impl Router {
 
     pub fn pool(&self, name: &str) -> Option<&Arc<PoolState>> {
         self.pools.iter().find(|p| p.config.name == name)
+    }
+
+    /// The admin endpoint's bound address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     pub fn pools(&self) -> &[Arc<PoolState>] {
@@ -398,7 +432,7 @@ impl Router {
     /// spreads connections, and each connection lives on one thread.
     /// Tables and counters stay shared.
     pub fn run_on_threads(
-        self,
+        mut self,
         threads: usize,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<()> {
@@ -442,15 +476,19 @@ impl Router {
             h.join()
                 .map_err(|_| std::io::Error::other("a worker thread panicked"))??;
         }
+        // Serving until the workers are done: a scrape during shutdown
+        // still answers.
+        drop(self.admin.take());
         Ok(())
     }
 
     /// Starts serving on a task of the current runtime; the router stops
     /// when the returned handle is dropped.
-    pub fn spawn(self) -> RunningRouter {
+    pub fn spawn(mut self) -> RunningRouter {
         let addr = self.local_addr();
         let stats = self.stats.clone();
         let pools = self.pools.clone();
+        let admin = self.admin.take();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async move {
             let _ = rx.await;
@@ -459,6 +497,7 @@ impl Router {
             addr,
             stats,
             pools,
+            admin,
             _stop: tx,
             task,
         }
@@ -494,11 +533,17 @@ pub struct RunningRouter {
     pub addr: SocketAddr,
     stats: Arc<Stats>,
     pools: Vec<Arc<PoolState>>,
+    admin: Option<AdminServer>,
     _stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningRouter {
+    /// The admin endpoint's bound address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
     pub fn stats(&self) -> Snapshot {
         self.stats.snapshot()
     }
@@ -519,6 +564,8 @@ impl Drop for RunningRouter {
 pub enum RouterError {
     Config(ConfigError),
     Bind(SocketAddr, std::io::Error),
+    /// The admin endpoint could not listen.
+    Admin(SocketAddr, std::io::Error),
 }
 
 impl std::fmt::Display for RouterError {
@@ -526,6 +573,7 @@ impl std::fmt::Display for RouterError {
         match self {
             RouterError::Config(e) => write!(f, "invalid configuration: {e}"),
             RouterError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            RouterError::Admin(a, e) => write!(f, "cannot start the admin endpoint on {a}: {e}"),
         }
     }
 }
@@ -536,6 +584,8 @@ impl std::error::Error for RouterError {}
 /// listening sockets, so it already has TCP_NODELAY (see `bind_reuseport`).
 pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: SocketAddr) {
     listener.stats.connection();
+    let _open = Open(&listener.stats);
+    let mut trace = ConnectionTrace::start("", peer);
     let limits = listener.config.limits;
     let deadline = tokio::time::Instant::now() + listener.hello_timeout;
 
@@ -562,6 +612,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     } else {
         peer
     };
+    trace.client(client_addr);
     let Some(slot) = listener.begin_inspecting(listener.default_pool().prefix(client_addr.ip()))
     else {
         listener.stats.rejected("per_ip_limit");
@@ -592,31 +643,49 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
             if listener.decision_log.allow() {
                 info!(peer = %client_addr, reason = n.reason, pool = %pool.config.name, "not TLS: forwarded to the non-TLS pool");
             }
-            forward_blind(&pool, client, client_addr, &hello, false).await;
+            trace.hello(None);
+            forward_blind(&pool, client, client_addr, &hello, false, trace).await;
             return;
         }
-        (Err(e), _) => return listener.reject(client_addr, e.reason(), &e),
+        (Err(e), _) => {
+            if let Some((side, kind)) = e.inspection_error() {
+                listener.stats.inspection_error(side, kind);
+            }
+            return listener.reject(client_addr, e.reason(), &e);
+        }
     }
 
     // Route: the pool by SNI, then the affinity rules inside it.
     let (pool, offer) = {
         let Some(ch) = hs.client_hello() else { return };
+        trace.hello(ch.sni);
         let pool = listener.pool_for(ch.sni).clone();
         let offer = pool.config.inspect.then(|| Offer::from_hello(&ch));
         (pool, offer)
     };
     let Some(offer) = offer else {
-        forward_blind(&pool, client, client_addr, &hello, true).await;
+        forward_blind(&pool, client, client_addr, &hello, true, trace).await;
         return;
     };
+    let decided = Instant::now();
     let prefix = pool.prefix(client_addr.ip());
     let decision = decide(&pool, &offer, &prefix);
+    pool.series.decision_time(decided.elapsed());
     pool.stats.routed(decision.rule);
+    let kind = match decision.rule {
+        Rule::Key(kind) => Some(kind.as_str()),
+        Rule::Rebind => Some(offer.resumption_kind().as_str()),
+        _ => None,
+    };
+    trace.routed(&pool.config.name, decision.rule.as_str(), kind);
 
     // Connect, with failover.
+    let connecting = Instant::now();
     let Some(connected) = connect_logged(&pool, &decision, client_addr, &hello, true).await else {
+        trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
+    trace.connected(&connected.backend.name, connecting.elapsed());
     if let Some(chosen) = decision.candidates.first() {
         if !Arc::ptr_eq(chosen, &connected.backend) {
             // The chosen backend was not reached: stop rules 2 and 3 from
@@ -624,13 +693,6 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
             pool.clients.forget_backend(&prefix, &chosen.name);
         }
     }
-    log_decision(
-        &pool,
-        client_addr,
-        &decision,
-        &connected.backend.name,
-        &offer,
-    );
     pool.record_decision(client_addr, &connected.backend.name, &decision);
 
     // Relay, learning from the server's flight.
@@ -641,8 +703,38 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         offer: &offer,
         decision: &decision,
         backend: &backend,
+        seen: HandshakeSeen::default(),
     };
-    relay_to(&pool, client, connected, Some(hs), &learner).await;
+    let (relayed, hello_len) = (
+        relay_to(&pool, client, connected, Some(hs), &learner).await,
+        hello.len() as u64,
+    );
+    let (version, resumed) = learner.seen.get();
+    trace.handshake(version, resumed);
+    finish(&pool, trace, relayed, hello_len);
+}
+
+/// Counts a connection closed when its handler ends, whichever way.
+struct Open<'a>(&'a Stats);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}
+
+/// Counts what a relay carried and writes the connection's line.
+fn finish(pool: &PoolState, mut trace: ConnectionTrace, relayed: Relayed, hello: u64) {
+    let to_backend = relayed.to_server + hello;
+    pool.stats.relayed(to_backend, relayed.to_client);
+    trace.bytes(to_backend, relayed.to_client);
+    let close = match relayed.end {
+        RelayEnd::Closed => close::CLOSED,
+        RelayEnd::Idle => close::IDLE,
+        RelayEnd::Reset(Side::Client, _) => close::CLIENT_RESET,
+        RelayEnd::Reset(Side::Server, _) => close::BACKEND_RESET,
+    };
+    trace.finish(close, &pool.decision_log);
 }
 
 /// Forwards a connection by the balancer alone: non-TLS input sent to a
@@ -654,6 +746,7 @@ async fn forward_blind(
     client_addr: SocketAddr,
     hello: &[u8],
     tls: bool,
+    mut trace: ConnectionTrace,
 ) {
     let prefix = pool.prefix(client_addr.ip());
     let order = pool.balancer.order(pool.backends.all(), &prefix);
@@ -664,11 +757,16 @@ async fn forward_blind(
         reason: "forwarded without inspection",
     };
     pool.stats.routed(decision.rule);
+    trace.routed(&pool.config.name, decision.rule.as_str(), None);
+    let connecting = Instant::now();
     let Some(connected) = connect_logged(pool, &decision, client_addr, hello, tls).await else {
+        trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
+    trace.connected(&connected.backend.name, connecting.elapsed());
     pool.record_decision(client_addr, &connected.backend.name, &decision);
-    relay_to(pool, client, connected, None, &NoLearning).await;
+    let relayed = relay_to(pool, client, connected, None, &NoLearning).await;
+    finish(pool, trace, relayed, hello.len() as u64);
 }
 
 /// Relays until the connection ends, then passes a reset on as a reset.
@@ -679,7 +777,7 @@ async fn relay_to(
     connected: connect::Connected,
     hs: Option<Box<Handshake>>,
     flight: &dyn OnServerFlight,
-) {
+) -> Relayed {
     let connect::Connected {
         stream: mut server,
         first_bytes,
@@ -704,6 +802,7 @@ async fn relay_to(
         let _ = socket2::SockRef::from(other).set_linger(Some(Duration::ZERO));
     }
     drop(active);
+    relayed
 }
 
 async fn connect_logged(
@@ -728,31 +827,6 @@ async fn connect_logged(
     }
 }
 
-fn log_decision(pool: &PoolState, peer: SocketAddr, d: &Decision, reached: &str, offer: &Offer) {
-    // The key's hex is built here, outside the macros, so check the level
-    // first: with info off (the usual production filter) this costs nothing.
-    if !tracing::enabled!(tracing::Level::INFO) || !pool.decision_log.allow() {
-        return;
-    }
-    let key = offer
-        .psk_identities
-        .first()
-        .map(|(k, _)| k)
-        .or(offer.ticket.as_ref().map(|(k, _)| k))
-        .or(offer.session_id.as_ref())
-        .map(|k| k.short_hex());
-    let key = key.as_deref().unwrap_or("-");
-    match d.rule {
-        Rule::Rebind => info!(
-            %peer, backend = reached, new_key = key, reason = d.reason,
-            "re-bound an unknown session to the client address's backend"
-        ),
-        _ => {
-            info!(%peer, backend = reached, rule = d.rule.as_str(), reason = d.reason, key, "routed")
-        }
-    }
-}
-
 /// Learns from the server's flight as soon as the inspector has it.
 struct Learner<'a> {
     pool: &'a PoolState,
@@ -760,11 +834,39 @@ struct Learner<'a> {
     offer: &'a Offer,
     decision: &'a Decision,
     backend: &'a Arc<Backend>,
+    /// What the server's flight said, for the connection's line.
+    seen: HandshakeSeen,
+}
+
+/// A handshake's version and whether it resumed, written once by the
+/// relay's inspection and read when the connection ends.
+#[derive(Debug, Default)]
+struct HandshakeSeen {
+    /// The version the server chose; 0 until it is known.
+    version: AtomicU16,
+    /// 0 unknown, 1 full, 2 resumed.
+    resumed: AtomicU8,
+}
+
+impl HandshakeSeen {
+    fn set(&self, version: u16, resumed: bool) {
+        self.version.store(version, Ordering::Relaxed);
+        self.resumed.store(1 + u8::from(resumed), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (Option<u16>, Option<bool>) {
+        let v = self.version.load(Ordering::Relaxed);
+        let r = self.resumed.load(Ordering::Relaxed);
+        ((v != 0).then_some(v), (r != 0).then_some(r == 2))
+    }
 }
 
 impl OnServerFlight for Learner<'_> {
     fn done(&self, hs: &Handshake) {
         if let Some(outcome) = hs.outcome() {
+            self.backend.counters.handshake(outcome.resumed);
+            self.pool.stats.tls_version(outcome.version);
+            self.seen.set(outcome.version, outcome.resumed);
             learn::learn(
                 self.pool,
                 self.prefix,
@@ -780,9 +882,10 @@ impl OnServerFlight for Learner<'_> {
         let reason = match status {
             Status::Alert(_) => "alert",
             Status::NotTls(_) => "not_tls",
+            Status::Malformed(e) if e.kind == inspect::ErrorKind::OverLimit => "over_limit",
             _ => "malformed",
         };
-        metrics::counter!(crate::metrics::SERVER_UNREADABLE, "reason" => reason).increment(1);
+        self.pool.stats.inspection_error("server", reason);
         if self.pool.decision_log.allow() {
             info!(backend = %self.backend.name, ?status, "server flight not learned from");
         }

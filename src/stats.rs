@@ -264,6 +264,13 @@ impl Stats {
     pub fn no_backend(&self) {
         inc(&self.no_backend);
     }
+    /// Handshake bytes the inspector could not read: `side` client or
+    /// server, `kind` malformed, over_limit, not_tls or alert. Rare, so
+    /// counted straight into the facade.
+    pub fn inspection_error(&self, side: &'static str, kind: &'static str) {
+        counter!(m::INSPECTION_ERRORS, "side" => side, "kind" => kind).increment(1);
+    }
+
     /// Bytes a finished relay passed each way.
     pub fn relayed(&self, to_backend: u64, to_client: u64) {
         self.to_backend_bytes

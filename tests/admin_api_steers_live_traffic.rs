@@ -102,10 +102,10 @@ async fn drain_and_maint_steer_live_traffic_without_a_failed_connection() {
 
     // An established connection to every backend, kept open throughout.
     let mut held = HashMap::new();
-    let holder = tls12_client();
     let mut n = 0;
     while held.len() < 3 {
-        let conn = holder
+        // A new client each time, so no session pins it.
+        let conn = tls12_client()
             .open(addr, Some(ip(200 + n)), Writes::Whole)
             .await
             .unwrap();
@@ -162,10 +162,16 @@ async fn drain_and_maint_steer_live_traffic_without_a_failed_connection() {
     for l in &on_a {
         // A fresh client from an address last seen on a: not to a.
         let fresh = tls12_client().connect(addr, Some(l.ip)).await.unwrap();
-        assert_ne!(fresh.backend, "a", "drain gives no new session, even to a's addresses");
+        assert_ne!(
+            fresh.backend, "a",
+            "drain gives no new session, even to a's addresses"
+        );
     }
     for i in 0..6 {
-        let fresh = tls12_client().connect(addr, Some(ip(100 + i))).await.unwrap();
+        let fresh = tls12_client()
+            .connect(addr, Some(ip(100 + i)))
+            .await
+            .unwrap();
         assert_ne!(fresh.backend, "a");
     }
     let list = api
@@ -173,7 +179,10 @@ async fn drain_and_maint_steer_live_traffic_without_a_failed_connection() {
         .await
         .unwrap();
     let a = &list["backends"].as_array().unwrap()[0];
-    assert_eq!((a["name"].as_str(), a["state"].as_str()), (Some("a"), Some("drain")));
+    assert_eq!(
+        (a["name"].as_str(), a["state"].as_str()),
+        (Some("a"), Some("drain"))
+    );
 
     // Maint b: its clients move elsewhere and stay there.
     set(&api, "b", "maint").await;
@@ -181,12 +190,21 @@ async fn drain_and_maint_steer_live_traffic_without_a_failed_connection() {
     until_each_made(&loopers, &m, 3).await;
     for (l, from) in loopers.iter().zip(&m) {
         let after = l.since(from + 1).await;
-        assert!(after.iter().all(|(b, _)| b != "b"), "{}: nothing new on b: {after:?}", l.ip);
+        assert!(
+            after.iter().all(|(b, _)| b != "b"),
+            "{}: nothing new on b: {after:?}",
+            l.ip
+        );
         if home[&l.ip] == "b" {
             // A full handshake on its new backend (c: a takes no new
             // session), then resumptions there.
             let (last, resumed) = after.last().unwrap();
-            assert_eq!((last.as_str(), *resumed), ("c", true), "{}: {after:?}", l.ip);
+            assert_eq!(
+                (last.as_str(), *resumed),
+                ("c", true),
+                "{}: {after:?}",
+                l.ip
+            );
         }
     }
 
@@ -197,10 +215,16 @@ async fn drain_and_maint_steer_live_traffic_without_a_failed_connection() {
     for t in tasks {
         t.await.unwrap();
     }
-    let failed: u64 = loopers.iter().map(|l| l.failures.load(Ordering::Relaxed)).sum();
+    let failed: u64 = loopers
+        .iter()
+        .map(|l| l.failures.load(Ordering::Relaxed))
+        .sum();
     assert_eq!(failed, 0, "no connection failed");
     for (backend, conn) in held.iter_mut() {
-        let who = conn.ask().await.expect("an established connection survived drain and maint");
+        let who = conn
+            .ask()
+            .await
+            .expect("an established connection survived drain and maint");
         assert_eq!(&who.backend, backend);
     }
 
@@ -211,7 +235,11 @@ async fn drain_and_maint_steer_live_traffic_without_a_failed_connection() {
         .unwrap();
     let list = d["decisions"].as_array().unwrap();
     assert_eq!(list.len(), 5);
-    assert!(list.iter().all(|d| d["backend"].is_string() && d["rule"].is_string()), "{d}");
+    assert!(
+        list.iter()
+            .all(|d| d["backend"].is_string() && d["rule"].is_string()),
+        "{d}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +251,10 @@ async fn a_session_and_a_client_are_looked_up_and_forgotten() {
         o.tickets = false;
         farm.push(SServer::start(o).await.expect("s_server starts"));
     }
-    let named: Vec<_> = farm.iter().map(|s| (s.name().to_string(), s.addr())).collect();
+    let named: Vec<_> = farm
+        .iter()
+        .map(|s| (s.name().to_string(), s.addr()))
+        .collect();
     let mut cfg = config(&named);
     cfg.admin = Some(AdminConfig::new("127.0.0.1:0".parse().unwrap()));
     let router = start_router(cfg).await;
@@ -247,12 +278,19 @@ async fn a_session_and_a_client_are_looked_up_and_forgotten() {
     assert!(found["expires_in_secs"].as_u64().unwrap() > 0);
 
     let by_ip = api
-        .call(Method::GET, "/api/v1/pools/default/affinity?client=127.0.0.7", None)
+        .call(
+            Method::GET,
+            "/api/v1/pools/default/affinity?client=127.0.0.7",
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(by_ip["backend"], owner.as_str(), "{by_ip}");
     assert_eq!(by_ip["rule"], "source_ip");
-    assert_eq!(by_ip["kind"], "session_id", "its last connection was TLS 1.2");
+    assert_eq!(
+        by_ip["kind"], "session_id",
+        "its last connection was TLS 1.2"
+    );
 
     let gone = api.call(Method::DELETE, &path, None).await.unwrap();
     assert_eq!(gone["removed"], 1);
@@ -264,11 +302,19 @@ async fn a_session_and_a_client_are_looked_up_and_forgotten() {
         other => panic!("forgetting twice: {other:?}"),
     }
 
-    api.call(Method::DELETE, "/api/v1/pools/default/affinity?client=127.0.0.7", None)
-        .await
-        .unwrap();
+    api.call(
+        Method::DELETE,
+        "/api/v1/pools/default/affinity?client=127.0.0.7",
+        None,
+    )
+    .await
+    .unwrap();
     let by_ip = api
-        .call(Method::GET, "/api/v1/pools/default/affinity?client=127.0.0.7", None)
+        .call(
+            Method::GET,
+            "/api/v1/pools/default/affinity?client=127.0.0.7",
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(by_ip["backend"], Value::Null);
@@ -283,6 +329,10 @@ async fn a_session_and_a_client_are_looked_up_and_forgotten() {
     if next.reused {
         assert_eq!(relearned["backend"], owner.as_str());
     } else {
-        assert_eq!(relearned["backend"], Value::Null, "a new session, not this one");
+        assert_eq!(
+            relearned["backend"],
+            Value::Null,
+            "a new session, not this one"
+        );
     }
 }

@@ -119,8 +119,14 @@ async fn writes_need_the_bearer_token_and_reads_only_with_token_for_reads() {
     let (status, err) = request(a, "POST", "/api/v1/pools/default/backends/a", None, write).await;
     assert_eq!(status, 401);
     assert!(err["error"].as_str().unwrap().contains("Bearer"), "{err}");
-    let (status, _) =
-        request(a, "POST", "/api/v1/pools/default/backends/a", Some("guess"), write).await;
+    let (status, _) = request(
+        a,
+        "POST",
+        "/api/v1/pools/default/backends/a",
+        Some("guess"),
+        write,
+    )
+    .await;
     assert_eq!(status, 401, "a wrong token");
     let (status, _) = request(
         a,
@@ -131,8 +137,14 @@ async fn writes_need_the_bearer_token_and_reads_only_with_token_for_reads() {
     )
     .await;
     assert_eq!(status, 401, "a DELETE is a write");
-    let (status, b) =
-        request(a, "POST", "/api/v1/pools/default/backends/a", Some("s3cret-admin-token"), write).await;
+    let (status, b) = request(
+        a,
+        "POST",
+        "/api/v1/pools/default/backends/a",
+        Some("s3cret-admin-token"),
+        write,
+    )
+    .await;
     assert_eq!(status, 200, "{b}");
     assert_eq!(b["state"], "drain");
 
@@ -153,17 +165,52 @@ async fn errors_are_json_with_their_status() {
     let cases: [(&str, &str, Option<&str>, u16); 14] = [
         ("GET", "/api/v1/pools/nope/backends", None, 404),
         ("GET", "/api/v1/nothing/here", None, 404),
-        ("POST", "/api/v1/pools/default/backends/zz", Some(r#"{"state":"up"}"#), 404),
+        (
+            "POST",
+            "/api/v1/pools/default/backends/zz",
+            Some(r#"{"state":"up"}"#),
+            404,
+        ),
         ("PUT", "/api/v1/pools", None, 405),
         ("DELETE", "/api/v1/stats", None, 405),
-        ("POST", "/api/v1/pools/default/backends/a", Some(r#"{"state":"off"}"#), 400),
-        ("POST", "/api/v1/pools/default/backends/a", Some(r#"{"weight":-1}"#), 400),
-        ("POST", "/api/v1/pools/default/backends/a", Some(r#"{"weight":"x"}"#), 400),
-        ("POST", "/api/v1/pools/default/backends/a", Some(r#"{"state":"up""#), 400),
-        ("POST", "/api/v1/pools/default/backends/a", Some(r#"{"colour":"red"}"#), 400),
+        (
+            "POST",
+            "/api/v1/pools/default/backends/a",
+            Some(r#"{"state":"off"}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/pools/default/backends/a",
+            Some(r#"{"weight":-1}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/pools/default/backends/a",
+            Some(r#"{"weight":"x"}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/pools/default/backends/a",
+            Some(r#"{"state":"up""#),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/pools/default/backends/a",
+            Some(r#"{"colour":"red"}"#),
+            400,
+        ),
         ("POST", "/api/v1/pools/default/backends/a", Some("{}"), 400),
         ("GET", "/api/v1/pools/default/affinity?key=zz", None, 400),
-        ("GET", "/api/v1/pools/default/affinity?key=00&client=::1", None, 400),
+        (
+            "GET",
+            "/api/v1/pools/default/affinity?key=00&client=::1",
+            None,
+            400,
+        ),
         ("GET", "/api/v1/pools/default/decisions?limit=0", None, 400),
     ];
     for (method, path, body, want) in cases {
@@ -192,7 +239,14 @@ async fn oversized_and_malformed_requests_get_a_4xx_and_never_touch_routing() {
     let a = s.admin.local_addr();
 
     let big = format!(r#"{{"state":"drain","pad":"{}"}}"#, "x".repeat(64 * 1024));
-    let (status, err) = request(a, "POST", "/api/v1/pools/default/backends/a", None, Some(&big)).await;
+    let (status, err) = request(
+        a,
+        "POST",
+        "/api/v1/pools/default/backends/a",
+        None,
+        Some(&big),
+    )
+    .await;
     assert_eq!(status, 413, "{err}");
 
     // A body over the limit without a length announced up front.
@@ -217,15 +271,25 @@ async fn oversized_and_malformed_requests_get_a_4xx_and_never_touch_routing() {
         "y".repeat(64 * 1024)
     );
     let (status, _) = raw(a, long_head.as_bytes()).await;
-    assert!((400..500).contains(&status) || status == 0, "a 64 KiB header: {status}");
+    assert!(
+        (400..500).contains(&status) || status == 0,
+        "a 64 KiB header: {status}"
+    );
 
     let (status, _) = raw(a, b"NOT HTTP AT ALL\r\n\r\n").await;
-    assert!((400..500).contains(&status) || status == 0, "garbage: {status}");
+    assert!(
+        (400..500).contains(&status) || status == 0,
+        "garbage: {status}"
+    );
 
     let (status, b) = request(a, "GET", "/api/v1/pools/default/backends", None, None).await;
     assert_eq!(status, 200);
     assert!(
-        b["backends"].as_array().unwrap().iter().all(|b| b["state"] == "up"),
+        b["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["state"] == "up"),
         "{b}"
     );
     tls_still_flows(&s.router).await;
@@ -278,6 +342,9 @@ async fn slow_requests_are_cut_off_and_free_their_connection_slot() {
     assert!(text.contains("\"error\""), "{text}");
 
     let (_, b) = request(a, "GET", "/api/v1/pools/default/backends", None, None).await;
-    assert_eq!(b["backends"][0]["state"], "up", "the half-sent change was not applied");
+    assert_eq!(
+        b["backends"][0]["state"], "up",
+        "the half-sent change was not applied"
+    );
     tls_still_flows(&s.router).await;
 }

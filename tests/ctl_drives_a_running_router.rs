@@ -132,10 +132,15 @@ async fn ctl_shows_and_steers_a_running_router() {
     assert_eq!(lines.len(), 3, "{out}");
     let state_col = lines[0].find("STATE").unwrap();
     assert!(
-        lines[1..].iter().all(|l| &l[state_col..state_col + 2] == "up"),
+        lines[1..]
+            .iter()
+            .all(|l| &l[state_col..state_col + 2] == "up"),
         "columns line up:\n{out}"
     );
-    let total: u64 = cells(&out)[1..].iter().map(|r| r[5].parse::<u64>().unwrap()).sum();
+    let total: u64 = cells(&out)[1..]
+        .iter()
+        .map(|r| r[5].parse::<u64>().unwrap())
+        .sum();
     assert_eq!(total, 3, "TOTAL counts the connections:\n{out}");
 
     let (code, out, _) = ctl(&["--json", "backends", "default"]).await;
@@ -145,7 +150,10 @@ async fn ctl_shows_and_steers_a_running_router() {
 
     let (code, out, err) = ctl(&["set", "default", "a", "--state", "drain", "--weight", "3"]).await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(&cells(&out)[1][..4], ["a", &backends[0].addr().to_string(), "drain", "3"]);
+    assert_eq!(
+        &cells(&out)[1][..4],
+        ["a", &backends[0].addr().to_string(), "drain", "3"]
+    );
     let (_, out, _) = ctl(&["--json", "backends", "default"]).await;
     let json: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["backends"][0]["state"], "drain");
@@ -160,7 +168,10 @@ async fn ctl_shows_and_steers_a_running_router() {
 
     let (code, _, err) = ctl(&["set", "default", "a", "--state", "sideways"]).await;
     assert_eq!(code, 1);
-    assert!(err.contains("400") && err.contains("unknown state"), "{err}");
+    assert!(
+        err.contains("400") && err.contains("unknown state"),
+        "{err}"
+    );
     let (code, _, err) = ctl(&["set", "default", "zz", "--state", "up"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("404") && err.contains("zz"), "{err}");
@@ -173,13 +184,21 @@ async fn ctl_shows_and_steers_a_running_router() {
     assert_eq!(out.lines().count(), 3, "a header and 2 decisions:\n{out}");
     let (code, out, _) = ctl(&["lookup", "default", "--client", "127.0.0.50"]).await;
     assert_eq!(code, 0);
-    assert!(out.lines().any(|l| l.starts_with("backend") && l.ends_with(" b")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("backend") && l.ends_with(" b")),
+        "{out}"
+    );
     let (code, out, _) = ctl(&["forget", "default", "--client", "127.0.0.50"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("removed"), "{out}");
     let (code, out, _) = ctl(&["stats"]).await;
     assert_eq!(code, 0);
-    assert!(out.lines().any(|l| l.starts_with("connections") && l.ends_with(" 7")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("connections") && l.ends_with(" 7")),
+        "{out}"
+    );
 
     // One log line per connection, with its fields, once each has ended.
     let logged = |lines: &[Value]| {
@@ -202,8 +221,22 @@ async fn ctl_shows_and_steers_a_running_router() {
     assert_eq!(conn_lines.len(), 7, "{conn_lines:?}");
     let first = &conn_lines[0]["fields"];
     for field in [
-        "id", "listener", "client", "sni", "tls", "pool", "backend", "rule", "kind", "resumed",
-        "to_backend", "to_client", "hello_ms", "connect_ms", "total_ms", "close",
+        "id",
+        "listener",
+        "client",
+        "sni",
+        "tls",
+        "pool",
+        "backend",
+        "rule",
+        "kind",
+        "resumed",
+        "to_backend",
+        "to_client",
+        "hello_ms",
+        "connect_ms",
+        "total_ms",
+        "close",
     ] {
         assert!(!first[field].is_null(), "{field} in {first}");
     }
@@ -240,7 +273,10 @@ async fn run_and_check_refuse_a_public_admin_endpoint_without_a_token() {
     std::fs::write(&file, format!("{base}\n[admin]\nbind = \"0.0.0.0:9900\"\n")).unwrap();
     let (code, _, err) = stickytls(&["check", "--config", file.to_str().unwrap()]).await;
     assert_eq!(code, 1);
-    assert!(err.contains("token") && err.contains(":8:"), "located at the bind line: {err}");
+    assert!(
+        err.contains("token") && err.contains(":8:"),
+        "located at the bind line: {err}"
+    );
 
     std::fs::write(
         &file,

@@ -36,7 +36,8 @@ async fn raw_get(addr: SocketAddr, path: &str) -> String {
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
-        head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"),
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
     body.to_string()
@@ -63,8 +64,15 @@ async fn counters_move_by_exactly_the_connections_resumptions_and_hits_sent() {
         })
         .unwrap();
         for _ in 0..4 {
-            let r = client.connect(router.addr, Some(ip(20 + i))).await.expect("connects");
-            let tally = if r.server_resumed { &mut resumed } else { &mut full };
+            let r = client
+                .connect(router.addr, Some(ip(20 + i)))
+                .await
+                .expect("connects");
+            let tally = if r.server_resumed {
+                &mut resumed
+            } else {
+                &mut full
+            };
             *tally.entry(r.backend).or_default() += 1.0;
         }
     }
@@ -72,14 +80,29 @@ async fn counters_move_by_exactly_the_connections_resumptions_and_hits_sent() {
     assert_eq!(resumptions, 15.0, "every reconnection resumed: {resumed:?}");
 
     let after = scrape(admin).await;
-    let delta = |name: &str, labels: &[(&str, &str)]| after.value(name, labels) - before.value(name, labels);
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        after.value(name, labels) - before.value(name, labels)
+    };
 
     assert_eq!(delta("stickytls_connections_total", &[]), 20.0);
-    assert_eq!(delta("stickytls_affinity_hits_total", &[("kind", "session_id")]), 15.0);
+    assert_eq!(
+        delta("stickytls_affinity_hits_total", &[("kind", "session_id")]),
+        15.0
+    );
     assert_eq!(delta("stickytls_routed_total", &[("rule", "key")]), 15.0);
-    assert_eq!(delta("stickytls_resumed_total", &[("kind", "tls12-session-id")]), 15.0);
-    assert_eq!(delta("stickytls_tls_versions_total", &[("version", "1.2")]), 20.0);
-    assert_eq!(delta("stickytls_affinity_lost_total", &[]), 0.0);
+    assert_eq!(
+        delta("stickytls_resumed_total", &[("kind", "tls12-session-id")]),
+        15.0
+    );
+    assert_eq!(
+        delta("stickytls_tls_versions_total", &[("version", "1.2")]),
+        20.0
+    );
+    assert_eq!(
+        after.sum("stickytls_affinity_lost_total", &[])
+            - before.sum("stickytls_affinity_lost_total", &[]),
+        0.0
+    );
     for b in ["a", "b"] {
         let on = |resumed: &str| {
             delta(
@@ -92,7 +115,10 @@ async fn counters_move_by_exactly_the_connections_resumptions_and_hits_sent() {
         assert_eq!(on("false"), want_full, "full handshakes on {b}");
         assert_eq!(on("true"), want_resumed, "resumptions on {b}");
         assert_eq!(
-            delta("stickytls_backend_connections_total", &[("pool", "default"), ("backend", b)]),
+            delta(
+                "stickytls_backend_connections_total",
+                &[("pool", "default"), ("backend", b)]
+            ),
             want_full + want_resumed,
             "connections to {b}"
         );
@@ -105,26 +131,41 @@ async fn counters_move_by_exactly_the_connections_resumptions_and_hits_sent() {
             "connect times of {b}"
         );
         assert_eq!(
-            after.value("stickytls_backend_state", &[("pool", "default"), ("backend", b), ("state", "up")]),
+            after.value(
+                "stickytls_backend_state",
+                &[("pool", "default"), ("backend", b), ("state", "up")]
+            ),
             1.0
         );
     }
     assert_eq!(
-        delta("stickytls_decision_duration_seconds_count", &[("pool", "default")]),
+        delta(
+            "stickytls_decision_duration_seconds_count",
+            &[("pool", "default")]
+        ),
         20.0
     );
-    assert!(delta("stickytls_client_to_backend_bytes_total", &[]) > 0.0);
-    assert!(delta("stickytls_backend_to_client_bytes_total", &[]) > 0.0);
+    assert!(delta("stickytls_bytes_client_to_backend_total", &[]) > 0.0);
+    assert!(delta("stickytls_bytes_backend_to_client_total", &[]) > 0.0);
     assert!(after.value("stickytls_affinity_entries", &[("pool", "default")]) >= 5.0);
 
     // Every per-backend series carries both labels; no label names a client.
     for (name, kind) in &after.types {
-        for labels in after.series(name).into_iter().chain(after.series(&format!("{name}_count"))) {
+        for labels in after
+            .series(name)
+            .into_iter()
+            .chain(after.series(&format!("{name}_count")))
+        {
             if name.starts_with("stickytls_backend_") {
-                assert!(labels.contains_key("pool") && labels.contains_key("backend"), "{name} {labels:?} ({kind})");
+                assert!(
+                    labels.contains_key("pool") && labels.contains_key("backend"),
+                    "{name} {labels:?} ({kind})"
+                );
             }
             assert!(
-                !labels.keys().any(|k| k == "client" || k == "session" || k == "sni"),
+                !labels
+                    .keys()
+                    .any(|k| k == "client" || k == "session" || k == "sni"),
                 "{name} {labels:?}"
             );
         }

@@ -55,10 +55,7 @@ pub fn router(
         .route("/api/v1/pools", get(pools))
         .route("/api/v1/pools/{pool}/backends", get(backends))
         .route("/api/v1/pools/{pool}/backends/{backend}", post(set_backend))
-        .route(
-            "/api/v1/pools/{pool}/affinity",
-            get(lookup).delete(forget),
-        )
+        .route("/api/v1/pools/{pool}/affinity", get(lookup).delete(forget))
         .route("/api/v1/pools/{pool}/decisions", get(decisions))
         .route("/api/v1/stats", get(stats))
         .fallback(not_found)
@@ -91,7 +88,10 @@ fn overloaded_or_slow(e: tower::BoxError, timeout: Duration) -> ApiError {
             format!("request not complete within {} ms", timeout.as_millis()),
         )
     } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("admin endpoint: {e}"))
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("admin endpoint: {e}"),
+        )
     }
 }
 
@@ -175,7 +175,10 @@ async fn metrics_text(State(s): State<Shared>) -> Result<Response, ApiError> {
     s.control.publish();
     let text = handle.render();
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         Body::from(text),
     )
         .into_response())
@@ -190,7 +193,9 @@ async fn backends(
     Path(pool): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let backends = s.control.backends(&pool)?;
-    Ok(Json(serde_json::json!({ "pool": pool, "backends": backends })))
+    Ok(Json(
+        serde_json::json!({ "pool": pool, "backends": backends }),
+    ))
 }
 
 /// The body of a backend change. Unknown fields are refused, so a typo is
@@ -238,7 +243,9 @@ enum Target {
     Client(String),
 }
 
-fn target(q: Result<Query<AffinityQuery>, axum::extract::rejection::QueryRejection>) -> Result<Target, ApiError> {
+fn target(
+    q: Result<Query<AffinityQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Target, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     match (q.key, q.client) {
         (Some(k), None) => Ok(Target::Key(k)),

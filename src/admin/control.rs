@@ -230,7 +230,13 @@ impl Control {
         if let Some(s) = change.state {
             b.set_admin_state(s);
         }
-        tracing::info!(pool, backend, state = b.admin_state().as_str(), weight = b.weight(), "backend changed through the admin API");
+        tracing::info!(
+            pool,
+            backend,
+            state = b.admin_state().as_str(),
+            weight = b.weight(),
+            "backend changed through the admin API"
+        );
         Ok(view(p, b))
     }
 
@@ -271,7 +277,11 @@ impl Control {
                 "no affinity entry for key {hex} in pool `{pool}`"
             )));
         }
-        tracing::info!(pool, removed, "affinity entries forgotten through the admin API");
+        tracing::info!(
+            pool,
+            removed,
+            "affinity entries forgotten through the admin API"
+        );
         Ok(Forgotten {
             pool: pool.to_string(),
             removed,
@@ -367,7 +377,9 @@ impl Control {
     /// Copies what is read at scrape time (states, gauges, per-backend
     /// counts) into the metric series, just before they are rendered.
     pub fn publish(&self) {
+        self.stats.publish();
         for p in &self.pools {
+            p.series.publish(&*p.table);
             for b in p.backends.all() {
                 b.publish(&p.clock);
             }

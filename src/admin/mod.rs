@@ -25,56 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
+pub use crate::config::AdminConfig;
 pub use control::Control;
-
-/// The `[admin]` section: where the endpoint listens and who may use it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminConfig {
-    pub bind: SocketAddr,
-    /// A bearer token every write must carry (and every read with
-    /// `token_for_reads`). Required when `bind` is not a loopback address.
-    pub token: Option<String>,
-    pub token_for_reads: bool,
-}
-
-impl AdminConfig {
-    /// An endpoint on `bind` without a token.
-    pub fn new(bind: SocketAddr) -> Self {
-        AdminConfig {
-            bind,
-            token: None,
-            token_for_reads: false,
-        }
-    }
-
-    /// The admin section's rules, written once: `check`, `run` and the
-    /// quick form all report what this says.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        match self.token.as_deref() {
-            None if !self.bind.ip().is_loopback() => out.push(format!(
-                "the admin endpoint binds {}, which is not a loopback address, without a token: anyone who can reach it could drain backends; set [admin] token (or --admin-token), or bind 127.0.0.1",
-                self.bind
-            )),
-            None if self.token_for_reads => out.push(
-                "token_for_reads is set but there is no token: set [admin] token".to_string(),
-            ),
-            Some(t) if t.len() < MIN_TOKEN_LEN => out.push(format!(
-                "the admin token is {} characters long; use at least {MIN_TOKEN_LEN}",
-                t.len()
-            )),
-            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => out.push(
-                "the admin token must be printable ASCII without spaces (it travels in an HTTP header)"
-                    .to_string(),
-            ),
-            _ => {}
-        }
-        out
-    }
-}
-
-/// Shortest admin token accepted: guessing must not be practical.
-pub const MIN_TOKEN_LEN: usize = 16;
 
 /// What bounds the endpoint. Fixed rather than configured: an admin
 /// endpoint's traffic is small and these leave room for it.
@@ -140,7 +92,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            axum::Json(serde_json::json!({ "error": self.message, "status": self.status.as_u16() })),
+            axum::Json(
+                serde_json::json!({ "error": self.message, "status": self.status.as_u16() }),
+            ),
         )
             .into_response()
     }
@@ -282,38 +236,5 @@ async fn serve(
             }
             drop(slot);
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(bind: &str, token: Option<&str>) -> AdminConfig {
-        AdminConfig {
-            bind: bind.parse().unwrap(),
-            token: token.map(str::to_string),
-            token_for_reads: false,
-        }
-    }
-
-    #[test]
-    fn a_non_loopback_bind_needs_a_token_and_the_message_names_it() {
-        let p = cfg("0.0.0.0:9900", None).problems();
-        assert_eq!(p.len(), 1);
-        assert!(p[0].contains("token"), "{p:?}");
-        assert!(cfg("[::]:9900", None).problems()[0].contains("token"));
-        assert!(cfg("0.0.0.0:9900", Some("a-long-enough-token")).problems().is_empty());
-        assert!(cfg("127.0.0.1:9900", None).problems().is_empty());
-        assert!(cfg("[::1]:9900", None).problems().is_empty());
-    }
-
-    #[test]
-    fn tokens_must_be_long_and_header_safe() {
-        assert!(cfg("127.0.0.1:1", Some("short")).problems()[0].contains("at least"));
-        assert!(cfg("127.0.0.1:1", Some("has a space in it here")).problems()[0].contains("printable"));
-        let mut reads = cfg("127.0.0.1:1", None);
-        reads.token_for_reads = true;
-        assert!(reads.problems()[0].contains("token_for_reads"));
     }
 }

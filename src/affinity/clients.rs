@@ -279,9 +279,7 @@ impl ClientIndex {
                 backend: self.names.name(r.backend)?,
                 tls12: r.tls12,
                 age: Duration::from_secs(u64::from(now.saturating_sub(r.at))),
-                expires_in: Duration::from_secs(u64::from(
-                    self.window - now.saturating_sub(r.at),
-                )),
+                expires_in: Duration::from_secs(u64::from(self.window - now.saturating_sub(r.at))),
             }),
             None => None,
         };

@@ -282,7 +282,10 @@ mod tests {
         for i in 0..7u32 {
             s.put(Key::new(KeyKind::SessionId, &i.to_le_bytes()), owned("a"));
         }
-        s.put(Key::new(KeyKind::SessionId, &0u32.to_le_bytes()), owned("b"));
+        s.put(
+            Key::new(KeyKind::SessionId, &0u32.to_le_bytes()),
+            owned("b"),
+        );
         assert_eq!(s.evictions(), 0, "replacing a key evicts nothing");
         for i in 7..10u32 {
             s.put(Key::new(KeyKind::SessionId, &i.to_le_bytes()), owned("a"));

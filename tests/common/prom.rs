@@ -45,7 +45,9 @@ fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
         if !valid_name(name) || name.starts_with("__") {
             return Err(format!("bad label name {name:?}"));
         }
-        rest = rest[eq + 1..].strip_prefix('"').ok_or("label value not quoted")?;
+        rest = rest[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
         let mut value = String::new();
         let mut chars = rest.char_indices();
         let end = loop {
@@ -80,7 +82,10 @@ fn family<'a>(types: &HashMap<String, String>, name: &'a str) -> Option<&'a str>
     }
     for suffix in ["_bucket", "_sum", "_count"] {
         if let Some(base) = name.strip_suffix(suffix) {
-            if matches!(types.get(base).map(String::as_str), Some("histogram" | "summary")) {
+            if matches!(
+                types.get(base).map(String::as_str),
+                Some("histogram" | "summary")
+            ) {
                 return Some(base);
             }
         }
@@ -138,7 +143,10 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         if e.types[fam] == "counter" && (value < 0.0 || value.is_nan()) {
             return Err(at("negative counter".into()));
         }
-        if e.samples.insert((name.to_string(), labels), value).is_some() {
+        if e.samples
+            .insert((name.to_string(), labels), value)
+            .is_some()
+        {
             return Err(at("series given twice".into()));
         }
     }
@@ -153,7 +161,9 @@ fn check_histograms(e: &Exposition) -> Result<(), String> {
         for ((name, labels), v) in &e.samples {
             if *name == bucket {
                 let mut base = labels.clone();
-                let le = base.remove("le").ok_or(format!("{fam}: bucket without le"))?;
+                let le = base
+                    .remove("le")
+                    .ok_or(format!("{fam}: bucket without le"))?;
                 series
                     .entry(base)
                     .or_default()
@@ -174,9 +184,15 @@ fn check_histograms(e: &Exposition) -> Result<(), String> {
                 .get(&(format!("{fam}_count"), labels.clone()))
                 .ok_or(format!("{fam}{labels:?}: no _count"))?;
             if *count != last.1 {
-                return Err(format!("{fam}{labels:?}: +Inf bucket {} != count {count}", last.1));
+                return Err(format!(
+                    "{fam}{labels:?}: +Inf bucket {} != count {count}",
+                    last.1
+                ));
             }
-            if !e.samples.contains_key(&(format!("{fam}_sum"), labels.clone())) {
+            if !e
+                .samples
+                .contains_key(&(format!("{fam}_sum"), labels.clone()))
+            {
                 return Err(format!("{fam}{labels:?}: no _sum"));
             }
         }
@@ -192,12 +208,33 @@ impl Exposition {
             .samples
             .iter()
             .filter(|((n, labels), _)| {
-                n == name && with.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+                n == name
+                    && with
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, v)| *v)
             .collect();
-        assert!(matching.len() <= 1, "{name} {with:?} matches {} series", matching.len());
+        assert!(
+            matching.len() <= 1,
+            "{name} {with:?} matches {} series",
+            matching.len()
+        );
         matching.first().copied().unwrap_or(0.0)
+    }
+
+    /// The sum over every series of `name` whose labels include `with`.
+    pub fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|((n, labels), _)| {
+                n == name
+                    && with
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, v)| *v)
+            .sum()
     }
 
     /// Every label set of `name`.
