@@ -8,17 +8,25 @@
 //! 2. Shape: each `[[listener]]` and `[pool.NAME]` section is deserialized
 //!    on its own, with unknown keys denied, so a typo in one section does
 //!    not hide the mistakes in the others.
-//! 3. Meaning: addresses, CIDRs, durations, SNI patterns, limits, names and
-//!    references between sections, all checked and all reported.
+//! 3. Meaning: text values (addresses, networks, durations, balancers) are
+//!    parsed, the sections become a [`Config`], and [`Config::validate`]
+//!    checks it: the same rules, with the same messages, as for the quick
+//!    command-line form. Each error names its setting by [`ConfigPath`],
+//!    which the span of the value recorded here turns into a line and
+//!    column. A value that could not be read gets a stand-in, and rule
+//!    errors about stand-ins are dropped, since the operator never wrote
+//!    them.
+//!
+//! [`load`] is the one entry point for `check`, `run --config` and any
+//! later reload: a path in, a validated `Config` or every located error out.
 //!
 //! The file format is described in docs/configuration.md.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
@@ -26,8 +34,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::config::{
-    AffinityConfig, BackendConfig, Balance, Cidr, Config, Limits, ListenerConfig, NonTls,
-    PoolConfig, SniRoute, Timeouts, format_duration, parse_duration, validate_sni_pattern,
+    AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config,
+    ConfigError, ConfigPath, ListenerConfig, ListenerKey, LogConfig, LogFormat, LogKey, NonTls,
+    PoolConfig, PoolKey, Rule, SniRoute, TimeoutKey, ValueError, parse_address, parse_duration,
 };
 
 /// One mistake in a configuration file.
@@ -37,8 +46,29 @@ pub struct ConfigDiagnostic {
     /// 1-based line and column (in characters) of the offending text;
     /// `None` when the file could not be read at all.
     pub position: Option<(usize, usize)>,
+    /// What kind of mistake, for code that acts on it (a reload reports
+    /// it, a test asserts it) without reading the message.
+    pub problem: Problem,
     /// What is wrong, then `; ` and what to change.
     pub message: String,
+}
+
+/// The kinds of mistake a file can hold. Only [`Problem::Rule`] can also
+/// come from the command line or from code; the rest are the file's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The file could not be read.
+    Unreadable(std::io::ErrorKind),
+    /// Not valid TOML, or a key defined twice.
+    Syntax,
+    /// A key the format does not have, a value of the wrong TOML type, or
+    /// a section of the wrong kind.
+    Shape,
+    /// A required key is absent (`bind`, `default_pool`, a backend's
+    /// `name` or `address`).
+    Missing,
+    /// A setting breaks one of the configuration's rules.
+    Rule(ConfigError),
 }
 
 impl fmt::Display for ConfigDiagnostic {
@@ -55,9 +85,9 @@ impl fmt::Display for ConfigDiagnostic {
 /// Every mistake found in a configuration file, in the order they appear
 /// in it. Displays one per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigDiagnostic>);
+pub struct Diagnostics(pub Vec<ConfigDiagnostic>);
 
-impl fmt::Display for ConfigErrors {
+impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, d) in self.0.iter().enumerate() {
             if i > 0 {
@@ -69,16 +99,18 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-impl std::error::Error for ConfigErrors {}
+impl std::error::Error for Diagnostics {}
 
-/// Reads and loads the configuration file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+/// Reads, loads and validates the configuration file at `path`: what
+/// `check` reports and what `run --config` starts with.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text, &file),
-        Err(e) => Err(ConfigErrors(vec![ConfigDiagnostic {
+        Err(e) => Err(Diagnostics(vec![ConfigDiagnostic {
             file,
             position: None,
+            problem: Problem::Unreadable(e.kind()),
             message: format!(
                 "cannot read the configuration file: {e}; check the path and its permissions"
             ),
@@ -86,31 +118,48 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Loads a configuration from `text`; `file_name` is only used in messages.
-pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
-    let mut report = Report { errors: Vec::new() };
+/// Loads and validates a configuration from `text`; `file_name` is only
+/// used in messages.
+pub fn parse(text: &str, file_name: &str) -> Result<Config, Diagnostics> {
+    let mut report = Report::default();
     let config = load_text(text, &mut report);
-    if report.errors.is_empty() {
-        if let Some(config) = config {
-            // Every rule of `Config::validate` is checked above with a
-            // position; this catches a rule added there and not here.
-            match config.validate() {
-                Ok(()) => return Ok(config),
-                Err(e) => report.error(0..0, format!("{e}; see docs/configuration.md")),
+    if let Some(config) = &config {
+        if let Err(rules) = config.validate() {
+            for e in rules.0 {
+                if report.judged(&e) {
+                    report.rule(e);
+                }
             }
         }
     }
-    report.errors.sort_by_key(|(span, _)| span.start);
-    let errors = report
-        .errors
-        .into_iter()
-        .map(|(span, message)| ConfigDiagnostic {
-            file: file_name.to_string(),
-            position: Some(line_column(text, span.start)),
-            message,
-        })
-        .collect();
-    Err(ConfigErrors(errors))
+    let mut found: Vec<(Range<usize>, Problem, String)> = std::mem::take(&mut report.file_errors);
+    let elsewhere = |p: ConfigPath| {
+        let line = line_column(text, report.locate(p).start).0;
+        match p {
+            ConfigPath::Listener(..) => format!("the listener at line {line}"),
+            _ => format!("the one at line {line}"),
+        }
+    };
+    for e in report.rule_errors.iter() {
+        let message = e.message(&elsewhere);
+        found.push((report.locate(e.path), Problem::Rule(e.clone()), message));
+    }
+    match config {
+        Some(config) if found.is_empty() => Ok(config),
+        _ => {
+            found.sort_by_key(|(span, _, _)| span.start);
+            let errors = found
+                .into_iter()
+                .map(|(span, problem, message)| ConfigDiagnostic {
+                    file: file_name.to_string(),
+                    position: Some(line_column(text, span.start)),
+                    problem,
+                    message,
+                })
+                .collect();
+            Err(Diagnostics(errors))
+        }
+    }
 }
 
 /// 1-based line and column (counted in characters) of byte `offset`.
@@ -125,14 +174,105 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// Mistakes found so far, each at a byte span of the file.
+/// What loading found so far, and where each setting was written.
+#[derive(Default)]
 struct Report {
-    errors: Vec<(Range<usize>, String)>,
+    /// Mistakes only a file can make, at their byte span.
+    file_errors: Vec<(Range<usize>, Problem, String)>,
+    /// Broken rules, located through `spans` at the end.
+    rule_errors: Vec<ConfigError>,
+    /// Where each setting's value (or section) was written.
+    spans: HashMap<ConfigPath, Range<usize>>,
+    /// Settings that could not be read and hold a stand-in.
+    unread: Vec<ConfigPath>,
+    /// Where the file starts, for what belongs to no section.
+    root: Range<usize>,
+    /// `[[listener]]` or `pool` present but not in a usable form: their
+    /// absence is then not a mistake of its own.
+    saw_listener: bool,
+    saw_pool: bool,
 }
 
 impl Report {
-    fn error(&mut self, span: Range<usize>, message: String) {
-        self.errors.push((span, message));
+    fn error(&mut self, span: Range<usize>, problem: Problem, message: String) {
+        self.file_errors.push((span, problem, message));
+    }
+
+    fn rule(&mut self, e: ConfigError) {
+        self.rule_errors.push(e);
+    }
+
+    fn at(&mut self, path: ConfigPath, span: Range<usize>) {
+        self.spans.insert(path, span);
+    }
+
+    /// A required key is absent; `path` holds a stand-in.
+    fn missing(&mut self, span: Range<usize>, path: ConfigPath, message: String) {
+        self.unread.push(path);
+        self.error(span, Problem::Missing, message);
+    }
+
+    /// Whether `e` is about what the operator wrote rather than a stand-in.
+    fn judged(&self, e: &ConfigError) -> bool {
+        match e.rule {
+            Rule::NoListener if self.saw_listener => return false,
+            Rule::NoPool if self.saw_pool => return false,
+            _ => {}
+        }
+        !e.places()
+            .any(|p| self.unread.iter().any(|u| p.is_within(u)))
+    }
+
+    /// The span of `path`, or of the nearest enclosing place written.
+    fn locate(&self, path: ConfigPath) -> Range<usize> {
+        let mut p = Some(path);
+        while let Some(here) = p {
+            if let Some(span) = self.spans.get(&here) {
+                return span.clone();
+            }
+            p = here.parent();
+        }
+        self.root.start..self.root.start
+    }
+
+    /// A text value parsed with `parse`; a stand-in (`None`) if it does not.
+    fn value<T>(
+        &mut self,
+        path: ConfigPath,
+        v: &Spanned<String>,
+        parse: impl FnOnce(&str) -> Result<T, ValueError>,
+    ) -> Option<T> {
+        self.at(path, v.span());
+        match parse(v.get_ref()) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                self.unread.push(path);
+                self.rule(ConfigError {
+                    path,
+                    rule: Rule::Value(e),
+                });
+                None
+            }
+        }
+    }
+
+    /// An integer that fits `T`; the range the setting allows is checked
+    /// by validation, so one that does not fit gets the same message.
+    fn int<T: TryFrom<i64>>(&mut self, path: ConfigPath, v: &Spanned<i64>) -> Option<T> {
+        self.at(path, v.span());
+        match T::try_from(*v.get_ref()) {
+            Ok(x) => Some(x),
+            Err(_) => {
+                self.unread.push(path);
+                self.rule(ConfigError {
+                    path,
+                    rule: Rule::OutOfRange {
+                        value: (*v.get_ref()).into(),
+                    },
+                });
+                None
+            }
+        }
     }
 
     /// A deserialization error from the toml crate, reworded to say what
@@ -140,21 +280,30 @@ impl Report {
     fn toml(&mut self, e: &toml::de::Error, text: &str, fallback: Range<usize>) {
         let msg = e.message().trim_end();
         let span = e.span().unwrap_or(fallback);
-        let message = if let Some(rest) = msg.strip_prefix("unknown field ") {
-            format!("unknown setting {rest}; fix its spelling or remove it")
+        let (problem, message) = if let Some(rest) = msg.strip_prefix("unknown field ") {
+            (
+                Problem::Shape,
+                format!("unknown setting {rest}; fix its spelling or remove it"),
+            )
         } else if msg.starts_with("invalid type") {
             // Integers are read as i64 and range-checked later.
             let msg = msg.replace("expected i64", "expected an integer");
-            format!("{msg}; change the value to that type")
+            (
+                Problem::Shape,
+                format!("{msg}; change the value to that type"),
+            )
         } else if msg.starts_with("duplicate key") {
             let key = text.get(span.clone()).unwrap_or("").trim();
-            format!(
-                "`{key}` is defined twice; each key, listener name and pool may appear only once, so remove or rename one"
+            (
+                Problem::Syntax,
+                format!(
+                    "`{key}` is defined twice; each key, listener name and pool may appear only once, so remove or rename one"
+                ),
             )
         } else {
-            format!("{msg}; fix the TOML syntax here")
+            (Problem::Syntax, format!("{msg}; fix the TOML syntax here"))
         };
-        self.error(span, message);
+        self.error(span, problem, message);
     }
 }
 
@@ -176,6 +325,23 @@ struct ListenerFile {
     max_hello_bytes: Option<Spanned<i64>>,
     #[serde(default)]
     sni: SniRules,
+}
+
+/// `[admin]`: the admin endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    bind: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    token_for_reads: Option<Spanned<bool>>,
+}
+
+/// `[log]`: how lines are written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    format: Option<Spanned<String>>,
+    connections_per_second: Option<Spanned<i64>>,
 }
 
 /// `[listener.sni]`: pattern → pool, in file order (a map would sort them
@@ -250,8 +416,12 @@ struct TimeoutsFile {
 // ---------------------------------------------------------------------------
 // Passes 1 and 2.
 
-/// Returns the configuration if it could be built; mistakes go to `report`
-/// (a `Some` is only trusted when `report` stayed empty).
+/// A stand-in address for a listener or backend whose own could not be
+/// read; port 0 never clashes with another listener's.
+const STAND_IN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// The configuration the file describes, with stand-ins where a value
+/// could not be read (recorded in `report`); `None` after a syntax error.
 fn load_text(text: &str, report: &mut Report) -> Option<Config> {
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
@@ -260,22 +430,20 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
         }
         return None;
     }
-    let root_span = root.span();
+    report.root = root.span();
     let mut listeners = Vec::new();
     let mut pools = Vec::new();
-    // Every pool named in the file, even one whose section has mistakes, so
-    // a reference to it is not also reported as undefined.
-    let mut pool_names: Vec<String> = Vec::new();
-    let mut saw_listener = false;
-    let mut saw_pool = false;
+    let mut admin = None;
+    let mut log = LogConfig::default();
     for (key, value) in root.into_inner() {
         let key_span = key.span();
         match key.get_ref().as_ref() {
             "listener" => {
-                saw_listener = true;
+                report.saw_listener = true;
                 let DeValue::Array(items) = value.get_ref() else {
                     report.error(
                         value.span(),
+                        Problem::Shape,
                         "`listener` must be an array of tables; write each listener as a [[listener]] section"
                             .to_string(),
                     );
@@ -283,618 +451,392 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
                 };
                 for item in items.iter() {
                     let span = item.span();
-                    if !item.get_ref().is_table() {
-                        report.error(span, "a listener must be a table; write it as a [[listener]] section".into());
-                        continue;
-                    }
-                    match Spanned::<ListenerFile>::deserialize(ValueDeserializer::from(item.clone())) {
-                        Ok(l) => listeners.push(l),
-                        Err(e) => report.toml(&e, text, span),
-                    }
+                    let i = listeners.len();
+                    let listener = if !item.get_ref().is_table() {
+                        report.error(span.clone(), Problem::Shape, "a listener must be a table; write it as a [[listener]] section".into());
+                        None
+                    } else {
+                        match Spanned::<ListenerFile>::deserialize(ValueDeserializer::from(item.clone())) {
+                            Ok(l) => Some(l),
+                            Err(e) => {
+                                report.toml(&e, text, span.clone());
+                                None
+                            }
+                        }
+                    };
+                    listeners.push(match listener {
+                        Some(l) => build_listener(i, l, report),
+                        None => {
+                            let section = ConfigPath::Listener(i, ListenerKey::Section);
+                            report.at(section, span);
+                            report.unread.push(section);
+                            let mut stand_in = ListenerConfig::new(STAND_IN, "");
+                            stand_in.name = format!("listener-{}", i + 1);
+                            stand_in
+                        }
+                    });
                 }
             }
             "pool" => {
-                saw_pool = true;
+                report.saw_pool = true;
                 let DeValue::Table(table) = value.get_ref() else {
                     report.error(
                         value.span(),
+                        Problem::Shape,
                         "`pool` must be a table of pools; write each pool as a [pool.NAME] section".to_string(),
                     );
                     continue;
                 };
                 for (name, body) in table.iter() {
-                    pool_names.push(name.get_ref().to_string());
-                    if !body.get_ref().is_table() {
+                    let i = pools.len();
+                    let section = ConfigPath::Pool(i, PoolKey::Section);
+                    report.at(section, name.span());
+                    let pool = if !body.get_ref().is_table() {
                         report.error(
                             body.span(),
+                            Problem::Shape,
                             format!("pool `{}` must be a table; write it as a [pool.{}] section", name.get_ref(), name.get_ref()),
                         );
-                        continue;
-                    }
-                    match PoolFile::deserialize(ValueDeserializer::from(body.clone())) {
-                        Ok(p) => pools.push((Spanned::new(name.span(), name.get_ref().to_string()), p)),
-                        Err(e) => report.toml(&e, text, name.span()),
-                    }
+                        None
+                    } else {
+                        match PoolFile::deserialize(ValueDeserializer::from(body.clone())) {
+                            Ok(p) => Some(p),
+                            Err(e) => {
+                                report.toml(&e, text, name.span());
+                                None
+                            }
+                        }
+                    };
+                    // A pool with mistakes is still known by its name, so a
+                    // reference to it is not also reported as undefined.
+                    pools.push(match pool {
+                        Some(p) => build_pool(i, name.get_ref(), p, report),
+                        None => {
+                            report.unread.push(section);
+                            PoolConfig::new(name.get_ref(), Vec::new())
+                        }
+                    });
+                }
+            }
+            "admin" => {
+                let section = ConfigPath::Admin(AdminKey::Section);
+                report.at(section, key_span.clone());
+                match AdminFile::deserialize(ValueDeserializer::from(value.clone())) {
+                    Ok(a) => admin = Some(build_admin(a, key_span, report)),
+                    Err(e) => report.toml(&e, text, key_span),
+                }
+            }
+            "log" => {
+                report.at(ConfigPath::Log(LogKey::Section), key_span.clone());
+                match LogFile::deserialize(ValueDeserializer::from(value.clone())) {
+                    Ok(l) => log = build_log(l, report),
+                    Err(e) => report.toml(&e, text, key_span),
                 }
             }
             other => report.error(
                 key_span,
+                Problem::Shape,
                 format!(
-                    "unknown top-level setting `{other}`; the file holds only [[listener]] and [pool.NAME] sections, so move it into one or remove it"
+                    "unknown top-level setting `{other}`; the file holds only [[listener]], [pool.NAME], [admin] and [log] sections, so move it into one or remove it"
                 ),
             ),
-        }
-    }
-    if !saw_listener {
-        report.error(
-            root_span.start..root_span.start,
-            "no [[listener]] section, so nothing would accept connections; add one with `bind` and `default_pool`"
-                .to_string(),
-        );
-    }
-    if !saw_pool {
-        report.error(
-            root_span.start..root_span.start,
-            "no [pool.NAME] section, so there is nowhere to send connections; add one with `backends`".to_string(),
-        );
-    }
-
-    // Pass 3.
-    let pools: Vec<PoolConfig> = pools
-        .into_iter()
-        .filter_map(|(name, p)| check_pool(name, p, report))
-        .collect();
-    let known = PoolNames(pool_names);
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let mut binds: HashMap<SocketAddr, String> = HashMap::new();
-    let mut built = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        if let Some(l) = check_listener(i, l, &known, &mut names, &mut binds, text, report) {
-            built.push(l);
         }
     }
     Some(Config {
-        listeners: built,
+        listeners,
         pools,
-        admin: None,
-        log: Default::default(),
+        admin,
+        log,
     })
 }
 
-/// The pool names defined in the file, for reference checks.
-struct PoolNames(Vec<String>);
-
-impl PoolNames {
-    /// Reports `name` at its span if no `[pool.NAME]` defines it;
-    /// `alternative` offers another value the setting accepts.
-    fn check(&self, what: &str, name: &Spanned<String>, alternative: &str, report: &mut Report) {
-        if self.0.iter().any(|p| p == name.get_ref()) {
-            return;
+fn build_admin(a: AdminFile, section: Range<usize>, report: &mut Report) -> AdminConfig {
+    let bind = match &a.bind {
+        Some(b) => report
+            .value(ConfigPath::Admin(AdminKey::Bind), b, parse_address)
+            .unwrap_or(STAND_IN),
+        None => {
+            report.missing(
+                section,
+                ConfigPath::Admin(AdminKey::Bind),
+                "[admin] has no `bind` address; add e.g. bind = \"127.0.0.1:9900\"".to_string(),
+            );
+            STAND_IN
         }
-        let fix = if self.0.is_empty() {
-            format!("{alternative}add a [pool.{}] section", name.get_ref())
-        } else {
-            format!(
-                "{alternative}add a [pool.{}] section or use one of: {}",
-                name.get_ref(),
-                self.0.join(", ")
-            )
-        };
-        report.error(
-            name.span(),
-            format!(
-                "{what} names pool `{}`, which is not defined; {fix}",
-                name.get_ref()
-            ),
-        );
+    };
+    let token = a.token.as_ref().map(|t| {
+        report.at(ConfigPath::Admin(AdminKey::Token), t.span());
+        t.get_ref().clone()
+    });
+    let token_for_reads = a.token_for_reads.as_ref().is_some_and(|t| {
+        report.at(ConfigPath::Admin(AdminKey::TokenForReads), t.span());
+        *t.get_ref()
+    });
+    AdminConfig {
+        bind,
+        token,
+        token_for_reads,
     }
 }
 
-// ---------------------------------------------------------------------------
-// Pass 3: meaning.
+fn build_log(l: LogFile, report: &mut Report) -> LogConfig {
+    let mut c = LogConfig::default();
+    if let Some(f) = &l.format {
+        c.format = report
+            .value(ConfigPath::Log(LogKey::Format), f, |s| {
+                s.parse::<LogFormat>()
+            })
+            .unwrap_or_default();
+    }
+    if let Some(n) = &l.connections_per_second {
+        c.connections_per_second = report
+            .int(ConfigPath::Log(LogKey::ConnectionsPerSecond), n)
+            .unwrap_or(c.connections_per_second);
+    }
+    c
+}
 
-fn check_listener(
-    index: usize,
-    l: Spanned<ListenerFile>,
-    pools: &PoolNames,
-    names: &mut HashMap<String, usize>,
-    binds: &mut HashMap<SocketAddr, String>,
-    text: &str,
-    report: &mut Report,
-) -> Option<ListenerConfig> {
+// ---------------------------------------------------------------------------
+// Pass 3: from text to values. The rules are in `Config::validate`.
+
+fn build_listener(i: usize, l: Spanned<ListenerFile>, report: &mut Report) -> ListenerConfig {
+    let at = |key| ConfigPath::Listener(i, key);
     let span = l.span();
+    report.at(at(ListenerKey::Section), span.clone());
     let l = l.into_inner();
-    let before = report.errors.len();
-    let name = match &l.name {
-        Some(n) if n.get_ref().trim().is_empty() => {
-            report.error(
-                n.span(),
-                "listener name is empty; give it a name or remove the `name` line".into(),
-            );
-            String::new()
-        }
+    let mut c = ListenerConfig::new(STAND_IN, "");
+    c.name = match &l.name {
         Some(n) => {
-            if let Some(&other) = names.get(n.get_ref()) {
-                report.error(
-                    n.span(),
-                    format!(
-                        "listener name `{}` is already used by the listener at line {}; give each listener its own name",
-                        n.get_ref(),
-                        line_column(text, other).0
-                    ),
-                );
-            } else {
-                names.insert(n.get_ref().clone(), n.span().start);
-            }
+            report.at(at(ListenerKey::Name), n.span());
             n.get_ref().clone()
         }
-        None => format!("listener-{}", index + 1),
+        None => format!("listener-{}", i + 1),
     };
-
-    let bind = match &l.bind {
-        None => {
-            report.error(
-                span.clone(),
-                format!("listener `{name}` has no `bind` address; add e.g. bind = \"0.0.0.0:443\""),
-            );
-            None
+    match &l.bind {
+        Some(b) => {
+            c.bind = report
+                .value(at(ListenerKey::Bind), b, parse_address)
+                .unwrap_or(STAND_IN)
         }
-        Some(b) => match b.get_ref().parse::<SocketAddr>() {
-            Ok(addr) => {
-                if let Some(other) = binds.get(&addr) {
-                    report.error(
-                        b.span(),
-                        format!("bind address {addr} is already used by listener `{other}`; give each listener its own address or port"),
-                    );
-                } else {
-                    binds.insert(addr, name.clone());
-                }
-                Some(addr)
-            }
-            Err(_) => {
-                report.error(
-                    b.span(),
-                    format!(
-                        "`{}` is not an IP:PORT address; write e.g. \"0.0.0.0:443\" or \"[::]:443\" (host names are not resolved)",
-                        b.get_ref()
-                    ),
-                );
-                None
-            }
-        },
-    };
-
-    let mut proxy_trusted = Vec::new();
-    for c in l.proxy_trusted.iter().flatten() {
-        match c.get_ref().parse::<Cidr>() {
-            Ok(cidr) => proxy_trusted.push(cidr),
-            Err(_) => report.error(
-                c.span(),
-                format!(
-                    "`{}` is not a network in CIDR notation; write e.g. \"10.0.0.0/8\", \"2001:db8::/32\" or a single address",
-                    c.get_ref()
-                ),
+        None => report.missing(
+            span.clone(),
+            at(ListenerKey::Bind),
+            format!(
+                "listener `{}` has no `bind` address; add e.g. bind = \"0.0.0.0:443\"",
+                c.name
             ),
-        }
+        ),
     }
-    let proxy_protocol = l.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref());
     if let Some(p) = &l.proxy_protocol {
-        if *p.get_ref() && l.proxy_trusted.as_ref().is_none_or(|t| t.is_empty()) {
-            report.error(
-                p.span(),
-                "proxy_protocol is on but proxy_trusted is empty, so every connection would be closed; list the proxies' networks in proxy_trusted, e.g. proxy_trusted = [\"10.0.0.0/8\"]".into(),
-            );
-        }
+        report.at(at(ListenerKey::ProxyProtocol), p.span());
+        c.proxy_protocol = *p.get_ref();
     }
-
-    let default_pool = match &l.default_pool {
+    for (j, cidr) in l.proxy_trusted.iter().flatten().enumerate() {
+        let cidr = report
+            .value(at(ListenerKey::ProxyTrusted(j)), cidr, |s| {
+                s.parse::<Cidr>()
+            })
+            .unwrap_or(Cidr {
+                addr: STAND_IN.ip(),
+                len: 32,
+            });
+        c.proxy_trusted.push(cidr);
+    }
+    match &l.default_pool {
         Some(p) => {
-            pools.check("default_pool", p, "", report);
-            p.get_ref().clone()
+            report.at(at(ListenerKey::DefaultPool), p.span());
+            c.default_pool = p.get_ref().clone();
         }
-        None => {
-            report.error(
-                span.clone(),
-                format!("listener `{name}` has no `default_pool`; add default_pool = \"NAME\" naming the pool for connections no SNI rule matches"),
-            );
-            String::new()
-        }
-    };
-
-    let mut sni = Vec::new();
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for (pattern, pool) in &l.sni.0 {
-        match validate_sni_pattern(pattern.get_ref()) {
-            Ok(()) => {
-                // Matching ignores case and a trailing dot, so these two
-                // would be one rule and the later would silently win.
-                let normal = pattern.get_ref().trim_end_matches('.').to_ascii_lowercase();
-                if let Some(first) = seen.get(&normal) {
-                    report.error(
-                        pattern.span(),
-                        format!(
-                            "SNI pattern `{}` is the same name as `{first}` (matching ignores case and a trailing dot); keep one of them",
-                            pattern.get_ref()
-                        ),
-                    );
-                } else {
-                    seen.insert(normal, pattern.get_ref().clone());
-                }
-            }
-            Err(_) => report.error(
-                pattern.span(),
-                format!(
-                    "SNI pattern `{}` is not a host name or `*.` followed by one; write e.g. \"api.example.com\" or \"*.example.com\" (a wildcard covers exactly one leading label)",
-                    pattern.get_ref()
-                ),
+        None => report.missing(
+            span,
+            at(ListenerKey::DefaultPool),
+            format!(
+                "listener `{}` has no `default_pool`; add default_pool = \"NAME\" naming the pool for connections no SNI rule matches",
+                c.name
             ),
-        }
-        pools.check(
-            &format!("SNI rule `{}`", pattern.get_ref()),
-            pool,
-            "",
-            report,
-        );
-        sni.push(SniRoute {
+        ),
+    }
+    for (j, (pattern, pool)) in l.sni.0.iter().enumerate() {
+        report.at(at(ListenerKey::SniPattern(j)), pattern.span());
+        report.at(at(ListenerKey::SniPool(j)), pool.span());
+        c.sni.push(SniRoute {
             pattern: pattern.get_ref().clone(),
             pool: pool.get_ref().clone(),
         });
     }
-
-    let non_tls = match &l.non_tls {
-        None => NonTls::Reject,
-        Some(v) if v.get_ref() == "reject" => NonTls::Reject,
-        Some(v) => {
-            pools.check("non_tls", v, "write \"reject\", ", report);
-            NonTls::Pool(v.get_ref().clone())
+    if let Some(v) = &l.non_tls {
+        report.at(at(ListenerKey::NonTls), v.span());
+        // "reject" always means closing, even if a pool has that name.
+        if v.get_ref() != "reject" {
+            c.non_tls = NonTls::Pool(v.get_ref().clone());
         }
-    };
-
-    let defaults = Limits::default();
-    let limits = Limits {
-        max_connections: int(
-            &l.max_connections,
-            defaults.max_connections,
-            1,
-            "max_connections",
-            report,
-        ),
-        max_inspecting_per_ip: int(
-            &l.max_inspecting_per_ip,
-            defaults.max_inspecting_per_ip,
-            1,
-            "max_inspecting_per_ip",
-            report,
-        ),
-        max_hello_bytes: match &l.max_hello_bytes {
-            // The generic range message would not say why 512.
-            Some(v) if (0..512).contains(v.get_ref()) => {
-                report.error(
-                    v.span(),
-                    format!(
-                        "max_hello_bytes {} would reject ordinary ClientHellos; set it to 512 or more (default 16384)",
-                        v.get_ref()
-                    ),
-                );
-                defaults.max_hello_bytes
-            }
-            v => int(v, defaults.max_hello_bytes, 512, "max_hello_bytes", report),
-        },
-    };
-
-    if report.errors.len() > before {
-        return None;
     }
-    Some(ListenerConfig {
-        name,
-        bind: bind?,
-        proxy_protocol,
-        proxy_trusted,
-        sni,
-        default_pool,
-        non_tls,
-        limits,
-    })
+    let limits = &mut c.limits;
+    if let Some(v) = &l.max_connections {
+        limits.max_connections = report
+            .int(at(ListenerKey::MaxConnections), v)
+            .unwrap_or(limits.max_connections);
+    }
+    if let Some(v) = &l.max_inspecting_per_ip {
+        limits.max_inspecting_per_ip = report
+            .int(at(ListenerKey::MaxInspectingPerIp), v)
+            .unwrap_or(limits.max_inspecting_per_ip);
+    }
+    if let Some(v) = &l.max_hello_bytes {
+        limits.max_hello_bytes = report
+            .int(at(ListenerKey::MaxHelloBytes), v)
+            .unwrap_or(limits.max_hello_bytes);
+    }
+    c
 }
 
-fn check_pool(name: Spanned<String>, p: PoolFile, report: &mut Report) -> Option<PoolConfig> {
-    let before = report.errors.len();
-    let pool = name.get_ref().clone();
-    if pool.trim().is_empty() {
-        report.error(
-            name.span(),
-            "pool name is empty; give the pool a name, as in [pool.web]".into(),
+fn build_pool(i: usize, name: &str, p: PoolFile, report: &mut Report) -> PoolConfig {
+    let at = |key| ConfigPath::Pool(i, key);
+    let mut c = PoolConfig::new(name, Vec::new());
+    if let Some(b) = &p.balance {
+        c.balance = report
+            .value(at(PoolKey::Balance), b, |s| s.parse::<Balance>())
+            .unwrap_or(Balance::RoundRobin);
+    }
+    c.inspect = p.inspect.unwrap_or(true);
+    if let Some(list) = &p.backends {
+        report.at(at(PoolKey::Backends), list.span());
+        for (j, b) in list.get_ref().iter().enumerate() {
+            c.backends.push(build_backend(i, j, b, report));
+        }
+    }
+
+    let t = &p.timeouts;
+    let timeouts = &mut c.timeouts;
+    for (key, v, slot) in [
+        (TimeoutKey::Hello, &t.hello, &mut timeouts.hello),
+        (TimeoutKey::Connect, &t.connect, &mut timeouts.connect),
+        (
+            TimeoutKey::FirstByte,
+            &t.first_byte,
+            &mut timeouts.first_byte,
+        ),
+        (TimeoutKey::Idle, &t.idle, &mut timeouts.idle),
+        (TimeoutKey::DownHold, &t.down_hold, &mut timeouts.down_hold),
+    ] {
+        if let Some(v) = v {
+            if let Some(d) = report.value(at(PoolKey::Timeout(key)), v, parse_duration) {
+                *slot = d;
+            }
+        }
+    }
+
+    let a = &p.affinity;
+    let affinity = &mut c.affinity;
+    for (key, v, slot) in [
+        (
+            AffinityKey::Timeout,
+            &a.timeout,
+            &mut affinity.inactivity_timeout,
+        ),
+        (
+            AffinityKey::CorrelationWindow,
+            &a.correlation_window,
+            &mut affinity.correlation_window,
+        ),
+    ] {
+        if let Some(v) = v {
+            if let Some(d) = report.value(at(PoolKey::Affinity(key)), v, parse_duration) {
+                *slot = d;
+            }
+        }
+    }
+    if let Some(v) = &a.absolute_max {
+        affinity.absolute_max = report.value(
+            at(PoolKey::Affinity(AffinityKey::AbsoluteMax)),
+            v,
+            parse_duration,
         );
     }
-
-    let balance = match &p.balance {
-        None => Balance::RoundRobin,
-        Some(b) => b.get_ref().parse::<Balance>().unwrap_or_else(|_| {
-            report.error(
-                b.span(),
-                format!(
-                    "unknown balancer `{}`; use \"roundrobin\", \"weighted-roundrobin\", \"least-connections\" or \"source-hash\"",
-                    b.get_ref()
-                ),
-            );
-            Balance::RoundRobin
-        }),
-    };
-
-    let mut backends = Vec::new();
-    match &p.backends {
-        None => report.error(
-            name.span(),
-            format!("pool `{pool}` has no backends; add backends = [{{ name = \"web1\", address = \"10.0.1.1:443\" }}]"),
-        ),
-        Some(list) if list.get_ref().is_empty() => report.error(
-            list.span(),
-            format!("pool `{pool}` has no backends; add at least one {{ name = \"...\", address = \"IP:PORT\" }}"),
-        ),
-        Some(list) => {
-            let mut names: HashSet<&str> = HashSet::new();
-            for b in list.get_ref() {
-                let span = b.span();
-                let b = b.get_ref();
-                let bname = match &b.name {
-                    None => {
-                        report.error(
-                            span.clone(),
-                            "backend has no `name`; add name = \"...\" (names identify backends in the affinity table and must stay stable across reloads)".into(),
-                        );
-                        None
-                    }
-                    Some(n) if n.get_ref().trim().is_empty() => {
-                        report.error(n.span(), "backend name is empty; give it a name that stays stable across reloads".into());
-                        None
-                    }
-                    Some(n) => {
-                        if !names.insert(n.get_ref()) {
-                            report.error(
-                                n.span(),
-                                format!("backend name `{}` is used twice in pool `{pool}`; names identify backends in the affinity table, so give each its own", n.get_ref()),
-                            );
-                        }
-                        Some(n.get_ref().clone())
-                    }
-                };
-                let addr = match &b.address {
-                    None => {
-                        report.error(span.clone(), "backend has no `address`; add address = \"IP:PORT\"".into());
-                        None
-                    }
-                    Some(a) => a.get_ref().parse::<SocketAddr>().map_err(|_| {
-                        report.error(
-                            a.span(),
-                            format!(
-                                "`{}` is not an IP:PORT address; write e.g. \"10.0.1.1:443\" or \"[2001:db8::1]:443\" (host names are not resolved)",
-                                a.get_ref()
-                            ),
-                        );
-                    }).ok(),
-                };
-                let weight = int(&b.weight, 1u32, 0, "weight", report);
-                let max_connections = b.max_connections.as_ref().map(|m| {
-                    if *m.get_ref() == 0 {
-                        report.error(
-                            m.span(),
-                            "max_connections is 0, so this backend could never be used; raise it or remove the line for no limit".into(),
-                        );
-                        0
-                    } else {
-                        int(&b.max_connections, 0u32, 1, "max_connections", report)
-                    }
-                });
-                if let (Some(name), Some(addr)) = (bname, addr) {
-                    backends.push(BackendConfig { name, addr, weight, max_connections });
-                }
-            }
-            if list.get_ref().iter().all(|b| b.get_ref().weight.as_ref().is_some_and(|w| *w.get_ref() == 0)) {
-                report.error(
-                    list.span(),
-                    format!("every backend of pool `{pool}` has weight 0, so no client could be placed; give at least one a weight above 0"),
-                );
-            }
+    let int_at = |key| at(PoolKey::Affinity(key));
+    if let Some(v) = &a.table_size {
+        if let Some(n) = report.int(int_at(AffinityKey::TableSize), v) {
+            affinity.table_size = n;
         }
     }
-
-    let d = Timeouts::default();
-    let t = &p.timeouts;
-    let timeouts = Timeouts {
-        hello: duration(&t.hello, d.hello, "timeouts.hello", true, report),
-        connect: duration(&t.connect, d.connect, "timeouts.connect", true, report),
-        first_byte: duration(
-            &t.first_byte,
-            d.first_byte,
-            "timeouts.first_byte",
-            true,
-            report,
-        ),
-        idle: duration(&t.idle, d.idle, "timeouts.idle", true, report),
-        down_hold: duration(
-            &t.down_hold,
-            d.down_hold,
-            "timeouts.down_hold",
-            false,
-            report,
-        ),
-    };
-
-    let d = AffinityConfig::default();
-    let a = &p.affinity;
-    let inactivity_timeout = duration(
-        &a.timeout,
-        d.inactivity_timeout,
-        "affinity.timeout",
-        true,
-        report,
-    );
-    let absolute_max = a.absolute_max.as_ref().map(|m| {
-        let max = duration(&a.absolute_max, inactivity_timeout, "affinity.absolute_max", true, report);
-        if max < inactivity_timeout {
-            report.error(
-                m.span(),
-                format!(
-                    "affinity.absolute_max ({}) is shorter than affinity.timeout ({}), so entries would expire before they go idle; raise it or remove it",
-                    format_duration(max),
-                    format_duration(inactivity_timeout)
-                ),
-            );
+    if let Some(v) = &a.clients_tracked {
+        if let Some(n) = report.int(int_at(AffinityKey::ClientsTracked), v) {
+            affinity.clients_tracked = n;
         }
-        max
-    });
-    let affinity = AffinityConfig {
-        inactivity_timeout,
-        absolute_max,
-        table_size: int(
-            &a.table_size,
-            d.table_size,
-            1,
-            "affinity.table_size",
-            report,
-        ),
-        correlation_window: duration(
-            &a.correlation_window,
-            d.correlation_window,
-            "affinity.correlation_window",
-            // The client index works in whole seconds (at least 2): zero
-            // would not turn correlation off, so it is not accepted.
-            true,
-            report,
-        ),
-        nat_threshold: int(
-            &a.nat_threshold,
-            d.nat_threshold,
-            0,
-            "affinity.nat_threshold",
-            report,
-        ),
-        ipv4_prefix: prefix(
-            &a.ipv4_prefix,
-            d.ipv4_prefix,
-            32,
-            "affinity.ipv4_prefix",
-            report,
-        ),
-        ipv6_prefix: prefix(
-            &a.ipv6_prefix,
-            d.ipv6_prefix,
-            128,
-            "affinity.ipv6_prefix",
-            report,
-        ),
-        clients_tracked: int(
-            &a.clients_tracked,
-            d.clients_tracked,
-            1,
-            "affinity.clients_tracked",
-            report,
-        ),
-    };
-
-    if report.errors.len() > before {
-        return None;
     }
-    Some(PoolConfig {
-        name: pool,
-        backends,
-        balance,
-        affinity,
-        timeouts,
-        inspect: p.inspect.unwrap_or(true),
-    })
+    if let Some(v) = &a.nat_threshold {
+        if let Some(n) = report.int(int_at(AffinityKey::NatThreshold), v) {
+            affinity.nat_threshold = n;
+        }
+    }
+    if let Some(v) = &a.ipv4_prefix {
+        if let Some(n) = report.int(int_at(AffinityKey::Ipv4Prefix), v) {
+            affinity.ipv4_prefix = n;
+        }
+    }
+    if let Some(v) = &a.ipv6_prefix {
+        if let Some(n) = report.int(int_at(AffinityKey::Ipv6Prefix), v) {
+            affinity.ipv6_prefix = n;
+        }
+    }
+    c
 }
 
-/// An integer setting at least `min` that fits `T`, else `default`.
-fn int<T: TryFrom<i64> + Copy + fmt::Display>(
-    v: &Option<Spanned<i64>>,
-    default: T,
-    min: i64,
-    what: &str,
+fn build_backend(
+    pool: usize,
+    backend: usize,
+    b: &Spanned<BackendFile>,
     report: &mut Report,
-) -> T {
-    let Some(v) = v else { return default };
-    let n = *v.get_ref();
-    match T::try_from(n) {
-        Ok(x) if n >= min => x,
-        _ if n < min => {
-            report.error(
-                v.span(),
-                format!("{what} is {n}; set it to {min} or more (default {default})"),
-            );
-            default
+) -> BackendConfig {
+    let at = |key| ConfigPath::Backend { pool, backend, key };
+    let span = b.span();
+    report.at(at(BackendKey::Entry), span.clone());
+    let b = b.get_ref();
+    let mut c = BackendConfig::new("", STAND_IN);
+    match &b.name {
+        Some(n) => {
+            report.at(at(BackendKey::Name), n.span());
+            c.name = n.get_ref().clone();
         }
-        _ => {
-            report.error(
-                v.span(),
-                format!("{what} is {n}, too large; set it lower (default {default})"),
-            );
-            default
-        }
+        None => report.missing(
+            span.clone(),
+            at(BackendKey::Name),
+            "backend has no `name`; add name = \"...\" (names identify backends in the affinity table and must stay stable across reloads)".into(),
+        ),
     }
-}
-
-/// A client prefix length: 1..=`max` bits.
-fn prefix(v: &Option<Spanned<i64>>, default: u8, max: i64, what: &str, report: &mut Report) -> u8 {
-    match v {
-        Some(p) if !(1..=max).contains(p.get_ref()) => {
-            report.error(
-                p.span(),
-                format!(
-                    "{what} is {}, but a prefix length is 1 to {max} bits; use {max} for one address per client",
-                    p.get_ref()
-                ),
-            );
-            default
+    match &b.address {
+        Some(a) => {
+            c.addr = report
+                .value(at(BackendKey::Address), a, parse_address)
+                .unwrap_or(STAND_IN);
         }
-        _ => int(v, default, 1, what, report),
+        None => report.missing(
+            span,
+            at(BackendKey::Address),
+            "backend has no `address`; add address = \"IP:PORT\"".into(),
+        ),
     }
-}
-
-/// A duration setting such as "30m"; `nonzero` for timeouts where zero
-/// would fail every connection.
-fn duration(
-    v: &Option<Spanned<String>>,
-    default: Duration,
-    what: &str,
-    nonzero: bool,
-    report: &mut Report,
-) -> Duration {
-    let Some(v) = v else { return default };
-    match parse_duration(v.get_ref()) {
-        Ok(d) if nonzero && d.is_zero() => {
-            report.error(
-                v.span(),
-                format!("{what} is zero, which would fail every connection or forget every entry at once; set it above zero, e.g. \"{}\"", format_duration(default)),
-            );
-            default
-        }
-        Ok(d) => d,
-        Err(_) => {
-            report.error(
-                v.span(),
-                format!(
-                    "{what} `{}` is not a duration; write a number and a unit (ms, s, m, h or d), e.g. \"{}\"",
-                    v.get_ref(),
-                    format_duration(default)
-                ),
-            );
-            default
-        }
+    if let Some(w) = &b.weight {
+        c.weight = report.int(at(BackendKey::Weight), w).unwrap_or(c.weight);
     }
+    if let Some(m) = &b.max_connections {
+        c.max_connections = report.int(at(BackendKey::MaxConnections), m);
+    }
+    c
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{AffinityConfig, Limits, Timeouts};
+    use std::time::Duration;
 
     fn errors(text: &str) -> Vec<String> {
-        parse(text, "t.toml")
-            .unwrap_err()
-            .0
-            .iter()
-            .map(|d| d.to_string())
-            .collect()
+        diagnostics(text).iter().map(|d| d.to_string()).collect()
+    }
+
+    fn diagnostics(text: &str) -> Vec<ConfigDiagnostic> {
+        parse(text, "t.toml").unwrap_err().0
     }
 
     const MINIMAL: &str = r#"
@@ -1062,6 +1004,56 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
     }
 
     #[test]
+    fn admin_and_log_sections_become_config_values() {
+        let text = format!(
+            "{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9900\"\ntoken = \"0123456789abcdef\"\ntoken_for_reads = true\n\n[log]\nformat = \"json\"\nconnections_per_second = 0\n"
+        );
+        let c = parse(&text, "t.toml").unwrap();
+        let a = c.admin.unwrap();
+        assert_eq!(a.bind, "0.0.0.0:9900".parse().unwrap());
+        assert_eq!(a.token.as_deref(), Some("0123456789abcdef"));
+        assert!(a.token_for_reads);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.connections_per_second, 0);
+        assert_eq!(
+            parse(MINIMAL, "t.toml").unwrap().admin,
+            None,
+            "off by default"
+        );
+    }
+
+    #[test]
+    fn a_public_admin_bind_without_a_token_is_located_and_names_the_token() {
+        let text = format!("{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9900\"\n");
+        let bind_line = text
+            .lines()
+            .position(|l| l.starts_with("bind = \"0.0.0.0"))
+            .unwrap()
+            + 1;
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(&format!("t.toml:{bind_line}:8: error: ")),
+            "{e:?}"
+        );
+        assert!(
+            e[0].contains("without a token") && e[0].contains("set a token"),
+            "{e:?}"
+        );
+
+        let short = format!(
+            "{MINIMAL}\n[admin]\nbind = \"127.0.0.1:9900\"\ntoken = \"short\"\n[log]\nformat = \"xml\"\n"
+        );
+        let e = errors(&short);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().any(|m| m.contains("at least 16")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.contains("unknown log format `xml`")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn positions_are_one_based_lines_and_character_columns() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
@@ -1079,6 +1071,8 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
             "{e:?}"
         );
         assert!(e.iter().all(|l| !l.contains("bogus")), "{e:?}");
+        let d = diagnostics("[[listener]]\nbind = = 1\ndefault_pool = \"a\nbogus = 1\n");
+        assert!(d.iter().all(|d| d.problem == Problem::Syntax), "{d:?}");
     }
 
     #[test]
@@ -1096,6 +1090,19 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
             e[1].contains("`nowhere` is not an IP:PORT address"),
             "{e:?}"
         );
+        let d = diagnostics(&text);
+        assert_eq!(d[0].problem, Problem::Shape);
+        assert_eq!(
+            d[1].problem,
+            Problem::Rule(ConfigError {
+                path: ConfigPath::Backend {
+                    pool: 1,
+                    backend: 0,
+                    key: BackendKey::Address
+                },
+                rule: Rule::Value(ValueError::NotAnAddress("nowhere".into())),
+            })
+        );
     }
 
     #[test]
@@ -1107,6 +1114,70 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
         let e = errors(&text);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("backend has no `address`"), "{e:?}");
+        assert_eq!(diagnostics(&text)[0].problem, Problem::Missing);
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_read_raises_no_rule_about_its_stand_in() {
+        // The address's stand-in, the one CIDR's and the pool's would each
+        // break a rule (port 0 twice, empty proxy_trusted, no backends) if
+        // they were judged.
+        let text = r#"
+[[listener]]
+bind = "127.0.0.1:8443"
+default_pool = "web"
+proxy_protocol = true
+proxy_trusted = ["not a network"]
+
+[[listener]]
+name = "second"
+bind = "nowhere"
+default_pool = "broken"
+
+[pool.web]
+backends = [{ name = "web1", address = "10.0.1.1:443", weight = -1 }]
+
+[pool.broken]
+backends = "none"
+"#;
+        let rules: Vec<Rule> = diagnostics(text)
+            .into_iter()
+            .filter_map(|d| match d.problem {
+                Problem::Rule(e) => Some(e.rule),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                Rule::Value(ValueError::NotANetwork("not a network".into())),
+                Rule::Value(ValueError::NotAnAddress("nowhere".into())),
+                Rule::OutOfRange { value: -1 },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_refers_to_the_first_by_its_line() {
+        let text = format!(
+            "{MINIMAL}\n[[listener]]\nname = \"listener-1\"\nbind = \"127.0.0.1:9443\"\ndefault_pool = \"web\"\n"
+        );
+        let d = diagnostics(&text);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(matches!(
+            &d[0].problem,
+            Problem::Rule(ConfigError {
+                rule: Rule::DuplicateListenerName { first: 0, .. },
+                ..
+            })
+        ));
+        // The first listener took its name by default: its section's line.
+        assert_eq!(d[0].position, Some((10, 8)));
+        assert!(
+            d[0].message.contains("used by the listener at line 2;"),
+            "{}",
+            d[0].message
+        );
     }
 
     #[test]

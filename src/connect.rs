@@ -4,6 +4,10 @@
 //! sending its first byte all move on to the next candidate. Nothing has
 //! reached the client at that point, so a dead backend never costs the
 //! client its connection.
+//!
+//! The one failure that stops the failover is this host's own: out of file
+//! descriptors, ephemeral ports or memory, every other backend would fail
+//! the same way, and none of them is to blame or marked down for it.
 
 use std::fmt;
 use std::io;
@@ -17,11 +21,36 @@ use tracing::{debug, warn};
 use crate::backend::{ActiveGuard, Backend};
 use crate::router::PoolState;
 
-/// Every candidate failed. The backends are at fault, not the client.
+/// No backend was reached. Never the client's fault: either every
+/// candidate failed (the backends'), or this host could not open a
+/// connection (ours, see [`ConnectError::fault`]).
 #[derive(Debug)]
 pub struct ConnectError {
-    /// What happened at each backend tried, in order.
+    /// What happened at each backend tried, in order; the last one ended
+    /// the failover if it does not allow another try.
     pub attempts: Vec<(Arc<str>, AttemptError)>,
+}
+
+/// Whose failure an attempt was, which decides what is done about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The backend: it is marked down for `down_hold` and counted, and the
+    /// next candidate is tried.
+    Backend,
+    /// This host (descriptors, ports, memory): no backend is blamed, and
+    /// trying another would only fail again.
+    Local,
+}
+
+impl ConnectError {
+    /// [`Fault::Local`] when the failover stopped at a failure of this host;
+    /// otherwise the backends were all tried (or there were none).
+    pub fn fault(&self) -> Fault {
+        match self.attempts.last() {
+            Some((_, e)) => e.fault(),
+            None => Fault::Backend,
+        }
+    }
 }
 
 impl fmt::Display for ConnectError {
@@ -29,6 +58,12 @@ impl fmt::Display for ConnectError {
         if self.attempts.is_empty() {
             return f
                 .write_str("no backend to try: the pool has no backend with a non-zero weight");
+        }
+        if let Some((name, e)) = self.attempts.last().filter(|(_, e)| !e.may_try_another()) {
+            return write!(
+                f,
+                "cannot open a connection to {name} on this host ({e}); no other backend was tried: raise the open-file limit or free ephemeral ports"
+            );
         }
         f.write_str("every backend failed:")?;
         for (name, e) in &self.attempts {
@@ -43,6 +78,7 @@ impl std::error::Error for ConnectError {}
 /// Why one backend attempt failed.
 #[derive(Debug)]
 pub enum AttemptError {
+    /// Refused or unreachable.
     Refused(io::Error),
     ConnectTimeout,
     /// Accepted the hello but sent nothing within the first-byte timeout.
@@ -51,9 +87,13 @@ pub enum AttemptError {
     Closed(Option<io::Error>),
     /// At its max_connections: skipped, not contacted.
     Full,
+    /// This host could not open the connection (EMFILE, ENFILE, ENOBUFS,
+    /// ENOMEM, EADDRNOTAVAIL): the backend was never reached.
+    Local(io::Error),
 }
 
 impl AttemptError {
+    /// A short label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
             AttemptError::Refused(_) => "refused",
@@ -61,6 +101,36 @@ impl AttemptError {
             AttemptError::Silent => "silent",
             AttemptError::Closed(_) => "closed",
             AttemptError::Full => "full",
+            AttemptError::Local(_) => "local",
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            AttemptError::Local(_) => Fault::Local,
+            _ => Fault::Backend,
+        }
+    }
+
+    /// Whether the next candidate is worth trying: nothing has reached the
+    /// client yet, so only a failure of this host stops the failover.
+    pub fn may_try_another(&self) -> bool {
+        self.fault() == Fault::Backend
+    }
+
+    /// A failed `connect(2)`, sorted by whose fault it is.
+    fn connect_failed(e: io::Error) -> Self {
+        use rustix::io::Errno;
+        let local = [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOBUFS,
+            Errno::NOMEM,
+            Errno::ADDRNOTAVAIL,
+        ];
+        match e.raw_os_error() {
+            Some(code) if local.iter().any(|l| l.raw_os_error() == code) => AttemptError::Local(e),
+            _ => AttemptError::Refused(e),
         }
     }
 }
@@ -76,6 +146,7 @@ impl fmt::Display for AttemptError {
             AttemptError::Closed(Some(e)) => write!(f, "closed before answering ({e})"),
             AttemptError::Closed(None) => f.write_str("closed before answering"),
             AttemptError::Full => f.write_str("at its max_connections"),
+            AttemptError::Local(e) => write!(f, "no connection could be opened ({e})"),
         }
     }
 }
@@ -128,6 +199,11 @@ pub async fn connect(
                     active,
                 });
             }
+            Err(e) if !e.may_try_another() => {
+                warn!(backend = %backend.name, addr = %backend.addr, error = %e, "cannot connect from this host; not trying other backends");
+                attempts.push((backend.name.clone(), e));
+                break;
+            }
             Err(e) => {
                 pool.stats.backend_failure();
                 backend.counters.failure(e.reason());
@@ -152,7 +228,7 @@ async fn attempt(
     let mut stream =
         match tokio::time::timeout(connect_timeout, TcpStream::connect(backend.addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(AttemptError::Refused(e)),
+            Ok(Err(e)) => return Err(AttemptError::connect_failed(e)),
             Err(_) => return Err(AttemptError::ConnectTimeout),
         };
     let _ = stream.set_nodelay(true);
@@ -172,5 +248,65 @@ async fn attempt(
         }
         Ok(Err(e)) => Err(AttemptError::Closed(Some(e))),
         Err(_) => Err(AttemptError::Silent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_or_ports_stops_the_failover() {
+        for errno in [rustix::io::Errno::MFILE, rustix::io::Errno::ADDRNOTAVAIL] {
+            let e =
+                AttemptError::connect_failed(io::Error::from_raw_os_error(errno.raw_os_error()));
+            assert_eq!(e.fault(), Fault::Local, "{e}");
+            assert!(!e.may_try_another());
+        }
+    }
+
+    #[test]
+    fn a_refused_or_unreachable_backend_lets_the_next_one_be_tried() {
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::HostUnreachable,
+        ] {
+            let e = AttemptError::connect_failed(io::Error::from(kind));
+            assert!(matches!(e, AttemptError::Refused(_)), "{e}");
+            assert!(e.may_try_another());
+        }
+        let refused = AttemptError::connect_failed(io::Error::from_raw_os_error(
+            rustix::io::Errno::CONNREFUSED.raw_os_error(),
+        ));
+        assert_eq!(refused.fault(), Fault::Backend);
+    }
+
+    #[test]
+    fn the_connect_error_says_whose_fault_it_was() {
+        let name: Arc<str> = Arc::from("a");
+        let backends = ConnectError {
+            attempts: vec![
+                (name.clone(), AttemptError::ConnectTimeout),
+                (name.clone(), AttemptError::Silent),
+            ],
+        };
+        assert_eq!(backends.fault(), Fault::Backend);
+        let local = ConnectError {
+            attempts: vec![
+                (name.clone(), AttemptError::Full),
+                (
+                    name,
+                    AttemptError::Local(io::Error::from_raw_os_error(
+                        rustix::io::Errno::MFILE.raw_os_error(),
+                    )),
+                ),
+            ],
+        };
+        assert_eq!(local.fault(), Fault::Local);
+        assert!(
+            local
+                .to_string()
+                .starts_with("cannot open a connection to a on this host")
+        );
     }
 }

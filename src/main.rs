@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use stickytls::config::{
-    AdminConfig, BackendConfig, Balance, Config, LogFormat, parse_backend, parse_duration,
+    AdminConfig, AdminKey, AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath,
+    ListenerKey, LogFormat, LogKey, PoolKey, TimeoutKey, parse_backend, parse_duration,
 };
-use stickytls::config_file::{self, ConfigErrors};
+use stickytls::config_file::{self, Diagnostics};
 use stickytls::ctl;
 use stickytls::inspect::{Limits, report::report};
 use stickytls::router::Router;
@@ -224,12 +225,13 @@ struct RunArgs {
     /// Per-connection log lines per second at most; the rest are dropped
     /// and counted; 0 turns them off (overrides [log]
     /// connections_per_second).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=u64::from(u32::MAX)))]
     log_rate: Option<u64>,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
-    s.parse().map_err(|e: stickytls::config::ConfigError| e.0)
+    s.parse()
+        .map_err(|e: stickytls::config::ValueError| e.to_string())
 }
 
 /// The quick form's options: given with --config they would be ignored.
@@ -252,35 +254,102 @@ const QUICK_FORM: [&str; 15] = [
 ];
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
-    parse_backend(s).map_err(|e| e.0)
+    parse_backend(s).map_err(|e| e.to_string())
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.0)
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A configuration that cannot run, located where the operator gave it.
+#[derive(Debug)]
+enum Invalid {
+    File(Diagnostics),
+    Flags(Config, ConfigErrors),
+}
+
+impl std::fmt::Display for Invalid {
+    /// One error per line, as `check` prints them: `FILE:LINE:COLUMN:` for
+    /// the file, the flag for the quick form, then the same message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::File(d) => write!(f, "{d}"),
+            Invalid::Flags(config, errors) => {
+                for (i, e) in errors.0.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("\n")?;
+                    }
+                    let message = e.message(&|p| flag(config, p));
+                    write!(f, "{}: error: {message}", flag(config, e.path))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The quick-form flag that sets `path`.
+fn flag(config: &Config, path: ConfigPath) -> String {
+    let name = match path {
+        ConfigPath::Listener(_, ListenerKey::Bind) => "--listen",
+        ConfigPath::Listener(_, ListenerKey::MaxConnections) => "--max-connections",
+        ConfigPath::Listener(_, ListenerKey::MaxHelloBytes) => "--max-hello-bytes",
+        ConfigPath::Pool(_, PoolKey::Balance) => "--balance",
+        ConfigPath::Pool(_, PoolKey::Timeout(t)) => match t {
+            TimeoutKey::Hello => "--hello-timeout",
+            TimeoutKey::Connect => "--connect-timeout",
+            TimeoutKey::FirstByte => "--first-byte-timeout",
+            TimeoutKey::Idle => "--idle-timeout",
+            TimeoutKey::DownHold => "the command line",
+        },
+        ConfigPath::Pool(_, PoolKey::Affinity(a)) => match a {
+            AffinityKey::Timeout => "--affinity-timeout",
+            AffinityKey::CorrelationWindow => "--correlation-window",
+            AffinityKey::NatThreshold => "--nat-threshold",
+            _ => "the command line",
+        },
+        // Each backend is known by what was typed for it.
+        ConfigPath::Backend { pool, backend, .. } => {
+            return match config.pools.get(pool).and_then(|p| p.backends.get(backend)) {
+                Some(b) => format!("--backend {}={}", b.name, b.addr),
+                None => "--backend".to_string(),
+            };
+        }
+        ConfigPath::Pool(..) => "--backend",
+        ConfigPath::Admin(AdminKey::Token) => "--admin-token",
+        ConfigPath::Admin(_) => "--admin",
+        ConfigPath::Log(LogKey::Format) => "--log-format",
+        ConfigPath::Log(_) => "--log-rate",
+        _ => "the command line",
+    };
+    name.to_string()
 }
 
 impl RunArgs {
-    fn config(self) -> Result<Config, ConfigErrors> {
-        let mut c = self.config_before_log_flags()?;
-        if let Some(f) = self.log_format {
+    /// The file's configuration, or the quick form's checked by the same
+    /// rules; then the log flags, which apply to both.
+    fn config(self) -> Result<Config, Invalid> {
+        let (format, rate) = (self.log_format, self.log_rate);
+        let mut c = self.config_without_log_flags()?;
+        if let Some(f) = format {
             c.log.format = f;
         }
-        if let Some(n) = self.log_rate {
+        if let Some(n) = rate {
             c.log.connections_per_second = n;
         }
         Ok(c)
     }
 
-    fn config_before_log_flags(&self) -> Result<Config, ConfigErrors> {
-        let listen = match (&self.config, self.listen) {
-            (Some(path), _) => return config_file::load(path),
+    fn config_without_log_flags(self) -> Result<Config, Invalid> {
+        let listen = match (self.config, self.listen) {
+            (Some(path), _) => return config_file::load(&path).map_err(Invalid::File),
             (None, Some(listen)) => listen,
             (None, None) => unreachable!("clap requires --listen unless --config is given"),
         };
-        let mut c = Config::single(listen, self.backends.clone());
+        let mut c = Config::single(listen, self.backends);
         c.admin = self.admin.map(|bind| AdminConfig {
             bind,
-            token: self.admin_token.clone(),
+            token: self.admin_token,
             token_for_reads: false,
         });
         let p = &mut c.pools[0];
@@ -296,7 +365,10 @@ impl RunArgs {
         let l = &mut c.listeners[0].limits;
         l.max_hello_bytes = self.max_hello_bytes;
         l.max_connections = self.max_connections;
-        Ok(c)
+        match c.validate() {
+            Ok(()) => Ok(c),
+            Err(errors) => Err(Invalid::Flags(c, errors)),
+        }
     }
 }
 
@@ -561,4 +633,114 @@ fn from_hex(text: &[u8]) -> Result<Vec<u8>, String> {
                 .ok_or_else(|| format!("not hex: {:?}", String::from_utf8_lossy(p)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stickytls::config_file::Problem;
+
+    fn quick_config(flags: &[&str]) -> Result<Config, Invalid> {
+        let args = ["stickytls", "run", "--listen", "127.0.0.1:8443"];
+        let cli = Cli::try_parse_from(args.iter().chain(flags)).unwrap();
+        let Command::Run(run) = cli.command else {
+            unreachable!("the arguments start with `run`")
+        };
+        run.config()
+    }
+
+    /// The quick form's errors for `flags`, as `run` prints them.
+    fn quick_form(flags: &[&str]) -> Vec<String> {
+        match quick_config(flags) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    /// A file with one pool named `default`, as the quick form has, and
+    /// `extra` appended; its rule errors as `check` prints them.
+    fn file(backends: &str, extra: &str) -> Vec<String> {
+        let text = format!(
+            "[[listener]]\nbind = \"127.0.0.1:8443\"\ndefault_pool = \"default\"\n{extra}\n[pool.default]\nbackends = [{backends}]\n"
+        );
+        let errors = config_file::parse(&text, "t.toml").unwrap_err().0;
+        assert!(
+            errors.iter().all(|d| matches!(d.problem, Problem::Rule(_))),
+            "{errors:?}"
+        );
+        errors.iter().map(|d| d.to_string()).collect()
+    }
+
+    /// What follows `error: `: the message without its location.
+    fn message(line: &str) -> &str {
+        line.split_once(": error: ").unwrap().1
+    }
+
+    #[test]
+    fn a_rule_broken_in_a_file_or_by_flags_gives_the_same_message() {
+        let one = r#"{ name = "a", address = "127.0.0.1:1" }"#;
+        let cases: [(&[&str], &str, String, &str); 7] = [
+            (
+                &["--backend", "a=127.0.0.1:1", "--idle-timeout", "0s"],
+                "[pool.default.timeouts]\nidle = \"0s\"",
+                one.into(),
+                "--idle-timeout",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--affinity-timeout", "0"],
+                "[pool.default.affinity]\ntimeout = \"0\"",
+                one.into(),
+                "--affinity-timeout",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--correlation-window", "0ms"],
+                "[pool.default.affinity]\ncorrelation_window = \"0ms\"",
+                one.into(),
+                "--correlation-window",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--max-hello-bytes", "100"],
+                "max_hello_bytes = 100",
+                one.into(),
+                "--max-hello-bytes",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--max-connections", "0"],
+                "max_connections = 0",
+                one.into(),
+                "--max-connections",
+            ),
+            (
+                &["--backend", "a=127.0.0.1:1", "--backend", "a=127.0.0.1:2"],
+                "",
+                format!(r#"{one}, {{ name = "a", address = "127.0.0.1:2" }}"#),
+                "--backend a=127.0.0.1:2",
+            ),
+            (
+                &["--backend", "=127.0.0.1:1"],
+                "",
+                r#"{ name = "", address = "127.0.0.1:1" }"#.into(),
+                "--backend =127.0.0.1:1",
+            ),
+        ];
+        for (flags, extra, backends, flag) in cases {
+            let quick = quick_form(flags);
+            let file = file(&backends, extra);
+            assert_eq!(quick.len(), 1, "{flags:?}: {quick:?}");
+            assert_eq!(file.len(), 1, "{extra}: {file:?}");
+            assert_eq!(message(&quick[0]), message(&file[0]), "{flags:?}");
+            assert!(
+                quick[0].starts_with(&format!("{flag}: error: ")),
+                "{}",
+                quick[0]
+            );
+        }
+    }
+
+    #[test]
+    fn valid_flags_make_a_config_with_their_values() {
+        let c = quick_config(&["--backend", "a=127.0.0.1:1", "--idle-timeout", "1s"]).unwrap();
+        assert_eq!(c.pools[0].timeouts.idle, Duration::from_secs(1));
+        assert_eq!(c.pools[0].backends[0].name, "a");
+    }
 }

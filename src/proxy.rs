@@ -21,23 +21,49 @@ use crate::config::Cidr;
 /// what an incomplete one can make us buffer.
 const MAX_HEADER: usize = 4096;
 
-/// Why a connection was closed at the PROXY header.
+/// Why a connection was closed at the PROXY header. Every variant is the
+/// peer's doing (the listener's own `proxy_trusted` decides who may speak),
+/// and none is retried: nothing has been routed yet.
 #[derive(Debug)]
 pub enum ProxyError {
-    /// The peer is not in `proxy_trusted`.
+    /// The peer is not in `proxy_trusted`: it may not name a client
+    /// address, so its connection is closed unread.
     Untrusted(IpAddr),
-    /// The bytes are not a PROXY header.
-    Invalid(String),
+    /// A trusted peer sent bytes that are not a usable PROXY header.
+    Malformed(Malformed),
+    /// The header was not complete within the hello timeout.
     Timeout,
+    /// The peer closed before its header was complete.
     Closed,
+    /// The socket failed while the header was read.
     Io(io::Error),
 }
 
+/// What is wrong with a trusted peer's header, kept apart so that a test
+/// or a metric can tell a proxy that sends no header (misconfigured
+/// listener) from one that sends a broken one.
+#[derive(Debug, PartialEq)]
+pub enum Malformed {
+    /// The first bytes match neither the v1 nor the v2 signature: the peer
+    /// sends no header at all (often TLS straight away).
+    NoSignature,
+    /// A v1 line with no CRLF within the 107 bytes the format allows.
+    V1TooLong,
+    /// No complete header within 4096 bytes, more than any real proxy sends.
+    TooLong,
+    /// A v2 header whose source is a UNIX socket: it names no IP address
+    /// to key affinity on.
+    UnixSource,
+    V1(v1::BinaryParseError),
+    V2(v2::ParseError),
+}
+
 impl ProxyError {
+    /// A short label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::Untrusted(_) => "proxy_untrusted",
-            ProxyError::Invalid(_) => "proxy_invalid",
+            ProxyError::Malformed(_) => "proxy_invalid",
             ProxyError::Timeout => "hello_timeout",
             ProxyError::Closed => "client_closed",
             ProxyError::Io(_) => "io",
@@ -52,12 +78,29 @@ impl fmt::Display for ProxyError {
                 f,
                 "PROXY protocol peer {ip} is not in proxy_trusted; add its network there if it is your proxy"
             ),
-            ProxyError::Invalid(e) => write!(f, "missing or invalid PROXY protocol header: {e}"),
+            ProxyError::Malformed(e) => write!(f, "missing or invalid PROXY protocol header: {e}"),
             ProxyError::Timeout => {
                 f.write_str("PROXY header not complete within the hello timeout")
             }
             ProxyError::Closed => f.write_str("peer closed before its PROXY header was complete"),
             ProxyError::Io(e) => write!(f, "reading the PROXY header: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Malformed::NoSignature => {
+                f.write_str("the connection does not start with a PROXY signature")
+            }
+            Malformed::V1TooLong => f.write_str("v1 header longer than 107 bytes"),
+            Malformed::TooLong => write!(f, "no complete header in {MAX_HEADER} bytes"),
+            Malformed::UnixSource => {
+                f.write_str("a UNIX-socket source address cannot key affinity")
+            }
+            Malformed::V1(e) => write!(f, "v1: {e}"),
+            Malformed::V2(e) => write!(f, "v2: {e}"),
         }
     }
 }
@@ -86,9 +129,7 @@ pub async fn read_header<R: AsyncRead + Unpin>(
                 return Ok(addr);
             }
             if buf.len() >= MAX_HEADER {
-                return Err(ProxyError::Invalid(format!(
-                    "no complete header in {MAX_HEADER} bytes"
-                )));
+                return Err(ProxyError::Malformed(Malformed::TooLong));
             }
             let start = buf.len();
             // Read only what a header could still need, so the TLS bytes
@@ -126,18 +167,14 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, usize)>, Pr
     const V1_SIG: &[u8] = b"PROXY ";
     let n = buf.len().min(12);
     if !V2_SIG.starts_with(&buf[..n]) && !V1_SIG.starts_with(&buf[..n.min(6)]) {
-        return Err(ProxyError::Invalid(
-            "the connection does not start with a PROXY signature".into(),
-        ));
+        return Err(ProxyError::Malformed(Malformed::NoSignature));
     }
     // ppp reports some prefixes of a valid v1 line as errors ("40000 443\r"
     // is an invalid port until the \n arrives), so hand it only whole
     // lines; a v1 header is at most 107 bytes including its CRLF.
     if buf.starts_with(b"P") && !buf.windows(2).any(|w| w == b"\r\n") {
         if buf.len() >= 107 {
-            return Err(ProxyError::Invalid(
-                "v1 header longer than 107 bytes".into(),
-            ));
+            return Err(ProxyError::Malformed(Malformed::V1TooLong));
         }
         return Ok(None);
     }
@@ -165,15 +202,13 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, usize)>, Pr
                 }
                 (_, v2::Addresses::Unspecified) => peer,
                 (_, v2::Addresses::Unix(_)) => {
-                    return Err(ProxyError::Invalid(
-                        "a UNIX-socket source address cannot key affinity".into(),
-                    ));
+                    return Err(ProxyError::Malformed(Malformed::UnixSource));
                 }
             };
             Ok(Some((addr, h.len())))
         }
-        HeaderResult::V1(Err(e)) => Err(ProxyError::Invalid(format!("v1: {e}"))),
-        HeaderResult::V2(Err(e)) => Err(ProxyError::Invalid(format!("v2: {e}"))),
+        HeaderResult::V1(Err(e)) => Err(ProxyError::Malformed(Malformed::V1(e))),
+        HeaderResult::V2(Err(e)) => Err(ProxyError::Malformed(Malformed::V2(e))),
     }
 }
 
@@ -222,6 +257,76 @@ mod tests {
     #[test]
     fn tls_without_a_header_is_rejected_from_the_first_byte() {
         let e = parse(&[0x16], peer()).unwrap_err();
-        assert!(e.to_string().contains("PROXY signature"), "{e}");
+        assert!(
+            matches!(e, ProxyError::Malformed(Malformed::NoSignature)),
+            "{e}"
+        );
+    }
+
+    fn trusted() -> Vec<Cidr> {
+        vec!["127.0.0.0/8".parse().unwrap()]
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_peer_is_refused_before_anything_is_read() {
+        let (mut ours, _theirs) = tokio::io::duplex(64);
+        let stranger: SocketAddr = "192.0.2.9:5000".parse().unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let e = read_header(&mut ours, stranger, &trusted(), deadline, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ProxyError::Untrusted(ip) if ip == stranger.ip()),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_closing_mid_header_is_closed_not_malformed() {
+        let (mut ours, mut theirs) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut theirs, b"PROXY TCP4 192.0.2.7")
+            .await
+            .unwrap();
+        drop(theirs);
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let e = read_header(&mut ours, peer(), &trusted(), deadline, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProxyError::Closed), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_header_still_incomplete_at_the_deadline_is_a_timeout() {
+        let (mut ours, mut theirs) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut theirs, b"PROXY TCP4 ")
+            .await
+            .unwrap();
+        // A deadline already passed: the read is pending, so it expires at
+        // once, without waiting on a clock.
+        let e = read_header(
+            &mut ours,
+            peer(),
+            &trusted(),
+            Instant::now(),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, ProxyError::Timeout), "{e}");
+        drop(theirs);
+    }
+
+    #[test]
+    fn malformed_headers_say_what_is_wrong_with_them() {
+        let long = [b"PROXY ".as_slice(), &[b'1'; 110]].concat();
+        assert!(matches!(
+            parse(&long, peer()),
+            Err(ProxyError::Malformed(Malformed::V1TooLong))
+        ));
+        // A v2 signature with version 3: ppp reports what it found.
+        assert!(matches!(
+            parse(b"\r\n\r\n\0\r\nQUIT\n\x31\x11\0\0", peer()),
+            Err(ProxyError::Malformed(Malformed::V1(_) | Malformed::V2(_)))
+        ));
     }
 }

@@ -18,7 +18,7 @@ use crate::affinity::{AffinityStore, MemoryStore};
 use crate::backend::{Backend, BackendName, Pool};
 use crate::balance::Balancer;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, ListenerConfig, NonTls, PoolConfig};
+use crate::config::{Config, ConfigErrors, ListenerConfig, NonTls, PoolConfig};
 use crate::conn_log::{ConnectionTrace, close};
 use crate::inspect::{self, Handshake, Status};
 use crate::intake::{IntakeError, read_hello};
@@ -562,7 +562,7 @@ impl Drop for RunningRouter {
 /// Why a router could not start.
 #[derive(Debug)]
 pub enum RouterError {
-    Config(ConfigError),
+    Config(ConfigErrors),
     Bind(SocketAddr, std::io::Error),
     /// The admin endpoint could not listen.
     Admin(SocketAddr, std::io::Error),

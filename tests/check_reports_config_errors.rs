@@ -652,6 +652,34 @@ fn run_refuses_a_broken_config_with_the_same_message_and_exit_1() {
 }
 
 #[test]
+fn run_refuses_broken_flags_with_the_files_message_at_the_flag() {
+    let dir = scratch("flags");
+    let run = stickytls(
+        &dir,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "a=127.0.0.1:1",
+            "--connect-timeout",
+            "0s",
+            "--max-hello-bytes",
+            "100",
+        ],
+    );
+    assert_eq!(run.status.code(), Some(1));
+    // The same messages as the zero_timeout and small_hello cases above.
+    assert_eq!(
+        stderr_lines(&run),
+        [
+            r#"--connect-timeout: error: timeouts.connect is zero, which would fail every connection or forget every entry at once; set it above zero, e.g. "3s""#,
+            r#"--max-hello-bytes: error: max_hello_bytes 100 would reject ordinary ClientHellos; set it to 512 or more (default 16384)"#,
+        ]
+    );
+}
+
+#[test]
 fn an_unreadable_file_is_an_error_and_usage_mistakes_exit_2() {
     let dir = scratch("usage");
     let missing = stickytls(&dir, &["check", "--config", "absent.toml"]);
