@@ -56,7 +56,7 @@ pub enum Side {
 #[derive(Debug)]
 pub struct Relayed {
     pub end: RelayEnd,
-    /// Client to server, the replayed hello excluded.
+    /// Client to server, after the replayed hello (the caller adds it).
     pub to_server: u64,
     /// Server to client, the first bytes included.
     pub to_client: u64,
