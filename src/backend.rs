@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{Gauge, Histogram, counter, gauge, histogram};
 
 use crate::clock::Clock;
 use crate::config::BackendConfig;
-use crate::metrics as m;
+use crate::metrics::{self as m, Exported};
 
 /// A backend's name: what the affinity table stores, so entries survive a
 /// reload that reorders or re-addresses backends.
@@ -111,9 +111,9 @@ pub const FAILURE_REASONS: [&str; 5] = ["refused", "timeout", "silent", "closed"
 pub struct BackendCounters {
     /// Connections relayed to it.
     pub connections: AtomicU64,
-    /// Handshakes completed on it.
-    pub handshakes: AtomicU64,
-    /// Of those, resumptions.
+    /// Handshakes completed on it in full, and resumed: apart, so that
+    /// each is one atomic that a scrape reads whole.
+    pub full: AtomicU64,
     pub resumed: AtomicU64,
     /// Failed attempts, indexed like [`FAILURE_REASONS`].
     pub failures: [AtomicU64; 5],
@@ -128,10 +128,8 @@ impl BackendCounters {
     }
 
     pub fn handshake(&self, resumed: bool) {
-        self.handshakes.fetch_add(1, Ordering::Relaxed);
-        if resumed {
-            self.resumed.fetch_add(1, Ordering::Relaxed);
-        }
+        let which = if resumed { &self.resumed } else { &self.full };
+        which.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn affinity_lost(&self) {
@@ -157,12 +155,12 @@ struct BackendSeries {
     state: [Gauge; 4],
     weight: Gauge,
     active: Gauge,
-    connections: Counter,
-    handshakes_full: Counter,
-    handshakes_resumed: Counter,
+    connections: Exported,
+    handshakes_full: Exported,
+    handshakes_resumed: Exported,
     /// Indexed like [`FAILURE_REASONS`].
-    failures: [Counter; 5],
-    affinity_lost: Counter,
+    failures: [Exported; 5],
+    affinity_lost: Exported,
     connect_seconds: Histogram,
 }
 
@@ -183,12 +181,22 @@ impl BackendSeries {
                 .map(|s| gauge!(m::BACKEND_STATE, labels(Some(("state", s.as_str()))))),
             weight: gauge!(m::BACKEND_WEIGHT, labels(None)),
             active: gauge!(m::BACKEND_ACTIVE, labels(None)),
-            connections: counter!(m::BACKEND_CONNECTIONS, labels(None)),
-            handshakes_full: counter!(m::BACKEND_HANDSHAKES, labels(Some(("resumed", "false")))),
-            handshakes_resumed: counter!(m::BACKEND_HANDSHAKES, labels(Some(("resumed", "true")))),
-            failures: FAILURE_REASONS
-                .map(|r| counter!(m::BACKEND_CONNECT_FAILURES, labels(Some(("reason", r))))),
-            affinity_lost: counter!(m::AFFINITY_LOST, labels(None)),
+            connections: Exported::new(counter!(m::BACKEND_CONNECTIONS, labels(None))),
+            handshakes_full: Exported::new(counter!(
+                m::BACKEND_HANDSHAKES,
+                labels(Some(("resumed", "false")))
+            )),
+            handshakes_resumed: Exported::new(counter!(
+                m::BACKEND_HANDSHAKES,
+                labels(Some(("resumed", "true")))
+            )),
+            failures: FAILURE_REASONS.map(|r| {
+                Exported::new(counter!(
+                    m::BACKEND_CONNECT_FAILURES,
+                    labels(Some(("reason", r)))
+                ))
+            }),
+            affinity_lost: Exported::new(counter!(m::AFFINITY_LOST, labels(None))),
             connect_seconds: histogram!(m::BACKEND_CONNECT_SECONDS, labels(None)),
         }
     }
@@ -301,15 +309,13 @@ impl Backend {
         s.active.set(f64::from(self.active()));
         let c = &self.counters;
         let get = BackendCounters::get;
-        s.connections.absolute(get(&c.connections));
-        let resumed = get(&c.resumed);
-        s.handshakes_resumed.absolute(resumed);
-        s.handshakes_full
-            .absolute(get(&c.handshakes).saturating_sub(resumed));
+        s.connections.publish(get(&c.connections));
+        s.handshakes_resumed.publish(get(&c.resumed));
+        s.handshakes_full.publish(get(&c.full));
         for (counter, n) in s.failures.iter().zip(&c.failures) {
-            counter.absolute(get(n));
+            counter.publish(get(n));
         }
-        s.affinity_lost.absolute(get(&c.affinity_lost));
+        s.affinity_lost.publish(get(&c.affinity_lost));
     }
 
     /// Below its connection limit.

@@ -12,6 +12,7 @@
 //! pools are built, so the recorder must be installed before that.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -106,6 +107,32 @@ pub const CONNECT_BUCKETS: [f64; 16] = [
 /// How often histograms are drained into their buckets when nobody
 /// scrapes: keeps their memory bounded.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A counter the router keeps as a plain atomic and copies into the
+/// exporter at scrape time. What is copied is the increase since the last
+/// copy, so the counters of several routers in one process (tests) add up
+/// as they would through the facade.
+#[derive(Debug)]
+pub struct Exported {
+    handle: metrics::Counter,
+    /// The count at the last copy.
+    published: AtomicU64,
+}
+
+impl Exported {
+    pub fn new(handle: metrics::Counter) -> Self {
+        Exported {
+            handle,
+            published: AtomicU64::new(0),
+        }
+    }
+
+    /// Copies the increase from the last copy to `now`.
+    pub fn publish(&self, now: u64) {
+        let before = self.published.swap(now, Ordering::Relaxed);
+        self.handle.increment(now.saturating_sub(before));
+    }
+}
 
 /// The process-wide Prometheus recorder, installed on first use; `None`
 /// if another recorder already owns the process. A router with an admin

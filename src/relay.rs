@@ -56,7 +56,8 @@ pub enum Side {
 #[derive(Debug)]
 pub struct Relayed {
     pub end: RelayEnd,
-    /// Client to server, after the replayed hello (the caller adds it).
+    /// Client to server (the relay's own; the caller adds the hello it
+    /// replayed).
     pub to_server: u64,
     /// Server to client, the first bytes included.
     pub to_client: u64,

@@ -705,13 +705,10 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         backend: &backend,
         seen: HandshakeSeen::default(),
     };
-    let (relayed, hello_len) = (
-        relay_to(&pool, client, connected, Some(hs), &learner).await,
-        hello.len() as u64,
-    );
+    let relayed = relay_to(&pool, client, connected, &hello, Some(hs), &learner).await;
     let (version, resumed) = learner.seen.get();
     trace.handshake(version, resumed);
-    finish(&pool, trace, relayed, hello_len);
+    finish(&pool, trace, relayed);
 }
 
 /// Counts a connection closed when its handler ends, whichever way.
@@ -723,11 +720,9 @@ impl Drop for Open<'_> {
     }
 }
 
-/// Counts what a relay carried and writes the connection's line.
-fn finish(pool: &PoolState, mut trace: ConnectionTrace, relayed: Relayed, hello: u64) {
-    let to_backend = relayed.to_server + hello;
-    pool.stats.relayed(to_backend, relayed.to_client);
-    trace.bytes(to_backend, relayed.to_client);
+/// Writes the connection's line once its relay is over.
+fn finish(pool: &PoolState, mut trace: ConnectionTrace, relayed: Relayed) {
+    trace.bytes(relayed.to_server, relayed.to_client);
     let close = match relayed.end {
         RelayEnd::Closed => close::CLOSED,
         RelayEnd::Idle => close::IDLE,
@@ -765,16 +760,20 @@ async fn forward_blind(
     };
     trace.connected(&connected.backend.name, connecting.elapsed());
     pool.record_decision(client_addr, &connected.backend.name, &decision);
-    let relayed = relay_to(pool, client, connected, None, &NoLearning).await;
-    finish(pool, trace, relayed, hello.len() as u64);
+    let relayed = relay_to(pool, client, connected, hello, None, &NoLearning).await;
+    finish(pool, trace, relayed);
 }
 
 /// Relays until the connection ends, then passes a reset on as a reset.
-/// The backend's connection slot is held until then.
+/// The backend's connection slot is held until then. The bytes are
+/// counted (`hello`, already sent to the backend, included) before the
+/// sockets close, so a client that saw its connection end sees them
+/// counted.
 async fn relay_to(
     pool: &PoolState,
     mut client: TcpStream,
     connected: connect::Connected,
+    hello: &[u8],
     hs: Option<Box<Handshake>>,
     flight: &dyn OnServerFlight,
 ) -> Relayed {
@@ -784,7 +783,7 @@ async fn relay_to(
         active,
         ..
     } = connected;
-    let relayed = relay(
+    let mut relayed = relay(
         &mut client,
         &mut server,
         hs,
@@ -794,6 +793,8 @@ async fn relay_to(
         flight,
     )
     .await;
+    relayed.to_server += hello.len() as u64;
+    pool.stats.relayed(relayed.to_server, relayed.to_client);
     if let RelayEnd::Reset(side, _) = &relayed.end {
         let other = match side {
             Side::Client => &server,

@@ -12,12 +12,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Gauge, counter, gauge};
 use serde::Serialize;
 
 use crate::affinity::KeyKind;
 use crate::inspect::Resumption;
-use crate::metrics as m;
+use crate::metrics::{self as m, Exported};
 use crate::route::Rule;
 
 const KINDS: [KeyKind; 4] = [
@@ -102,40 +102,43 @@ pub struct Stats {
 /// The router-wide Prometheus series, registered once.
 #[derive(Debug)]
 struct Series {
-    connections: Counter,
+    connections: Exported,
     active: Gauge,
-    hits: [Counter; 4],
-    misses: [Counter; 4],
-    learned: [Counter; 4],
-    rebinds: [Counter; 4],
-    routed: [Counter; 4],
-    resumed: [Counter; 3],
-    tls_versions: [Counter; 5],
-    tls13_session_ids_ignored: Counter,
-    failovers: Counter,
-    no_backend: Counter,
-    to_backend_bytes: Counter,
-    to_client_bytes: Counter,
+    hits: [Exported; 4],
+    misses: [Exported; 4],
+    learned: [Exported; 4],
+    rebinds: [Exported; 4],
+    routed: [Exported; 4],
+    resumed: [Exported; 3],
+    tls_versions: [Exported; 5],
+    tls13_session_ids_ignored: Exported,
+    failovers: Exported,
+    no_backend: Exported,
+    to_backend_bytes: Exported,
+    to_client_bytes: Exported,
 }
 
 impl Series {
     fn register() -> Series {
-        let by_kind = |name: &'static str| KINDS.map(|k| counter!(name, "kind" => k.as_str()));
+        let by_kind =
+            |name: &'static str| KINDS.map(|k| Exported::new(counter!(name, "kind" => k.as_str())));
+        let one = |name: &'static str| Exported::new(counter!(name));
         Series {
-            connections: counter!(m::CONNECTIONS),
+            connections: one(m::CONNECTIONS),
             active: gauge!(m::CONNECTIONS_ACTIVE),
             hits: by_kind(m::AFFINITY_HITS),
             misses: by_kind(m::AFFINITY_MISSES),
             learned: by_kind(m::LEARNED),
             rebinds: by_kind(m::REBINDS),
-            routed: RULES.map(|r| counter!(m::ROUTED, "rule" => r)),
-            resumed: RESUMPTIONS.map(|r| counter!(m::RESUMED, "kind" => r.as_str())),
-            tls_versions: VERSIONS.map(|v| counter!(m::TLS_VERSIONS, "version" => v)),
-            tls13_session_ids_ignored: counter!(m::TLS13_SESSION_IDS_IGNORED),
-            failovers: counter!(m::FAILOVERS),
-            no_backend: counter!(m::NO_BACKEND),
-            to_backend_bytes: counter!(m::BYTES_CLIENT_TO_BACKEND),
-            to_client_bytes: counter!(m::BYTES_BACKEND_TO_CLIENT),
+            routed: RULES.map(|r| Exported::new(counter!(m::ROUTED, "rule" => r))),
+            resumed: RESUMPTIONS.map(|r| Exported::new(counter!(m::RESUMED, "kind" => r.as_str()))),
+            tls_versions: VERSIONS
+                .map(|v| Exported::new(counter!(m::TLS_VERSIONS, "version" => v))),
+            tls13_session_ids_ignored: one(m::TLS13_SESSION_IDS_IGNORED),
+            failovers: one(m::FAILOVERS),
+            no_backend: one(m::NO_BACKEND),
+            to_backend_bytes: one(m::BYTES_CLIENT_TO_BACKEND),
+            to_client_bytes: one(m::BYTES_BACKEND_TO_CLIENT),
         }
     }
 }
@@ -281,12 +284,12 @@ impl Stats {
     /// Copies the counters into their Prometheus series (at scrape time).
     pub fn publish(&self) {
         let s = &self.series;
-        let all = |series: &[Counter], counts: &[AtomicU64]| {
+        let all = |series: &[Exported], counts: &[AtomicU64]| {
             for (c, n) in series.iter().zip(counts) {
-                c.absolute(load(n));
+                c.publish(load(n));
             }
         };
-        s.connections.absolute(load(&self.connections));
+        s.connections.publish(load(&self.connections));
         s.active.set(load(&self.active) as f64);
         all(&s.hits, &self.hits);
         all(&s.misses, &self.misses);
@@ -296,11 +299,11 @@ impl Stats {
         all(&s.resumed, &self.resumed);
         all(&s.tls_versions, &self.tls_versions);
         s.tls13_session_ids_ignored
-            .absolute(load(&self.tls13_session_ids_ignored));
-        s.failovers.absolute(load(&self.failovers));
-        s.no_backend.absolute(load(&self.no_backend));
-        s.to_backend_bytes.absolute(load(&self.to_backend_bytes));
-        s.to_client_bytes.absolute(load(&self.to_client_bytes));
+            .publish(load(&self.tls13_session_ids_ignored));
+        s.failovers.publish(load(&self.failovers));
+        s.no_backend.publish(load(&self.no_backend));
+        s.to_backend_bytes.publish(load(&self.to_backend_bytes));
+        s.to_client_bytes.publish(load(&self.to_client_bytes));
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -331,7 +334,7 @@ impl Stats {
 #[derive(Debug)]
 pub struct PoolSeries {
     entries: Gauge,
-    evictions: Counter,
+    evictions: Exported,
     decision_seconds: metrics::Histogram,
 }
 
@@ -340,7 +343,7 @@ impl PoolSeries {
         let pool = pool.to_string();
         PoolSeries {
             entries: gauge!(m::AFFINITY_ENTRIES, "pool" => pool.clone()),
-            evictions: counter!(m::AFFINITY_EVICTIONS, "pool" => pool.clone()),
+            evictions: Exported::new(counter!(m::AFFINITY_EVICTIONS, "pool" => pool.clone())),
             decision_seconds: metrics::histogram!(m::DECISION_SECONDS, "pool" => pool),
         }
     }
@@ -354,6 +357,6 @@ impl PoolSeries {
     /// time: counting a table's entries takes each shard's lock once).
     pub fn publish(&self, table: &dyn crate::affinity::AffinityStore) {
         self.entries.set(table.len() as f64);
-        self.evictions.absolute(table.evictions());
+        self.evictions.publish(table.evictions());
     }
 }

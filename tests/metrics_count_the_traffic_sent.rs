@@ -192,3 +192,52 @@ async fn counters_move_by_exactly_the_connections_resumptions_and_hits_sent() {
         );
     }
 }
+
+/// Bytes each way, exactly: plain text through the non-TLS pool to an
+/// echo server, so what was sent is all there is to count.
+async fn echo_exactly(router: SocketAddr, payload: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(router).await.unwrap();
+    s.write_all(payload).await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, payload);
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    // The router ends the connection once the echo server has: the relay
+    // is over, and its bytes counted, before this returns.
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_counters_move_by_exactly_the_bytes_relayed() {
+    let farm = rustls_backends(1, |_| {}).await;
+    let echo = echo_server().await;
+    let mut cfg = config(&named(&farm));
+    cfg.pools[0].name = "tls-bytes".into();
+    cfg.listeners[0].default_pool = "tls-bytes".into();
+    cfg.pools.push(stickytls::config::PoolConfig::new(
+        "plain",
+        vec![stickytls::config::BackendConfig::new("echo", echo)],
+    ));
+    cfg.listeners[0].non_tls = stickytls::config::NonTls::Pool("plain".into());
+    cfg.admin = Some(AdminConfig::new("127.0.0.1:0".parse().unwrap()));
+    let router = start_router(cfg).await;
+    let admin = router.admin_addr().unwrap();
+
+    let before = scrape(admin).await;
+    echo_exactly(router.addr, b"PING plain text\n").await;
+    echo_exactly(router.addr, &[b'x'; 100_000]).await;
+    let after = scrape(admin).await;
+    let delta = |name: &str| after.value(name, &[]) - before.value(name, &[]);
+    assert_eq!(delta("stickytls_bytes_client_to_backend_total"), 100_016.0);
+    assert_eq!(delta("stickytls_bytes_backend_to_client_total"), 100_016.0);
+    let echo_conns = |e: &prom::Exposition| {
+        e.value(
+            "stickytls_backend_connections_total",
+            &[("pool", "plain"), ("backend", "echo")],
+        )
+    };
+    assert_eq!(echo_conns(&after) - echo_conns(&before), 2.0);
+}

@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -397,8 +396,8 @@ fn view(pool: &PoolState, b: &Backend) -> BackendView {
         weight: b.weight(),
         active: b.active(),
         total: get(&c.connections),
-        handshakes: get(&c.handshakes),
-        resumed: c.resumed.load(Ordering::Relaxed),
+        handshakes: get(&c.full) + get(&c.resumed),
+        resumed: get(&c.resumed),
         connect_failures: FAILURE_REASONS
             .iter()
             .zip(&c.failures)
