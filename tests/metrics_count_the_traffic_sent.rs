@@ -18,6 +18,10 @@ use stickytls::ctl::Endpoint;
 use stickytls_peers::Versions;
 use stickytls_peers::client::{Client, ClientOptions};
 
+/// The recorder is process-wide: the tests of this binary take turns, so
+/// one's traffic never shows in another's deltas.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn scrape(admin: SocketAddr) -> prom::Exposition {
     let text = raw_get(admin, "/metrics").await;
     prom::parse(&text).unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"))
@@ -45,6 +49,7 @@ async fn raw_get(addr: SocketAddr, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_the_connections_resumptions_and_hits_sent() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let backends = rustls_backends(2, |o| o.versions = Versions::Tls12).await;
     let mut cfg = config(&named(&backends));
     cfg.admin = Some(AdminConfig::new("127.0.0.1:0".parse().unwrap()));
@@ -212,6 +217,7 @@ async fn echo_exactly(router: SocketAddr, payload: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byte_counters_move_by_exactly_the_bytes_relayed() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let farm = rustls_backends(1, |_| {}).await;
     let echo = echo_server().await;
     let mut cfg = config(&named(&farm));
