@@ -6,13 +6,19 @@
 //! (docs/routing.md): every router instance and every restart with the same
 //! backends sends a client to the same place, without sharing state, and
 //! removing a backend moves only that backend's clients.
+//!
+//! Weighted round robin keeps its turns per worker thread
+//! ([`crate::worker`]): each thread runs the same smooth sequence over the
+//! same weights, so every thread, and therefore the whole router, gives
+//! each backend its share without a lock all threads take.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use crate::affinity::clients::ClientPrefix;
 use crate::backend::Backend;
 use crate::config::Balance;
+use crate::worker::PerThread;
 
 /// The seed of the source-hash balancer. Changing it re-shuffles every
 /// client: it is part of the routing contract between instances.
@@ -25,8 +31,8 @@ pub struct Balancer {
     /// backends share the load instead of the first taking it all).
     next: AtomicUsize,
     /// Smooth weighted round robin: each backend's current weight, by
-    /// position in the pool's backend list.
-    current: Mutex<Vec<i64>>,
+    /// position in the pool's backend list, one list per worker thread.
+    current: PerThread<Vec<i64>>,
 }
 
 impl Balancer {
@@ -34,7 +40,7 @@ impl Balancer {
         Balancer {
             kind,
             next: AtomicUsize::new(0),
-            current: Mutex::new(Vec::new()),
+            current: PerThread::default(),
         }
     }
 
@@ -97,7 +103,7 @@ impl Balancer {
                 if advance && !list.is_empty() {
                     // nginx's smooth weighted round robin: add each weight to
                     // its current value, pick the largest, subtract the total.
-                    let mut cur = self.current.lock().unwrap();
+                    let mut cur = self.current.mine();
                     if cur.len() != backends.len() {
                         *cur = vec![0; backends.len()];
                     }
@@ -224,6 +230,28 @@ mod tests {
         // nginx's documented sequence for weights 5, 1, 1.
         assert_eq!(picks, "aabacaa");
         assert_eq!(wrr.order(&bs, &client(1)).len(), 3);
+    }
+
+    #[test]
+    fn weighted_round_robin_keeps_its_own_turns_on_each_worker_thread() {
+        let bs = backends(&[("a", 5), ("b", 1), ("c", 1)]);
+        let wrr = Arc::new(Balancer::new(Balance::WeightedRoundRobin));
+        let threads: Vec<_> = (1..=2)
+            .map(|worker| {
+                let (bs, wrr) = (bs.clone(), wrr.clone());
+                std::thread::spawn(move || {
+                    crate::worker::set_index(worker);
+                    (0..3)
+                        .map(|_| wrr.order(&bs, &client(1))[0].name.to_string())
+                        .collect::<String>()
+                })
+            })
+            .collect();
+        for t in threads {
+            // Each thread's turns are its own: neither continues the
+            // other's sequence (shared turns would give one of them "aca").
+            assert_eq!(t.join().unwrap(), "aab");
+        }
     }
 
     #[test]

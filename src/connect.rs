@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::backend::{ActiveGuard, Backend};
-use crate::router::PoolState;
+use crate::pool::PoolState;
 
 /// No backend was reached. Never the client's fault: either every
 /// candidate failed (the backends'), or this host could not open a

@@ -373,8 +373,11 @@ fn backend_row(v: &Value) -> String {
 
 fn decisions_table(v: &Value) -> String {
     table(
-        &["CLIENT", "BACKEND", "RULE", "REASON"],
-        &rows(&v["decisions"], &["client", "backend", "rule", "reason"]),
+        &["TIME", "CLIENT", "SNI", "RULE", "KIND", "BACKEND", "REASON"],
+        &rows(
+            &v["decisions"],
+            &["time", "client", "sni", "rule", "kind", "backend", "reason"],
+        ),
     )
 }
 

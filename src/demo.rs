@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use crate::affinity::{Key, KeyKind};
 use crate::config::{BackendConfig, Balance, Config, PoolConfig};
-use crate::router::{PoolState, Router, RunningRouter};
+use crate::pool::PoolState;
+use crate::router::{Router, RunningRouter};
 use stickytls_peers::Versions;
 use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
 use stickytls_peers::client::{Client, ClientOptions};

@@ -12,8 +12,8 @@ use crate::affinity::clients::{ClientPrefix, Confirmed};
 use crate::affinity::{Binding, Key, KeyKind, KeyState};
 use crate::backend::Backend;
 use crate::inspect::{Learned, Outcome, ticket_key_name};
+use crate::pool::PoolState;
 use crate::route::{Decision, Offer, Rule};
-use crate::router::PoolState;
 
 /// Updates the table and the client index from one finished handshake.
 pub fn learn(

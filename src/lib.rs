@@ -6,7 +6,9 @@
 //!
 //! # Layout
 //! The path of one connection, one module per stage:
-//! - [`listen`]: the accept loop and its limits.
+//! - [`listen`]: listeners, their accept loops and limits, and the worker
+//!   threads with their `SO_REUSEPORT` sockets.
+//! - [`connection`]: one connection through the stages below, in order.
 //! - [`proxy`]: the PROXY protocol header, on listeners that require it.
 //! - [`intake`]: reading the ClientHello within a byte and time budget.
 //! - [`route`]: choosing a backend (affinity rules, else [`balance`]).
@@ -15,14 +17,22 @@
 //! - [`learn`]: turning what the server confirmed into table entries.
 //!
 //! What they share:
+//! - [`pool`]: one pool's state (backends, balancer, affinity tables,
+//!   recent decisions); every stage works on a pool, none on the router.
+//! - [`decision`]: the routing rules' names and the record kept of each
+//!   decision.
 //! - [`inspect`]: the sans-io handshake inspector, the `stickytls-inspect`
 //!   crate (embeddable on its own, without tokio).
 //! - [`affinity`]: the affinity table interface, its in-process store, and
 //!   the per-client correlation index.
 //! - [`backend`], [`config`], [`config_file`] (the TOML file and its
-//!   error report), [`router`] (state and the per-connection path),
-//!   [`sni`] (pool choice by server name), [`stats`] and [`metrics`]
-//!   (every metric name).
+//!   error report), [`sni`] (pool choice by server name), [`stats`] and
+//!   [`metrics`] (every metric name), [`worker`] (per-thread state instead
+//!   of locks every thread takes).
+//! - [`router`]: builds the pools and listeners from a configuration and
+//!   runs them; nothing depends on it but the binary, the demo and tests
+//!   (`tests/modules_have_no_import_cycles.rs` keeps these modules free of
+//!   import cycles).
 //! - [`demo`]: `stickytls demo`, the router shown on real TLS, with the
 //!   real peers of the `stickytls-peers` crate (the default-on `demo`
 //!   feature; without it the router links neither rustls nor rcgen).
@@ -37,7 +47,9 @@ pub mod config;
 pub mod config_file;
 pub mod conn_log;
 pub mod connect;
+pub mod connection;
 pub mod ctl;
+pub mod decision;
 #[cfg(feature = "demo")]
 pub mod demo;
 /// The handshake inspector, a crate of its own (`stickytls-inspect`) so that
@@ -48,9 +60,11 @@ pub mod learn;
 pub mod listen;
 mod log_limit;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod relay;
 pub mod route;
 pub mod router;
 pub mod sni;
 pub mod stats;
+pub mod worker;

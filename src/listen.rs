@@ -1,21 +1,230 @@
-//! The accept loop: a global connection limit, back-off when the process
-//! runs out of descriptors, and a clean stop on shutdown.
+//! Accepting connections: each listener's state and hello-stage limits, the
+//! accept loop (a global connection limit, back-off when the process runs
+//! out of descriptors, a clean stop on shutdown), and the worker threads
+//! with their `SO_REUSEPORT` sockets.
+//!
+//! What happens to an accepted connection is not decided here: the router
+//! hands [`serve`] the connection path (`connection::handle`), so this
+//! stage depends on the pools it routes to and never on what follows it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tracing::{error, warn};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{error, info, warn};
 
-use crate::router::{ListenerState, handle};
+use crate::affinity::clients::ClientPrefix;
+use crate::config::{ListenerConfig, NonTls};
+use crate::log_limit::LogLimiter;
+use crate::pool::PoolState;
+use crate::sni::SniMap;
+use crate::stats::Stats;
+use crate::worker::{self, Padded};
 
-/// Accepts until `shutdown` completes. Connections already accepted run to
-/// their end on their own tasks.
-pub async fn serve(
+/// One listener's state: how it picks a pool, and its hello-stage limits.
+#[derive(Debug)]
+pub struct ListenerState {
+    pub config: ListenerConfig,
+    /// `config.name`, shared: every connection's log lines and counters
+    /// carry it, and a shared string costs them no allocation.
+    pub(crate) name: Arc<str>,
+    /// `stickytls_connections_total{listener}`, registered once here: a
+    /// connection bumps it without looking it up.
+    pub(crate) accepted: metrics::Counter,
+    /// Pools reachable from this listener, indexed by `sni`.
+    pools: Vec<Arc<PoolState>>,
+    sni: SniMap,
+    default_pool: usize,
+    non_tls_pool: Option<usize>,
+    /// The hello budget: the longest hello timeout of the pools the
+    /// listener can reach, since the pool is only known after the hello.
+    pub(crate) hello_timeout: Duration,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) decision_log: Arc<LogLimiter>,
+    /// Connections per client prefix still in the hello stage: caps how
+    /// much of the hello budget one address can hold at once.
+    inspecting: InspectingCounts,
+    /// `max_connections`, shared by the accept loops of every thread.
+    pub(crate) connection_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl ListenerState {
+    /// `all` holds every pool by name; validation guarantees that the
+    /// listener names only pools in it.
+    pub(crate) fn new(
+        config: ListenerConfig,
+        all: &HashMap<String, Arc<PoolState>>,
+        stats: Arc<Stats>,
+        log: Arc<LogLimiter>,
+    ) -> Self {
+        let mut pools: Vec<Arc<PoolState>> = Vec::new();
+        let mut index = |name: &str| -> usize {
+            if let Some(i) = pools.iter().position(|p| p.config.name == name) {
+                return i;
+            }
+            // Validation guarantees the name exists.
+            pools.push(all[name].clone());
+            pools.len() - 1
+        };
+        let default_pool = index(&config.default_pool);
+        let mut sni = SniMap::default();
+        for r in &config.sni {
+            sni.insert(&r.pattern, index(&r.pool));
+        }
+        let non_tls_pool = match &config.non_tls {
+            NonTls::Reject => None,
+            NonTls::Pool(p) => Some(index(p)),
+        };
+        let hello_timeout = pools
+            .iter()
+            .map(|p| p.config.timeouts.hello)
+            .max()
+            .unwrap_or(Duration::from_secs(5));
+        ListenerState {
+            accepted: metrics::counter!(crate::metrics::CONNECTIONS, "listener" => config.name.clone()),
+            name: Arc::from(config.name.as_str()),
+            pools,
+            sni,
+            default_pool,
+            non_tls_pool,
+            hello_timeout,
+            stats,
+            decision_log: log,
+            inspecting: InspectingCounts::default(),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            config,
+        }
+    }
+
+    /// The pool for a hello's SNI.
+    pub fn pool_for(&self, sni: Option<&[u8]>) -> &Arc<PoolState> {
+        let i = sni
+            .and_then(|s| self.sni.lookup(s))
+            .unwrap_or(self.default_pool);
+        &self.pools[i]
+    }
+
+    /// Where input that is not TLS goes, if anywhere.
+    pub fn non_tls_pool(&self) -> Option<&Arc<PoolState>> {
+        self.non_tls_pool.map(|i| &self.pools[i])
+    }
+
+    pub(crate) fn default_pool(&self) -> &Arc<PoolState> {
+        &self.pools[self.default_pool]
+    }
+
+    /// Closes a connection before routing: counted by `reason`, and logged
+    /// within the per-connection log budget.
+    pub(crate) fn reject(
+        &self,
+        peer: SocketAddr,
+        reason: &'static str,
+        why: &dyn std::fmt::Display,
+    ) {
+        self.stats.rejected(&self.name, reason);
+        if self.decision_log.allow() {
+            info!(listener = %self.name, %peer, reason, "closed before routing: {why}");
+        }
+    }
+
+    /// Counts a connection into the hello stage of its prefix; `None` when
+    /// the prefix is at its cap.
+    pub(crate) fn begin_inspecting(
+        self: &Arc<Self>,
+        prefix: ClientPrefix,
+    ) -> Option<InspectingGuard> {
+        let shard = self.inspecting.shard(&prefix);
+        let mut map = self.inspecting.lock(shard);
+        let n = map.entry(prefix).or_insert(0);
+        if *n >= self.config.limits.max_inspecting_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(InspectingGuard {
+            listener: self.clone(),
+            prefix,
+            shard,
+        })
+    }
+}
+
+/// Shards of the hello-stage counts, so that worker threads counting
+/// different addresses rarely meet on one lock: an address's count lives
+/// in the shard a keyed hash of it picks. Keyed (SipHash with a per-process
+/// key) because the addresses are the clients' to choose: a fixed hash
+/// would let them pile onto one shard.
+#[derive(Debug)]
+struct InspectingCounts {
+    hasher: RandomState,
+    shards: Box<[Padded<Mutex<Counts>>]>,
+}
+
+/// Hello-stage connections per client prefix, in one shard.
+type Counts = HashMap<ClientPrefix, u32, RandomState>;
+
+/// Enough shards that 2 to 64 threads seldom share a lock.
+const INSPECTING_SHARDS: usize = 64;
+
+impl Default for InspectingCounts {
+    fn default() -> Self {
+        InspectingCounts {
+            hasher: RandomState::new(),
+            shards: (0..INSPECTING_SHARDS).map(|_| Padded::default()).collect(),
+        }
+    }
+}
+
+impl InspectingCounts {
+    fn shard(&self, prefix: &ClientPrefix) -> usize {
+        (self.hasher.hash_one(prefix) % INSPECTING_SHARDS as u64) as usize
+    }
+
+    /// A poisoned shard only means a panic elsewhere mid-update; its counts
+    /// are still whole numbers, and accepting must go on.
+    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Counts> {
+        self.shards[shard]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Releases a prefix's hello-stage slot.
+#[derive(Debug)]
+pub(crate) struct InspectingGuard {
+    listener: Arc<ListenerState>,
+    prefix: ClientPrefix,
+    /// The shard `prefix` hashed to, kept so release does not hash again.
+    shard: usize,
+}
+
+impl Drop for InspectingGuard {
+    fn drop(&mut self) {
+        let mut map = self.listener.inspecting.lock(self.shard);
+        if let Some(n) = map.get_mut(&self.prefix) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.prefix);
+            }
+        }
+    }
+}
+
+/// Accepts until `shutdown` completes, running `handle` for each connection
+/// on a task of its own. Connections already accepted run to their end.
+pub async fn serve<H, F>(
     listener: TcpListener,
     state: Arc<ListenerState>,
+    handle: H,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) where
+    H: Fn(Arc<ListenerState>, TcpStream, SocketAddr) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let limit = state.connection_slots.clone();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(1);
@@ -36,13 +245,13 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(1);
-                let state = state.clone();
+                let connection = handle(state.clone(), stream, peer);
                 // Boxed: a connection's future is about 9 KiB (the nested
                 // states of every stage), and the task would otherwise copy
                 // it whole on spawn and on each change of stage; that was
                 // two thirds of a short connection's instructions.
                 tokio::spawn(Box::pin(async move {
-                    handle(state, stream, peer).await;
+                    connection.await;
                     drop(permit);
                 }));
             }
@@ -55,12 +264,101 @@ pub async fn serve(
                     "other"
                 };
                 metrics::counter!(crate::metrics::ACCEPT_ERRORS, "reason" => reason).increment(1);
-                warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                warn!(listener = %state.name, error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     }
+}
+
+/// Serves `listeners` on `threads` worker threads, each with its own
+/// single-threaded runtime and its own listening socket per listener, until
+/// `stop` turns true. Blocks until every thread has stopped accepting.
+///
+/// Why not one multi-threaded runtime: a proxy's work is many short,
+/// independent connections, and work stealing then mostly costs
+/// cross-thread wake-ups (an eventfd write and an extra epoll_wait per
+/// hand-off) and cache misses. With a socket per thread the kernel spreads
+/// connections, and each connection lives on one thread, which is also what
+/// lets per-thread state ([`crate::worker`]) replace shared locks. Tables
+/// and counters stay shared.
+pub fn run_on_threads<H, F>(
+    listeners: &[(std::net::TcpListener, Arc<ListenerState>)],
+    threads: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+    handle: H,
+) -> std::io::Result<()>
+where
+    H: Fn(Arc<ListenerState>, TcpStream, SocketAddr) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let mut sockets = Vec::new();
+        for (socket, state) in listeners {
+            let s = if i == 0 {
+                socket.try_clone()?
+            } else {
+                bind_reuseport(socket.local_addr()?)?
+            };
+            sockets.push((s, state.clone()));
+        }
+        let stop = stop.clone();
+        let handle = handle.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("stickytls-{i}"))
+            .spawn(move || {
+                worker::set_index(i);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let mut tasks = Vec::new();
+                    for (s, state) in sockets {
+                        let l = TcpListener::from_std(s)?;
+                        tasks.push(tokio::spawn(serve(
+                            l,
+                            state,
+                            handle.clone(),
+                            stopped(stop.clone()),
+                        )));
+                    }
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+            })?;
+        handles.push(thread);
+    }
+    for h in handles {
+        h.join()
+            .map_err(|_| std::io::Error::other("a worker thread panicked"))??;
+    }
+    Ok(())
+}
+
+/// Completes when `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A listening socket that shares its port with the other worker threads'.
+/// TCP_NODELAY is set here, once, rather than on every accepted connection:
+/// Linux copies it to the sockets `accept` returns, which saves a system
+/// call per connection (a relay forwards records as they come and must not
+/// wait on Nagle's algorithm).
+pub(crate) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// Raises the soft descriptor limit to the hard limit: each relayed
@@ -83,4 +381,63 @@ pub fn raise_nofile_limit() -> u64 {
         return max;
     }
     lim.current.unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::{BackendConfig, PoolConfig};
+
+    #[test]
+    fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "this kernel does not copy TCP_NODELAY to accepted sockets"
+        );
+    }
+
+    fn listener_state(max_inspecting_per_ip: u32) -> Arc<ListenerState> {
+        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let pool = PoolConfig::new("p", vec![BackendConfig::new("a", bind)]);
+        let log = Arc::new(LogLimiter::new(1));
+        let stats: Arc<Stats> = Arc::default();
+        let state = Arc::new(PoolState::new(
+            pool,
+            Clock::new(),
+            stats.clone(),
+            log.clone(),
+        ));
+        let all = HashMap::from([("p".to_string(), state)]);
+        let mut config = ListenerConfig::new(bind, "p");
+        config.limits.max_inspecting_per_ip = max_inspecting_per_ip;
+        Arc::new(ListenerState::new(config, &all, stats, log))
+    }
+
+    #[test]
+    fn the_hello_stage_cap_counts_each_prefix_and_frees_on_drop() {
+        let l = listener_state(2);
+        let a = l.default_pool().prefix("192.0.2.1".parse().unwrap());
+        let b = l.default_pool().prefix("192.0.2.2".parse().unwrap());
+        let first = l.begin_inspecting(a).expect("under the cap");
+        let second = l.begin_inspecting(a).expect("at the cap");
+        assert!(l.begin_inspecting(a).is_none(), "over the cap");
+        let other = l.begin_inspecting(b);
+        assert!(other.is_some(), "another prefix has its own count");
+        drop(first);
+        let third = l.begin_inspecting(a);
+        assert!(third.is_some(), "a finished hello frees its slot");
+        drop((second, third, other));
+        let empty = l
+            .inspecting
+            .shards
+            .iter()
+            .all(|s| s.0.lock().unwrap().is_empty());
+        assert!(empty, "released prefixes leave no entries");
+    }
 }

@@ -4,8 +4,8 @@
 //! Labels, every one with a bounded set of values (never a client address
 //! or a session): `kind` is a key kind (`session_id`, `ticket`,
 //! `psk_identity`, `ticket_key_name`), `rule` a routing rule, `reason` a
-//! short snake_case cause, `pool` and `backend` names from the
-//! configuration. docs/operations.md says what each metric means.
+//! short snake_case cause, `listener`, `pool` and `backend` names from
+//! the configuration. docs/operations.md says what each metric means.
 //!
 //! Nothing is exported unless the admin endpoint is on: without a recorder
 //! the `metrics` facade is a no-op. Per-backend handles are registered when
@@ -17,20 +17,19 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Connections accepted.
+/// Connections accepted, by `listener`.
 pub const CONNECTIONS: &str = "stickytls_connections_total";
 /// Connections open now, from accept to close (gauge).
 pub const CONNECTIONS_ACTIVE: &str = "stickytls_connections_active";
-/// Connections closed before routing, by `reason` (not_tls, malformed,
-/// alert, hello_timeout, over_budget, client_closed, per_ip_limit, io,
-/// and the PROXY header's reasons).
+/// Connections closed before routing, by `listener` and `reason` (not_tls,
+/// malformed, alert, hello_timeout, over_budget, client_closed,
+/// per_ip_limit, io, and the PROXY header's reasons).
 pub const REJECTED: &str = "stickytls_rejected_total";
 /// Bytes relayed from clients to backends.
 pub const BYTES_CLIENT_TO_BACKEND: &str = "stickytls_bytes_client_to_backend_total";
 /// Bytes relayed from backends to clients.
 pub const BYTES_BACKEND_TO_CLIENT: &str = "stickytls_bytes_backend_to_client_total";
-/// Routing decisions, by `pool` and `rule` (key, rebind, source_ip,
-/// balancer).
+/// Routing decisions, by `rule` (key, rebind, source_ip, balancer).
 pub const ROUTED: &str = "stickytls_routed_total";
 /// A key in the ClientHello found in the table, by `kind`.
 pub const AFFINITY_HITS: &str = "stickytls_affinity_hits_total";
@@ -167,9 +166,12 @@ fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 /// HELP lines for every metric.
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(CONNECTIONS, "Connections accepted.");
+    describe_counter!(CONNECTIONS, "Connections accepted, by listener.");
     describe_gauge!(CONNECTIONS_ACTIVE, "Connections open now.");
-    describe_counter!(REJECTED, "Connections closed before routing, by reason.");
+    describe_counter!(
+        REJECTED,
+        "Connections closed before routing, by listener and reason."
+    );
     describe_counter!(
         BYTES_CLIENT_TO_BACKEND,
         Unit::Bytes,
@@ -180,7 +182,7 @@ fn describe() {
         Unit::Bytes,
         "Bytes relayed from backends to clients."
     );
-    describe_counter!(ROUTED, "Routing decisions, by pool and rule.");
+    describe_counter!(ROUTED, "Routing decisions, by rule.");
     describe_counter!(AFFINITY_HITS, "Offered keys found in the affinity table.");
     describe_counter!(
         AFFINITY_MISSES,

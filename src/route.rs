@@ -18,8 +18,9 @@ use std::sync::Arc;
 use crate::affinity::clients::{ClientPrefix, ClientView};
 use crate::affinity::{Key, KeyKind, KeyState};
 use crate::backend::Backend;
+pub use crate::decision::Rule;
 use crate::inspect::{ClientHello, ticket_key_name};
-use crate::router::PoolState;
+use crate::pool::PoolState;
 
 /// The keys a ClientHello offers, digested once, owned by the connection.
 #[derive(Debug, Clone, Default)]
@@ -151,30 +152,6 @@ pub fn stable_fingerprint(hello: &ClientHello<'_>) -> u32 {
     }
     let h = fmix64(suites ^ exts.rotate_left(21) ^ ordered.rotate_left(42));
     (h ^ (h >> 32)) as u32
-}
-
-/// Which rule placed the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    /// Rule 1: a known key.
-    Key(KeyKind),
-    /// Rule 2: an unknown session re-bound by client address.
-    Rebind,
-    /// Rule 3: a fresh client kept on its address's recent backend.
-    SourceIp,
-    /// Rule 4: the balancer.
-    Balancer,
-}
-
-impl Rule {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::Key(_) => "key",
-            Rule::Rebind => "rebind",
-            Rule::SourceIp => "source_ip",
-            Rule::Balancer => "balancer",
-        }
-    }
 }
 
 /// Where to send a connection and why.
@@ -336,7 +313,6 @@ fn finish(
 mod tests {
     use super::*;
     use crate::inspect::{Handshake, Limits, Status};
-    use crate::router::PoolState;
     use stickytls_peers::backend::{Backend, BackendOptions};
     use stickytls_peers::client::{Client, ClientOptions};
 

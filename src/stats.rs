@@ -10,15 +10,16 @@
 //! straight to the `metrics` facade instead, where the lookup is the cost
 //! of something already gone wrong.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{Gauge, counter, gauge};
 use serde::Serialize;
 
 use crate::affinity::KeyKind;
+use crate::decision::Rule;
 use crate::inspect::Resumption;
 use crate::metrics::{self as m, Exported};
-use crate::route::Rule;
 
 const KINDS: [KeyKind; 4] = [
     KeyKind::PskIdentity,
@@ -102,7 +103,6 @@ pub struct Stats {
 /// The router-wide Prometheus series, registered once.
 #[derive(Debug)]
 struct Series {
-    connections: Exported,
     active: Gauge,
     hits: [Exported; 4],
     misses: [Exported; 4],
@@ -124,7 +124,6 @@ impl Series {
             |name: &'static str| KINDS.map(|k| Exported::new(counter!(name, "kind" => k.as_str())));
         let one = |name: &'static str| Exported::new(counter!(name));
         Series {
-            connections: one(m::CONNECTIONS),
             active: gauge!(m::CONNECTIONS_ACTIVE),
             hits: by_kind(m::AFFINITY_HITS),
             misses: by_kind(m::AFFINITY_MISSES),
@@ -212,7 +211,8 @@ fn load(a: &AtomicU64) -> u64 {
 }
 
 impl Stats {
-    /// A connection accepted; [`Stats::closed`] when it ends.
+    /// A connection accepted; [`Stats::closed`] when it ends. (Its
+    /// `listener`-labelled counter is the listener's own handle.)
     pub fn connection(&self) {
         inc(&self.connections);
         inc(&self.active);
@@ -220,9 +220,9 @@ impl Stats {
     pub fn closed(&self) {
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
-    pub fn rejected(&self, reason: &'static str) {
+    pub fn rejected(&self, listener: &Arc<str>, reason: &'static str) {
         inc(&self.rejected);
-        counter!(m::REJECTED, "reason" => reason).increment(1);
+        counter!(m::REJECTED, "listener" => listener.clone(), "reason" => reason).increment(1);
     }
     pub fn hit(&self, kind: KeyKind) {
         inc(&self.hits[kind_index(kind)]);
@@ -289,7 +289,6 @@ impl Stats {
                 c.publish(load(n));
             }
         };
-        s.connections.publish(load(&self.connections));
         s.active.set(load(&self.active) as f64);
         all(&s.hits, &self.hits);
         all(&s.misses, &self.misses);

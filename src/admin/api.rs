@@ -22,7 +22,7 @@ use tower::ServiceBuilder;
 use super::control::{BackendChange, Control, DEFAULT_DECISIONS};
 use super::{AdminConfig, ApiError, Limits};
 use crate::backend::AdminState;
-use crate::router::RECENT_DECISIONS;
+use crate::pool::RECENT_DECISIONS;
 
 /// What every handler shares.
 #[derive(Debug)]

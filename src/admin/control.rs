@@ -13,7 +13,7 @@ use super::ApiError;
 use crate::affinity::{Key, KeyKind, KeyState, Peeked};
 use crate::backend::{AdminState, Backend, BackendCounters, FAILURE_REASONS};
 use crate::inspect::ticket_key_name;
-use crate::router::PoolState;
+use crate::pool::PoolState;
 use crate::stats::{Snapshot, Stats};
 
 /// The read and steer interface over one router's pools.
@@ -134,9 +134,14 @@ pub struct Forgotten {
 /// One routing decision, as `GET .../decisions` lists it.
 #[derive(Debug, Serialize)]
 pub struct DecisionView {
+    /// When the backend was reached, as an RFC 3339 UTC time.
+    pub time: String,
     pub client: String,
-    pub backend: String,
+    pub sni: Option<String>,
     pub rule: &'static str,
+    /// The key kind that decided (rule 1).
+    pub kind: Option<&'static str>,
+    pub backend: String,
     pub reason: &'static str,
 }
 
@@ -345,14 +350,15 @@ impl Control {
     /// The newest decisions first, at most `limit`.
     pub fn decisions(&self, pool: &str, limit: usize) -> Result<Vec<DecisionView>, ApiError> {
         let p = self.pool(pool)?;
-        Ok(p.recent_decisions()
+        Ok(p.last_decisions(limit)
             .into_iter()
-            .rev()
-            .take(limit)
             .map(|d| DecisionView {
+                time: rfc3339(d.time),
                 client: d.client.to_string(),
-                backend: d.backend.to_string(),
+                sni: d.sni.map(|s| s.to_str_lossy().into_owned()),
                 rule: d.rule,
+                kind: d.key_kind.map(KeyKind::as_str),
+                backend: d.backend.to_string(),
                 reason: d.reason,
             })
             .collect())
@@ -487,6 +493,30 @@ fn state_name(s: KeyState) -> &'static str {
     }
 }
 
+/// `2026-11-30T07:12:03.042Z`: UTC, to the millisecond, without a date
+/// library (days to a civil date by Howard Hinnant's algorithm).
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
 fn balance_name(b: crate::config::Balance) -> &'static str {
     use crate::config::Balance;
     match b {
@@ -494,5 +524,21 @@ fn balance_name(b: crate::config::Balance) -> &'static str {
         Balance::WeightedRoundRobin => "weighted-roundrobin",
         Balance::LeastConnections => "least-connections",
         Balance::SourceHash => "source-hash",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        // 2024-02-29 12:34:56.789, a leap day.
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.789Z");
+        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
+        assert_eq!(rfc3339(t), "2099-12-31T23:59:59.000Z");
     }
 }

@@ -1,0 +1,390 @@
+//! The path of one connection through the stages: hello (PROXY header and
+//! ClientHello, [`crate::proxy`], [`crate::intake`]) → route
+//! ([`crate::route`]) → connect ([`crate::connect`]) → relay
+//! ([`crate::relay`]) → learn ([`crate::learn`]); plus what is done beside
+//! them: forwarding without inspection, the recent-decisions record, and
+//! the connection's one log line when it ends ([`crate::conn_log`]).
+//!
+//! Every log line of a connection carries its listener's configured name
+//! (`listener`), as its connection and refusal counters do.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use crate::affinity::clients::ClientPrefix;
+use crate::backend::{Backend, BackendName};
+use crate::conn_log::{ConnectionTrace, close};
+use crate::connect;
+use crate::decision::{DecisionRecord, Sni};
+use crate::inspect::{self, Handshake, Status};
+use crate::intake::{IntakeError, read_hello};
+use crate::learn;
+use crate::listen::ListenerState;
+use crate::pool::PoolState;
+use crate::proxy;
+use crate::relay::{OnServerFlight, RelayEnd, Relayed, Side, relay};
+use crate::route::{Decision, Offer, Rule, decide};
+use crate::stats::Stats;
+
+/// The path of one connection. `client` comes from one of the router's
+/// listening sockets, so it already has TCP_NODELAY (see
+/// `listen::bind_reuseport`).
+pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: SocketAddr) {
+    listener.stats.connection();
+    listener.accepted.increment(1);
+    let _open = Open(&listener.stats);
+    let mut trace = ConnectionTrace::start(&listener.name, peer);
+    let limits = listener.config.limits;
+    let deadline = tokio::time::Instant::now() + listener.hello_timeout;
+
+    // Hello stage: PROXY header, then the ClientHello, within one budget.
+    // Behind a PROXY-protocol balancer every connection comes from the
+    // balancer, so the per-address cap on connections still sending their
+    // hello applies to the client address the header names; only trusted
+    // peers get that far, and the header is small and read within the
+    // same deadline.
+    let mut hello = Vec::with_capacity(2048);
+    let client_addr = if listener.config.proxy_protocol {
+        match proxy::read_header(
+            &mut client,
+            peer,
+            &listener.config.proxy_trusted,
+            deadline,
+            &mut hello,
+        )
+        .await
+        {
+            Ok(addr) => addr,
+            Err(e) => return listener.reject(peer, e.reason(), &e),
+        }
+    } else {
+        peer
+    };
+    trace.client(client_addr);
+    let Some(slot) = listener.begin_inspecting(listener.default_pool().prefix(client_addr.ip()))
+    else {
+        listener.stats.rejected(&listener.name, "per_ip_limit");
+        if listener.decision_log.allow() {
+            warn!(listener = %listener.name, peer = %client_addr, "closed: too many connections from this address still sending their hello");
+        }
+        return;
+    };
+    // Boxed: the inspector's state is over a kilobyte, and every stage's
+    // future would otherwise carry (and copy) it by value.
+    let mut hs = Box::new(Handshake::new(inspect::Limits {
+        max_client_bytes: limits.max_hello_bytes,
+        ..Default::default()
+    }));
+    let intake = read_hello(
+        &mut client,
+        &mut hs,
+        &mut hello,
+        deadline,
+        limits.max_hello_bytes,
+    )
+    .await;
+    drop(slot);
+    match (intake, listener.non_tls_pool()) {
+        (Ok(()), _) => {}
+        (Err(IntakeError::NotTls(n)), Some(non_tls)) => {
+            let pool = non_tls.clone();
+            if listener.decision_log.allow() {
+                info!(listener = %listener.name, peer = %client_addr, reason = n.reason, pool = %pool.config.name, "not TLS: forwarded to the non-TLS pool");
+            }
+            let at = Arrival {
+                listener: &listener.name,
+                client: client_addr,
+                sni: None,
+            };
+            trace.hello(None);
+            forward_blind(&pool, client, at, &hello, false, trace).await;
+            return;
+        }
+        (Err(e), _) => {
+            if let Some((side, kind)) = e.inspection_error() {
+                listener.stats.inspection_error(side, kind);
+            }
+            return listener.reject(client_addr, e.reason(), &e);
+        }
+    }
+
+    // Route: the pool by SNI, then the affinity rules inside it.
+    let (pool, offer, sni) = {
+        let Some(ch) = hs.client_hello() else { return };
+        trace.hello(ch.sni);
+        let pool = listener.pool_for(ch.sni).clone();
+        let offer = pool.config.inspect.then(|| Offer::from_hello(&ch));
+        (pool, offer, ch.sni.map(Sni::new))
+    };
+    let at = Arrival {
+        listener: &listener.name,
+        client: client_addr,
+        sni,
+    };
+    let Some(offer) = offer else {
+        forward_blind(&pool, client, at, &hello, true, trace).await;
+        return;
+    };
+    let decided = Instant::now();
+    let prefix = pool.prefix(client_addr.ip());
+    let decision = decide(&pool, &offer, &prefix);
+    pool.series.decision_time(decided.elapsed());
+    pool.stats.routed(decision.rule);
+    let kind = match decision.rule {
+        Rule::Key(kind) => Some(kind.as_str()),
+        Rule::Rebind => Some(offer.resumption_kind().as_str()),
+        _ => None,
+    };
+    trace.routed(&pool.config.name, decision.rule.as_str(), kind);
+
+    // Connect, with failover.
+    let connecting = Instant::now();
+    let Some(connected) = connect_logged(&pool, &decision, &at, &hello, true).await else {
+        trace.finish(close::NO_BACKEND, &pool.decision_log);
+        return;
+    };
+    trace.connected(&connected.backend.name, connecting.elapsed());
+    if let Some(chosen) = decision.candidates.first() {
+        if !Arc::ptr_eq(chosen, &connected.backend) {
+            // The chosen backend was not reached: stop rules 2 and 3 from
+            // pointing this client there.
+            pool.clients.forget_backend(&prefix, &chosen.name);
+        }
+    }
+    pool.record_decision(at.record(&connected.backend.name, &decision));
+
+    // Relay, learning from the server's flight.
+    let backend = connected.backend.clone();
+    let learner = Learner {
+        pool: &pool,
+        listener: &listener.name,
+        prefix,
+        offer: &offer,
+        decision: &decision,
+        backend: &backend,
+        seen: HandshakeSeen::default(),
+    };
+    let relayed = relay_to(&pool, client, connected, &hello, Some(hs), &learner).await;
+    let (version, resumed) = learner.seen.get();
+    trace.handshake(version, resumed);
+    finish(&pool, trace, relayed);
+}
+
+/// Counts a connection closed when its handler ends, whichever way.
+struct Open<'a>(&'a Stats);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}
+
+/// Writes the connection's line once its relay is over.
+fn finish(pool: &PoolState, mut trace: ConnectionTrace, relayed: Relayed) {
+    trace.bytes(relayed.to_server, relayed.to_client);
+    let close = match relayed.end {
+        RelayEnd::Closed => close::CLOSED,
+        RelayEnd::Idle => close::IDLE,
+        RelayEnd::Reset(Side::Client, _) => close::CLIENT_RESET,
+        RelayEnd::Reset(Side::Server, _) => close::BACKEND_RESET,
+    };
+    trace.finish(close, &pool.decision_log);
+}
+
+/// Who arrived where: what a connection's log lines and its decision
+/// record say about it besides the decision.
+struct Arrival<'a> {
+    listener: &'a Arc<str>,
+    /// The client's address (after any PROXY header).
+    client: SocketAddr,
+    sni: Option<Sni>,
+}
+
+impl Arrival<'_> {
+    fn record(&self, backend: &BackendName, d: &Decision) -> DecisionRecord {
+        DecisionRecord {
+            time: SystemTime::now(),
+            client: self.client,
+            sni: self.sni,
+            backend: backend.clone(),
+            rule: d.rule.as_str(),
+            key_kind: d.rule.key_kind(),
+            reason: d.reason,
+        }
+    }
+}
+
+/// Forwards a connection by the balancer alone: non-TLS input sent to a
+/// pool (`tls` false: its protocol may not have the server speak first, so
+/// reaching a backend is enough), or a pool with inspection off.
+async fn forward_blind(
+    pool: &Arc<PoolState>,
+    client: TcpStream,
+    at: Arrival<'_>,
+    hello: &[u8],
+    tls: bool,
+    mut trace: ConnectionTrace,
+) {
+    let prefix = pool.prefix(at.client.ip());
+    let order = pool.balancer.order(pool.backends.all(), &prefix);
+    let decision = Decision {
+        candidates: order,
+        rule: Rule::Balancer,
+        matched: None,
+        reason: "forwarded without inspection",
+    };
+    pool.stats.routed(decision.rule);
+    trace.routed(&pool.config.name, decision.rule.as_str(), None);
+    let connecting = Instant::now();
+    let Some(connected) = connect_logged(pool, &decision, &at, hello, tls).await else {
+        trace.finish(close::NO_BACKEND, &pool.decision_log);
+        return;
+    };
+    trace.connected(&connected.backend.name, connecting.elapsed());
+    pool.record_decision(at.record(&connected.backend.name, &decision));
+    let relayed = relay_to(pool, client, connected, hello, None, &NoLearning).await;
+    finish(pool, trace, relayed);
+}
+
+/// Relays until the connection ends, then passes a reset on as a reset.
+/// The backend's connection slot is held until then. The bytes are
+/// counted (`hello`, already sent to the backend, included) before the
+/// sockets close, so a client that saw its connection end sees them
+/// counted.
+async fn relay_to(
+    pool: &PoolState,
+    mut client: TcpStream,
+    connected: connect::Connected,
+    hello: &[u8],
+    hs: Option<Box<Handshake>>,
+    flight: &dyn OnServerFlight,
+) -> Relayed {
+    let connect::Connected {
+        stream: mut server,
+        first_bytes,
+        active,
+        ..
+    } = connected;
+    let mut relayed = relay(
+        &mut client,
+        &mut server,
+        hs,
+        &first_bytes,
+        pool.config.timeouts.idle,
+        &pool.clock,
+        flight,
+    )
+    .await;
+    relayed.to_server += hello.len() as u64;
+    pool.stats.relayed(relayed.to_server, relayed.to_client);
+    if let RelayEnd::Reset(side, _) = &relayed.end {
+        let other = match side {
+            Side::Client => &server,
+            Side::Server => &client,
+        };
+        let _ = socket2::SockRef::from(other).set_linger(Some(Duration::ZERO));
+    }
+    drop(active);
+    relayed
+}
+
+async fn connect_logged(
+    pool: &Arc<PoolState>,
+    decision: &Decision,
+    at: &Arrival<'_>,
+    hello: &[u8],
+    await_answer: bool,
+) -> Option<connect::Connected> {
+    match connect::connect(pool, &decision.candidates, hello, await_answer).await {
+        Ok(c) => {
+            if c.failed > 0 {
+                pool.stats.failover();
+            }
+            Some(c)
+        }
+        Err(e) => {
+            pool.stats.no_backend();
+            warn!(listener = %at.listener, peer = %at.client, pool = %pool.config.name, error = %e, "closed: no backend answered");
+            None
+        }
+    }
+}
+
+/// Learns from the server's flight as soon as the inspector has it.
+struct Learner<'a> {
+    pool: &'a PoolState,
+    listener: &'a Arc<str>,
+    prefix: ClientPrefix,
+    offer: &'a Offer,
+    decision: &'a Decision,
+    backend: &'a Arc<Backend>,
+    /// What the server's flight said, for the connection's line.
+    seen: HandshakeSeen,
+}
+
+/// A handshake's version and whether it resumed, written once by the
+/// relay's inspection and read when the connection ends.
+#[derive(Debug, Default)]
+struct HandshakeSeen {
+    /// The version the server chose; 0 until it is known.
+    version: AtomicU16,
+    /// 0 unknown, 1 full, 2 resumed.
+    resumed: AtomicU8,
+}
+
+impl HandshakeSeen {
+    fn set(&self, version: u16, resumed: bool) {
+        self.version.store(version, Ordering::Relaxed);
+        self.resumed.store(1 + u8::from(resumed), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (Option<u16>, Option<bool>) {
+        let v = self.version.load(Ordering::Relaxed);
+        let r = self.resumed.load(Ordering::Relaxed);
+        ((v != 0).then_some(v), (r != 0).then_some(r == 2))
+    }
+}
+
+impl OnServerFlight for Learner<'_> {
+    fn done(&self, hs: &Handshake) {
+        if let Some(outcome) = hs.outcome() {
+            self.backend.counters.handshake(outcome.resumed);
+            self.pool.stats.tls_version(outcome.version);
+            self.seen.set(outcome.version, outcome.resumed);
+            learn::learn(
+                self.pool,
+                self.prefix,
+                self.offer,
+                self.decision,
+                self.backend,
+                outcome,
+            );
+        }
+    }
+
+    fn unreadable(&self, status: &Status) {
+        let reason = match status {
+            Status::Alert(_) => "alert",
+            Status::NotTls(_) => "not_tls",
+            Status::Malformed(e) if e.kind == inspect::ErrorKind::OverLimit => "over_limit",
+            _ => "malformed",
+        };
+        self.pool.stats.inspection_error("server", reason);
+        if self.pool.decision_log.allow() {
+            info!(listener = %self.listener, backend = %self.backend.name, ?status, "server flight not learned from");
+        }
+    }
+}
+
+/// For relays that do not inspect.
+struct NoLearning;
+
+impl OnServerFlight for NoLearning {
+    fn done(&self, _: &Handshake) {}
+    fn unreadable(&self, _: &Status) {}
+}
