@@ -265,7 +265,9 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 #[derive(Debug)]
 enum Invalid {
     File(Diagnostics),
-    Flags(Config, ConfigErrors),
+    /// The configuration is kept (boxed: it is large) to name each
+    /// backend by what was typed for it.
+    Flags(Box<Config>, ConfigErrors),
 }
 
 impl std::fmt::Display for Invalid {
@@ -367,7 +369,7 @@ impl RunArgs {
         l.max_connections = self.max_connections;
         match c.validate() {
             Ok(()) => Ok(c),
-            Err(errors) => Err(Invalid::Flags(c, errors)),
+            Err(errors) => Err(Invalid::Flags(Box::new(c), errors)),
         }
     }
 }

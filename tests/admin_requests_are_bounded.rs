@@ -148,7 +148,6 @@ async fn writes_need_the_bearer_token_and_reads_only_with_token_for_reads() {
     assert_eq!(status, 200, "{b}");
     assert_eq!(b["state"], "drain");
 
-    let mut cfg = cfg;
     cfg.token_for_reads = true;
     let s = setup(cfg, Limits::default()).await;
     let a = s.admin.local_addr();
