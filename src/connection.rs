@@ -113,7 +113,9 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         }
     }
 
-    // Route: the pool by SNI, then the affinity rules inside it.
+    // Route: the pool by SNI, then the affinity rules inside it. The
+    // decision time runs from here: the hello is complete.
+    let decided = Instant::now();
     let (pool, offer, sni) = {
         let Some(ch) = hs.client_hello() else { return };
         trace.hello(ch.sni);
@@ -130,7 +132,6 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         forward_blind(&pool, client, at, &hello, true, trace).await;
         return;
     };
-    let decided = Instant::now();
     let prefix = pool.prefix(client_addr.ip());
     let decision = decide(&pool, &offer, &prefix);
     pool.series.decision_time(decided.elapsed());
