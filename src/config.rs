@@ -2,7 +2,7 @@
 //! how it balances, and every budget and timeout.
 //!
 //! The quick command-line form (`--listen/--backend`) builds this directly
-//! and the TOML file ([`crate::config_file`]) loads into the same types, so
+//! and the TOML file ([`crate::config_file`]) is read into the same types, so
 //! the router itself never knows where its settings came from.
 //!
 //! Every rule a configuration must follow is written once, in

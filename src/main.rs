@@ -1,7 +1,7 @@
 //! The `stickytls` command line. Each subcommand is one variant of
 //! [`Command`] and one function.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,8 +163,13 @@ struct RunArgs {
     /// A backend, as NAME=IP:PORT; repeat for each backend.
     #[arg(long = "backend", value_name = "NAME=ADDR", value_parser = parse_backend_arg, required_unless_present = "config")]
     backends: Vec<BackendConfig>,
-    /// Balancer for clients without affinity: roundrobin or source-hash.
-    #[arg(long, default_value = "roundrobin")]
+    /// Balancer for clients without affinity, one of:
+    ///   roundrobin           each backend in turn
+    ///   weighted-roundrobin  each backend its weight's share, interleaved
+    ///   least-connections    fewest open connections relative to weight
+    ///   source-hash          by client address: every instance agrees
+    /// (Weights are set in a --config file; here every backend weighs 1.)
+    #[arg(long, default_value = "roundrobin", verbatim_doc_comment)]
     balance: Balance,
     /// Affinity entries unused this long are forgotten.
     #[arg(long, default_value = "30m", value_parser = parse_duration_arg)]
@@ -374,14 +379,18 @@ impl RunArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr, filtered by `RUST_LOG` or else `default_filter`, as
+/// text or one JSON object per line. Colour only when stderr is a
+/// terminal: in a file or a journal the escape codes are noise that every
+/// reader and every grep has to get past.
+fn init_logging(default_filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => fmt.init(),
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => fmt.json().init(),
     }
 }
@@ -397,7 +406,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging(config.log.format);
+    init_logging("info", config.log.format);
     let nofile = stickytls::listen::raise_nofile_limit();
     // The main thread only binds and waits for the signal; connections are
     // served on worker threads, one single-threaded runtime each.
@@ -442,7 +451,8 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// Exit 0 only for a valid file, so a reload script can run this first.
+/// Exit 0 only for a valid file, so a restart script can run this first
+/// (the router reads its configuration once, at start: there is no reload).
 fn check(path: &std::path::Path) -> ExitCode {
     match config_file::load(path) {
         Ok(c) => {
@@ -470,12 +480,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn demo() -> ExitCode {
     // Warnings only by default: the demo prints its own account of every
     // decision, and per-connection logs would interleave with it.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging("warn", LogFormat::Text);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

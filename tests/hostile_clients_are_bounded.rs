@@ -2,19 +2,25 @@
 //! non-TLS input, a stalled half hello and an oversized hello are closed
 //! with a counted reason and nothing forwarded; a post-quantum hello
 //! dribbled one byte per write is still routed like any other.
+//!
+//! Every test here runs the router and its rustls peers on one paused
+//! current-thread runtime, so "closed at once" and "closed at the hello
+//! timeout" are exact instants of tokio's clock, not guesses about a
+//! loaded machine's scheduling.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
+use stickytls::metrics::REJECTED;
 use stickytls_peers::client::{Client, ClientOptions, Writes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-/// Reads until the router closes; returns what it sent (must be nothing).
-/// Waits (5 s at most) for the router to close `s`, which must come
-/// without a byte of answer; says how long that took.
+/// Waits (5 s of tokio time at most) for the router to close `s`, which
+/// must come without a byte of answer; says how long that took.
 async fn closed_without_an_answer(s: &mut TcpStream) -> Duration {
     let t = Instant::now();
     let mut got = Vec::new();
@@ -25,11 +31,14 @@ async fn closed_without_an_answer(s: &mut TcpStream) -> Duration {
     t.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served() {
+    const HELLO: Duration = Duration::from_millis(700);
+    let metrics = LocalMetrics::default();
+    let _recording = metrics.install();
     let farm = rustls_backends(2, |_| {}).await;
     let mut cfg = config(&named(&farm));
-    cfg.pools[0].timeouts.hello = Duration::from_millis(700);
+    cfg.pools[0].timeouts.hello = HELLO;
     let router = start_router(cfg).await;
     let client = Client::new(ClientOptions::default()).unwrap();
     client
@@ -48,6 +57,7 @@ async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served
         t < Duration::from_millis(600),
         "non-TLS waited for the hello timeout"
     );
+    assert_eq!(t, Duration::ZERO, "non-TLS is closed from its first bytes");
 
     // A stalled half hello: closed at the hello timeout.
     let hello = client.client_hello().unwrap();
@@ -58,6 +68,7 @@ async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served
         t >= Duration::from_millis(500),
         "closed before the hello timeout"
     );
+    assert_eq!(t, HELLO, "a stalled hello is closed at the hello timeout");
 
     // A hello larger than the byte budget: a handshake header claiming a
     // 20 KB ClientHello, sent as records of junk.
@@ -71,6 +82,14 @@ async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served
     let after: u64 = farm.iter().map(|b| b.connections()).sum();
     assert_eq!(after, backend_conns, "something was forwarded to a backend");
     assert!(router.stats().rejected >= 3, "{:?}", router.stats());
+    let rejected = metrics.take();
+    for reason in ["not_tls", "hello_timeout", "over_budget"] {
+        assert_eq!(
+            rejected.get(REJECTED, &[("reason", reason)]),
+            1,
+            "{reason}: {rejected:?}"
+        );
+    }
     let r = client
         .connect(router.addr, None)
         .await
@@ -78,15 +97,15 @@ async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served
     assert!(r.server_resumed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn post_quantum_hello_in_one_byte_writes_is_routed_to_its_owner() {
     // TLS 1.2 backends: the client still sends its full post-quantum
     // hello (it offers TLS 1.3 too), and the cleartext tickets it gets back
     // make every later hello carry a key the router knows.
     let farm = rustls_backends(3, |o| o.versions = stickytls_peers::Versions::Tls12).await;
     let mut cfg = config(&named(&farm));
-    // ~1,500 writes a few milliseconds apart: more than the tests' usual
-    // hello budget on a loaded machine.
+    // ~1,500 writes, each a timer tick or two of tokio time after the
+    // last: more than the tests' usual 3 s hello budget.
     cfg.pools[0].timeouts.hello = Duration::from_secs(30);
     let router = start_router(cfg).await;
     let client = Client::new(ClientOptions {
@@ -113,8 +132,10 @@ async fn post_quantum_hello_in_one_byte_writes_is_routed_to_its_owner() {
     assert!(router.stats().hits_of(stickytls::affinity::KeyKind::Ticket) >= 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn one_address_cannot_hold_more_than_its_share_of_hello_slots() {
+    let metrics = LocalMetrics::default();
+    let _recording = metrics.install();
     let farm = rustls_backends(1, |_| {}).await;
     let mut cfg = config(&named(&farm));
     cfg.listeners[0].limits.max_inspecting_per_ip = 2;
@@ -141,7 +162,13 @@ async fn one_address_cannot_hold_more_than_its_share_of_hello_slots() {
     let mut third = sock.connect(router.addr).await.unwrap();
     let _ = third.write_all(&hello[..10]).await;
     let t = closed_without_an_answer(&mut third).await;
-    assert!(t < Duration::from_secs(5));
+    assert_eq!(t, Duration::ZERO, "waited for the 10 s hello timeout");
+    let rejected = metrics.take();
+    assert_eq!(
+        rejected.get(REJECTED, &[("reason", "per_ip_limit")]),
+        1,
+        "{rejected:?}"
+    );
     // ...while other addresses are served.
     let r = Client::new(ClientOptions::default())
         .unwrap()

@@ -309,14 +309,15 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn index(threshold: u32) -> (ClientIndex, Clock) {
-        let clock = Clock::new();
+    /// An index on tokio's clock: the window tests run on a paused runtime
+    /// and age entries with `tokio::time::advance`.
+    fn index(threshold: u32) -> ClientIndex {
         let cfg = ClientIndexConfig {
             capacity: 1000,
             window: Duration::from_secs(600),
             nat_threshold: threshold,
         };
-        (ClientIndex::new(cfg, clock.clone()), clock)
+        ClientIndex::new(cfg, Clock::new())
     }
 
     fn confirmed(b: &str, fp: u32, new_session: bool) -> Confirmed {
@@ -366,24 +367,24 @@ mod tests {
         assert_eq!(ClientPrefix::new("10.0.0.9".parse().unwrap(), 24, 64), z);
     }
 
-    #[test]
-    fn most_recent_confirmed_connection_wins_and_expires_with_the_window() {
-        let (ix, clock) = index(4);
+    #[tokio::test(start_paused = true)]
+    async fn most_recent_confirmed_connection_wins_and_expires_with_the_window() {
+        let ix = index(4);
         let p = ClientPrefix::new("127.0.0.2".parse().unwrap(), 32, 64);
         ix.record(p, &confirmed("a", 1, true));
         ix.record(p, &confirmed("b", 2, false));
         let v = ix.view(&p, 1);
         assert_eq!(v.last.unwrap().0.as_ref(), "b");
         assert_eq!(v.same_fingerprint.unwrap().as_ref(), "a");
-        clock.advance(Duration::from_secs(601));
+        tokio::time::advance(Duration::from_secs(601)).await;
         let v = ix.view(&p, 1);
         assert_eq!(v.last, None);
         assert_eq!(v.same_fingerprint, None);
     }
 
-    #[test]
-    fn more_new_sessions_than_the_threshold_mark_the_address_shared() {
-        let (ix, clock) = index(4);
+    #[tokio::test(start_paused = true)]
+    async fn more_new_sessions_than_the_threshold_mark_the_address_shared() {
+        let ix = index(4);
         let p = ClientPrefix::new("127.0.0.3".parse().unwrap(), 32, 64);
         for i in 0..4 {
             ix.record(p, &confirmed("a", i, true));
@@ -393,7 +394,7 @@ mod tests {
         assert!(!ix.view(&p, 0).shared);
         ix.record(p, &confirmed("a", 9, true));
         assert!(ix.view(&p, 0).shared);
-        clock.advance(Duration::from_secs(1300));
+        tokio::time::advance(Duration::from_secs(1300)).await;
         assert!(!ix.view(&p, 0).shared, "sessions age out of the window");
     }
 }

@@ -202,14 +202,15 @@ mod tests {
     use crate::inspect::KeyKind;
     use std::sync::Arc;
 
-    fn store(capacity: usize, inactivity: u64, max: Option<u64>) -> (MemoryStore, Clock) {
-        let clock = Clock::new();
+    /// A store on tokio's clock: the expiry tests run on a paused runtime
+    /// and age entries with `tokio::time::advance`.
+    fn store(capacity: usize, inactivity: u64, max: Option<u64>) -> MemoryStore {
         let cfg = MemoryStoreConfig {
             capacity,
             inactivity: Duration::from_secs(inactivity),
             absolute_max: max.map(Duration::from_secs),
         };
-        (MemoryStore::new(cfg, clock.clone()), clock)
+        MemoryStore::new(cfg, Clock::new())
     }
 
     fn owned(name: &str) -> Binding {
@@ -219,26 +220,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn entries_expire_after_inactivity_and_hits_refresh_them() {
-        let (s, clock) = store(100, 60, None);
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_after_inactivity_and_hits_refresh_them() {
+        let s = store(100, 60, None);
         let k = Key::new(KeyKind::SessionId, b"abc");
         s.put(k, owned("a"));
-        clock.advance(Duration::from_secs(50));
+        tokio::time::advance(Duration::from_secs(50)).await;
         assert_eq!(s.get(&k).unwrap().backend.as_ref(), "a");
-        clock.advance(Duration::from_secs(50));
+        tokio::time::advance(Duration::from_secs(50)).await;
         assert!(s.get(&k).is_some(), "the hit 50 s ago refreshed the entry");
-        clock.advance(Duration::from_secs(61));
+        tokio::time::advance(Duration::from_secs(61)).await;
         assert!(s.get(&k).is_none());
     }
 
-    #[test]
-    fn absolute_maximum_expires_entries_despite_hits() {
-        let (s, clock) = store(100, 60, Some(100));
+    #[tokio::test(start_paused = true)]
+    async fn absolute_maximum_expires_entries_despite_hits() {
+        let s = store(100, 60, Some(100));
         let k = Key::new(KeyKind::Ticket, b"t");
         s.put(k, owned("a"));
         for _ in 0..3 {
-            clock.advance(Duration::from_secs(40));
+            tokio::time::advance(Duration::from_secs(40)).await;
             let _ = s.get(&k);
         }
         assert!(
@@ -296,7 +297,7 @@ mod tests {
 
     #[test]
     fn table_is_bounded_and_evicts_least_recently_used() {
-        let (s, _) = store(1000, 600, None);
+        let s = store(1000, 600, None);
         for i in 0..10_000u32 {
             s.put(Key::new(KeyKind::SessionId, &i.to_le_bytes()), owned("a"));
         }
@@ -323,7 +324,7 @@ mod tests {
 
     #[test]
     fn kinds_do_not_collide_and_states_round_trip() {
-        let (s, _) = store(100, 600, None);
+        let s = store(100, 600, None);
         let a = Key::new(KeyKind::SessionId, b"same");
         let b = Key::new(KeyKind::Ticket, b"same");
         assert_ne!(a, b);

@@ -2,8 +2,9 @@
 //!
 //! Everything the router knows about sessions goes through the small
 //! [`AffinityStore`] interface, so that a store shared by several router
-//! instances (Redis, a later issue) can stand in for the in-process
-//! [`MemoryStore`] without the routing or learning code changing.
+//! instances could stand in for the in-process [`MemoryStore`] without the
+//! routing or learning code changing. None is built in: the in-process
+//! store is the only one, and each process has its own.
 //!
 //! Keys are 16-byte digests of (kind, bytes): tickets can be kilobytes, and a
 //! digest keeps every entry the same small size. The digest is SHA-256, not

@@ -99,3 +99,60 @@ pub async fn echo_server() -> SocketAddr {
     });
     addr
 }
+
+/// Counts what the router reports through the `metrics` facade, for tests
+/// that need a counter's labels (a rejection's reason), which the router's
+/// own [`stickytls::stats::Snapshot`] does not keep.
+///
+/// The recorder is this thread's only: on a current-thread test runtime the
+/// router's tasks run on the test's thread, so nothing is shared with the
+/// other tests of the binary (a global recorder could be installed once).
+#[derive(Debug, Default)]
+pub struct LocalMetrics {
+    recorder: metrics_util::debugging::DebuggingRecorder,
+}
+
+/// Counters as [`LocalMetrics::take`] read them.
+#[derive(Debug)]
+pub struct Counted(Vec<(metrics::Key, u64)>);
+
+impl LocalMetrics {
+    /// Makes this the thread's recorder until the guard is dropped.
+    pub fn install(&self) -> metrics::LocalRecorderGuard<'_> {
+        metrics::set_default_local_recorder(&self.recorder)
+    }
+
+    /// The counters incremented since the previous `take`: reading resets
+    /// them, as the debugging recorder does.
+    pub fn take(&self) -> Counted {
+        use metrics_util::debugging::DebugValue;
+        Counted(
+            self.recorder
+                .snapshotter()
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter_map(|(key, _, _, value)| match value {
+                    DebugValue::Counter(n) => Some((key.key().clone(), n)),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Counted {
+    /// The counter `name` with exactly the `labels` given; 0 if it was not
+    /// incremented.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.0
+            .iter()
+            .filter(|(key, _)| {
+                key.name() == name
+                    && key.labels().count() == labels.len()
+                    && key.labels().all(|l| labels.contains(&(l.key(), l.value())))
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
