@@ -329,15 +329,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn peek_shows_the_last_backend_and_forget_clears_the_prefix() {
-        let (idx, clock) = index(1);
+    #[tokio::test(start_paused = true)]
+    async fn peek_shows_the_last_backend_and_forget_clears_the_prefix() {
+        let idx = index(1);
         let p = ClientPrefix::new("10.0.0.1".parse().unwrap(), 32, 64);
         assert_eq!(idx.peek(&p), None);
         // Past second 0, which records as 1 (0 marks a forgotten slot).
-        clock.advance(Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(10)).await;
         idx.record(p, &confirmed("a", 1, true));
-        clock.advance(Duration::from_secs(100));
+        tokio::time::advance(Duration::from_secs(100)).await;
         let s = idx.peek(&p).unwrap();
         let last = s.last.unwrap();
         assert_eq!(&*last.backend, "a");

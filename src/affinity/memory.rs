@@ -248,24 +248,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn peek_reports_age_and_time_left_without_refreshing() {
-        let (s, clock) = store(100, 60, Some(100));
+    #[tokio::test(start_paused = true)]
+    async fn peek_reports_age_and_time_left_without_refreshing() {
+        let s = store(100, 60, Some(100));
         let k = Key::new(KeyKind::Ticket, b"t");
         s.put(k, owned("a"));
-        clock.advance(Duration::from_secs(20));
+        tokio::time::advance(Duration::from_secs(20)).await;
         let p = s.peek(&k).unwrap();
         assert_eq!(&*p.binding.backend, "a");
         assert_eq!(p.age, Duration::from_secs(20));
         assert_eq!(p.expires_in, Duration::from_secs(40));
-        clock.advance(Duration::from_secs(45));
+        tokio::time::advance(Duration::from_secs(45)).await;
         assert!(s.peek(&k).is_none(), "peeking did not refresh the entry");
         assert!(s.get(&k).is_none());
 
         let k2 = Key::new(KeyKind::Ticket, b"t2");
         s.put(k2, owned("b"));
         for _ in 0..2 {
-            clock.advance(Duration::from_secs(40));
+            tokio::time::advance(Duration::from_secs(40)).await;
             assert!(s.get(&k2).is_some());
         }
         assert_eq!(
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn evictions_count_entries_pushed_out_not_replaced() {
-        let (s, _) = store(7, 600, None);
+        let s = store(7, 600, None);
         let (shards, per_shard) = layout(7);
         assert_eq!((shards, per_shard), (1, 7));
         for i in 0..7u32 {
