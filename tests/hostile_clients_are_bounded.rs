@@ -85,7 +85,7 @@ async fn non_tls_stalled_and_oversized_hellos_are_closed_and_others_still_served
     let rejected = metrics.take();
     for reason in ["not_tls", "hello_timeout", "over_budget"] {
         assert_eq!(
-            rejected.get(REJECTED, &[("reason", reason)]),
+            rejected.get(REJECTED, &[("listener", "default"), ("reason", reason)]),
             1,
             "{reason}: {rejected:?}"
         );
@@ -165,7 +165,10 @@ async fn one_address_cannot_hold_more_than_its_share_of_hello_slots() {
     assert_eq!(t, Duration::ZERO, "waited for the 10 s hello timeout");
     let rejected = metrics.take();
     assert_eq!(
-        rejected.get(REJECTED, &[("reason", "per_ip_limit")]),
+        rejected.get(
+            REJECTED,
+            &[("listener", "default"), ("reason", "per_ip_limit")]
+        ),
         1,
         "{rejected:?}"
     );
