@@ -27,14 +27,17 @@ use crate::pool::RECENT_DECISIONS;
 /// What every handler shares.
 #[derive(Debug)]
 pub struct Endpoint {
+    /// The router's pools and counters, to read and steer.
     pub control: Control,
-    /// Renders `/metrics`; `None` when no recorder could be installed (a
-    /// second router in one process): the route then answers 404.
+    /// Renders `/metrics`; `None` when another recorder owns the process
+    /// (an embedding program's): the route then answers 404.
     pub metrics: Option<PrometheusHandle>,
+    /// The bearer token writes (and reads with `token_for_reads`) need.
     pub token: Option<String>,
     pub token_for_reads: bool,
 }
 
+/// The handlers' state: one `Endpoint` for every connection.
 type Shared = Arc<Endpoint>;
 
 /// The admin endpoint's whole service: routes, auth, JSON errors, bounds.
