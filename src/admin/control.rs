@@ -151,7 +151,9 @@ pub struct StatsView {
     pub uptime_secs: u64,
     pub pools: usize,
     pub backends: usize,
-    pub active_connections: u64,
+    /// Connections open to backends now (`active`, below, counts every
+    /// connection accepted and not closed, before routing too).
+    pub open_to_backends: u64,
     #[serde(flatten)]
     pub counters: Snapshot,
 }
@@ -369,7 +371,7 @@ impl Control {
             uptime_secs: self.started.elapsed().as_secs(),
             pools: self.pools.len(),
             backends: self.pools.iter().map(|p| p.backends.all().len()).sum(),
-            active_connections: self
+            open_to_backends: self
                 .pools
                 .iter()
                 .flat_map(|p| p.backends.all())
