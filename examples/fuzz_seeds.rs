@@ -9,7 +9,10 @@
 //! - `fuzz/seeds/client_stream/<scenario>.bin`: the client bytes as they are;
 //! - `fuzz/seeds/server_stream/<scenario>.bin` and
 //!   `fuzz/seeds/inspect_whole/<scenario>.bin`: both directions framed by
-//!   `stickytls::inspect::fuzzing::frame` with limits byte 0 (the defaults).
+//!   `stickytls::inspect::fuzzing::frame` with limits byte 0 (the defaults);
+//! - `fuzz/seeds/differential/<scenario>.<client|server>.<n>.bin`: each
+//!   cleartext ClientHello, ServerHello and NewSessionTicket of either
+//!   direction, as `fuzzing::cleartext_messages` cuts them.
 //!
 //! `tests/fuzz_seeds_replay.rs` checks that these files match the pairs, so
 //! a stale seed fails the test suite.
@@ -17,11 +20,16 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use stickytls::inspect::fuzzing::frame;
+use stickytls::inspect::fuzzing::{cleartext_messages, frame};
 
 fn main() -> io::Result<()> {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
-    for target in ["client_stream", "server_stream", "inspect_whole"] {
+    for target in [
+        "client_stream",
+        "server_stream",
+        "inspect_whole",
+        "differential",
+    ] {
         std::fs::create_dir_all(seeds.join(target))?;
     }
     for (scenario, client) in pairs(&seeds)? {
@@ -32,6 +40,12 @@ fn main() -> io::Result<()> {
         std::fs::write(seeds.join("client_stream").join(&name), &client)?;
         std::fs::write(seeds.join("server_stream").join(&name), &framed)?;
         std::fs::write(seeds.join("inspect_whole").join(&name), &framed)?;
+        for (direction, stream) in [("client", &client), ("server", &server)] {
+            for (n, msg) in cleartext_messages(stream).iter().enumerate() {
+                let name = format!("{scenario}.{direction}.{n}.bin");
+                std::fs::write(seeds.join("differential").join(name), msg)?;
+            }
+        }
         println!("{scenario}: {} framed bytes", framed.len());
     }
     Ok(())

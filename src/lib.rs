@@ -44,6 +44,8 @@
 //! - [`demo`]: `stickytls demo`, the router shown on real TLS, with the
 //!   real peers of the `stickytls-peers` crate (the default-on `demo`
 //!   feature; without it the router links neither rustls nor rcgen).
+//! - [`selftest`]: `stickytls selftest`, a client that checks a live router
+//!   sends every resumption to its issuing backend (the same feature).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -73,6 +75,8 @@ pub mod proxy;
 pub mod relay;
 pub mod route;
 pub mod router;
+#[cfg(feature = "demo")]
+pub mod selftest;
 pub mod sni;
 pub mod stats;
 pub mod worker;

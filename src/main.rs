@@ -36,6 +36,17 @@ enum Command {
     /// connection by connection, then plain round robin for contrast.
     #[cfg(feature = "demo")]
     Demo,
+    /// Check that a live router sends every TLS resumption back to the
+    /// backend that issued the session: sessions are made, then resumed
+    /// from other source addresses. Exits 1 below --min-rate.
+    ///
+    /// A diagnostic client: it accepts any certificate (it verifies no
+    /// server's identity, only that each server holds the key of the
+    /// certificate it shows) and sends nothing secret. Backends are told
+    /// apart by their certificate or, with --http, by an HTTP answer. See
+    /// docs/operations.md.
+    #[cfg(feature = "demo")]
+    Selftest(SelftestArgs),
     /// Show what the handshake inspector sees in captured bytes, as JSON.
     /// Exits 0 when every side given is complete, 1 otherwise.
     Inspect(InspectArgs),
@@ -146,6 +157,55 @@ struct InspectArgs {
     /// The files hold hex text (whitespace ignored) rather than raw bytes.
     #[arg(long)]
     hex: bool,
+}
+
+#[cfg(feature = "demo")]
+#[derive(Debug, Args)]
+struct SelftestArgs {
+    /// The router's listening address.
+    #[arg(long, value_name = "ADDR")]
+    target: SocketAddr,
+    /// Sessions per resumption kind; each is made from one source address
+    /// and resumed from another.
+    #[arg(long = "connections", value_name = "N", default_value_t = 30)]
+    connections: usize,
+    /// Server name to send (none by default).
+    #[arg(long, value_name = "NAME")]
+    sni: Option<String>,
+    /// Fail (exit 1) when a kind's share of resumptions that reached their
+    /// issuing backend and resumed is below this.
+    #[arg(long, value_name = "R", default_value_t = 0.99)]
+    min_rate: f64,
+    /// Tell backends apart by the answer to an HTTP/1.1 GET (its body, or
+    /// the --http-header) instead of by their certificate.
+    #[arg(long)]
+    http: bool,
+    /// The path to GET with --http.
+    #[arg(long, value_name = "PATH", default_value = "/", requires = "http")]
+    http_path: String,
+    /// With --http, the response header naming the backend (else the body).
+    #[arg(long, value_name = "NAME", requires = "http")]
+    http_header: Option<String>,
+    /// A local address to connect from (configured on this host); give at
+    /// least two. Default: fresh random addresses of 127.0.0.0/8, for a
+    /// router on this machine.
+    #[arg(long = "source", value_name = "ADDR", num_args = 1..)]
+    sources: Vec<std::net::IpAddr>,
+    /// Resumption kinds to test, comma-separated: tls12-session-id,
+    /// tls12-ticket, tls13-psk.
+    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = stickytls::selftest::Kind::parse,
+          default_value = "tls12-session-id,tls12-ticket,tls13-psk")]
+    kinds: Vec<stickytls::selftest::Kind>,
+    /// Bound on each connection (connect, handshake, answer, and the wait
+    /// for a TLS 1.3 ticket).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
+    timeout: Duration,
+    /// Connections at once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    concurrency: usize,
+    /// Print the findings as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Exit code for usage errors, as clap uses.
@@ -502,12 +562,75 @@ fn demo() -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
+fn selftest(args: SelftestArgs) -> ExitCode {
+    use stickytls::selftest::{Identify, Options};
+    let identify = match (args.http, args.http_header) {
+        (false, _) => Identify::Certificate,
+        (true, None) => Identify::HttpBody {
+            path: args.http_path,
+        },
+        (true, Some(header)) => Identify::HttpHeader {
+            path: args.http_path,
+            header,
+        },
+    };
+    let options = Options {
+        target: args.target,
+        sessions: args.connections,
+        sni: args.sni,
+        min_rate: args.min_rate,
+        identify,
+        sources: args.sources,
+        kinds: args.kinds,
+        timeout: args.timeout,
+        concurrency: args.concurrency,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stickytls: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = match rt.block_on(stickytls::selftest::run(&options)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stickytls selftest: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_string_pretty(&report.to_json())
+            .map_err(std::io::Error::other)
+            .and_then(|j| writeln!(out, "{j}"))
+    } else {
+        report.write_text(&mut out)
+    };
+    if let Err(e) = written {
+        eprintln!("stickytls selftest: {e}");
+        return ExitCode::from(1);
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
         #[cfg(feature = "demo")]
         Command::Demo => demo(),
+        #[cfg(feature = "demo")]
+        Command::Selftest(args) => selftest(args),
         Command::Inspect(args) => inspect(&args),
         Command::Check { config } => check(&config),
         Command::Ctl(args) => ctl_command(args),

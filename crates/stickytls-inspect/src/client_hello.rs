@@ -1,8 +1,12 @@
-//! The ClientHello view, parsed through a bounded cursor without allocating.
+//! The ClientHello grammar, in nom combinators over the whole message, and
+//! the view it yields, which borrows the message and allocates nothing.
 #![deny(clippy::indexing_slicing)]
 
+use nom::bytes::complete::take;
+use nom::number::complete::{be_u8, be_u16, be_u32};
+
 use super::InspectError;
-use super::codec::Reader;
+use super::wire::{PResult, WireError, ctx, empty, error_in, fail, offset_in, vec8, vec16};
 
 /// Extension code points this module looks at (IANA "TLS ExtensionType").
 pub(crate) mod ext {
@@ -172,22 +176,27 @@ impl<'a> ClientHello<'a> {
     /// } ClientHello;
     /// ```
     pub fn parse(body: &'a [u8]) -> Result<Self, InspectError> {
-        let mut r = Reader::new(body);
-        let legacy_version = r.u16("ClientHello truncated in legacy_version")?;
-        r.take(32, "ClientHello truncated in random")?;
-        let mut sid = r.sub_u8("ClientHello truncated in session_id")?;
-        if sid.left() > 32 {
-            return Err(sid.err("ClientHello session_id longer than 32 bytes"));
+        Self::grammar(body).map_err(|e| error_in(body, e))
+    }
+
+    fn grammar(body: &'a [u8]) -> Result<Self, nom::Err<WireError<'a>>> {
+        let i = body;
+        let (i, legacy_version) = ctx("ClientHello truncated in legacy_version", be_u16)(i)?;
+        let (i, _random) = ctx("ClientHello truncated in random", take(32usize))(i)?;
+        let (i, session_id) = vec8("ClientHello truncated in session_id")(i)?;
+        if session_id.len() > 32 {
+            return fail(session_id, "ClientHello session_id longer than 32 bytes");
         }
-        let session_id = sid.rest();
-        let mut cs = r.sub_u16("ClientHello truncated in cipher_suites")?;
-        if cs.left() == 0 || cs.left() % 2 != 0 {
-            return Err(cs.err("ClientHello cipher_suites empty or of odd length"));
+        let (i, cipher_suites) = vec16("ClientHello truncated in cipher_suites")(i)?;
+        if cipher_suites.is_empty() || cipher_suites.len() % 2 != 0 {
+            return fail(
+                cipher_suites,
+                "ClientHello cipher_suites empty or of odd length",
+            );
         }
-        let cipher_suites = cs.rest();
-        let comp = r.sub_u8("ClientHello truncated in compression_methods")?;
-        if comp.left() == 0 {
-            return Err(comp.err("ClientHello compression_methods empty"));
+        let (i, compression) = vec8("ClientHello truncated in compression_methods")(i)?;
+        if compression.is_empty() {
+            return fail(compression, "ClientHello compression_methods empty");
         }
         let mut ch = ClientHello {
             body,
@@ -206,35 +215,34 @@ impl<'a> ClientHello<'a> {
             psk_identities: &[],
             signature_algorithms: &[],
         };
-        if r.is_empty() {
+        if i.is_empty() {
             return Ok(ch);
         }
-        let mut exts = r.sub_u16("ClientHello truncated in extensions")?;
-        r.expect_empty("trailing bytes after the ClientHello extensions")?;
-        ch.extensions = exts.remaining();
+        let (rest, extensions) = vec16("ClientHello truncated in extensions")(i)?;
+        empty(rest, "trailing bytes after the ClientHello extensions")?;
+        ch.extensions = extensions;
         let mut seen = SeenTypes::new();
-        while !exts.is_empty() {
-            let at = exts.clone();
-            let typ = exts.u16("ClientHello extension truncated in its type")?;
-            let mut data = exts.sub_u16("ClientHello extension truncated in its data")?;
+        let mut i = extensions;
+        while !i.is_empty() {
+            let at = i;
+            let (rest, (typ, data)) = client_extension(i)?;
             if !seen.insert(typ) {
-                return Err(at.err("duplicate extension in ClientHello"));
+                return fail(at, "duplicate extension in ClientHello");
             }
             if ch.has_psk {
-                return Err(at.err("pre_shared_key is not the last ClientHello extension"));
+                return fail(at, "pre_shared_key is not the last ClientHello extension");
             }
-            ch.parse_extension(typ, &mut data)?;
+            ch.extension(typ, data)?;
+            i = rest;
         }
         Ok(ch)
     }
 
     /// Where every field lies in `body`, for [`ClientHello::from_spans`].
     pub(crate) fn spans(&self) -> Spans {
-        let base = self.body.as_ptr() as usize;
-        // Every field is a sub-slice of `body`, so the subtraction cannot
-        // wrap; `from_spans` checks the range all the same.
-        let span = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(base);
-        let span = |s: &[u8]| (span(s), s.len());
+        // Every field is a sub-slice of `body`; `from_spans` checks the
+        // range all the same.
+        let span = |s: &[u8]| (offset_in(self.body, s), s.len());
         Spans {
             legacy_version: self.legacy_version,
             session_id: span(self.session_id),
@@ -281,117 +289,126 @@ impl<'a> ClientHello<'a> {
         }
     }
 
-    fn parse_extension(&mut self, typ: u16, data: &mut Reader<'a>) -> Result<(), InspectError> {
+    /// Reads the extensions the inspector uses; the others are skipped
+    /// unread (their framing was checked by [`client_extension`]).
+    fn extension(&mut self, typ: u16, data: &'a [u8]) -> Result<(), nom::Err<WireError<'a>>> {
         match typ {
             ext::SERVER_NAME => {
                 // struct { NameType name_type; select (name_type) {
                 //     case host_name: HostName; } name; } ServerName;
                 // opaque HostName<1..2^16-1>;
                 // struct { ServerName server_name_list<1..2^16-1> } ServerNameList;
-                let mut list = data.sub_u16("server_name truncated in server_name_list")?;
-                data.expect_empty("trailing bytes after server_name_list")?;
-                let typ = list.u8("server_name_list empty or truncated")?;
-                if typ != 0 {
-                    return Err(list.err("server_name entry is not a host_name"));
+                let (rest, list) = vec16("server_name truncated in server_name_list")(data)?;
+                empty(rest, "trailing bytes after server_name_list")?;
+                let (list, name_type) = ctx("server_name_list empty or truncated", be_u8)(list)?;
+                if name_type != 0 {
+                    return fail(list, "server_name entry is not a host_name");
                 }
-                let mut name = list.sub_u16("server_name truncated in host_name")?;
+                let (list, name) = vec16("server_name truncated in host_name")(list)?;
                 if name.is_empty() {
-                    return Err(name.err("server_name host_name is empty"));
+                    return fail(name, "server_name host_name is empty");
                 }
-                self.sni = Some(name.rest());
-                list.expect_empty("server_name holds more than one name")?;
+                empty(list, "server_name holds more than one name")?;
+                self.sni = Some(name);
             }
             ext::ALPN => {
                 // opaque ProtocolName<1..2^8-1>;
                 // struct { ProtocolName protocol_name_list<2..2^16-1> } ProtocolNameList;
-                let mut list = data.sub_u16("ALPN truncated in protocol_name_list")?;
-                data.expect_empty("trailing bytes after ALPN protocol_name_list")?;
+                let (rest, list) = vec16("ALPN truncated in protocol_name_list")(data)?;
+                empty(rest, "trailing bytes after ALPN protocol_name_list")?;
                 if list.is_empty() {
-                    return Err(list.err("ALPN protocol_name_list is empty"));
+                    return fail(list, "ALPN protocol_name_list is empty");
                 }
-                self.alpn = list.remaining();
-                while !list.is_empty() {
-                    let name = list.sub_u8("ALPN protocol name truncated")?;
+                let mut i = list;
+                while !i.is_empty() {
+                    let (rest, name) = vec8("ALPN protocol name truncated")(i)?;
                     if name.is_empty() {
-                        return Err(name.err("ALPN protocol name is empty"));
+                        return fail(name, "ALPN protocol name is empty");
                     }
+                    i = rest;
                 }
+                self.alpn = list;
             }
             ext::SUPPORTED_VERSIONS => {
                 // ProtocolVersion versions<2..254>;
-                let mut list = data.sub_u8("supported_versions truncated")?;
-                data.expect_empty("trailing bytes after supported_versions")?;
-                if list.is_empty() || list.left() % 2 != 0 {
-                    return Err(list.err("supported_versions empty or of odd length"));
+                let (rest, list) = vec8("supported_versions truncated")(data)?;
+                empty(rest, "trailing bytes after supported_versions")?;
+                if list.is_empty() || list.len() % 2 != 0 {
+                    return fail(list, "supported_versions empty or of odd length");
                 }
-                self.supported_versions = Some(list.rest());
+                self.supported_versions = Some(list);
             }
             ext::SESSION_TICKET => {
                 // opaque SessionTicket<0..2^16-1>, the whole extension body.
-                self.session_ticket = Some(data.rest());
+                self.session_ticket = Some(data);
             }
             ext::PRE_SHARED_KEY => {
                 // struct { opaque identity<1..2^16-1>; uint32 obfuscated_ticket_age; } PskIdentity;
                 // opaque PskBinderEntry<32..255>;
                 // struct { PskIdentity identities<7..2^16-1>;
                 //          PskBinderEntry binders<33..2^16-1>; } OfferedPsks;
-                let mut ids = data.sub_u16("pre_shared_key truncated in identities")?;
-                let mut binders = data.sub_u16("pre_shared_key truncated in binders")?;
-                data.expect_empty("trailing bytes after pre_shared_key binders")?;
+                let (rest, ids) = vec16("pre_shared_key truncated in identities")(data)?;
+                let (rest, binders) = vec16("pre_shared_key truncated in binders")(rest)?;
+                empty(rest, "trailing bytes after pre_shared_key binders")?;
                 if ids.is_empty() {
-                    return Err(ids.err("pre_shared_key has no identities"));
+                    return fail(ids, "pre_shared_key has no identities");
                 }
-                self.psk_identities = ids.remaining();
                 let mut n_ids = 0usize;
-                while !ids.is_empty() {
-                    let id = ids.sub_u16("pre_shared_key identity truncated")?;
+                let mut i = ids;
+                while !i.is_empty() {
+                    let (rest, id) = vec16("pre_shared_key identity truncated")(i)?;
                     if id.is_empty() {
-                        return Err(id.err("pre_shared_key identity is empty"));
+                        return fail(id, "pre_shared_key identity is empty");
                     }
-                    ids.u32("pre_shared_key obfuscated_ticket_age truncated")?;
+                    let (rest, _age) =
+                        ctx("pre_shared_key obfuscated_ticket_age truncated", be_u32)(rest)?;
                     n_ids += 1;
+                    i = rest;
                 }
                 let mut n_binders = 0usize;
-                while !binders.is_empty() {
-                    let b = binders.sub_u8("pre_shared_key binder truncated")?;
-                    if b.left() < 32 {
-                        return Err(b.err("pre_shared_key binder shorter than 32 bytes"));
+                let mut i = binders;
+                while !i.is_empty() {
+                    let (rest, binder) = vec8("pre_shared_key binder truncated")(i)?;
+                    if binder.len() < 32 {
+                        return fail(binder, "pre_shared_key binder shorter than 32 bytes");
                     }
                     n_binders += 1;
+                    i = rest;
                 }
                 if n_ids != n_binders {
-                    return Err(
-                        binders.err("pre_shared_key binder count differs from identity count")
-                    );
+                    return fail(i, "pre_shared_key binder count differs from identity count");
                 }
+                self.psk_identities = ids;
                 self.has_psk = true;
             }
             ext::EARLY_DATA => {
-                data.expect_empty("early_data in a ClientHello must be empty")?;
+                empty(data, "early_data in a ClientHello must be empty")?;
                 self.early_data = true;
             }
             ext::KEY_SHARE => {
                 // struct { NamedGroup group; opaque key_exchange<1..2^16-1>; } KeyShareEntry;
                 // struct { KeyShareEntry client_shares<0..2^16-1>; } KeyShareClientHello;
-                let mut list = data.sub_u16("key_share truncated in client_shares")?;
-                data.expect_empty("trailing bytes after key_share client_shares")?;
-                self.key_shares = list.remaining();
-                while !list.is_empty() {
-                    list.u16("key_share entry truncated in its group")?;
-                    let kx = list.sub_u16("key_share entry truncated in key_exchange")?;
+                let (rest, list) = vec16("key_share truncated in client_shares")(data)?;
+                empty(rest, "trailing bytes after key_share client_shares")?;
+                let mut i = list;
+                while !i.is_empty() {
+                    let (rest, _group) = ctx("key_share entry truncated in its group", be_u16)(i)?;
+                    let (rest, kx) = vec16("key_share entry truncated in key_exchange")(rest)?;
                     if kx.is_empty() {
-                        return Err(kx.err("key_share key_exchange is empty"));
+                        return fail(kx, "key_share key_exchange is empty");
                     }
+                    i = rest;
                 }
+                self.key_shares = list;
             }
             ext::SIGNATURE_ALGORITHMS => {
                 // SignatureScheme supported_signature_algorithms<2..2^16-2>;
-                let mut list = data.sub_u16("signature_algorithms truncated")?;
-                data.expect_empty("trailing bytes after signature_algorithms")?;
-                if list.left() % 2 != 0 {
-                    return Err(list.err("signature_algorithms of odd length"));
+                let (rest, list) = vec16("signature_algorithms truncated")(data)?;
+                empty(rest, "trailing bytes after signature_algorithms")?;
+                if list.len() % 2 != 0 {
+                    return fail(list, "signature_algorithms of odd length");
                 }
-                self.signature_algorithms = list.rest();
+                self.signature_algorithms = list;
             }
             ext::ENCRYPTED_CLIENT_HELLO => {
                 self.ech = true;
@@ -403,10 +420,10 @@ impl<'a> ClientHello<'a> {
 
     /// PSK identities in order (the identity bytes only).
     pub fn psk_identities(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
-        let mut r = Reader::new(self.psk_identities);
+        let mut i = self.psk_identities;
         std::iter::from_fn(move || {
-            let id = r.sub_u16("").ok()?.rest();
-            r.u32("").ok()?;
+            let (rest, (id, _age)) = psk_identity(i).ok()?;
+            i = rest;
             Some(id)
         })
     }
@@ -418,8 +435,12 @@ impl<'a> ClientHello<'a> {
 
     /// ALPN protocol names in order.
     pub fn alpn(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
-        let mut r = Reader::new(self.alpn);
-        std::iter::from_fn(move || Some(r.sub_u8("").ok()?.rest()))
+        let mut i = self.alpn;
+        std::iter::from_fn(move || {
+            let (rest, name) = vec8("")(i).ok()?;
+            i = rest;
+            Some(name)
+        })
     }
 
     /// supported_versions, in order (GREASE included).
@@ -429,11 +450,11 @@ impl<'a> ClientHello<'a> {
 
     /// key_share groups, in order.
     pub fn key_share_groups(&self) -> impl Iterator<Item = u16> + '_ {
-        let mut r = Reader::new(self.key_shares);
+        let mut i = self.key_shares;
         std::iter::from_fn(move || {
-            let g = r.u16("").ok()?;
-            r.sub_u16("").ok()?;
-            Some(g)
+            let (rest, (group, _kx)) = key_share_entry(i).ok()?;
+            i = rest;
+            Some(group)
         })
     }
 
@@ -444,11 +465,17 @@ impl<'a> ClientHello<'a> {
 
     /// Extension types in the order sent (GREASE included).
     pub fn extension_types(&self) -> impl Iterator<Item = u16> + '_ {
-        let mut r = Reader::new(self.extensions);
+        self.extensions().map(|(typ, _)| typ)
+    }
+
+    /// Every extension in the order sent, as its type and raw data
+    /// (GREASE and the ones the inspector does not read included).
+    pub fn extensions(&self) -> impl Iterator<Item = (u16, &'a [u8])> + '_ {
+        let mut i = self.extensions;
         std::iter::from_fn(move || {
-            let t = r.u16("").ok()?;
-            r.sub_u16("").ok()?;
-            Some(t)
+            let (rest, e) = client_extension(i).ok()?;
+            i = rest;
+            Some(e)
         })
     }
 
@@ -481,12 +508,35 @@ impl<'a> ClientHello<'a> {
     }
 }
 
+/// ```text
+/// struct {
+///     ExtensionType extension_type;
+///     opaque extension_data<0..2^16-1>;
+/// } Extension;
+/// ```
+fn client_extension(i: &[u8]) -> PResult<'_, (u16, &[u8])> {
+    let (i, typ) = ctx("ClientHello extension truncated in its type", be_u16)(i)?;
+    let (i, data) = vec16("ClientHello extension truncated in its data")(i)?;
+    Ok((i, (typ, data)))
+}
+
+/// `struct { opaque identity<1..2^16-1>; uint32 obfuscated_ticket_age; } PskIdentity;`
+fn psk_identity(i: &[u8]) -> PResult<'_, (&[u8], u32)> {
+    let (i, id) = vec16("pre_shared_key identity truncated")(i)?;
+    let (i, age) = ctx("pre_shared_key obfuscated_ticket_age truncated", be_u32)(i)?;
+    Ok((i, (id, age)))
+}
+
+/// `struct { NamedGroup group; opaque key_exchange<1..2^16-1>; } KeyShareEntry;`
+fn key_share_entry(i: &[u8]) -> PResult<'_, (u16, &[u8])> {
+    let (i, group) = ctx("key_share entry truncated in its group", be_u16)(i)?;
+    let (i, kx) = vec16("key_share entry truncated in key_exchange")(i)?;
+    Ok((i, (group, kx)))
+}
+
 /// Big-endian u16s of an even-length, already validated slice.
 fn u16s(bytes: &[u8]) -> impl Iterator<Item = u16> + '_ {
-    bytes.chunks_exact(2).map(|c| {
-        u16::from_be_bytes([
-            c.first().copied().unwrap_or(0),
-            c.get(1).copied().unwrap_or(0),
-        ])
-    })
+    bytes
+        .chunks_exact(2)
+        .map(|c| c.try_into().map_or(0, u16::from_be_bytes))
 }

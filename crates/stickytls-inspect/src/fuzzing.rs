@@ -10,34 +10,50 @@
 //! endian), then the client stream, then the server stream.
 #![deny(clippy::indexing_slicing)]
 
-use super::{ClientHello, Handshake, Limits, Status, report};
+use nom::number::complete::{be_u8, be_u16, be_u24};
+
+use super::wire::{PResult, ctx, vec16};
+use super::{ClientHello, Handshake, Limits, Status, is_grease, report};
+
+#[cfg(any(test, feature = "differential"))]
+pub mod differential;
+
+/// Every field and list a ClientHello offers, for comparing two views of
+/// one hello (a kept hello read back from its spans against a fresh
+/// parse, or the same hello fed in two chunkings).
+pub fn hello_fields(c: &ClientHello<'_>) -> String {
+    format!(
+        "v={:04x} sid={:?} sni={:?} t={:?} psk={:?} ed={} ech={} alpn={:?} sv={:?} ks={:?} \
+         cs={:?} ext={:?} sig={:?} len={}",
+        c.legacy_version,
+        c.session_id,
+        c.sni,
+        c.session_ticket,
+        c.psk_identities().collect::<Vec<_>>(),
+        c.early_data,
+        c.ech,
+        c.alpn().collect::<Vec<_>>(),
+        c.supported_versions().collect::<Vec<_>>(),
+        c.key_share_groups().collect::<Vec<_>>(),
+        c.cipher_suites().collect::<Vec<_>>(),
+        c.extension_types().collect::<Vec<_>>(),
+        c.signature_algorithms().collect::<Vec<_>>(),
+        c.body.len(),
+    )
+}
 
 /// Everything observable about a handshake, for comparing runs.
 pub fn summary(h: &Handshake, client: &Status, server: Option<&Status>) -> String {
-    let ch = |c: Option<ClientHello<'_>>| {
-        c.map(|c| {
-            format!(
-                "v={:04x} sid={:?} sni={:?} t={:?} psk={:?} ed={} ech={} alpn={:?} sv={:?} ks={:?}",
-                c.legacy_version,
-                c.session_id,
-                c.sni,
-                c.session_ticket,
-                c.psk_identities().collect::<Vec<_>>(),
-                c.early_data,
-                c.ech,
-                c.alpn().collect::<Vec<_>>(),
-                c.supported_versions().collect::<Vec<_>>(),
-                c.key_share_groups().collect::<Vec<_>>(),
-            )
-        })
-    };
+    let ch = |c: Option<ClientHello<'_>>| c.map(|c| hello_fields(&c));
     format!(
-        "client={client:?} server={server:?} ch1={:?} r1={:?} ch2={:?} r2={:?} outcome={:?} wc={} ws={}",
+        "client={client:?} server={server:?} ch1={:?} r1={:?} ch2={:?} r2={:?} outcome={:?} \
+         hrr={} wc={} ws={}",
         ch(h.client_hello()),
         h.client_hello_records(),
         ch(h.second_client_hello()),
         h.second_client_hello_records(),
         h.outcome(),
+        h.hello_retry_request(),
         h.wants_client(),
         h.wants_server(),
     )
@@ -157,28 +173,73 @@ fn split(data: &[u8]) -> (u8, &[u8], &[u8]) {
     (seed, c, s)
 }
 
-/// ClientHello::parse on raw bytes: never panics; when it accepts, every
-/// accessor works, the JA4 has its fixed shape, and one byte less is
-/// rejected (every length in a hello is exact).
+/// ClientHello::parse on raw bytes: never panics; when it accepts, the
+/// accessors agree with each other and with the extension list, the JA4
+/// has its fixed shape and counts what the accessors show, and one byte
+/// less is rejected (every length in a hello is exact).
 pub fn client_hello(data: &[u8]) {
     let Ok(ch) = ClientHello::parse(data) else {
         return;
     };
-    let _ = (
-        ch.psk_identities().count(),
-        ch.alpn().count(),
-        ch.supported_versions().count(),
+    let types: Vec<u16> = ch.extension_types().collect();
+    let has = |t: u16| types.contains(&t);
+    let mut distinct = types.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), types.len(), "duplicate extension accepted");
+    assert_eq!(ch.sni.is_some(), has(0), "sni vs extension list");
+    assert_eq!(
+        ch.alpn().next().is_some(),
+        has(16),
+        "alpn vs extension list"
     );
-    let _ = (
-        ch.key_share_groups().count(),
-        ch.offers_tls13(),
-        ch.extension_types().count(),
+    assert_eq!(
+        ch.session_ticket.is_some(),
+        has(35),
+        "ticket vs extension list"
     );
-    for j in [ch.ja4(), ch.ja4_stable()] {
+    assert_eq!(ch.early_data, has(42), "early_data vs extension list");
+    assert_eq!(ch.ech, has(0xfe0d), "ech vs extension list");
+    assert_eq!(
+        ch.has_supported_versions(),
+        has(43),
+        "supported_versions vs extension list"
+    );
+    assert_eq!(
+        ch.has_supported_versions(),
+        ch.supported_versions().next().is_some(),
+        "supported_versions present but empty"
+    );
+    assert_eq!(ch.has_psk, has(41), "pre_shared_key vs extension list");
+    if ch.has_psk {
+        assert_eq!(types.last(), Some(&41), "pre_shared_key not last");
+    }
+    assert_eq!(ch.psk_identity_count(), ch.psk_identities().count());
+    assert_eq!(
+        ch.has_psk,
+        ch.psk_identity_count() > 0,
+        "psk without identities"
+    );
+    assert!(
+        ch.psk_identities().all(|id| !id.is_empty()),
+        "empty identity"
+    );
+    assert!(ch.session_id.len() <= 32, "session_id over 32 bytes");
+    assert!(ch.cipher_suites().next().is_some(), "no cipher suites");
+
+    let (ja4, stable) = (ch.ja4(), ch.ja4_stable());
+    for j in [&ja4, &stable] {
         assert_eq!(j.len(), 36, "{j}");
         assert!(j.starts_with('t'), "{j}");
     }
-    assert_eq!(ch.ja4().get(..4), ch.ja4_stable().get(..4));
+    assert_eq!(ja4.get(..4), stable.get(..4));
+    let sni = if has(0) { "d" } else { "i" };
+    assert_eq!(ja4.get(3..4), Some(sni), "{ja4}");
+    let ciphers = ch.cipher_suites().filter(|c| !is_grease(*c)).count();
+    let exts = types.iter().filter(|t| !is_grease(**t)).count();
+    let counts = format!("{:02}{:02}", ciphers.min(99), exts.min(99));
+    assert_eq!(ja4.get(4..8), Some(counts.as_str()), "{ja4}");
+
     if let Some(shorter) = data.get(..data.len().saturating_sub(1)) {
         if !data.is_empty() {
             assert!(
@@ -187,6 +248,15 @@ pub fn client_hello(data: &[u8]) {
             );
         }
     }
+}
+
+/// A hello the handshake kept must read back exactly as a fresh parse of
+/// its bytes, and keep the [`client_hello`] properties.
+fn kept_hello(kept: Option<ClientHello<'_>>) {
+    let Some(kept) = kept else { return };
+    let fresh = ClientHello::parse(kept.body).expect("a kept hello parses again");
+    assert_eq!(hello_fields(&kept), hello_fields(&fresh), "kept vs parsed");
+    client_hello(kept.body);
 }
 
 /// The client direction alone, in several chunkings, with the default
@@ -203,9 +273,8 @@ pub fn client_stream(data: &[u8]) {
             let s = summary(&h, &st, None);
             match &first {
                 None => {
-                    if let Some(ch) = h.client_hello() {
-                        client_hello(ch.body);
-                    }
+                    kept_hello(h.client_hello());
+                    kept_hello(h.second_client_hello());
                     first = Some(s);
                 }
                 Some(f) => assert_eq!(&s, f, "chunk size {size}"),
@@ -247,14 +316,78 @@ pub fn whole(data: &[u8]) {
             && (!h.hello_retry_request() || h.second_client_hello().is_some())
             && sst == Status::Done;
         match &first {
-            None => first = Some((complete, s)),
-            Some((_, f)) => assert_eq!(&s, f, "chunk size {size}"),
+            None => {
+                kept_hello(h.client_hello());
+                kept_hello(h.second_client_hello());
+                first = Some((complete, s));
+            }
+            Some(f) => assert_eq!(&(complete, s), f, "chunk size {size}"),
         }
     }
     let (v, complete) = report::report(client, Some(server), limits);
     if let Some((expected, _)) = first {
         assert_eq!(complete, expected, "report disagrees: {v}");
     }
+}
+
+/// The cleartext ClientHello, ServerHello and NewSessionTicket messages
+/// of a captured stream, each as the differential target reads it (the
+/// handshake type, then the body). Consecutive handshake records are one
+/// run (any other record ends it) and their payloads are joined, so a
+/// message split over records comes out whole; a run counts only if its
+/// messages tile it exactly, which an encrypted TLS 1.2 Finished (also a
+/// handshake record) does not.
+pub fn cleartext_messages(stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut run = Vec::new();
+    let mut rest = stream;
+    while let Ok((after, (ctype, payload))) = record(rest) {
+        if ctype == 22 {
+            run.extend_from_slice(payload);
+        } else {
+            messages_of(&run, &mut out);
+            run.clear();
+        }
+        rest = after;
+    }
+    messages_of(&run, &mut out);
+    out
+}
+
+/// `struct { ContentType type; ProtocolVersion legacy_record_version;
+/// uint16 length; opaque fragment[TLSPlaintext.length]; } TLSPlaintext;`
+fn record(i: &[u8]) -> PResult<'_, (u8, &[u8])> {
+    let (i, ctype) = ctx("record truncated in its type", be_u8)(i)?;
+    let (i, _version) = ctx("record truncated in its version", be_u16)(i)?;
+    let (i, fragment) = vec16("record truncated")(i)?;
+    Ok((i, (ctype, fragment)))
+}
+
+/// Appends the hellos and tickets of one run of handshake records to
+/// `out`, or nothing when the run is not whole messages.
+fn messages_of(run: &[u8], out: &mut Vec<Vec<u8>>) {
+    let mut found = Vec::new();
+    let mut i = run;
+    while !i.is_empty() {
+        let Ok((rest, (typ, body))) = handshake_message(i) else {
+            return;
+        };
+        if matches!(typ, 1 | 2 | 4) {
+            found.push([&[typ], body].concat());
+        }
+        i = rest;
+    }
+    out.extend(found);
+}
+
+/// `struct { HandshakeType msg_type; uint24 length; ... } Handshake;`
+fn handshake_message(i: &[u8]) -> PResult<'_, (u8, &[u8])> {
+    let (i, typ) = ctx("handshake message truncated in its type", be_u8)(i)?;
+    let (i, body) = ctx(
+        "handshake message truncated",
+        nom::combinator::complete(nom::multi::length_data(be_u24)),
+    )(i)?;
+    Ok((i, (typ, body)))
 }
 
 #[cfg(test)]

@@ -1,22 +1,21 @@
-//! The handshake inspector: reads the cleartext part of a TLS handshake in
-//! both directions, without decrypting anything, and reports what a router
-//! can learn from it.
+#![doc = include_str!("../README.md")]
 //!
-//! It is sans-io: the caller feeds byte slices as they arrive, in any
-//! chunking, and gets back a [`Status`]. Nothing here does I/O, spawns, or
-//! allocates in proportion to a length it has not verified.
+//! ## Layout
 //!
-//! Layout:
 //! - `record`: TLS record framing and handshake-message reassembly across
-//!   records (tls-parser does not reassemble).
-//! - `client_hello`: the ClientHello view, parsed through a bounded cursor.
-//! - `codec`: the bounded cursor every parser reads through.
-//! - `client`: the client direction (first and second ClientHello).
+//!   records, incremental down to one byte at a time.
+//! - `client_hello`: the [`ClientHello`] grammar and its borrowed view.
+//! - `wire`: the nom vocabulary the parsers share (length-prefixed
+//!   vectors on complete input, the empty-rest check) and their error.
+//! - `client`: the client direction (first and, after a retry, second
+//!   ClientHello).
 //! - `server`: ServerHello / HelloRetryRequest / NewSessionTicket walking.
-//! - `handshake`: both directions together, and what they let us learn.
-//! - `report`: the JSON report behind `stickytls inspect`.
+//! - `handshake`: both directions together, and what they let a router
+//!   learn ([`Handshake`], [`Outcome`]).
+//! - [`report`]: the JSON report behind `stickytls inspect`.
 //! - `ja4`: the JA4 fingerprint and its resumption-stable variant.
-//! - `fuzzing`: entry points for the fuzz targets, asserting properties.
+//! - [`fuzzing`]: entry points for the fuzz targets, asserting properties,
+//!   and the chunking harness the tests share.
 
 // The types and signatures here (and re-exported below) are the contract
 // the router is written against.
@@ -26,7 +25,6 @@ use std::fmt;
 
 mod client;
 mod client_hello;
-mod codec;
 pub mod fuzzing;
 mod handshake;
 mod ja4;
@@ -37,6 +35,7 @@ mod server;
 mod tests;
 #[cfg(test)]
 mod testutil;
+mod wire;
 
 pub use client_hello::{ClientHello, is_grease};
 pub use handshake::Handshake;

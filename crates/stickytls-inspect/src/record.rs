@@ -1,6 +1,12 @@
 //! TLS record framing and handshake-message reassembly across records,
 //! both incremental: bytes arrive in any chunking, down to one at a time,
 //! and nothing is buffered that the caller did not ask to keep.
+//!
+//! This is the one layer not written in nom: its headers are fixed-size
+//! (5 and 4 bytes), collected a byte at a time into arrays and
+//! destructured, which cannot fail, and its job is the state between
+//! feeds. The variable-length grammar starts once a message is whole, in
+//! `client_hello` and `server` (see `wire`).
 #![deny(clippy::indexing_slicing)]
 
 use super::{Alert, ErrorKind, InspectError, NotTls, Status};
@@ -86,6 +92,15 @@ pub(crate) enum Event<'i> {
 }
 
 /// Reads record headers and hands out payload bytes as they arrive.
+///
+/// ```text
+/// struct {
+///     ContentType type;
+///     ProtocolVersion legacy_record_version;
+///     uint16 length;
+///     opaque fragment[TLSPlaintext.length];
+/// } TLSPlaintext;
+/// ```
 #[derive(Debug, Default)]
 pub(crate) struct RecordReader {
     /// A header split across feeds.

@@ -4,12 +4,15 @@
 //! counted past, never buffered.
 #![deny(clippy::indexing_slicing)]
 
+use nom::bytes::complete::take;
+use nom::number::complete::{be_u8, be_u16, be_u32};
+
 use super::client_hello::{SeenTypes, TLS13, ext};
-use super::codec::Reader;
 use super::record::{
     ALERT, AlertReader, CHANGE_CIPHER_SPEC, Event, HANDSHAKE, Keep, MsgProgress, MsgReader,
     RecordReader, malformed, over_limit,
 };
+use super::wire::{WireError, ctx, empty, error_in, fail, offset_in, vec8, vec16};
 use super::{InspectError, Limits, NewSessionTicket, Status};
 
 /// Handshake types seen on the server side.
@@ -50,52 +53,65 @@ pub(crate) struct ServerHelloInfo {
 /// } ServerHello;
 /// ```
 pub(crate) fn parse_server_hello(body: &[u8]) -> Result<ServerHelloInfo, InspectError> {
-    let mut r = Reader::new(body);
-    let legacy_version = r.u16("ServerHello truncated in legacy_version")?;
-    let random = r.take(32, "ServerHello truncated in random")?;
-    let hrr = random == HRR_RANDOM;
-    let mut sid = r.sub_u8("ServerHello truncated in session_id")?;
-    if sid.left() > 32 {
-        return Err(sid.err("ServerHello session_id longer than 32 bytes"));
+    server_hello(body).map_err(|e| error_in(body, e))
+}
+
+fn server_hello(body: &[u8]) -> Result<ServerHelloInfo, nom::Err<WireError<'_>>> {
+    let i = body;
+    let (rest, legacy_version) = ctx("ServerHello truncated in legacy_version", be_u16)(i)?;
+    // The version a server selects is at most TLS 1.2 here (TLS 1.3 puts
+    // 0x0303 and selects in supported_versions), and no server speaks
+    // below SSL 3.0 in this framing. Found by the differential target:
+    // a ServerHello claiming 0x0304 or 0x0000 was read as a TLS 1.2 one.
+    if !(0x0300..=0x0303).contains(&legacy_version) {
+        return fail(i, "ServerHello legacy_version is not SSL 3.0 to TLS 1.2");
     }
-    let session_id = sid.rest().to_vec();
-    let cipher_suite = r.u16("ServerHello truncated in cipher_suite")?;
-    r.u8("ServerHello truncated in compression_method")?;
+    let (i, random) = ctx("ServerHello truncated in random", take(32usize))(rest)?;
+    let (i, session_id) = vec8("ServerHello truncated in session_id")(i)?;
+    if session_id.len() > 32 {
+        return fail(session_id, "ServerHello session_id longer than 32 bytes");
+    }
+    let (i, cipher_suite) = ctx("ServerHello truncated in cipher_suite", be_u16)(i)?;
+    let (i, _compression) = ctx("ServerHello truncated in compression_method", be_u8)(i)?;
     let mut info = ServerHelloInfo {
         version: legacy_version,
-        hrr,
-        session_id,
+        hrr: random == HRR_RANDOM,
+        session_id: session_id.to_vec(),
         cipher_suite,
         psk_selected: None,
         psk_at: 0,
     };
-    if r.is_empty() {
+    if i.is_empty() {
         return Ok(info);
     }
-    let mut exts = r.sub_u16("ServerHello truncated in extensions")?;
-    r.expect_empty("trailing bytes after the ServerHello extensions")?;
+    let (rest, extensions) = vec16("ServerHello truncated in extensions")(i)?;
+    empty(rest, "trailing bytes after the ServerHello extensions")?;
     let mut seen = SeenTypes::new();
-    while !exts.is_empty() {
-        let at = exts.clone();
-        let typ = exts.u16("ServerHello extension truncated in its type")?;
-        let mut data = exts.sub_u16("ServerHello extension truncated in its data")?;
+    let mut i = extensions;
+    while !i.is_empty() {
+        let at = i;
+        let (rest, typ) = ctx("ServerHello extension truncated in its type", be_u16)(i)?;
+        let (rest, data) = vec16("ServerHello extension truncated in its data")(rest)?;
         if !seen.insert(typ) {
-            return Err(at.err("duplicate extension in ServerHello"));
+            return fail(at, "duplicate extension in ServerHello");
         }
         match typ {
             ext::SUPPORTED_VERSIONS => {
                 // ProtocolVersion selected_version;
-                info.version = data.u16("ServerHello supported_versions truncated")?;
-                data.expect_empty("trailing bytes in ServerHello supported_versions")?;
+                let (left, v) = ctx("ServerHello supported_versions truncated", be_u16)(data)?;
+                empty(left, "trailing bytes in ServerHello supported_versions")?;
+                info.version = v;
             }
             ext::PRE_SHARED_KEY => {
                 // uint16 selected_identity;
-                info.psk_at = data.offset();
-                info.psk_selected = Some(data.u16("ServerHello pre_shared_key truncated")?);
-                data.expect_empty("trailing bytes in ServerHello pre_shared_key")?;
+                let (left, idx) = ctx("ServerHello pre_shared_key truncated", be_u16)(data)?;
+                empty(left, "trailing bytes in ServerHello pre_shared_key")?;
+                info.psk_at = offset_in(body, data);
+                info.psk_selected = Some(idx);
             }
             _ => {}
         }
+        i = rest;
     }
     Ok(info)
 }
@@ -112,11 +128,13 @@ pub(crate) fn parse_server_hello(body: &[u8]) -> Result<ServerHelloInfo, Inspect
 pub(crate) fn parse_new_session_ticket(
     body: &[u8],
 ) -> Result<Option<NewSessionTicket>, InspectError> {
-    let mut r = Reader::new(body);
-    let lifetime_hint = r.u32("NewSessionTicket truncated in lifetime hint")?;
-    let mut t = r.sub_u16("NewSessionTicket truncated in ticket")?;
-    r.expect_empty("trailing bytes after the NewSessionTicket")?;
-    let ticket = t.rest();
+    new_session_ticket(body).map_err(|e| error_in(body, e))
+}
+
+fn new_session_ticket(body: &[u8]) -> Result<Option<NewSessionTicket>, nom::Err<WireError<'_>>> {
+    let (i, lifetime_hint) = ctx("NewSessionTicket truncated in lifetime hint", be_u32)(body)?;
+    let (i, ticket) = vec16("NewSessionTicket truncated in ticket")(i)?;
+    empty(i, "trailing bytes after the NewSessionTicket")?;
     Ok((!ticket.is_empty()).then(|| NewSessionTicket {
         lifetime_hint,
         ticket: ticket.to_vec(),

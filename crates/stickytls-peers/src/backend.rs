@@ -15,6 +15,24 @@
 //! from an [`super::openssl::SServer`]. A test therefore learns which
 //! backend it reached and whether that backend accepted the resumption from
 //! the server itself, not from anything the router could fake.
+//!
+//! An HTTP/1.1 request (`GET /path HTTP/1.1`, as a browser or `curl` sends)
+//! gets an HTTP/1.1 answer instead: its headers through the blank line are
+//! read, then
+//!
+//! ```text
+//! HTTP/1.1 200 OK
+//! X-Backend: <name>
+//! X-Resumed: <true|false>
+//! X-TLS-Version: <TLSv1_2|TLSv1_3>
+//! Content-Length: ...
+//! Connection: close
+//!
+//! backend=<name>
+//! ```
+//!
+//! and the connection is closed. The body is the same on every connection
+//! to a backend, as a per-server `/whoami` page would be.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -346,6 +364,7 @@ async fn serve(
         "backend={name} resumed={} version={}\n",
         handshake.resumed, handshake.version
     );
+    let handshake_answer = handshake.clone();
     counters.handshakes.lock().unwrap().push(handshake);
 
     let (read, mut write) = tokio::io::split(tls);
@@ -360,6 +379,14 @@ async fn serve(
         {
             Ok(0) => break,
             Ok(_) if line == b"\n" || line == b"\r\n" => break,
+            Ok(_) if is_http11_request(&line) => {
+                if skip_http_headers(&mut read).await {
+                    let _ = write
+                        .write_all(http_answer(&name, &handshake_answer).as_bytes())
+                        .await;
+                }
+                break;
+            }
             Ok(_) if line.last() == Some(&b'\n') => {
                 if write.write_all(answer.as_bytes()).await.is_err() {
                     return;
@@ -370,6 +397,50 @@ async fn serve(
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// `METHOD TARGET HTTP/1.1` and its line end. HTTP/1.0 requests keep the
+/// one-line answer (`openssl s_client` sends `GET /whoami HTTP/1.0`).
+fn is_http11_request(line: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let mut words = text.trim_end().split(' ');
+    matches!(
+        (words.next(), words.next(), words.next(), words.next()),
+        (Some(method), Some(_), Some("HTTP/1.1"), None)
+            if !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase())
+    )
+}
+
+/// Reads header lines through the blank line; false if the client closed
+/// or sent an over-long line first.
+async fn skip_http_headers(read: &mut (impl AsyncBufReadExt + Unpin)) -> bool {
+    let mut line = Vec::new();
+    for _ in 0..100 {
+        line.clear();
+        match read
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(_) if line == b"\r\n" || line == b"\n" => return true,
+            Ok(_) if line.last() == Some(&b'\n') => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The HTTP/1.1 answer described in the module docs.
+fn http_answer(name: &str, handshake: &Handshake) -> String {
+    let body = format!("backend={name}\n");
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Backend: {name}\r\nX-Resumed: {}\r\nX-TLS-Version: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        handshake.resumed,
+        handshake.version,
+        body.len()
+    )
 }
 
 /// Accepts TCP connections and never reads or answers: a backend whose

@@ -15,8 +15,10 @@
 //! - [`openssl`]: `openssl s_server` / `s_client` as subprocesses, including
 //!   a TLS 1.2 renegotiation driver.
 //! - [`tap`]: a recording TCP relay that returns each connection's raw bytes.
+//! - [`probe`]: a diagnostic client for servers we do not control (it
+//!   accepts any certificate), behind `stickytls selftest`.
 //!
-//! Every peer listens and connects on 127.0.0.0/8 only.
+//! Every peer but the probe listens and connects on 127.0.0.0/8 only.
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ pub mod backend;
 pub mod cert;
 pub mod client;
 pub mod openssl;
+pub mod probe;
 pub mod tap;
 
 /// Which TLS versions a peer will negotiate.

@@ -1,9 +1,11 @@
 //! Runs one of the `benches/inspect.rs` paths N times on one captured
 //! hello, for counting instructions with callgrind, which a shared, noisy
-//! machine does not disturb the way it disturbs timings:
+//! machine does not disturb the way it disturbs timings. It lives in the
+//! inspector's crate so that its release build is the parser and
+//! tls-parser only, not the router:
 //!
 //! ```text
-//! cargo build --release --example hello_instructions
+//! cargo build --release -p stickytls-inspect --example hello_instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 //!     target/release/examples/hello_instructions PATH HELLO N
 //! ```
@@ -15,7 +17,7 @@
 
 use std::hint::black_box;
 
-use stickytls::inspect::{ClientHello, Handshake, Limits, Status};
+use stickytls_inspect::{ClientHello, Handshake, Limits, Status};
 use tls_parser::{TlsMessage, TlsMessageHandshake, parse_tls_extensions, parse_tls_plaintext};
 
 fn main() {
@@ -25,9 +27,9 @@ fn main() {
         std::process::exit(2);
     };
     let stream: &[u8] = match hello.as_str() {
-        "tls12" => include_bytes!("../fuzz/seeds/openssl-tls12-full-session-id.client.bin"),
-        "tls13" => include_bytes!("../fuzz/seeds/rustls-tls13-full.client.bin"),
-        "pq" => include_bytes!("../fuzz/seeds/rustls-tls13-pq-hello.client.bin"),
+        "tls12" => include_bytes!("../testdata/openssl-tls12-hello.client.bin"),
+        "tls13" => include_bytes!("../testdata/rustls-tls13-hello.client.bin"),
+        "pq" => include_bytes!("../testdata/rustls-tls13-pq-hello.client.bin"),
         other => panic!("unknown hello {other}"),
     };
     let n: usize = n.parse().expect("N is a number");
