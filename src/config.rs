@@ -21,8 +21,8 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors, Rule, ValueError};
 pub use path::{
-    AffinityKey, BackendKey, ConfigPath, DEFAULT_WEIGHT, HealthKey, IntRange, ListenerKey,
-    MIN_HELLO_BYTES, PoolKey, TimeoutKey,
+    AdminKey, AffinityKey, BackendKey, ConfigPath, DEFAULT_WEIGHT, HealthKey, IntRange,
+    ListenerKey, LogKey, MIN_HELLO_BYTES, PoolKey, TimeoutKey,
 };
 
 /// One backend server, known by a name that stays stable across reloads:
@@ -357,6 +357,73 @@ impl ListenerConfig {
 pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
+    /// The admin endpoint (metrics, API); off when `None`.
+    pub admin: Option<AdminConfig>,
+    pub log: LogConfig,
+}
+
+/// The `[admin]` section: where the endpoint listens and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// A bearer token every write must carry (and every read with
+    /// `token_for_reads`). Required when `bind` is not a loopback address.
+    pub token: Option<String>,
+    pub token_for_reads: bool,
+}
+
+impl AdminConfig {
+    /// An endpoint on `bind` without a token.
+    pub fn new(bind: SocketAddr) -> Self {
+        AdminConfig {
+            bind,
+            token: None,
+            token_for_reads: false,
+        }
+    }
+}
+
+/// Shortest admin token accepted: guessing must not be practical.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The `[log]` section: how lines are written, and how many per-connection
+/// lines a second at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// Per-connection lines (and closes before routing) logged per second
+    /// at most; the rest are dropped and counted. 0 turns them off.
+    pub connections_per_second: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            connections_per_second: 50,
+        }
+    }
+}
+
+/// How log lines are written: `--log-format` and `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ValueError::UnknownLogFormat(other.to_string())),
+        }
+    }
 }
 
 impl Config {
@@ -366,6 +433,8 @@ impl Config {
         Config {
             listeners: vec![ListenerConfig::new(listen, "default")],
             pools: vec![PoolConfig::new("default", backends)],
+            admin: None,
+            log: LogConfig::default(),
         }
     }
 

@@ -34,9 +34,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::config::{
-    AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config, ConfigError, ConfigPath,
-    HealthCheck, HealthKey, ListenerConfig, ListenerKey, NonTls, PoolConfig, PoolKey, Rule,
-    SniRoute, TimeoutKey, ValueError, parse_address, parse_duration,
+    AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config,
+    ConfigError, ConfigPath, HealthCheck, HealthKey, ListenerConfig, ListenerKey, LogConfig,
+    LogFormat, LogKey, NonTls, PoolConfig, PoolKey, Rule, SniRoute, TimeoutKey, ValueError,
+    parse_address, parse_duration,
 };
 
 /// One mistake in a configuration file.
@@ -327,6 +328,23 @@ struct ListenerFile {
     sni: SniRules,
 }
 
+/// `[admin]`: the admin endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    bind: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    token_for_reads: Option<Spanned<bool>>,
+}
+
+/// `[log]`: how lines are written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    format: Option<Spanned<String>>,
+    connections_per_second: Option<Spanned<i64>>,
+}
+
 /// `[listener.sni]`: pattern → pool, in file order (a map would sort them
 /// and lose the patterns' positions).
 #[derive(Debug, Default)]
@@ -429,6 +447,8 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
     report.root = root.span();
     let mut listeners = Vec::new();
     let mut pools = Vec::new();
+    let mut admin = None;
+    let mut log = LogConfig::default();
     for (key, value) in root.into_inner() {
         let key_span = key.span();
         match key.get_ref().as_ref() {
@@ -512,16 +532,82 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
                     });
                 }
             }
+            "admin" => {
+                let section = ConfigPath::Admin(AdminKey::Section);
+                report.at(section, key_span.clone());
+                match AdminFile::deserialize(ValueDeserializer::from(value.clone())) {
+                    Ok(a) => admin = Some(build_admin(a, key_span, report)),
+                    Err(e) => report.toml(&e, text, key_span),
+                }
+            }
+            "log" => {
+                report.at(ConfigPath::Log(LogKey::Section), key_span.clone());
+                match LogFile::deserialize(ValueDeserializer::from(value.clone())) {
+                    Ok(l) => log = build_log(l, report),
+                    Err(e) => report.toml(&e, text, key_span),
+                }
+            }
             other => report.error(
                 key_span,
                 Problem::Shape,
                 format!(
-                    "unknown top-level setting `{other}`; the file holds only [[listener]] and [pool.NAME] sections, so move it into one or remove it"
+                    "unknown top-level setting `{other}`; the file holds only [[listener]], [pool.NAME], [admin] and [log] sections, so move it into one or remove it"
                 ),
             ),
         }
     }
-    Some(Config { listeners, pools })
+    Some(Config {
+        listeners,
+        pools,
+        admin,
+        log,
+    })
+}
+
+fn build_admin(a: AdminFile, section: Range<usize>, report: &mut Report) -> AdminConfig {
+    let bind = match &a.bind {
+        Some(b) => report
+            .value(ConfigPath::Admin(AdminKey::Bind), b, parse_address)
+            .unwrap_or(STAND_IN),
+        None => {
+            report.missing(
+                section,
+                ConfigPath::Admin(AdminKey::Bind),
+                "[admin] has no `bind` address; add e.g. bind = \"127.0.0.1:9900\"".to_string(),
+            );
+            STAND_IN
+        }
+    };
+    let token = a.token.as_ref().map(|t| {
+        report.at(ConfigPath::Admin(AdminKey::Token), t.span());
+        t.get_ref().clone()
+    });
+    let token_for_reads = a.token_for_reads.as_ref().is_some_and(|t| {
+        report.at(ConfigPath::Admin(AdminKey::TokenForReads), t.span());
+        *t.get_ref()
+    });
+    AdminConfig {
+        bind,
+        token,
+        token_for_reads,
+    }
+}
+
+fn build_log(l: LogFile, report: &mut Report) -> LogConfig {
+    let mut c = LogConfig::default();
+    if let Some(f) = &l.format {
+        c.format = report
+            .value(ConfigPath::Log(LogKey::Format), f, |s| {
+                s.parse::<LogFormat>()
+            })
+            .unwrap_or_default();
+    }
+    if let Some(n) = &l.connections_per_second {
+        c.connections_per_second = report
+            .int(ConfigPath::Log(LogKey::ConnectionsPerSecond), n)
+            .unwrap_or(c.connections_per_second);
+    }
+    c
 }
 
 // ---------------------------------------------------------------------------
@@ -962,6 +1048,56 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
             vec![BackendConfig::new("web1", "10.0.1.1:443".parse().unwrap())],
         );
         assert_eq!(c.pools, vec![expected]);
+    }
+
+    #[test]
+    fn admin_and_log_sections_become_config_values() {
+        let text = format!(
+            "{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9900\"\ntoken = \"0123456789abcdef\"\ntoken_for_reads = true\n\n[log]\nformat = \"json\"\nconnections_per_second = 0\n"
+        );
+        let c = parse(&text, "t.toml").unwrap();
+        let a = c.admin.unwrap();
+        assert_eq!(a.bind, "0.0.0.0:9900".parse().unwrap());
+        assert_eq!(a.token.as_deref(), Some("0123456789abcdef"));
+        assert!(a.token_for_reads);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.connections_per_second, 0);
+        assert_eq!(
+            parse(MINIMAL, "t.toml").unwrap().admin,
+            None,
+            "off by default"
+        );
+    }
+
+    #[test]
+    fn a_public_admin_bind_without_a_token_is_located_and_names_the_token() {
+        let text = format!("{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9900\"\n");
+        let bind_line = text
+            .lines()
+            .position(|l| l.starts_with("bind = \"0.0.0.0"))
+            .unwrap()
+            + 1;
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(&format!("t.toml:{bind_line}:8: error: ")),
+            "{e:?}"
+        );
+        assert!(
+            e[0].contains("without a token") && e[0].contains("set a token"),
+            "{e:?}"
+        );
+
+        let short = format!(
+            "{MINIMAL}\n[admin]\nbind = \"127.0.0.1:9900\"\ntoken = \"short\"\n[log]\nformat = \"xml\"\n"
+        );
+        let e = errors(&short);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().any(|m| m.contains("at least 16")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.contains("unknown log format `xml`")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub fn learn(
         if let (true, Rule::Key(kind), Some(key)) = (reached_owner, decision.rule, decision.matched)
         {
             // Routed by a key to its owner, which no longer knew it.
-            pool.stats.affinity_lost(&backend.name);
+            pool.stats.affinity_lost();
+            backend.counters.affinity_lost();
             pool.table.remove(&key);
             info!(backend = %backend.name, kind = kind.as_str(), key = %key.short_hex(),
                 "affinity lost: the owner backend answered a known key with a full handshake");

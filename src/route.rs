@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::affinity::clients::{ClientPrefix, ClientView};
 use crate::affinity::{Key, KeyKind, KeyState};
-use crate::backend::Backend;
+use crate::backend::{AdminState, Backend};
 pub use crate::decision::Rule;
 use crate::inspect::{ClientHello, ticket_key_name};
 use crate::pool::PoolState;
@@ -78,6 +78,18 @@ impl Offer {
     /// Offers a ticket or PSK: the client believes it has a session.
     pub fn offers_resumption(&self) -> bool {
         !self.psk_identities.is_empty() || self.ticket.is_some()
+    }
+
+    /// The kind of key a resumption attempt offers, by precedence: what a
+    /// re-bind is counted as.
+    pub fn resumption_kind(&self) -> KeyKind {
+        if !self.psk_identities.is_empty() {
+            KeyKind::PskIdentity
+        } else if self.ticket.is_some() {
+            KeyKind::Ticket
+        } else {
+            KeyKind::SessionId
+        }
     }
 
     /// Lookups in precedence order.
@@ -161,11 +173,19 @@ pub struct Decision {
 /// and once the owner is back within the entry's lifetime, the client
 /// returns to it, where its session may still be valid.
 pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decision {
-    // Where existing state lives (rules 1 and 2), a backend only has to be
-    // up: weight 0 means draining, which keeps the sessions it owns. New
-    // sessions (rule 3) also need a weight above 0.
-    let usable = |name: &str| pool.backends.by_name(name).filter(|b| b.is_up(&pool.clock));
-    let takes_new = |name: &str| usable(name).filter(|b| b.weight > 0);
+    // Where existing state lives (rules 1 and 2), a backend has to be up
+    // and not in maintenance: draining (or weight 0) keeps the sessions it
+    // owns. New sessions (rules 3 and 4) need state `up` and a weight.
+    let usable = |name: &str| {
+        pool.backends
+            .by_name(name)
+            .filter(|b| b.serves_sessions(&pool.clock))
+    };
+    let takes_new = |name: &str| {
+        pool.backends
+            .by_name(name)
+            .filter(|b| b.takes_new(&pool.clock))
+    };
 
     // Rule 1.
     let mut owner_down = false;
@@ -179,7 +199,7 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
             continue;
         }
         match pool.backends.by_name(&binding.backend) {
-            Some(b) if b.is_up(&pool.clock) => {
+            Some(b) if b.serves_sessions(&pool.clock) => {
                 pool.stats.hit(kind);
                 return finish(
                     pool,
@@ -189,6 +209,12 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
                     Some(key),
                     kind_reason(kind),
                 );
+            }
+            Some(b) if b.admin_state() == AdminState::Maint => {
+                // An operator took the owner out of service: its clients
+                // are re-pinned elsewhere, so the entry goes.
+                pool.stats.miss(kind);
+                pool.table.remove(&key);
             }
             Some(_) => {
                 pool.stats.miss(kind);
@@ -223,6 +249,7 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
             view.last.as_ref().map(|(b, _)| b.clone())
         };
         if let Some(b) = target.as_deref().and_then(usable) {
+            pool.stats.rebound(offer.resumption_kind());
             let reason = if offer.offers_resumption() {
                 "unknown ticket or PSK re-bound by client address"
             } else {
@@ -265,7 +292,9 @@ pub fn balanced(pool: &PoolState, client: &ClientPrefix, reason: &'static str) -
         .cloned()
         .collect();
     // When every backend is marked down, try them all anyway: the marks may
-    // be stale, and refusing the client outright helps nobody.
+    // be stale, and refusing the client outright helps nobody. (The order
+    // holds only backends open to new sessions: never a drained or
+    // maintained one.)
     if candidates.is_empty() {
         candidates = order;
     }
@@ -374,6 +403,176 @@ mod tests {
         }
     }
 
+    /// A pool of `a` and `b` where client 127.0.0.9 holds a session on `a`
+    /// and last connected there (TLS 1.2).
+    fn pool_with_a_session_on_a() -> (PoolState, ClientPrefix, Key) {
+        use crate::affinity::Binding;
+        use crate::affinity::clients::Confirmed;
+        use crate::clock::Clock;
+        use crate::config::{BackendConfig, PoolConfig};
+        use crate::log_limit::LogLimiter;
+        use crate::stats::Stats;
+
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let cfg = PoolConfig::new(
+            "p",
+            vec![
+                BackendConfig::new("a", addr(1)),
+                BackendConfig::new("b", addr(2)),
+            ],
+        );
+        let pool = PoolState::new(
+            cfg,
+            Clock::new(),
+            Arc::new(Stats::default()),
+            Arc::new(LogLimiter::new(1)),
+        );
+        let client = pool.prefix("127.0.0.9".parse().unwrap());
+        let sid = Key::new(KeyKind::SessionId, b"a session on a");
+        let on_a = Binding {
+            backend: Arc::from("a"),
+            state: KeyState::Owned,
+        };
+        pool.table.put(sid, on_a);
+        pool.clients.record(
+            client,
+            &Confirmed {
+                backend: Arc::from("a"),
+                tls12: true,
+                fingerprint: 7,
+                new_session: true,
+            },
+        );
+        (pool, client, sid)
+    }
+
+    fn set_a(pool: &PoolState, state: crate::backend::AdminState) {
+        pool.backends.by_name("a").unwrap().set_admin_state(state);
+    }
+
+    #[test]
+    fn drain_keeps_sessions_and_rebinds_but_gives_no_new_session_even_to_its_clients() {
+        let (pool, client, sid) = pool_with_a_session_on_a();
+        set_a(&pool, crate::backend::AdminState::Drain);
+        let by_key = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+        let d = decide(&pool, &by_key, &client);
+        assert_eq!(
+            (&*d.candidates[0].name, d.rule),
+            ("a", Rule::Key(KeyKind::SessionId))
+        );
+
+        let unknown_ticket = Offer {
+            ticket: Some((Key::new(KeyKind::Ticket, b"never seen"), None)),
+            fingerprint: 7,
+            ..Offer::default()
+        };
+        let d = decide(&pool, &unknown_ticket, &client);
+        assert_eq!((&*d.candidates[0].name, d.rule), ("a", Rule::Rebind));
+
+        for _ in 0..4 {
+            let fresh = decide(&pool, &Offer::default(), &client);
+            assert_eq!(
+                fresh.rule,
+                Rule::Balancer,
+                "its address's fresh client is not pinned to a"
+            );
+            assert!(
+                fresh.candidates.iter().all(|b| &*b.name != "a"),
+                "no new session on a"
+            );
+        }
+    }
+
+    #[test]
+    fn maint_takes_nothing_and_its_sessions_are_re_pinned_elsewhere() {
+        let (pool, client, sid) = pool_with_a_session_on_a();
+        set_a(&pool, crate::backend::AdminState::Maint);
+        let by_key = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+        let d = decide(&pool, &by_key, &client);
+        assert_eq!(&*d.candidates[0].name, "b");
+        assert!(
+            d.candidates.iter().all(|b| &*b.name != "a"),
+            "not even for failover"
+        );
+        assert!(
+            pool.table.peek(&sid).is_none(),
+            "the entry pointing at a is gone"
+        );
+
+        let unknown_ticket = Offer {
+            ticket: Some((Key::new(KeyKind::Ticket, b"never seen"), None)),
+            fingerprint: 7,
+            ..Offer::default()
+        };
+        let d = decide(&pool, &unknown_ticket, &client);
+        assert_ne!(d.rule, Rule::Rebind);
+        assert_eq!(&*d.candidates[0].name, "b");
+
+        // Even with b marked down, a is not tried.
+        let clock = pool.clock.clone();
+        pool.backends
+            .by_name("b")
+            .unwrap()
+            .mark_down(&clock, std::time::Duration::from_secs(60));
+        let d = decide(&pool, &Offer::default(), &client);
+        assert!(
+            d.candidates.iter().all(|b| &*b.name != "a"),
+            "{:?}",
+            d.candidates
+        );
+
+        set_a(&pool, crate::backend::AdminState::Up);
+        let d = decide(&pool, &Offer::default(), &client);
+        assert_eq!(&*d.candidates[0].name, "a", "back in service");
+    }
+
+    #[tokio::test]
+    async fn ja4_stable_ignores_what_a_tls13_resumption_drops() {
+        // rustls's full hello carries session_ticket; its TLS 1.3 resumed
+        // hello does not. Both fingerprints must still agree.
+        let backend = Backend::start(BackendOptions::new("a")).await.unwrap();
+        let client = Client::new(ClientOptions::default()).unwrap();
+        let full = fingerprint_of(&client.client_hello().unwrap());
+        client.connect(backend.addr(), None).await.unwrap();
+        let resumed = fingerprint_of(&client.client_hello().unwrap());
+        assert_eq!(full.1, resumed.1);
+        assert_eq!(full.0, resumed.0);
+    }
+
+    #[tokio::test]
+    async fn fingerprint_is_the_same_for_a_clients_full_and_resumed_hellos() {
+        let backend = Backend::start(BackendOptions::new("a")).await.unwrap();
+        let client = Client::new(ClientOptions::default()).unwrap();
+        let (full, _) = fingerprint_of(&client.client_hello().unwrap());
+        client.connect(backend.addr(), None).await.unwrap();
+        let resumed_bytes = client.client_hello().unwrap();
+        let (resumed, _) = fingerprint_of(&resumed_bytes);
+        let mut hs = Handshake::new(Limits::default());
+        hs.feed_client(&resumed_bytes);
+        assert!(
+            hs.client_hello().unwrap().has_psk,
+            "the second hello offers a resumption"
+        );
+        assert_eq!(full, resumed);
+
+        let other = Client::new(ClientOptions {
+            alpn: vec![b"h2".to_vec()],
+            ..Default::default()
+        })
+        .unwrap();
+        let (different, _) = fingerprint_of(&other.client_hello().unwrap());
+        assert_ne!(
+            full, different,
+            "another client configuration fingerprints differently"
+        );
+    }
+
     #[test]
     fn an_owner_that_is_down_keeps_its_entry_and_gets_its_client_back_when_up() {
         use crate::affinity::{Binding, Key};
@@ -432,46 +631,5 @@ mod tests {
         };
         decide(&pool, &stale, &client);
         assert!(pool.table.get(&gone).is_none());
-    }
-
-    #[tokio::test]
-    async fn ja4_stable_ignores_what_a_tls13_resumption_drops() {
-        // rustls's full hello carries session_ticket; its TLS 1.3 resumed
-        // hello does not. Both fingerprints must still agree.
-        let backend = Backend::start(BackendOptions::new("a")).await.unwrap();
-        let client = Client::new(ClientOptions::default()).unwrap();
-        let full = fingerprint_of(&client.client_hello().unwrap());
-        client.connect(backend.addr(), None).await.unwrap();
-        let resumed = fingerprint_of(&client.client_hello().unwrap());
-        assert_eq!(full.1, resumed.1);
-        assert_eq!(full.0, resumed.0);
-    }
-
-    #[tokio::test]
-    async fn fingerprint_is_the_same_for_a_clients_full_and_resumed_hellos() {
-        let backend = Backend::start(BackendOptions::new("a")).await.unwrap();
-        let client = Client::new(ClientOptions::default()).unwrap();
-        let (full, _) = fingerprint_of(&client.client_hello().unwrap());
-        client.connect(backend.addr(), None).await.unwrap();
-        let resumed_bytes = client.client_hello().unwrap();
-        let (resumed, _) = fingerprint_of(&resumed_bytes);
-        let mut hs = Handshake::new(Limits::default());
-        hs.feed_client(&resumed_bytes);
-        assert!(
-            hs.client_hello().unwrap().has_psk,
-            "the second hello offers a resumption"
-        );
-        assert_eq!(full, resumed);
-
-        let other = Client::new(ClientOptions {
-            alpn: vec![b"h2".to_vec()],
-            ..Default::default()
-        })
-        .unwrap();
-        let (different, _) = fingerprint_of(&other.client_hello().unwrap());
-        assert_ne!(
-            full, different,
-            "another client configuration fingerprints differently"
-        );
     }
 }

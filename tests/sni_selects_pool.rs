@@ -51,6 +51,8 @@ async fn sni_exact_and_wildcard_pick_pools_and_affinity_stays_inside_each() {
     let cfg = Config {
         listeners: vec![listener],
         pools: vec![pool("api", &api), pool("web", &web)],
+        admin: None,
+        log: Default::default(),
     };
     let router = start_router(cfg).await;
 

@@ -23,6 +23,7 @@ pub enum ValueError {
     UnknownHealthCheck(String),
     /// The quick form's `--backend` is not `NAME=IP:PORT`.
     NotABackend(String),
+    UnknownLogFormat(String),
 }
 
 impl fmt::Display for ValueError {
@@ -122,6 +123,17 @@ pub enum Rule {
     HealthSniWithoutTls {
         check: &'static str,
     },
+    /// The admin endpoint listens beyond this host without a token:
+    /// anyone who reaches it could drain backends.
+    AdminWithoutToken {
+        bind: SocketAddr,
+    },
+    TokenTooShort {
+        len: usize,
+    },
+    /// The token travels in an HTTP header.
+    TokenNotPrintable,
+    TokenForReadsWithoutToken,
 }
 
 impl ConfigError {
@@ -322,6 +334,21 @@ impl ConfigError {
                 f,
                 "health.sni is only sent by the TLS check, but health.check is \"{check}\"; set check = \"tls\" or remove sni"
             ),
+            Rule::AdminWithoutToken { bind } => write!(
+                f,
+                "the admin endpoint binds {bind}, which is not a loopback address, without a token, so anyone who can reach it could drain backends; set a token (in [admin], or --admin-token) or bind 127.0.0.1"
+            ),
+            Rule::TokenTooShort { len } => write!(
+                f,
+                "the admin token is {len} characters long; use at least {} (e.g. the output of `openssl rand -hex 16`)",
+                super::MIN_TOKEN_LEN
+            ),
+            Rule::TokenNotPrintable => f.write_str(
+                "the admin token must be printable ASCII without spaces, since it travels in an HTTP header",
+            ),
+            Rule::TokenForReadsWithoutToken => f.write_str(
+                "token_for_reads is true but there is no token; set token in [admin]",
+            ),
             Rule::ProxyWithoutTrusted => f.write_str(
                 "proxy_protocol is on but proxy_trusted is empty, so every connection would be closed; list the proxies' networks in proxy_trusted, e.g. proxy_trusted = [\"10.0.0.0/8\"]",
             ),
@@ -397,6 +424,9 @@ fn write_value_error(
             f,
             "backend `{text}` is not NAME=IP:PORT; write e.g. web1=10.0.1.1:443"
         ),
+        ValueError::UnknownLogFormat(text) => {
+            write!(f, "unknown log format `{text}`; use \"text\" or \"json\"")
+        }
     }
 }
 

@@ -38,6 +38,25 @@ pub enum ConfigPath {
         backend: usize,
         key: BackendKey,
     },
+    Admin(AdminKey),
+    Log(LogKey),
+}
+
+/// A key of `[admin]`; `Section` is the section itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminKey {
+    Section,
+    Bind,
+    Token,
+    TokenForReads,
+}
+
+/// A key of `[log]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogKey {
+    Section,
+    Format,
+    ConnectionsPerSecond,
 }
 
 /// A key of a listener; `Section` is the listener itself.
@@ -120,7 +139,11 @@ impl ConfigPath {
         match *self {
             ConfigPath::Root => None,
             ConfigPath::Listener(_, ListenerKey::Section)
-            | ConfigPath::Pool(_, PoolKey::Section) => Some(ConfigPath::Root),
+            | ConfigPath::Pool(_, PoolKey::Section)
+            | ConfigPath::Admin(AdminKey::Section)
+            | ConfigPath::Log(LogKey::Section) => Some(ConfigPath::Root),
+            ConfigPath::Admin(_) => Some(ConfigPath::Admin(AdminKey::Section)),
+            ConfigPath::Log(_) => Some(ConfigPath::Log(LogKey::Section)),
             ConfigPath::Listener(l, _) => Some(ConfigPath::Listener(l, ListenerKey::Section)),
             ConfigPath::Pool(p, _) => Some(ConfigPath::Pool(p, PoolKey::Section)),
             ConfigPath::Backend {
@@ -203,6 +226,17 @@ impl ConfigPath {
                 BackendKey::Weight => "weight",
                 BackendKey::MaxConnections => "max_connections",
             },
+            ConfigPath::Admin(k) => match k {
+                AdminKey::Section => "admin",
+                AdminKey::Bind => "bind",
+                AdminKey::Token => "token",
+                AdminKey::TokenForReads => "token_for_reads",
+            },
+            ConfigPath::Log(k) => match k {
+                LogKey::Section => "log",
+                LogKey::Format => "format",
+                LogKey::ConnectionsPerSecond => "connections_per_second",
+            },
         }
     }
 
@@ -235,6 +269,11 @@ impl ConfigPath {
                 key: BackendKey::MaxConnections,
                 ..
             } => range(1, u32_max, None),
+            ConfigPath::Log(LogKey::ConnectionsPerSecond) => range(
+                0,
+                u32_max,
+                Some(super::LogConfig::default().connections_per_second.into()),
+            ),
             ConfigPath::Pool(_, PoolKey::Affinity(a)) => match a {
                 AffinityKey::TableSize => range(1, any, size(affinity.table_size)),
                 AffinityKey::ClientsTracked => range(1, any, size(affinity.clients_tracked)),
@@ -307,6 +346,10 @@ impl fmt::Display for ConfigPath {
             ConfigPath::Backend { pool, backend, .. } => {
                 write!(f, "pools[{pool}].backends[{backend}].{}", self.key())
             }
+            ConfigPath::Admin(AdminKey::Section) => f.write_str("admin"),
+            ConfigPath::Admin(_) => write!(f, "admin.{}", self.key()),
+            ConfigPath::Log(LogKey::Section) => f.write_str("log"),
+            ConfigPath::Log(_) => write!(f, "log.{}", self.key()),
         }
     }
 }

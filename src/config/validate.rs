@@ -3,9 +3,13 @@
 
 use super::error::{ConfigError, ConfigErrors, Rule};
 use super::path::{
-    AffinityKey, BackendKey, ConfigPath, HealthKey, ListenerKey, PoolKey, TimeoutKey,
+    AdminKey, AffinityKey, BackendKey, ConfigPath, HealthKey, ListenerKey, LogKey, PoolKey,
+    TimeoutKey,
 };
-use super::{Config, HealthCheck, ListenerConfig, NonTls, PoolConfig, is_sni_pattern};
+use super::{
+    AdminConfig, Config, HealthCheck, ListenerConfig, MIN_TOKEN_LEN, NonTls, PoolConfig,
+    is_sni_pattern,
+};
 
 impl Config {
     /// Checks every rule and returns every error, so that one run shows
@@ -34,10 +38,39 @@ impl Config {
         for (i, l) in self.listeners.iter().enumerate() {
             l.check(i, &self.listeners[..i], &defined, &mut errors);
         }
+        if let Some(a) = &self.admin {
+            a.check(&mut errors);
+        }
+        let rate = i128::from(self.log.connections_per_second);
+        let at = ConfigPath::Log(LogKey::ConnectionsPerSecond);
+        if at.int_range().is_some_and(|r| rate > r.max) {
+            errors.push(ConfigError::new(at, Rule::OutOfRange { value: rate }));
+        }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(ConfigErrors(errors))
+        }
+    }
+}
+
+impl AdminConfig {
+    fn check(&self, errors: &mut Vec<ConfigError>) {
+        let mut push = |key, rule| errors.push(ConfigError::new(ConfigPath::Admin(key), rule));
+        match self.token.as_deref() {
+            None if !self.bind.ip().is_loopback() => {
+                push(AdminKey::Bind, Rule::AdminWithoutToken { bind: self.bind })
+            }
+            None if self.token_for_reads => {
+                push(AdminKey::TokenForReads, Rule::TokenForReadsWithoutToken)
+            }
+            Some(t) if t.len() < MIN_TOKEN_LEN => {
+                push(AdminKey::Token, Rule::TokenTooShort { len: t.len() })
+            }
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                push(AdminKey::Token, Rule::TokenNotPrintable)
+            }
+            _ => {}
         }
     }
 }
