@@ -1,49 +1,330 @@
 //! The backends a router forwards to, known by name, with the passive health
 //! state the connect stage keeps: a backend that refused or timed out is
 //! skipped for a hold-down period, so routing does not keep paying for it.
+//! The active checks' verdict ([`HealthState`], written by `crate::health`)
+//! holds a backend down too, until it passes its checks again.
+//! An operator's state (`up`, `drain`, `maint`) and weight, set through the
+//! admin API, live here too, as atomics the routing reads without a lock.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
+
+use metrics::{Gauge, Histogram, counter, gauge, histogram};
 
 use crate::clock::Clock;
 use crate::config::BackendConfig;
+use crate::metrics::{self as m, Exported};
 
 /// A backend's name: what the affinity table stores, so entries survive a
 /// reload that reorders or re-addresses backends.
 pub type BackendName = Arc<str>;
+
+/// What an operator set a backend to (`POST .../backends/{backend}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// In service.
+    Up,
+    /// No new sessions, not even for client addresses last seen there;
+    /// resumptions of its sessions (by key or by address re-bind) still go
+    /// there, so its clients leave as their sessions end.
+    Drain,
+    /// Nothing new at all: its sessions' clients are re-pinned elsewhere.
+    Maint,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Up => "up",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    /// The state an operator may ask for by name; "down" is not one: it is
+    /// what failures make of a backend.
+    pub fn parse(s: &str) -> Option<AdminState> {
+        match s {
+            "up" => Some(AdminState::Up),
+            "drain" => Some(AdminState::Drain),
+            "maint" => Some(AdminState::Maint),
+            _ => None,
+        }
+    }
+}
+
+/// A backend's effective state, as the admin API and the
+/// `stickytls_backend_state` gauge show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Up,
+    /// Marked down after a failed attempt, for the hold-down period.
+    Down,
+    Drain,
+    Maint,
+}
+
+impl State {
+    pub const ALL: [State; 4] = [State::Up, State::Down, State::Drain, State::Maint];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::Drain => "drain",
+            State::Maint => "maint",
+        }
+    }
+}
 
 /// One backend and its live state.
 #[derive(Debug)]
 pub struct Backend {
     pub name: BackendName,
     pub addr: SocketAddr,
-    pub weight: u32,
+    /// The balancer's weight; 0 takes no new sessions, like `drain`.
+    /// Starts at the configured weight; the admin API may change it.
+    weight: AtomicU32,
+    /// [`AdminState`] as a byte, so routing reads it without a lock.
+    admin: AtomicU8,
     /// Most connections at once; `u32::MAX` for no limit.
     pub max_connections: u32,
     /// Clock millis until which the backend is considered down; 0 = up.
     down_until_ms: AtomicU64,
     /// Connections currently open to it (least-connections, max-conns).
     active: AtomicU32,
+    /// What the admin API and the metrics report of it.
+    pub counters: BackendCounters,
+    /// Its Prometheus series, registered once with the pool: the
+    /// connection path only touches `counters` (and the connect-time
+    /// histogram), a scrape copies them into these.
+    series: BackendSeries,
+    /// What the active health checks concluded.
+    pub health: HealthState,
 }
 
-impl Backend {
-    pub fn new(cfg: &BackendConfig) -> Self {
-        Backend {
-            name: Arc::from(cfg.name.as_str()),
-            addr: cfg.addr,
-            weight: cfg.weight,
-            max_connections: cfg.max_connections.unwrap_or(u32::MAX),
-            down_until_ms: AtomicU64::new(0),
-            active: AtomicU32::new(0),
+/// The active health checks' view of one backend, kept as atomics: the
+/// pool's checker task writes it, routing and the admin API read it.
+#[derive(Debug, Default)]
+pub struct HealthState {
+    /// Failed `fall` probes in a row and has not passed `rise` since.
+    down: AtomicBool,
+    /// The last probe's result: 0 none yet, 1 passed, 2 failed.
+    last: AtomicU8,
+    /// Clock millis of the last change of `down`; 0 for never.
+    changed_ms: AtomicU64,
+}
+
+impl HealthState {
+    /// Whether the checks hold the backend down. Backends start up.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// The last probe's result: `None` before the first (or with checks
+    /// off).
+    pub fn last_passed(&self) -> Option<bool> {
+        match self.last.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
         }
     }
 
-    /// Whether routing may pick this backend now.
+    /// Clock millis of the last transition, if there was one.
+    pub fn changed_ms(&self) -> Option<u64> {
+        Some(self.changed_ms.load(Ordering::Relaxed)).filter(|&ms| ms != 0)
+    }
+
+    pub(crate) fn record(&self, passed: bool) {
+        self.last
+            .store(if passed { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    /// Sets the verdict at clock millis `now_ms`.
+    pub(crate) fn set_down(&self, down: bool, now_ms: u64) {
+        self.changed_ms.store(now_ms.max(1), Ordering::Relaxed);
+        self.down.store(down, Ordering::Relaxed);
+    }
+}
+
+/// Why an attempt to reach a backend failed, as counted: the `reason`
+/// label of `stickytls_backend_connect_failures_total`.
+pub const FAILURE_REASONS: [&str; 5] = ["refused", "timeout", "silent", "closed", "full"];
+
+/// A backend's running counts: plain atomics, bumped on the connection
+/// path without any lock.
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    /// Connections relayed to it.
+    pub connections: AtomicU64,
+    /// Handshakes completed on it in full, and resumed: apart, so that
+    /// each is one atomic that a scrape reads whole.
+    pub full: AtomicU64,
+    pub resumed: AtomicU64,
+    /// Failed attempts, indexed like [`FAILURE_REASONS`].
+    pub failures: [AtomicU64; 5],
+    /// Routes by key that it answered with a full handshake: it no longer
+    /// knew the session.
+    pub affinity_lost: AtomicU64,
+}
+
+impl BackendCounters {
+    pub fn connection(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn handshake(&self, resumed: bool) {
+        let which = if resumed { &self.resumed } else { &self.full };
+        which.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn affinity_lost(&self) {
+        self.affinity_lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed attempt; `reason` is one of [`FAILURE_REASONS`].
+    pub fn failure(&self, reason: &str) {
+        if let Some(i) = FAILURE_REASONS.iter().position(|r| *r == reason) {
+            self.failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(a: &AtomicU64) -> u64 {
+        a.load(Ordering::Relaxed)
+    }
+}
+
+/// One backend's labelled series (`pool`, `backend`).
+#[derive(Debug)]
+struct BackendSeries {
+    /// Indexed like [`State::ALL`].
+    state: [Gauge; 4],
+    weight: Gauge,
+    active: Gauge,
+    connections: Exported,
+    handshakes_full: Exported,
+    handshakes_resumed: Exported,
+    /// Indexed like [`FAILURE_REASONS`].
+    failures: [Exported; 5],
+    affinity_lost: Exported,
+    connect_seconds: Histogram,
+}
+
+impl BackendSeries {
+    fn register(pool: &str, backend: &str) -> Self {
+        let labels = |extra: Option<(&'static str, &'static str)>| {
+            let mut l = vec![
+                metrics::Label::new("pool", pool.to_string()),
+                metrics::Label::new("backend", backend.to_string()),
+            ];
+            if let Some((k, v)) = extra {
+                l.push(metrics::Label::new(k, v));
+            }
+            l
+        };
+        BackendSeries {
+            state: State::ALL
+                .map(|s| gauge!(m::BACKEND_STATE, labels(Some(("state", s.as_str()))))),
+            weight: gauge!(m::BACKEND_WEIGHT, labels(None)),
+            active: gauge!(m::BACKEND_ACTIVE, labels(None)),
+            connections: Exported::new(counter!(m::BACKEND_CONNECTIONS, labels(None))),
+            handshakes_full: Exported::new(counter!(
+                m::BACKEND_HANDSHAKES,
+                labels(Some(("resumed", "false")))
+            )),
+            handshakes_resumed: Exported::new(counter!(
+                m::BACKEND_HANDSHAKES,
+                labels(Some(("resumed", "true")))
+            )),
+            failures: FAILURE_REASONS.map(|r| {
+                Exported::new(counter!(
+                    m::BACKEND_CONNECT_FAILURES,
+                    labels(Some(("reason", r)))
+                ))
+            }),
+            affinity_lost: Exported::new(counter!(m::AFFINITY_LOST, labels(None))),
+            connect_seconds: histogram!(m::BACKEND_CONNECT_SECONDS, labels(None)),
+        }
+    }
+}
+
+impl Backend {
+    /// A backend of `pool`, with its metric series registered.
+    pub fn new(pool: &str, cfg: &BackendConfig) -> Self {
+        Backend {
+            counters: BackendCounters::default(),
+            series: BackendSeries::register(pool, &cfg.name),
+            name: Arc::from(cfg.name.as_str()),
+            addr: cfg.addr,
+            weight: AtomicU32::new(cfg.weight),
+            admin: AtomicU8::new(AdminState::Up as u8),
+            max_connections: cfg.max_connections.unwrap_or(u32::MAX),
+            down_until_ms: AtomicU64::new(0),
+            active: AtomicU32::new(0),
+            health: HealthState::default(),
+        }
+    }
+
+    /// Whether no failure holds the backend down now: neither a failed
+    /// attempt's hold-down nor the health checks. Says nothing of the
+    /// operator's state: see [`Backend::serves_sessions`] and
+    /// [`Backend::takes_new`].
     pub fn is_up(&self, clock: &Clock) -> bool {
         let until = self.down_until_ms.load(Ordering::Relaxed);
-        until == 0 || clock.now_ms() >= until
+        !self.health.is_down() && (until == 0 || clock.now_ms() >= until)
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    pub fn admin_state(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            x if x == AdminState::Drain as u8 => AdminState::Drain,
+            x if x == AdminState::Maint as u8 => AdminState::Maint,
+            _ => AdminState::Up,
+        }
+    }
+
+    /// Sets the operator's state. Established connections are untouched:
+    /// the state only steers routing decisions made after it.
+    pub fn set_admin_state(&self, state: AdminState) {
+        self.admin.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Whether sessions this backend already holds may be sent to it (by
+    /// key, or re-bound by client address): up, and not in maintenance.
+    pub fn serves_sessions(&self, clock: &Clock) -> bool {
+        self.admin_state() != AdminState::Maint && self.is_up(clock)
+    }
+
+    /// Whether the operator lets it take new sessions (state `up`, weight
+    /// above 0), failures aside.
+    pub fn open_to_new(&self) -> bool {
+        self.admin_state() == AdminState::Up && self.weight() > 0
+    }
+
+    /// Whether routing may give it a new session now.
+    pub fn takes_new(&self, clock: &Clock) -> bool {
+        self.open_to_new() && self.is_up(clock)
+    }
+
+    /// The state the API and the metrics show: the operator's drain or
+    /// maint first, then down from failures.
+    pub fn state(&self, clock: &Clock) -> State {
+        match self.admin_state() {
+            AdminState::Maint => State::Maint,
+            AdminState::Drain => State::Drain,
+            AdminState::Up if !self.is_up(clock) => State::Down,
+            AdminState::Up => State::Up,
+        }
     }
 
     /// Marks the backend down for `hold` after a failed connect.
@@ -60,6 +341,32 @@ impl Backend {
         if self.down_until_ms.load(Ordering::Relaxed) != 0 {
             self.down_until_ms.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Records how long reaching it took (its first byte, for TLS).
+    pub fn connect_time(&self, d: Duration) {
+        self.series.connect_seconds.record(d.as_secs_f64());
+    }
+
+    /// Copies the counts and the current state into its series (at scrape
+    /// time).
+    pub fn publish(&self, clock: &Clock) {
+        let s = &self.series;
+        let state = self.state(clock);
+        for (g, st) in s.state.iter().zip(State::ALL) {
+            g.set(if st == state { 1.0 } else { 0.0 });
+        }
+        s.weight.set(f64::from(self.weight()));
+        s.active.set(f64::from(self.active()));
+        let c = &self.counters;
+        let get = BackendCounters::get;
+        s.connections.publish(get(&c.connections));
+        s.handshakes_resumed.publish(get(&c.resumed));
+        s.handshakes_full.publish(get(&c.full));
+        for (counter, n) in s.failures.iter().zip(&c.failures) {
+            counter.publish(get(n));
+        }
+        s.affinity_lost.publish(get(&c.affinity_lost));
     }
 
     /// Below its connection limit.
@@ -101,9 +408,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(cfgs: &[BackendConfig]) -> Self {
+    /// The backends of the pool named `pool`, their series registered.
+    pub fn new(pool: &str, cfgs: &[BackendConfig]) -> Self {
         Pool {
-            backends: cfgs.iter().map(|c| Arc::new(Backend::new(c))).collect(),
+            backends: cfgs
+                .iter()
+                .map(|c| Arc::new(Backend::new(pool, c)))
+                .collect(),
         }
     }
 

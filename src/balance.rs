@@ -48,8 +48,8 @@ impl Balancer {
         self.kind
     }
 
-    /// Every backend with a non-zero weight, most preferred first: a
-    /// balancing decision (round robin moves on).
+    /// Every backend open to new sessions (state `up`, weight above 0),
+    /// most preferred first: a balancing decision (round robin moves on).
     pub fn order(&self, backends: &[Arc<Backend>], client: &ClientPrefix) -> Vec<Arc<Backend>> {
         self.order_inner(backends, client, true)
     }
@@ -80,7 +80,7 @@ impl Balancer {
         client: &ClientPrefix,
         advance: bool,
     ) -> Vec<Arc<Backend>> {
-        let eligible = backends.iter().filter(|b| b.weight > 0);
+        let eligible = backends.iter().filter(|b| b.open_to_new());
         match self.kind {
             Balance::RoundRobin => {
                 let list: Vec<_> = eligible.cloned().collect();
@@ -98,7 +98,7 @@ impl Balancer {
                 let mut list: Vec<(usize, &Arc<Backend>)> = backends
                     .iter()
                     .enumerate()
-                    .filter(|(_, b)| b.weight > 0)
+                    .filter(|(_, b)| b.open_to_new())
                     .collect();
                 if advance && !list.is_empty() {
                     // nginx's smooth weighted round robin: add each weight to
@@ -107,9 +107,9 @@ impl Balancer {
                     if cur.len() != backends.len() {
                         *cur = vec![0; backends.len()];
                     }
-                    let total: i64 = list.iter().map(|(_, b)| i64::from(b.weight)).sum();
+                    let total: i64 = list.iter().map(|(_, b)| i64::from(b.weight())).sum();
                     for (i, b) in &list {
-                        cur[*i] += i64::from(b.weight);
+                        cur[*i] += i64::from(b.weight());
                     }
                     let best = list
                         .iter()
@@ -117,10 +117,10 @@ impl Balancer {
                         .max_by_key(|i| (cur[*i], std::cmp::Reverse(*i)));
                     if let Some(best) = best {
                         cur[best] -= total;
-                        list.sort_by_key(|(i, b)| (*i != best, std::cmp::Reverse(b.weight), *i));
+                        list.sort_by_key(|(i, b)| (*i != best, std::cmp::Reverse(b.weight()), *i));
                     }
                 } else {
-                    list.sort_by_key(|(i, b)| (std::cmp::Reverse(b.weight), *i));
+                    list.sort_by_key(|(i, b)| (std::cmp::Reverse(b.weight()), *i));
                 }
                 list.into_iter().map(|(_, b)| b.clone()).collect()
             }
@@ -136,8 +136,8 @@ impl Balancer {
                 // Fewest connections per unit of weight first: compare
                 // a/wa < b/wb as a*wb < b*wa, exactly, in integers.
                 rotated.sort_by(|(ka, a), (kb, b)| {
-                    let lhs = u64::from(a.active()) * u64::from(b.weight);
-                    let rhs = u64::from(b.active()) * u64::from(a.weight);
+                    let lhs = u64::from(a.active()) * u64::from(b.weight());
+                    let rhs = u64::from(b.active()) * u64::from(a.weight());
                     lhs.cmp(&rhs).then(ka.cmp(kb))
                 });
                 rotated.into_iter().map(|(_, b)| b.clone()).collect()
@@ -145,7 +145,7 @@ impl Balancer {
             Balance::SourceHash => {
                 let client = client.to_bytes();
                 let mut scored: Vec<(f64, Arc<Backend>)> = eligible
-                    .map(|b| (rendezvous_score(&client, &b.name, b.weight), b.clone()))
+                    .map(|b| (rendezvous_score(&client, &b.name, b.weight()), b.clone()))
                     .collect();
                 scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
                 scored.into_iter().map(|(_, b)| b).collect()
@@ -200,7 +200,7 @@ mod tests {
                 let mut cfg =
                     BackendConfig::new(n, format!("127.0.0.1:{}", 9000 + i).parse().unwrap());
                 cfg.weight = *w;
-                Arc::new(Backend::new(&cfg))
+                Arc::new(Backend::new("p", &cfg))
             })
             .collect()
     }

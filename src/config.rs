@@ -22,8 +22,8 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors, Rule, ValueError};
 pub use path::{
-    AffinityKey, BackendKey, ConfigPath, DEFAULT_WEIGHT, IntRange, ListenerKey, MIN_HELLO_BYTES,
-    PoolKey, ProcessKey, TimeoutKey,
+    AdminKey, AffinityKey, BackendKey, ConfigPath, DEFAULT_WEIGHT, HealthKey, IntRange,
+    ListenerKey, LogKey, MIN_HELLO_BYTES, PoolKey, ProcessKey, TimeoutKey,
 };
 
 /// One backend server, known by a name that stays stable across reloads:
@@ -73,6 +73,70 @@ impl std::str::FromStr for Balance {
             "least-connections" | "leastconn" => Ok(Balance::LeastConnections),
             "source-hash" | "source" => Ok(Balance::SourceHash),
             other => Err(ValueError::UnknownBalancer(other.to_string())),
+        }
+    }
+}
+
+/// How a pool's backends are probed between connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// A TCP connect within the timeout passes.
+    Tcp,
+    /// A ClientHello answered by a ServerHello within the timeout passes.
+    Tls,
+    /// No probes: only failed connection attempts mark a backend down.
+    None,
+}
+
+impl HealthCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthCheck::Tcp => "tcp",
+            HealthCheck::Tls => "tls",
+            HealthCheck::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for HealthCheck {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcp" => Ok(HealthCheck::Tcp),
+            "tls" => Ok(HealthCheck::Tls),
+            "none" => Ok(HealthCheck::None),
+            other => Err(ValueError::UnknownHealthCheck(other.to_string())),
+        }
+    }
+}
+
+/// Active health checks of a pool (`[pool.NAME.health]`): every backend is
+/// probed each `interval`; `fall` failed probes in a row mark it down,
+/// `rise` passed probes in a row mark it up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub check: HealthCheck,
+    /// Time between two probes of one backend.
+    pub interval: Duration,
+    /// Bound on one probe, connect included; at most `interval`.
+    pub timeout: Duration,
+    /// Passed probes in a row that bring a down backend back.
+    pub rise: u32,
+    /// Failed probes in a row that mark an up backend down.
+    pub fall: u32,
+    /// The server name the TLS check sends; none sends no SNI.
+    pub sni: Option<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            check: HealthCheck::Tcp,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            sni: None,
         }
     }
 }
@@ -171,6 +235,8 @@ pub struct PoolConfig {
     pub balance: Balance,
     pub affinity: AffinityConfig,
     pub timeouts: Timeouts,
+    /// Active health checks of the backends.
+    pub health: HealthConfig,
     /// Inspect handshakes and keep affinity. Off, connections are forwarded
     /// by the balancer alone (still reading the hello for SNI).
     pub inspect: bool,
@@ -184,6 +250,7 @@ impl PoolConfig {
             balance: Balance::RoundRobin,
             affinity: AffinityConfig::default(),
             timeouts: Timeouts::default(),
+            health: HealthConfig::default(),
             inspect: true,
         }
     }
@@ -293,6 +360,9 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// How the process stops and what it keeps across a restart.
     pub lifecycle: Lifecycle,
+    /// The admin endpoint (metrics, API); off when `None`.
+    pub admin: Option<AdminConfig>,
+    pub log: LogConfig,
 }
 
 /// How long a stop waits for open connections, and the state file that
@@ -311,6 +381,49 @@ impl Default for Lifecycle {
         Lifecycle {
             shutdown_timeout: Duration::from_secs(30),
             state: None,
+        }
+    }
+}
+
+/// The `[admin]` section: where the endpoint listens and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// A bearer token every write must carry (and every read with
+    /// `token_for_reads`). Required when `bind` is not a loopback address.
+    pub token: Option<String>,
+    pub token_for_reads: bool,
+}
+
+impl AdminConfig {
+    /// An endpoint on `bind` without a token.
+    pub fn new(bind: SocketAddr) -> Self {
+        AdminConfig {
+            bind,
+            token: None,
+            token_for_reads: false,
+        }
+    }
+}
+
+/// Shortest admin token accepted: guessing must not be practical.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The `[log]` section: how lines are written, and how many per-connection
+/// lines a second at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// Per-connection lines (and closes before routing) logged per second
+    /// at most; the rest are dropped and counted. 0 turns them off.
+    pub connections_per_second: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            connections_per_second: 50,
         }
     }
 }
@@ -336,6 +449,27 @@ impl StateConfig {
     }
 }
 
+/// How log lines are written: `--log-format` and `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ValueError::UnknownLogFormat(other.to_string())),
+        }
+    }
+}
+
 impl Config {
     /// One listener in front of one pool named `default`: the quick
     /// command-line form.
@@ -344,6 +478,8 @@ impl Config {
             listeners: vec![ListenerConfig::new(listen, "default")],
             pools: vec![PoolConfig::new("default", backends)],
             lifecycle: Lifecycle::default(),
+            admin: None,
+            log: LogConfig::default(),
         }
     }
 

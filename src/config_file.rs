@@ -34,9 +34,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::config::{
-    AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config, ConfigError, ConfigPath,
-    Lifecycle, ListenerConfig, ListenerKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule,
-    SniRoute, StateConfig, TimeoutKey, ValueError, parse_address, parse_duration,
+    AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config,
+    ConfigError, ConfigPath, HealthCheck, HealthKey, Lifecycle, ListenerConfig, ListenerKey,
+    LogConfig, LogFormat, LogKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule, SniRoute,
+    StateConfig, TimeoutKey, ValueError, parse_address, parse_duration,
 };
 
 /// One mistake in a configuration file.
@@ -327,6 +328,23 @@ struct ListenerFile {
     sni: SniRules,
 }
 
+/// `[admin]`: the admin endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    bind: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    token_for_reads: Option<Spanned<bool>>,
+}
+
+/// `[log]`: how lines are written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    format: Option<Spanned<String>>,
+    connections_per_second: Option<Spanned<i64>>,
+}
+
 /// `[listener.sni]`: pattern → pool, in file order (a map would sort them
 /// and lose the patterns' positions).
 #[derive(Debug, Default)]
@@ -362,6 +380,8 @@ struct PoolFile {
     affinity: AffinityFile,
     #[serde(default)]
     timeouts: TimeoutsFile,
+    #[serde(default)]
+    health: HealthFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -404,6 +424,17 @@ struct TimeoutsFile {
     down_hold: Option<Spanned<String>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFile {
+    check: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
+    sni: Option<Spanned<String>>,
+}
+
 // ---------------------------------------------------------------------------
 // Passes 1 and 2.
 
@@ -425,6 +456,8 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
     let mut listeners = Vec::new();
     let mut pools = Vec::new();
     let mut lifecycle = Lifecycle::default();
+    let mut admin = None;
+    let mut log = LogConfig::default();
     for (key, value) in root.into_inner() {
         let key_span = key.span();
         match key.get_ref().as_ref() {
@@ -539,11 +572,27 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
                     }
                 }
             }
+
+            "admin" => {
+                let section = ConfigPath::Admin(AdminKey::Section);
+                report.at(section, key_span.clone());
+                match AdminFile::deserialize(ValueDeserializer::from(value.clone())) {
+                    Ok(a) => admin = Some(build_admin(a, key_span, report)),
+                    Err(e) => report.toml(&e, text, key_span),
+                }
+            }
+            "log" => {
+                report.at(ConfigPath::Log(LogKey::Section), key_span.clone());
+                match LogFile::deserialize(ValueDeserializer::from(value.clone())) {
+                    Ok(l) => log = build_log(l, report),
+                    Err(e) => report.toml(&e, text, key_span),
+                }
+            }
             other => report.error(
                 key_span,
                 Problem::Shape,
                 format!(
-                    "unknown top-level setting `{other}`; the file holds shutdown_timeout, a [state] section, [[listener]] and [pool.NAME] sections, so move it into one or remove it"
+                    "unknown top-level setting `{other}`; the file holds shutdown_timeout and only [state], [[listener]], [pool.NAME], [admin] and [log] sections, so move it into one or remove it"
                 ),
             ),
         }
@@ -552,7 +601,55 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
         listeners,
         pools,
         lifecycle,
+        admin,
+        log,
     })
+}
+
+fn build_admin(a: AdminFile, section: Range<usize>, report: &mut Report) -> AdminConfig {
+    let bind = match &a.bind {
+        Some(b) => report
+            .value(ConfigPath::Admin(AdminKey::Bind), b, parse_address)
+            .unwrap_or(STAND_IN),
+        None => {
+            report.missing(
+                section,
+                ConfigPath::Admin(AdminKey::Bind),
+                "[admin] has no `bind` address; add e.g. bind = \"127.0.0.1:9900\"".to_string(),
+            );
+            STAND_IN
+        }
+    };
+    let token = a.token.as_ref().map(|t| {
+        report.at(ConfigPath::Admin(AdminKey::Token), t.span());
+        t.get_ref().clone()
+    });
+    let token_for_reads = a.token_for_reads.as_ref().is_some_and(|t| {
+        report.at(ConfigPath::Admin(AdminKey::TokenForReads), t.span());
+        *t.get_ref()
+    });
+    AdminConfig {
+        bind,
+        token,
+        token_for_reads,
+    }
+}
+
+fn build_log(l: LogFile, report: &mut Report) -> LogConfig {
+    let mut c = LogConfig::default();
+    if let Some(f) = &l.format {
+        c.format = report
+            .value(ConfigPath::Log(LogKey::Format), f, |s| {
+                s.parse::<LogFormat>()
+            })
+            .unwrap_or_default();
+    }
+    if let Some(n) = &l.connections_per_second {
+        c.connections_per_second = report
+            .int(ConfigPath::Log(LogKey::ConnectionsPerSecond), n)
+            .unwrap_or(c.connections_per_second);
+    }
+    c
 }
 
 // ---------------------------------------------------------------------------
@@ -758,6 +855,39 @@ fn build_pool(i: usize, name: &str, p: PoolFile, report: &mut Report) -> PoolCon
         if let Some(n) = report.int(int_at(AffinityKey::Ipv6Prefix), v) {
             affinity.ipv6_prefix = n;
         }
+    }
+
+    let h = &p.health;
+    let health = &mut c.health;
+    let health_at = |key| at(PoolKey::Health(key));
+    if let Some(v) = &h.check {
+        health.check = report
+            .value(health_at(HealthKey::Check), v, |s| s.parse::<HealthCheck>())
+            .unwrap_or(health.check);
+    }
+    for (key, v, slot) in [
+        (HealthKey::Interval, &h.interval, &mut health.interval),
+        (HealthKey::Timeout, &h.timeout, &mut health.timeout),
+    ] {
+        if let Some(v) = v {
+            if let Some(d) = report.value(health_at(key), v, parse_duration) {
+                *slot = d;
+            }
+        }
+    }
+    for (key, v, slot) in [
+        (HealthKey::Rise, &h.rise, &mut health.rise),
+        (HealthKey::Fall, &h.fall, &mut health.fall),
+    ] {
+        if let Some(v) = v {
+            if let Some(n) = report.int(health_at(key), v) {
+                *slot = n;
+            }
+        }
+    }
+    if let Some(v) = &h.sni {
+        report.at(health_at(HealthKey::Sni), v.span());
+        health.sni = Some(v.get_ref().clone());
     }
     c
 }
@@ -984,6 +1114,56 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
     }
 
     #[test]
+    fn admin_and_log_sections_become_config_values() {
+        let text = format!(
+            "{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9900\"\ntoken = \"0123456789abcdef\"\ntoken_for_reads = true\n\n[log]\nformat = \"json\"\nconnections_per_second = 0\n"
+        );
+        let c = parse(&text, "t.toml").unwrap();
+        let a = c.admin.unwrap();
+        assert_eq!(a.bind, "0.0.0.0:9900".parse().unwrap());
+        assert_eq!(a.token.as_deref(), Some("0123456789abcdef"));
+        assert!(a.token_for_reads);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.connections_per_second, 0);
+        assert_eq!(
+            parse(MINIMAL, "t.toml").unwrap().admin,
+            None,
+            "off by default"
+        );
+    }
+
+    #[test]
+    fn a_public_admin_bind_without_a_token_is_located_and_names_the_token() {
+        let text = format!("{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9900\"\n");
+        let bind_line = text
+            .lines()
+            .position(|l| l.starts_with("bind = \"0.0.0.0"))
+            .unwrap()
+            + 1;
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(&format!("t.toml:{bind_line}:8: error: ")),
+            "{e:?}"
+        );
+        assert!(
+            e[0].contains("without a token") && e[0].contains("set a token"),
+            "{e:?}"
+        );
+
+        let short = format!(
+            "{MINIMAL}\n[admin]\nbind = \"127.0.0.1:9900\"\ntoken = \"short\"\n[log]\nformat = \"xml\"\n"
+        );
+        let e = errors(&short);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().any(|m| m.contains("at least 16")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.contains("unknown log format `xml`")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn positions_are_one_based_lines_and_character_columns() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
@@ -1165,6 +1345,29 @@ backends = "none"
             assert_eq!(e.len(), 1, "{head}: {e:?}");
             assert!(e[0].starts_with(expected), "{head}: {}", e[0]);
         }
+    }
+
+    #[test]
+    fn a_health_section_sets_every_check_setting_and_absent_ones_keep_defaults() {
+        use crate::config::HealthConfig;
+        let text = format!(
+            "{MINIMAL}[pool.web.health]\ncheck = \"tls\"\ninterval = \"5s\"\ntimeout = \"750ms\"\nrise = 4\nfall = 1\nsni = \"check.example.com\"\n"
+        );
+        let c = parse(&text, "t.toml").unwrap();
+        assert_eq!(
+            c.pools[0].health,
+            HealthConfig {
+                check: HealthCheck::Tls,
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_millis(750),
+                rise: 4,
+                fall: 1,
+                sni: Some("check.example.com".into()),
+            }
+        );
+        let c = parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.pools[0].health, HealthConfig::default());
+        assert_eq!(c.pools[0].health.check, HealthCheck::Tcp);
     }
 
     #[test]

@@ -180,12 +180,16 @@ pub async fn connect(
     let mut attempts = Vec::new();
     for backend in candidates {
         let Some(active) = backend.try_track() else {
+            backend.counters.failure("full");
             attempts.push((backend.name.clone(), AttemptError::Full));
             continue;
         };
         let first_byte = await_answer.then_some(t.first_byte);
+        let started = std::time::Instant::now();
         match attempt(backend, hello, t.connect, first_byte).await {
             Ok((stream, first_bytes)) => {
+                backend.connect_time(started.elapsed());
+                backend.counters.connection();
                 backend.mark_up();
                 return Ok(Connected {
                     stream,
@@ -201,7 +205,8 @@ pub async fn connect(
                 break;
             }
             Err(e) => {
-                pool.stats.backend_failure(&backend.name, e.reason());
+                pool.stats.backend_failure();
+                backend.counters.failure(e.reason());
                 // A refusal or a connect timeout says the backend is down;
                 // a silent one may be overloaded, and is skipped all the
                 // same so the next clients do not wait on it too.

@@ -2,21 +2,23 @@
 //! ClientHello, [`crate::proxy`], [`crate::intake`]) → route
 //! ([`crate::route`]) → connect ([`crate::connect`]) → relay
 //! ([`crate::relay`]) → learn ([`crate::learn`]); plus what is done beside
-//! them: forwarding without inspection, the decision log line and the
-//! recent-decisions record.
+//! them: forwarding without inspection, the recent-decisions record, and
+//! the connection's one log line when it ends ([`crate::conn_log`]).
 //!
 //! Every log line of a connection carries its listener's configured name
 //! (`listener`), as its connection and refusal counters do.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::affinity::clients::ClientPrefix;
 use crate::backend::{Backend, BackendName};
+use crate::conn_log::{ConnectionTrace, close};
 use crate::connect;
 use crate::decision::{DecisionRecord, Sni};
 use crate::inspect::{self, Handshake, Status};
@@ -25,14 +27,18 @@ use crate::learn;
 use crate::listen::ListenerState;
 use crate::pool::PoolState;
 use crate::proxy;
-use crate::relay::{OnServerFlight, RelayEnd, Side, relay};
-use crate::route::{Decision, Offer, Rule, decide};
+use crate::relay::{OnServerFlight, RelayEnd, Relayed, Side, relay};
+use crate::route::{Decision, Offer, Rule, balanced, decide};
+use crate::stats::Stats;
 
 /// The path of one connection. `client` comes from one of the router's
 /// listening sockets, so it already has TCP_NODELAY (see
 /// `listen::bind_reuseport`).
 pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: SocketAddr) {
-    listener.stats.connection(&listener.name);
+    listener.stats.connection();
+    listener.accepted.increment(1);
+    let _open = Open(&listener.stats);
+    let mut trace = ConnectionTrace::start(&listener.name, peer);
     let limits = listener.config.limits;
     let deadline = tokio::time::Instant::now() + listener.hello_timeout;
 
@@ -59,6 +65,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     } else {
         peer
     };
+    trace.client(client_addr);
     let Some(slot) = listener.begin_inspecting(listener.default_pool().prefix(client_addr.ip()))
     else {
         listener.stats.rejected(&listener.name, "per_ip_limit");
@@ -94,15 +101,24 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
                 client: client_addr,
                 sni: None,
             };
-            forward_blind(&pool, client, at, &hello, false).await;
+            trace.hello(None);
+            forward_blind(&pool, client, at, &hello, false, trace).await;
             return;
         }
-        (Err(e), _) => return listener.reject(client_addr, e.reason(), &e),
+        (Err(e), _) => {
+            if let Some((side, kind)) = e.inspection_error() {
+                listener.stats.inspection_error(side, kind);
+            }
+            return listener.reject(client_addr, e.reason(), &e);
+        }
     }
 
-    // Route: the pool by SNI, then the affinity rules inside it.
+    // Route: the pool by SNI, then the affinity rules inside it. The
+    // decision time runs from here: the hello is complete.
+    let decided = Instant::now();
     let (pool, offer, sni) = {
         let Some(ch) = hs.client_hello() else { return };
+        trace.hello(ch.sni);
         let pool = listener.pool_for(ch.sni).clone();
         let offer = pool.config.inspect.then(|| Offer::from_hello(&ch));
         (pool, offer, ch.sni.map(Sni::new))
@@ -113,17 +129,27 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         sni,
     };
     let Some(offer) = offer else {
-        forward_blind(&pool, client, at, &hello, true).await;
+        forward_blind(&pool, client, at, &hello, true, trace).await;
         return;
     };
     let prefix = pool.prefix(client_addr.ip());
     let decision = decide(&pool, &offer, &prefix);
-    pool.stats.routed(decision.rule, decision.reason);
+    pool.series.decision_time(decided.elapsed());
+    pool.stats.routed(decision.rule);
+    let kind = match decision.rule {
+        Rule::Key(kind) => Some(kind.as_str()),
+        Rule::Rebind => Some(offer.resumption_kind().as_str()),
+        _ => None,
+    };
+    trace.routed(&pool.config.name, decision.rule.as_str(), kind);
 
     // Connect, with failover.
+    let connecting = Instant::now();
     let Some(connected) = connect_logged(&pool, &decision, &at, &hello, true).await else {
+        trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
+    trace.connected(&connected.backend.name, connecting.elapsed());
     if let Some(chosen) = decision.candidates.first() {
         if !Arc::ptr_eq(chosen, &connected.backend) {
             // The chosen backend was not reached: stop rules 2 and 3 from
@@ -131,7 +157,6 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
             pool.clients.forget_backend(&prefix, &chosen.name);
         }
     }
-    log_decision(&pool, &at, &decision, &connected.backend.name, &offer);
     pool.record_decision(at.record(&connected.backend.name, &decision));
 
     // Relay, learning from the server's flight.
@@ -143,8 +168,33 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         offer: &offer,
         decision: &decision,
         backend: &backend,
+        seen: HandshakeSeen::default(),
     };
-    relay_to(&pool, client, connected, Some(hs), &learner).await;
+    let relayed = relay_to(&pool, client, connected, &hello, Some(hs), &learner).await;
+    let (version, resumed) = learner.seen.get();
+    trace.handshake(version, resumed);
+    finish(&pool, trace, relayed);
+}
+
+/// Counts a connection closed when its handler ends, whichever way.
+struct Open<'a>(&'a Stats);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}
+
+/// Writes the connection's line once its relay is over.
+fn finish(pool: &PoolState, mut trace: ConnectionTrace, relayed: Relayed) {
+    trace.bytes(relayed.to_server, relayed.to_client);
+    let close = match relayed.end {
+        RelayEnd::Closed => close::CLOSED,
+        RelayEnd::Idle => close::IDLE,
+        RelayEnd::Reset(Side::Client, _) => close::CLIENT_RESET,
+        RelayEnd::Reset(Side::Server, _) => close::BACKEND_RESET,
+    };
+    trace.finish(close, &pool.decision_log);
 }
 
 /// Who arrived where: what a connection's log lines and its decision
@@ -179,39 +229,44 @@ async fn forward_blind(
     at: Arrival<'_>,
     hello: &[u8],
     tls: bool,
+    mut trace: ConnectionTrace,
 ) {
     let prefix = pool.prefix(at.client.ip());
-    let order = pool.balancer.order(pool.backends.all(), &prefix);
-    let decision = Decision {
-        candidates: order,
-        rule: Rule::Balancer,
-        matched: None,
-        reason: "forwarded without inspection",
-    };
-    pool.stats.routed(decision.rule, decision.reason);
+    // Backends that are down are passed over here too.
+    let decision = balanced(pool, &prefix, "forwarded without inspection");
+    pool.stats.routed(decision.rule);
+    trace.routed(&pool.config.name, decision.rule.as_str(), None);
+    let connecting = Instant::now();
     let Some(connected) = connect_logged(pool, &decision, &at, hello, tls).await else {
+        trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
+    trace.connected(&connected.backend.name, connecting.elapsed());
     pool.record_decision(at.record(&connected.backend.name, &decision));
-    relay_to(pool, client, connected, None, &NoLearning).await;
+    let relayed = relay_to(pool, client, connected, hello, None, &NoLearning).await;
+    finish(pool, trace, relayed);
 }
 
 /// Relays until the connection ends, then passes a reset on as a reset.
-/// The backend's connection slot is held until then.
+/// The backend's connection slot is held until then. The bytes are
+/// counted (`hello`, already sent to the backend, included) before the
+/// sockets close, so a client that saw its connection end sees them
+/// counted.
 async fn relay_to(
     pool: &PoolState,
     mut client: TcpStream,
     connected: connect::Connected,
+    hello: &[u8],
     hs: Option<Box<Handshake>>,
     flight: &dyn OnServerFlight,
-) {
+) -> Relayed {
     let connect::Connected {
         stream: mut server,
         first_bytes,
         active,
         ..
     } = connected;
-    let end = relay(
+    let mut relayed = relay(
         &mut client,
         &mut server,
         hs,
@@ -221,7 +276,9 @@ async fn relay_to(
         flight,
     )
     .await;
-    if let RelayEnd::Reset(side, _) = &end {
+    relayed.to_server += hello.len() as u64;
+    pool.stats.relayed(relayed.to_server, relayed.to_client);
+    if let RelayEnd::Reset(side, _) = &relayed.end {
         let other = match side {
             Side::Client => &server,
             Side::Server => &client,
@@ -229,6 +286,7 @@ async fn relay_to(
         let _ = socket2::SockRef::from(other).set_linger(Some(Duration::ZERO));
     }
     drop(active);
+    relayed
 }
 
 async fn connect_logged(
@@ -253,32 +311,6 @@ async fn connect_logged(
     }
 }
 
-fn log_decision(pool: &PoolState, at: &Arrival<'_>, d: &Decision, reached: &str, offer: &Offer) {
-    // The key's hex is built here, outside the macros, so check the level
-    // first: with info off (the usual production filter) this costs nothing.
-    if !tracing::enabled!(tracing::Level::INFO) || !pool.decision_log.allow() {
-        return;
-    }
-    let key = offer
-        .psk_identities
-        .first()
-        .map(|(k, _)| k)
-        .or(offer.ticket.as_ref().map(|(k, _)| k))
-        .or(offer.session_id.as_ref())
-        .map(|k| k.short_hex());
-    let key = key.as_deref().unwrap_or("-");
-    let (listener, peer) = (at.listener, at.client);
-    match d.rule {
-        Rule::Rebind => info!(
-            %listener, %peer, backend = reached, new_key = key, reason = d.reason,
-            "re-bound an unknown session to the client address's backend"
-        ),
-        _ => {
-            info!(%listener, %peer, backend = reached, rule = d.rule.as_str(), reason = d.reason, key, "routed")
-        }
-    }
-}
-
 /// Learns from the server's flight as soon as the inspector has it.
 struct Learner<'a> {
     pool: &'a PoolState,
@@ -287,11 +319,39 @@ struct Learner<'a> {
     offer: &'a Offer,
     decision: &'a Decision,
     backend: &'a Arc<Backend>,
+    /// What the server's flight said, for the connection's line.
+    seen: HandshakeSeen,
+}
+
+/// A handshake's version and whether it resumed, written once by the
+/// relay's inspection and read when the connection ends.
+#[derive(Debug, Default)]
+struct HandshakeSeen {
+    /// The version the server chose; 0 until it is known.
+    version: AtomicU16,
+    /// 0 unknown, 1 full, 2 resumed.
+    resumed: AtomicU8,
+}
+
+impl HandshakeSeen {
+    fn set(&self, version: u16, resumed: bool) {
+        self.version.store(version, Ordering::Relaxed);
+        self.resumed.store(1 + u8::from(resumed), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (Option<u16>, Option<bool>) {
+        let v = self.version.load(Ordering::Relaxed);
+        let r = self.resumed.load(Ordering::Relaxed);
+        ((v != 0).then_some(v), (r != 0).then_some(r == 2))
+    }
 }
 
 impl OnServerFlight for Learner<'_> {
     fn done(&self, hs: &Handshake) {
         if let Some(outcome) = hs.outcome() {
+            self.backend.counters.handshake(outcome.resumed);
+            self.pool.stats.tls_version(outcome.version);
+            self.seen.set(outcome.version, outcome.resumed);
             learn::learn(
                 self.pool,
                 self.prefix,
@@ -307,9 +367,10 @@ impl OnServerFlight for Learner<'_> {
         let reason = match status {
             Status::Alert(_) => "alert",
             Status::NotTls(_) => "not_tls",
+            Status::Malformed(e) if e.kind == inspect::ErrorKind::OverLimit => "over_limit",
             _ => "malformed",
         };
-        metrics::counter!(crate::metrics::SERVER_UNREADABLE, "reason" => reason).increment(1);
+        self.pool.stats.inspection_error("server", reason);
         if self.pool.decision_log.allow() {
             info!(listener = %self.listener, backend = %self.backend.name, ?status, "server flight not learned from");
         }

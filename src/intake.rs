@@ -33,6 +33,21 @@ pub enum IntakeError {
 }
 
 impl IntakeError {
+    /// For `stickytls_inspection_errors_total`: the side and kind, when
+    /// the inspector refused what the client sent (not when the client
+    /// was slow or went away).
+    pub fn inspection_error(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            IntakeError::NotTls(_) => Some(("client", "not_tls")),
+            IntakeError::Malformed(e) if e.kind == ErrorKind::OverLimit => {
+                Some(("client", "over_limit"))
+            }
+            IntakeError::Malformed(_) => Some(("client", "malformed")),
+            IntakeError::Alert(_) => Some(("client", "alert")),
+            _ => None,
+        }
+    }
+
     /// A short label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -30,14 +30,24 @@ pub fn learn(
         pool.stats.tls13_session_id_ignored();
     }
 
+    // Routed by a key to its owner and reached it. Otherwise (a failover,
+    // or the owner was down and the balancer chose) the backend reached is
+    // not the key's owner, and what it answers says nothing of the owner.
+    let reached_owner = matches!(decision.rule, Rule::Key(_))
+        && decision
+            .candidates
+            .first()
+            .is_some_and(|first| Arc::ptr_eq(first, backend));
     if outcome.resumed {
         if let Some(r) = outcome.resumption {
             pool.stats.resumed(r);
         }
     } else {
-        if let (Rule::Key(kind), Some(key)) = (decision.rule, decision.matched) {
+        if let (true, Rule::Key(kind), Some(key)) = (reached_owner, decision.rule, decision.matched)
+        {
             // Routed by a key to its owner, which no longer knew it.
-            pool.stats.affinity_lost(&backend.name);
+            pool.stats.affinity_lost();
+            backend.counters.affinity_lost();
             pool.table.remove(&key);
             info!(backend = %backend.name, kind = kind.as_str(), key = %key.short_hex(),
                 "affinity lost: the owner backend answered a known key with a full handshake");
@@ -68,6 +78,14 @@ pub fn learn(
         match l.kind {
             KeyKind::SessionId | KeyKind::Ticket | KeyKind::PskIdentity => {
                 let (key, name) = keys_of(offer, outcome, l);
+                if l.offered && !reached_owner && owned_by_another_down(pool, &key, backend) {
+                    // A farm sharing its session keys resumed the session
+                    // here while its owner is down: the entry stays the
+                    // owner's, for when it is back.
+                    debug!(backend = %backend.name, kind = l.kind.as_str(), key = %key.short_hex(),
+                        "resumed away from its owner, which is down: entry kept");
+                    continue;
+                }
                 pool.table.put(key, owned());
                 pool.stats.learned(l.kind);
                 if let Some(name) = name {
@@ -90,6 +108,18 @@ pub fn learn(
             new_session: !outcome.resumed,
         },
     );
+}
+
+/// Whether `key`'s entry names a backend of the pool other than `reached`
+/// that is down now.
+fn owned_by_another_down(pool: &PoolState, key: &Key, reached: &Backend) -> bool {
+    pool.table.get(key).is_some_and(|b| {
+        b.backend != reached.name
+            && pool
+                .backends
+                .by_name(&b.backend)
+                .is_some_and(|owner| !owner.is_up(&pool.clock))
+    })
 }
 
 /// The table key of a confirmed session ID, ticket or identity and, for a
@@ -153,5 +183,121 @@ fn confirm_key_name(pool: &PoolState, name: Key, backend: &Arc<Backend>, tag: u1
     };
     if current.is_none() || !pool.table.update(&name, binding.clone()) {
         pool.table.put(name, binding);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::{BackendConfig, PoolConfig};
+    use crate::inspect::Resumption;
+    use crate::log_limit::LogLimiter;
+    use crate::stats::Stats;
+
+    /// Backends `a` and `b`; `a` owns `key` and is down (its checks say so).
+    fn pool_with_a_down(key: Key) -> (PoolState, ClientPrefix) {
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let cfg = PoolConfig::new(
+            "p",
+            vec![
+                BackendConfig::new("a", addr(1)),
+                BackendConfig::new("b", addr(2)),
+            ],
+        );
+        let pool = PoolState::new(
+            cfg,
+            Clock::new(),
+            Arc::new(Stats::default()),
+            Arc::new(LogLimiter::new(1)),
+        );
+        let a = Binding {
+            backend: Arc::from("a"),
+            state: KeyState::Owned,
+        };
+        pool.table.put(key, a);
+        pool.backends.by_name("a").unwrap().health.set_down(true, 1);
+        let client = pool.prefix("127.0.0.9".parse().unwrap());
+        (pool, client)
+    }
+
+    fn owner(pool: &PoolState, key: &Key) -> Option<String> {
+        pool.table.get(key).map(|b| b.backend.to_string())
+    }
+
+    #[test]
+    fn a_full_handshake_after_failover_is_no_lost_affinity_and_keeps_the_owners_entry() {
+        let sid = Key::new(KeyKind::SessionId, b"session of a");
+        let (pool, client) = pool_with_a_down(sid);
+        let offer = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+        // Routed by key to `a` (say, before it was seen down), then the
+        // connect failed over to `b`.
+        let a = pool.backends.by_name("a").unwrap().clone();
+        let b = pool.backends.by_name("b").unwrap().clone();
+        let decision = Decision {
+            candidates: vec![a, b.clone()],
+            rule: Rule::Key(KeyKind::SessionId),
+            matched: Some(sid),
+            reason: "session ID known",
+        };
+        let full = Outcome {
+            version: 0x0303,
+            session_id: b"new session of b".to_vec(),
+            learned: vec![Learned {
+                kind: KeyKind::SessionId,
+                key: b"new session of b".to_vec(),
+                offered: false,
+            }],
+            ..Outcome::default()
+        };
+        learn(&pool, client, &offer, &decision, &b, &full);
+        assert_eq!(owner(&pool, &sid).as_deref(), Some("a"));
+        let new = Key::new(KeyKind::SessionId, b"new session of b");
+        assert_eq!(owner(&pool, &new).as_deref(), Some("b"));
+        assert_eq!(pool.stats.snapshot().affinity_lost, 0);
+    }
+
+    #[test]
+    fn a_resumption_on_a_fallback_sharing_session_keys_leaves_the_entry_to_its_down_owner() {
+        let ticket = b"a ticket both backends can decrypt".to_vec();
+        let key = Key::new(KeyKind::Ticket, &ticket);
+        let (pool, client) = pool_with_a_down(key);
+        let offer = Offer {
+            ticket: Some((key, None)),
+            ..Offer::default()
+        };
+        let b = pool.backends.by_name("b").unwrap().clone();
+        let decision = Decision {
+            candidates: vec![b.clone()],
+            rule: Rule::Balancer,
+            matched: None,
+            reason: "owner of the session is down: balanced, entry kept",
+        };
+        let resumed = Outcome {
+            version: 0x0303,
+            resumed: true,
+            resumption: Some(Resumption::Tls12Ticket),
+            learned: vec![Learned {
+                kind: KeyKind::Ticket,
+                key: ticket,
+                offered: true,
+            }],
+            ..Outcome::default()
+        };
+        learn(&pool, client, &offer, &decision, &b, &resumed);
+        assert_eq!(owner(&pool, &key).as_deref(), Some("a"));
+
+        // With its owner up again, the same confirmation on `b` is what it
+        // always was: `b` holds the session now.
+        pool.backends
+            .by_name("a")
+            .unwrap()
+            .health
+            .set_down(false, 2);
+        learn(&pool, client, &offer, &decision, &b, &resumed);
+        assert_eq!(owner(&pool, &key).as_deref(), Some("b"));
     }
 }

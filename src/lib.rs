@@ -26,13 +26,24 @@
 //! - [`affinity`]: the affinity table interface, its in-process store, and
 //!   the per-client correlation index.
 //! - [`backend`], [`config`], [`config_file`] (the TOML file and its
-//!   error report), [`sni`] (pool choice by server name), [`stats`] and
-//!   [`metrics`] (every metric name), [`worker`] (per-thread state instead
+//!   error report), [`sni`] (pool choice by server name), [`stats`]
+//!   (the router's counters) and [`metrics`] (every metric name), [`worker`] (per-thread state instead
 //!   of locks every thread takes).
 //! - [`shutdown`]: stopping in two steps (stop accepting, then let open
 //!   connections finish until a deadline), with per-thread counts.
 //! - [`state`]: the state file that carries the affinity tables and the
 //!   client index across a restart.
+//! - [`health`]: active health checks, one task per pool, off the
+//!   connection path; a backend that fails them is passed over by routing
+//!   and its sessions wait for it.
+//! - [`conn_log`]: the one log line each connection writes when it ends.
+//!
+//! Seeing and steering a running router:
+//! - [`admin`]: the admin endpoint (`/metrics` and the JSON API) on a
+//!   thread and runtime of its own, and what it reads and changes in the
+//!   pools; [`metrics`] installs the Prometheus recorder it renders.
+//! - [`ctl`]: `stickytls ctl`, the API's client.
+//!
 //! - [`router`]: builds the pools and listeners from a configuration and
 //!   runs them; nothing depends on it but the binary, the demo and tests
 //!   (`tests/modules_have_no_import_cycles.rs` keeps these modules free of
@@ -44,17 +55,21 @@
 //!   sends every resumption to its issuing backend (the same feature).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod affinity;
 pub mod backend;
 pub mod balance;
 pub mod clock;
 pub mod config;
 pub mod config_file;
+pub mod conn_log;
 pub mod connect;
 pub mod connection;
+pub mod ctl;
 pub mod decision;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod health;
 /// The handshake inspector, a crate of its own (`stickytls-inspect`) so that
 /// it can be embedded without the router.
 pub use stickytls_inspect as inspect;

@@ -33,6 +33,9 @@ pub struct ListenerState {
     /// `config.name`, shared: every connection's log lines and counters
     /// carry it, and a shared string costs them no allocation.
     pub(crate) name: Arc<str>,
+    /// `stickytls_connections_total{listener}`, registered once here: a
+    /// connection bumps it without looking it up.
+    pub(crate) accepted: metrics::Counter,
     /// Pools reachable from this listener, indexed by `sni`.
     pools: Vec<Arc<PoolState>>,
     sni: SniMap,
@@ -83,6 +86,7 @@ impl ListenerState {
             .max()
             .unwrap_or(Duration::from_secs(5));
         ListenerState {
+            accepted: metrics::counter!(crate::metrics::CONNECTIONS, "listener" => config.name.clone()),
             name: Arc::from(config.name.as_str()),
             pools,
             sni,

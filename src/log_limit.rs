@@ -1,6 +1,7 @@
 //! Rate limiting for per-connection logs: a flood of bad clients must not
 //! turn into a flood of log lines. Past the budget, events are still
-//! counted in metrics; only their log lines are dropped.
+//! counted in metrics; only their log lines are dropped, and those are
+//! counted too (`stickytls_log_lines_dropped_total`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,6 +14,10 @@ pub struct LogLimiter {
     window: AtomicU64,
     /// Lines dropped since the last one reported.
     dropped: AtomicU64,
+    /// Lines dropped since the start, for the API's stats.
+    dropped_total: AtomicU64,
+    /// The same, exported; registered once, here.
+    dropped_counter: metrics::Counter,
 }
 
 impl LogLimiter {
@@ -21,11 +26,22 @@ impl LogLimiter {
             per_second,
             window: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
+            dropped_counter: metrics::counter!(crate::metrics::LOG_LINES_DROPPED),
         }
     }
 
-    /// Whether one more line may be logged now.
+    /// Lines dropped by the limit since the start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_total.load(Ordering::Relaxed)
+    }
+
+    /// Whether one more line may be logged now. A budget of 0 turns the
+    /// lines off: none is logged, and none counts as dropped.
     pub fn allow(&self) -> bool {
+        if self.per_second == 0 {
+            return false;
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -40,6 +56,8 @@ impl LogLimiter {
                 cur + 1
             } else {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped_total.fetch_add(1, Ordering::Relaxed);
+                self.dropped_counter.increment(1);
                 return false;
             };
             match self
@@ -74,5 +92,10 @@ mod tests {
         let allowed = (0..100).filter(|_| l.allow()).count();
         // Two seconds may start during the loop on a slow machine.
         assert!((5..=10).contains(&allowed), "{allowed}");
+        assert_eq!(
+            l.dropped(),
+            100 - allowed as u64,
+            "every line not allowed is counted"
+        );
     }
 }

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use stickytls::config::{
-    AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath, ListenerKey, PoolKey,
-    ProcessKey, StateConfig, TimeoutKey, parse_backend, parse_duration,
+    AdminConfig, AdminKey, AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath,
+    HealthCheck, HealthKey, ListenerKey, LogFormat, LogKey, PoolKey, ProcessKey, StateConfig,
+    TimeoutKey, parse_backend, parse_duration,
 };
 use stickytls::config_file::{self, Diagnostics};
+use stickytls::ctl;
 use stickytls::inspect::{Limits, report::report};
 use stickytls::router::Router;
 use stickytls::shutdown::{Shutdown, Signals, Stopped};
@@ -57,6 +59,94 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// See and steer a running router through its admin endpoint
+    /// (docs/operations.md). Exits 1 when the router cannot be reached or
+    /// answers an error.
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, Args)]
+struct CtlArgs {
+    /// The router's admin endpoint, HOST:PORT.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "STICKYTLS_ADMIN",
+        default_value = "127.0.0.1:9900"
+    )]
+    admin: String,
+    /// The [admin] token (better given in the environment than on a
+    /// command line others can read).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "STICKYTLS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// The pools, with their backends up and affinity table sizes.
+    Pools,
+    /// A pool's backends: effective state, weight, connections, resumptions.
+    Backends { pool: String },
+    /// Change a backend's state (up, drain, maint) and/or weight.
+    Set {
+        pool: String,
+        backend: String,
+        /// up: in service; drain: no new sessions, its sessions still
+        /// resume there; maint: nothing new, its clients move elsewhere.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        #[arg(long, value_name = "N")]
+        weight: Option<u32>,
+    },
+    /// Where a session key or a client address goes, and why.
+    Lookup(AffinityArgs),
+    /// Forget a session key's or a client address's affinity.
+    Forget(AffinityArgs),
+    /// The last routing decisions, newest first.
+    Decisions {
+        pool: String,
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// The router's counters.
+    Stats,
+}
+
+#[derive(Debug, Args)]
+struct AffinityArgs {
+    pool: String,
+    /// A session ID, ticket or PSK identity, in hex.
+    #[arg(
+        long,
+        value_name = "HEX",
+        required_unless_present = "client",
+        conflicts_with = "client"
+    )]
+    key: Option<String>,
+    /// A client IP address.
+    #[arg(long, value_name = "IP")]
+    client: Option<String>,
+}
+
+impl AffinityArgs {
+    fn split(self) -> (String, ctl::By) {
+        let by = match (self.key, self.client) {
+            (Some(k), _) => ctl::By::Key(k),
+            (None, Some(c)) => ctl::By::Client(c),
+            (None, None) => unreachable!("clap requires --key or --client"),
+        };
+        (self.pool, by)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +264,13 @@ struct RunArgs {
     /// Most connections at once.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// How backends are probed between connections: tcp (a connect), tls
+    /// (a ClientHello answered by a ServerHello) or none.
+    #[arg(long, default_value = "tcp", value_parser = parse_health_check_arg)]
+    health_check: HealthCheck,
+    /// Time between two health probes of one backend.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    check_interval: Duration,
     /// Worker threads, each with its own runtime and listening socket
     /// (default: one per CPU).
     #[arg(long)]
@@ -183,6 +280,28 @@ struct RunArgs {
     /// inspection costs.
     #[arg(long)]
     no_inspect: bool,
+    /// Serve metrics and the admin API on this address
+    /// (docs/operations.md); its one pool is named `default`.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// The admin endpoint's bearer token; required unless --admin is a
+    /// loopback address.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        requires = "admin",
+        env = "STICKYTLS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// Log lines as `text` or `json` (overrides [log] format).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+    /// Per-connection log lines per second at most; the rest are dropped
+    /// and counted; 0 turns them off (overrides [log]
+    /// connections_per_second).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=u64::from(u32::MAX)))]
+    log_rate: Option<u64>,
     /// After SIGTERM or SIGINT, how long open connections may finish
     /// before the rest are closed ("0s": close them at once).
     #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
@@ -193,8 +312,13 @@ struct RunArgs {
     state_file: Option<PathBuf>,
 }
 
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
+        .map_err(|e: stickytls::config::ValueError| e.to_string())
+}
+
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 15] = [
+const QUICK_FORM: [&str; 19] = [
     "listen",
     "backends",
     "balance",
@@ -210,10 +334,19 @@ const QUICK_FORM: [&str; 15] = [
     "no_inspect",
     "shutdown_timeout",
     "state_file",
+    "health_check",
+    "check_interval",
+    "admin",
+    "admin_token",
 ];
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
     parse_backend(s).map_err(|e| e.to_string())
+}
+
+fn parse_health_check_arg(s: &str) -> Result<HealthCheck, String> {
+    s.parse()
+        .map_err(|e: stickytls::config::ValueError| e.to_string())
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -224,6 +357,8 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 #[derive(Debug)]
 enum Invalid {
     File(Diagnostics),
+    /// The configuration is kept (boxed: it is large) to name each
+    /// backend by what was typed for it.
     Flags(Box<Config>, ConfigErrors),
 }
 
@@ -267,6 +402,11 @@ fn flag(config: &Config, path: ConfigPath) -> String {
             AffinityKey::NatThreshold => "--nat-threshold",
             _ => "the command line",
         },
+        ConfigPath::Pool(_, PoolKey::Health(h)) => match h {
+            HealthKey::Check => "--health-check",
+            HealthKey::Interval => "--check-interval",
+            _ => "the command line",
+        },
         // Each backend is known by what was typed for it.
         ConfigPath::Backend { pool, backend, .. } => {
             return match config.pools.get(pool).and_then(|p| p.backends.get(backend)) {
@@ -277,6 +417,10 @@ fn flag(config: &Config, path: ConfigPath) -> String {
         ConfigPath::Pool(..) => "--backend",
         ConfigPath::Process(ProcessKey::ShutdownTimeout) => "--shutdown-timeout",
         ConfigPath::Process(_) => "--state-file",
+        ConfigPath::Admin(AdminKey::Token) => "--admin-token",
+        ConfigPath::Admin(_) => "--admin",
+        ConfigPath::Log(LogKey::Format) => "--log-format",
+        ConfigPath::Log(_) => "--log-rate",
         _ => "the command line",
     };
     name.to_string()
@@ -284,14 +428,31 @@ fn flag(config: &Config, path: ConfigPath) -> String {
 
 impl RunArgs {
     /// The file's configuration, or the quick form's checked by the same
-    /// rules.
+    /// rules; then the log flags, which apply to both.
     fn config(self) -> Result<Config, Invalid> {
+        let (format, rate) = (self.log_format, self.log_rate);
+        let mut c = self.config_without_log_flags()?;
+        if let Some(f) = format {
+            c.log.format = f;
+        }
+        if let Some(n) = rate {
+            c.log.connections_per_second = n;
+        }
+        Ok(c)
+    }
+
+    fn config_without_log_flags(self) -> Result<Config, Invalid> {
         let listen = match (self.config, self.listen) {
             (Some(path), _) => return config_file::load(&path).map_err(Invalid::File),
             (None, Some(listen)) => listen,
             (None, None) => unreachable!("clap requires --listen unless --config is given"),
         };
         let mut c = Config::single(listen, self.backends);
+        c.admin = self.admin.map(|bind| AdminConfig {
+            bind,
+            token: self.admin_token,
+            token_for_reads: false,
+        });
         let p = &mut c.pools[0];
         p.balance = self.balance;
         p.inspect = !self.no_inspect;
@@ -302,6 +463,13 @@ impl RunArgs {
         p.timeouts.connect = self.connect_timeout;
         p.timeouts.first_byte = self.first_byte_timeout;
         p.timeouts.idle = self.idle_timeout;
+        p.health.check = self.health_check;
+        p.health.interval = self.check_interval;
+        // The probe's bound follows a shorter interval down, so that
+        // `--check-interval 500ms` alone is valid.
+        if !self.check_interval.is_zero() {
+            p.health.timeout = p.health.timeout.min(self.check_interval);
+        }
         let l = &mut c.listeners[0].limits;
         l.max_hello_bytes = self.max_hello_bytes;
         l.max_connections = self.max_connections;
@@ -314,17 +482,20 @@ impl RunArgs {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` or else `default_filter`. Colour
-/// only when stderr is a terminal: in a file or a journal the escape codes
-/// are noise that every reader and every grep has to get past.
-fn init_logging(default_filter: &str) {
+/// Logs to stderr, filtered by `RUST_LOG` or else `default_filter`, as
+/// text or one JSON object per line. Colour only when stderr is a
+/// terminal: in a file or a journal the escape codes are noise that every
+/// reader and every grep has to get past.
+fn init_logging(default_filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().init(),
+    }
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -338,7 +509,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging("info");
+    init_logging("info", config.log.format);
     let nofile = stickytls::listen::raise_nofile_limit();
     // The main thread only binds and waits for the signal; connections are
     // served on worker threads, one single-threaded runtime each.
@@ -442,7 +613,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn demo() -> ExitCode {
     // Warnings only by default: the demo prints its own account of every
     // decision, and per-connection logs would interleave with it.
-    init_logging("warn");
+    init_logging("warn", LogFormat::Text);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -535,6 +706,69 @@ fn main() -> ExitCode {
         Command::Selftest(args) => selftest(args),
         Command::Inspect(args) => inspect(&args),
         Command::Check { config } => check(&config),
+        Command::Ctl(args) => ctl_command(args),
+    }
+}
+
+fn ctl_command(args: CtlArgs) -> ExitCode {
+    let endpoint = ctl::Endpoint {
+        addr: args.admin,
+        token: args.token,
+        timeout: Duration::from_secs(10),
+    };
+    let cmd = match args.command {
+        CtlCommand::Pools => ctl::Command::Pools,
+        CtlCommand::Backends { pool } => ctl::Command::Backends { pool },
+        CtlCommand::Set {
+            pool,
+            backend,
+            state,
+            weight,
+        } => {
+            if state.is_none() && weight.is_none() {
+                eprintln!("stickytls ctl set: give --state and/or --weight");
+                return ExitCode::from(USAGE);
+            }
+            ctl::Command::Set {
+                pool,
+                backend,
+                state,
+                weight,
+            }
+        }
+        CtlCommand::Lookup(a) => {
+            let (pool, by) = a.split();
+            ctl::Command::Lookup { pool, by }
+        }
+        CtlCommand::Forget(a) => {
+            let (pool, by) = a.split();
+            ctl::Command::Forget { pool, by }
+        }
+        CtlCommand::Decisions { pool, limit } => ctl::Command::Decisions { pool, limit },
+        CtlCommand::Stats => ctl::Command::Stats,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stickytls ctl: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(ctl::run(&endpoint, &cmd, args.json)) {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stickytls ctl: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -704,6 +938,31 @@ mod tests {
                 quick[0]
             );
         }
+    }
+
+    #[test]
+    fn health_flags_set_the_check_and_its_interval() {
+        let c = quick_config(&["--backend", "a=127.0.0.1:1"]).unwrap();
+        assert_eq!(c.pools[0].health.check, HealthCheck::Tcp);
+        let c = quick_config(&[
+            "--backend",
+            "a=127.0.0.1:1",
+            "--health-check",
+            "tls",
+            "--check-interval",
+            "500ms",
+        ])
+        .unwrap();
+        let h = &c.pools[0].health;
+        assert_eq!(h.check, HealthCheck::Tls);
+        assert_eq!(h.interval, Duration::from_millis(500));
+        assert_eq!(
+            h.timeout,
+            Duration::from_millis(500),
+            "bounded by the interval"
+        );
+        let c = quick_config(&["--backend", "a=127.0.0.1:1", "--health-check", "none"]).unwrap();
+        assert_eq!(c.pools[0].health.check, HealthCheck::None);
     }
 
     #[test]

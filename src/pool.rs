@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::config::PoolConfig;
 use crate::decision::DecisionRecord;
 use crate::log_limit::LogLimiter;
-use crate::stats::Stats;
+use crate::stats::{PoolSeries, Stats};
 use crate::worker::PerThread;
 
 /// One pool's live state. Affinity never crosses pools.
@@ -38,8 +38,10 @@ pub struct PoolState {
     pub clock: Clock,
     /// The router's counters (shared by every pool).
     pub stats: Arc<Stats>,
-    /// Keeps per-connection decision logs at info level affordable.
+    /// Keeps per-connection logs at info level affordable.
     pub decision_log: Arc<LogLimiter>,
+    /// Its Prometheus series (table size, evictions, decision time).
+    pub series: PoolSeries,
     /// Each worker thread's last [`RECENT_DECISIONS`] routing decisions,
     /// newest last: lets `stickytls demo` (and later a stats page) say why
     /// each connection went where it did, without parsing logs.
@@ -89,7 +91,8 @@ impl PoolState {
             clock.clone(),
         );
         PoolState {
-            backends: Pool::new(&config.backends),
+            series: PoolSeries::register(&config.name),
+            backends: Pool::new(&config.name, &config.backends),
             balancer: Balancer::new(config.balance),
             table,
             clients,

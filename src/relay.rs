@@ -51,11 +51,23 @@ pub enum Side {
     Server,
 }
 
+/// What a relay did: how it ended, and the bytes it passed each way
+/// (whatever the end, for the connection's log line and the byte counters).
+#[derive(Debug)]
+pub struct Relayed {
+    pub end: RelayEnd,
+    /// Client to server (the relay's own; the caller adds the hello it
+    /// replayed).
+    pub to_server: u64,
+    /// Server to client, the first bytes included.
+    pub to_client: u64,
+}
+
 /// How a relayed connection ended.
 #[derive(Debug)]
 pub enum RelayEnd {
     /// Both directions closed cleanly.
-    Closed { to_server: u64, to_client: u64 },
+    Closed,
     /// No bytes either way for the idle timeout.
     Idle,
     /// `Side` reset (or failed); the other side should be reset too.
@@ -82,9 +94,21 @@ struct Shared<'a> {
     flight: &'a dyn OnServerFlight,
     /// Set by the first direction to reach its end of stream.
     one_ended: AtomicBool,
+    /// Bytes passed on, per direction, as they go: a reset or the idle
+    /// timeout still leaves the count.
+    to_server: AtomicU64,
+    to_client: AtomicU64,
 }
 
 impl Shared<'_> {
+    fn sent(&self, src_side: Side, n: usize) {
+        let counter = match src_side {
+            Side::Client => &self.to_server,
+            Side::Server => &self.to_client,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     fn touch(&self) {
         self.last_activity
             .store(self.clock.now_ms(), Ordering::Relaxed);
@@ -151,7 +175,7 @@ pub async fn relay(
     idle: Duration,
     clock: &Clock,
     flight: &dyn OnServerFlight,
-) -> RelayEnd {
+) -> Relayed {
     let inspect = hs.is_some();
     let shared = Shared {
         hs: Mutex::new(hs),
@@ -159,6 +183,8 @@ pub async fn relay(
         last_activity: AtomicU64::new(clock.now_ms()),
         flight,
         one_ended: AtomicBool::new(false),
+        to_server: AtomicU64::new(0),
+        to_client: AtomicU64::new(0),
     };
     let (client, server) = (&*client, &*server);
     let sh = &shared;
@@ -183,12 +209,17 @@ pub async fn relay(
         }
     };
 
-    tokio::select! {
+    let end = tokio::select! {
         r = async { tokio::try_join!(to_server, to_client) } => match r {
-            Ok((to_server, to_client)) => RelayEnd::Closed { to_server, to_client },
+            Ok(_) => RelayEnd::Closed,
             Err((side, e)) => RelayEnd::Reset(side, e),
         },
         _ = watchdog => RelayEnd::Idle,
+    };
+    Relayed {
+        end,
+        to_server: shared.to_server.load(Ordering::Relaxed),
+        to_client: shared.to_client.load(Ordering::Relaxed),
     }
 }
 
@@ -209,9 +240,8 @@ async fn pump(
     pending: &[u8],
     shared: &Shared<'_>,
     mut watch: impl FnMut(&[u8]) -> bool,
-) -> Result<u64, (Side, io::Error)> {
+) -> Result<(), (Side, io::Error)> {
     let dst_side = other(src_side);
-    let mut total = 0u64;
     let mut watching = true;
     if !pending.is_empty() {
         shared.touch();
@@ -219,7 +249,7 @@ async fn pump(
         write_all(dst, pending, SendFlags::empty())
             .await
             .map_err(|e| (dst_side, e))?;
-        total += pending.len() as u64;
+        shared.sent(src_side, pending.len());
     }
     // Capacity, not zeroed length: reads fill spare capacity, so nothing
     // is ever memset (zeroing three 16 KiB buffers was a third of the
@@ -230,7 +260,7 @@ async fn pump(
         let (n, peer_closed) = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
         if n == 0 {
             shared.end_of_stream(dst);
-            return Ok(total);
+            return Ok(());
         }
         shared.touch();
         // The peer's FIN came with these bytes: read its end of stream now
@@ -259,17 +289,17 @@ async fn pump(
         write_all(dst, data, flags)
             .await
             .map_err(|e| (dst_side, e))?;
-        total += data.len() as u64;
+        shared.sent(src_side, data.len());
         if at_end {
             shared.end_of_stream(dst);
-            return Ok(total);
+            return Ok(());
         }
         // A reset behind the last bytes: they were passed on, now the reset.
         last.map_err(|e| (src_side, e))?;
         if splice && !watching && n == BUF {
             // A full buffer in one read: bulk. Hand the rest to the kernel.
             match splice_pump(src, dst, src_side, shared).await {
-                Ok(more) => return Ok(total + more),
+                Ok(()) => return Ok(()),
                 // No pipe to be had: this loop goes on copying.
                 Err(SpliceError::Unsupported) => splice = false,
                 Err(SpliceError::Io(side, e)) => return Err((side, e)),
@@ -291,7 +321,7 @@ async fn splice_pump(
     dst: &TcpStream,
     src_side: Side,
     shared: &Shared<'_>,
-) -> Result<u64, SpliceError> {
+) -> Result<(), SpliceError> {
     let (pipe_r, pipe_w): (OwnedFd, OwnedFd) =
         rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)
             .map_err(|_| SpliceError::Unsupported)?;
@@ -300,7 +330,6 @@ async fn splice_pump(
     let _ = rustix::pipe::fcntl_setpipe_size(&pipe_w, SPLICE_CHUNK);
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
     let dst_side = other(src_side);
-    let mut total = 0u64;
     loop {
         let n = loop {
             src.readable()
@@ -317,7 +346,7 @@ async fn splice_pump(
         };
         if n == 0 {
             shared.end_of_stream(dst);
-            return Ok(total);
+            return Ok(());
         }
         shared.touch();
         let mut in_pipe = n;
@@ -330,12 +359,14 @@ async fn splice_pump(
                     .map_err(io::Error::from)
             }) {
                 Ok(0) => return Err(SpliceError::Io(dst_side, io::ErrorKind::WriteZero.into())),
-                Ok(m) => in_pipe -= m,
+                Ok(m) => {
+                    in_pipe -= m;
+                    shared.sent(src_side, m);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(SpliceError::Io(dst_side, e)),
             }
         }
-        total += n as u64;
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::affinity::clients::{ClientPrefix, ClientView};
 use crate::affinity::{Key, KeyKind, KeyState};
-use crate::backend::Backend;
+use crate::backend::{AdminState, Backend};
 pub use crate::decision::Rule;
 use crate::inspect::{ClientHello, ticket_key_name};
 use crate::pool::PoolState;
@@ -78,6 +78,18 @@ impl Offer {
     /// Offers a ticket or PSK: the client believes it has a session.
     pub fn offers_resumption(&self) -> bool {
         !self.psk_identities.is_empty() || self.ticket.is_some()
+    }
+
+    /// The kind of key a resumption attempt offers, by precedence: what a
+    /// re-bind is counted as.
+    pub fn resumption_kind(&self) -> KeyKind {
+        if !self.psk_identities.is_empty() {
+            KeyKind::PskIdentity
+        } else if self.ticket.is_some() {
+            KeyKind::Ticket
+        } else {
+            KeyKind::SessionId
+        }
     }
 
     /// Lookups in precedence order.
@@ -155,16 +167,28 @@ pub struct Decision {
     pub reason: &'static str,
 }
 
-/// Applies the rules. Table entries naming a backend that is down or not in
-/// the pool are misses, and are deleted.
+/// Applies the rules. A table entry naming a backend that is not in the
+/// pool is a miss, and is deleted. One naming a backend that is down is a
+/// miss too, but is kept: its resumption goes to the balancer's choice,
+/// and once the owner is back within the entry's lifetime, the client
+/// returns to it, where its session may still be valid.
 pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decision {
-    // Where existing state lives (rules 1 and 2), a backend only has to be
-    // up: weight 0 means draining, which keeps the sessions it owns. New
-    // sessions (rule 3) also need a weight above 0.
-    let usable = |name: &str| pool.backends.by_name(name).filter(|b| b.is_up(&pool.clock));
-    let takes_new = |name: &str| usable(name).filter(|b| b.weight > 0);
+    // Where existing state lives (rules 1 and 2), a backend has to be up
+    // and not in maintenance: draining (or weight 0) keeps the sessions it
+    // owns. New sessions (rules 3 and 4) need state `up` and a weight.
+    let usable = |name: &str| {
+        pool.backends
+            .by_name(name)
+            .filter(|b| b.serves_sessions(&pool.clock))
+    };
+    let takes_new = |name: &str| {
+        pool.backends
+            .by_name(name)
+            .filter(|b| b.takes_new(&pool.clock))
+    };
 
     // Rule 1.
+    let mut owner_down = false;
     for (kind, key) in offer.keys() {
         let Some(binding) = pool.table.get(&key) else {
             pool.stats.miss(kind);
@@ -174,8 +198,8 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
             // Known, but only as a hint not yet (or no longer) trusted.
             continue;
         }
-        match usable(&binding.backend) {
-            Some(b) => {
+        match pool.backends.by_name(&binding.backend) {
+            Some(b) if b.serves_sessions(&pool.clock) => {
                 pool.stats.hit(kind);
                 return finish(
                     pool,
@@ -186,11 +210,31 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
                     kind_reason(kind),
                 );
             }
+            Some(b) if b.admin_state() == AdminState::Maint => {
+                // An operator took the owner out of service: its clients
+                // are re-pinned elsewhere, so the entry goes.
+                pool.stats.miss(kind);
+                pool.table.remove(&key);
+            }
+            Some(_) => {
+                pool.stats.miss(kind);
+                owner_down = true;
+            }
             None => {
                 pool.stats.miss(kind);
                 pool.table.remove(&key);
             }
         }
+    }
+    if owner_down {
+        // Not rules 2 and 3: the client's session is known, and lives on
+        // a backend that is down. Nothing here rewrites its entry, and
+        // `learn` keeps what the fallback backend confirms from doing so.
+        return balanced(
+            pool,
+            client,
+            "owner of the session is down: balanced, entry kept",
+        );
     }
 
     let view: ClientView = pool.clients.view(client, offer.fingerprint);
@@ -205,6 +249,7 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
             view.last.as_ref().map(|(b, _)| b.clone())
         };
         if let Some(b) = target.as_deref().and_then(usable) {
+            pool.stats.rebound(offer.resumption_kind());
             let reason = if offer.offers_resumption() {
                 "unknown ticket or PSK re-bound by client address"
             } else {
@@ -229,19 +274,27 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
     }
 
     // Rule 4.
-    let order = pool.balancer.order(pool.backends.all(), client);
     let reason = if view.shared {
         "shared client address: balanced"
     } else {
         "no affinity: balanced"
     };
+    balanced(pool, client, reason)
+}
+
+/// Rule 4: the balancer's order, backends that are up only (unless none
+/// is). Also how a connection is placed without inspection.
+pub fn balanced(pool: &PoolState, client: &ClientPrefix, reason: &'static str) -> Decision {
+    let order = pool.balancer.order(pool.backends.all(), client);
     let mut candidates: Vec<Arc<Backend>> = order
         .iter()
         .filter(|b| b.is_up(&pool.clock))
         .cloned()
         .collect();
     // When every backend is marked down, try them all anyway: the marks may
-    // be stale, and refusing the client outright helps nobody.
+    // be stale, and refusing the client outright helps nobody. (The order
+    // holds only backends open to new sessions: never a drained or
+    // maintained one.)
     if candidates.is_empty() {
         candidates = order;
     }
@@ -350,6 +403,135 @@ mod tests {
         }
     }
 
+    /// A pool of `a` and `b` where client 127.0.0.9 holds a session on `a`
+    /// and last connected there (TLS 1.2).
+    fn pool_with_a_session_on_a() -> (PoolState, ClientPrefix, Key) {
+        use crate::affinity::Binding;
+        use crate::affinity::clients::Confirmed;
+        use crate::clock::Clock;
+        use crate::config::{BackendConfig, PoolConfig};
+        use crate::log_limit::LogLimiter;
+        use crate::stats::Stats;
+
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let cfg = PoolConfig::new(
+            "p",
+            vec![
+                BackendConfig::new("a", addr(1)),
+                BackendConfig::new("b", addr(2)),
+            ],
+        );
+        let pool = PoolState::new(
+            cfg,
+            Clock::new(),
+            Arc::new(Stats::default()),
+            Arc::new(LogLimiter::new(1)),
+        );
+        let client = pool.prefix("127.0.0.9".parse().unwrap());
+        let sid = Key::new(KeyKind::SessionId, b"a session on a");
+        let on_a = Binding {
+            backend: Arc::from("a"),
+            state: KeyState::Owned,
+        };
+        pool.table.put(sid, on_a);
+        pool.clients.record(
+            client,
+            &Confirmed {
+                backend: Arc::from("a"),
+                tls12: true,
+                fingerprint: 7,
+                new_session: true,
+            },
+        );
+        (pool, client, sid)
+    }
+
+    fn set_a(pool: &PoolState, state: crate::backend::AdminState) {
+        pool.backends.by_name("a").unwrap().set_admin_state(state);
+    }
+
+    #[test]
+    fn drain_keeps_sessions_and_rebinds_but_gives_no_new_session_even_to_its_clients() {
+        let (pool, client, sid) = pool_with_a_session_on_a();
+        set_a(&pool, crate::backend::AdminState::Drain);
+        let by_key = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+        let d = decide(&pool, &by_key, &client);
+        assert_eq!(
+            (&*d.candidates[0].name, d.rule),
+            ("a", Rule::Key(KeyKind::SessionId))
+        );
+
+        let unknown_ticket = Offer {
+            ticket: Some((Key::new(KeyKind::Ticket, b"never seen"), None)),
+            fingerprint: 7,
+            ..Offer::default()
+        };
+        let d = decide(&pool, &unknown_ticket, &client);
+        assert_eq!((&*d.candidates[0].name, d.rule), ("a", Rule::Rebind));
+
+        for _ in 0..4 {
+            let fresh = decide(&pool, &Offer::default(), &client);
+            assert_eq!(
+                fresh.rule,
+                Rule::Balancer,
+                "its address's fresh client is not pinned to a"
+            );
+            assert!(
+                fresh.candidates.iter().all(|b| &*b.name != "a"),
+                "no new session on a"
+            );
+        }
+    }
+
+    #[test]
+    fn maint_takes_nothing_and_its_sessions_are_re_pinned_elsewhere() {
+        let (pool, client, sid) = pool_with_a_session_on_a();
+        set_a(&pool, crate::backend::AdminState::Maint);
+        let by_key = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+        let d = decide(&pool, &by_key, &client);
+        assert_eq!(&*d.candidates[0].name, "b");
+        assert!(
+            d.candidates.iter().all(|b| &*b.name != "a"),
+            "not even for failover"
+        );
+        assert!(
+            pool.table.peek(&sid).is_none(),
+            "the entry pointing at a is gone"
+        );
+
+        let unknown_ticket = Offer {
+            ticket: Some((Key::new(KeyKind::Ticket, b"never seen"), None)),
+            fingerprint: 7,
+            ..Offer::default()
+        };
+        let d = decide(&pool, &unknown_ticket, &client);
+        assert_ne!(d.rule, Rule::Rebind);
+        assert_eq!(&*d.candidates[0].name, "b");
+
+        // Even with b marked down, a is not tried.
+        let clock = pool.clock.clone();
+        pool.backends
+            .by_name("b")
+            .unwrap()
+            .mark_down(&clock, std::time::Duration::from_secs(60));
+        let d = decide(&pool, &Offer::default(), &client);
+        assert!(
+            d.candidates.iter().all(|b| &*b.name != "a"),
+            "{:?}",
+            d.candidates
+        );
+
+        set_a(&pool, crate::backend::AdminState::Up);
+        let d = decide(&pool, &Offer::default(), &client);
+        assert_eq!(&*d.candidates[0].name, "a", "back in service");
+    }
+
     #[tokio::test]
     async fn ja4_stable_ignores_what_a_tls13_resumption_drops() {
         // rustls's full hello carries session_ticket; its TLS 1.3 resumed
@@ -389,5 +571,65 @@ mod tests {
             full, different,
             "another client configuration fingerprints differently"
         );
+    }
+
+    #[test]
+    fn an_owner_that_is_down_keeps_its_entry_and_gets_its_client_back_when_up() {
+        use crate::affinity::{Binding, Key};
+        use crate::clock::Clock;
+        use crate::config::{BackendConfig, PoolConfig};
+        use crate::log_limit::LogLimiter;
+        use crate::stats::Stats;
+
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let cfg = PoolConfig::new(
+            "p",
+            vec![
+                BackendConfig::new("a", addr(1)),
+                BackendConfig::new("b", addr(2)),
+            ],
+        );
+        let pool = PoolState::new(
+            cfg,
+            Clock::new(),
+            Arc::new(Stats::default()),
+            Arc::new(LogLimiter::new(1)),
+        );
+        let client = pool.prefix("127.0.0.9".parse().unwrap());
+        let sid = Key::new(KeyKind::SessionId, b"a session on a");
+        let gone = Key::new(KeyKind::Ticket, b"a ticket of a removed backend");
+        for (key, backend) in [(sid, "a"), (gone, "removed")] {
+            let binding = Binding {
+                backend: Arc::from(backend),
+                state: KeyState::Owned,
+            };
+            pool.table.put(key, binding);
+        }
+        let a = pool.backends.by_name("a").unwrap().clone();
+        let resuming = Offer {
+            session_id: Some(sid),
+            ..Offer::default()
+        };
+
+        a.health.set_down(true, 1);
+        let d = decide(&pool, &resuming, &client);
+        assert_eq!(d.rule, Rule::Balancer);
+        assert!(d.candidates.iter().all(|b| &*b.name != "a"), "a is down");
+        assert!(pool.table.get(&sid).is_some(), "the entry is kept");
+
+        a.health.set_down(false, 2);
+        let d = decide(&pool, &resuming, &client);
+        assert_eq!(
+            (&*d.candidates[0].name, d.rule),
+            ("a", Rule::Key(KeyKind::SessionId))
+        );
+
+        // An entry naming a backend the pool no longer has is forgotten.
+        let stale = Offer {
+            ticket: Some((gone, None)),
+            ..Offer::default()
+        };
+        decide(&pool, &stale, &client);
+        assert!(pool.table.get(&gone).is_none());
     }
 }

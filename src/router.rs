@@ -2,7 +2,8 @@
 //! for, binds the listening sockets, and runs them, on the caller's runtime
 //! or on worker threads of its own. It only builds and runs: what a pool
 //! holds is in [`crate::pool`], accepting in [`crate::listen`], and the
-//! path of one connection in [`crate::connection`].
+//! path of one connection in [`crate::connection`]. Each pool's health
+//! checks ([`crate::health`]) run while the router runs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::error;
 
+use crate::admin::{AdminServer, Control, Limits as AdminLimits};
 use crate::affinity::AffinityStore;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
@@ -31,6 +33,9 @@ pub struct Router {
     listeners: Vec<(std::net::TcpListener, Arc<ListenerState>)>,
     pools: Vec<Arc<PoolState>>,
     stats: Arc<Stats>,
+    /// The admin endpoint, on its own thread; it stops when the router is
+    /// dropped (after `run_on_threads` returns).
+    admin: Option<AdminServer>,
 }
 
 impl Router {
@@ -47,8 +52,14 @@ impl Router {
         mut stores: HashMap<String, Arc<dyn AffinityStore>>,
     ) -> Result<Router, RouterError> {
         config.validate().map_err(RouterError::Config)?;
+        // The recorder first: the series registered below are no-ops for
+        // good if it comes later.
+        let recorder = config
+            .admin
+            .as_ref()
+            .and_then(|_| crate::metrics::recorder());
         let stats = Arc::new(Stats::default());
-        let log = Arc::new(LogLimiter::new(50));
+        let log = Arc::new(LogLimiter::new(config.log.connections_per_second));
         let mut by_name = HashMap::new();
         let mut pools = Vec::new();
         for p in &config.pools {
@@ -78,10 +89,23 @@ impl Router {
                 )),
             ));
         }
+        let admin = match &config.admin {
+            Some(a) => Some(
+                AdminServer::start(
+                    a,
+                    Control::new(pools.clone(), stats.clone()),
+                    recorder,
+                    AdminLimits::default(),
+                )
+                .map_err(|e| RouterError::Admin(a.bind, e))?,
+            ),
+            None => None,
+        };
         Ok(Router {
             listeners,
             pools,
             stats,
+            admin,
         })
     }
 
@@ -100,6 +124,11 @@ impl Router {
 
     pub fn pool(&self, name: &str) -> Option<&Arc<PoolState>> {
         self.pools.iter().find(|p| p.config.name == name)
+    }
+
+    /// The admin endpoint's bound address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     pub fn pools(&self) -> &[Arc<PoolState>] {
@@ -132,6 +161,12 @@ impl Router {
                 Err(e) => error!(error = %e, "cannot register a listening socket with the runtime"),
             }
         }
+        for pool in &self.pools {
+            tasks.push(tokio::spawn(crate::health::run(
+                pool.clone(),
+                stopped(rx.clone()),
+            )));
+        }
         shutdown.await;
         let _ = tx.send(true);
         for t in tasks {
@@ -145,15 +180,46 @@ impl Router {
     /// says to close them (see [`listen::run_on_threads`] and
     /// [`crate::shutdown`]). Blocks until every thread has returned.
     pub fn run_on_threads(self, threads: usize, drain: Drain) -> std::io::Result<()> {
-        listen::run_on_threads(self.listeners, threads, drain, handle)
+        // The checks get a thread and runtime of their own: probes are
+        // never queued behind connections, nor connections behind probes.
+        // They stop with accepting.
+        let pools = self.pools.clone();
+        let health_stop = drain.clone();
+        let checks = std::thread::Builder::new()
+            .name("stickytls-health".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for pool in pools {
+                        let stop = health_stop.clone();
+                        tasks.spawn(crate::health::run(pool, async move {
+                            stop.stop_accepting().await
+                        }));
+                    }
+                    while tasks.join_next().await.is_some() {}
+                });
+                Ok::<(), std::io::Error>(())
+            })?;
+        // The admin endpoint (the rest of `self`) serves until the workers
+        // are done: a scrape during a drain still answers. A worker that
+        // could not start returns before the stop: the checks are then left
+        // to end with the process rather than waited for.
+        listen::run_on_threads(self.listeners, threads, drain, handle)?;
+        checks
+            .join()
+            .map_err(|_| std::io::Error::other("the health-check thread panicked"))?
     }
 
     /// Starts serving on a task of the current runtime; the router stops
     /// when the returned handle is dropped.
-    pub fn spawn(self) -> RunningRouter {
+    pub fn spawn(mut self) -> RunningRouter {
         let addr = self.local_addr();
         let stats = self.stats.clone();
         let pools = self.pools.clone();
+        let admin = self.admin.take();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async move {
             let _ = rx.await;
@@ -162,6 +228,7 @@ impl Router {
             addr,
             stats,
             pools,
+            admin,
             _stop: tx,
             task,
         }
@@ -175,11 +242,17 @@ pub struct RunningRouter {
     pub addr: SocketAddr,
     stats: Arc<Stats>,
     pools: Vec<Arc<PoolState>>,
+    admin: Option<AdminServer>,
     _stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningRouter {
+    /// The admin endpoint's bound address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
     pub fn stats(&self) -> Snapshot {
         self.stats.snapshot()
     }
@@ -200,6 +273,8 @@ impl Drop for RunningRouter {
 pub enum RouterError {
     Config(ConfigErrors),
     Bind(SocketAddr, std::io::Error),
+    /// The admin endpoint could not listen.
+    Admin(SocketAddr, std::io::Error),
 }
 
 impl std::fmt::Display for RouterError {
@@ -207,6 +282,7 @@ impl std::fmt::Display for RouterError {
         match self {
             RouterError::Config(e) => write!(f, "invalid configuration: {e}"),
             RouterError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            RouterError::Admin(a, e) => write!(f, "cannot start the admin endpoint on {a}: {e}"),
         }
     }
 }

@@ -447,7 +447,7 @@ default_pool = "web"
 backends = [{ name = "web1", address = "10.0.1.1:443" }]
 "#,
         errors: &[
-            r#"stickytls.toml:1:1: error: unknown top-level setting `log_level`; the file holds shutdown_timeout, a [state] section, [[listener]] and [pool.NAME] sections, so move it into one or remove it"#,
+            r#"stickytls.toml:1:1: error: unknown top-level setting `log_level`; the file holds shutdown_timeout and only [state], [[listener]], [pool.NAME], [admin] and [log] sections, so move it into one or remove it"#,
         ],
     },
     Case {
@@ -604,7 +604,7 @@ balanse = "roundrobin"
             r#"many.toml:9:11: error: non_tls names pool `plain`, which is not defined; write "reject", add a [pool.plain] section or use one of: web, typo"#,
             r#"many.toml:12:37: error: `10.0.0.1` is not an IP:PORT address; write e.g. "10.0.1.1:443" or "[2001:db8::1]:443" (host names are not resolved)"#,
             r#"many.toml:15:8: error: timeouts.idle is zero, which would fail every connection or forget every entry at once; set it above zero, e.g. "10m""#,
-            r#"many.toml:18:1: error: unknown setting `balanse`, expected one of `balance`, `inspect`, `backends`, `affinity`, `timeouts`; fix its spelling or remove it"#,
+            r#"many.toml:18:1: error: unknown setting `balanse`, expected one of `balance`, `inspect`, `backends`, `affinity`, `timeouts`, `health`; fix its spelling or remove it"#,
         ]
     );
 }
@@ -728,5 +728,75 @@ fn readme_minimal_config_passes_check() {
         Some(0),
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_reports_health_check_mistakes_at_their_lines() {
+    let dir = scratch("health");
+    std::fs::write(
+        dir.join("health.toml"),
+        r#"[[listener]]
+bind = "127.0.0.1:8443"
+default_pool = "web"
+
+[pool.web]
+backends = [{ name = "web1", address = "10.0.1.1:443" }]
+[pool.web.health]
+check = "http"
+interval = "500ms"
+timeout = "2s"
+rise = 0
+fall = 1001
+sni = "*.example.com"
+
+[pool.api]
+backends = [{ name = "api1", address = "10.0.2.1:443" }]
+[pool.api.health]
+interval = "0s"
+sni = "api.example.com"
+
+[pool.typo]
+backends = [{ name = "t1", address = "10.0.3.1:443" }]
+[pool.typo.health]
+tries = 3
+"#,
+    )
+    .unwrap();
+    let out = stickytls(&dir, &["check", "--config", "health.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            r#"health.toml:8:9: error: unknown health check `http`; use "tcp" (connect), "tls" (a ServerHello answers a ClientHello) or "none""#,
+            r#"health.toml:10:11: error: health.timeout (2s) is longer than health.interval (500ms), so one backend's probes would overlap; lower the timeout or raise the interval"#,
+            r#"health.toml:11:8: error: health.rise is 0; set it to 1 or more (default 2)"#,
+            r#"health.toml:12:8: error: health.fall is 1001, too large; set it to 1000 or less (default 3)"#,
+            r#"health.toml:13:7: error: health.sni `*.example.com` is not a host name; write e.g. "www.example.com", or remove it to send no server name"#,
+            r#"health.toml:18:12: error: health.interval is zero, which would fail every health check or probe without pause; set it above zero, e.g. "2s", or set health.check = "none""#,
+            r#"health.toml:19:7: error: health.sni is only sent by the TLS check, but health.check is "tcp"; set check = "tls" or remove sni"#,
+            r#"health.toml:24:1: error: unknown setting `tries`, expected one of `check`, `interval`, `timeout`, `rise`, `fall`, `sni`; fix its spelling or remove it"#,
+        ]
+    );
+
+    // The quick form: the same rule, the same message, at its flag.
+    let out = stickytls(
+        &dir,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "a=127.0.0.1:1",
+            "--check-interval",
+            "0s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            r#"--check-interval: error: health.interval is zero, which would fail every health check or probe without pause; set it above zero, e.g. "2s", or set health.check = "none""#
+        ]
     );
 }

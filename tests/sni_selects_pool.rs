@@ -52,6 +52,8 @@ async fn sni_exact_and_wildcard_pick_pools_and_affinity_stays_inside_each() {
         listeners: vec![listener],
         pools: vec![pool("api", &api), pool("web", &web)],
         lifecycle: Default::default(),
+        admin: None,
+        log: Default::default(),
     };
     let router = start_router(cfg).await;
 

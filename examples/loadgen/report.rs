@@ -39,9 +39,10 @@ pub struct ReportArgs {
 }
 
 /// Targets in table order.
-const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 6] = [
     "direct",
     "stickytls",
+    "stickytls-metrics",
     "stickytls-noinspect",
     "haproxy",
     "nginx",
@@ -366,6 +367,10 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
     let _ = writeln!(
         w,
         "- **stickytls**: `stickytls run` with session affinity (round robin for new sessions);"
+    );
+    let _ = writeln!(
+        w,
+        "- **stickytls-metrics**: the same with the admin endpoint on (`--admin`), `/metrics` scraped every second;"
     );
     let _ = writeln!(
         w,
@@ -824,6 +829,20 @@ fn summary(s: &Value) -> Vec<String> {
         out.push(format!(
             "Proxy CPU for 10k resumed TLS 1.2 connections (session IDs, where every proxy sticks): stickytls {st:.2} s, HAProxy {ha:.2} s ({:.2}×), nginx {ng:.2} s ({:.2}×).",
             st / ha, st / ng
+        ));
+    }
+    // The exporter's cost: resumed workloads, exporter on against off.
+    let costs: Vec<String> = resumed
+        .iter()
+        .filter_map(|w| {
+            let (on, off) = (cpu(w, "stickytls-metrics")?, cpu(w, "stickytls")?);
+            Some(format!("{w} {:+.1}%", (on / off - 1.0) * 100.0))
+        })
+        .collect();
+    if !costs.is_empty() {
+        out.push(format!(
+            "Proxy CPU per resumed connection with the Prometheus exporter on and scraped every second, against off: {}.",
+            costs.join(", ")
         ));
     }
     let bulk = s["bulk"].as_array().cloned().unwrap_or_default();

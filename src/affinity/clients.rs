@@ -132,6 +132,27 @@ pub struct ClientView {
     pub new_sessions: u32,
 }
 
+/// What the index holds for one client prefix, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSummary {
+    /// The most recent confirmed connection within the window.
+    pub last: Option<LastConnection>,
+    /// More than the NAT threshold of new sessions within the window.
+    pub shared: bool,
+    pub new_sessions: u32,
+}
+
+/// A prefix's most recent confirmed connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastConnection {
+    pub backend: BackendName,
+    /// TLS <= 1.2: an unknown session ID from this prefix is a resumption.
+    pub tls12: bool,
+    pub age: Duration,
+    /// Until it leaves the correlation window.
+    pub expires_in: Duration,
+}
+
 /// One connection the server confirmed, as recorded for its client.
 #[derive(Debug, Clone)]
 pub struct Confirmed {
@@ -284,6 +305,42 @@ impl ClientIndex {
         }
     }
 
+    /// What the index holds for `prefix`, without refreshing it (the
+    /// admin API's lookup).
+    pub fn peek(&self, prefix: &ClientPrefix) -> Option<ClientSummary> {
+        let now = self.now();
+        let shard = self.shard(prefix).lock().unwrap();
+        let rec = shard.peek(prefix)?;
+        let newest = rec
+            .newest_first()
+            .find(|r| r.at != 0 && now.saturating_sub(r.at) < self.window)
+            .copied();
+        // The buckets as `view` would roll them now.
+        let mut rolled = rec.clone();
+        drop(shard);
+        rolled.roll(now, self.window / 2);
+        let new_sessions = u32::from(rolled.previous) + u32::from(rolled.current);
+        let last = match newest {
+            Some(r) => Some(LastConnection {
+                backend: self.names.name(r.backend)?,
+                tls12: r.tls12,
+                age: Duration::from_secs(u64::from(now.saturating_sub(r.at))),
+                expires_in: Duration::from_secs(u64::from(self.window - now.saturating_sub(r.at))),
+            }),
+            None => None,
+        };
+        Some(ClientSummary {
+            last,
+            shared: new_sessions > self.nat_threshold,
+            new_sessions,
+        })
+    }
+
+    /// Forgets everything about `prefix`; whether there was anything.
+    pub fn forget(&self, prefix: &ClientPrefix) -> bool {
+        self.shard(prefix).lock().unwrap().pop(prefix).is_some()
+    }
+
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
     }
@@ -397,6 +454,30 @@ mod tests {
             fingerprint: fp,
             new_session,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peek_shows_the_last_backend_and_forget_clears_the_prefix() {
+        let idx = index(1);
+        let p = ClientPrefix::new("10.0.0.1".parse().unwrap(), 32, 64);
+        assert_eq!(idx.peek(&p), None);
+        // Past second 0, which records as 1 (0 marks a forgotten slot).
+        tokio::time::advance(Duration::from_secs(10)).await;
+        idx.record(p, &confirmed("a", 1, true));
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let s = idx.peek(&p).unwrap();
+        let last = s.last.unwrap();
+        assert_eq!(&*last.backend, "a");
+        assert_eq!(last.age, Duration::from_secs(100));
+        assert_eq!(last.expires_in, Duration::from_secs(500));
+        assert!(!s.shared);
+        idx.record(p, &confirmed("b", 2, true));
+        let s = idx.peek(&p).unwrap();
+        assert_eq!(&*s.last.unwrap().backend, "b");
+        assert!(s.shared, "two new sessions are over a threshold of one");
+        assert!(idx.forget(&p));
+        assert_eq!(idx.peek(&p), None);
+        assert!(!idx.forget(&p));
     }
 
     #[test]

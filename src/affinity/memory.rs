@@ -10,12 +10,13 @@
 use std::collections::hash_map::RandomState;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lru::LruCache;
 
 use super::names::Interner;
-use super::{AffinityStore, Binding, Key, KeyState, SavedEntry};
+use super::{AffinityStore, Binding, Key, KeyState, Peeked, SavedEntry};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
@@ -77,6 +78,9 @@ pub struct MemoryStore {
     origin: u32,
     inactivity: u32,
     absolute_max: Option<u32>,
+    /// Entries pushed out by the LRU bound: a table too small for its
+    /// traffic shows here before it shows as lost stickiness.
+    evictions: AtomicU64,
 }
 
 impl MemoryStore {
@@ -94,6 +98,7 @@ impl MemoryStore {
             origin: inactivity.max(absolute_max.unwrap_or(0)).min(u32::MAX / 2),
             inactivity,
             absolute_max,
+            evictions: AtomicU64::new(0),
         }
     }
 
@@ -152,7 +157,11 @@ impl AffinityStore for MemoryStore {
     fn put(&self, key: Key, binding: Binding) {
         let now = self.now();
         let e = self.entry(&binding, now, now);
-        self.shard(&key).lock().unwrap().put(key, e);
+        let pushed_out = self.shard(&key).lock().unwrap().push(key, e);
+        // `push` also returns the old value of the same key, replaced.
+        if pushed_out.is_some_and(|(k, _)| k != key) {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn update(&self, key: &Key, binding: Binding) -> bool {
@@ -169,6 +178,27 @@ impl AffinityStore for MemoryStore {
 
     fn remove(&self, key: &Key) {
         self.shard(key).lock().unwrap().pop(key);
+    }
+
+    fn peek(&self, key: &Key) -> Option<Peeked> {
+        let now = self.now();
+        let e = *self.shard(key).lock().unwrap().peek(key)?;
+        if self.expired(&e, now) {
+            return None;
+        }
+        let idle_left = self.inactivity - now.saturating_sub(e.touched);
+        let left = match self.absolute_max {
+            Some(max) => idle_left.min(max - now.saturating_sub(e.created)),
+            None => idle_left,
+        };
+        Some(Peeked {
+            binding: Binding {
+                backend: self.names.name(e.backend)?,
+                state: KeyState::from_bits(e.state),
+            },
+            age: Duration::from_secs(u64::from(now.saturating_sub(e.created))),
+            expires_in: Duration::from_secs(u64::from(left)),
+        })
     }
 
     fn len(&self) -> usize {
@@ -231,6 +261,10 @@ impl AffinityStore for MemoryStore {
         }
         put
     }
+
+    fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +317,53 @@ mod tests {
             s.get(&k).is_none(),
             "120 s old entry outlived the 100 s maximum"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peek_reports_age_and_time_left_without_refreshing() {
+        let s = store(100, 60, Some(100));
+        let k = Key::new(KeyKind::Ticket, b"t");
+        s.put(k, owned("a"));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let p = s.peek(&k).unwrap();
+        assert_eq!(&*p.binding.backend, "a");
+        assert_eq!(p.age, Duration::from_secs(20));
+        assert_eq!(p.expires_in, Duration::from_secs(40));
+        tokio::time::advance(Duration::from_secs(45)).await;
+        assert!(s.peek(&k).is_none(), "peeking did not refresh the entry");
+        assert!(s.get(&k).is_none());
+
+        let k2 = Key::new(KeyKind::Ticket, b"t2");
+        s.put(k2, owned("b"));
+        for _ in 0..2 {
+            tokio::time::advance(Duration::from_secs(40)).await;
+            assert!(s.get(&k2).is_some());
+        }
+        assert_eq!(
+            s.peek(&k2).unwrap().expires_in,
+            Duration::from_secs(20),
+            "the absolute maximum comes before inactivity"
+        );
+    }
+
+    #[test]
+    fn evictions_count_entries_pushed_out_not_replaced() {
+        let s = store(7, 600, None);
+        let (shards, per_shard) = layout(7);
+        assert_eq!((shards, per_shard), (1, 7));
+        for i in 0..7u32 {
+            s.put(Key::new(KeyKind::SessionId, &i.to_le_bytes()), owned("a"));
+        }
+        s.put(
+            Key::new(KeyKind::SessionId, &0u32.to_le_bytes()),
+            owned("b"),
+        );
+        assert_eq!(s.evictions(), 0, "replacing a key evicts nothing");
+        for i in 7..10u32 {
+            s.put(Key::new(KeyKind::SessionId, &i.to_le_bytes()), owned("a"));
+        }
+        assert_eq!(s.evictions(), 3);
+        assert_eq!(s.len(), 7);
     }
 
     #[test]

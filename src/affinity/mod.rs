@@ -146,6 +146,18 @@ pub struct SavedEntry {
     pub age: u32,
 }
 
+/// A binding with its timings, read without refreshing it (the admin
+/// API's lookup must not keep an entry alive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peeked {
+    pub binding: Binding,
+    /// Since the entry was bound.
+    pub age: std::time::Duration,
+    /// Until it expires unless hit again (inactivity or absolute maximum,
+    /// whichever comes first).
+    pub expires_in: std::time::Duration,
+}
+
 /// The interface every affinity store implements.
 ///
 /// Expiry (inactivity, refreshed by `get`; optional absolute maximum) and
@@ -159,6 +171,8 @@ pub trait AffinityStore: Send + Sync + std::fmt::Debug {
     /// Changes the binding of a present key without restarting its age.
     fn update(&self, key: &Key, binding: Binding) -> bool;
     fn remove(&self, key: &Key);
+    /// The binding of `key` and its timings, without refreshing it.
+    fn peek(&self, key: &Key) -> Option<Peeked>;
     /// Entries currently held (expired ones may still be counted).
     fn len(&self) -> usize;
     /// Hands `visit` the live entries one batch at a time, each batch
@@ -178,6 +192,9 @@ pub trait AffinityStore: Send + Sync + std::fmt::Debug {
         let _ = (names, entries);
         0
     }
+    /// Entries evicted so far to make room for new ones (not those that
+    /// expired or were removed).
+    fn evictions(&self) -> u64;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::format_duration;
-use super::path::{AffinityKey, BackendKey, ConfigPath, IntRange, ListenerKey, PoolKey};
+use super::path::{AffinityKey, BackendKey, ConfigPath, HealthKey, IntRange, ListenerKey, PoolKey};
 
 /// A text value that does not parse, from a flag or a file. Alone it
 /// describes the text; inside a [`ConfigError`] the setting's name and
@@ -19,8 +19,11 @@ pub enum ValueError {
     NotADuration(String),
     DurationTooLong(String),
     UnknownBalancer(String),
+    /// `health.check` is not "tcp", "tls" or "none".
+    UnknownHealthCheck(String),
     /// The quick form's `--backend` is not `NAME=IP:PORT`.
     NotABackend(String),
+    UnknownLogFormat(String),
 }
 
 impl fmt::Display for ValueError {
@@ -108,6 +111,31 @@ pub enum Rule {
     ProxyWithoutTrusted,
     /// A file path setting is empty.
     EmptyPath,
+    /// A probe may not outlast the interval: probes of one backend would
+    /// overlap.
+    HealthTimeoutAboveInterval {
+        timeout: Duration,
+        interval: Duration,
+    },
+    /// `health.sni` is not a host name.
+    BadHealthSni {
+        name: String,
+    },
+    /// `health.sni` is set but only the TLS check sends it.
+    HealthSniWithoutTls {
+        check: &'static str,
+    },
+    /// The admin endpoint listens beyond this host without a token:
+    /// anyone who reaches it could drain backends.
+    AdminWithoutToken {
+        bind: SocketAddr,
+    },
+    TokenTooShort {
+        len: usize,
+    },
+    /// The token travels in an HTTP header.
+    TokenNotPrintable,
+    TokenForReadsWithoutToken,
 }
 
 impl ConfigError {
@@ -138,6 +166,12 @@ impl ConfigError {
                     backend: *first,
                     key: BackendKey::Name,
                 }),
+                _ => None,
+            },
+            Rule::HealthTimeoutAboveInterval { .. } => match self.path {
+                ConfigPath::Pool(p, _) => {
+                    Some(ConfigPath::Pool(p, PoolKey::Health(HealthKey::Interval)))
+                }
                 _ => None,
             },
             Rule::AbsoluteMaxBelowTimeout { .. } => match self.path {
@@ -210,6 +244,12 @@ impl ConfigError {
             Rule::EmptyPath => write!(
                 f,
                 "{key} is empty; give the path of the state file, e.g. \"/var/lib/stickytls/state\", or remove the [state] section"
+            ),
+
+            Rule::Zero if matches!(self.path, ConfigPath::Pool(_, PoolKey::Health(_))) => write!(
+                f,
+                "{key} is zero, which would fail every health check or probe without pause; set it above zero, e.g. \"{}\", or set health.check = \"none\"",
+                format_duration(self.path.default_duration().unwrap_or(Duration::from_secs(1)))
             ),
             Rule::Zero => write!(
                 f,
@@ -292,6 +332,35 @@ impl ConfigError {
                 f,
                 "SNI pattern `{pattern}` is the same name as `{first_pattern}` (matching ignores case and a trailing dot); keep one of them"
             ),
+            Rule::HealthTimeoutAboveInterval { timeout, interval } => write!(
+                f,
+                "health.timeout ({}) is longer than health.interval ({}), so one backend's probes would overlap; lower the timeout or raise the interval",
+                format_duration(*timeout),
+                format_duration(*interval)
+            ),
+            Rule::BadHealthSni { name } => write!(
+                f,
+                "health.sni `{name}` is not a host name; write e.g. \"www.example.com\", or remove it to send no server name"
+            ),
+            Rule::HealthSniWithoutTls { check } => write!(
+                f,
+                "health.sni is only sent by the TLS check, but health.check is \"{check}\"; set check = \"tls\" or remove sni"
+            ),
+            Rule::AdminWithoutToken { bind } => write!(
+                f,
+                "the admin endpoint binds {bind}, which is not a loopback address, without a token, so anyone who can reach it could drain backends; set a token (in [admin], or --admin-token) or bind 127.0.0.1"
+            ),
+            Rule::TokenTooShort { len } => write!(
+                f,
+                "the admin token is {len} characters long; use at least {} (e.g. the output of `openssl rand -hex 16`)",
+                super::MIN_TOKEN_LEN
+            ),
+            Rule::TokenNotPrintable => f.write_str(
+                "the admin token must be printable ASCII without spaces, since it travels in an HTTP header",
+            ),
+            Rule::TokenForReadsWithoutToken => f.write_str(
+                "token_for_reads is true but there is no token; set token in [admin]",
+            ),
             Rule::ProxyWithoutTrusted => f.write_str(
                 "proxy_protocol is on but proxy_trusted is empty, so every connection would be closed; list the proxies' networks in proxy_trusted, e.g. proxy_trusted = [\"10.0.0.0/8\"]",
             ),
@@ -359,10 +428,17 @@ fn write_value_error(
             f,
             "unknown balancer `{text}`; use \"roundrobin\", \"weighted-roundrobin\", \"least-connections\" or \"source-hash\""
         ),
+        ValueError::UnknownHealthCheck(text) => write!(
+            f,
+            "unknown health check `{text}`; use \"tcp\" (connect), \"tls\" (a ServerHello answers a ClientHello) or \"none\""
+        ),
         ValueError::NotABackend(text) => write!(
             f,
             "backend `{text}` is not NAME=IP:PORT; write e.g. web1=10.0.1.1:443"
         ),
+        ValueError::UnknownLogFormat(text) => {
+            write!(f, "unknown log format `{text}`; use \"text\" or \"json\"")
+        }
     }
 }
 

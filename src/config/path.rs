@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{AffinityConfig, Limits, Timeouts};
+use super::{AffinityConfig, HealthConfig, Limits, Timeouts};
 
 /// The values an integer setting allows. Wide enough for both the file's
 /// i64 and the runtime's usize, so one comparison serves both.
@@ -40,6 +40,8 @@ pub enum ConfigPath {
     },
     /// A setting of the process as a whole: stopping, the state file.
     Process(ProcessKey),
+    Admin(AdminKey),
+    Log(LogKey),
 }
 
 /// A setting outside listeners and pools.
@@ -50,6 +52,23 @@ pub enum ProcessKey {
     State,
     StateFile,
     StateInterval,
+}
+
+/// A key of `[admin]`; `Section` is the section itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminKey {
+    Section,
+    Bind,
+    Token,
+    TokenForReads,
+}
+
+/// A key of `[log]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogKey {
+    Section,
+    Format,
+    ConnectionsPerSecond,
 }
 
 /// A key of a listener; `Section` is the listener itself.
@@ -80,6 +99,18 @@ pub enum PoolKey {
     Backends,
     Affinity(AffinityKey),
     Timeout(TimeoutKey),
+    Health(HealthKey),
+}
+
+/// A key of `[pool.NAME.health]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HealthKey {
+    Check,
+    Interval,
+    Timeout,
+    Rise,
+    Fall,
+    Sni,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,7 +155,11 @@ impl ConfigPath {
             }
             ConfigPath::Process(_) => Some(ConfigPath::Root),
             ConfigPath::Listener(_, ListenerKey::Section)
-            | ConfigPath::Pool(_, PoolKey::Section) => Some(ConfigPath::Root),
+            | ConfigPath::Pool(_, PoolKey::Section)
+            | ConfigPath::Admin(AdminKey::Section)
+            | ConfigPath::Log(LogKey::Section) => Some(ConfigPath::Root),
+            ConfigPath::Admin(_) => Some(ConfigPath::Admin(AdminKey::Section)),
+            ConfigPath::Log(_) => Some(ConfigPath::Log(LogKey::Section)),
             ConfigPath::Listener(l, _) => Some(ConfigPath::Listener(l, ListenerKey::Section)),
             ConfigPath::Pool(p, _) => Some(ConfigPath::Pool(p, PoolKey::Section)),
             ConfigPath::Backend {
@@ -191,6 +226,14 @@ impl ConfigPath {
                     TimeoutKey::Idle => "timeouts.idle",
                     TimeoutKey::DownHold => "timeouts.down_hold",
                 },
+                PoolKey::Health(h) => match h {
+                    HealthKey::Check => "health.check",
+                    HealthKey::Interval => "health.interval",
+                    HealthKey::Timeout => "health.timeout",
+                    HealthKey::Rise => "health.rise",
+                    HealthKey::Fall => "health.fall",
+                    HealthKey::Sni => "health.sni",
+                },
             },
             ConfigPath::Process(k) => match k {
                 ProcessKey::ShutdownTimeout => "shutdown_timeout",
@@ -205,6 +248,17 @@ impl ConfigPath {
                 BackendKey::Weight => "weight",
                 BackendKey::MaxConnections => "max_connections",
             },
+            ConfigPath::Admin(k) => match k {
+                AdminKey::Section => "admin",
+                AdminKey::Bind => "bind",
+                AdminKey::Token => "token",
+                AdminKey::TokenForReads => "token_for_reads",
+            },
+            ConfigPath::Log(k) => match k {
+                LogKey::Section => "log",
+                LogKey::Format => "format",
+                LogKey::ConnectionsPerSecond => "connections_per_second",
+            },
         }
     }
 
@@ -214,6 +268,7 @@ impl ConfigPath {
     pub fn int_range(&self) -> Option<IntRange> {
         let limits = Limits::default();
         let affinity = AffinityConfig::default();
+        let health = HealthConfig::default();
         let any = usize::MAX as i128;
         let u32_max = i128::from(u32::MAX);
         let range = |min, max, default: Option<i128>| IntRange { min, max, default };
@@ -236,6 +291,11 @@ impl ConfigPath {
                 key: BackendKey::MaxConnections,
                 ..
             } => range(1, u32_max, None),
+            ConfigPath::Log(LogKey::ConnectionsPerSecond) => range(
+                0,
+                u32_max,
+                Some(super::LogConfig::default().connections_per_second.into()),
+            ),
             ConfigPath::Pool(_, PoolKey::Affinity(a)) => match a {
                 AffinityKey::TableSize => range(1, any, size(affinity.table_size)),
                 AffinityKey::ClientsTracked => range(1, any, size(affinity.clients_tracked)),
@@ -244,6 +304,13 @@ impl ConfigPath {
                 AffinityKey::Ipv6Prefix => range(1, 128, Some(affinity.ipv6_prefix.into())),
                 _ => return None,
             },
+            // More than a thousand probes in a row is a typo, not a policy.
+            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Rise)) => {
+                range(1, 1000, Some(health.rise.into()))
+            }
+            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Fall)) => {
+                range(1, 1000, Some(health.fall.into()))
+            }
             _ => return None,
         })
     }
@@ -252,6 +319,7 @@ impl ConfigPath {
     pub fn default_duration(&self) -> Option<Duration> {
         let t = Timeouts::default();
         let a = AffinityConfig::default();
+        let h = HealthConfig::default();
         match self {
             ConfigPath::Pool(_, PoolKey::Timeout(k)) => Some(match k {
                 TimeoutKey::Hello => t.hello,
@@ -273,6 +341,8 @@ impl ConfigPath {
                 Some(super::Lifecycle::default().shutdown_timeout)
             }
             ConfigPath::Process(ProcessKey::StateInterval) => Some(super::StateConfig::INTERVAL),
+            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Interval)) => Some(h.interval),
+            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Timeout)) => Some(h.timeout),
             _ => None,
         }
     }
@@ -303,6 +373,10 @@ impl fmt::Display for ConfigPath {
             ConfigPath::Backend { pool, backend, .. } => {
                 write!(f, "pools[{pool}].backends[{backend}].{}", self.key())
             }
+            ConfigPath::Admin(AdminKey::Section) => f.write_str("admin"),
+            ConfigPath::Admin(_) => write!(f, "admin.{}", self.key()),
+            ConfigPath::Log(LogKey::Section) => f.write_str("log"),
+            ConfigPath::Log(_) => write!(f, "log.{}", self.key()),
         }
     }
 }

@@ -3,9 +3,13 @@
 
 use super::error::{ConfigError, ConfigErrors, Rule};
 use super::path::{
-    AffinityKey, BackendKey, ConfigPath, ListenerKey, PoolKey, ProcessKey, TimeoutKey,
+    AdminKey, AffinityKey, BackendKey, ConfigPath, HealthKey, ListenerKey, LogKey, PoolKey,
+    ProcessKey, TimeoutKey,
 };
-use super::{Config, ListenerConfig, NonTls, PoolConfig, is_sni_pattern};
+use super::{
+    AdminConfig, Config, HealthCheck, ListenerConfig, MIN_TOKEN_LEN, NonTls, PoolConfig,
+    is_sni_pattern,
+};
 
 impl Config {
     /// Checks every rule and returns every error, so that one run shows
@@ -45,10 +49,40 @@ impl Config {
                 errors.push(ConfigError::new(at(ProcessKey::StateInterval), Rule::Zero));
             }
         }
+
+        if let Some(a) = &self.admin {
+            a.check(&mut errors);
+        }
+        let rate = i128::from(self.log.connections_per_second);
+        let at = ConfigPath::Log(LogKey::ConnectionsPerSecond);
+        if at.int_range().is_some_and(|r| rate > r.max) {
+            errors.push(ConfigError::new(at, Rule::OutOfRange { value: rate }));
+        }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(ConfigErrors(errors))
+        }
+    }
+}
+
+impl AdminConfig {
+    fn check(&self, errors: &mut Vec<ConfigError>) {
+        let mut push = |key, rule| errors.push(ConfigError::new(ConfigPath::Admin(key), rule));
+        match self.token.as_deref() {
+            None if !self.bind.ip().is_loopback() => {
+                push(AdminKey::Bind, Rule::AdminWithoutToken { bind: self.bind })
+            }
+            None if self.token_for_reads => {
+                push(AdminKey::TokenForReads, Rule::TokenForReadsWithoutToken)
+            }
+            Some(t) if t.len() < MIN_TOKEN_LEN => {
+                push(AdminKey::Token, Rule::TokenTooShort { len: t.len() })
+            }
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                push(AdminKey::Token, Rule::TokenNotPrintable)
+            }
+            _ => {}
         }
     }
 }
@@ -231,6 +265,43 @@ impl PoolConfig {
             (AffinityKey::Ipv6Prefix, a.ipv6_prefix.into()),
         ] {
             check_range(at(PoolKey::Affinity(key)), value, errors);
+        }
+
+        let h = &self.health;
+        let health = |key| at(PoolKey::Health(key));
+        for (key, d) in [
+            (HealthKey::Interval, h.interval),
+            (HealthKey::Timeout, h.timeout),
+        ] {
+            if d.is_zero() {
+                errors.push(ConfigError::new(health(key), Rule::Zero));
+            }
+        }
+        if !h.interval.is_zero() && h.timeout > h.interval {
+            let rule = Rule::HealthTimeoutAboveInterval {
+                timeout: h.timeout,
+                interval: h.interval,
+            };
+            errors.push(ConfigError::new(health(HealthKey::Timeout), rule));
+        }
+        check_range(health(HealthKey::Rise), h.rise.into(), errors);
+        check_range(health(HealthKey::Fall), h.fall.into(), errors);
+        if let Some(name) = &h.sni {
+            // A server name is a host name: no wildcard, no trailing dot
+            // (RFC 6066 3).
+            if name.starts_with("*.") || name.ends_with('.') || !is_sni_pattern(name) {
+                let name = name.clone();
+                errors.push(ConfigError::new(
+                    health(HealthKey::Sni),
+                    Rule::BadHealthSni { name },
+                ));
+            } else if h.check != HealthCheck::Tls {
+                let check = h.check.as_str();
+                errors.push(ConfigError::new(
+                    health(HealthKey::Sni),
+                    Rule::HealthSniWithoutTls { check },
+                ));
+            }
         }
     }
 }

@@ -121,6 +121,13 @@ impl Handshake {
         self.server.buffered()
     }
 
+    /// The version the server selected, as soon as its (real) ServerHello
+    /// is read: for TLS <= 1.2 that is long before `outcome`, which waits
+    /// for the server's ChangeCipherSpec. A health check needs no more.
+    pub fn server_version(&self) -> Option<u16> {
+        Some(self.server.hello.as_ref()?.version)
+    }
+
     /// What the server side showed, once `feed_server` returned `Done`.
     pub fn outcome(&self) -> Option<&Outcome> {
         self.outcome.as_ref()

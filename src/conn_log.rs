@@ -1,0 +1,229 @@
+//! One log line per connection, when it ends: who it was, where it went and
+//! why, what it carried and how long each stage took. Written through
+//! `tracing` (target `stickytls::connection`), so `--log-format text|json`
+//! shapes it like every other line, and bounded by the per-connection log
+//! rate limit (lines over it are dropped and counted).
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::log_limit::LogLimiter;
+
+/// The target of the per-connection lines: `RUST_LOG=stickytls::connection=off`
+/// turns them off alone.
+pub const TARGET: &str = "stickytls::connection";
+
+static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
+const BLOCK: u64 = 1 << 20;
+
+thread_local! {
+    /// The next id of this thread's block, and the end of the block.
+    static BLOCK_STATE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// A process-unique connection id. Each thread takes a block of a million
+/// ids from one shared counter, then numbers its connections from it
+/// without touching anything another thread writes.
+pub fn next_id() -> u64 {
+    BLOCK_STATE.with(|b| {
+        let (mut next, mut end) = b.get();
+        if next == end {
+            next = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed) * BLOCK + 1;
+            end = next + BLOCK - 1;
+        }
+        b.set((next + 1, end));
+        next
+    })
+}
+
+/// Why a connection ended, as its log line says.
+pub mod close {
+    /// Both sides closed.
+    pub const CLOSED: &str = "closed";
+    /// No bytes either way for the idle timeout.
+    pub const IDLE: &str = "idle_timeout";
+    pub const CLIENT_RESET: &str = "client_reset";
+    pub const BACKEND_RESET: &str = "backend_reset";
+    /// No backend could be reached.
+    pub const NO_BACKEND: &str = "no_backend";
+}
+
+/// A connection's line in the making. With the line's level off (the
+/// usual production filter is `warn`), it keeps only the start time and
+/// allocates nothing.
+#[derive(Debug)]
+pub struct ConnectionTrace {
+    started: Instant,
+    /// Whether a line may be written at all: fields that cost an
+    /// allocation are only filled in then.
+    on: bool,
+    record: ConnectionRecord,
+}
+
+impl ConnectionTrace {
+    /// A connection accepted now from `client` (the socket's peer).
+    pub fn start(listener: &str, client: SocketAddr) -> Self {
+        let on = tracing::enabled!(target: TARGET, tracing::Level::INFO);
+        ConnectionTrace {
+            started: Instant::now(),
+            on,
+            record: ConnectionRecord {
+                id: if on { next_id() } else { 0 },
+                listener: on.then(|| listener.into()),
+                client: Some(client),
+                close: close::CLOSED,
+                ..ConnectionRecord::default()
+            },
+        }
+    }
+
+    /// The client address a PROXY header named.
+    pub fn client(&mut self, client: SocketAddr) {
+        self.record.client = Some(client);
+    }
+
+    /// The ClientHello is complete: the hello time, and its server name.
+    pub fn hello(&mut self, sni: Option<&[u8]>) {
+        self.record.hello = Some(self.started.elapsed());
+        if self.on {
+            self.record.sni = sni.map(|s| String::from_utf8_lossy(s).into_owned());
+        }
+    }
+
+    /// The pool and the rule that chose; `kind` is the key kind that
+    /// decided or was re-bound.
+    pub fn routed(&mut self, pool: &str, rule: &'static str, kind: Option<&'static str>) {
+        if self.on {
+            self.record.pool = Some(pool.into());
+        }
+        self.record.rule = Some(rule);
+        self.record.kind = kind;
+    }
+
+    /// A backend was reached, `connect` after the attempts began.
+    pub fn connected(&mut self, backend: &str, connect: Duration) {
+        if self.on {
+            self.record.backend = Some(backend.into());
+        }
+        self.record.connect = Some(connect);
+    }
+
+    /// The handshake's outcome as the server's flight told it.
+    pub fn handshake(&mut self, version: Option<u16>, resumed: Option<bool>) {
+        self.record.tls = version.map(version_name);
+        self.record.resumed = resumed;
+    }
+
+    /// Bytes passed each way.
+    pub fn bytes(&mut self, to_backend: u64, to_client: u64) {
+        self.record.to_backend = to_backend;
+        self.record.to_client = to_client;
+    }
+
+    /// The connection is over: its line, within the rate limit.
+    pub fn finish(mut self, close: &'static str, limit: &LogLimiter) {
+        if !self.on || !limit.allow() {
+            return;
+        }
+        self.record.total = self.started.elapsed();
+        self.record.close = close;
+        self.record.emit();
+    }
+}
+
+/// What one connection's line says. Filled in as the connection goes; the
+/// fields a connection never reached stay empty (`-` in text).
+#[derive(Debug, Default)]
+pub struct ConnectionRecord {
+    pub id: u64,
+    pub listener: Option<Box<str>>,
+    /// The client's address: the PROXY header's when the listener uses one.
+    pub client: Option<SocketAddr>,
+    pub sni: Option<String>,
+    /// The version the server chose, e.g. "1.3".
+    pub tls: Option<&'static str>,
+    pub pool: Option<Box<str>>,
+    pub backend: Option<Box<str>>,
+    pub rule: Option<&'static str>,
+    /// The key kind that decided (rule 1) or was re-bound (rule 2).
+    pub kind: Option<&'static str>,
+    pub resumed: Option<bool>,
+    pub to_backend: u64,
+    pub to_client: u64,
+    /// Accept to a complete ClientHello (PROXY header included).
+    pub hello: Option<Duration>,
+    /// Starting to connect to reaching a backend (its first byte, for
+    /// TLS), failover included.
+    pub connect: Option<Duration>,
+    pub total: Duration,
+    pub close: &'static str,
+}
+
+fn ms(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+impl ConnectionRecord {
+    /// Writes the line at info level on target `stickytls::connection`.
+    pub fn emit(&self) {
+        let dash = "-";
+        info!(
+            target: TARGET,
+            id = self.id,
+            listener = self.listener.as_deref().unwrap_or(dash),
+            client = %self.client.map_or_else(|| dash.to_string(), |c| c.to_string()),
+            sni = self.sni.as_deref().unwrap_or(dash),
+            tls = self.tls.unwrap_or(dash),
+            pool = self.pool.as_deref().unwrap_or(dash),
+            backend = self.backend.as_deref().unwrap_or(dash),
+            rule = self.rule.unwrap_or(dash),
+            kind = self.kind.unwrap_or(dash),
+            resumed = self.resumed,
+            to_backend = self.to_backend,
+            to_client = self.to_client,
+            hello_ms = ms(self.hello),
+            connect_ms = ms(self.connect),
+            total_ms = ms(Some(self.total)),
+            close = self.close,
+            "connection"
+        );
+    }
+}
+
+/// A TLS version as the log and metrics name it.
+pub fn version_name(v: u16) -> &'static str {
+    match v {
+        0x0304 => "1.3",
+        0x0303 => "1.2",
+        0x0302 => "1.1",
+        0x0301 => "1.0",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_are_unique_across_threads() {
+        let mut all: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..1000).map(|_| next_id()).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n);
+        assert!(all.iter().all(|&id| id > 0));
+    }
+}
