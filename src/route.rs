@@ -575,36 +575,15 @@ mod tests {
 
     #[test]
     fn an_owner_that_is_down_keeps_its_entry_and_gets_its_client_back_when_up() {
-        use crate::affinity::{Binding, Key};
-        use crate::clock::Clock;
-        use crate::config::{BackendConfig, PoolConfig};
-        use crate::log_limit::LogLimiter;
-        use crate::stats::Stats;
+        use crate::affinity::Binding;
 
-        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
-        let cfg = PoolConfig::new(
-            "p",
-            vec![
-                BackendConfig::new("a", addr(1)),
-                BackendConfig::new("b", addr(2)),
-            ],
-        );
-        let pool = PoolState::new(
-            cfg,
-            Clock::new(),
-            Arc::new(Stats::default()),
-            Arc::new(LogLimiter::new(1)),
-        );
-        let client = pool.prefix("127.0.0.9".parse().unwrap());
-        let sid = Key::new(KeyKind::SessionId, b"a session on a");
+        let (pool, client, sid) = pool_with_a_session_on_a();
         let gone = Key::new(KeyKind::Ticket, b"a ticket of a removed backend");
-        for (key, backend) in [(sid, "a"), (gone, "removed")] {
-            let binding = Binding {
-                backend: Arc::from(backend),
-                state: KeyState::Owned,
-            };
-            pool.table.put(key, binding);
-        }
+        let removed = Binding {
+            backend: Arc::from("removed"),
+            state: KeyState::Owned,
+        };
+        pool.table.put(gone, removed);
         let a = pool.backends.by_name("a").unwrap().clone();
         let resuming = Offer {
             session_id: Some(sid),
