@@ -189,11 +189,8 @@ fn confirm_key_name(pool: &PoolState, name: Key, backend: &Arc<Backend>, tag: u1
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
     use crate::config::{BackendConfig, PoolConfig};
     use crate::inspect::Resumption;
-    use crate::log_limit::LogLimiter;
-    use crate::stats::Stats;
 
     /// Backends `a` and `b`; `a` owns `key` and is down (its checks say so).
     fn pool_with_a_down(key: Key) -> (PoolState, ClientPrefix) {
@@ -205,12 +202,7 @@ mod tests {
                 BackendConfig::new("b", addr(2)),
             ],
         );
-        let pool = PoolState::new(
-            cfg,
-            Clock::new(),
-            Arc::new(Stats::default()),
-            Arc::new(LogLimiter::new(1)),
-        );
+        let pool = PoolState::for_test(cfg);
         let a = Binding {
             backend: Arc::from("a"),
             state: KeyState::Owned,

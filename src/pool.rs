@@ -72,6 +72,18 @@ impl PoolState {
         Self::with_store(config, clock, stats, log, table)
     }
 
+    /// A pool with its own clock, counters and log budget: what a unit
+    /// test of one stage needs, built one way everywhere.
+    #[cfg(test)]
+    pub(crate) fn for_test(config: PoolConfig) -> PoolState {
+        PoolState::new(
+            config,
+            Clock::new(),
+            Arc::default(),
+            Arc::new(LogLimiter::new(1)),
+        )
+    }
+
     /// A pool around an existing store (shared between routers, or kept
     /// across a reload).
     pub fn with_store(
@@ -181,12 +193,7 @@ mod tests {
             "p",
             vec![BackendConfig::new("a", "127.0.0.1:1".parse().unwrap())],
         );
-        PoolState::new(
-            config,
-            Clock::new(),
-            Arc::default(),
-            Arc::new(LogLimiter::new(1)),
-        )
+        PoolState::for_test(config)
     }
 
     fn record(port: u16, time: SystemTime) -> DecisionRecord {

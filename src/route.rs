@@ -356,22 +356,14 @@ mod tests {
     #[test]
     fn draining_backend_keeps_its_sessions_but_takes_no_fresh_clients() {
         use crate::affinity::{Binding, Key};
-        use crate::clock::Clock;
         use crate::config::{BackendConfig, PoolConfig};
-        use crate::log_limit::LogLimiter;
-        use crate::stats::Stats;
         use std::sync::Arc;
 
         let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
         let mut draining = BackendConfig::new("a", addr(1));
         draining.weight = 0;
         let cfg = PoolConfig::new("p", vec![draining, BackendConfig::new("b", addr(2))]);
-        let pool = PoolState::new(
-            cfg,
-            Clock::new(),
-            Arc::new(Stats::default()),
-            Arc::new(LogLimiter::new(1)),
-        );
+        let pool = PoolState::for_test(cfg);
         let client = pool.prefix("127.0.0.9".parse().unwrap());
         let sid = Key::new(KeyKind::SessionId, b"a session on a");
         pool.table.put(
@@ -408,10 +400,7 @@ mod tests {
     fn pool_with_a_session_on_a() -> (PoolState, ClientPrefix, Key) {
         use crate::affinity::Binding;
         use crate::affinity::clients::Confirmed;
-        use crate::clock::Clock;
         use crate::config::{BackendConfig, PoolConfig};
-        use crate::log_limit::LogLimiter;
-        use crate::stats::Stats;
 
         let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
         let cfg = PoolConfig::new(
@@ -421,12 +410,7 @@ mod tests {
                 BackendConfig::new("b", addr(2)),
             ],
         );
-        let pool = PoolState::new(
-            cfg,
-            Clock::new(),
-            Arc::new(Stats::default()),
-            Arc::new(LogLimiter::new(1)),
-        );
+        let pool = PoolState::for_test(cfg);
         let client = pool.prefix("127.0.0.9".parse().unwrap());
         let sid = Key::new(KeyKind::SessionId, b"a session on a");
         let on_a = Binding {

@@ -655,9 +655,7 @@ mod tests {
     use super::*;
     use crate::affinity::clients::Confirmed;
     use crate::affinity::{Binding, KeyKind};
-    use crate::clock::Clock;
     use crate::config::{BackendConfig, PoolConfig};
-    use crate::log_limit::LogLimiter;
 
     fn pool(name: &str, backends: &[&str]) -> Arc<PoolState> {
         let addr = "127.0.0.1:1".parse().unwrap();
@@ -670,12 +668,7 @@ mod tests {
         );
         config.affinity.inactivity_timeout = Duration::from_secs(600);
         config.affinity.correlation_window = Duration::from_secs(600);
-        Arc::new(PoolState::new(
-            config,
-            Clock::new(),
-            Arc::default(),
-            Arc::new(LogLimiter::new(1)),
-        ))
+        Arc::new(PoolState::for_test(config))
     }
 
     fn bind(pool: &PoolState, key: Key, backend: &str, state: KeyState) {
