@@ -58,12 +58,31 @@ async fn least_connections_sends_new_clients_to_the_idle_backend() {
         .iter()
         .position(|h| h.reached().backend == "a")
         .expect("one on a");
+    let pool = router.pool("default").expect("the default pool");
+    let a = pool.backends.by_name("a").expect("backend a").clone();
+    assert_eq!(a.active(), 1);
     // Close the one on a: a is now idle, b busy.
     held.remove(on_a).close().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     for i in 0..4u8 {
+        // The router releases a's slot when it sees the close, a moment
+        // after the client's side ends: choose only once a is idle again,
+        // or a tie with b would be a fair answer.
+        until_idle(&a).await;
         let r = c.connect(router.addr, Some(ip(20 + i))).await.unwrap();
         assert_eq!(r.backend, "a", "connection {i}");
+    }
+}
+
+async fn until_idle(backend: &stickytls::backend::Backend) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while backend.active() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backend {} still has {} connections after 5 s",
+            backend.name,
+            backend.active()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 
