@@ -89,8 +89,9 @@ pub struct Backend {
     weight: AtomicU32,
     /// [`AdminState`] as a byte, so routing reads it without a lock.
     admin: AtomicU8,
-    /// Most connections at once; `u32::MAX` for no limit.
-    pub max_connections: u32,
+    /// Most connections at once; `u32::MAX` for no limit. A reload may
+    /// change it.
+    max_connections: AtomicU32,
     /// Clock millis until which the backend is considered down; 0 = up.
     down_until_ms: AtomicU64,
     /// Connections currently open to it (least-connections, max-conns).
@@ -261,7 +262,7 @@ impl Backend {
             addr: cfg.addr,
             weight: AtomicU32::new(cfg.weight),
             admin: AtomicU8::new(AdminState::Up as u8),
-            max_connections: cfg.max_connections.unwrap_or(u32::MAX),
+            max_connections: AtomicU32::new(cfg.max_connections.unwrap_or(u32::MAX)),
             down_until_ms: AtomicU64::new(0),
             active: AtomicU32::new(0),
             health: HealthState::default(),
@@ -371,7 +372,26 @@ impl Backend {
 
     /// Below its connection limit.
     pub fn has_room(&self) -> bool {
-        self.active() < self.max_connections
+        self.active() < self.max_connections()
+    }
+
+    /// Most connections at once; `u32::MAX` for no limit.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    /// Applies a reloaded configuration of the same backend (same name,
+    /// same address) in place, so that its health, its operator state and
+    /// its count of open connections carry over. The weight is the
+    /// configured one only if the configuration changed it: a weight the
+    /// operator set through the API outlives a reload that leaves the
+    /// file's weight alone.
+    pub fn reconfigure(&self, old: &BackendConfig, new: &BackendConfig) {
+        if old.weight != new.weight {
+            self.set_weight(new.weight);
+        }
+        self.max_connections
+            .store(new.max_connections.unwrap_or(u32::MAX), Ordering::Relaxed);
     }
 
     pub fn active(&self) -> u32 {
@@ -381,7 +401,7 @@ impl Backend {
     /// Takes one of the backend's connection slots until the guard drops;
     /// `None` at the limit.
     pub fn try_track(self: &Arc<Self>) -> Option<ActiveGuard> {
-        let max = self.max_connections;
+        let max = self.max_connections();
         self.active
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
@@ -416,6 +436,32 @@ impl Pool {
                 .map(|c| Arc::new(Backend::new(pool, c)))
                 .collect(),
         }
+    }
+
+    /// The backends `new` configures for the pool named `pool`, after a
+    /// reload from `old`: a backend of the same name at the same address is
+    /// the same [`Backend`], reconfigured in place (its health, operator
+    /// state and open connections carry over); any other is new, and starts
+    /// up. Entries in the table name backends, so a backend that moved
+    /// address keeps its sessions.
+    pub fn reconfigured(&self, pool: &str, old: &[BackendConfig], new: &[BackendConfig]) -> Pool {
+        let backends = new
+            .iter()
+            .map(|cfg| {
+                let kept = self
+                    .by_name(&cfg.name)
+                    .filter(|b| b.addr == cfg.addr)
+                    .zip(old.iter().find(|o| o.name == cfg.name));
+                match kept {
+                    Some((b, before)) => {
+                        b.reconfigure(before, cfg);
+                        b.clone()
+                    }
+                    None => Arc::new(Backend::new(pool, cfg)),
+                }
+            })
+            .collect();
+        Pool { backends }
     }
 
     pub fn all(&self) -> &[Arc<Backend>] {

@@ -156,6 +156,8 @@ pub enum Command {
         limit: Option<usize>,
     },
     Stats,
+    /// Re-read the configuration file and apply it.
+    Reload,
 }
 
 /// What an affinity lookup is by.
@@ -251,12 +253,38 @@ pub async fn run(endpoint: &Endpoint, cmd: &Command, json: bool) -> Result<Strin
             endpoint.call(Method::GET, "/api/v1/stats", None).await?,
             key_values,
         ),
+        Command::Reload => (
+            endpoint.call(Method::POST, "/api/v1/reload", None).await?,
+            reload_summary,
+        ),
     };
     Ok(if json {
         serde_json::to_string_pretty(&answer).unwrap_or_default()
     } else {
         render(&answer)
     })
+}
+
+/// What an applied reload changed, one line each.
+fn reload_summary(v: &Value) -> String {
+    let lines = |field: &str| -> Vec<String> {
+        v[field]
+            .as_array()
+            .map(|a| a.iter().map(cell).collect())
+            .unwrap_or_default()
+    };
+    let mut out = format!("reloaded {}\n", cell(&v["file"]));
+    let changes = lines("changes");
+    if changes.is_empty() {
+        out.push_str("  no change\n");
+    }
+    for c in changes {
+        let _ = writeln!(out, "  {c}");
+    }
+    for r in lines("restart_required") {
+        let _ = writeln!(out, "  changed, applies at the next restart: {r}");
+    }
+    out
 }
 
 /// Percent-encodes what is not unreserved in a path segment or query value.

@@ -324,7 +324,7 @@ impl Stage {
         })
     }
 
-    fn pool(&self) -> &PoolState {
+    fn pool(&self) -> std::sync::Arc<PoolState> {
         // `Config::single` names its one pool `default`.
         self.router
             .pool("default")

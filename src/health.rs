@@ -176,6 +176,38 @@ async fn server_hello(mut stream: TcpStream, sni: Option<&str>) -> Result<(), Pr
     }
 }
 
+/// Runs every pool's checks until `shutdown` completes, starting them anew
+/// for the pools each reload publishes. A backend's verdict (up or down)
+/// lives in the backend, which a reload keeps when its address is
+/// unchanged, so a restart of the checks forgets only the current run of
+/// passes or failures: a down backend still needs `rise` passes.
+pub async fn follow(
+    mut pools: tokio::sync::watch::Receiver<crate::reload::Pools>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let current = pools.borrow_and_update().clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut checks = JoinSet::new();
+        for pool in current.iter() {
+            let mut stopped = stopped.clone();
+            checks.spawn(run(pool.clone(), async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
+        let reloaded = tokio::select! {
+            _ = &mut shutdown => false,
+            changed = pools.changed() => changed.is_ok(),
+        };
+        let _ = stop.send(true);
+        while checks.join_next().await.is_some() {}
+        if !reloaded {
+            return;
+        }
+    }
+}
+
 /// Runs the pool's checks until `shutdown` completes. Returns at once for
 /// `check = "none"`.
 pub async fn run(pool: Arc<PoolState>, shutdown: impl Future<Output = ()>) {

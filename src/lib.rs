@@ -43,6 +43,8 @@
 //!   thread and runtime of its own, and what it reads and changes in the
 //!   pools; [`metrics`] installs the Prometheus recorder it renders.
 //! - [`ctl`]: `stickytls ctl`, the API's client.
+//! - [`reload`]: what a running router serves now, and applying a re-read
+//!   configuration file to it in place (SIGHUP, `ctl reload`, the API).
 //!
 //! - [`router`]: builds the pools and listeners from a configuration and
 //!   runs them; nothing depends on it but the binary, the demo and tests
@@ -81,6 +83,7 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod relay;
+pub mod reload;
 pub mod route;
 pub mod router;
 #[cfg(feature = "demo")]

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::affinity::clients::ClientPrefix;
@@ -47,8 +48,10 @@ pub struct ListenerState {
     pub(crate) stats: Arc<Stats>,
     pub(crate) decision_log: Arc<LogLimiter>,
     /// Connections per client prefix still in the hello stage: caps how
-    /// much of the hello budget one address can hold at once.
-    inspecting: InspectingCounts,
+    /// much of the hello budget one address can hold at once. Shared with
+    /// the state a reload puts in this one's place, so the cap counts the
+    /// hellos that began before it too.
+    inspecting: Arc<InspectingCounts>,
     /// `max_connections`, shared by the accept loops of every thread.
     pub(crate) connection_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -95,10 +98,32 @@ impl ListenerState {
             hello_timeout,
             stats,
             decision_log: log,
-            inspecting: InspectingCounts::default(),
+            inspecting: Arc::default(),
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
             config,
         }
+    }
+
+    /// The state a reload puts in `self`'s place for the same address:
+    /// built from the new configuration and pools, but counting hellos with
+    /// `self`'s counts, and, while `max_connections` is unchanged, taking
+    /// connection slots from `self`'s semaphore, so that connections from
+    /// before the reload still count. A changed limit starts a semaphore of
+    /// its own: connections from before it then hold the old one's slots
+    /// until they end.
+    pub(crate) fn succeed(
+        &self,
+        config: ListenerConfig,
+        all: &HashMap<String, Arc<PoolState>>,
+    ) -> Self {
+        let same_limit = config.limits.max_connections == self.config.limits.max_connections;
+        let mut next =
+            ListenerState::new(config, all, self.stats.clone(), self.decision_log.clone());
+        next.inspecting = self.inspecting.clone();
+        if same_limit {
+            next.connection_slots = self.connection_slots.clone();
+        }
+        next
     }
 
     /// The pool for a hello's SNI.
@@ -215,13 +240,88 @@ impl Drop for InspectingGuard {
     }
 }
 
-/// Accepts until `shutdown` completes, running `handle` for each connection
-/// on a task of its own, counted in `connections` until it ends. The
-/// listening socket closes when this returns; connections already accepted
-/// run on.
+/// One listening address, as every worker thread's accept loop for it sees
+/// it: the state connections are handed now (a reload replaces it for the
+/// connections accepted after), or `None` once a reload has removed the
+/// listener. The accept loop checks for a change with
+/// [`watch::Receiver::has_changed`], one atomic load, and only takes the
+/// channel's lock when there is one: nothing every thread locks on the
+/// connection path.
+#[derive(Debug)]
+pub struct ListenerSlot {
+    /// The configured address: what a reload matches listeners by.
+    pub bind: SocketAddr,
+    /// The address actually bound (the real port when `bind` said 0).
+    pub bound: SocketAddr,
+    state: watch::Sender<Option<Arc<ListenerState>>>,
+    /// The socket bound when the slot was made (at start, or by the reload
+    /// that added it, so that an address that cannot be bound fails that
+    /// reload rather than a worker): the first worker thread to start
+    /// serving the slot takes it; the others bind their own, sharing the
+    /// port through `SO_REUSEPORT`.
+    first: Mutex<Option<std::net::TcpListener>>,
+}
+
+impl ListenerSlot {
+    /// Binds `state`'s address.
+    pub fn bind(state: Arc<ListenerState>) -> std::io::Result<Arc<ListenerSlot>> {
+        let socket = bind_reuseport(state.config.bind)?;
+        let bound = socket.local_addr()?;
+        Ok(ListenerSlot::around(state, socket, bound))
+    }
+
+    /// A slot around a socket already bound (by a reload, before it changes
+    /// anything) at `bound`.
+    pub(crate) fn around(
+        state: Arc<ListenerState>,
+        socket: std::net::TcpListener,
+        bound: SocketAddr,
+    ) -> Arc<ListenerSlot> {
+        Arc::new(ListenerSlot {
+            bind: state.config.bind,
+            bound,
+            state: watch::Sender::new(Some(state)),
+            first: Mutex::new(Some(socket)),
+        })
+    }
+
+    /// The state new connections get, `None` once closed.
+    pub fn current(&self) -> Option<Arc<ListenerState>> {
+        self.state.borrow().clone()
+    }
+
+    /// Hands the connections accepted from now on `state`.
+    pub fn replace(&self, state: Arc<ListenerState>) {
+        self.state.send_replace(Some(state));
+    }
+
+    /// Stops every accept loop on this address; connections already
+    /// accepted run on.
+    pub fn close(&self) {
+        self.state.send_replace(None);
+        drop(self.take_socket());
+    }
+
+    fn take_socket(&self) -> Option<std::net::TcpListener> {
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// A socket for one more accept loop: the slot's own, the first time.
+    fn socket(&self) -> std::io::Result<std::net::TcpListener> {
+        match self.take_socket() {
+            Some(s) => Ok(s),
+            None => bind_reuseport(self.bound),
+        }
+    }
+}
+
+/// Accepts on `listener` until `shutdown` completes or the slot closes,
+/// running `handle` for each connection on a task of its own, counted in
+/// `connections` until it ends. The listening socket closes when this
+/// returns; connections already accepted run on.
 pub async fn serve<H, F>(
     listener: TcpListener,
-    state: Arc<ListenerState>,
+    slot: Arc<ListenerSlot>,
     handle: H,
     shutdown: impl std::future::Future<Output = ()>,
     connections: Connections,
@@ -229,22 +329,43 @@ pub async fn serve<H, F>(
     H: Fn(Arc<ListenerState>, TcpStream, SocketAddr) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let limit = state.connection_slots.clone();
+    let mut changes = slot.state.subscribe();
+    let Some(mut state) = changes.borrow_and_update().clone() else {
+        return;
+    };
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(1);
     loop {
+        if changes.has_changed().unwrap_or(true) {
+            match changes.borrow_and_update().clone() {
+                Some(s) => state = s,
+                None => return,
+            }
+        }
         // Wait for a free slot first, so that at the limit new clients wait
         // in the kernel's backlog instead of being accepted and dropped.
         let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
+            p = state.connection_slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
             _ = &mut shutdown => return,
+            c = changes.changed() => {
+                if c.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = &mut shutdown => return,
+            c = changes.changed() => {
+                if c.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -279,11 +400,73 @@ pub async fn serve<H, F>(
     }
 }
 
+/// Runs an accept loop for every listener in `listeners` on the current
+/// (single-threaded) runtime, starting one for each listener a reload adds,
+/// until the future `stop()` makes completes (each loop gets one of its
+/// own); then waits for those loops to close their sockets. The
+/// connections they accepted are the caller's to wait for.
+pub(crate) async fn accept_all<H, F, S, SF>(
+    mut listeners: watch::Receiver<Arc<Vec<Arc<ListenerSlot>>>>,
+    handle: H,
+    stop: S,
+    connections: Connections,
+) where
+    H: Fn(Arc<ListenerState>, TcpStream, SocketAddr) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+    S: Fn() -> SF,
+    SF: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut serving: Vec<(Arc<ListenerSlot>, tokio::task::JoinHandle<()>)> = Vec::new();
+    let until = stop();
+    tokio::pin!(until);
+    loop {
+        let slots = listeners.borrow_and_update().clone();
+        // Loops of closed slots have returned or are returning on their
+        // own; forget them.
+        serving.retain(|(_, t)| !t.is_finished());
+        for slot in slots.iter() {
+            if serving.iter().any(|(s, _)| Arc::ptr_eq(s, slot)) {
+                continue;
+            }
+            let socket = slot
+                .socket()
+                .and_then(TcpListener::from_std);
+            match socket {
+                Ok(l) => {
+                    let task = tokio::spawn(serve(
+                        l,
+                        slot.clone(),
+                        handle.clone(),
+                        stop(),
+                        connections.clone(),
+                    ));
+                    serving.push((slot.clone(), task));
+                }
+                Err(e) => {
+                    error!(listen = %slot.bound, error = %e, thread = ?std::thread::current().name(), "cannot listen on this thread; the other threads still accept");
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut until => break,
+            changed = listeners.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    for (_, t) in serving {
+        let _ = t.await;
+    }
+}
+
 /// Serves `listeners` on `threads` worker threads, each with its own
 /// single-threaded runtime and its own listening socket per listener, until
 /// `drain` says to stop accepting; each thread then closes its sockets and
 /// waits for its connections to end, or for `drain` to say to close them
-/// (its runtime's end closes them). Blocks until every thread has returned.
+/// (its runtime's end closes them). A listener a reload adds is served by
+/// every thread from then on. Blocks until every thread has returned.
 ///
 /// Why not one multi-threaded runtime: a proxy's work is many short,
 /// independent connections, and work stealing then mostly costs
@@ -293,7 +476,7 @@ pub async fn serve<H, F>(
 /// lets per-thread state ([`crate::worker`]) replace shared locks. Tables
 /// and counters stay shared.
 pub fn run_on_threads<H, F>(
-    listeners: Vec<(std::net::TcpListener, Arc<ListenerState>)>,
+    listeners: watch::Receiver<Arc<Vec<Arc<ListenerSlot>>>>,
     threads: usize,
     drain: Drain,
     handle: H,
@@ -303,24 +486,10 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut handles = Vec::new();
-    let addrs = listeners
-        .iter()
-        .map(|(socket, state)| Ok((socket.local_addr()?, state.clone())))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    // Thread 0 takes the bound sockets themselves, so that no copy of a
-    // listening socket outlives the accept loops: once they stop, the port
-    // refuses connections instead of queueing them for nobody.
-    let mut first = Some(listeners);
     for i in 0..threads.max(1) {
-        let sockets = match first.take() {
-            Some(bound) => bound,
-            None => addrs
-                .iter()
-                .map(|(addr, state)| Ok((bind_reuseport(*addr)?, state.clone())))
-                .collect::<std::io::Result<Vec<_>>>()?,
-        };
         let drain = drain.clone();
         let handle = handle.clone();
+        let listeners = listeners.clone();
         let thread = std::thread::Builder::new()
             .name(format!("stickytls-{i}"))
             .spawn(move || {
@@ -330,21 +499,11 @@ where
                     .build()?;
                 let connections = drain.connections(i);
                 rt.block_on(async move {
-                    let mut tasks = Vec::new();
-                    for (s, state) in sockets {
-                        let l = TcpListener::from_std(s)?;
-                        let stop = drain.clone();
-                        tasks.push(tokio::spawn(serve(
-                            l,
-                            state,
-                            handle.clone(),
-                            async move { stop.stop_accepting().await },
-                            connections.clone(),
-                        )));
-                    }
-                    for t in tasks {
-                        let _ = t.await;
-                    }
+                    let stop = || {
+                        let drain = drain.clone();
+                        async move { drain.stop_accepting().await }
+                    };
+                    accept_all(listeners, handle, stop, connections.clone()).await;
                     drain.drained(&connections).await;
                     Ok::<(), std::io::Error>(())
                 })

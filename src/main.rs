@@ -120,6 +120,9 @@ enum CtlCommand {
     },
     /// The router's counters.
     Stats,
+    /// Re-read the router's configuration file and apply it in place
+    /// (as SIGHUP does); prints what changed, or the file's mistakes.
+    Reload,
 }
 
 #[derive(Debug, Args)]
@@ -502,6 +505,7 @@ fn run(args: RunArgs) -> ExitCode {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let source = args.config.clone();
     let config = match args.config() {
         Ok(c) => c,
         Err(errors) => {
@@ -524,7 +528,11 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let lifecycle = config.lifecycle.clone();
-    let router = match rt.block_on(Router::bind(config)) {
+    let bound = match source {
+        Some(file) => rt.block_on(Router::bind_file(config, file)),
+        None => rt.block_on(Router::bind(config)),
+    };
+    let router = match bound {
         Ok(r) => r,
         Err(e) => {
             eprintln!("stickytls: {e}");
@@ -540,7 +548,18 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let pools = router.pools().to_vec();
+    // Caught from here on too: its default action would end the process.
+    match rt.block_on(async { stickytls::reload::on_sighup(router.live().clone()) }) {
+        Ok(reloads) => {
+            rt.spawn(reloads);
+        }
+        Err(e) => {
+            eprintln!("stickytls: cannot handle SIGHUP: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let pools = router.pools();
+    let watched_pools = router.live().watch_pools();
     let state = lifecycle
         .state
         .as_ref()
@@ -570,7 +589,7 @@ fn run(args: RunArgs) -> ExitCode {
                 .state
                 .as_ref()
                 .map_or(StateConfig::INTERVAL, |s| s.interval);
-            (file, pools, interval)
+            (file, watched_pools, interval)
         }),
     };
     match rt.block_on(stop.run(workers)) {
@@ -746,6 +765,7 @@ fn ctl_command(args: CtlArgs) -> ExitCode {
         }
         CtlCommand::Decisions { pool, limit } => ctl::Command::Decisions { pool, limit },
         CtlCommand::Stats => ctl::Command::Stats,
+        CtlCommand::Reload => ctl::Command::Reload,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -98,6 +98,8 @@ pub const HEALTH_CHECK_FAILURES: &str = "stickytls_health_check_failures_total";
 pub const HEALTH_CHECK_PASSED: &str = "stickytls_health_check_passed";
 /// Per-connection log lines dropped by the log rate limit.
 pub const LOG_LINES_DROPPED: &str = "stickytls_log_lines_dropped_total";
+/// Configuration reloads, by `result` (`ok`, `error`).
+pub const RELOADS: &str = "stickytls_reloads_total";
 
 /// Buckets of [`DECISION_SECONDS`]: a decision is a few table lookups, so
 /// microseconds, with room for a contended lock or a remote store.
@@ -191,6 +193,10 @@ fn describe() {
         "Bytes relayed from backends to clients."
     );
     describe_counter!(ROUTED, "Routing decisions, by rule.");
+    describe_counter!(
+        RELOADS,
+        "Configuration reloads (SIGHUP, ctl reload, POST /api/v1/reload), by result."
+    );
     describe_counter!(AFFINITY_HITS, "Offered keys found in the affinity table.");
     describe_counter!(
         AFFINITY_MISSES,

@@ -33,8 +33,9 @@ pub struct PoolState {
     pub balancer: Balancer,
     /// Session key → owner backend.
     pub table: Arc<dyn AffinityStore>,
-    /// Client prefix → recent confirmed connections.
-    pub clients: ClientIndex,
+    /// Client prefix → recent confirmed connections. Shared with the pool
+    /// a reload puts in this one's place.
+    pub clients: Arc<ClientIndex>,
     pub clock: Clock,
     /// The router's counters (shared by every pool).
     pub stats: Arc<Stats>,
@@ -45,7 +46,7 @@ pub struct PoolState {
     /// Each worker thread's last [`RECENT_DECISIONS`] routing decisions,
     /// newest last: lets `stickytls demo` (and later a stats page) say why
     /// each connection went where it did, without parsing logs.
-    recent: PerThread<VecDeque<DecisionRecord>>,
+    recent: Arc<PerThread<VecDeque<DecisionRecord>>>,
 }
 
 /// How many routing decisions a pool can be asked for, newest first
@@ -107,13 +108,69 @@ impl PoolState {
             backends: Pool::new(&config.name, &config.backends),
             balancer: Balancer::new(config.balance),
             table,
-            clients,
+            clients: Arc::new(clients),
             clock,
             stats,
             decision_log,
             config,
-            recent: PerThread::default(),
+            recent: Arc::default(),
         }
+    }
+
+    /// The pool a reload puts in this one's place, configured by `config`
+    /// (same name): it shares this pool's affinity table (with its key-name
+    /// states), client index and recent decisions, so a reload forgets no
+    /// session; it keeps the backends still configured at the same address
+    /// (with their health, operator state and open connections). Entries
+    /// naming a backend no longer configured are dropped when next looked
+    /// up (`route`), or at the next restart's load. The table's and the
+    /// client index's sizes and lifetimes are fixed when they are made:
+    /// see [`PoolState::needs_restart_for`].
+    pub fn reconfigured(&self, config: PoolConfig) -> PoolState {
+        PoolState {
+            series: PoolSeries::register(&config.name),
+            backends: self.backends.reconfigured(
+                &config.name,
+                &self.config.backends,
+                &config.backends,
+            ),
+            balancer: Balancer::new(config.balance),
+            table: self.table.clone(),
+            clients: self.clients.clone(),
+            clock: self.clock.clone(),
+            stats: self.stats.clone(),
+            decision_log: self.decision_log.clone(),
+            recent: self.recent.clone(),
+            config,
+        }
+    }
+
+    /// The settings of `config` that [`PoolState::reconfigured`] cannot
+    /// apply to this pool in place, by their names in the file: the
+    /// table's and the client index's, which a restart applies (with the
+    /// state file, keeping the entries).
+    pub fn needs_restart_for(&self, config: &PoolConfig) -> Vec<&'static str> {
+        let (old, new) = (&self.config.affinity, &config.affinity);
+        let mut changed = Vec::new();
+        if old.table_size != new.table_size {
+            changed.push("affinity.table_size");
+        }
+        if old.inactivity_timeout != new.inactivity_timeout {
+            changed.push("affinity.timeout");
+        }
+        if old.absolute_max != new.absolute_max {
+            changed.push("affinity.absolute_max");
+        }
+        if old.clients_tracked != new.clients_tracked {
+            changed.push("affinity.clients_tracked");
+        }
+        if old.correlation_window != new.correlation_window {
+            changed.push("affinity.correlation_window");
+        }
+        if old.nat_threshold != new.nat_threshold {
+            changed.push("affinity.nat_threshold");
+        }
+        changed
     }
 
     /// Remembers a decision in this thread's ring, forgetting the thread's

@@ -3,35 +3,34 @@
 //! or on worker threads of its own. It only builds and runs: what a pool
 //! holds is in [`crate::pool`], accepting in [`crate::listen`], and the
 //! path of one connection in [`crate::connection`]. Each pool's health
-//! checks ([`crate::health`]) run while the router runs.
+//! checks ([`crate::health`]) run while the router runs; a reload
+//! ([`crate::reload`]) replaces its pools and listeners in place.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-
-use tokio::net::TcpListener;
-use tracing::error;
 
 use crate::admin::{AdminServer, Control, Limits as AdminLimits};
 use crate::affinity::AffinityStore;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
 use crate::connection::handle;
-use crate::listen::{self, ListenerState, bind_reuseport, stopped};
-use crate::log_limit::LogLimiter;
+use crate::listen::{self, stopped};
 use crate::pool::PoolState;
+use crate::reload::{Live, Pools};
 use crate::shutdown::{Connections, Drain};
 use crate::stats::{Snapshot, Stats};
 
 /// A bound router, ready to serve.
 #[derive(Debug)]
 pub struct Router {
-    /// Listening sockets, bound with `SO_REUSEPORT` so that each worker
+    /// Its pools and listening addresses, which a reload replaces. The
+    /// listening sockets are bound with `SO_REUSEPORT` so that each worker
     /// thread can open its own socket on the same address (the kernel then
     /// spreads connections over them, with no thread handing work to
     /// another).
-    listeners: Vec<(std::net::TcpListener, Arc<ListenerState>)>,
-    pools: Vec<Arc<PoolState>>,
+    live: Arc<Live>,
     stats: Arc<Stats>,
     /// The admin endpoint, on its own thread; it stops when the router is
     /// dropped (after `run_on_threads` returns).
@@ -44,12 +43,27 @@ impl Router {
         Self::bind_with(config, Clock::new(), HashMap::new()).await
     }
 
+    /// Like [`Router::bind`], for a configuration read from `file`: a
+    /// reload (SIGHUP, `POST /api/v1/reload`) re-reads that file.
+    pub async fn bind_file(config: Config, file: PathBuf) -> Result<Router, RouterError> {
+        Self::build(config, Some(file), Clock::new(), HashMap::new())
+    }
+
     /// Like [`Router::bind`], with a clock and, per pool name, an existing
     /// affinity store to use instead of a new in-process one.
     pub async fn bind_with(
         config: Config,
         clock: Clock,
-        mut stores: HashMap<String, Arc<dyn AffinityStore>>,
+        stores: HashMap<String, Arc<dyn AffinityStore>>,
+    ) -> Result<Router, RouterError> {
+        Self::build(config, None, clock, stores)
+    }
+
+    fn build(
+        config: Config,
+        source: Option<PathBuf>,
+        clock: Clock,
+        stores: HashMap<String, Arc<dyn AffinityStore>>,
     ) -> Result<Router, RouterError> {
         config.validate().map_err(RouterError::Config)?;
         // The recorder first: the series registered below are no-ops for
@@ -59,41 +73,16 @@ impl Router {
             .as_ref()
             .and_then(|_| crate::metrics::recorder());
         let stats = Arc::new(Stats::default());
-        let log = Arc::new(LogLimiter::new(config.log.connections_per_second));
-        let mut by_name = HashMap::new();
-        let mut pools = Vec::new();
-        for p in &config.pools {
-            let state = Arc::new(match stores.remove(&p.name) {
-                Some(store) => PoolState::with_store(
-                    p.clone(),
-                    clock.clone(),
-                    stats.clone(),
-                    log.clone(),
-                    store,
-                ),
-                None => PoolState::new(p.clone(), clock.clone(), stats.clone(), log.clone()),
-            });
-            by_name.insert(p.name.clone(), state.clone());
-            pools.push(state);
-        }
-        let mut listeners = Vec::new();
-        for l in &config.listeners {
-            let socket = bind_reuseport(l.bind).map_err(|e| RouterError::Bind(l.bind, e))?;
-            listeners.push((
-                socket,
-                Arc::new(ListenerState::new(
-                    l.clone(),
-                    &by_name,
-                    stats.clone(),
-                    log.clone(),
-                )),
-            ));
-        }
-        let admin = match &config.admin {
+        let admin_config = config.admin.clone();
+        let live = Arc::new(
+            Live::build(config, source, clock, stats.clone(), stores)
+                .map_err(|(addr, e)| RouterError::Bind(addr, e))?,
+        );
+        let admin = match &admin_config {
             Some(a) => Some(
                 AdminServer::start(
                     a,
-                    Control::new(pools.clone(), stats.clone()),
+                    Control::new(live.clone(), stats.clone()),
                     recorder,
                     AdminLimits::default(),
                 )
@@ -101,12 +90,7 @@ impl Router {
             ),
             None => None,
         };
-        Ok(Router {
-            listeners,
-            pools,
-            stats,
-            admin,
-        })
+        Ok(Router { live, stats, admin })
     }
 
     /// The first listener's bound address (with the real port when the
@@ -116,14 +100,15 @@ impl Router {
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .map(|(l, s)| l.local_addr().unwrap_or(s.config.bind))
-            .collect()
+        self.live.listeners().iter().map(|s| s.bound).collect()
     }
 
-    pub fn pool(&self, name: &str) -> Option<&Arc<PoolState>> {
-        self.pools.iter().find(|p| p.config.name == name)
+    pub fn pool(&self, name: &str) -> Option<Arc<PoolState>> {
+        self.live
+            .pools()
+            .iter()
+            .find(|p| p.config.name == name)
+            .cloned()
     }
 
     /// The admin endpoint's bound address, when it is on.
@@ -131,8 +116,13 @@ impl Router {
         self.admin.as_ref().map(AdminServer::local_addr)
     }
 
-    pub fn pools(&self) -> &[Arc<PoolState>] {
-        &self.pools
+    /// What the router serves now, and reloads.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    pub fn pools(&self) -> Pools {
+        self.live.pools()
     }
 
     /// A handle on the router's counters that outlives `run`.
@@ -148,30 +138,18 @@ impl Router {
     /// completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::new();
-        for (socket, state) in self.listeners {
-            match TcpListener::from_std(socket) {
-                Ok(l) => tasks.push(tokio::spawn(listen::serve(
-                    l,
-                    state,
-                    handle,
-                    stopped(rx.clone()),
-                    Connections::default(),
-                ))),
-                Err(e) => error!(error = %e, "cannot register a listening socket with the runtime"),
-            }
-        }
-        for pool in &self.pools {
-            tasks.push(tokio::spawn(crate::health::run(
-                pool.clone(),
-                stopped(rx.clone()),
-            )));
-        }
+        let stop = move || stopped(rx.clone());
+        let accepting = tokio::spawn(listen::accept_all(
+            self.live.watch_listeners(),
+            handle,
+            stop.clone(),
+            Connections::default(),
+        ));
+        let checks = tokio::spawn(crate::health::follow(self.live.watch_pools(), stop()));
         shutdown.await;
         let _ = tx.send(true);
-        for t in tasks {
-            let _ = t.await;
-        }
+        let _ = accepting.await;
+        let _ = checks.await;
     }
 
     /// Serves on `threads` worker threads, each with its own single-threaded
@@ -183,7 +161,7 @@ impl Router {
         // The checks get a thread and runtime of their own: probes are
         // never queued behind connections, nor connections behind probes.
         // They stop with accepting.
-        let pools = self.pools.clone();
+        let pools = self.live.watch_pools();
         let health_stop = drain.clone();
         let checks = std::thread::Builder::new()
             .name("stickytls-health".into())
@@ -191,23 +169,16 @@ impl Router {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(async move {
-                    let mut tasks = tokio::task::JoinSet::new();
-                    for pool in pools {
-                        let stop = health_stop.clone();
-                        tasks.spawn(crate::health::run(pool, async move {
-                            stop.stop_accepting().await
-                        }));
-                    }
-                    while tasks.join_next().await.is_some() {}
-                });
+                rt.block_on(crate::health::follow(pools, async move {
+                    health_stop.stop_accepting().await
+                }));
                 Ok::<(), std::io::Error>(())
             })?;
         // The admin endpoint (the rest of `self`) serves until the workers
         // are done: a scrape during a drain still answers. A worker that
         // could not start returns before the stop: the checks are then left
         // to end with the process rather than waited for.
-        listen::run_on_threads(self.listeners, threads, drain, handle)?;
+        listen::run_on_threads(self.live.watch_listeners(), threads, drain, handle)?;
         checks
             .join()
             .map_err(|_| std::io::Error::other("the health-check thread panicked"))?
@@ -218,7 +189,7 @@ impl Router {
     pub fn spawn(mut self) -> RunningRouter {
         let addr = self.local_addr();
         let stats = self.stats.clone();
-        let pools = self.pools.clone();
+        let live = self.live.clone();
         let admin = self.admin.take();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async move {
@@ -227,7 +198,7 @@ impl Router {
         RunningRouter {
             addr,
             stats,
-            pools,
+            live,
             admin,
             _stop: tx,
             task,
@@ -241,7 +212,7 @@ impl Router {
 pub struct RunningRouter {
     pub addr: SocketAddr,
     stats: Arc<Stats>,
-    pools: Vec<Arc<PoolState>>,
+    live: Arc<Live>,
     admin: Option<AdminServer>,
     _stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -257,8 +228,17 @@ impl RunningRouter {
         self.stats.snapshot()
     }
 
-    pub fn pool(&self, name: &str) -> Option<&Arc<PoolState>> {
-        self.pools.iter().find(|p| p.config.name == name)
+    pub fn pool(&self, name: &str) -> Option<Arc<PoolState>> {
+        self.live
+            .pools()
+            .iter()
+            .find(|p| p.config.name == name)
+            .cloned()
+    }
+
+    /// What the router serves now, and reloads.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, oneshot, watch};
 use tracing::{info, warn};
 
-use crate::pool::PoolState;
+use crate::reload::Pools;
 use crate::state::StateFile;
 
 /// The signals that stop the router: SIGTERM (service managers) and SIGINT
@@ -71,8 +71,9 @@ pub struct Stop<'a> {
     pub signals: &'a mut Signals,
     /// `shutdown_timeout`.
     pub timeout: Duration,
-    /// The state file, the pools it keeps, and its interval.
-    pub state: Option<(Arc<StateFile>, Vec<Arc<PoolState>>, Duration)>,
+    /// The state file, the pools it keeps (as reloads replace them), and
+    /// its interval.
+    pub state: Option<(Arc<StateFile>, watch::Receiver<Pools>, Duration)>,
 }
 
 impl Stop<'_> {
@@ -108,7 +109,7 @@ impl Stop<'_> {
             p.abort();
         }
         if let Some((file, pools, _)) = &state {
-            let (file, pools) = (file.clone(), pools.clone());
+            let (file, pools) = (file.clone(), pools.borrow().clone());
             tokio::spawn(async move { file.write(&pools).await });
         }
 
@@ -141,8 +142,9 @@ impl Stop<'_> {
             "connections drained: {done} finished, {closed} closed at the deadline"
         );
         if let Some((file, pools, _)) = &state {
+            let pools = pools.borrow().clone();
             tokio::select! {
-                _ = file.write(pools) => {}
+                _ = file.write(&pools) => {}
                 s = signals.recv() => {
                     warn!(signal = s, "second signal: exiting before the state file was written again");
                     return Ok(Stopped::Forced);

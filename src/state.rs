@@ -598,13 +598,19 @@ impl StateFile {
     }
 
     /// Writes every `interval` until dropped (the first write one interval
-    /// after start, when there is something learned to keep).
-    pub async fn write_every(self: Arc<Self>, pools: Vec<Arc<PoolState>>, interval: Duration) {
+    /// after start, when there is something learned to keep), the pools
+    /// served at the time: a reload's pools from the write after it.
+    pub async fn write_every(
+        self: Arc<Self>,
+        pools: tokio::sync::watch::Receiver<crate::reload::Pools>,
+        interval: Duration,
+    ) {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let _ = self.write(&pools).await;
+            let current = pools.borrow().clone();
+            let _ = self.write(&current).await;
         }
     }
 

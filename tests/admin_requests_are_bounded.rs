@@ -38,7 +38,7 @@ async fn setup(admin: AdminConfig, limits: Limits) -> Setup {
     let router = Router::bind(config(&named(&backends)))
         .await
         .expect("router binds");
-    let control = Control::new(router.pools().to_vec(), router.stats_handle());
+    let control = Control::new(router.live().clone(), router.stats_handle());
     let admin = AdminServer::start(&admin, control, None, limits).expect("admin endpoint starts");
     Setup {
         _backends: backends,

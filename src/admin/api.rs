@@ -61,6 +61,7 @@ pub fn router(
         .route("/api/v1/pools/{pool}/affinity", get(lookup).delete(forget))
         .route("/api/v1/pools/{pool}/decisions", get(decisions))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/reload", post(reload).get(last_reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -185,6 +186,36 @@ async fn metrics_text(State(s): State<Shared>) -> Result<Response, ApiError> {
         Body::from(text),
     )
         .into_response())
+}
+
+/// Re-reads the configuration file: 200 with what changed; 400 with the
+/// file's mistakes under `reload` (the running configuration keeps
+/// serving); 409 when
+/// the router was started from flags and has no file to re-read.
+async fn reload(State(s): State<Shared>) -> Result<Response, ApiError> {
+    // The file is read and sockets bound: off the endpoint's runtime.
+    let done = tokio::task::spawn_blocking(move || s.control.reload())
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the reload panicked"))?;
+    match done {
+        Ok(outcome) => Ok(Json(outcome).into_response()),
+        Err(e) => match e.outcome() {
+            Some(outcome) => {
+                let error = format!(
+                    "reload refused, the running configuration keeps serving:\n{}",
+                    outcome.errors.join("\n")
+                );
+                let body = serde_json::json!({ "error": error, "status": 400, "reload": outcome });
+                Ok((StatusCode::BAD_REQUEST, Json(body)).into_response())
+            }
+            None => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+        },
+    }
+}
+
+/// The last reload's outcome since the start (`null` before the first).
+async fn last_reload(State(s): State<Shared>) -> impl IntoResponse {
+    Json(serde_json::json!({ "last": s.control.last_reload() }))
 }
 
 async fn pools(State(s): State<Shared>) -> impl IntoResponse {

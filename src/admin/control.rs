@@ -14,12 +14,15 @@ use crate::affinity::{Key, KeyKind, KeyState, Peeked};
 use crate::backend::{AdminState, Backend, BackendCounters, FAILURE_REASONS};
 use crate::inspect::ticket_key_name;
 use crate::pool::PoolState;
+use crate::reload::{Live, Outcome, ReloadError};
 use crate::stats::{Snapshot, Stats};
 
 /// The read and steer interface over one router's pools.
 #[derive(Debug, Clone)]
 pub struct Control {
-    pools: Vec<Arc<PoolState>>,
+    /// The pools served now: a reload replaces them, and the next call
+    /// sees the new ones.
+    live: Arc<Live>,
     stats: Arc<Stats>,
     /// For `uptime_secs` in `GET stats`.
     started: Instant,
@@ -165,18 +168,20 @@ pub const DEFAULT_DECISIONS: usize = 50;
 pub const MAX_KEY_BYTES: usize = 4096;
 
 impl Control {
-    pub fn new(pools: Vec<Arc<PoolState>>, stats: Arc<Stats>) -> Control {
+    pub fn new(live: Arc<Live>, stats: Arc<Stats>) -> Control {
         Control {
-            pools,
+            live,
             stats,
             started: Instant::now(),
         }
     }
 
-    fn pool(&self, name: &str) -> Result<&Arc<PoolState>, ApiError> {
-        self.pools
+    fn pool(&self, name: &str) -> Result<Arc<PoolState>, ApiError> {
+        self.live
+            .pools()
             .iter()
             .find(|p| p.config.name == name)
+            .cloned()
             .ok_or_else(|| ApiError::not_found(format!("no pool named `{name}`")))
     }
 
@@ -190,7 +195,8 @@ impl Control {
     }
 
     pub fn pools(&self) -> Vec<PoolView> {
-        self.pools
+        self.live
+            .pools()
             .iter()
             .map(|p| PoolView {
                 name: p.config.name.clone(),
@@ -211,7 +217,7 @@ impl Control {
     }
 
     pub fn backends(&self, pool: &str) -> Result<Vec<BackendView>, ApiError> {
-        let p = self.pool(pool)?;
+        let p = &self.pool(pool)?;
         Ok(p.backends.all().iter().map(|b| view(p, b)).collect())
     }
 
@@ -223,7 +229,7 @@ impl Control {
         backend: &str,
         change: BackendChange,
     ) -> Result<BackendView, ApiError> {
-        let p = self.pool(pool)?;
+        let p = &self.pool(pool)?;
         let b = Self::backend(p, backend)?;
         if change.state.is_none() && change.weight.is_none() {
             return Err(ApiError::bad_request(
@@ -247,7 +253,7 @@ impl Control {
     }
 
     pub fn lookup_key(&self, pool: &str, hex: &str) -> Result<KeyLookup, ApiError> {
-        let p = self.pool(pool)?;
+        let p = &self.pool(pool)?;
         let bytes = parse_key(hex)?;
         let mut entries = Vec::new();
         for (kind, key) in keys_for(&bytes) {
@@ -269,7 +275,7 @@ impl Control {
     }
 
     pub fn forget_key(&self, pool: &str, hex: &str) -> Result<Forgotten, ApiError> {
-        let p = self.pool(pool)?;
+        let p = &self.pool(pool)?;
         let bytes = parse_key(hex)?;
         let mut removed = 0;
         for (_, key) in keys_for(&bytes) {
@@ -295,7 +301,7 @@ impl Control {
     }
 
     pub fn lookup_client(&self, pool: &str, ip: &str) -> Result<ClientLookup, ApiError> {
-        let p = self.pool(pool)?;
+        let p = &self.pool(pool)?;
         let ip = parse_ip(ip)?;
         let summary = p.clients.peek(&p.prefix(ip));
         let last = summary.as_ref().and_then(|s| s.last.as_ref());
@@ -335,7 +341,7 @@ impl Control {
     }
 
     pub fn forget_client(&self, pool: &str, ip: &str) -> Result<Forgotten, ApiError> {
-        let p = self.pool(pool)?;
+        let p = &self.pool(pool)?;
         let ip = parse_ip(ip)?;
         if !p.clients.forget(&p.prefix(ip)) {
             return Err(ApiError::not_found(format!(
@@ -351,7 +357,7 @@ impl Control {
 
     /// The newest decisions first, at most `limit`.
     pub fn decisions(&self, pool: &str, limit: usize) -> Result<Vec<DecisionView>, ApiError> {
-        let p = self.pool(pool)?;
+        let p = &self.pool(pool)?;
         Ok(p.last_decisions(limit)
             .into_iter()
             .map(|d| DecisionView {
@@ -367,12 +373,12 @@ impl Control {
     }
 
     pub fn stats(&self) -> StatsView {
+        let pools = self.live.pools();
         StatsView {
             uptime_secs: self.started.elapsed().as_secs(),
-            pools: self.pools.len(),
-            backends: self.pools.iter().map(|p| p.backends.all().len()).sum(),
-            open_to_backends: self
-                .pools
+            pools: pools.len(),
+            backends: pools.iter().map(|p| p.backends.all().len()).sum(),
+            open_to_backends: pools
                 .iter()
                 .flat_map(|p| p.backends.all())
                 .map(|b| u64::from(b.active()))
@@ -381,11 +387,22 @@ impl Control {
         }
     }
 
+    /// Re-reads the configuration file and applies it (see
+    /// [`crate::reload`]). Blocking.
+    pub fn reload(&self) -> Result<Outcome, ReloadError> {
+        self.live.reload()
+    }
+
+    /// The last reload's outcome since the start, if any.
+    pub fn last_reload(&self) -> Option<Outcome> {
+        self.live.last()
+    }
+
     /// Copies what is read at scrape time (states, gauges, per-backend
     /// counts) into the metric series, just before they are rendered.
     pub fn publish(&self) {
         self.stats.publish();
-        for p in &self.pools {
+        for p in self.live.pools().iter() {
             p.series.publish(&*p.table);
             for b in p.backends.all() {
                 b.publish(&p.clock);

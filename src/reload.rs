@@ -1,0 +1,481 @@
+//! Reloading: what a running router serves now ([`Live`]), and replacing it
+//! from a re-read configuration file without losing a connection or a
+//! session.
+//!
+//! A reload is applied in place, and only whole: the file is read and
+//! checked with the same code as `stickytls check`, every new listening
+//! address is bound, and only then does anything change. A file with a
+//! mistake, or an address that cannot be bound, leaves the running
+//! configuration serving untouched.
+//!
+//! What carries over: each pool kept by name keeps its affinity table (with
+//! the ticket key-name states), its client index and its recent decisions
+//! ([`PoolState::reconfigured`]); each backend kept by name and address
+//! keeps its health, operator state and open connections; each listener
+//! kept by address keeps its sockets, its hello-stage counts and (while its
+//! limit is unchanged) its connection slots. Established connections hold
+//! the pool and listener states they started with, and run to their end
+//! untouched; the next connection gets the new ones. What a reload cannot
+//! change in place (the tables' sizes and lifetimes, the admin endpoint,
+//! the log, the state file, the stop's deadline) is named in its outcome
+//! and logged, for the next restart.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::config_file;
+use crate::listen::{ListenerSlot, ListenerState};
+use crate::log_limit::LogLimiter;
+use crate::pool::PoolState;
+use crate::stats::Stats;
+
+/// The pools a router serves now, as everything off the connection path
+/// reads them (the admin API, the state file, the health checks).
+pub type Pools = Arc<[Arc<PoolState>]>;
+
+/// The listening addresses a router serves now: every worker thread runs
+/// an accept loop for each.
+pub type Listeners = Arc<Vec<Arc<ListenerSlot>>>;
+
+/// What a running router serves now, and the one place that changes it.
+#[derive(Debug)]
+pub struct Live {
+    /// The configuration file a reload re-reads; `None` when the router
+    /// was configured by flags or in code, which cannot be re-read.
+    source: Option<PathBuf>,
+    clock: Clock,
+    stats: Arc<Stats>,
+    log: Arc<LogLimiter>,
+    pools: watch::Sender<Pools>,
+    listeners: watch::Sender<Listeners>,
+    /// The configuration being served. Its lock also makes reloads one at a
+    /// time; no connection ever takes it.
+    config: Mutex<Config>,
+    /// The last reload's outcome, for `GET /api/v1/reload`.
+    last: Mutex<Option<Outcome>>,
+}
+
+/// What a reload did, as the API returns it and the log says it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// `ok` or `error`.
+    pub result: &'static str,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The file re-read.
+    pub file: String,
+    /// Why it was refused, one mistake a line (`FILE:LINE:COLUMN: error:
+    /// ...` for the file's own), empty when applied.
+    pub errors: Vec<String>,
+    /// What changed, one change a line, when applied.
+    pub changes: Vec<String>,
+    /// Settings that changed in the file but take effect only at the next
+    /// restart.
+    pub restart_required: Vec<String>,
+}
+
+/// Why a reload was not applied.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The router was started from flags: there is no file to re-read.
+    NoFile,
+    /// The file could not be read, or breaks a rule; nothing changed.
+    Invalid(Outcome),
+    /// A new listener's address could not be bound; nothing changed.
+    Bind(Outcome),
+}
+
+impl ReloadError {
+    /// The refused reload's outcome, if it got as far as the file.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match self {
+            ReloadError::NoFile => None,
+            ReloadError::Invalid(o) | ReloadError::Bind(o) => Some(o),
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::NoFile => f.write_str(
+                "this router was started from flags, not a configuration file: there is nothing to re-read; restart it to change its settings",
+            ),
+            ReloadError::Invalid(o) | ReloadError::Bind(o) => {
+                write!(f, "reload of {} refused, the running configuration keeps serving: {}", o.file, o.errors.join("; "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+impl Live {
+    /// Builds the pools and listeners `config` asks for (validated by the
+    /// caller), binding every listening address. `stores` gives, per pool
+    /// name, an affinity store to use instead of a new in-process one.
+    pub(crate) fn build(
+        config: Config,
+        source: Option<PathBuf>,
+        clock: Clock,
+        stats: Arc<Stats>,
+        mut stores: HashMap<String, Arc<dyn crate::affinity::AffinityStore>>,
+    ) -> Result<Live, (std::net::SocketAddr, std::io::Error)> {
+        let log = Arc::new(LogLimiter::new(config.log.connections_per_second));
+        let mut by_name = HashMap::new();
+        let mut pools = Vec::new();
+        for p in &config.pools {
+            let state = Arc::new(match stores.remove(&p.name) {
+                Some(store) => PoolState::with_store(
+                    p.clone(),
+                    clock.clone(),
+                    stats.clone(),
+                    log.clone(),
+                    store,
+                ),
+                None => PoolState::new(p.clone(), clock.clone(), stats.clone(), log.clone()),
+            });
+            by_name.insert(p.name.clone(), state.clone());
+            pools.push(state);
+        }
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let state = ListenerState::new(l.clone(), &by_name, stats.clone(), log.clone());
+            listeners.push(ListenerSlot::bind(Arc::new(state)).map_err(|e| (l.bind, e))?);
+        }
+        Ok(Live {
+            source,
+            clock,
+            stats,
+            log,
+            pools: watch::Sender::new(pools.into()),
+            listeners: watch::Sender::new(Arc::new(listeners)),
+            config: Mutex::new(config),
+            last: Mutex::new(None),
+        })
+    }
+
+    /// The pools served now.
+    pub fn pools(&self) -> Pools {
+        self.pools.borrow().clone()
+    }
+
+    /// Follows the pools through reloads (the health checks restart on
+    /// each change).
+    pub fn watch_pools(&self) -> watch::Receiver<Pools> {
+        self.pools.subscribe()
+    }
+
+    /// The listening addresses served now.
+    pub fn listeners(&self) -> Listeners {
+        self.listeners.borrow().clone()
+    }
+
+    /// Follows the listeners through reloads (every worker thread starts
+    /// accepting on an added one, and stops on a removed one).
+    pub fn watch_listeners(&self) -> watch::Receiver<Listeners> {
+        self.listeners.subscribe()
+    }
+
+    /// Whether a reload has a file to re-read.
+    pub fn can_reload(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// The last reload's outcome, if there was one since the start.
+    pub fn last(&self) -> Option<Outcome> {
+        lock(&self.last).clone()
+    }
+
+    /// Re-reads the configuration file and applies it in place (see the
+    /// module's documentation); logs and counts the outcome. Blocking: the
+    /// file is read here.
+    pub fn reload(&self) -> Result<Outcome, ReloadError> {
+        let Some(path) = &self.source else {
+            return Err(ReloadError::NoFile);
+        };
+        let file = path.display().to_string();
+        let result = match config_file::load(path) {
+            Ok(config) => self.apply(config, &file),
+            Err(diagnostics) => Err(ReloadError::Invalid(outcome(
+                "error",
+                &file,
+                diagnostics.0.iter().map(ToString::to_string).collect(),
+                Vec::new(),
+                Vec::new(),
+            ))),
+        };
+        match &result {
+            Ok(o) => {
+                metrics::counter!(crate::metrics::RELOADS, "result" => "ok").increment(1);
+                info!(file = %o.file, changes = ?o.changes, restart_required = ?o.restart_required, "configuration reloaded");
+                for setting in &o.restart_required {
+                    warn!(file = %o.file, setting = %setting, "changed setting takes effect at the next restart");
+                }
+                *lock(&self.last) = Some(o.clone());
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::RELOADS, "result" => "error").increment(1);
+                error!("{e}");
+                if let Some(o) = e.outcome() {
+                    *lock(&self.last) = Some(o.clone());
+                }
+            }
+        }
+        result
+    }
+
+    /// Applies a checked configuration: binds the new addresses first (the
+    /// only step that can fail), then swaps pools and listeners.
+    fn apply(&self, new: Config, file: &str) -> Result<Outcome, ReloadError> {
+        let mut current = lock(&self.config);
+        let old_slots = self.listeners();
+        let old_pools = self.pools();
+
+        // 1. Bind what is new. Nothing is changed until every bind holds:
+        //    the sockets bound so far close with this function on failure.
+        let mut fresh = HashMap::new();
+        for l in &new.listeners {
+            if old_slots.iter().any(|s| s.bind == l.bind) {
+                continue;
+            }
+            match crate::listen::bind_reuseport(l.bind).and_then(|s| Ok((s.local_addr()?, s))) {
+                Ok((bound, socket)) => {
+                    fresh.insert(l.bind, (socket, bound));
+                }
+                Err(e) => {
+                    return Err(ReloadError::Bind(outcome(
+                        "error",
+                        file,
+                        vec![format!(
+                            "{file}: error: cannot listen on {}: {e}; free the address or change the listener's bind",
+                            l.bind
+                        )],
+                        Vec::new(),
+                        Vec::new(),
+                    )));
+                }
+            }
+        }
+
+        // 2. The pools: kept by name (tables shared, backends reconfigured
+        //    in place), or new.
+        let mut changes = Vec::new();
+        let mut restart_required = Vec::new();
+        let mut by_name = HashMap::new();
+        let mut pools = Vec::new();
+        for p in &new.pools {
+            let state = match old_pools.iter().find(|o| o.config.name == p.name) {
+                Some(old) => {
+                    describe_pool_changes(&old.config, p, &mut changes);
+                    for s in old.needs_restart_for(p) {
+                        restart_required.push(format!("pool.{}.{s}", p.name));
+                    }
+                    old.reconfigured(p.clone())
+                }
+                None => {
+                    changes.push(format!("pool {} added", p.name));
+                    PoolState::new(
+                        p.clone(),
+                        self.clock.clone(),
+                        self.stats.clone(),
+                        self.log.clone(),
+                    )
+                }
+            };
+            let state = Arc::new(state);
+            by_name.insert(p.name.clone(), state.clone());
+            pools.push(state);
+        }
+        for old in old_pools.iter() {
+            if !new.pools.iter().any(|p| p.name == old.config.name) {
+                changes.push(format!(
+                    "pool {} removed ({} affinity entries dropped)",
+                    old.config.name,
+                    old.table.len()
+                ));
+            }
+        }
+
+        // 3. The listeners: kept by address (new state in the same slot),
+        //    added (a slot around the socket bound above), or closed.
+        let mut slots = Vec::new();
+        for l in &new.listeners {
+            match old_slots.iter().find(|s| s.bind == l.bind) {
+                Some(slot) => {
+                    let next = match slot.current() {
+                        Some(prev) => {
+                            if prev.config != *l {
+                                changes.push(format!("listener {} changed", l.bind));
+                            }
+                            prev.succeed(l.clone(), &by_name)
+                        }
+                        None => ListenerState::new(
+                            l.clone(),
+                            &by_name,
+                            self.stats.clone(),
+                            self.log.clone(),
+                        ),
+                    };
+                    slot.replace(Arc::new(next));
+                    slots.push(slot.clone());
+                }
+                None => {
+                    let state = ListenerState::new(
+                        l.clone(),
+                        &by_name,
+                        self.stats.clone(),
+                        self.log.clone(),
+                    );
+                    // Step 1 bound every address no slot has.
+                    let Some((socket, bound)) = fresh.remove(&l.bind) else {
+                        continue;
+                    };
+                    let slot = ListenerSlot::around(Arc::new(state), socket, bound);
+                    changes.push(format!("listener {} added on {}", l.name, slot.bound));
+                    slots.push(slot);
+                }
+            }
+        }
+        for slot in old_slots.iter() {
+            if !new.listeners.iter().any(|l| l.bind == slot.bind) {
+                slot.close();
+                changes.push(format!(
+                    "listener {} closed (its open connections run on)",
+                    slot.bound
+                ));
+            }
+        }
+
+        // 4. What only a restart applies.
+        if current.admin != new.admin {
+            restart_required.push("admin".to_string());
+        }
+        if current.log != new.log {
+            restart_required.push("log".to_string());
+        }
+        if current.lifecycle != new.lifecycle {
+            restart_required.push("state, shutdown_timeout".to_string());
+        }
+
+        // 5. Publish: the next connection, API call and health check see
+        //    the new configuration.
+        self.pools.send_replace(pools.into());
+        self.listeners.send_replace(Arc::new(slots));
+        *current = new;
+        Ok(outcome("ok", file, Vec::new(), changes, restart_required))
+    }
+}
+
+/// Catches SIGHUP from now on (its default action would end the process)
+/// and returns the future that reloads on each one, to run for the life of
+/// the process. A router started from flags has nothing to re-read: it
+/// logs the signal and goes on. Needs a runtime.
+pub fn on_sighup(live: Arc<Live>) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        while hup.recv().await.is_some() {
+            if !live.can_reload() {
+                info!(
+                    "SIGHUP ignored: started from flags, there is no configuration file to re-read"
+                );
+                continue;
+            }
+            info!("SIGHUP: reloading the configuration");
+            let live = live.clone();
+            // Outcomes are logged and counted by `reload` itself.
+            let _ = tokio::task::spawn_blocking(move || live.reload()).await;
+        }
+    })
+}
+
+/// One line per change a reload makes to a pool it keeps.
+fn describe_pool_changes(
+    old: &crate::config::PoolConfig,
+    new: &crate::config::PoolConfig,
+    changes: &mut Vec<String>,
+) {
+    let pool = &new.name;
+    for b in &new.backends {
+        match old.backends.iter().find(|o| o.name == b.name) {
+            None => changes.push(format!(
+                "pool {pool}: backend {} added at {}",
+                b.name, b.addr
+            )),
+            Some(o) => {
+                if o.addr != b.addr {
+                    changes.push(format!(
+                        "pool {pool}: backend {} moved from {} to {} (its sessions stay with it)",
+                        b.name, o.addr, b.addr
+                    ));
+                }
+                if o.weight != b.weight {
+                    changes.push(format!(
+                        "pool {pool}: backend {} weight {} -> {}",
+                        b.name, o.weight, b.weight
+                    ));
+                }
+                if o.max_connections != b.max_connections {
+                    changes.push(format!(
+                        "pool {pool}: backend {} max_connections {:?} -> {:?}",
+                        b.name, o.max_connections, b.max_connections
+                    ));
+                }
+            }
+        }
+    }
+    for o in &old.backends {
+        if !new.backends.iter().any(|b| b.name == o.name) {
+            changes.push(format!(
+                "pool {pool}: backend {} removed (its affinity entries are dropped)",
+                o.name
+            ));
+        }
+    }
+    if old.balance != new.balance {
+        changes.push(format!("pool {pool}: balance changed"));
+    }
+    if old.timeouts != new.timeouts {
+        changes.push(format!("pool {pool}: timeouts changed"));
+    }
+    if old.health != new.health {
+        changes.push(format!("pool {pool}: health checks changed"));
+    }
+    if old.inspect != new.inspect {
+        changes.push(format!("pool {pool}: inspect = {}", new.inspect));
+    }
+}
+
+fn outcome(
+    result: &'static str,
+    file: &str,
+    errors: Vec<String>,
+    changes: Vec<String>,
+    restart_required: Vec<String>,
+) -> Outcome {
+    Outcome {
+        result,
+        at_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        file: file.to_string(),
+        errors,
+        changes,
+        restart_required,
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere mid-reload, before the
+/// publish step; what it guards is still whole.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
