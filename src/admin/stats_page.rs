@@ -69,12 +69,14 @@ h2{font-size:1.15em;margin:24px 0 6px}
 h3{font-size:1em;margin:14px 0 4px}
 .meta{color:#57606a;margin:0 0 12px}
 .meta a{margin-left:4px}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(10.5rem,1fr));gap:8px;margin:8px 0}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(9.5rem,1fr));gap:8px;margin:8px 0}
 .card{border:1px solid var(--line);border-radius:6px;padding:6px 10px}
 .card .label{color:#57606a;font-size:.85em}
-.card .value{font-size:1.25em;font-variant-numeric:tabular-nums}
+.card .value{font-size:1.2em;font-variant-numeric:tabular-nums;white-space:nowrap}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;max-width:100%}
 table{border-collapse:collapse;margin:4px 0;white-space:nowrap}
+caption{text-align:left;font-weight:600;padding:2px 0}
+#breakdowns .scroll{display:inline-block;vertical-align:top;margin-right:24px}
 th,td{border:1px solid var(--line);padding:3px 8px;text-align:left}
 th{background:var(--head);font-weight:600}
 .num{text-align:right;font-variant-numeric:tabular-nums}
@@ -121,24 +123,31 @@ fn page(out: &mut String, o: &Overview, refresh_secs: u32) -> fmt::Result {
     out.push_str(
         " · <a href=\"?refresh=0\">off</a><a href=\"?refresh=5\">5 s</a><a href=\"?refresh=30\">30 s</a></p>\n",
     );
-    summary(out, &o.stats)?;
+    // What a glance needs first: the totals, then each pool's backends;
+    // the breakdowns and the decision logs below them.
+    cards(out, &o.stats)?;
     for p in &o.pools {
         pool(out, p)?;
+    }
+    breakdowns(out, &o.stats)?;
+    for p in &o.pools {
+        decisions(out, p)?;
     }
     out.push_str("</body>\n</html>\n");
     Ok(())
 }
 
-/// The router-wide figures: connections, affinity by key kind, rejections.
-fn summary(out: &mut String, s: &StatsView) -> fmt::Result {
+/// The router-wide totals, one card each.
+fn cards(out: &mut String, s: &StatsView) -> fmt::Result {
     let c = &s.counters;
-    // The key name is a fallback hint tried after a ticket: counting its
-    // lookups too would count one offered ticket twice.
-    let exact = [0, 1, 3];
-    let hits: u64 = exact.iter().map(|&i| c.hits[i]).sum();
-    let misses: u64 = exact.iter().map(|&i| c.misses[i]).sum();
+    // Over every lookup of every kind, as `stickytls_affinity_hits_total`
+    // over hits and misses would give it: one hello may look up several
+    // keys (a fresh TLS 1.3 PSK identity misses, then its ticket's key
+    // name hits), so the per-kind table below says which kind carries it.
+    let hits: u64 = c.hits.iter().sum();
+    let misses: u64 = c.misses.iter().sum();
     out.push_str("<section id=\"summary\">\n<h2>Router</h2>\n<div class=\"cards\">\n");
-    let cards: [(&str, &str, String); 9] = [
+    let cards: [(&str, &str, String); 10] = [
         ("connections", "connections", c.connections.to_string()),
         ("active", "open now", c.active.to_string()),
         (
@@ -147,16 +156,25 @@ fn summary(out: &mut String, s: &StatsView) -> fmt::Result {
             s.open_to_backends.to_string(),
         ),
         ("rejected", "rejected", c.rejected.to_string()),
-        ("hit-ratio", "affinity hit ratio", percent(hits, hits + misses)),
+        (
+            "hit-ratio",
+            "affinity hit ratio (lookups)",
+            percent(hits, hits + misses),
+        ),
+        ("rebinds", "re-binds by address", c.rebinds.to_string()),
         ("resumed", "resumed handshakes", c.resumed.to_string()),
-        ("affinity-lost", "affinity lost", c.affinity_lost.to_string()),
+        (
+            "affinity-lost",
+            "affinity lost",
+            c.affinity_lost.to_string(),
+        ),
         ("failovers", "failovers", c.failovers.to_string()),
         ("no-backend", "no backend", c.no_backend.to_string()),
     ];
     for (id, label, value) in cards {
         writeln!(
             out,
-            "<div class=\"card\" id=\"card-{id}\"><div class=\"label\">{label}</div><div class=\"value\">{value}</div></div>"
+            "<div class=\"card\" id=\"card-{id}\"><div class=\"label\">{label}</div><div class=\"value\" data-field=\"{id}\">{value}</div></div>"
         )?;
     }
     writeln!(
@@ -165,9 +183,14 @@ fn summary(out: &mut String, s: &StatsView) -> fmt::Result {
         bytes(c.to_backend_bytes),
         bytes(c.to_client_bytes)
     )?;
-    out.push_str("</div>\n");
+    out.push_str("</div>\n</section>\n");
+    Ok(())
+}
 
-    out.push_str("<div class=\"scroll\"><table id=\"affinity\">\n<caption>Session keys looked up, all pools</caption>\n<tr><th>key kind</th><th class=\"num\">hits</th><th class=\"num\">misses</th><th class=\"num\">hit ratio</th><th class=\"num\">learned</th></tr>\n");
+/// Session key lookups by kind and rejections by reason, all pools.
+fn breakdowns(out: &mut String, s: &StatsView) -> fmt::Result {
+    let c = &s.counters;
+    out.push_str("<section id=\"breakdowns\">\n<h2>Session keys and rejections, all pools</h2>\n<div class=\"scroll\"><table id=\"affinity\">\n<caption>Session keys looked up</caption>\n<tr><th>key kind</th><th class=\"num\">hits</th><th class=\"num\">misses</th><th class=\"num\">hit ratio</th><th class=\"num\">learned</th></tr>\n");
     let kinds = ["psk_identity", "ticket", "ticket_key_name", "session_id"];
     for (i, kind) in kinds.iter().enumerate() {
         writeln!(
@@ -181,7 +204,6 @@ fn summary(out: &mut String, s: &StatsView) -> fmt::Result {
     }
     out.push_str("</table></div>\n");
 
-    out.push_str("<h3>Top rejection reasons</h3>\n");
     let mut reasons: Vec<(&str, u64)> = c
         .rejected_by_reason
         .iter()
@@ -189,21 +211,19 @@ fn summary(out: &mut String, s: &StatsView) -> fmt::Result {
         .map(|(r, n)| (*r, *n))
         .collect();
     reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    out.push_str("<div class=\"scroll\"><table id=\"rejections\">\n<caption>Top rejection reasons</caption>\n<tr><th>reason</th><th class=\"num\">connections</th><th class=\"num\">share</th></tr>\n");
     if reasons.is_empty() {
-        out.push_str("<p class=\"none\" id=\"rejections\">none</p>\n");
-    } else {
-        out.push_str("<div class=\"scroll\"><table id=\"rejections\">\n<tr><th>reason</th><th class=\"num\">connections</th><th class=\"num\">share</th></tr>\n");
-        for (reason, n) in reasons {
-            writeln!(
-                out,
-                "<tr data-reason=\"{r}\"><td>{r}</td><td class=\"num\">{n}</td><td class=\"num\">{}</td></tr>",
-                percent(n, c.rejected),
-                r = Esc(reason)
-            )?;
-        }
-        out.push_str("</table></div>\n");
+        out.push_str("<tr><td class=\"none\" colspan=\"3\">none</td></tr>\n");
     }
-    out.push_str("</section>\n");
+    for (reason, n) in reasons {
+        writeln!(
+            out,
+            "<tr data-reason=\"{r}\"><td>{r}</td><td class=\"num\">{n}</td><td class=\"num\">{}</td></tr>",
+            percent(n, c.rejected),
+            r = Esc(reason)
+        )?;
+    }
+    out.push_str("</table></div>\n</section>\n");
     Ok(())
 }
 
@@ -248,10 +268,16 @@ fn pool(out: &mut String, p: &PoolOverview) -> fmt::Result {
     }
     out.push_str("</table></div>\n");
 
+    out.push_str("</section>\n");
+    Ok(())
+}
+
+/// A pool's last decisions, newest first.
+fn decisions(out: &mut String, p: &PoolOverview) -> fmt::Result {
+    let name = Esc(&p.pool.name);
     writeln!(
         out,
-        "<h3>Last {} decisions, newest first</h3>",
-        PAGE_DECISIONS
+        "<section class=\"decisions\" data-pool=\"{name}\">\n<h2>Pool {name}: last {PAGE_DECISIONS} decisions, newest first</h2>"
     )?;
     if p.decisions.is_empty() {
         out.push_str("<p class=\"none\">none yet</p>\n");
@@ -311,7 +337,9 @@ fn decision(out: &mut String, d: &DecisionView) -> fmt::Result {
         .sni
         .as_deref()
         .map_or_else(|| dash.to_string(), |s| Esc(s).to_string());
-    let kind = d.kind.map_or_else(|| dash.to_string(), |k| Esc(k).to_string());
+    let kind = d
+        .kind
+        .map_or_else(|| dash.to_string(), |k| Esc(k).to_string());
     // The date is the same for a screenful of rows: the time says enough.
     let time = d
         .time
@@ -329,12 +357,13 @@ fn decision(out: &mut String, d: &DecisionView) -> fmt::Result {
     )
 }
 
-/// `part / whole` in thousandths, capped at 1000; 0 for an empty whole.
+/// `part / whole` in thousandths, rounded to the nearest and capped at
+/// 1000; 0 for an empty whole.
 fn fraction_per_mille(part: u64, whole: u64) -> u64 {
     if whole == 0 {
         return 0;
     }
-    (u128::from(part) * 1000 / u128::from(whole)).min(1000) as u64
+    ((u128::from(part) * 2000 / u128::from(whole) + 1) / 2).min(1000) as u64
 }
 
 /// `part / whole` as a percentage with one decimal, or `—` when there is
@@ -386,10 +415,7 @@ mod tests {
             escape("<script>alert('x')</script>"),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
         );
-        assert_eq!(
-            escape("\" onmouseover=\"x"),
-            "&quot; onmouseover=&quot;x"
-        );
+        assert_eq!(escape("\" onmouseover=\"x"), "&quot; onmouseover=&quot;x");
         // Already-escaped text is escaped again, not trusted.
         assert_eq!(escape("&lt;"), "&amp;lt;");
         // Multi-byte text around the escapes stays whole.
@@ -407,10 +433,7 @@ mod tests {
         ];
         for h in hostile {
             let e = escape(h);
-            assert!(
-                !e.contains(['<', '>', '"', '\'']),
-                "{h:?} escaped to {e:?}"
-            );
+            assert!(!e.contains(['<', '>', '"', '\'']), "{h:?} escaped to {e:?}");
             // Every & starts one of our references.
             for (i, _) in e.match_indices('&') {
                 let rest = &e[i..];
@@ -492,9 +515,11 @@ mod tests {
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
         assert!(html.contains("name=\"viewport\""));
-        assert!(html.contains(
-            "<tr class=\"row-maint\" data-pool=\"web\" data-backend=\"b\"><td>b</td>"
-        ));
+        assert!(
+            html.contains(
+                "<tr class=\"row-maint\" data-pool=\"web\" data-backend=\"b\"><td>b</td>"
+            )
+        );
         assert!(html.contains("class=\"state state-maint\" data-field=\"state\">maint<"));
         assert!(html.contains("class=\"state state-up\" data-field=\"state\">up<"));
         assert!(html.contains("data-field=\"active\">2</td>"));
@@ -503,17 +528,24 @@ mod tests {
         assert!(html.contains("<span class=\"health-failed\">failed</span>"));
         assert!(html.contains("title=\"refused 3\">3</td>"));
         assert!(html.contains("250 / 1000</span> (25.0%)"));
-        // hits 30 over exact lookups 30 + 10 (the key name's 7 misses are
-        // not counted twice).
-        assert!(html.contains("<div class=\"value\">75.0%</div>"));
+        // 30 hits over 30 + 17 lookups.
+        assert!(html.contains("data-field=\"hit-ratio\">63.8%</div>"));
         // Rejections ranked, zero reasons left out.
         let not_tls = html.find("data-reason=\"not_tls\"").unwrap();
         let malformed = html.find("data-reason=\"malformed\"").unwrap();
         assert!(not_tls < malformed);
         assert!(!html.contains("data-reason=\"alert\""));
         assert!(html.contains("<td data-field=\"sni\">www.example</td>"));
-        assert!(html.contains("<td>07:12:01.001</td>") || html.contains(">07:12:01.001</td>"));
+        assert!(html.contains(">07:12:01.001</td>"));
         assert!(html.contains("up 1d 01:01:01"));
+        // Every element opened is closed.
+        for tag in ["section", "table", "tr", "div"] {
+            assert_eq!(
+                html.matches(&format!("<{tag}")).count(),
+                html.matches(&format!("</{tag}>")).count(),
+                "<{tag}> balanced"
+            );
+        }
         // Nothing is fetched: no script, no external reference.
         assert!(!html.contains("<script"));
         assert!(!html.contains("http://") && !html.contains("https://"));
@@ -524,6 +556,18 @@ mod tests {
         let html = render(&overview("x", "a"), 0);
         assert!(!html.contains("http-equiv"));
         assert!(html.contains("refresh off"));
+    }
+
+    #[test]
+    fn a_quiet_router_says_none_rather_than_showing_empty_tables() {
+        let mut o = overview("x", "a");
+        o.stats.counters.rejected = 0;
+        o.stats.counters.rejected_by_reason.clear();
+        o.pools[0].decisions.clear();
+        let html = render(&o, 5);
+        assert!(html.contains("<td class=\"none\" colspan=\"3\">none</td>"));
+        assert!(html.contains("<p class=\"none\">none yet</p>"));
+        assert!(!html.contains("class=\"decision\""));
     }
 
     #[test]
@@ -541,9 +585,14 @@ mod tests {
     fn figures_are_formatted_without_dividing_by_zero() {
         assert_eq!(percent(0, 0), "—");
         assert_eq!(percent(1, 3), "33.3%");
+        assert_eq!(percent(2, 3), "66.7%", "rounded, not truncated");
         assert_eq!(percent(3, 3), "100.0%");
         assert_eq!(percent(u64::MAX, u64::MAX), "100.0%");
-        assert_eq!(fraction_per_mille(5, 2), 1000, "a fill over its size is capped");
+        assert_eq!(
+            fraction_per_mille(5, 2),
+            1000,
+            "a fill over its size is capped"
+        );
         assert_eq!(bytes(0), "0 B");
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");
