@@ -234,9 +234,9 @@ fn pool(out: &mut String, p: &PoolOverview) -> fmt::Result {
         out,
         "<section class=\"pool\" data-pool=\"{name}\">\n<h2>Pool {name}</h2>"
     )?;
-    write!(
+    writeln!(
         out,
-        "<p class=\"meta\">{} · inspection {} · {} of {} backends up · {} clients tracked</p>\n",
+        "<p class=\"meta\">{} · inspection {} · {} of {} backends up · {} clients tracked</p>",
         v.balance,
         if v.inspect { "on" } else { "off" },
         v.backends_up,
@@ -245,9 +245,9 @@ fn pool(out: &mut String, p: &PoolOverview) -> fmt::Result {
     )?;
     // Fill in tenths of a percent, in integers: no float formatting quirks.
     let per_mille = fraction_per_mille(v.affinity_entries as u64, v.affinity_capacity as u64);
-    write!(
+    writeln!(
         out,
-        "<p class=\"fill\">affinity table <span class=\"bar{}\"><span style=\"width:{}.{}%\"></span></span><span class=\"num\" data-field=\"affinity\">{} / {}</span> ({}.{}%), {} evicted</p>\n",
+        "<p class=\"fill\">affinity table <span class=\"bar{}\"><span style=\"width:{}.{}%\"></span></span><span class=\"num\" data-field=\"affinity\">{} / {}</span> ({}.{}%), {} evicted</p>",
         if per_mille >= 900 || v.affinity_evictions > 0 {
             " high"
         } else {
@@ -363,7 +363,9 @@ fn fraction_per_mille(part: u64, whole: u64) -> u64 {
     if whole == 0 {
         return 0;
     }
-    ((u128::from(part) * 2000 / u128::from(whole) + 1) / 2).min(1000) as u64
+    (u128::from(part) * 2000 / u128::from(whole))
+        .div_ceil(2)
+        .min(1000) as u64
 }
 
 /// `part / whole` as a percentage with one decimal, or `—` when there is
