@@ -39,9 +39,10 @@
 //! - [`conn_log`]: the one log line each connection writes when it ends.
 //!
 //! Seeing and steering a running router:
-//! - [`admin`]: the admin endpoint (`/metrics` and the JSON API) on a
-//!   thread and runtime of its own, and what it reads and changes in the
-//!   pools; [`metrics`] installs the Prometheus recorder it renders.
+//! - [`admin`]: the admin endpoint (`/metrics`, the JSON API and the
+//!   `/stats` HTML page) on a thread and runtime of its own, and what it
+//!   reads and changes in the pools; [`metrics`] installs the Prometheus
+//!   recorder it renders.
 //! - [`ctl`]: `stickytls ctl`, the API's client.
 //! - [`reload`]: what a running router serves now, and applying a re-read
 //!   configuration file to it in place (SIGHUP, `ctl reload`, the API).

@@ -10,6 +10,7 @@
 //! straight to the `metrics` facade instead, where the lookup is the cost
 //! of something already gone wrong.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -62,6 +63,34 @@ fn resumption_index(r: Resumption) -> usize {
     }
 }
 
+/// Why a connection was closed before routing, as counted per reason: the
+/// `reason` label values of [`m::REJECTED`] that the listener, the intake
+/// (`IntakeError::reason`) and the PROXY header (`ProxyError::reason`)
+/// give. A reason not listed is counted under the last, `other`, so a new
+/// one added elsewhere is never lost, only lumped.
+pub const REJECT_REASONS: [&str; 11] = [
+    "not_tls",
+    "malformed",
+    "alert",
+    "hello_timeout",
+    "over_budget",
+    "client_closed",
+    "per_ip_limit",
+    "io",
+    "proxy_untrusted",
+    "proxy_invalid",
+    "other",
+];
+
+/// A rejection's slot in [`REJECT_REASONS`]: a scan of eleven short
+/// strings, paid only by a connection already being turned away.
+fn reject_index(reason: &str) -> usize {
+    REJECT_REASONS
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(REJECT_REASONS.len() - 1)
+}
+
 /// The `version` label values of [`m::TLS_VERSIONS`].
 const VERSIONS: [&str; 5] = ["1.0", "1.1", "1.2", "1.3", "other"];
 
@@ -81,6 +110,9 @@ pub struct Stats {
     /// Connections accepted and not yet closed.
     active: AtomicU64,
     rejected: AtomicU64,
+    /// `rejected` by reason, indexed like [`REJECT_REASONS`]: the stats
+    /// page ranks them without reading the metrics recorder.
+    rejected_by: [AtomicU64; REJECT_REASONS.len()],
     hits: [AtomicU64; 4],
     misses: [AtomicU64; 4],
     learned: [AtomicU64; 4],
@@ -149,6 +181,7 @@ impl Default for Stats {
             connections: AtomicU64::new(0),
             active: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            rejected_by: Default::default(),
             hits: Default::default(),
             misses: Default::default(),
             learned: Default::default(),
@@ -174,6 +207,8 @@ pub struct Snapshot {
     pub connections: u64,
     pub active: u64,
     pub rejected: u64,
+    /// `rejected` by reason, every one of [`REJECT_REASONS`] present.
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
     /// Indexed by key kind: psk_identity, ticket, ticket_key_name, session_id.
     pub hits: [u64; 4],
     pub misses: [u64; 4],
@@ -222,6 +257,7 @@ impl Stats {
     }
     pub fn rejected(&self, listener: &Arc<str>, reason: &'static str) {
         inc(&self.rejected);
+        inc(&self.rejected_by[reject_index(reason)]);
         counter!(m::REJECTED, "listener" => listener.clone(), "reason" => reason).increment(1);
     }
     pub fn hit(&self, kind: KeyKind) {
@@ -311,6 +347,11 @@ impl Stats {
             connections: load(&self.connections),
             active: load(&self.active),
             rejected: load(&self.rejected),
+            rejected_by_reason: REJECT_REASONS
+                .iter()
+                .zip(&self.rejected_by)
+                .map(|(r, n)| (*r, load(n)))
+                .collect(),
             hits: arr(&self.hits),
             misses: arr(&self.misses),
             learned: arr(&self.learned),
@@ -357,5 +398,28 @@ impl PoolSeries {
     pub fn publish(&self, table: &dyn crate::affinity::AffinityStore) {
         self.entries.set(table.len() as f64);
         self.evictions.publish(table.evictions());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_counted_by_reason_and_unknown_ones_as_other() {
+        let stats = Stats::default();
+        let listener: Arc<str> = Arc::from("l");
+        stats.rejected(&listener, "not_tls");
+        stats.rejected(&listener, "not_tls");
+        stats.rejected(&listener, "proxy_invalid");
+        stats.rejected(&listener, "a_reason_added_later");
+        let s = stats.snapshot();
+        assert_eq!(s.rejected, 4);
+        assert_eq!(s.rejected_by_reason["not_tls"], 2);
+        assert_eq!(s.rejected_by_reason["proxy_invalid"], 1);
+        assert_eq!(s.rejected_by_reason["other"], 1);
+        assert_eq!(s.rejected_by_reason["malformed"], 0);
+        assert_eq!(s.rejected_by_reason.len(), REJECT_REASONS.len());
+        assert_eq!(s.rejected_by_reason.values().sum::<u64>(), s.rejected);
     }
 }

@@ -1,5 +1,6 @@
-//! The admin endpoint's routes: `GET /metrics` and the JSON API under
-//! `/api/v1/`, with bearer-token checks and JSON errors. The bounds (time,
+//! The admin endpoint's routes: `GET /metrics`, the JSON API under
+//! `/api/v1/` and the `GET /stats` page, with bearer-token checks and JSON
+//! errors. The bounds (time,
 //! concurrency, body size) are tower layers around the whole router; the
 //! header count, header size and header time are hyper's, set where the
 //! connections are served (`super::serve`).
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use tower::ServiceBuilder;
 
 use super::control::{BackendChange, Control, DEFAULT_DECISIONS};
+use super::stats_page::{self, DEFAULT_REFRESH_SECS, MAX_REFRESH_SECS, PAGE_DECISIONS};
 use super::{AdminConfig, ApiError, Limits};
 use crate::backend::AdminState;
 use crate::pool::RECENT_DECISIONS;
@@ -62,6 +64,7 @@ pub fn router(
         .route("/api/v1/pools/{pool}/decisions", get(decisions))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/reload", post(reload).get(last_reload))
+        .route("/stats", get(stats_html))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -159,7 +162,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn not_found() -> ApiError {
     ApiError::not_found(
-        "no such resource: see docs/operations.md for /metrics and the /api/v1/ routes",
+        "no such resource: see docs/operations.md for /metrics, /stats and the /api/v1/ routes",
     )
 }
 
@@ -338,6 +341,45 @@ async fn decisions(
 
 async fn stats(State(s): State<Shared>) -> impl IntoResponse {
     Json(s.control.stats())
+}
+
+/// `GET /stats?refresh=N`. Unknown parameters are refused: in particular
+/// `?token=`, since a token in a URL ends up in browser history and logs;
+/// the page takes the same `Authorization` header as every other read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    refresh: Option<u32>,
+}
+
+/// What the page's answer says besides its type: never cached (the figures
+/// are live), and, as it needs no script and loads nothing, a policy that
+/// allows only its own inline style, so markup that slipped past the
+/// escaping could still run nothing.
+const PAGE_HEADERS: [(header::HeaderName, &str); 5] = [
+    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+    (header::CACHE_CONTROL, "no-store"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
+
+async fn stats_html(
+    State(s): State<Shared>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let refresh = q.refresh.unwrap_or(DEFAULT_REFRESH_SECS);
+    if refresh > MAX_REFRESH_SECS {
+        return Err(ApiError::bad_request(format!(
+            "refresh must be between 0 (off) and {MAX_REFRESH_SECS} seconds"
+        )));
+    }
+    let html = stats_page::render(&s.control.overview(PAGE_DECISIONS), refresh);
+    Ok((PAGE_HEADERS, html).into_response())
 }
 
 /// `Json`, with its rejections (bad JSON, wrong content type, a body over

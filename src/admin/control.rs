@@ -38,6 +38,9 @@ pub struct PoolView {
     /// Backends whose effective state is `up`.
     pub backends_up: usize,
     pub affinity_entries: usize,
+    /// `table_size`: the entries the table holds before it evicts, so a
+    /// reader sees how full it is.
+    pub affinity_capacity: usize,
     pub affinity_evictions: u64,
     pub clients_tracked: usize,
 }
@@ -57,6 +60,12 @@ pub struct BackendView {
     /// Handshakes completed on it, and of those resumptions.
     pub handshakes: u64,
     pub resumed: u64,
+    /// Routes by key that it answered with a full handshake: sessions it
+    /// had forgotten.
+    pub affinity_lost: u64,
+    /// The last active health check's result, `passed` or `failed`; `None`
+    /// before the first probe or with checks off.
+    pub health: Option<&'static str>,
     /// Failed attempts, by reason.
     pub connect_failures: serde_json::Map<String, serde_json::Value>,
 }
@@ -161,6 +170,26 @@ pub struct StatsView {
     pub counters: Snapshot,
 }
 
+/// Everything the stats page shows, read in one pass through the same
+/// views the JSON API answers with, so the page and the API never disagree
+/// on what a figure means.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    /// When it was read, as an RFC 3339 UTC time.
+    pub generated: String,
+    pub stats: StatsView,
+    pub pools: Vec<PoolOverview>,
+}
+
+/// One pool in an [`Overview`].
+#[derive(Debug, Serialize)]
+pub struct PoolOverview {
+    pub pool: PoolView,
+    pub backends: Vec<BackendView>,
+    /// The newest decisions first.
+    pub decisions: Vec<DecisionView>,
+}
+
 /// Decisions returned when `limit` is not given.
 pub const DEFAULT_DECISIONS: usize = 50;
 /// Longest key accepted in a lookup, in bytes: tickets run to a few
@@ -195,25 +224,7 @@ impl Control {
     }
 
     pub fn pools(&self) -> Vec<PoolView> {
-        self.live
-            .pools()
-            .iter()
-            .map(|p| PoolView {
-                name: p.config.name.clone(),
-                balance: balance_name(p.config.balance),
-                inspect: p.config.inspect,
-                backends: p.backends.all().len(),
-                backends_up: p
-                    .backends
-                    .all()
-                    .iter()
-                    .filter(|b| b.state(&p.clock) == crate::backend::State::Up)
-                    .count(),
-                affinity_entries: p.table.len(),
-                affinity_evictions: p.table.evictions(),
-                clients_tracked: p.clients.len(),
-            })
-            .collect()
+        self.live.pools().iter().map(|p| pool_view(p)).collect()
     }
 
     pub fn backends(&self, pool: &str) -> Result<Vec<BackendView>, ApiError> {
@@ -357,19 +368,29 @@ impl Control {
 
     /// The newest decisions first, at most `limit`.
     pub fn decisions(&self, pool: &str, limit: usize) -> Result<Vec<DecisionView>, ApiError> {
-        let p = &self.pool(pool)?;
-        Ok(p.last_decisions(limit)
-            .into_iter()
-            .map(|d| DecisionView {
-                time: rfc3339(d.time),
-                client: d.client.to_string(),
-                sni: d.sni.map(|s| s.to_str_lossy().into_owned()),
-                rule: d.rule,
-                kind: d.key_kind.map(KeyKind::as_str),
-                backend: d.backend.to_string(),
-                reason: d.reason,
-            })
-            .collect())
+        Ok(decision_views(&*self.pool(pool)?, limit))
+    }
+
+    /// Every pool with its backends and its last `decisions`, and the
+    /// router's counters: what `GET /stats` renders. Built from the same
+    /// functions as `/api/v1/pools`, `.../backends`, `.../decisions` and
+    /// `/api/v1/stats`, so it reads the same atomics and takes no lock
+    /// the connection path holds longer than a table shard's count.
+    pub fn overview(&self, decisions: usize) -> Overview {
+        Overview {
+            generated: rfc3339(std::time::SystemTime::now()),
+            stats: self.stats(),
+            pools: self
+                .live
+                .pools()
+                .iter()
+                .map(|p| PoolOverview {
+                    pool: pool_view(p),
+                    backends: p.backends.all().iter().map(|b| view(p, b)).collect(),
+                    decisions: decision_views(p, decisions),
+                })
+                .collect(),
+        }
     }
 
     pub fn stats(&self) -> StatsView {
@@ -411,6 +432,40 @@ impl Control {
     }
 }
 
+fn pool_view(p: &PoolState) -> PoolView {
+    PoolView {
+        name: p.config.name.clone(),
+        balance: balance_name(p.config.balance),
+        inspect: p.config.inspect,
+        backends: p.backends.all().len(),
+        backends_up: p
+            .backends
+            .all()
+            .iter()
+            .filter(|b| b.state(&p.clock) == crate::backend::State::Up)
+            .count(),
+        affinity_entries: p.table.len(),
+        affinity_capacity: p.config.affinity.table_size,
+        affinity_evictions: p.table.evictions(),
+        clients_tracked: p.clients.len(),
+    }
+}
+
+fn decision_views(p: &PoolState, limit: usize) -> Vec<DecisionView> {
+    p.last_decisions(limit)
+        .into_iter()
+        .map(|d| DecisionView {
+            time: rfc3339(d.time),
+            client: d.client.to_string(),
+            sni: d.sni.map(|s| s.to_str_lossy().into_owned()),
+            rule: d.rule,
+            kind: d.key_kind.map(KeyKind::as_str),
+            backend: d.backend.to_string(),
+            reason: d.reason,
+        })
+        .collect()
+}
+
 fn view(pool: &PoolState, b: &Backend) -> BackendView {
     let c = &b.counters;
     let get = BackendCounters::get;
@@ -423,6 +478,11 @@ fn view(pool: &PoolState, b: &Backend) -> BackendView {
         total: get(&c.connections),
         handshakes: get(&c.full) + get(&c.resumed),
         resumed: get(&c.resumed),
+        affinity_lost: get(&c.affinity_lost),
+        health: b
+            .health
+            .last_passed()
+            .map(|passed| if passed { "passed" } else { "failed" }),
         connect_failures: FAILURE_REASONS
             .iter()
             .zip(&c.failures)

@@ -1,16 +1,19 @@
-//! The admin endpoint: `GET /metrics` (Prometheus text) and a JSON API
-//! under `/api/v1/` to see and steer a running router (docs/operations.md).
+//! The admin endpoint: `GET /metrics` (Prometheus text), a JSON API under
+//! `/api/v1/` to see and steer a running router, and `GET /stats`, an HTML
+//! page of the same figures for a browser (docs/operations.md).
 //!
 //! It runs on a thread and a runtime of its own, apart from the worker
 //! threads, so a scrape or a slow admin client never delays a connection,
 //! and every request is bounded (size, header count, connections, time).
 //! - [`control`]: what the API reads and changes in the router's pools.
 //! - [`api`]: the routes, the token check, JSON errors, the tower layers.
+//! - [`stats_page`]: `GET /stats`, the same figures as one HTML page.
 //!
 //! Off by default; on with `[admin] bind` or `--admin`.
 
 pub mod api;
 pub mod control;
+pub mod stats_page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
