@@ -335,13 +335,24 @@ pub async fn serve<H, F>(
     };
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(1);
-    loop {
-        if changes.has_changed().unwrap_or(true) {
-            match changes.borrow_and_update().clone() {
-                Some(s) => state = s,
-                None => return,
-            }
+    // A change wakes whichever wait the loop is in; `changed` marks it
+    // seen, so the new state is taken there and then.
+    let follow = |changed: Result<(), watch::error::RecvError>,
+                  changes: &mut watch::Receiver<Option<Arc<ListenerState>>>,
+                  state: &mut Arc<ListenerState>|
+     -> bool {
+        if changed.is_err() {
+            return false;
         }
+        match changes.borrow_and_update().clone() {
+            Some(s) => {
+                *state = s;
+                true
+            }
+            None => false,
+        }
+    };
+    loop {
         // Wait for a free slot first, so that at the limit new clients wait
         // in the kernel's backlog instead of being accepted and dropped.
         let permit = tokio::select! {
@@ -351,7 +362,7 @@ pub async fn serve<H, F>(
             },
             _ = &mut shutdown => return,
             c = changes.changed() => {
-                if c.is_err() {
+                if !follow(c, &mut changes, &mut state) {
                     return;
                 }
                 continue;
@@ -361,7 +372,7 @@ pub async fn serve<H, F>(
             a = listener.accept() => a,
             _ = &mut shutdown => return,
             c = changes.changed() => {
-                if c.is_err() {
+                if !follow(c, &mut changes, &mut state) {
                     return;
                 }
                 continue;
@@ -428,9 +439,7 @@ pub(crate) async fn accept_all<H, F, S, SF>(
             if serving.iter().any(|(s, _)| Arc::ptr_eq(s, slot)) {
                 continue;
             }
-            let socket = slot
-                .socket()
-                .and_then(TcpListener::from_std);
+            let socket = slot.socket().and_then(TcpListener::from_std);
             match socket {
                 Ok(l) => {
                     let task = tokio::spawn(serve(
