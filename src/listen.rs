@@ -243,10 +243,9 @@ impl Drop for InspectingGuard {
 /// One listening address, as every worker thread's accept loop for it sees
 /// it: the state connections are handed now (a reload replaces it for the
 /// connections accepted after), or `None` once a reload has removed the
-/// listener. The accept loop checks for a change with
-/// [`watch::Receiver::has_changed`], one atomic load, and only takes the
-/// channel's lock when there is one: nothing every thread locks on the
-/// connection path.
+/// listener. The accept loop waits on a change together with `accept`, so
+/// noticing one costs the connection path nothing, and taking the new
+/// state is the only time it touches the channel's lock.
 #[derive(Debug)]
 pub struct ListenerSlot {
     /// The configured address: what a reload matches listeners by.
@@ -254,12 +253,18 @@ pub struct ListenerSlot {
     /// The address actually bound (the real port when `bind` said 0).
     pub bound: SocketAddr,
     state: watch::Sender<Option<Arc<ListenerState>>>,
-    /// The socket bound when the slot was made (at start, or by the reload
-    /// that added it, so that an address that cannot be bound fails that
-    /// reload rather than a worker): the first worker thread to start
-    /// serving the slot takes it; the others bind their own, sharing the
-    /// port through `SO_REUSEPORT`.
-    first: Mutex<Option<std::net::TcpListener>>,
+    /// Sockets bound before any worker serves the slot: the one bound at
+    /// start or by the reload that added it (so that an address that cannot
+    /// be bound fails the start or the reload, not a worker), or every
+    /// socket a previous process handed over ([`crate::takeover`]). Socket
+    /// i goes to worker thread i modulo the thread count, so every one is
+    /// served whatever the count; a thread left without one binds its own,
+    /// sharing the port through `SO_REUSEPORT`.
+    waiting: Mutex<Vec<Option<std::net::TcpListener>>>,
+    /// A copy of every socket the accept loops serve, for a takeover to
+    /// hand over. Dropped when accepting stops, so that the port then
+    /// refuses connections instead of queueing them for nobody.
+    copies: Mutex<Vec<std::net::TcpListener>>,
 }
 
 impl ListenerSlot {
@@ -267,21 +272,22 @@ impl ListenerSlot {
     pub fn bind(state: Arc<ListenerState>) -> std::io::Result<Arc<ListenerSlot>> {
         let socket = bind_reuseport(state.config.bind)?;
         let bound = socket.local_addr()?;
-        Ok(ListenerSlot::around(state, socket, bound))
+        Ok(ListenerSlot::around(state, vec![socket], bound))
     }
 
-    /// A slot around a socket already bound (by a reload, before it changes
-    /// anything) at `bound`.
+    /// A slot around sockets already bound at `bound` (by a reload before
+    /// it changes anything, or by a previous process).
     pub(crate) fn around(
         state: Arc<ListenerState>,
-        socket: std::net::TcpListener,
+        sockets: Vec<std::net::TcpListener>,
         bound: SocketAddr,
     ) -> Arc<ListenerSlot> {
         Arc::new(ListenerSlot {
             bind: state.config.bind,
             bound,
             state: watch::Sender::new(Some(state)),
-            first: Mutex::new(Some(socket)),
+            waiting: Mutex::new(sockets.into_iter().map(Some).collect()),
+            copies: Mutex::new(Vec::new()),
         })
     }
 
@@ -299,20 +305,53 @@ impl ListenerSlot {
     /// accepted run on.
     pub fn close(&self) {
         self.state.send_replace(None);
-        drop(self.take_socket());
+        lock(&self.waiting).clear();
+        self.release();
     }
 
-    fn take_socket(&self) -> Option<std::net::TcpListener> {
-        self.first.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// Drops the copies kept for a takeover: once the accept loops have
+    /// closed their sockets, the port refuses connections.
+    pub(crate) fn release(&self) {
+        lock(&self.copies).clear();
     }
 
-    /// A socket for one more accept loop: the slot's own, the first time.
-    fn socket(&self) -> std::io::Result<std::net::TcpListener> {
-        match self.take_socket() {
-            Some(s) => Ok(s),
-            None => bind_reuseport(self.bound),
+    /// Copies of every socket served now, for a takeover.
+    pub(crate) fn copies(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
+        lock(&self.copies).iter().map(|s| s.try_clone()).collect()
+    }
+
+    /// The sockets worker `thread` of `threads` serves: those waiting
+    /// whose index falls to it, or one it binds itself when none does.
+    fn sockets(
+        &self,
+        thread: usize,
+        threads: usize,
+    ) -> std::io::Result<Vec<std::net::TcpListener>> {
+        let mut waiting = lock(&self.waiting);
+        let mine: Vec<_> = waiting
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| i % threads.max(1) == thread)
+            .filter_map(|(_, s)| s.take())
+            .collect();
+        let needs_own = waiting.len() <= thread;
+        drop(waiting);
+        let mut mine = mine;
+        if needs_own {
+            mine.push(bind_reuseport(self.bound)?);
         }
+        let mut copies = lock(&self.copies);
+        for s in &mine {
+            copies.push(s.try_clone()?);
+        }
+        Ok(mine)
     }
+}
+
+/// A poisoned lock only means a panic elsewhere while a list of sockets
+/// was changed; the list is still whole.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Accepts on `listener` until `shutdown` completes or the slot closes,
@@ -418,6 +457,7 @@ pub async fn serve<H, F>(
 /// connections they accepted are the caller's to wait for.
 pub(crate) async fn accept_all<H, F, S, SF>(
     mut listeners: watch::Receiver<Arc<Vec<Arc<ListenerSlot>>>>,
+    (thread, threads): (usize, usize),
     handle: H,
     stop: S,
     connections: Connections,
@@ -428,6 +468,8 @@ pub(crate) async fn accept_all<H, F, S, SF>(
     SF: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut serving: Vec<(Arc<ListenerSlot>, tokio::task::JoinHandle<()>)> = Vec::new();
+    // Slots this thread has taken its sockets from, served or not.
+    let mut started: Vec<Arc<ListenerSlot>> = Vec::new();
     let until = stop();
     tokio::pin!(until);
     loop {
@@ -435,24 +477,33 @@ pub(crate) async fn accept_all<H, F, S, SF>(
         // Loops of closed slots have returned or are returning on their
         // own; forget them.
         serving.retain(|(_, t)| !t.is_finished());
+        started.retain(|s| slots.iter().any(|n| Arc::ptr_eq(s, n)));
         for slot in slots.iter() {
-            if serving.iter().any(|(s, _)| Arc::ptr_eq(s, slot)) {
+            if started.iter().any(|s| Arc::ptr_eq(s, slot)) {
                 continue;
             }
-            let socket = slot.socket().and_then(TcpListener::from_std);
-            match socket {
-                Ok(l) => {
-                    let task = tokio::spawn(serve(
-                        l,
-                        slot.clone(),
-                        handle.clone(),
-                        stop(),
-                        connections.clone(),
-                    ));
-                    serving.push((slot.clone(), task));
+            started.push(slot.clone());
+            let sockets = slot.sockets(thread, threads).and_then(|socks| {
+                socks
+                    .into_iter()
+                    .map(TcpListener::from_std)
+                    .collect::<std::io::Result<Vec<_>>>()
+            });
+            match sockets {
+                Ok(socks) => {
+                    for l in socks {
+                        let task = tokio::spawn(serve(
+                            l,
+                            slot.clone(),
+                            handle.clone(),
+                            stop(),
+                            connections.clone(),
+                        ));
+                        serving.push((slot.clone(), task));
+                    }
                 }
                 Err(e) => {
-                    error!(listen = %slot.bound, error = %e, thread = ?std::thread::current().name(), "cannot listen on this thread; the other threads still accept");
+                    error!(listen = %slot.bound, error = %e, thread, "cannot listen on this thread; the other threads still accept");
                 }
             }
         }
@@ -465,7 +516,8 @@ pub(crate) async fn accept_all<H, F, S, SF>(
             }
         }
     }
-    for (_, t) in serving {
+    for (slot, t) in serving {
+        slot.release();
         let _ = t.await;
     }
 }
@@ -495,7 +547,8 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut handles = Vec::new();
-    for i in 0..threads.max(1) {
+    let threads = threads.max(1);
+    for i in 0..threads {
         let drain = drain.clone();
         let handle = handle.clone();
         let listeners = listeners.clone();
@@ -512,7 +565,7 @@ where
                         let drain = drain.clone();
                         async move { drain.stop_accepting().await }
                     };
-                    accept_all(listeners, handle, stop, connections.clone()).await;
+                    accept_all(listeners, (i, threads), handle, stop, connections.clone()).await;
                     drain.drained(&connections).await;
                     Ok::<(), std::io::Error>(())
                 })

@@ -339,7 +339,7 @@ impl Live {
                     let Some((socket, bound)) = fresh.remove(&l.bind) else {
                         continue;
                     };
-                    let slot = ListenerSlot::around(Arc::new(state), socket, bound);
+                    let slot = ListenerSlot::around(Arc::new(state), vec![socket], bound);
                     changes.push(format!("listener {} added on {}", l.name, slot.bound));
                     slots.push(slot);
                 }

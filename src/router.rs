@@ -141,6 +141,7 @@ impl Router {
         let stop = move || stopped(rx.clone());
         let accepting = tokio::spawn(listen::accept_all(
             self.live.watch_listeners(),
+            (0, 1),
             handle,
             stop.clone(),
             Connections::default(),
