@@ -374,6 +374,10 @@ pub struct Lifecycle {
     pub shutdown_timeout: Duration,
     /// `None`: nothing is kept across a restart.
     pub state: Option<StateConfig>,
+    /// The Unix socket a running router hands its listening sockets and
+    /// state over on, to a new process started with the same path
+    /// ([`crate::takeover`]); `None`: no takeover.
+    pub takeover_socket: Option<PathBuf>,
 }
 
 impl Default for Lifecycle {
@@ -381,6 +385,7 @@ impl Default for Lifecycle {
         Lifecycle {
             shutdown_timeout: Duration::from_secs(30),
             state: None,
+            takeover_socket: None,
         }
     }
 }

@@ -412,6 +412,7 @@ struct AffinityFile {
 struct StateFile {
     file: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
+    takeover_socket: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -565,7 +566,13 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
                 let at = ConfigPath::Process;
                 report.at(at(ProcessKey::State), key_span);
                 match StateFile::deserialize(ValueDeserializer::from(value.clone())) {
-                    Ok(st) => lifecycle.state = build_state(st, value.span(), report),
+                    Ok(st) => {
+                        if let Some(t) = &st.takeover_socket {
+                            report.at(at(ProcessKey::TakeoverSocket), t.span());
+                            lifecycle.takeover_socket = Some(t.get_ref().into());
+                        }
+                        lifecycle.state = build_state(st, value.span(), report);
+                    }
                     Err(e) => {
                         report.toml(&e, text, value.span());
                         report.unread.push(at(ProcessKey::State));
@@ -655,10 +662,14 @@ fn build_log(l: LogFile, report: &mut Report) -> LogConfig {
 // ---------------------------------------------------------------------------
 // Pass 3: from text to values. The rules are in `Config::validate`.
 
-/// `[state]`; `None` only when `file` is missing (reported here).
+/// `[state]`'s file; `None` when `file` is missing (reported here, unless
+/// the section only names a `takeover_socket`).
 fn build_state(s: StateFile, span: Range<usize>, report: &mut Report) -> Option<StateConfig> {
     let at = ConfigPath::Process;
     let Some(file) = &s.file else {
+        if s.takeover_socket.is_some() && s.interval.is_none() {
+            return None;
+        }
         report.missing(
             span,
             at(ProcessKey::StateFile),

@@ -93,4 +93,5 @@ pub mod shutdown;
 pub mod sni;
 pub mod state;
 pub mod stats;
+pub mod takeover;
 pub mod worker;

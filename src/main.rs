@@ -313,6 +313,11 @@ struct RunArgs {
     /// restarts (written every minute and at shutdown, read at start).
     #[arg(long, value_name = "PATH")]
     state_file: Option<PathBuf>,
+    /// Hand over to a new process without refusing a connection: a
+    /// running router listens on this Unix socket, and one started with
+    /// the same path takes its listening sockets and state from it.
+    #[arg(long, value_name = "PATH")]
+    takeover_socket: Option<PathBuf>,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -321,7 +326,7 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 }
 
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 19] = [
+const QUICK_FORM: [&str; 20] = [
     "listen",
     "backends",
     "balance",
@@ -337,6 +342,7 @@ const QUICK_FORM: [&str; 19] = [
     "no_inspect",
     "shutdown_timeout",
     "state_file",
+    "takeover_socket",
     "health_check",
     "check_interval",
     "admin",
@@ -419,6 +425,7 @@ fn flag(config: &Config, path: ConfigPath) -> String {
         }
         ConfigPath::Pool(..) => "--backend",
         ConfigPath::Process(ProcessKey::ShutdownTimeout) => "--shutdown-timeout",
+        ConfigPath::Process(ProcessKey::TakeoverSocket) => "--takeover-socket",
         ConfigPath::Process(_) => "--state-file",
         ConfigPath::Admin(AdminKey::Token) => "--admin-token",
         ConfigPath::Admin(_) => "--admin",
@@ -478,6 +485,7 @@ impl RunArgs {
         l.max_connections = self.max_connections;
         c.lifecycle.shutdown_timeout = self.shutdown_timeout;
         c.lifecycle.state = self.state_file.map(StateConfig::new);
+        c.lifecycle.takeover_socket = self.takeover_socket;
         match c.validate() {
             Ok(()) => Ok(c),
             Err(errors) => Err(Invalid::Flags(Box::new(c), errors)),
@@ -528,9 +536,34 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let lifecycle = config.lifecycle.clone();
-    let bound = match source {
-        Some(file) => rt.block_on(Router::bind_file(config, file)),
-        None => rt.block_on(Router::bind(config)),
+    // A router already running at the takeover socket hands over its
+    // listening sockets and state; without one, this process starts on
+    // its own.
+    let inherited = lifecycle.takeover_socket.as_deref().and_then(|path| {
+        match stickytls::takeover::take_over(path) {
+            Ok(Some(i)) => {
+                let sockets: usize = i.sockets.values().map(Vec::len).sum();
+                tracing::info!(from_pid = ?i.from_pid, sockets, state_bytes = i.state.len(), "taking over from the running router");
+                Some(i)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "no takeover, starting on new sockets: {e}");
+                None
+            }
+        }
+    });
+    let bound = match (source, &inherited) {
+        (file, Some(i)) => {
+            let sockets = i
+                .sockets
+                .iter()
+                .map(|(a, s)| (*a, s.iter().filter_map(|s| s.try_clone().ok()).collect()))
+                .collect();
+            rt.block_on(Router::bind_inherited(config, file, sockets))
+        }
+        (Some(file), None) => rt.block_on(Router::bind_file(config, file)),
+        (None, None) => rt.block_on(Router::bind(config)),
     };
     let router = match bound {
         Ok(r) => r,
@@ -564,10 +597,25 @@ fn run(args: RunArgs) -> ExitCode {
         .state
         .as_ref()
         .map(|s| StateFile::new(s.file.clone()));
-    if let Some(state) = &state {
+    match (&inherited, &state) {
+        // What the running router knew is newer than any file.
+        (Some(i), _) => match stickytls::takeover::restore(i, &pools) {
+            Ok(r) => tracing::info!(
+                entries = r.entries,
+                clients = r.clients,
+                "affinity state taken over"
+            ),
+            Err(e) => {
+                tracing::warn!("the running router's state is not usable, starting without it: {e}")
+            }
+        },
         // Before any connection, so no lookup misses what the file holds.
-        state.restore(&pools);
+        (None, Some(state)) => {
+            state.restore(&pools);
+        }
+        (None, None) => {}
     }
+    let live = router.live().clone();
     let backends: Vec<String> = pools
         .iter()
         .flat_map(|p| p.backends.all())
@@ -580,6 +628,19 @@ fn run(args: RunArgs) -> ExitCode {
     std::thread::spawn(move || {
         let _ = done.send(router.run_on_threads(threads, drain));
     });
+    let (handed, takeover) = tokio::sync::mpsc::channel(1);
+    if let Some(path) = &lifecycle.takeover_socket {
+        // The workers serve the handed-over sockets from now on (and what
+        // queues on them meanwhile waits for them): the old process may
+        // stop accepting.
+        let listening = match inherited {
+            Some(i) => i.ready(live, path, handed),
+            None => stickytls::takeover::listen(path, live, handed),
+        };
+        if let Err(e) = listening {
+            tracing::warn!(path = %path.display(), "takeover socket unusable, a later upgrade will need a restart: {e}");
+        }
+    }
     let stop = stickytls::shutdown::Stop {
         shutdown,
         signals: &mut signals,
@@ -591,6 +652,7 @@ fn run(args: RunArgs) -> ExitCode {
                 .map_or(StateConfig::INTERVAL, |s| s.interval);
             (file, watched_pools, interval)
         }),
+        takeover: Some(takeover),
     };
     match rt.block_on(stop.run(workers)) {
         Ok(Stopped::Clean) => ExitCode::SUCCESS,

@@ -120,14 +120,17 @@ impl std::error::Error for ReloadError {}
 
 impl Live {
     /// Builds the pools and listeners `config` asks for (validated by the
-    /// caller), binding every listening address. `stores` gives, per pool
-    /// name, an affinity store to use instead of a new in-process one.
+    /// caller), binding every listening address that `inherited` (sockets
+    /// a previous process handed over, by configured address) does not
+    /// bring. `stores` gives, per pool name, an affinity store to use
+    /// instead of a new in-process one.
     pub(crate) fn build(
         config: Config,
         source: Option<PathBuf>,
         clock: Clock,
         stats: Arc<Stats>,
         mut stores: HashMap<String, Arc<dyn crate::affinity::AffinityStore>>,
+        mut inherited: HashMap<std::net::SocketAddr, Vec<std::net::TcpListener>>,
     ) -> Result<Live, (std::net::SocketAddr, std::io::Error)> {
         let log = Arc::new(LogLimiter::new(config.log.connections_per_second));
         let mut by_name = HashMap::new();
@@ -148,8 +151,23 @@ impl Live {
         }
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let state = ListenerState::new(l.clone(), &by_name, stats.clone(), log.clone());
-            listeners.push(ListenerSlot::bind(Arc::new(state)).map_err(|e| (l.bind, e))?);
+            let state = Arc::new(ListenerState::new(
+                l.clone(),
+                &by_name,
+                stats.clone(),
+                log.clone(),
+            ));
+            let slot = match inherited.remove(&l.bind) {
+                Some(sockets) if !sockets.is_empty() => {
+                    let bound = sockets[0].local_addr().map_err(|e| (l.bind, e))?;
+                    ListenerSlot::around(state, sockets, bound)
+                }
+                _ => ListenerSlot::bind(state).map_err(|e| (l.bind, e))?,
+            };
+            listeners.push(slot);
+        }
+        for (bind, sockets) in inherited {
+            warn!(listen = %bind, sockets = sockets.len(), "the previous process listened here and this configuration does not: connections queued on its sockets are reset");
         }
         Ok(Live {
             source,

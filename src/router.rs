@@ -46,7 +46,25 @@ impl Router {
     /// Like [`Router::bind`], for a configuration read from `file`: a
     /// reload (SIGHUP, `POST /api/v1/reload`) re-reads that file.
     pub async fn bind_file(config: Config, file: PathBuf) -> Result<Router, RouterError> {
-        Self::build(config, Some(file), Clock::new(), HashMap::new())
+        Self::build(
+            config,
+            Some(file),
+            Clock::new(),
+            HashMap::new(),
+            HashMap::new(),
+        )
+    }
+
+    /// Like [`Router::bind`] (or [`Router::bind_file`] with `file`), on the
+    /// listening sockets a previous process handed over
+    /// ([`crate::takeover`]), by configured address; a listener they do
+    /// not cover is bound anew.
+    pub async fn bind_inherited(
+        config: Config,
+        file: Option<PathBuf>,
+        sockets: HashMap<SocketAddr, Vec<std::net::TcpListener>>,
+    ) -> Result<Router, RouterError> {
+        Self::build(config, file, Clock::new(), HashMap::new(), sockets)
     }
 
     /// Like [`Router::bind`], with a clock and, per pool name, an existing
@@ -56,7 +74,7 @@ impl Router {
         clock: Clock,
         stores: HashMap<String, Arc<dyn AffinityStore>>,
     ) -> Result<Router, RouterError> {
-        Self::build(config, None, clock, stores)
+        Self::build(config, None, clock, stores, HashMap::new())
     }
 
     fn build(
@@ -64,6 +82,7 @@ impl Router {
         source: Option<PathBuf>,
         clock: Clock,
         stores: HashMap<String, Arc<dyn AffinityStore>>,
+        inherited: HashMap<SocketAddr, Vec<std::net::TcpListener>>,
     ) -> Result<Router, RouterError> {
         config.validate().map_err(RouterError::Config)?;
         // The recorder first: the series registered below are no-ops for
@@ -75,7 +94,7 @@ impl Router {
         let stats = Arc::new(Stats::default());
         let admin_config = config.admin.clone();
         let live = Arc::new(
-            Live::build(config, source, clock, stats.clone(), stores)
+            Live::build(config, source, clock, stats.clone(), stores, inherited)
                 .map_err(|(addr, e)| RouterError::Bind(addr, e))?,
         );
         let admin = match &admin_config {

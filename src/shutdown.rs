@@ -18,11 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::reload::Pools;
 use crate::state::StateFile;
+use crate::takeover::Handoff;
 
 /// The signals that stop the router: SIGTERM (service managers) and SIGINT
 /// (Ctrl-C).
@@ -74,6 +75,10 @@ pub struct Stop<'a> {
     /// The state file, the pools it keeps (as reloads replace them), and
     /// its interval.
     pub state: Option<(Arc<StateFile>, watch::Receiver<Pools>, Duration)>,
+    /// A new process taking over ([`crate::takeover`]): its arrival stops
+    /// this one as a signal does, and what this one learns while it drains
+    /// goes to it instead of the state file, which it now owns.
+    pub takeover: Option<mpsc::Receiver<Handoff>>,
 }
 
 impl Stop<'_> {
@@ -88,12 +93,18 @@ impl Stop<'_> {
             signals,
             timeout,
             state,
+            mut takeover,
         } = self;
         let periodic = state.as_ref().map(|(file, pools, interval)| {
             tokio::spawn(file.clone().write_every(pools.clone(), *interval))
         });
+        let mut handoff = None;
         let first = tokio::select! {
             s = signals.recv() => s,
+            h = next_takeover(&mut takeover) => {
+                handoff = Some(h);
+                "takeover"
+            }
             // The workers only end on their own if they failed.
             r = &mut workers => return finished(r).map(|()| Stopped::Clean),
         };
@@ -108,7 +119,7 @@ impl Stop<'_> {
         if let Some(p) = periodic {
             p.abort();
         }
-        if let Some((file, pools, _)) = &state {
+        if let (Some((file, pools, _)), None) = (&state, &handoff) {
             let (file, pools) = (file.clone(), pools.borrow().clone());
             tokio::spawn(async move { file.write(&pools).await });
         }
@@ -141,7 +152,18 @@ impl Stop<'_> {
             closed,
             "connections drained: {done} finished, {closed} closed at the deadline"
         );
-        if let Some((file, pools, _)) = &state {
+        if let Some(h) = handoff {
+            let to = h.to_pid;
+            match tokio::task::spawn_blocking(move || h.finish()).await {
+                Ok(Ok(())) => {
+                    info!(to_pid = ?to, "handed what this process learned while draining to the new one")
+                }
+                Ok(Err(e)) => {
+                    warn!(to_pid = ?to, "could not hand the last state to the new process: {e}")
+                }
+                Err(_) => warn!("the last hand-over panicked"),
+            }
+        } else if let Some((file, pools, _)) = &state {
             let pools = pools.borrow().clone();
             tokio::select! {
                 _ = file.write(&pools) => {}
@@ -153,6 +175,17 @@ impl Stop<'_> {
         }
         info!("stopped");
         Ok(Stopped::Clean)
+    }
+}
+
+/// The next takeover, or never when there is no takeover socket.
+async fn next_takeover(rx: &mut Option<mpsc::Receiver<Handoff>>) -> Handoff {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(h) => h,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

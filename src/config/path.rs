@@ -52,6 +52,7 @@ pub enum ProcessKey {
     State,
     StateFile,
     StateInterval,
+    TakeoverSocket,
 }
 
 /// A key of `[admin]`; `Section` is the section itself.
@@ -150,9 +151,9 @@ impl ConfigPath {
     pub fn parent(&self) -> Option<ConfigPath> {
         match *self {
             ConfigPath::Root => None,
-            ConfigPath::Process(ProcessKey::StateFile | ProcessKey::StateInterval) => {
-                Some(ConfigPath::Process(ProcessKey::State))
-            }
+            ConfigPath::Process(
+                ProcessKey::StateFile | ProcessKey::StateInterval | ProcessKey::TakeoverSocket,
+            ) => Some(ConfigPath::Process(ProcessKey::State)),
             ConfigPath::Process(_) => Some(ConfigPath::Root),
             ConfigPath::Listener(_, ListenerKey::Section)
             | ConfigPath::Pool(_, PoolKey::Section)
@@ -240,6 +241,7 @@ impl ConfigPath {
                 ProcessKey::State => "state",
                 ProcessKey::StateFile => "state.file",
                 ProcessKey::StateInterval => "state.interval",
+                ProcessKey::TakeoverSocket => "state.takeover_socket",
             },
             ConfigPath::Backend { key, .. } => match key {
                 BackendKey::Entry => "backend",

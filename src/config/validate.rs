@@ -50,6 +50,15 @@ impl Config {
             }
         }
 
+        if let Some(path) = &self.lifecycle.takeover_socket {
+            if path.as_os_str().is_empty() {
+                errors.push(ConfigError::new(
+                    ConfigPath::Process(ProcessKey::TakeoverSocket),
+                    Rule::EmptyPath,
+                ));
+            }
+        }
+
         if let Some(a) = &self.admin {
             a.check(&mut errors);
         }

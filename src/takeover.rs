@@ -1,0 +1,437 @@
+//! Upgrading the binary without refusing a connection, the way HAProxy's
+//! `-x` and Envoy's hot restart do: a running router listens on a Unix
+//! socket (`[state] takeover_socket`, `--takeover-socket`); a new process
+//! started with the same path connects to it, receives every listening
+//! socket (SCM_RIGHTS) and a snapshot of the affinity state, starts serving
+//! on those very sockets, and says so; the old process then drains as on
+//! SIGTERM, and when its last connection has ended it sends what it
+//! learned meanwhile and exits 0.
+//!
+//! Why pass the sockets rather than bind new ones beside them: with
+//! `SO_REUSEPORT` each socket has its own queue of accepted-but-not-yet-
+//! served connections, and closing a socket resets the connections queued
+//! on it. A passed socket is the same socket, so its queue outlives the
+//! old process. Every socket is passed (one per worker thread per
+//! listener), and the new process serves them all whatever its own thread
+//! count ([`crate::listen::ListenerSlot`]).
+//!
+//! The conversation, one `SOCK_SEQPACKET` message each (boundaries kept,
+//! so a message and the descriptors that ride with it arrive together):
+//!
+//! ```text
+//! new -> old   TAKEOVER 1
+//! old -> new   LISTENER <configured address> <bound address>   + descriptors
+//!              ... one per listener (several for one with many sockets)
+//!              STATE <length>, then the state file's bytes in chunks
+//!              SENT
+//! new -> old   READY                       (the new process is accepting)
+//! old -> new   STATE <length> + chunks      (after its drain: what it learned)
+//!              DONE
+//! ```
+//!
+//! The state travels in the state file's format ([`crate::state`]), with its
+//! checksum, so it is checked like a file. Only the old process's user can
+//! connect: the socket file is created mode 0600.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketType,
+};
+use tracing::{info, warn};
+
+use crate::reload::{Live, Pools};
+use crate::state;
+
+/// Largest message: a chunk of state, or a line and its descriptors.
+const CHUNK: usize = 64 * 1024;
+/// Descriptors per message, well under the kernel's SCM_MAX_FD (253).
+const FDS_PER_MESSAGE: usize = 64;
+/// How long either side waits for the other's next message during the
+/// hand-over itself (not the old process's drain).
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a takeover could not happen. The new process then starts on its
+/// own sockets; the old one goes on serving.
+#[derive(Debug)]
+pub enum TakeoverError {
+    Io(&'static str, std::io::Error),
+    /// The other side said something this version does not expect.
+    Protocol(String),
+}
+
+impl std::fmt::Display for TakeoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TakeoverError::Io(what, e) => write!(f, "cannot {what}: {e}"),
+            TakeoverError::Protocol(what) => write!(f, "unexpected message: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for TakeoverError {}
+
+fn io(what: &'static str) -> impl FnOnce(rustix::io::Errno) -> TakeoverError {
+    move |e| TakeoverError::Io(what, e.into())
+}
+
+// ---------------------------------------------------------------------------
+// The new process's side.
+
+/// What a new process received from the one it takes over from.
+#[derive(Debug)]
+pub struct Inherited {
+    /// Listening sockets by the configured address they were bound for.
+    pub sockets: HashMap<SocketAddr, Vec<std::net::TcpListener>>,
+    /// The old process's affinity state, in the state file's format.
+    pub state: Vec<u8>,
+    /// The old process's id, for the log.
+    pub from_pid: Option<u32>,
+    conn: OwnedFd,
+}
+
+/// Connects to a running router at `path` and receives its sockets and
+/// state. `Ok(None)`: nobody listens there (no file, or a stale one), so
+/// this process starts on its own.
+pub fn take_over(path: &Path) -> Result<Option<Inherited>, TakeoverError> {
+    let conn = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
+        .map_err(io("open a Unix socket"))?;
+    let addr = SocketAddrUnix::new(path).map_err(io("use the takeover socket's path"))?;
+    match rustix::net::connect(&conn, &addr) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => return Ok(None),
+        Err(e) => {
+            return Err(TakeoverError::Io(
+                "connect to the takeover socket",
+                e.into(),
+            ));
+        }
+    }
+    set_timeout(&conn, Some(STEP_TIMEOUT))?;
+    send(&conn, b"TAKEOVER 1", &[])?;
+    let mut sockets: HashMap<SocketAddr, Vec<std::net::TcpListener>> = HashMap::new();
+    let state = loop {
+        let (line, fds) = recv(&conn)?;
+        let text = String::from_utf8_lossy(&line);
+        let mut words = text.split(' ');
+        match words.next() {
+            Some("LISTENER") => {
+                let bind = parse_addr(words.next(), &text)?;
+                for fd in fds {
+                    sockets
+                        .entry(bind)
+                        .or_default()
+                        .push(std::net::TcpListener::from(fd));
+                }
+            }
+            Some("STATE") => break recv_state(&conn, &text)?,
+            _ => return Err(TakeoverError::Protocol(text.into_owned())),
+        }
+    };
+    let (line, _) = recv(&conn)?;
+    if line != b"SENT" {
+        return Err(TakeoverError::Protocol(
+            String::from_utf8_lossy(&line).into_owned(),
+        ));
+    }
+    let from_pid = rustix::net::sockopt::socket_peercred(&conn)
+        .ok()
+        .map(|c| c.pid.as_raw_nonzero().get() as u32);
+    for socks in sockets.values() {
+        for s in socks {
+            s.set_nonblocking(true)
+                .map_err(|e| TakeoverError::Io("use a handed-over socket", e))?;
+        }
+    }
+    Ok(Some(Inherited {
+        sockets,
+        state,
+        from_pid,
+        conn,
+    }))
+}
+
+impl Inherited {
+    /// Tells the old process that this one is accepting on the sockets, so
+    /// it may stop; then, on a thread of its own, waits for the state the
+    /// old process learned while it drained and puts in `pools` what this
+    /// process has not learned itself since. Finally listens on `path` for
+    /// the next takeover, which `handed` then receives (see [`listen`]).
+    pub fn ready(
+        self,
+        live: Arc<Live>,
+        path: &Path,
+        handed: tokio::sync::mpsc::Sender<Handoff>,
+    ) -> Result<(), TakeoverError> {
+        send(&self.conn, b"READY", &[])?;
+        let conn = self.conn;
+        let from = self.from_pid;
+        let ours = live.clone();
+        std::thread::Builder::new()
+            .name("stickytls-takeover".into())
+            .spawn(move || {
+                // The old process's drain lasts up to its shutdown_timeout:
+                // no step timeout here; its exit ends the wait.
+                let _ = set_timeout(&conn, None);
+                match final_state(&conn) {
+                    Ok(bytes) => match merge(&bytes, &ours.pools()) {
+                        Ok(n) => info!(from_pid = ?from, entries = n, "takeover complete: the old process drained and handed over what it learned meanwhile"),
+                        Err(e) => warn!(from_pid = ?from, "the old process's last state is not usable: {e}"),
+                    },
+                    Err(e) => warn!(from_pid = ?from, "no last state from the old process: {e}"),
+                }
+                drop(conn);
+            })
+            .map_err(|e| TakeoverError::Io("start the takeover thread", e))?;
+        listen(path, live, handed)
+    }
+}
+
+fn final_state(conn: &OwnedFd) -> Result<Vec<u8>, TakeoverError> {
+    let (line, _) = recv(conn)?;
+    let text = String::from_utf8_lossy(&line).into_owned();
+    if !text.starts_with("STATE ") {
+        return Err(TakeoverError::Protocol(text));
+    }
+    let bytes = recv_state(conn, &text)?;
+    let (line, _) = recv(conn)?;
+    if line != b"DONE" {
+        return Err(TakeoverError::Protocol(
+            String::from_utf8_lossy(&line).into_owned(),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Applies a snapshot, keeping every entry this process already has: what
+/// it learned itself is newer than the old process's copy.
+fn merge(bytes: &[u8], pools: &Pools) -> Result<usize, state::StateError> {
+    let mut saved = state::decode(bytes)?;
+    for sp in &mut saved.pools {
+        if let Some(pool) = pools.iter().find(|p| p.config.name == sp.name) {
+            sp.entries.retain(|e| pool.table.peek(&e.key).is_none());
+        }
+    }
+    Ok(state::apply(saved, pools, SystemTime::now()).entries)
+}
+
+/// Applies the snapshot received at the hand-over, before serving.
+pub fn restore(inherited: &Inherited, pools: &Pools) -> Result<state::Restored, state::StateError> {
+    let saved = state::decode(&inherited.state)?;
+    Ok(state::apply(saved, pools, SystemTime::now()))
+}
+
+// ---------------------------------------------------------------------------
+// The running process's side.
+
+/// A takeover the running process agreed to: the new process serves, this
+/// one drains, then sends what it learned meanwhile with [`Handoff::finish`].
+#[derive(Debug)]
+pub struct Handoff {
+    conn: OwnedFd,
+    pools: tokio::sync::watch::Receiver<Pools>,
+    /// The new process's id, for the log.
+    pub to_pid: Option<u32>,
+}
+
+impl Handoff {
+    /// Sends the state as it is now, then `DONE`. Blocking.
+    pub fn finish(self) -> Result<(), TakeoverError> {
+        let pools = self.pools.borrow().clone();
+        send_state(&self.conn, &pools)?;
+        send(&self.conn, b"DONE", &[])
+    }
+}
+
+/// Listens on `path` (replacing a stale socket file) and hands over to the
+/// first new process that asks. Returns at once; the hand-over happens on
+/// a thread of its own, and `handed` receives it when the new process is
+/// serving: the caller then stops as on SIGTERM.
+pub fn listen(
+    path: &Path,
+    live: Arc<Live>,
+    handed: tokio::sync::mpsc::Sender<Handoff>,
+) -> Result<(), TakeoverError> {
+    let listener = bind(path)?;
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("stickytls-takeover".into())
+        .spawn(move || {
+            loop {
+                let conn = match rustix::net::accept(&listener) {
+                    Ok(c) => c,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "takeover socket failed; upgrades need a restart");
+                        return;
+                    }
+                };
+                let to_pid = rustix::net::sockopt::socket_peercred(&conn)
+                    .ok()
+                    .map(|c| c.pid.as_raw_nonzero().get() as u32);
+                match hand_over(&conn, &live) {
+                    Ok((sockets, entries)) => {
+                        info!(to_pid = ?to_pid, sockets, entries, "taken over: the new process serves on this process's sockets; draining");
+                        let handoff = Handoff {
+                            conn,
+                            pools: live.watch_pools(),
+                            to_pid,
+                        };
+                        let _ = handed.blocking_send(handoff);
+                        // Only one new process takes over; it listens on
+                        // the path from now on.
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(to_pid = ?to_pid, "takeover abandoned, this process goes on serving: {e}");
+                    }
+                }
+            }
+        })
+        .map_err(|e| TakeoverError::Io("start the takeover thread", e))?;
+    Ok(())
+}
+
+/// Sends the listening sockets and the state; waits for `READY`.
+fn hand_over(conn: &OwnedFd, live: &Live) -> Result<(usize, usize), TakeoverError> {
+    set_timeout(conn, Some(STEP_TIMEOUT))?;
+    let (hello, _) = recv(conn)?;
+    if hello != b"TAKEOVER 1" {
+        return Err(TakeoverError::Protocol(
+            String::from_utf8_lossy(&hello).into_owned(),
+        ));
+    }
+    let mut sent = 0;
+    for slot in live.listeners().iter() {
+        let copies = slot
+            .copies()
+            .map_err(|e| TakeoverError::Io("copy a listening socket", e))?;
+        let line = format!("LISTENER {} {}", slot.bind, slot.bound);
+        for batch in copies.chunks(FDS_PER_MESSAGE) {
+            let fds: Vec<_> = batch.iter().map(|s| s.as_fd()).collect();
+            send(conn, line.as_bytes(), &fds)?;
+            sent += batch.len();
+        }
+    }
+    let entries = send_state(conn, &live.pools())?;
+    send(conn, b"SENT", &[])?;
+    let (ready, _) = recv(conn)?;
+    if ready != b"READY" {
+        return Err(TakeoverError::Protocol(
+            String::from_utf8_lossy(&ready).into_owned(),
+        ));
+    }
+    Ok((sent, entries))
+}
+
+fn send_state(conn: &OwnedFd, pools: &Pools) -> Result<usize, TakeoverError> {
+    let (bytes, entries, _) = state::encode(pools, SystemTime::now());
+    send(conn, format!("STATE {}", bytes.len()).as_bytes(), &[])?;
+    for chunk in bytes.chunks(CHUNK) {
+        send(conn, chunk, &[])?;
+    }
+    Ok(entries)
+}
+
+fn recv_state(conn: &OwnedFd, line: &str) -> Result<Vec<u8>, TakeoverError> {
+    let len: usize = line
+        .strip_prefix("STATE ")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| TakeoverError::Protocol(line.to_string()))?;
+    // The length is the peer's word: grow as chunks come, never trust it
+    // for an allocation up front beyond a sane bound.
+    let mut bytes = Vec::with_capacity(len.min(256 << 20));
+    while bytes.len() < len {
+        let (chunk, _) = recv(conn)?;
+        if chunk.is_empty() {
+            return Err(TakeoverError::Protocol("the state ended early".into()));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+fn parse_addr(word: Option<&str>, line: &str) -> Result<SocketAddr, TakeoverError> {
+    word.and_then(|w| w.parse().ok())
+        .ok_or_else(|| TakeoverError::Protocol(line.to_string()))
+}
+
+fn bind(path: &Path) -> Result<OwnedFd, TakeoverError> {
+    let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
+        .map_err(io("open a Unix socket"))?;
+    let addr = SocketAddrUnix::new(path).map_err(io("use the takeover socket's path"))?;
+    // A file left by a process that is gone (or the one this process took
+    // over from, which no longer accepts on it).
+    let _ = std::fs::remove_file(path);
+    rustix::net::bind(&fd, &addr).map_err(io("listen on the takeover socket"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| TakeoverError::Io("restrict the takeover socket to this user", e))?;
+    rustix::net::listen(&fd, 4).map_err(io("listen on the takeover socket"))?;
+    Ok(fd)
+}
+
+fn set_timeout(conn: &OwnedFd, d: Option<Duration>) -> Result<(), TakeoverError> {
+    rustix::net::sockopt::set_socket_timeout(conn, rustix::net::sockopt::Timeout::Recv, d)
+        .map_err(io("set the takeover socket's timeout"))
+}
+
+fn send(
+    conn: &OwnedFd,
+    data: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<(), TakeoverError> {
+    let msg = SendAncillaryMessage::ScmRights(fds);
+    let mut space = vec![MaybeUninit::uninit(); msg.size()];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(msg) {
+        return Err(TakeoverError::Protocol(
+            "too many descriptors for one message".into(),
+        ));
+    }
+    rustix::net::sendmsg(
+        conn,
+        &[IoSlice::new(data)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .map_err(io("send on the takeover socket"))?;
+    Ok(())
+}
+
+/// One message and the descriptors that came with it. An empty message
+/// with no descriptors is the peer's close.
+fn recv(conn: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), TakeoverError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        conn,
+        &mut [IoSliceMut::new(&mut buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(io("receive on the takeover socket"))?;
+    let mut fds = Vec::new();
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = msg {
+            fds.extend(received);
+        }
+    }
+    buf.truncate(got.bytes.min(CHUNK));
+    if buf.is_empty() && fds.is_empty() {
+        return Err(TakeoverError::Io(
+            "receive on the takeover socket",
+            std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+        ));
+    }
+    Ok((buf, fds))
+}

@@ -1,0 +1,205 @@
+//! Upgrading the real binary with a takeover socket: a second `stickytls
+//! run` with the same `[state] takeover_socket` receives the running one's
+//! listening sockets and affinity state, serves them with a different
+//! number of worker threads, and the first one drains and exits 0. Under
+//! continuous TLS load no connection is refused or fails, an established
+//! connection on the old process finishes its exchange, and sessions
+//! learned by the old process resume on their issuing backends through the
+//! new one, from addresses the balancer sends elsewhere.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::router_process::{RouterProcess, scratch};
+use common::*;
+use stickytls::affinity::clients::ClientPrefix;
+use stickytls::balance::rendezvous_score;
+use stickytls_peers::Versions;
+use stickytls_peers::backend::RunningBackend;
+use stickytls_peers::client::{Client, ClientOptions, Writes};
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+fn source_hash(ip: IpAddr) -> &'static str {
+    let client = ClientPrefix::new(ip, 32, 64).to_bytes();
+    NAMES
+        .into_iter()
+        .max_by(|x, y| {
+            rendezvous_score(&client, x, 1)
+                .total_cmp(&rendezvous_score(&client, y, 1))
+                .then_with(|| y.cmp(x))
+        })
+        .unwrap()
+}
+
+fn config(dir: &Path, farm: &[RunningBackend]) -> std::path::PathBuf {
+    let backends: Vec<String> = farm
+        .iter()
+        .map(|b| format!("{{ name = \"{}\", address = \"{}\" }}", b.name(), b.addr()))
+        .collect();
+    let text = format!(
+        "shutdown_timeout = \"20s\"\n\n[state]\ntakeover_socket = \"{}\"\n\n[[listener]]\nbind = \"127.0.0.1:0\"\ndefault_pool = \"web\"\n\n[pool.web]\nbalance = \"source-hash\"\nbackends = [{}]\n\n[pool.web.health]\ncheck = \"none\"\n",
+        dir.join("takeover.sock").display(),
+        backends.join(", ")
+    );
+    let path = dir.join("stickytls.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn args(config: &Path, threads: u32) -> Vec<String> {
+    vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--threads".into(),
+        threads.to_string(),
+    ]
+}
+
+fn tls12(tickets: bool) -> Client {
+    Client::new(ClientOptions {
+        versions: Versions::Tls12,
+        tls12_tickets: tickets,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Fresh TLS connections in a loop until `stop`: (made, failed).
+fn load(router: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::spawn(async move {
+        let (mut made, mut failed) = (0u64, 0u64);
+        let client = Client::new(ClientOptions {
+            resumption: false,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut n: u32 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let ip = IpAddr::from([127, 3, (n >> 8) as u8, n as u8]);
+            match client.connect(router, Some(ip)).await {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    eprintln!("connection {n} failed: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        (made, failed)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_under_load_refuses_nothing_and_keeps_every_session() {
+    let farm = rustls_backends(3, |_| {}).await;
+    let dir = scratch("upgrade");
+    let file = config(&dir, &farm);
+    let mut old = RouterProcess::start(&args(&file, 2), &dir.join("old.log")).await;
+    let addr = old.addr;
+
+    // Sessions the old process learns: TLS 1.2 IDs and tickets.
+    let mut sessions = Vec::new();
+    for i in 0..12u8 {
+        let c = tls12(i % 2 == 1);
+        let r = c
+            .connect(addr, Some(IpAddr::from([127, 1, 0, 10 + i])))
+            .await
+            .unwrap();
+        assert!(!r.server_resumed);
+        sessions.push((c, r.backend));
+    }
+    // An established connection on the old process, across the upgrade.
+    let held_client = tls12(false);
+    let mut held = held_client
+        .open(addr, Some(IpAddr::from([127, 1, 1, 1])), Writes::Whole)
+        .await
+        .unwrap();
+    let held_on = held.ask().await.unwrap().backend;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(addr, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The new process, with another thread count, takes over.
+    let mut new = RouterProcess::start(&args(&file, 3), &dir.join("new.log")).await;
+    assert_eq!(new.addr, addr, "the new process serves the same sockets");
+    new.wait_for_log("affinity state taken over").await;
+    old.wait_for_log("taken over:").await;
+
+    // The held connection finishes its exchange on the old process, which
+    // then exits 0.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(old.running(), "the open connection holds the old process");
+    assert_eq!(held.ask().await.unwrap().backend, held_on);
+    held.close().await.unwrap();
+    let status = old.wait().await;
+    assert!(
+        status.success(),
+        "the old process exits 0: {status}\n{}",
+        old.log()
+    );
+    new.wait_for_log("takeover complete").await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (made, failed) = loader.await.unwrap();
+    eprintln!("upgrade under load: {made} connections made, {failed} failed");
+    assert_eq!(failed, 0, "connections lost in the upgrade ({made} made)");
+    assert!(made >= 4, "the load ran across the upgrade: {made}");
+
+    // Sessions learned by the old process resume on their issuers through
+    // the new one, from addresses source-hash sends elsewhere.
+    let mut host = 0u8;
+    for (c, issuer) in &sessions {
+        let ip = loop {
+            host = host.checked_add(1).expect("enough addresses");
+            let ip = IpAddr::from([127, 2, 0, host]);
+            if source_hash(ip) != issuer.as_str() {
+                break ip;
+            }
+        };
+        let r = c.connect(addr, Some(ip)).await.unwrap();
+        assert_eq!(&r.backend, issuer, "the session's owner");
+        assert!(r.server_resumed, "resumed on {issuer}");
+    }
+
+    // And the new process can be upgraded in turn.
+    let mut third = RouterProcess::start(&args(&file, 1), &dir.join("third.log")).await;
+    assert_eq!(third.addr, addr);
+    let status = new.wait().await;
+    assert!(status.success(), "{status}\n{}", new.log());
+    let r = tls12(false)
+        .connect(addr, Some(IpAddr::from([127, 4, 0, 1])))
+        .await
+        .unwrap();
+    assert!(NAMES.contains(&r.backend.as_str()));
+    third.terminate();
+    assert!(third.wait().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_running_router_the_takeover_socket_only_starts_listening() {
+    let farm = rustls_backends(1, |_| {}).await;
+    let dir = scratch("upgrade-first");
+    // A stale socket file from a process that is gone.
+    std::fs::write(dir.join("takeover.sock"), b"").unwrap();
+    let file = config(&dir, &farm);
+    let router = RouterProcess::start(&args(&file, 1), &dir.join("r.log")).await;
+    let r = tls12(false)
+        .connect(router.addr, Some(ip(5)))
+        .await
+        .unwrap();
+    assert_eq!(r.backend, "a");
+    assert!(!router.log().contains("taking over"), "{}", router.log());
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(dir.join("takeover.sock")).unwrap();
+    assert!(meta.file_type().is_socket(), "the stale file was replaced");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}
