@@ -182,7 +182,7 @@ async fn server_hello(mut stream: TcpStream, sni: Option<&str>) -> Result<(), Pr
 /// unchanged, so a restart of the checks forgets only the current run of
 /// passes or failures: a down backend still needs `rise` passes.
 pub async fn follow(
-    mut pools: tokio::sync::watch::Receiver<crate::reload::Pools>,
+    mut pools: tokio::sync::watch::Receiver<crate::pool::Pools>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);

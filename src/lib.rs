@@ -33,6 +33,9 @@
 //!   connections finish until a deadline), with per-thread counts.
 //! - [`state`]: the state file that carries the affinity tables and the
 //!   client index across a restart.
+//! - [`stop`]: `stickytls run`'s stop, from the first signal (or a takeover)
+//!   to the exit; [`takeover`]: handing the listening sockets and the state
+//!   to a new process (upgrades); [`notify`]: telling systemd.
 //! - [`health`]: active health checks, one task per pool, off the
 //!   connection path; a backend that fails them is passed over by routing
 //!   and its sessions wait for it.
@@ -81,6 +84,7 @@ pub mod learn;
 pub mod listen;
 mod log_limit;
 pub mod metrics;
+pub mod notify;
 pub mod pool;
 pub mod proxy;
 pub mod relay;
@@ -93,5 +97,6 @@ pub mod shutdown;
 pub mod sni;
 pub mod state;
 pub mod stats;
+pub mod stop;
 pub mod takeover;
 pub mod worker;

@@ -17,8 +17,9 @@ use stickytls::config_file::{self, Diagnostics};
 use stickytls::ctl;
 use stickytls::inspect::{Limits, report::report};
 use stickytls::router::Router;
-use stickytls::shutdown::{Shutdown, Signals, Stopped};
+use stickytls::shutdown::{Shutdown, Signals};
 use stickytls::state::StateFile;
+use stickytls::stop::Stopped;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -616,6 +617,7 @@ fn run(args: RunArgs) -> ExitCode {
         (None, None) => {}
     }
     let live = router.live().clone();
+    let taken_over = inherited.is_some();
     let backends: Vec<String> = pools
         .iter()
         .flat_map(|p| p.backends.all())
@@ -641,7 +643,37 @@ fn run(args: RunArgs) -> ExitCode {
             tracing::warn!(path = %path.display(), "takeover socket unusable, a later upgrade will need a restart: {e}");
         }
     }
-    let stop = stickytls::shutdown::Stop {
+    if taken_over {
+        // Under systemd (NotifyAccess=all) this process becomes the
+        // service's main one; the old one drains and exits.
+        stickytls::notify::ready_as_main();
+    } else {
+        stickytls::notify::notify("READY=1");
+    }
+    // SIGUSR2: start the new binary, which takes over through the socket.
+    match rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+    }) {
+        Ok(mut usr2) => {
+            let can = lifecycle.takeover_socket.is_some();
+            rt.spawn(async move {
+                while usr2.recv().await.is_some() {
+                    if !can {
+                        tracing::warn!("SIGUSR2 ignored: an upgrade needs [state] takeover_socket (or --takeover-socket)");
+                        continue;
+                    }
+                    if let Err(e) = stickytls::takeover::spawn_successor() {
+                        tracing::error!("SIGUSR2: cannot start the new binary, still serving: {e}");
+                    }
+                }
+            });
+        }
+        Err(e) => {
+            eprintln!("stickytls: cannot handle SIGUSR2: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let stop = stickytls::stop::Stop {
         shutdown,
         signals: &mut signals,
         timeout: lifecycle.shutdown_timeout,

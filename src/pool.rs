@@ -25,6 +25,11 @@ use crate::log_limit::LogLimiter;
 use crate::stats::{PoolSeries, Stats};
 use crate::worker::PerThread;
 
+/// The pools a router serves now, as everything off the connection path
+/// reads them (the admin API, the state file, the health checks); a reload
+/// ([`crate::reload`]) replaces the whole list.
+pub type Pools = Arc<[Arc<PoolState>]>;
+
 /// One pool's live state. Affinity never crosses pools.
 #[derive(Debug)]
 pub struct PoolState {

@@ -37,9 +37,7 @@ use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
 use crate::stats::Stats;
 
-/// The pools a router serves now, as everything off the connection path
-/// reads them (the admin API, the state file, the health checks).
-pub type Pools = Arc<[Arc<PoolState>]>;
+pub use crate::pool::Pools;
 
 /// The listening addresses a router serves now: every worker thread runs
 /// an accept loop for each.
@@ -409,9 +407,12 @@ pub fn on_sighup(live: Arc<Live>) -> std::io::Result<impl std::future::Future<Ou
                 continue;
             }
             info!("SIGHUP: reloading the configuration");
+            crate::notify::reloading();
             let live = live.clone();
-            // Outcomes are logged and counted by `reload` itself.
+            // Outcomes are logged and counted by `reload` itself; systemd
+            // (`Type=notify-reload`) is told the reload is over either way.
             let _ = tokio::task::spawn_blocking(move || live.reload()).await;
+            crate::notify::notify("READY=1");
         }
     })
 }

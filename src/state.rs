@@ -602,7 +602,7 @@ impl StateFile {
     /// served at the time: a reload's pools from the write after it.
     pub async fn write_every(
         self: Arc<Self>,
-        pools: tokio::sync::watch::Receiver<crate::reload::Pools>,
+        pools: tokio::sync::watch::Receiver<crate::pool::Pools>,
         interval: Duration,
     ) {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);

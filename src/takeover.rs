@@ -435,3 +435,45 @@ fn recv(conn: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), TakeoverError> {
     }
     Ok((buf, fds))
 }
+
+// ---------------------------------------------------------------------------
+// Starting the successor (SIGUSR2).
+
+/// Starts the binary now installed at this process's path with this
+/// process's arguments: the upgrade a service manager asks for with
+/// SIGUSR2. The new process takes over through the takeover socket, tells
+/// systemd it is the main process, and this one drains and exits. A
+/// successor that fails before taking over is logged, and this process
+/// goes on serving. Needs the takeover socket; without it there is nothing
+/// to hand over on.
+pub fn spawn_successor() -> std::io::Result<u32> {
+    let exe = installed_exe()?;
+    let mut child = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    info!(exe = %exe.display(), pid, "upgrade: started the new binary; it takes over through the takeover socket");
+    std::thread::Builder::new()
+        .name("stickytls-successor".into())
+        .spawn(move || {
+            // Reaped here if it ends while this process still runs: it
+            // failed before (or instead of) taking over.
+            if let Ok(status) = child.wait() {
+                warn!(pid, %status, "the new process ended before this one stopped; this one goes on serving unless it already handed over");
+            }
+        })?;
+    Ok(pid)
+}
+
+/// This process's executable as the file system has it now: when a
+/// package upgrade replaced the file, `/proc/self/exe` names the deleted
+/// old one, and the new binary is at the same path without the suffix.
+fn installed_exe() -> std::io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.as_os_str().to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => exe,
+    })
+}

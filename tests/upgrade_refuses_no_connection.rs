@@ -203,3 +203,89 @@ async fn without_a_running_router_the_takeover_socket_only_starts_listening() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
+
+/// systemd's side of the notification protocol: the datagrams a service
+/// sends to `NOTIFY_SOCKET`.
+struct NotifySocket {
+    socket: Arc<std::os::unix::net::UnixDatagram>,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        NotifySocket {
+            socket: Arc::new(socket),
+            path,
+        }
+    }
+
+    /// The next datagram (bounded: a hang fails the test).
+    async fn next(&self) -> String {
+        let socket = self.socket.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = [0u8; 512];
+            let n = socket.recv(&mut buf).expect("a notification within 60 s");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_starts_the_new_binary_which_becomes_the_main_process() {
+    let farm = rustls_backends(3, |_| {}).await;
+    let dir = scratch("upgrade-usr2");
+    let file = config(&dir, &farm);
+    let notify = NotifySocket::bind(&dir);
+    let notify_path = notify.path.display().to_string();
+    let mut old = RouterProcess::start_with_env(
+        &args(&file, 2),
+        &dir.join("old.log"),
+        &[("NOTIFY_SOCKET", notify_path.as_str())],
+    )
+    .await;
+    assert_eq!(notify.next().await, "READY=1");
+    let c = tls12(false);
+    let first = c
+        .connect(old.addr, Some(IpAddr::from([127, 1, 0, 1])))
+        .await
+        .unwrap();
+
+    old.signal(rustix::process::Signal::USR2);
+    let main = notify.next().await;
+    let pid: u32 = main
+        .strip_prefix("MAINPID=")
+        .and_then(|rest| rest.strip_suffix("\nREADY=1"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("MAINPID=<pid>\\nREADY=1, not {main:?}"));
+    assert_ne!(pid, old.pid(), "the new process names itself");
+    let status = old.wait().await;
+    assert!(status.success(), "{status}\n{}", old.log());
+
+    // The new process serves the same port and knows the session.
+    let again = c
+        .connect(old.addr, Some(IpAddr::from([127, 1, 0, 1])))
+        .await
+        .unwrap();
+    assert!(again.server_resumed);
+    assert_eq!(again.backend, first.backend);
+
+    let new = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(new, rustix::process::Signal::TERM).unwrap();
+    assert_eq!(notify.next().await, "STOPPING=1");
+    let mut gone = false;
+    for _ in 0..500 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the new process stops on SIGTERM");
+}

@@ -25,10 +25,20 @@ impl RouterProcess {
     /// Starts `stickytls run ARGS`, logging to `log`, and waits until it
     /// routes.
     pub async fn start(args: &[String], log: &Path) -> RouterProcess {
+        Self::start_with_env(args, log, &[]).await
+    }
+
+    /// [`RouterProcess::start`] with more environment variables.
+    pub async fn start_with_env(
+        args: &[String],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> RouterProcess {
         let file = std::fs::File::create(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stickytls"))
             .arg("run")
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -70,6 +80,10 @@ impl RouterProcess {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, sig: Signal) {
