@@ -493,3 +493,23 @@ impl Pool {
         self.backends.iter().find(|b| &*b.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_changes_send_proxy_of_the_backend_it_keeps() {
+        let before = BackendConfig::new("a", "127.0.0.1:1".parse().unwrap());
+        let pool = Pool::new("p", std::slice::from_ref(&before));
+        let kept = pool.all()[0].clone();
+        assert_eq!(kept.send_proxy(), SendProxy::Off);
+        for send in [SendProxy::V2, SendProxy::V1, SendProxy::Off] {
+            let mut after = before.clone();
+            after.send_proxy = send;
+            let reloaded = pool.reconfigured("p", &[before.clone()], &[after]);
+            assert!(Arc::ptr_eq(&reloaded.all()[0], &kept), "the same backend");
+            assert_eq!(kept.send_proxy(), send);
+        }
+    }
+}

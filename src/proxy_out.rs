@@ -184,7 +184,11 @@ mod tests {
     #[test]
     fn a_mapped_client_on_a_dual_stack_listener_keeps_its_address() {
         // An IPv4 client of a [::] listener, which accepted on a v4 address.
-        let mapped = origin("[::ffff:192.0.2.7]:40000", "198.51.100.1:443", Rule::Balancer);
+        let mapped = origin(
+            "[::ffff:192.0.2.7]:40000",
+            "198.51.100.1:443",
+            Rule::Balancer,
+        );
         assert_eq!(
             &*header_then(SendProxy::V1, &mapped, &[]),
             b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n"

@@ -309,9 +309,15 @@ async fn the_tls_check_passes_on_every_version_and_fails_on_what_is_not_a_tls_se
         .await
         .unwrap();
         for sni in [None, Some("localhost")] {
-            probe(HealthCheck::Tls, backend.addr(), TIMEOUT, sni, SendProxy::Off)
-                .await
-                .unwrap_or_else(|e| panic!("{versions:?} {sni:?}: {e}"));
+            probe(
+                HealthCheck::Tls,
+                backend.addr(),
+                TIMEOUT,
+                sni,
+                SendProxy::Off,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{versions:?} {sni:?}: {e}"));
         }
     }
 
