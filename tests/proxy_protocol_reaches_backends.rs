@@ -219,3 +219,49 @@ async fn a_backend_expecting_a_header_fails_the_tls_check_when_none_is_sent() {
     assert!(farm.iter().all(|b| b.bad_proxy_headers() >= 1));
     assert_eq!(farm.iter().map(|b| b.local_probes()).sum::<u64>(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_switches_a_kept_backend_to_the_new_header() {
+    let farm = proxy_backends().await;
+    let a = &farm[0];
+    let file =
+        std::env::temp_dir().join(format!("stickytls-send-proxy-{}.toml", std::process::id()));
+    let write = |pool_default: &str| {
+        let text = format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\ndefault_pool = \"default\"\n\n[pool.default]\nsend_proxy = \"{pool_default}\"\nbackends = [{{ name = \"a\", address = \"{}\" }}]\n[pool.default.health]\ncheck = \"none\"\n",
+            a.addr()
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    write("v1");
+    let cfg = stickytls::config_file::load(&file).unwrap();
+    let router = stickytls::router::Router::bind_file(cfg, file.clone())
+        .await
+        .unwrap()
+        .spawn();
+    let kept = router.pool("default").unwrap().backends.all()[0].clone();
+    let client = Client::new(ClientOptions::default()).unwrap();
+
+    let r = client.connect(router.addr, Some(ip(6))).await.unwrap();
+    let h = handshake_of(&farm, &r);
+    assert_eq!(h.proxied, Some(r.local));
+    assert!(h.proxy_tlvs.is_empty(), "v1 has no TLVs");
+
+    write("v2");
+    let live = router.live().clone();
+    tokio::task::spawn_blocking(move || live.reload())
+        .await
+        .unwrap()
+        .unwrap();
+    let now = router.pool("default").unwrap().backends.all()[0].clone();
+    assert!(
+        std::sync::Arc::ptr_eq(&kept, &now),
+        "the same backend, kept"
+    );
+    assert_eq!(now.send_proxy(), SendProxy::V2);
+    let r = client.connect(router.addr, Some(ip(6))).await.unwrap();
+    let h = handshake_of(&farm, &r);
+    assert_eq!(h.proxied, Some(r.local));
+    assert!(tlv(&h, TLV_RULE).is_some(), "now v2: {h:?}");
+    let _ = std::fs::remove_file(&file);
+}
