@@ -507,7 +507,7 @@ mod tests {
         for send in [SendProxy::V2, SendProxy::V1, SendProxy::Off] {
             let mut after = before.clone();
             after.send_proxy = send;
-            let reloaded = pool.reconfigured("p", &[before.clone()], &[after]);
+            let reloaded = pool.reconfigured("p", std::slice::from_ref(&before), &[after]);
             assert!(Arc::ptr_eq(&reloaded.all()[0], &kept), "the same backend");
             assert_eq!(kept.send_proxy(), send);
         }

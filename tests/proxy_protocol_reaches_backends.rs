@@ -146,14 +146,15 @@ async fn the_address_an_incoming_proxy_header_names_is_what_backends_are_sent() 
     }
 }
 
-/// Checks every 100 ms; one failed probe marks a backend down and a
-/// thousand passes would bring it back, so "not down" after several
-/// probes means not one of them failed.
+/// Checks every 300 ms (the probe's bound too: generous for a loaded test
+/// machine); one failed probe marks a backend down and a thousand passes
+/// would bring it back, so "not down" after several probes means not one
+/// of them failed.
 fn with_fast_checks(cfg: &mut Config, check: HealthCheck) {
     let h = &mut cfg.pools[0].health;
     h.check = check;
-    h.interval = Duration::from_millis(100);
-    h.timeout = Duration::from_millis(100);
+    h.interval = Duration::from_millis(300);
+    h.timeout = Duration::from_millis(300);
     h.fall = 1;
     h.rise = 1000;
 }
@@ -182,7 +183,7 @@ async fn health_checks_send_a_local_header_and_keep_proxy_backends_up() {
             with_fast_checks(&mut cfg, check);
             let router = start_router(cfg).await;
             eventually(&format!("{check:?} {send:?}: probes arrive"), || {
-                farm.iter().all(|b| b.local_probes() >= 4)
+                farm.iter().all(|b| b.local_probes() >= 3)
             })
             .await;
             for b in &farm {
@@ -249,10 +250,10 @@ async fn a_reload_switches_a_kept_backend_to_the_new_header() {
 
     write("v2");
     let live = router.live().clone();
-    tokio::task::spawn_blocking(move || live.reload())
+    let reloaded = tokio::task::spawn_blocking(move || live.reload().map_err(|e| format!("{e:?}")))
         .await
-        .unwrap()
         .unwrap();
+    assert!(reloaded.is_ok(), "{reloaded:?}");
     let now = router.pool("default").unwrap().backends.all()[0].clone();
     assert!(
         std::sync::Arc::ptr_eq(&kept, &now),
