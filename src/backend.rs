@@ -14,7 +14,7 @@ use std::time::Duration;
 use metrics::{Gauge, Histogram, counter, gauge, histogram};
 
 use crate::clock::Clock;
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, SendProxy};
 use crate::metrics::{self as m, Exported};
 
 /// A backend's name: what the affinity table stores, so entries survive a
@@ -92,6 +92,10 @@ pub struct Backend {
     /// Most connections at once; `u32::MAX` for no limit. A reload may
     /// change it.
     max_connections: AtomicU32,
+    /// [`SendProxy`] as a byte: read by every attempt and probe without a
+    /// lock, and changed in place by a reload (the backend itself, with its
+    /// health and connections, is kept).
+    send_proxy: AtomicU8,
     /// Clock millis until which the backend is considered down; 0 = up.
     down_until_ms: AtomicU64,
     /// Connections currently open to it (least-connections, max-conns).
@@ -263,6 +267,7 @@ impl Backend {
             weight: AtomicU32::new(cfg.weight),
             admin: AtomicU8::new(AdminState::Up as u8),
             max_connections: AtomicU32::new(cfg.max_connections.unwrap_or(u32::MAX)),
+            send_proxy: AtomicU8::new(cfg.send_proxy as u8),
             down_until_ms: AtomicU64::new(0),
             active: AtomicU32::new(0),
             health: HealthState::default(),
@@ -380,6 +385,16 @@ impl Backend {
         self.max_connections.load(Ordering::Relaxed)
     }
 
+    /// The PROXY protocol header this backend expects before the client's
+    /// bytes (and before a health probe's).
+    pub fn send_proxy(&self) -> SendProxy {
+        match self.send_proxy.load(Ordering::Relaxed) {
+            x if x == SendProxy::V1 as u8 => SendProxy::V1,
+            x if x == SendProxy::V2 as u8 => SendProxy::V2,
+            _ => SendProxy::Off,
+        }
+    }
+
     /// Applies a reloaded configuration of the same backend (same name,
     /// same address) in place, so that its health, its operator state and
     /// its count of open connections carry over. The weight is the
@@ -392,6 +407,10 @@ impl Backend {
         }
         self.max_connections
             .store(new.max_connections.unwrap_or(u32::MAX), Ordering::Relaxed);
+        // The file is the only source of send_proxy, so the new one always
+        // applies; connections already open keep the header they were sent.
+        self.send_proxy
+            .store(new.send_proxy as u8, Ordering::Relaxed);
     }
 
     pub fn active(&self) -> u32 {
@@ -472,5 +491,25 @@ impl Pool {
     /// naming a backend outside the pool is a miss.
     pub fn by_name(&self, name: &str) -> Option<&Arc<Backend>> {
         self.backends.iter().find(|b| &*b.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_changes_send_proxy_of_the_backend_it_keeps() {
+        let before = BackendConfig::new("a", "127.0.0.1:1".parse().unwrap());
+        let pool = Pool::new("p", std::slice::from_ref(&before));
+        let kept = pool.all()[0].clone();
+        assert_eq!(kept.send_proxy(), SendProxy::Off);
+        for send in [SendProxy::V2, SendProxy::V1, SendProxy::Off] {
+            let mut after = before.clone();
+            after.send_proxy = send;
+            let reloaded = pool.reconfigured("p", std::slice::from_ref(&before), &[after]);
+            assert!(Arc::ptr_eq(&reloaded.all()[0], &kept), "the same backend");
+            assert_eq!(kept.send_proxy(), send);
+        }
     }
 }

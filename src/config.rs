@@ -36,6 +36,11 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Most connections open to it at once; `None` for no limit.
     pub max_connections: Option<u32>,
+    /// The PROXY protocol header written before the client's bytes, so the
+    /// backend sees the client's address instead of the router's. The
+    /// file's pool-level `send_proxy` is already applied here: a backend
+    /// never needs its pool's configuration to know what to send.
+    pub send_proxy: SendProxy,
 }
 
 impl BackendConfig {
@@ -45,6 +50,45 @@ impl BackendConfig {
             addr,
             weight: DEFAULT_WEIGHT,
             max_connections: None,
+            send_proxy: SendProxy::Off,
+        }
+    }
+}
+
+/// Which PROXY protocol header a backend is sent (`send_proxy`). A backend
+/// that expects one closes connections without it, and one that does not
+/// reads the header as garbage, so this must match the backend's own
+/// setting (HAProxy's `accept-proxy`, nginx's `proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendProxy {
+    /// No header: the backend sees the router's address.
+    #[default]
+    Off,
+    /// The text header (`PROXY TCP4 ...\r\n`): addresses only.
+    V1,
+    /// The binary header, with the routing decision in TLVs
+    /// (docs/operations.md, "PROXY protocol to backends").
+    V2,
+}
+
+impl SendProxy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendProxy::Off => "off",
+            SendProxy::V1 => "v1",
+            SendProxy::V2 => "v2",
+        }
+    }
+}
+
+impl std::str::FromStr for SendProxy {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(SendProxy::Off),
+            "v1" => Ok(SendProxy::V1),
+            "v2" => Ok(SendProxy::V2),
+            other => Err(ValueError::UnknownSendProxy(other.to_string())),
         }
     }
 }
@@ -574,6 +618,22 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
         assert_eq!(format_duration(Duration::from_secs(1800)), "30m");
+    }
+
+    #[test]
+    fn send_proxy_names_parse_and_anything_else_is_refused() {
+        for v in [SendProxy::Off, SendProxy::V1, SendProxy::V2] {
+            assert_eq!(v.as_str().parse::<SendProxy>().unwrap(), v);
+        }
+        assert_eq!(
+            "V2".parse::<SendProxy>().unwrap_err(),
+            ValueError::UnknownSendProxy("V2".into())
+        );
+        assert_eq!(
+            BackendConfig::new("a", "127.0.0.1:1".parse().unwrap()).send_proxy,
+            SendProxy::Off,
+            "a backend that was not told to expect a header gets none"
+        );
     }
 
     #[test]

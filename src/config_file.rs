@@ -36,8 +36,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::config::{
     AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config,
     ConfigError, ConfigPath, HealthCheck, HealthKey, Lifecycle, ListenerConfig, ListenerKey,
-    LogConfig, LogFormat, LogKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule, SniRoute,
-    StateConfig, TimeoutKey, ValueError, parse_address, parse_duration,
+    LogConfig, LogFormat, LogKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule, SendProxy,
+    SniRoute, StateConfig, TimeoutKey, ValueError, parse_address, parse_duration,
 };
 
 /// One mistake in a configuration file.
@@ -375,6 +375,8 @@ impl<'de> Deserialize<'de> for SniRules {
 struct PoolFile {
     balance: Option<Spanned<String>>,
     inspect: Option<bool>,
+    /// The default for backends without their own `send_proxy`.
+    send_proxy: Option<Spanned<String>>,
     backends: Option<Spanned<Vec<Spanned<BackendFile>>>>,
     #[serde(default)]
     affinity: AffinityFile,
@@ -391,6 +393,7 @@ struct BackendFile {
     address: Option<Spanned<String>>,
     weight: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
+    send_proxy: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -787,10 +790,18 @@ fn build_pool(i: usize, name: &str, p: PoolFile, report: &mut Report) -> PoolCon
             .unwrap_or(Balance::RoundRobin);
     }
     c.inspect = p.inspect.unwrap_or(true);
+    // Resolved here, into each backend: the running router keeps one
+    // setting per backend, which a reload then changes in place.
+    let send_proxy = match &p.send_proxy {
+        Some(v) => report
+            .value(at(PoolKey::SendProxy), v, |s| s.parse::<SendProxy>())
+            .unwrap_or_default(),
+        None => SendProxy::Off,
+    };
     if let Some(list) = &p.backends {
         report.at(at(PoolKey::Backends), list.span());
         for (j, b) in list.get_ref().iter().enumerate() {
-            c.backends.push(build_backend(i, j, b, report));
+            c.backends.push(build_backend(i, j, b, send_proxy, report));
         }
     }
 
@@ -907,6 +918,7 @@ fn build_backend(
     pool: usize,
     backend: usize,
     b: &Spanned<BackendFile>,
+    pool_send_proxy: SendProxy,
     report: &mut Report,
 ) -> BackendConfig {
     let at = |key| ConfigPath::Backend { pool, backend, key };
@@ -943,6 +955,12 @@ fn build_backend(
     if let Some(m) = &b.max_connections {
         c.max_connections = report.int(at(BackendKey::MaxConnections), m);
     }
+    c.send_proxy = match &b.send_proxy {
+        Some(v) => report
+            .value(at(BackendKey::SendProxy), v, |s| s.parse::<SendProxy>())
+            .unwrap_or(pool_send_proxy),
+        None => pool_send_proxy,
+    };
     c
 }
 
@@ -1072,13 +1090,15 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
                     name: "w1".into(),
                     addr: "10.0.1.1:443".parse().unwrap(),
                     weight: 3,
-                    max_connections: Some(100)
+                    max_connections: Some(100),
+                    send_proxy: SendProxy::Off,
                 },
                 BackendConfig {
                     name: "w2".into(),
                     addr: "[2001:db8::2]:8443".parse().unwrap(),
                     weight: 0,
-                    max_connections: None
+                    max_connections: None,
+                    send_proxy: SendProxy::Off,
                 },
             ]
         );
@@ -1379,6 +1399,63 @@ backends = "none"
         let c = parse(MINIMAL, "t.toml").unwrap();
         assert_eq!(c.pools[0].health, HealthConfig::default());
         assert_eq!(c.pools[0].health.check, HealthCheck::Tcp);
+    }
+
+    #[test]
+    fn send_proxy_of_a_pool_applies_to_backends_without_their_own() {
+        let text = r#"
+[[listener]]
+bind = "127.0.0.1:8443"
+default_pool = "web"
+
+[pool.web]
+send_proxy = "v2"
+backends = [
+  { name = "w1", address = "10.0.1.1:443" },
+  { name = "w2", address = "10.0.1.2:443", send_proxy = "v1" },
+  { name = "w3", address = "10.0.1.3:443", send_proxy = "off" },
+]
+
+[pool.api]
+backends = [{ name = "a1", address = "10.0.2.1:443", send_proxy = "v1" }, { name = "a2", address = "10.0.2.2:443" }]
+"#;
+        let c = parse(text, "t.toml").unwrap();
+        let sent = |p: usize| -> Vec<SendProxy> {
+            c.pools[p].backends.iter().map(|b| b.send_proxy).collect()
+        };
+        assert_eq!(sent(0), [SendProxy::V2, SendProxy::V1, SendProxy::Off]);
+        assert_eq!(sent(1), [SendProxy::V1, SendProxy::Off]);
+    }
+
+    #[test]
+    fn an_unknown_send_proxy_is_located_at_its_value() {
+        let pool = MINIMAL.replace("[pool.web]\n", "[pool.web]\nsend_proxy = \"v3\"\n");
+        let e = errors(&pool);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0],
+            "t.toml:7:14: error: unknown send_proxy `v3`; use \"v1\" (text header), \"v2\" (binary header) or \"off\", matching what the backend expects"
+        );
+        let backend = MINIMAL.replace("}]", ", send_proxy = 2 }]");
+        let e = errors(&backend);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.toml:7:"), "{e:?}");
+        assert!(e[0].contains("invalid type"), "{e:?}");
+        let backend = MINIMAL.replace("}]", ", send_proxy = \"proxy\" }]");
+        let d = diagnostics(&backend);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].position, Some((7, 70)), "at the value");
+        assert_eq!(
+            d[0].problem,
+            Problem::Rule(ConfigError {
+                path: ConfigPath::Backend {
+                    pool: 0,
+                    backend: 0,
+                    key: BackendKey::SendProxy
+                },
+                rule: Rule::Value(ValueError::UnknownSendProxy("proxy".into())),
+            })
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::backend::{ActiveGuard, Backend};
 use crate::pool::PoolState;
+use crate::proxy_out::{self, Origin};
 
 /// No backend was reached. Never the client's fault: either every
 /// candidate failed (the backends'), or this host could not open a
@@ -170,10 +171,12 @@ pub struct Connected {
 /// reached only once it sent its first byte: right for TLS, whose server
 /// always answers a complete ClientHello. Without it (non-TLS input, whose
 /// protocol may have the server wait for more), connecting is enough.
+/// `origin` is what a PROXY header tells a backend with `send_proxy`.
 pub async fn connect(
     pool: &PoolState,
     candidates: &[Arc<Backend>],
     hello: &[u8],
+    origin: &Origin,
     await_answer: bool,
 ) -> Result<Connected, ConnectError> {
     let t = &pool.config.timeouts;
@@ -186,7 +189,7 @@ pub async fn connect(
         };
         let first_byte = await_answer.then_some(t.first_byte);
         let started = std::time::Instant::now();
-        match attempt(backend, hello, t.connect, first_byte).await {
+        match attempt(backend, hello, origin, t.connect, first_byte).await {
             Ok((stream, first_bytes)) => {
                 backend.connect_time(started.elapsed());
                 backend.counters.connection();
@@ -222,6 +225,7 @@ pub async fn connect(
 async fn attempt(
     backend: &Backend,
     hello: &[u8],
+    origin: &Origin,
     connect_timeout: Duration,
     first_byte_timeout: Option<Duration>,
 ) -> Result<(TcpStream, Vec<u8>), AttemptError> {
@@ -232,7 +236,10 @@ async fn attempt(
             Err(_) => return Err(AttemptError::ConnectTimeout),
         };
     let _ = stream.set_nodelay(true);
-    if let Err(e) = stream.write_all(hello).await {
+    // Each candidate's own setting: a failover may move from a backend
+    // that wants a header to one that does not.
+    let first = proxy_out::header_then(backend.send_proxy(), origin, hello);
+    if let Err(e) = stream.write_all(&first).await {
         return Err(AttemptError::Closed(Some(e)));
     }
     let Some(first_byte_timeout) = first_byte_timeout else {

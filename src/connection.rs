@@ -21,12 +21,13 @@ use crate::backend::{Backend, BackendName};
 use crate::conn_log::{ConnectionTrace, close};
 use crate::connect;
 use crate::decision::{DecisionRecord, Sni};
-use crate::inspect::{self, Handshake, Status};
+use crate::inspect::{self, Handshake, KeyKind, Status};
 use crate::intake::{IntakeError, read_hello};
 use crate::learn;
 use crate::listen::ListenerState;
 use crate::pool::PoolState;
 use crate::proxy;
+use crate::proxy_out::Origin;
 use crate::relay::{OnServerFlight, RelayEnd, Relayed, Side, relay};
 use crate::route::{Decision, Offer, Rule, balanced, decide};
 use crate::stats::Stats;
@@ -49,7 +50,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     // peers get that far, and the header is small and read within the
     // same deadline.
     let mut hello = Vec::with_capacity(2048);
-    let client_addr = if listener.config.proxy_protocol {
+    let proxied = if listener.config.proxy_protocol {
         match proxy::read_header(
             &mut client,
             peer,
@@ -59,12 +60,22 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         )
         .await
         {
-            Ok(addr) => addr,
+            Ok(proxied) => proxied,
             Err(e) => return listener.reject(peer, e.reason(), &e),
         }
     } else {
-        peer
+        proxy::Proxied {
+            client: peer,
+            destination: None,
+        }
     };
+    let client_addr = proxied.client;
+    // What a backend's own PROXY header names as the address connected
+    // to: the front proxy's word for it, else where this socket accepted.
+    let destination = proxied
+        .destination
+        .or_else(|| client.local_addr().ok())
+        .unwrap_or(listener.config.bind);
     trace.client(client_addr);
     let Some(slot) = listener.begin_inspecting(listener.default_pool().prefix(client_addr.ip()))
     else {
@@ -99,6 +110,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
             let at = Arrival {
                 listener: &listener.name,
                 client: client_addr,
+                destination,
                 sni: None,
             };
             trace.hello(None);
@@ -126,6 +138,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     let at = Arrival {
         listener: &listener.name,
         client: client_addr,
+        destination,
         sni,
     };
     let Some(offer) = offer else {
@@ -137,15 +150,19 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     pool.series.decision_time(decided.elapsed());
     pool.stats.routed(decision.rule);
     let kind = match decision.rule {
-        Rule::Key(kind) => Some(kind.as_str()),
-        Rule::Rebind => Some(offer.resumption_kind().as_str()),
+        Rule::Key(kind) => Some(kind),
+        Rule::Rebind => Some(offer.resumption_kind()),
         _ => None,
     };
-    trace.routed(&pool.config.name, decision.rule.as_str(), kind);
+    trace.routed(
+        &pool.config.name,
+        decision.rule.as_str(),
+        kind.map(KeyKind::as_str),
+    );
 
     // Connect, with failover.
     let connecting = Instant::now();
-    let Some(connected) = connect_logged(&pool, &decision, &at, &hello, true).await else {
+    let Some(connected) = connect_logged(&pool, &decision, kind, &at, &hello, true).await else {
         trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
@@ -203,6 +220,9 @@ struct Arrival<'a> {
     listener: &'a Arc<str>,
     /// The client's address (after any PROXY header).
     client: SocketAddr,
+    /// The address the client connected to (after any PROXY header), for
+    /// the header a backend with `send_proxy` is sent.
+    destination: SocketAddr,
     sni: Option<Sni>,
 }
 
@@ -237,7 +257,7 @@ async fn forward_blind(
     pool.stats.routed(decision.rule);
     trace.routed(&pool.config.name, decision.rule.as_str(), None);
     let connecting = Instant::now();
-    let Some(connected) = connect_logged(pool, &decision, &at, hello, tls).await else {
+    let Some(connected) = connect_logged(pool, &decision, None, &at, hello, tls).await else {
         trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
@@ -289,14 +309,23 @@ async fn relay_to(
     relayed
 }
 
+/// Connects to the decision's candidates. `key_kind` is the kind of key
+/// behind a `key` or `rebind` decision, which a v2 header reports.
 async fn connect_logged(
     pool: &Arc<PoolState>,
     decision: &Decision,
+    key_kind: Option<KeyKind>,
     at: &Arrival<'_>,
     hello: &[u8],
     await_answer: bool,
 ) -> Option<connect::Connected> {
-    match connect::connect(pool, &decision.candidates, hello, await_answer).await {
+    let origin = Origin {
+        client: at.client,
+        destination: at.destination,
+        rule: decision.rule,
+        key_kind,
+    };
+    match connect::connect(pool, &decision.candidates, hello, &origin, await_answer).await {
         Ok(c) => {
             if c.failed > 0 {
                 pool.stats.failover();

@@ -13,6 +13,12 @@
 //!   to try another group), read by the inspector. An alert, a close, or
 //!   bytes that are not TLS fail it.
 //!
+//! To a backend with `send_proxy`, every probe first sends the header a
+//! proxy's own checks send (v2 `LOCAL`, v1 `PROXY UNKNOWN`,
+//! [`crate::proxy_out::local`]): a backend that requires a header closes a
+//! connection without one, and would fail every check. For the TLS check
+//! the header and the ClientHello go in one write.
+//!
 //! The backends' probes are spread over the interval (backend i of n at
 //! i/n of it, from a random start per pool) so that a farm is never probed
 //! at once, and several routers started together do not probe in step.
@@ -38,10 +44,11 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use crate::backend::Backend;
-use crate::config::{HealthCheck, HealthConfig};
+use crate::config::{HealthCheck, HealthConfig, SendProxy};
 use crate::inspect::{Handshake, Limits, Status};
 use crate::metrics as m;
 use crate::pool::PoolState;
+use crate::proxy_out;
 
 pub use hello::{client_hello, fresh_random};
 
@@ -113,21 +120,33 @@ impl fmt::Display for ProbeError {
 impl std::error::Error for ProbeError {}
 
 /// Probes `addr` once, bounded by `limit` as a whole. `sni` is sent by the
-/// TLS check only. `HealthCheck::None` passes without a probe.
+/// TLS check only; `send_proxy` is the backend's, and decides the header
+/// sent first. `HealthCheck::None` passes without a probe.
 pub async fn probe(
     check: HealthCheck,
     addr: SocketAddr,
     limit: Duration,
     sni: Option<&str>,
+    send_proxy: SendProxy,
 ) -> Result<(), ProbeError> {
+    let header = proxy_out::local(send_proxy);
     let attempt = async {
-        let stream = TcpStream::connect(addr)
+        let mut stream = TcpStream::connect(addr)
             .await
             .map_err(ProbeError::connect_failed)?;
         // A reset on close: no TIME_WAIT on the router per probe.
         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         match check {
-            HealthCheck::Tls => server_hello(stream, sni).await,
+            HealthCheck::Tls => server_hello(stream, sni, header).await,
+            // The connect passed; the header only spares a backend that
+            // requires one a connection it would count as broken.
+            HealthCheck::Tcp if !header.is_empty() => {
+                let _ = stream.set_nodelay(true);
+                stream
+                    .write_all(header)
+                    .await
+                    .map_err(|_| ProbeError::Closed)
+            }
             HealthCheck::Tcp | HealthCheck::None => Ok(()),
         }
     };
@@ -139,8 +158,13 @@ pub async fn probe(
     }
 }
 
-/// Sends a ClientHello and reads until the inspector has the ServerHello.
-async fn server_hello(mut stream: TcpStream, sni: Option<&str>) -> Result<(), ProbeError> {
+/// Sends `header` (empty for none) and a ClientHello, in one write, and
+/// reads until the inspector has the ServerHello.
+async fn server_hello(
+    mut stream: TcpStream,
+    sni: Option<&str>,
+    header: &[u8],
+) -> Result<(), ProbeError> {
     let _ = stream.set_nodelay(true);
     let (random, session_id) = fresh_random();
     let hello = client_hello(sni, &random, &session_id);
@@ -150,8 +174,13 @@ async fn server_hello(mut stream: TcpStream, sni: Option<&str>) -> Result<(), Pr
     if hs.feed_client(&hello) != Status::Done {
         return Err(ProbeError::Malformed("the check's own ClientHello"));
     }
+    let first = if header.is_empty() {
+        hello
+    } else {
+        [header, &hello].concat()
+    };
     stream
-        .write_all(&hello)
+        .write_all(&first)
         .await
         .map_err(|_| ProbeError::Closed)?;
     let mut buf = vec![0u8; 4096];
@@ -232,10 +261,11 @@ pub async fn run(pool: Arc<PoolState>, shutdown: impl Future<Output = ()>) {
                 if !checker.in_flight[i] {
                     checker.in_flight[i] = true;
                     let addr = checker.backends[i].addr;
+                    let send_proxy = checker.backends[i].send_proxy();
                     let sni = cfg.sni.clone();
                     let (check, limit) = (cfg.check, cfg.timeout);
                     probes.spawn(async move {
-                        (i, probe(check, addr, limit, sni.as_deref()).await)
+                        (i, probe(check, addr, limit, sni.as_deref(), send_proxy).await)
                     });
                 }
             }

@@ -12,7 +12,9 @@
 //! - [`proxy`]: the PROXY protocol header, on listeners that require it.
 //! - [`intake`]: reading the ClientHello within a byte and time budget.
 //! - [`route`]: choosing a backend (affinity rules, else [`balance`]).
-//! - [`connect`]: connecting, with failover, and replaying the hello.
+//! - [`connect`]: connecting, with failover, and replaying the hello
+//!   (after a PROXY protocol header, [`proxy_out`], to backends that want
+//!   one).
 //! - [`relay`]: copying both ways while the inspector watches the server.
 //! - [`learn`]: turning what the server confirmed into table entries.
 //!
@@ -87,6 +89,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_out;
 pub mod relay;
 pub mod reload;
 pub mod route;

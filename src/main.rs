@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use stickytls::config::{
     AdminConfig, AdminKey, AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath,
-    HealthCheck, HealthKey, ListenerKey, LogFormat, LogKey, PoolKey, ProcessKey, StateConfig,
-    TimeoutKey, parse_backend, parse_duration,
+    HealthCheck, HealthKey, ListenerKey, LogFormat, LogKey, PoolKey, ProcessKey, SendProxy,
+    StateConfig, TimeoutKey, parse_backend, parse_duration,
 };
 use stickytls::config_file::{self, Diagnostics};
 use stickytls::ctl;
@@ -275,6 +275,11 @@ struct RunArgs {
     /// Time between two health probes of one backend.
     #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
     check_interval: Duration,
+    /// Send every backend a PROXY protocol header with the client's
+    /// address: v1 (text), v2 (binary, with the routing rule) or off. The
+    /// backends must expect it (docs/operations.md).
+    #[arg(long, value_name = "VERSION", default_value = "off", value_parser = parse_send_proxy_arg)]
+    send_proxy: SendProxy,
     /// Worker threads, each with its own runtime and listening socket
     /// (default: one per CPU).
     #[arg(long)]
@@ -346,6 +351,7 @@ const QUICK_FORM: [&str; 20] = [
     "takeover_socket",
     "health_check",
     "check_interval",
+    "send_proxy",
     "admin",
     "admin_token",
 ];
@@ -355,6 +361,11 @@ fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
 }
 
 fn parse_health_check_arg(s: &str) -> Result<HealthCheck, String> {
+    s.parse()
+        .map_err(|e: stickytls::config::ValueError| e.to_string())
+}
+
+fn parse_send_proxy_arg(s: &str) -> Result<SendProxy, String> {
     s.parse()
         .map_err(|e: stickytls::config::ValueError| e.to_string())
 }
@@ -458,7 +469,11 @@ impl RunArgs {
             (None, Some(listen)) => listen,
             (None, None) => unreachable!("clap requires --listen unless --config is given"),
         };
-        let mut c = Config::single(listen, self.backends);
+        let mut backends = self.backends;
+        for b in &mut backends {
+            b.send_proxy = self.send_proxy;
+        }
+        let mut c = Config::single(listen, backends);
         c.admin = self.admin.map(|bind| AdminConfig {
             bind,
             token: self.admin_token,
@@ -1077,6 +1092,36 @@ mod tests {
         );
         let c = quick_config(&["--backend", "a=127.0.0.1:1", "--health-check", "none"]).unwrap();
         assert_eq!(c.pools[0].health.check, HealthCheck::None);
+    }
+
+    #[test]
+    fn send_proxy_flag_applies_to_every_backend_and_refuses_other_values() {
+        let two = ["--backend", "a=127.0.0.1:1", "--backend", "b=127.0.0.1:2"];
+        let sent = |flags: &[&str]| -> Vec<SendProxy> {
+            let all: Vec<&str> = two.iter().chain(flags).copied().collect();
+            let c = quick_config(&all).unwrap();
+            c.pools[0].backends.iter().map(|b| b.send_proxy).collect()
+        };
+        assert_eq!(sent(&[]), [SendProxy::Off, SendProxy::Off]);
+        assert_eq!(sent(&["--send-proxy", "v1"]), [SendProxy::V1; 2]);
+        assert_eq!(sent(&["--send-proxy", "v2"]), [SendProxy::V2; 2]);
+        let args = ["stickytls", "run", "--listen", "127.0.0.1:8443"];
+        let e = Cli::try_parse_from(args.iter().chain(&two).chain(&["--send-proxy", "v3"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--send-proxy"), "{e}");
+        assert!(e.contains("unknown send_proxy `v3`"), "{e}");
+        // Like the other quick-form options, it cannot be mixed with a file.
+        let e = Cli::try_parse_from([
+            "stickytls",
+            "run",
+            "--config",
+            "x.toml",
+            "--send-proxy",
+            "v2",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     #[test]

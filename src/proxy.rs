@@ -107,17 +107,27 @@ impl fmt::Display for Malformed {
 
 impl std::error::Error for ProxyError {}
 
-/// Reads a PROXY header from a trusted `peer` before `deadline`. Returns
-/// the client address it names (the peer itself for `LOCAL`/`UNKNOWN`
-/// headers, which proxies use for their own health checks); bytes read past
-/// the header are left in `rest`.
+/// What a PROXY header says of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proxied {
+    /// The client: the header's source, or the peer itself for the
+    /// `LOCAL`/`UNKNOWN` headers proxies use for their own health checks.
+    pub client: SocketAddr,
+    /// The address the client connected to, as the header names it; `None`
+    /// when it names none (then the accepted socket's own address stands
+    /// in, when a backend is sent a header of its own).
+    pub destination: Option<SocketAddr>,
+}
+
+/// Reads a PROXY header from a trusted `peer` before `deadline`. Bytes read
+/// past the header are left in `rest`.
 pub async fn read_header<R: AsyncRead + Unpin>(
     stream: &mut R,
     peer: SocketAddr,
     trusted: &[Cidr],
     deadline: Instant,
     rest: &mut Vec<u8>,
-) -> Result<SocketAddr, ProxyError> {
+) -> Result<Proxied, ProxyError> {
     if !trusted.iter().any(|c| c.contains(peer.ip())) {
         return Err(ProxyError::Untrusted(peer.ip()));
     }
@@ -157,7 +167,7 @@ pub async fn read_header<R: AsyncRead + Unpin>(
 }
 
 /// `Ok(None)` while the header is incomplete.
-fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, usize)>, ProxyError> {
+fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usize)>, ProxyError> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -184,31 +194,54 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(SocketAddr, usize)>, Pr
     }
     match result {
         HeaderResult::V1(Ok(h)) => {
-            let addr = match h.addresses {
-                v1::Addresses::Tcp4(a) => SocketAddr::new(a.source_address.into(), a.source_port),
-                v1::Addresses::Tcp6(a) => SocketAddr::new(a.source_address.into(), a.source_port),
-                v1::Addresses::Unknown => peer,
+            let named = match h.addresses {
+                v1::Addresses::Tcp4(a) => Some((
+                    SocketAddr::new(a.source_address.into(), a.source_port),
+                    SocketAddr::new(a.destination_address.into(), a.destination_port),
+                )),
+                v1::Addresses::Tcp6(a) => Some((
+                    SocketAddr::new(a.source_address.into(), a.source_port),
+                    SocketAddr::new(a.destination_address.into(), a.destination_port),
+                )),
+                v1::Addresses::Unknown => None,
             };
-            Ok(Some((addr, h.header.len())))
+            Ok(Some((proxied(named, peer), h.header.len())))
         }
         HeaderResult::V2(Ok(h)) => {
-            let addr = match (h.command, h.addresses) {
-                (v2::Command::Local, _) => peer,
-                (_, v2::Addresses::IPv4(a)) => {
-                    SocketAddr::new(a.source_address.into(), a.source_port)
-                }
-                (_, v2::Addresses::IPv6(a)) => {
-                    SocketAddr::new(a.source_address.into(), a.source_port)
-                }
-                (_, v2::Addresses::Unspecified) => peer,
+            let named = match (h.command, h.addresses) {
+                (v2::Command::Local, _) => None,
+                (_, v2::Addresses::IPv4(a)) => Some((
+                    SocketAddr::new(a.source_address.into(), a.source_port),
+                    SocketAddr::new(a.destination_address.into(), a.destination_port),
+                )),
+                (_, v2::Addresses::IPv6(a)) => Some((
+                    SocketAddr::new(a.source_address.into(), a.source_port),
+                    SocketAddr::new(a.destination_address.into(), a.destination_port),
+                )),
+                (_, v2::Addresses::Unspecified) => None,
                 (_, v2::Addresses::Unix(_)) => {
                     return Err(ProxyError::Malformed(Malformed::UnixSource));
                 }
             };
-            Ok(Some((addr, h.len())))
+            Ok(Some((proxied(named, peer), h.len())))
         }
         HeaderResult::V1(Err(e)) => Err(ProxyError::Malformed(Malformed::V1(e))),
         HeaderResult::V2(Err(e)) => Err(ProxyError::Malformed(Malformed::V2(e))),
+    }
+}
+
+/// The header's (source, destination), or the peer for a header that
+/// names no client.
+fn proxied(named: Option<(SocketAddr, SocketAddr)>, peer: SocketAddr) -> Proxied {
+    match named {
+        Some((client, destination)) => Proxied {
+            client,
+            destination: Some(destination),
+        },
+        None => Proxied {
+            client: peer,
+            destination: None,
+        },
     }
 }
 
@@ -226,7 +259,8 @@ mod tests {
         let header_len = input.len();
         input.extend_from_slice(&[0x16, 0x03, 0x01]);
         let (addr, len) = parse(&input, peer()).unwrap().unwrap();
-        assert_eq!(addr, "192.0.2.7:40000".parse().unwrap());
+        assert_eq!(addr.client, "192.0.2.7:40000".parse().unwrap());
+        assert_eq!(addr.destination, Some("198.51.100.1:443".parse().unwrap()));
         assert_eq!(len, header_len);
     }
 
@@ -242,8 +276,30 @@ mod tests {
         .build()
         .unwrap();
         let (addr, len) = parse(&header, peer()).unwrap().unwrap();
-        assert_eq!(addr, src);
+        assert_eq!(addr.client, src);
+        assert_eq!(addr.destination, Some(dst));
         assert_eq!(len, header.len());
+    }
+
+    #[test]
+    fn headers_naming_no_client_give_the_peer_and_no_destination() {
+        let local = v2::Builder::new(
+            v2::Version::Two | v2::Command::Local,
+            v2::AddressFamily::Unspecified | v2::Protocol::Unspecified,
+        )
+        .build()
+        .unwrap();
+        for header in [&local[..], b"PROXY UNKNOWN\r\n"] {
+            let (addr, len) = parse(header, peer()).unwrap().unwrap();
+            assert_eq!(
+                addr,
+                Proxied {
+                    client: peer(),
+                    destination: None
+                }
+            );
+            assert_eq!(len, header.len());
+        }
     }
 
     #[test]

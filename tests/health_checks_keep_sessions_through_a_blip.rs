@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use stickytls::config::{Balance, Config, HealthCheck};
+use stickytls::config::{Balance, Config, HealthCheck, SendProxy};
 use stickytls::health::{ProbeError, probe};
 use stickytls::metrics::HEALTH_TRANSITIONS;
 use stickytls::pool::PoolState;
@@ -309,9 +309,15 @@ async fn the_tls_check_passes_on_every_version_and_fails_on_what_is_not_a_tls_se
         .await
         .unwrap();
         for sni in [None, Some("localhost")] {
-            probe(HealthCheck::Tls, backend.addr(), TIMEOUT, sni)
-                .await
-                .unwrap_or_else(|e| panic!("{versions:?} {sni:?}: {e}"));
+            probe(
+                HealthCheck::Tls,
+                backend.addr(),
+                TIMEOUT,
+                sni,
+                SendProxy::Off,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{versions:?} {sni:?}: {e}"));
         }
     }
 
@@ -339,24 +345,24 @@ async fn the_tls_check_passes_on_every_version_and_fails_on_what_is_not_a_tls_se
         .local_addr()
         .unwrap();
 
-    let tls = |addr| probe(HealthCheck::Tls, addr, TIMEOUT, None);
+    let tls = |addr| probe(HealthCheck::Tls, addr, TIMEOUT, None, SendProxy::Off);
     assert!(matches!(tls(closes_addr).await, Err(ProbeError::Closed)));
     assert!(matches!(tls(http_addr).await, Err(ProbeError::NotTls(_))));
     assert!(matches!(tls(hole.addr()).await, Err(ProbeError::Timeout)));
     assert!(matches!(tls(refused).await, Err(ProbeError::Refused(_))));
     // A TCP check only asks for a connect.
     assert!(
-        probe(HealthCheck::Tcp, closes_addr, TIMEOUT, None)
+        probe(HealthCheck::Tcp, closes_addr, TIMEOUT, None, SendProxy::Off)
             .await
             .is_ok()
     );
     assert!(
-        probe(HealthCheck::Tcp, hole.addr(), TIMEOUT, None)
+        probe(HealthCheck::Tcp, hole.addr(), TIMEOUT, None, SendProxy::Off)
             .await
             .is_ok()
     );
     assert!(matches!(
-        probe(HealthCheck::Tcp, refused, TIMEOUT, None).await,
+        probe(HealthCheck::Tcp, refused, TIMEOUT, None, SendProxy::Off).await,
         Err(ProbeError::Refused(_))
     ));
 }
@@ -376,6 +382,7 @@ async fn the_tls_check_passes_against_openssl() {
             server.addr(),
             Duration::from_secs(5),
             Some("localhost"),
+            SendProxy::Off,
         )
         .await
         .unwrap_or_else(|e| panic!("{versions:?}: {e}; {}", server.output()));

@@ -24,6 +24,8 @@ pub enum ValueError {
     /// The quick form's `--backend` is not `NAME=IP:PORT`.
     NotABackend(String),
     UnknownLogFormat(String),
+    /// `send_proxy` is not "off", "v1" or "v2".
+    UnknownSendProxy(String),
 }
 
 impl fmt::Display for ValueError {
@@ -439,6 +441,10 @@ fn write_value_error(
         ValueError::UnknownLogFormat(text) => {
             write!(f, "unknown log format `{text}`; use \"text\" or \"json\"")
         }
+        ValueError::UnknownSendProxy(text) => write!(
+            f,
+            "unknown send_proxy `{text}`; use \"v1\" (text header), \"v2\" (binary header) or \"off\", matching what the backend expects"
+        ),
     }
 }
 

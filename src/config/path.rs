@@ -98,6 +98,8 @@ pub enum PoolKey {
     Section,
     Balance,
     Backends,
+    /// The pool's default `send_proxy` for backends without their own.
+    SendProxy,
     Affinity(AffinityKey),
     Timeout(TimeoutKey),
     Health(HealthKey),
@@ -143,6 +145,7 @@ pub enum BackendKey {
     Address,
     Weight,
     MaxConnections,
+    SendProxy,
 }
 
 impl ConfigPath {
@@ -210,6 +213,7 @@ impl ConfigPath {
                 PoolKey::Section => "pool",
                 PoolKey::Balance => "balance",
                 PoolKey::Backends => "backends",
+                PoolKey::SendProxy => "send_proxy",
                 PoolKey::Affinity(a) => match a {
                     AffinityKey::Timeout => "affinity.timeout",
                     AffinityKey::AbsoluteMax => "affinity.absolute_max",
@@ -249,6 +253,7 @@ impl ConfigPath {
                 BackendKey::Address => "address",
                 BackendKey::Weight => "weight",
                 BackendKey::MaxConnections => "max_connections",
+                BackendKey::SendProxy => "send_proxy",
             },
             ConfigPath::Admin(k) => match k {
                 AdminKey::Section => "admin",

@@ -33,6 +33,13 @@
 //!
 //! and the connection is closed. The body is the same on every connection
 //! to a backend, as a per-server `/whoami` page would be.
+//!
+//! With [`BackendOptions::proxy_protocol`] the backend requires a PROXY
+//! protocol header (v1 or v2) before the handshake, as a server behind
+//! HAProxy's `send-proxy` does: a connection without a valid one is closed
+//! unanswered, the header's addresses and v2 TLVs are recorded with the
+//! handshake, and a `LOCAL` (v2) or `UNKNOWN` (v1) header, a proxy's health
+//! check, is counted, after which a ClientHello or nothing may follow.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -84,6 +91,9 @@ pub struct BackendOptions {
     /// Certificate to serve; `None` issues one from [`TestCa::shared`] with
     /// `name` as CN.
     pub leaf: Option<Leaf>,
+    /// Require a PROXY protocol header before the TLS handshake (see the
+    /// module docs).
+    pub proxy_protocol: bool,
 }
 
 impl std::fmt::Debug for BackendOptions {
@@ -99,6 +109,7 @@ impl std::fmt::Debug for BackendOptions {
                 &self.kx_groups.iter().map(|g| g.name()).collect::<Vec<_>>(),
             )
             .field("alpn", &self.alpn)
+            .field("proxy_protocol", &self.proxy_protocol)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +126,7 @@ impl BackendOptions {
             kx_groups: pq_kx_groups(),
             alpn: Vec::new(),
             leaf: None,
+            proxy_protocol: false,
         }
     }
 
@@ -156,6 +168,13 @@ pub struct Handshake {
     pub version: String,
     /// The SNI the client sent, if any.
     pub sni: Option<String>,
+    /// The source address of the PROXY header before the handshake, with
+    /// [`BackendOptions::proxy_protocol`]: the client as the proxy saw it.
+    pub proxied: Option<SocketAddr>,
+    /// The PROXY header's destination address.
+    pub proxied_to: Option<SocketAddr>,
+    /// The v2 header's TLVs, `(type, value)` in the order sent.
+    pub proxy_tlvs: Vec<(u8, Vec<u8>)>,
 }
 
 /// The line a backend answers with, parsed.
@@ -199,6 +218,10 @@ struct Counters {
     failed: AtomicU64,
     /// Completed handshakes in order.
     handshakes: Mutex<Vec<Handshake>>,
+    /// Connections that opened with a LOCAL or UNKNOWN PROXY header.
+    local_probes: AtomicU64,
+    /// Connections closed for a missing or invalid PROXY header.
+    bad_proxy_headers: AtomicU64,
 }
 
 /// Starts backends.
@@ -217,6 +240,7 @@ impl Backend {
             listener,
             TlsAcceptor::from(config),
             Arc::from(options.name.as_str()),
+            options.proxy_protocol,
             counters.clone(),
         ));
         Ok(RunningBackend {
@@ -274,6 +298,24 @@ impl RunningBackend {
         self.handshakes().iter().filter(|h| h.resumed).count()
     }
 
+    /// The PROXY header's source address of every completed handshake
+    /// that had one, oldest first.
+    pub fn proxied_sources(&self) -> Vec<SocketAddr> {
+        self.handshakes().iter().filter_map(|h| h.proxied).collect()
+    }
+
+    /// Connections that opened with a LOCAL (v2) or UNKNOWN (v1) PROXY
+    /// header: a proxy's health checks.
+    pub fn local_probes(&self) -> u64 {
+        self.counters.local_probes.load(Ordering::SeqCst)
+    }
+
+    /// Connections closed because they did not start with a valid PROXY
+    /// header (with [`BackendOptions::proxy_protocol`]).
+    pub fn bad_proxy_headers(&self) -> u64 {
+        self.counters.bad_proxy_headers.load(Ordering::SeqCst)
+    }
+
     /// The source IP of every completed handshake, oldest first.
     pub fn peer_ips(&self) -> Vec<IpAddr> {
         self.handshakes().iter().map(|h| h.peer.ip()).collect()
@@ -307,6 +349,7 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     name: Arc<str>,
+    proxy_protocol: bool,
     counters: Arc<Counters>,
 ) {
     // Owning the connection tasks here means they die with the accept loop.
@@ -321,6 +364,7 @@ async fn accept_loop(
                         peer,
                         acceptor.clone(),
                         name.clone(),
+                        proxy_protocol,
                         counters.clone(),
                     ));
                 }
@@ -336,13 +380,33 @@ async fn accept_loop(
 }
 
 async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     name: Arc<str>,
+    proxy_protocol: bool,
     counters: Arc<Counters>,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut proxied = Proxied::default();
+    if proxy_protocol {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_proxy_header(&mut stream)).await {
+            Ok(Some(Header::Proxy(p))) => proxied = p,
+            Ok(Some(Header::Local)) => {
+                counters.local_probes.fetch_add(1, Ordering::SeqCst);
+                // A TCP check ends here; a TLS check's hello follows.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+            }
+            Ok(None) | Err(_) => {
+                counters.bad_proxy_headers.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(_)) | Err(_) => {
@@ -359,6 +423,9 @@ async fn serve(
             .map(version_name)
             .unwrap_or_default(),
         sni: conn.server_name().map(str::to_string),
+        proxied: proxied.source,
+        proxied_to: proxied.destination,
+        proxy_tlvs: proxied.tlvs,
     };
     let answer = format!(
         "backend={name} resumed={} version={}\n",
@@ -397,6 +464,93 @@ async fn serve(
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// What a PROXY header with addresses said.
+#[derive(Debug, Default)]
+struct Proxied {
+    source: Option<SocketAddr>,
+    destination: Option<SocketAddr>,
+    tlvs: Vec<(u8, Vec<u8>)>,
+}
+
+/// A valid PROXY header.
+enum Header {
+    /// v2 LOCAL or v1 UNKNOWN: the proxy speaks for itself.
+    Local,
+    Proxy(Proxied),
+}
+
+/// Reads exactly one PROXY header, leaving the bytes behind it (the
+/// ClientHello) in the socket for the TLS acceptor; `None` if the
+/// connection does not start with a valid one. v1 is read up to its CRLF
+/// (at most 107 bytes), v2 by its 16-byte prefix and the length in it.
+async fn read_proxy_header(stream: &mut TcpStream) -> Option<Header> {
+    const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    let mut buf = vec![0u8; 6];
+    stream.read_exact(&mut buf).await.ok()?;
+    if buf == b"PROXY " {
+        while !buf.ends_with(b"\r\n") {
+            if buf.len() >= 107 {
+                return None;
+            }
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.ok()?;
+            buf.push(byte[0]);
+        }
+    } else if V2_SIGNATURE.starts_with(&buf) {
+        buf.resize(16, 0);
+        stream.read_exact(&mut buf[6..]).await.ok()?;
+        let len = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+        buf.resize(16 + len, 0);
+        stream.read_exact(&mut buf[16..]).await.ok()?;
+    } else {
+        return None;
+    }
+    parse_proxy_header(&buf)
+}
+
+/// One whole header, parsed with ppp.
+fn parse_proxy_header(bytes: &[u8]) -> Option<Header> {
+    use ppp::{HeaderResult, v1, v2};
+    let pair = |s: SocketAddr, d: SocketAddr| Proxied {
+        source: Some(s),
+        destination: Some(d),
+        tlvs: Vec::new(),
+    };
+    match HeaderResult::parse(bytes) {
+        HeaderResult::V1(Ok(h)) => match h.addresses {
+            v1::Addresses::Unknown => Some(Header::Local),
+            v1::Addresses::Tcp4(a) => Some(Header::Proxy(pair(
+                (a.source_address, a.source_port).into(),
+                (a.destination_address, a.destination_port).into(),
+            ))),
+            v1::Addresses::Tcp6(a) => Some(Header::Proxy(pair(
+                (a.source_address, a.source_port).into(),
+                (a.destination_address, a.destination_port).into(),
+            ))),
+        },
+        HeaderResult::V2(Ok(h)) => {
+            let mut p = match (h.command, &h.addresses) {
+                (v2::Command::Local, _) => return Some(Header::Local),
+                (_, v2::Addresses::IPv4(a)) => pair(
+                    (a.source_address, a.source_port).into(),
+                    (a.destination_address, a.destination_port).into(),
+                ),
+                (_, v2::Addresses::IPv6(a)) => pair(
+                    (a.source_address, a.source_port).into(),
+                    (a.destination_address, a.destination_port).into(),
+                ),
+                _ => return None,
+            };
+            for tlv in h.tlvs() {
+                let tlv = tlv.ok()?;
+                p.tlvs.push((tlv.kind, tlv.value.to_vec()));
+            }
+            Some(Header::Proxy(p))
+        }
+        _ => None,
+    }
 }
 
 /// `METHOD TARGET HTTP/1.1` and its line end. HTTP/1.0 requests keep the
@@ -490,5 +644,78 @@ impl BlackHole {
 impl Drop for BlackHole {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `f` every 10 ms until it holds, for at most five seconds.
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[test]
+    fn headers_parse_into_addresses_tlvs_or_local() {
+        let v1 = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n";
+        let Some(Header::Proxy(p)) = parse_proxy_header(v1) else {
+            panic!("v1 not read");
+        };
+        assert_eq!(p.source, Some("192.0.2.7:40000".parse().unwrap()));
+        assert_eq!(p.destination, Some("198.51.100.1:443".parse().unwrap()));
+        let v2 = ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            (
+                "[2001:db8::7]:1".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::1]:443".parse::<SocketAddr>().unwrap(),
+            ),
+        )
+        .write_tlv(0xE0, b"key")
+        .unwrap()
+        .build()
+        .unwrap();
+        let Some(Header::Proxy(p)) = parse_proxy_header(&v2) else {
+            panic!("v2 not read");
+        };
+        assert_eq!(p.source, Some("[2001:db8::7]:1".parse().unwrap()));
+        assert_eq!(p.tlvs, [(0xE0, b"key".to_vec())]);
+        assert!(matches!(
+            parse_proxy_header(b"PROXY UNKNOWN\r\n"),
+            Some(Header::Local)
+        ));
+        assert!(parse_proxy_header(b"PROXY TCP4 nonsense\r\n").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_proxy_backend_closes_what_has_no_header_and_counts_local_probes() {
+        let mut options = BackendOptions::new("p");
+        options.proxy_protocol = true;
+        let backend = Backend::start(options).await.unwrap();
+
+        let mut plain = TcpStream::connect(backend.addr()).await.unwrap();
+        plain.write_all(&[0x16, 0x03, 0x01, 0, 5, 1]).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut rest));
+        assert!(read.await.is_ok(), "closed, not left waiting");
+        assert!(rest.is_empty(), "nothing answered: {rest:?}");
+        eventually("bad header counted", || backend.bad_proxy_headers() == 1).await;
+
+        for local in [
+            &b"PROXY UNKNOWN\r\n"[..],
+            b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00",
+        ] {
+            let mut probe = TcpStream::connect(backend.addr()).await.unwrap();
+            probe.write_all(local).await.unwrap();
+            drop(probe);
+        }
+        eventually("both probes counted", || backend.local_probes() == 2).await;
+        assert_eq!(backend.bad_proxy_headers(), 1);
+        assert_eq!(backend.failed_handshakes(), 0, "a probe is no failure");
     }
 }
