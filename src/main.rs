@@ -332,7 +332,7 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 }
 
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 20] = [
+const QUICK_FORM: [&str; 21] = [
     "listen",
     "backends",
     "balance",

@@ -443,6 +443,12 @@ fn describe_pool_changes(
                         b.name, o.weight, b.weight
                     ));
                 }
+                if o.send_proxy != b.send_proxy {
+                    changes.push(format!(
+                        "pool {pool}: backend {} send_proxy {:?} -> {:?}",
+                        b.name, o.send_proxy, b.send_proxy
+                    ));
+                }
                 if o.max_connections != b.max_connections {
                     changes.push(format!(
                         "pool {pool}: backend {} max_connections {:?} -> {:?}",
