@@ -49,7 +49,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::affinity::clients::{RECENT, SavedClient, SavedRecent};
+use crate::affinity::clients::{RECENT, SavedClient, SavedRecent, SavedRecents};
 use crate::affinity::{Key, KeyState, SavedEntry};
 use crate::backend::BackendName;
 use crate::pool::PoolState;
@@ -62,6 +62,8 @@ const CHECKSUM: usize = 32;
 const ENTRY: usize = 16 + 2 + 2 + 4 + 4;
 /// The smallest client record (IPv4, no recent connection).
 const MIN_CLIENT: usize = 1 + 4 + 4 + 2 + 2 + 1;
+/// A client's recent connection.
+const RECENT_LEN: usize = 4 + 4 + 2 + 1;
 
 /// Why a state file was not loaded or not written. Each message says what
 /// was found and that the router starts (or goes on) without it.
@@ -147,6 +149,9 @@ pub struct Written {
     pub clients: usize,
     pub bytes: usize,
     pub took: Duration,
+    /// Of `took`, copying the tables out and encoding them; the rest is
+    /// the file system's (writing, fsync, rename).
+    pub encoding: Duration,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -156,57 +161,130 @@ fn unix_secs(t: SystemTime) -> u64 {
 // ---------------------------------------------------------------------------
 // Writing.
 
-/// The state of `pools` in the file format, with `now` as the write time.
+/// The state of `pools` in the file format, with `now` as the write time:
+/// the file's bytes, and how many entries and clients they hold.
 /// Walks one shard at a time; the encoding happens outside the locks.
 pub fn encode(pools: &[Arc<PoolState>], now: SystemTime) -> (Vec<u8>, usize, usize) {
-    let mut body = Vec::new();
+    let e = encode_parts(pools, now);
+    (e.parts.concat(), e.entries, e.clients)
+}
+
+/// An encoded state file in the pieces it was built in; concatenated, they
+/// are the file. A million entries and clients make some 75 MB: kept
+/// apart, they are written out and checksummed where they were built
+/// instead of being copied into one buffer first.
+struct Encoded {
+    parts: Vec<Vec<u8>>,
+    entries: usize,
+    clients: usize,
+}
+
+impl Encoded {
+    fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+}
+
+/// [`encode`], in pieces: the header (its length known last), then for
+/// each pool its names, its entries and its clients, then the checksum.
+/// Each piece is sized from the table's length before the walk, so it is
+/// not reallocated (and copied) as it grows.
+fn encode_parts(pools: &[Arc<PoolState>], now: SystemTime) -> Encoded {
+    let mut parts = Vec::with_capacity(2 + 4 * pools.len());
     let (mut entries, mut clients) = (0, 0);
-    put_u32(&mut body, pools.len());
+    let mut head = Vec::new();
+    put_u32(&mut head, pools.len());
     for pool in pools {
-        put_str(&mut body, &pool.config.name);
-        let mut table = Vec::new();
-        let mut table_count = 0usize;
-        let table_names = pool.table.save(&mut |batch| {
-            for e in batch {
-                table.extend_from_slice(e.key.as_bytes());
-                table.extend_from_slice(&e.backend.to_be_bytes());
-                table.extend_from_slice(&e.state.to_bits().to_be_bytes());
-                table.extend_from_slice(&e.idle.to_be_bytes());
-                table.extend_from_slice(&e.age.to_be_bytes());
-            }
-            table_count += batch.len();
-        });
-        // One name list for both: the client index has its own interner,
-        // so its indexes follow the table's.
+        put_str(&mut head, &pool.config.name);
+        let (table, table_count, table_names) = encode_table(pool);
+        // One name list for both, the table's first: the client index has
+        // its own interner, so its indexes follow the table's.
         let shift = u16::try_from(table_names.len()).unwrap_or(u16::MAX);
-        let mut index = Vec::new();
-        let mut index_count = 0usize;
-        let index_names = pool.clients.save(&mut |batch| {
-            for c in batch {
-                encode_client(&mut index, c, shift);
-            }
-            index_count += batch.len();
-        });
-        put_u16(&mut body, table_names.len() + index_names.len());
+        let (index, index_count, index_names) = encode_clients(pool, shift);
+        put_u16(&mut head, table_names.len() + index_names.len());
         for n in table_names.iter().chain(&index_names) {
-            put_str(&mut body, n);
+            put_str(&mut head, n);
         }
-        put_u32(&mut body, table_count);
-        body.extend_from_slice(&table);
-        put_u32(&mut body, index_count);
-        body.extend_from_slice(&index);
+        put_u32(&mut head, table_count);
+        parts.push(std::mem::take(&mut head));
+        parts.push(table);
+        put_u32(&mut head, index_count);
+        parts.push(std::mem::take(&mut head));
+        parts.push(index);
         entries += table_count;
         clients += index_count;
     }
-    let mut out = Vec::with_capacity(HEADER + body.len() + CHECKSUM);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.extend_from_slice(&unix_secs(now).to_be_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    out.extend_from_slice(&body);
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
-    (out, entries, clients)
+    parts.push(head);
+    let body_len: usize = parts.iter().map(Vec::len).sum();
+    let mut header = Vec::with_capacity(HEADER);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&VERSION.to_be_bytes());
+    header.extend_from_slice(&unix_secs(now).to_be_bytes());
+    header.extend_from_slice(&(body_len as u64).to_be_bytes());
+    parts.insert(0, header);
+    let mut sum = Sha256::new();
+    for p in &parts {
+        sum.update(p);
+    }
+    parts.push(sum.finalize().to_vec());
+    Encoded {
+        parts,
+        entries,
+        clients,
+    }
+}
+
+/// A pool's table entries in the file format, how many, and the backend
+/// names their indexes point into.
+fn encode_table(pool: &PoolState) -> (Vec<u8>, usize, Vec<BackendName>) {
+    let mut table = Vec::with_capacity(pool.table.len() * ENTRY);
+    let mut count = 0usize;
+    let names = pool.table.save(&mut |batch| {
+        table.reserve(batch.len() * ENTRY);
+        for e in batch {
+            table.extend_from_slice(&encode_entry(e));
+        }
+        count += batch.len();
+    });
+    (table, count, names)
+}
+
+/// A pool's client records in the file format, their backend indexes
+/// moved up by `shift`; how many, and the backend names the indexes (before
+/// the shift) point into.
+fn encode_clients(pool: &PoolState, shift: u16) -> (Vec<u8>, usize, Vec<BackendName>) {
+    // The longest record (IPv6, every recent connection): the pages of a
+    // reservation are only ever touched where written.
+    let longest = MIN_CLIENT + 12 + RECENT * RECENT_LEN;
+    let mut index = Vec::with_capacity(pool.clients.len() * longest);
+    let mut count = 0usize;
+    let names = pool.clients.save(&mut |batch| {
+        for c in batch {
+            encode_client(&mut index, c, shift);
+        }
+        count += batch.len();
+    });
+    (index, count, names)
+}
+
+/// An entry record, built whole so that the buffer's length is checked
+/// once per entry rather than once per field.
+fn encode_entry(e: &SavedEntry) -> [u8; ENTRY] {
+    let mut out = [0u8; ENTRY];
+    let fields: [&[u8]; 5] = [
+        e.key.as_bytes(),
+        &e.backend.to_be_bytes(),
+        &e.state.to_bits().to_be_bytes(),
+        &e.idle.to_be_bytes(),
+        &e.age.to_be_bytes(),
+    ];
+    let mut rest = out.as_mut_slice();
+    for f in fields {
+        let (head, tail) = rest.split_at_mut(f.len());
+        head.copy_from_slice(f);
+        rest = tail;
+    }
+    out
 }
 
 fn put_u16(out: &mut Vec<u8>, n: usize) {
@@ -383,10 +461,14 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
     };
     let n = r.count(ENTRY, "entry count")?;
     let mut entries = Vec::with_capacity(n);
-    for _ in 0..n {
-        let key = Key::from_bytes(r.array("entry key")?);
-        let b = backend(r.u16("entry")?, "an entry's backend index")?;
-        let bits = r.u16("entry")?;
+    // `count` checked that they are all there: take them at once and
+    // read each fixed-size record with its own cursor.
+    let all = r.take(n.saturating_mul(ENTRY), "entry count")?;
+    for record in all.chunks_exact(ENTRY) {
+        let mut e = Reader { rest: record };
+        let key = Key::from_bytes(e.array("entry key")?);
+        let b = backend(e.u16("entry")?, "an entry's backend index")?;
+        let bits = e.u16("entry")?;
         let state = KeyState::from_bits(bits);
         if state.to_bits() != bits {
             return Err(StateError::Malformed("an entry's key state"));
@@ -395,8 +477,8 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
             key,
             backend: b,
             state,
-            idle: r.u32("entry")?,
-            age: r.u32("entry")?,
+            idle: e.u32("entry")?,
+            age: e.u32("entry")?,
         });
     }
     let n = r.count(MIN_CLIENT, "client count")?;
@@ -414,7 +496,7 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
         if usize::from(k) > RECENT {
             return Err(StateError::Malformed("a client's recent connections"));
         }
-        let mut recent = Vec::with_capacity(usize::from(k));
+        let mut recent = SavedRecents::default();
         for _ in 0..k {
             let age = r.u32("recent connection")?;
             let fingerprint = r.u32("recent connection")?;
@@ -424,6 +506,7 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
                 1 => true,
                 _ => return Err(StateError::Malformed("a recent connection's version")),
             };
+            // At most `RECENT`, checked above: never refused.
             recent.push(SavedRecent {
                 age,
                 fingerprint,
@@ -462,7 +545,7 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
         age,
         ..Restored::default()
     };
-    for mut sp in saved.pools {
+    for sp in saved.pools {
         let Some(pool) = pools.iter().find(|p| p.config.name == sp.name) else {
             out.dropped += sp.entries.len();
             continue;
@@ -486,8 +569,13 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
             .collect();
         let to_now = |b: u16| renumber.get(usize::from(b)).copied().flatten();
 
-        let before = sp.entries.len();
-        sp.entries.retain_mut(|e| match to_now(e.backend) {
+        let SavedPool {
+            mut entries,
+            mut clients,
+            ..
+        } = sp;
+        let before = entries.len();
+        entries.retain_mut(|e| match to_now(e.backend) {
             Some(b) => {
                 e.backend = b;
                 e.idle = e.idle.saturating_add(grow);
@@ -496,15 +584,15 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
             }
             None => false,
         });
-        out.dropped += before - sp.entries.len();
+        out.dropped += before - entries.len();
         // Least recently used first, across shards, so that the table's
         // order (and what a smaller table evicts) is what it was.
-        sp.entries.sort_by_key(|e| std::cmp::Reverse(e.idle));
-        let put = pool.table.restore(&names, &sp.entries);
+        entries.sort_by_key(|e| std::cmp::Reverse(e.idle));
+        let put = pool.table.restore(&names, &entries);
         out.entries += put;
-        out.expired += sp.entries.len() - put;
+        out.expired += entries.len() - put;
 
-        for c in &mut sp.clients {
+        for c in &mut clients {
             c.prefix = pool.prefix(c.prefix.addr());
             c.bucket_age = c.bucket_age.saturating_add(grow);
             c.recent.retain_mut(|r| match to_now(r.backend) {
@@ -516,9 +604,38 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
                 None => false,
             });
         }
-        out.clients += pool.clients.restore(&names, &sp.clients);
+        out.clients += pool.clients.restore(&names, &clients);
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// Metrics.
+
+/// Counts a write and, when it succeeded, what it took and held: a state
+/// file that stops being written, or grows towards its time budget, shows
+/// on a dashboard before a restart finds out.
+fn record_write(result: &Result<Written, StateError>) {
+    use crate::metrics as m;
+    match result {
+        Ok(w) => {
+            metrics::counter!(m::STATE_WRITES, "result" => "ok").increment(1);
+            metrics::histogram!(m::STATE_WRITE_SECONDS).record(w.took.as_secs_f64());
+            metrics::gauge!(m::STATE_ENTRIES_WRITTEN).set(w.entries as f64);
+            metrics::gauge!(m::STATE_CLIENTS_WRITTEN).set(w.clients as f64);
+            metrics::gauge!(m::STATE_BYTES_WRITTEN).set(w.bytes as f64);
+        }
+        Err(_) => metrics::counter!(m::STATE_WRITES, "result" => "error").increment(1),
+    }
+}
+
+/// Counts a load by `result` (ok, skipped, missing) and what it put back.
+fn record_load(result: &'static str, restored: Option<&Restored>) {
+    use crate::metrics as m;
+    metrics::counter!(m::STATE_LOADS, "result" => result).increment(1);
+    let r = restored.copied().unwrap_or_default();
+    metrics::gauge!(m::STATE_ENTRIES_RESTORED).set(r.entries as f64);
+    metrics::gauge!(m::STATE_CLIENTS_RESTORED).set(r.clients as f64);
 }
 
 // ---------------------------------------------------------------------------
@@ -563,6 +680,7 @@ impl StateFile {
         match self.read() {
             Ok(Some(saved)) => {
                 let r = apply(saved, pools, SystemTime::now());
+                record_load("ok", Some(&r));
                 info!(%file, entries = r.entries, expired = r.expired, dropped = r.dropped,
                     clients = r.clients, written_secs_ago = r.age,
                     took_ms = started.elapsed().as_millis() as u64,
@@ -571,10 +689,12 @@ impl StateFile {
                 Some(r)
             }
             Ok(None) => {
+                record_load("missing", None);
                 info!(%file, "no state file yet: starting with empty tables");
                 None
             }
             Err(e) => {
+                record_load("skipped", None);
                 warn!(%file, "state file ignored, starting with empty tables: {e}");
                 None
             }
@@ -616,7 +736,8 @@ impl StateFile {
         // left at worst a temporary file that this one replaces.
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
-        let (bytes, entries, clients) = encode(pools, SystemTime::now());
+        let encoded = encode_parts(pools, SystemTime::now());
+        let encoding = started.elapsed();
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -627,8 +748,10 @@ impl StateFile {
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)
                 .map_err(|e| StateError::Io("create the temporary state file", e))?;
-            f.write_all(&bytes)
-                .map_err(|e| StateError::Io("write the temporary state file", e))?;
+            for part in &encoded.parts {
+                f.write_all(part)
+                    .map_err(|e| StateError::Io("write the temporary state file", e))?;
+            }
             f.sync_all()
                 .map_err(|e| StateError::Io("fsync the temporary state file", e))?;
             std::fs::rename(&tmp, &self.path)
@@ -640,12 +763,16 @@ impl StateFile {
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        result.map(|()| Written {
-            entries,
-            clients,
-            bytes: bytes.len(),
-            took: started.elapsed(),
-        })
+        let took = started.elapsed();
+        let result = result.map(|()| Written {
+            entries: encoded.entries,
+            clients: encoded.clients,
+            bytes: encoded.len(),
+            took,
+            encoding,
+        });
+        record_write(&result);
+        result
     }
 }
 
