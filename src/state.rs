@@ -1003,6 +1003,160 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The metrics' values as the debugging recorder holds them, by name
+    /// and labels (`name{k=v}`).
+    fn metric_values(
+        recorder: &metrics_util::debugging::DebuggingRecorder,
+    ) -> std::collections::HashMap<String, f64> {
+        use metrics_util::debugging::DebugValue;
+        recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key();
+                let labels: Vec<String> = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                let name = if labels.is_empty() {
+                    key.name().to_string()
+                } else {
+                    format!("{}{{{}}}", key.name(), labels.join(","))
+                };
+                let value = match value {
+                    DebugValue::Counter(n) => n as f64,
+                    DebugValue::Gauge(g) => g.into_inner(),
+                    DebugValue::Histogram(h) => h.len() as f64,
+                };
+                (name, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_are_counted_by_result_with_their_duration_and_size() {
+        use crate::metrics as m;
+        let dir =
+            std::env::temp_dir().join(format!("stickytls-state-metrics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (p, _, _) = learned();
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let (w, failed) = metrics::with_local_recorder(&recorder, || {
+            let w = StateFile::new(dir.join("state"))
+                .write_now(std::slice::from_ref(&p))
+                .unwrap();
+            // A directory that does not exist: the temporary file fails.
+            let failed = StateFile::new(dir.join("missing").join("state"))
+                .write_now(std::slice::from_ref(&p));
+            (w, failed)
+        });
+        assert!(failed.is_err());
+        let got = metric_values(&recorder);
+        let ok = format!("{}{{result=ok}}", m::STATE_WRITES);
+        let error = format!("{}{{result=error}}", m::STATE_WRITES);
+        assert_eq!(got.get(&ok), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(&error), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(m::STATE_WRITE_SECONDS), Some(&1.0), "one sample");
+        assert_eq!(got.get(m::STATE_ENTRIES_WRITTEN), Some(&4.0));
+        assert_eq!(got.get(m::STATE_CLIENTS_WRITTEN), Some(&1.0));
+        assert_eq!(got.get(m::STATE_BYTES_WRITTEN), Some(&(w.bytes as f64)));
+        assert_eq!(
+            w.bytes as u64,
+            std::fs::metadata(dir.join("state")).unwrap().len()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn loads_are_counted_as_ok_missing_or_skipped_with_what_they_restored() {
+        use crate::metrics as m;
+        let dir =
+            std::env::temp_dir().join(format!("stickytls-state-loads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, bytes, _) = learned();
+        let file = StateFile::new(dir.join("state"));
+        let count = |result: &str| format!("{}{{result={result}}}", m::STATE_LOADS);
+
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, || {
+            assert!(file.restore(&[pool("web", &["a", "b", "c"])]).is_none());
+        });
+        let got = metric_values(&recorder);
+        assert_eq!(got.get(&count("missing")), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(m::STATE_ENTRIES_RESTORED), Some(&0.0));
+
+        std::fs::write(dir.join("state"), &bytes).unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            let r = file.restore(&[pool("web", &["a", "b", "c"])]).unwrap();
+            assert_eq!((r.entries, r.clients), (4, 1));
+        });
+        let got = metric_values(&recorder);
+        assert_eq!(got.get(&count("ok")), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(m::STATE_ENTRIES_RESTORED), Some(&4.0));
+        assert_eq!(got.get(m::STATE_CLIENTS_RESTORED), Some(&1.0));
+
+        std::fs::write(dir.join("state"), &bytes[..bytes.len() - 1]).unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            assert!(file.restore(&[pool("web", &["a", "b", "c"])]).is_none());
+        });
+        let got = metric_values(&recorder);
+        assert_eq!(got.get(&count("skipped")), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(m::STATE_ENTRIES_RESTORED), Some(&0.0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_table_of_many_shards_writes_and_restores_whole() {
+        // Enough entries and clients for every shard of both, written in
+        // groups of shards and restored shard by shard.
+        let p = pool("web", &["a", "b", "c"]);
+        let names = ["a", "b", "c"];
+        for i in 0..3_000u32 {
+            bind(&p, key(i), names[i as usize % 3], KeyState::Owned);
+            let client = p.prefix(std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+            p.clients.record(
+                client,
+                &Confirmed {
+                    backend: p
+                        .backends
+                        .by_name(names[(i as usize + 1) % 3])
+                        .unwrap()
+                        .name
+                        .clone(),
+                    tls12: i % 2 == 0,
+                    fingerprint: i,
+                    new_session: true,
+                },
+            );
+        }
+        let now = SystemTime::now();
+        let (bytes, entries, clients) = encode(std::slice::from_ref(&p), now);
+        let fresh = pool("web", &["c", "a", "b"]);
+        let r = apply(decode(&bytes).unwrap(), std::slice::from_ref(&fresh), now);
+        assert_eq!((r.entries, r.clients), (entries, clients));
+        assert_eq!(fresh.table.len(), p.table.len());
+        assert_eq!(fresh.clients.len(), p.clients.len());
+        for i in (0..3_000u32).step_by(97) {
+            let want = p.table.get(&key(i)).map(|b| b.backend.to_string());
+            let got = fresh.table.get(&key(i)).map(|b| b.backend.to_string());
+            assert_eq!(got, want, "{i}");
+            let client = fresh.prefix(std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+            let view = fresh.clients.view(&client, i);
+            assert_eq!(
+                view.same_fingerprint.as_deref(),
+                Some(names[(i as usize + 1) % 3]),
+                "{i}"
+            );
+        }
+        // Re-encoded after the round trip: the same records.
+        let (again, _, _) = encode(std::slice::from_ref(&fresh), now);
+        assert_eq!(again.len(), bytes.len());
+    }
+
     #[test]
     fn the_file_is_replaced_whole_and_no_temporary_file_is_left() {
         let dir = std::env::temp_dir().join(format!("stickytls-state-unit-{}", std::process::id()));

@@ -578,6 +578,29 @@ mod tests {
     }
 
     #[test]
+    fn saved_recents_hold_at_most_recent_and_compare_by_what_they_hold() {
+        let r = |age| SavedRecent {
+            age,
+            fingerprint: age,
+            backend: 0,
+            tls12: false,
+        };
+        let mut full = SavedRecents::default();
+        for age in 0..RECENT as u32 {
+            assert!(full.push(r(age)));
+        }
+        assert!(!full.push(r(99)), "a seventh is refused");
+        assert_eq!(full.len(), RECENT);
+        let mut odd = full;
+        odd.retain_mut(|x| x.age % 2 == 1);
+        assert_eq!(odd.iter().map(|x| x.age).collect::<Vec<_>>(), [1, 3, 5]);
+        let built: SavedRecents = [r(1), r(3), r(5)].into_iter().collect();
+        assert_eq!(odd, built, "slots left behind by retain do not count");
+        let many: SavedRecents = (0..10).map(r).collect();
+        assert_eq!(many, full, "the first RECENT are kept");
+    }
+
+    #[test]
     fn prefixes_mask_ipv4_to_32_and_ipv6_to_64_bits() {
         let a = ClientPrefix::new("2001:db8::1".parse().unwrap(), 32, 64);
         let b = ClientPrefix::new("2001:db8::ffff:2".parse().unwrap(), 32, 64);

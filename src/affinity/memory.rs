@@ -403,6 +403,27 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_into_a_smaller_table_keeps_the_most_recently_used() {
+        // One shard of 7: restored least recently used first, the last
+        // seven given are what stays.
+        let s = store(7, 600, None);
+        let saved: Vec<SavedEntry> = (0..10u32)
+            .map(|i| SavedEntry {
+                key: Key::new(KeyKind::SessionId, &i.to_le_bytes()),
+                backend: 0,
+                state: KeyState::Owned,
+                idle: 100 - i,
+                age: 100 - i,
+            })
+            .collect();
+        assert_eq!(s.restore(&[Arc::from("a")], &saved), 10);
+        assert_eq!(s.len(), 7);
+        for (i, e) in saved.iter().enumerate() {
+            assert_eq!(s.peek(&e.key).is_some(), i >= 3, "{i}");
+        }
+    }
+
+    #[test]
     fn layout_fills_each_shards_hash_index_and_meets_the_size() {
         assert_eq!(layout(1_000_000), (70, 14_336));
         assert_eq!(layout(10_000_000), (88, 114_688));
