@@ -3,9 +3,9 @@
 //! restart.
 //!
 //! It is written atomically (a temporary file, fsync, rename, fsync of the
-//! directory) every `interval` and at shutdown, on a blocking thread, one
-//! table shard at a time so routing never waits for more than one shard's
-//! copy. It is read once, at start, and parsed whole into memory before
+//! directory) every `interval` and at shutdown, on a blocking thread, a
+//! few table shards at a time so routing never waits for more than those
+//! shards' copy. It is read once, at start, and parsed whole into memory before
 //! anything is applied: a file that is missing starts empty, and one that
 //! is unreadable, truncated, corrupt or of another format or version is
 //! reported in one log line and ignored, never half-loaded.
