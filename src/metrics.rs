@@ -100,6 +100,24 @@ pub const HEALTH_CHECK_PASSED: &str = "stickytls_health_check_passed";
 pub const LOG_LINES_DROPPED: &str = "stickytls_log_lines_dropped_total";
 /// Configuration reloads, by `result` (`ok`, `error`).
 pub const RELOADS: &str = "stickytls_reloads_total";
+/// State file writes, by `result` (ok, error).
+pub const STATE_WRITES: &str = "stickytls_state_writes_total";
+/// Seconds a successful state file write took, from the first shard copied
+/// to the directory's fsync (histogram).
+pub const STATE_WRITE_SECONDS: &str = "stickytls_state_write_duration_seconds";
+/// Affinity entries in the last state file written (gauge).
+pub const STATE_ENTRIES_WRITTEN: &str = "stickytls_state_entries_written";
+/// Client records in the last state file written (gauge).
+pub const STATE_CLIENTS_WRITTEN: &str = "stickytls_state_clients_written";
+/// Size of the last state file written, in bytes (gauge).
+pub const STATE_BYTES_WRITTEN: &str = "stickytls_state_bytes_written";
+/// State file loads at start, by `result`: ok, skipped (unreadable or
+/// unusable: the router started empty), missing (no file yet).
+pub const STATE_LOADS: &str = "stickytls_state_loads_total";
+/// Affinity entries the load at start put back (gauge).
+pub const STATE_ENTRIES_RESTORED: &str = "stickytls_state_entries_restored";
+/// Client records the load at start put back (gauge).
+pub const STATE_CLIENTS_RESTORED: &str = "stickytls_state_clients_restored";
 
 /// Buckets of [`DECISION_SECONDS`]: a decision is a few table lookups, so
 /// microseconds, with room for a contended lock or a remote store.
@@ -111,6 +129,13 @@ pub const DECISION_BUCKETS: [f64; 12] = [
 pub const CONNECT_BUCKETS: [f64; 16] = [
     2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
     5.0,
+];
+
+/// Buckets of [`STATE_WRITE_SECONDS`]: a small table writes in
+/// milliseconds, a million entries in about half a second, and a slow disk's
+/// fsync can take seconds.
+pub const STATE_WRITE_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// How often histograms are drained into their buckets when nobody
@@ -167,6 +192,10 @@ fn install_recorder() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(
             Matcher::Full(BACKEND_CONNECT_SECONDS.into()),
             &CONNECT_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(STATE_WRITE_SECONDS.into()),
+            &STATE_WRITE_BUCKETS,
         )?
         .install_recorder()?;
     describe();
@@ -257,5 +286,36 @@ fn describe() {
     describe_counter!(
         LOG_LINES_DROPPED,
         "Per-connection log lines dropped by the rate limit."
+    );
+    describe_counter!(STATE_WRITES, "State file writes, by result.");
+    describe_histogram!(
+        STATE_WRITE_SECONDS,
+        Unit::Seconds,
+        "Time a successful state file write took, fsyncs included."
+    );
+    describe_gauge!(
+        STATE_ENTRIES_WRITTEN,
+        "Affinity entries in the last state file written."
+    );
+    describe_gauge!(
+        STATE_CLIENTS_WRITTEN,
+        "Client records in the last state file written."
+    );
+    describe_gauge!(
+        STATE_BYTES_WRITTEN,
+        Unit::Bytes,
+        "Size of the last state file written."
+    );
+    describe_counter!(
+        STATE_LOADS,
+        "State file loads at start, by result (ok, skipped, missing)."
+    );
+    describe_gauge!(
+        STATE_ENTRIES_RESTORED,
+        "Affinity entries the state file load put back."
+    );
+    describe_gauge!(
+        STATE_CLIENTS_RESTORED,
+        "Client records the state file load put back."
     );
 }

@@ -3,9 +3,9 @@
 //! restart.
 //!
 //! It is written atomically (a temporary file, fsync, rename, fsync of the
-//! directory) every `interval` and at shutdown, on a blocking thread, one
-//! table shard at a time so routing never waits for more than one shard's
-//! copy. It is read once, at start, and parsed whole into memory before
+//! directory) every `interval` and at shutdown, on a blocking thread, a
+//! few table shards at a time so routing never waits for more than those
+//! shards' copy. It is read once, at start, and parsed whole into memory before
 //! anything is applied: a file that is missing starts empty, and one that
 //! is unreadable, truncated, corrupt or of another format or version is
 //! reported in one log line and ignored, never half-loaded.
@@ -49,7 +49,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::affinity::clients::{RECENT, SavedClient, SavedRecent};
+use crate::affinity::clients::{RECENT, SavedClient, SavedRecent, SavedRecents};
 use crate::affinity::{Key, KeyState, SavedEntry};
 use crate::backend::BackendName;
 use crate::pool::PoolState;
@@ -62,6 +62,8 @@ const CHECKSUM: usize = 32;
 const ENTRY: usize = 16 + 2 + 2 + 4 + 4;
 /// The smallest client record (IPv4, no recent connection).
 const MIN_CLIENT: usize = 1 + 4 + 4 + 2 + 2 + 1;
+/// A client's recent connection.
+const RECENT_LEN: usize = 4 + 4 + 2 + 1;
 
 /// Why a state file was not loaded or not written. Each message says what
 /// was found and that the router starts (or goes on) without it.
@@ -147,6 +149,9 @@ pub struct Written {
     pub clients: usize,
     pub bytes: usize,
     pub took: Duration,
+    /// Of `took`, copying the tables out and encoding them; the rest is
+    /// the file system's (writing, fsync, rename).
+    pub encoding: Duration,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -156,57 +161,130 @@ fn unix_secs(t: SystemTime) -> u64 {
 // ---------------------------------------------------------------------------
 // Writing.
 
-/// The state of `pools` in the file format, with `now` as the write time.
+/// The state of `pools` in the file format, with `now` as the write time:
+/// the file's bytes, and how many entries and clients they hold.
 /// Walks one shard at a time; the encoding happens outside the locks.
 pub fn encode(pools: &[Arc<PoolState>], now: SystemTime) -> (Vec<u8>, usize, usize) {
-    let mut body = Vec::new();
+    let e = encode_parts(pools, now);
+    (e.parts.concat(), e.entries, e.clients)
+}
+
+/// An encoded state file in the pieces it was built in; concatenated, they
+/// are the file. A million entries and clients make some 75 MB: kept
+/// apart, they are written out and checksummed where they were built
+/// instead of being copied into one buffer first.
+struct Encoded {
+    parts: Vec<Vec<u8>>,
+    entries: usize,
+    clients: usize,
+}
+
+impl Encoded {
+    fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+}
+
+/// [`encode`], in pieces: the header (its length known last), then for
+/// each pool its names, its entries and its clients, then the checksum.
+/// Each piece is sized from the table's length before the walk, so it is
+/// not reallocated (and copied) as it grows.
+fn encode_parts(pools: &[Arc<PoolState>], now: SystemTime) -> Encoded {
+    let mut parts = Vec::with_capacity(2 + 4 * pools.len());
     let (mut entries, mut clients) = (0, 0);
-    put_u32(&mut body, pools.len());
+    let mut head = Vec::new();
+    put_u32(&mut head, pools.len());
     for pool in pools {
-        put_str(&mut body, &pool.config.name);
-        let mut table = Vec::new();
-        let mut table_count = 0usize;
-        let table_names = pool.table.save(&mut |batch| {
-            for e in batch {
-                table.extend_from_slice(e.key.as_bytes());
-                table.extend_from_slice(&e.backend.to_be_bytes());
-                table.extend_from_slice(&e.state.to_bits().to_be_bytes());
-                table.extend_from_slice(&e.idle.to_be_bytes());
-                table.extend_from_slice(&e.age.to_be_bytes());
-            }
-            table_count += batch.len();
-        });
-        // One name list for both: the client index has its own interner,
-        // so its indexes follow the table's.
+        put_str(&mut head, &pool.config.name);
+        let (table, table_count, table_names) = encode_table(pool);
+        // One name list for both, the table's first: the client index has
+        // its own interner, so its indexes follow the table's.
         let shift = u16::try_from(table_names.len()).unwrap_or(u16::MAX);
-        let mut index = Vec::new();
-        let mut index_count = 0usize;
-        let index_names = pool.clients.save(&mut |batch| {
-            for c in batch {
-                encode_client(&mut index, c, shift);
-            }
-            index_count += batch.len();
-        });
-        put_u16(&mut body, table_names.len() + index_names.len());
+        let (index, index_count, index_names) = encode_clients(pool, shift);
+        put_u16(&mut head, table_names.len() + index_names.len());
         for n in table_names.iter().chain(&index_names) {
-            put_str(&mut body, n);
+            put_str(&mut head, n);
         }
-        put_u32(&mut body, table_count);
-        body.extend_from_slice(&table);
-        put_u32(&mut body, index_count);
-        body.extend_from_slice(&index);
+        put_u32(&mut head, table_count);
+        parts.push(std::mem::take(&mut head));
+        parts.push(table);
+        put_u32(&mut head, index_count);
+        parts.push(std::mem::take(&mut head));
+        parts.push(index);
         entries += table_count;
         clients += index_count;
     }
-    let mut out = Vec::with_capacity(HEADER + body.len() + CHECKSUM);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.extend_from_slice(&unix_secs(now).to_be_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    out.extend_from_slice(&body);
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
-    (out, entries, clients)
+    parts.push(head);
+    let body_len: usize = parts.iter().map(Vec::len).sum();
+    let mut header = Vec::with_capacity(HEADER);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&VERSION.to_be_bytes());
+    header.extend_from_slice(&unix_secs(now).to_be_bytes());
+    header.extend_from_slice(&(body_len as u64).to_be_bytes());
+    parts.insert(0, header);
+    let mut sum = Sha256::new();
+    for p in &parts {
+        sum.update(p);
+    }
+    parts.push(sum.finalize().to_vec());
+    Encoded {
+        parts,
+        entries,
+        clients,
+    }
+}
+
+/// A pool's table entries in the file format, how many, and the backend
+/// names their indexes point into.
+fn encode_table(pool: &PoolState) -> (Vec<u8>, usize, Vec<BackendName>) {
+    let mut table = Vec::with_capacity(pool.table.len() * ENTRY);
+    let mut count = 0usize;
+    let names = pool.table.save(&mut |batch| {
+        table.reserve(batch.len() * ENTRY);
+        for e in batch {
+            table.extend_from_slice(&encode_entry(e));
+        }
+        count += batch.len();
+    });
+    (table, count, names)
+}
+
+/// A pool's client records in the file format, their backend indexes
+/// moved up by `shift`; how many, and the backend names the indexes (before
+/// the shift) point into.
+fn encode_clients(pool: &PoolState, shift: u16) -> (Vec<u8>, usize, Vec<BackendName>) {
+    // The longest record (IPv6, every recent connection): the pages of a
+    // reservation are only ever touched where written.
+    let longest = MIN_CLIENT + 12 + RECENT * RECENT_LEN;
+    let mut index = Vec::with_capacity(pool.clients.len() * longest);
+    let mut count = 0usize;
+    let names = pool.clients.save(&mut |batch| {
+        for c in batch {
+            encode_client(&mut index, c, shift);
+        }
+        count += batch.len();
+    });
+    (index, count, names)
+}
+
+/// An entry record, built whole so that the buffer's length is checked
+/// once per entry rather than once per field.
+fn encode_entry(e: &SavedEntry) -> [u8; ENTRY] {
+    let mut out = [0u8; ENTRY];
+    let fields: [&[u8]; 5] = [
+        e.key.as_bytes(),
+        &e.backend.to_be_bytes(),
+        &e.state.to_bits().to_be_bytes(),
+        &e.idle.to_be_bytes(),
+        &e.age.to_be_bytes(),
+    ];
+    let mut rest = out.as_mut_slice();
+    for f in fields {
+        let (head, tail) = rest.split_at_mut(f.len());
+        head.copy_from_slice(f);
+        rest = tail;
+    }
+    out
 }
 
 fn put_u16(out: &mut Vec<u8>, n: usize) {
@@ -383,10 +461,14 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
     };
     let n = r.count(ENTRY, "entry count")?;
     let mut entries = Vec::with_capacity(n);
-    for _ in 0..n {
-        let key = Key::from_bytes(r.array("entry key")?);
-        let b = backend(r.u16("entry")?, "an entry's backend index")?;
-        let bits = r.u16("entry")?;
+    // `count` checked that they are all there: take them at once and
+    // read each fixed-size record with its own cursor.
+    let all = r.take(n.saturating_mul(ENTRY), "entry count")?;
+    for record in all.chunks_exact(ENTRY) {
+        let mut e = Reader { rest: record };
+        let key = Key::from_bytes(e.array("entry key")?);
+        let b = backend(e.u16("entry")?, "an entry's backend index")?;
+        let bits = e.u16("entry")?;
         let state = KeyState::from_bits(bits);
         if state.to_bits() != bits {
             return Err(StateError::Malformed("an entry's key state"));
@@ -395,8 +477,8 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
             key,
             backend: b,
             state,
-            idle: r.u32("entry")?,
-            age: r.u32("entry")?,
+            idle: e.u32("entry")?,
+            age: e.u32("entry")?,
         });
     }
     let n = r.count(MIN_CLIENT, "client count")?;
@@ -414,7 +496,7 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
         if usize::from(k) > RECENT {
             return Err(StateError::Malformed("a client's recent connections"));
         }
-        let mut recent = Vec::with_capacity(usize::from(k));
+        let mut recent = SavedRecents::default();
         for _ in 0..k {
             let age = r.u32("recent connection")?;
             let fingerprint = r.u32("recent connection")?;
@@ -424,6 +506,7 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
                 1 => true,
                 _ => return Err(StateError::Malformed("a recent connection's version")),
             };
+            // At most `RECENT`, checked above: never refused.
             recent.push(SavedRecent {
                 age,
                 fingerprint,
@@ -462,7 +545,7 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
         age,
         ..Restored::default()
     };
-    for mut sp in saved.pools {
+    for sp in saved.pools {
         let Some(pool) = pools.iter().find(|p| p.config.name == sp.name) else {
             out.dropped += sp.entries.len();
             continue;
@@ -486,8 +569,13 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
             .collect();
         let to_now = |b: u16| renumber.get(usize::from(b)).copied().flatten();
 
-        let before = sp.entries.len();
-        sp.entries.retain_mut(|e| match to_now(e.backend) {
+        let SavedPool {
+            mut entries,
+            mut clients,
+            ..
+        } = sp;
+        let before = entries.len();
+        entries.retain_mut(|e| match to_now(e.backend) {
             Some(b) => {
                 e.backend = b;
                 e.idle = e.idle.saturating_add(grow);
@@ -496,15 +584,15 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
             }
             None => false,
         });
-        out.dropped += before - sp.entries.len();
+        out.dropped += before - entries.len();
         // Least recently used first, across shards, so that the table's
         // order (and what a smaller table evicts) is what it was.
-        sp.entries.sort_by_key(|e| std::cmp::Reverse(e.idle));
-        let put = pool.table.restore(&names, &sp.entries);
+        entries.sort_by_key(|e| std::cmp::Reverse(e.idle));
+        let put = pool.table.restore(&names, &entries);
         out.entries += put;
-        out.expired += sp.entries.len() - put;
+        out.expired += entries.len() - put;
 
-        for c in &mut sp.clients {
+        for c in &mut clients {
             c.prefix = pool.prefix(c.prefix.addr());
             c.bucket_age = c.bucket_age.saturating_add(grow);
             c.recent.retain_mut(|r| match to_now(r.backend) {
@@ -516,9 +604,38 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
                 None => false,
             });
         }
-        out.clients += pool.clients.restore(&names, &sp.clients);
+        out.clients += pool.clients.restore(&names, &clients);
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// Metrics.
+
+/// Counts a write and, when it succeeded, what it took and held: a state
+/// file that stops being written, or grows towards its time budget, shows
+/// on a dashboard before a restart finds out.
+fn record_write(result: &Result<Written, StateError>) {
+    use crate::metrics as m;
+    match result {
+        Ok(w) => {
+            metrics::counter!(m::STATE_WRITES, "result" => "ok").increment(1);
+            metrics::histogram!(m::STATE_WRITE_SECONDS).record(w.took.as_secs_f64());
+            metrics::gauge!(m::STATE_ENTRIES_WRITTEN).set(w.entries as f64);
+            metrics::gauge!(m::STATE_CLIENTS_WRITTEN).set(w.clients as f64);
+            metrics::gauge!(m::STATE_BYTES_WRITTEN).set(w.bytes as f64);
+        }
+        Err(_) => metrics::counter!(m::STATE_WRITES, "result" => "error").increment(1),
+    }
+}
+
+/// Counts a load by `result` (ok, skipped, missing) and what it put back.
+fn record_load(result: &'static str, restored: Option<&Restored>) {
+    use crate::metrics as m;
+    metrics::counter!(m::STATE_LOADS, "result" => result).increment(1);
+    let r = restored.copied().unwrap_or_default();
+    metrics::gauge!(m::STATE_ENTRIES_RESTORED).set(r.entries as f64);
+    metrics::gauge!(m::STATE_CLIENTS_RESTORED).set(r.clients as f64);
 }
 
 // ---------------------------------------------------------------------------
@@ -563,6 +680,7 @@ impl StateFile {
         match self.read() {
             Ok(Some(saved)) => {
                 let r = apply(saved, pools, SystemTime::now());
+                record_load("ok", Some(&r));
                 info!(%file, entries = r.entries, expired = r.expired, dropped = r.dropped,
                     clients = r.clients, written_secs_ago = r.age,
                     took_ms = started.elapsed().as_millis() as u64,
@@ -571,10 +689,12 @@ impl StateFile {
                 Some(r)
             }
             Ok(None) => {
+                record_load("missing", None);
                 info!(%file, "no state file yet: starting with empty tables");
                 None
             }
             Err(e) => {
+                record_load("skipped", None);
                 warn!(%file, "state file ignored, starting with empty tables: {e}");
                 None
             }
@@ -622,7 +742,8 @@ impl StateFile {
         // left at worst a temporary file that this one replaces.
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
-        let (bytes, entries, clients) = encode(pools, SystemTime::now());
+        let encoded = encode_parts(pools, SystemTime::now());
+        let encoding = started.elapsed();
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -633,8 +754,10 @@ impl StateFile {
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)
                 .map_err(|e| StateError::Io("create the temporary state file", e))?;
-            f.write_all(&bytes)
-                .map_err(|e| StateError::Io("write the temporary state file", e))?;
+            for part in &encoded.parts {
+                f.write_all(part)
+                    .map_err(|e| StateError::Io("write the temporary state file", e))?;
+            }
             f.sync_all()
                 .map_err(|e| StateError::Io("fsync the temporary state file", e))?;
             std::fs::rename(&tmp, &self.path)
@@ -646,12 +769,16 @@ impl StateFile {
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        result.map(|()| Written {
-            entries,
-            clients,
-            bytes: bytes.len(),
-            took: started.elapsed(),
-        })
+        let took = started.elapsed();
+        let result = result.map(|()| Written {
+            entries: encoded.entries,
+            clients: encoded.clients,
+            bytes: encoded.len(),
+            took,
+            encoding,
+        });
+        record_write(&result);
+        result
     }
 }
 
@@ -880,6 +1007,160 @@ mod tests {
         let missing = StateFile::new(dir.join("nothing-here"));
         assert!(missing.read().unwrap().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The metrics' values as the debugging recorder holds them, by name
+    /// and labels (`name{k=v}`).
+    fn metric_values(
+        recorder: &metrics_util::debugging::DebuggingRecorder,
+    ) -> std::collections::HashMap<String, f64> {
+        use metrics_util::debugging::DebugValue;
+        recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key();
+                let labels: Vec<String> = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                let name = if labels.is_empty() {
+                    key.name().to_string()
+                } else {
+                    format!("{}{{{}}}", key.name(), labels.join(","))
+                };
+                let value = match value {
+                    DebugValue::Counter(n) => n as f64,
+                    DebugValue::Gauge(g) => g.into_inner(),
+                    DebugValue::Histogram(h) => h.len() as f64,
+                };
+                (name, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_are_counted_by_result_with_their_duration_and_size() {
+        use crate::metrics as m;
+        let dir =
+            std::env::temp_dir().join(format!("stickytls-state-metrics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (p, _, _) = learned();
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let (w, failed) = metrics::with_local_recorder(&recorder, || {
+            let w = StateFile::new(dir.join("state"))
+                .write_now(std::slice::from_ref(&p))
+                .unwrap();
+            // A directory that does not exist: the temporary file fails.
+            let failed = StateFile::new(dir.join("missing").join("state"))
+                .write_now(std::slice::from_ref(&p));
+            (w, failed)
+        });
+        assert!(failed.is_err());
+        let got = metric_values(&recorder);
+        let ok = format!("{}{{result=ok}}", m::STATE_WRITES);
+        let error = format!("{}{{result=error}}", m::STATE_WRITES);
+        assert_eq!(got.get(&ok), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(&error), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(m::STATE_WRITE_SECONDS), Some(&1.0), "one sample");
+        assert_eq!(got.get(m::STATE_ENTRIES_WRITTEN), Some(&4.0));
+        assert_eq!(got.get(m::STATE_CLIENTS_WRITTEN), Some(&1.0));
+        assert_eq!(got.get(m::STATE_BYTES_WRITTEN), Some(&(w.bytes as f64)));
+        assert_eq!(
+            w.bytes as u64,
+            std::fs::metadata(dir.join("state")).unwrap().len()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn loads_are_counted_as_ok_missing_or_skipped_with_what_they_restored() {
+        use crate::metrics as m;
+        let dir =
+            std::env::temp_dir().join(format!("stickytls-state-loads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, bytes, _) = learned();
+        let file = StateFile::new(dir.join("state"));
+        let count = |result: &str| format!("{}{{result={result}}}", m::STATE_LOADS);
+
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, || {
+            assert!(file.restore(&[pool("web", &["a", "b", "c"])]).is_none());
+        });
+        let got = metric_values(&recorder);
+        assert_eq!(got.get(&count("missing")), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(m::STATE_ENTRIES_RESTORED), Some(&0.0));
+
+        std::fs::write(dir.join("state"), &bytes).unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            let r = file.restore(&[pool("web", &["a", "b", "c"])]).unwrap();
+            assert_eq!((r.entries, r.clients), (4, 1));
+        });
+        let got = metric_values(&recorder);
+        assert_eq!(got.get(&count("ok")), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(m::STATE_ENTRIES_RESTORED), Some(&4.0));
+        assert_eq!(got.get(m::STATE_CLIENTS_RESTORED), Some(&1.0));
+
+        std::fs::write(dir.join("state"), &bytes[..bytes.len() - 1]).unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            assert!(file.restore(&[pool("web", &["a", "b", "c"])]).is_none());
+        });
+        let got = metric_values(&recorder);
+        assert_eq!(got.get(&count("skipped")), Some(&1.0), "{got:?}");
+        assert_eq!(got.get(m::STATE_ENTRIES_RESTORED), Some(&0.0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_table_of_many_shards_writes_and_restores_whole() {
+        // Enough entries and clients for every shard of both, written in
+        // groups of shards and restored shard by shard.
+        let p = pool("web", &["a", "b", "c"]);
+        let names = ["a", "b", "c"];
+        for i in 0..3_000u32 {
+            bind(&p, key(i), names[i as usize % 3], KeyState::Owned);
+            let client = p.prefix(std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+            p.clients.record(
+                client,
+                &Confirmed {
+                    backend: p
+                        .backends
+                        .by_name(names[(i as usize + 1) % 3])
+                        .unwrap()
+                        .name
+                        .clone(),
+                    tls12: i % 2 == 0,
+                    fingerprint: i,
+                    new_session: true,
+                },
+            );
+        }
+        let now = SystemTime::now();
+        let (bytes, entries, clients) = encode(std::slice::from_ref(&p), now);
+        let fresh = pool("web", &["c", "a", "b"]);
+        let r = apply(decode(&bytes).unwrap(), std::slice::from_ref(&fresh), now);
+        assert_eq!((r.entries, r.clients), (entries, clients));
+        assert_eq!(fresh.table.len(), p.table.len());
+        assert_eq!(fresh.clients.len(), p.clients.len());
+        for i in (0..3_000u32).step_by(97) {
+            let want = p.table.get(&key(i)).map(|b| b.backend.to_string());
+            let got = fresh.table.get(&key(i)).map(|b| b.backend.to_string());
+            assert_eq!(got, want, "{i}");
+            let client = fresh.prefix(std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+            let view = fresh.clients.view(&client, i);
+            assert_eq!(
+                view.same_fingerprint.as_deref(),
+                Some(names[(i as usize + 1) % 3]),
+                "{i}"
+            );
+        }
+        // Re-encoded after the round trip: the same records.
+        let (again, _, _) = encode(std::slice::from_ref(&fresh), now);
+        assert_eq!(again.len(), bytes.len());
     }
 
     #[test]

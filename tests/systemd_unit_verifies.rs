@@ -65,5 +65,9 @@ fn systemd_waits_longer_than_the_default_drain() {
     let secs: u64 = stop[0].parse().expect("TimeoutStopSec in seconds");
     let drain = stickytls::config::Lifecycle::default().shutdown_timeout;
     assert!(Duration::from_secs(secs) > drain, "{secs}s <= {drain:?}");
-    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/stickytls.service").exists());
+    assert!(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("contrib/stickytls.service")
+            .exists()
+    );
 }

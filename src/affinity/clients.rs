@@ -13,10 +13,16 @@ use std::time::Duration;
 use lru::LruCache;
 
 use super::names::Interner;
+use super::{by_shard, interleave};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
-const SHARDS: usize = 16;
+/// Enough that a state file write, which copies [`WALKED_TOGETHER`]
+/// shards at once, holds each for a few milliseconds even at a million
+/// clients.
+const SHARDS: usize = 64;
+/// Shards a state file write copies together (see [`interleave`]).
+const WALKED_TOGETHER: usize = 4;
 /// Recent confirmed connections remembered per prefix: enough to find the
 /// same client software again behind a shared address.
 pub const RECENT: usize = 6;
@@ -111,7 +117,7 @@ impl Record {
         }
     }
 
-    fn newest_first(&self) -> impl Iterator<Item = &Recent> {
+    fn newest_first(&self) -> impl DoubleEndedIterator<Item = &Recent> {
         let head = usize::from(self.head);
         (1..=usize::from(self.len)).map(move |i| &self.recent[(head + RECENT - i) % RECENT])
     }
@@ -164,11 +170,11 @@ pub struct Confirmed {
 }
 
 /// One client prefix's record as a state file keeps it, times as ages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SavedClient {
     pub prefix: ClientPrefix,
     /// Recent confirmed connections, oldest first, at most [`RECENT`].
-    pub recent: Vec<SavedRecent>,
+    pub recent: SavedRecents,
     /// Seconds since the current new-session bucket started.
     pub bucket_age: u32,
     /// New sessions in the previous and the current half-window.
@@ -176,8 +182,80 @@ pub struct SavedClient {
     pub current: u16,
 }
 
+/// The recent connections of a [`SavedClient`], at most [`RECENT`], kept
+/// inline: a state file holds up to a million clients, and a heap
+/// allocation for each one's few connections (and its free) cost more than
+/// everything else in writing or loading them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SavedRecents {
+    /// Slots past `len` are unused (and kept at their default).
+    items: [SavedRecent; RECENT],
+    len: u8,
+}
+
+impl SavedRecents {
+    /// Appends `r`; `false` (and nothing kept) when [`RECENT`] are there.
+    pub fn push(&mut self, r: SavedRecent) -> bool {
+        match self.items.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = r;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps the connections `keep` says yes to, in order; it may change
+    /// them.
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut SavedRecent) -> bool) {
+        let mut kept = SavedRecents::default();
+        for r in self.iter_mut() {
+            if keep(r) {
+                kept.push(*r);
+            }
+        }
+        *self = kept;
+    }
+}
+
+impl std::ops::Deref for SavedRecents {
+    type Target = [SavedRecent];
+    fn deref(&self) -> &[SavedRecent] {
+        self.items.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+impl std::ops::DerefMut for SavedRecents {
+    fn deref_mut(&mut self) -> &mut [SavedRecent] {
+        self.items
+            .get_mut(..usize::from(self.len))
+            .unwrap_or_default()
+    }
+}
+
+/// Equal when the connections are: unused slots do not count.
+impl PartialEq for SavedRecents {
+    fn eq(&self, other: &SavedRecents) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for SavedRecents {}
+
+impl FromIterator<SavedRecent> for SavedRecents {
+    /// The first [`RECENT`] of `iter`; the others are not kept.
+    fn from_iter<I: IntoIterator<Item = SavedRecent>>(iter: I) -> SavedRecents {
+        let mut out = SavedRecents::default();
+        for r in iter.into_iter().take(RECENT) {
+            out.push(r);
+        }
+        out
+    }
+}
+
 /// One recent confirmed connection of a [`SavedClient`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SavedRecent {
     /// Seconds since the connection was confirmed.
     pub age: u32,
@@ -348,16 +426,23 @@ impl ClientIndex {
     /// Hands `visit` the records one shard at a time, each shard's least
     /// recently used first, holding a shard's lock only while it is
     /// copied; returns the backend names the records' `backend` indexes.
+    /// [`WALKED_TOGETHER`] shards are copied at a time (see
+    /// [`interleave`]).
     pub fn save(&self, visit: &mut dyn FnMut(&[SavedClient])) -> Vec<BackendName> {
-        let mut batch = Vec::new();
-        for shard in &self.shards {
-            batch.clear();
+        let mut batches = vec![Vec::new(); WALKED_TOGETHER];
+        for group in self.shards.chunks(WALKED_TOGETHER) {
             {
-                let shard = shard.lock().unwrap();
+                let shards: Vec<_> = group.iter().map(|s| s.lock().unwrap()).collect();
                 let now = self.now();
-                for (prefix, rec) in shard.iter().rev() {
-                    let mut recent: Vec<SavedRecent> = rec
+                for (batch, shard) in batches.iter_mut().zip(&shards) {
+                    batch.clear();
+                    batch.reserve(shard.len());
+                }
+                let mut walks: Vec<_> = shards.iter().map(|s| s.iter().rev()).collect();
+                interleave(&mut walks, |i, (prefix, rec)| {
+                    let recent = rec
                         .newest_first()
+                        .rev()
                         .filter(|r| r.at != 0 && now.saturating_sub(r.at) < self.window)
                         .map(|r| SavedRecent {
                             age: now.saturating_sub(r.at),
@@ -366,17 +451,18 @@ impl ClientIndex {
                             tls12: r.tls12,
                         })
                         .collect();
-                    recent.reverse();
-                    batch.push(SavedClient {
+                    batches[i].push(SavedClient {
                         prefix: *prefix,
                         recent,
                         bucket_age: now.saturating_sub(rec.bucket_start),
                         previous: rec.previous,
                         current: rec.current,
                     });
-                }
+                });
             }
-            visit(&batch);
+            for batch in batches.iter().take(group.len()) {
+                visit(batch);
+            }
         }
         self.names.all()
     }
@@ -385,43 +471,54 @@ impl ClientIndex {
     /// ages they have now; `names[i]` is the backend `backend: i` means.
     /// Connections older than the window are skipped, and a record left
     /// with nothing in its window is not put. Returns how many were put.
+    ///
+    /// Records are sorted by shard first (their indexes: the records stay
+    /// where they are), and each shard is then filled in one go: one lock
+    /// and one run through its memory per shard instead of one of each
+    /// per client (a state file can hold a million; this runs before the
+    /// router routes, so a shard's lock held for its whole share is held
+    /// from nobody).
     pub fn restore(&self, names: &[BackendName], clients: &[SavedClient]) -> usize {
+        use std::hash::BuildHasher;
         let ids: Vec<u16> = names.iter().map(|n| self.names.intern(n)).collect();
         let now = self.now();
         let half = self.window / 2;
+        let shard_of: Vec<usize> = clients
+            .iter()
+            .map(|c| self.shard_hasher.hash_one(c.prefix) as usize % SHARDS)
+            .collect();
         let mut put = 0;
-        for saved in clients {
-            let mut rec = Record {
-                bucket_start: now.saturating_sub(saved.bucket_age),
-                previous: saved.previous,
-                current: saved.current,
-                ..Record::default()
-            };
-            rec.roll(now, half);
-            let recent = saved
-                .recent
-                .iter()
-                .filter(|r| r.age < self.window)
-                .filter_map(|r| Some((r, *ids.get(usize::from(r.backend))?)));
-            for (r, backend) in recent.take(RECENT) {
-                let slot = usize::from(rec.len);
-                rec.recent[slot] = Recent {
-                    at: now.saturating_sub(r.age).max(1),
-                    fingerprint: r.fingerprint,
-                    backend,
-                    tls12: r.tls12,
+        for (shard, run) in by_shard(SHARDS, &shard_of, (0..clients.len()).collect()) {
+            let mut shard = self.shards[shard].lock().unwrap();
+            for saved in run.into_iter().filter_map(|i| clients.get(i)) {
+                let mut rec = Record {
+                    bucket_start: now.saturating_sub(saved.bucket_age),
+                    previous: saved.previous,
+                    current: saved.current,
+                    ..Record::default()
                 };
-                rec.len += 1;
+                rec.roll(now, half);
+                let recent = saved
+                    .recent
+                    .iter()
+                    .filter(|r| r.age < self.window)
+                    .filter_map(|r| Some((r, *ids.get(usize::from(r.backend))?)));
+                for ((r, backend), slot) in recent.zip(rec.recent.iter_mut()) {
+                    *slot = Recent {
+                        at: now.saturating_sub(r.age).max(1),
+                        fingerprint: r.fingerprint,
+                        backend,
+                        tls12: r.tls12,
+                    };
+                    rec.len += 1;
+                }
+                rec.head = rec.len % RECENT as u8;
+                if rec.len == 0 && rec.previous == 0 && rec.current == 0 {
+                    continue;
+                }
+                shard.put(saved.prefix, rec);
+                put += 1;
             }
-            rec.head = rec.len % RECENT as u8;
-            if rec.len == 0 && rec.previous == 0 && rec.current == 0 {
-                continue;
-            }
-            self.shard(&saved.prefix)
-                .lock()
-                .unwrap()
-                .put(saved.prefix, rec);
-            put += 1;
         }
         put
     }
@@ -478,6 +575,29 @@ mod tests {
         assert!(idx.forget(&p));
         assert_eq!(idx.peek(&p), None);
         assert!(!idx.forget(&p));
+    }
+
+    #[test]
+    fn saved_recents_hold_at_most_recent_and_compare_by_what_they_hold() {
+        let r = |age| SavedRecent {
+            age,
+            fingerprint: age,
+            backend: 0,
+            tls12: false,
+        };
+        let mut full = SavedRecents::default();
+        for age in 0..RECENT as u32 {
+            assert!(full.push(r(age)));
+        }
+        assert!(!full.push(r(99)), "a seventh is refused");
+        assert_eq!(full.len(), RECENT);
+        let mut odd = full;
+        odd.retain_mut(|x| x.age % 2 == 1);
+        assert_eq!(odd.iter().map(|x| x.age).collect::<Vec<_>>(), [1, 3, 5]);
+        let built: SavedRecents = [r(1), r(3), r(5)].into_iter().collect();
+        assert_eq!(odd, built, "slots left behind by retain do not count");
+        let many: SavedRecents = (0..10).map(r).collect();
+        assert_eq!(many, full, "the first RECENT are kept");
     }
 
     #[test]

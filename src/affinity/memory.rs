@@ -16,7 +16,7 @@ use std::time::Duration;
 use lru::LruCache;
 
 use super::names::Interner;
-use super::{AffinityStore, Binding, Key, KeyState, Peeked, SavedEntry};
+use super::{AffinityStore, Binding, Key, KeyState, Peeked, SavedEntry, by_shard, interleave};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
@@ -39,6 +39,9 @@ pub struct MemoryStoreConfig {
     pub inactivity: Duration,
     pub absolute_max: Option<Duration>,
 }
+
+/// Shards a state file write copies together (see [`interleave`]).
+const WALKED_TOGETHER: usize = 4;
 
 /// Most shards: enough that threads rarely meet on one lock.
 const MAX_SHARDS: usize = 128;
@@ -108,10 +111,14 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &Key) -> &Mutex<LruCache<Key, Entry, RandomState>> {
+        &self.shards[self.shard_index(key)]
+    }
+
+    fn shard_index(&self, key: &Key) -> usize {
         // Keys are SHA-256 digests: any eight of their bytes are uniform.
         let mut head = [0u8; 8];
         head.copy_from_slice(&key.as_bytes()[..8]);
-        &self.shards[(u64::from_le_bytes(head) % self.shards.len() as u64) as usize]
+        (u64::from_le_bytes(head) % self.shards.len() as u64) as usize
     }
 
     fn expired(&self, e: &Entry, now: u32) -> bool {
@@ -205,59 +212,76 @@ impl AffinityStore for MemoryStore {
         self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
     }
 
+    /// Copies [`WALKED_TOGETHER`] shards at a time (see [`interleave`]):
+    /// each copy of about 14,000 entries holds its shard for a few
+    /// milliseconds.
     fn save(&self, visit: &mut dyn FnMut(&[SavedEntry])) -> Vec<BackendName> {
-        let mut batch = Vec::new();
-        for shard in &self.shards {
-            batch.clear();
+        let mut batches = vec![Vec::new(); WALKED_TOGETHER];
+        for group in self.shards.chunks(WALKED_TOGETHER) {
             {
-                let shard = shard.lock().unwrap();
+                let shards: Vec<_> = group.iter().map(|s| s.lock().unwrap()).collect();
                 let now = self.now();
+                for (batch, shard) in batches.iter_mut().zip(&shards) {
+                    batch.clear();
+                    batch.reserve(shard.len());
+                }
                 // `iter` goes from the most recently used.
-                batch.extend(
-                    shard
-                        .iter()
-                        .rev()
-                        .filter(|(_, e)| !self.expired(e, now))
-                        .map(|(key, e)| SavedEntry {
+                let mut walks: Vec<_> = shards.iter().map(|s| s.iter().rev()).collect();
+                interleave(&mut walks, |i, (key, e)| {
+                    if !self.expired(e, now) {
+                        batches[i].push(SavedEntry {
                             key: *key,
                             backend: e.backend,
                             state: KeyState::from_bits(e.state),
                             idle: now.saturating_sub(e.touched),
                             age: now.saturating_sub(e.created),
-                        }),
-                );
+                        });
+                    }
+                });
             }
-            visit(&batch);
+            for batch in batches.iter().take(group.len()) {
+                visit(batch);
+            }
         }
         // Read after the walk: names are only ever added, so every index
         // handed out above is in it.
         self.names.all()
     }
 
+    /// Entries are sorted by shard first (their indexes: the entries stay
+    /// where they are), and each shard is then filled in one go: one lock
+    /// and one run through its memory per shard instead of one of each
+    /// per entry (a state file can hold a million; this runs before the
+    /// router routes, so a shard's lock held for its whole share is held
+    /// from nobody).
     fn restore(&self, names: &[BackendName], entries: &[SavedEntry]) -> usize {
         let ids: Vec<u16> = names.iter().map(|n| self.names.intern(n)).collect();
         let now = self.now();
+        let shard_of: Vec<usize> = entries.iter().map(|e| self.shard_index(&e.key)).collect();
         let mut put = 0;
-        for saved in entries {
-            let Some(&backend) = ids.get(usize::from(saved.backend)) else {
-                continue;
-            };
-            let e = Entry {
-                touched: now.saturating_sub(saved.idle),
-                created: now.saturating_sub(saved.age),
-                backend,
-                state: saved.state.to_bits(),
-            };
-            // Saturated timestamps only happen to ages past `origin`, the
-            // longest lifetime, which this check then expires.
-            if saved.idle >= self.inactivity
-                || self.absolute_max.is_some_and(|max| saved.age >= max)
-                || self.expired(&e, now)
-            {
-                continue;
+        for (shard, run) in by_shard(self.shards.len(), &shard_of, (0..entries.len()).collect()) {
+            let mut shard = self.shards[shard].lock().unwrap();
+            for saved in run.into_iter().filter_map(|i| entries.get(i)) {
+                let Some(&backend) = ids.get(usize::from(saved.backend)) else {
+                    continue;
+                };
+                let e = Entry {
+                    touched: now.saturating_sub(saved.idle),
+                    created: now.saturating_sub(saved.age),
+                    backend,
+                    state: saved.state.to_bits(),
+                };
+                // Saturated timestamps only happen to ages past `origin`,
+                // the longest lifetime, which this check then expires.
+                if saved.idle >= self.inactivity
+                    || self.absolute_max.is_some_and(|max| saved.age >= max)
+                    || self.expired(&e, now)
+                {
+                    continue;
+                }
+                shard.put(saved.key, e);
+                put += 1;
             }
-            self.shard(&saved.key).lock().unwrap().put(saved.key, e);
-            put += 1;
         }
         put
     }
@@ -376,6 +400,27 @@ mod tests {
         assert!(s.len() <= shards * per);
         let last = Key::new(KeyKind::SessionId, &9_999u32.to_le_bytes());
         assert!(s.get(&last).is_some());
+    }
+
+    #[test]
+    fn a_restore_into_a_smaller_table_keeps_the_most_recently_used() {
+        // One shard of 7: restored least recently used first, the last
+        // seven given are what stays.
+        let s = store(7, 600, None);
+        let saved: Vec<SavedEntry> = (0..10u32)
+            .map(|i| SavedEntry {
+                key: Key::new(KeyKind::SessionId, &i.to_le_bytes()),
+                backend: 0,
+                state: KeyState::Owned,
+                idle: 100 - i,
+                age: 100 - i,
+            })
+            .collect();
+        assert_eq!(s.restore(&[Arc::from("a")], &saved), 10);
+        assert_eq!(s.len(), 7);
+        for (i, e) in saved.iter().enumerate() {
+            assert_eq!(s.peek(&e.key).is_some(), i >= 3, "{i}");
+        }
     }
 
     #[test]
