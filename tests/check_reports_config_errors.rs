@@ -604,7 +604,7 @@ balanse = "roundrobin"
             r#"many.toml:9:11: error: non_tls names pool `plain`, which is not defined; write "reject", add a [pool.plain] section or use one of: web, typo"#,
             r#"many.toml:12:37: error: `10.0.0.1` is not an IP:PORT address; write e.g. "10.0.1.1:443" or "[2001:db8::1]:443" (host names are not resolved)"#,
             r#"many.toml:15:8: error: timeouts.idle is zero, which would fail every connection or forget every entry at once; set it above zero, e.g. "10m""#,
-            r#"many.toml:18:1: error: unknown setting `balanse`, expected one of `balance`, `inspect`, `backends`, `affinity`, `timeouts`, `health`; fix its spelling or remove it"#,
+            r#"many.toml:18:1: error: unknown setting `balanse`, expected one of `balance`, `inspect`, `send_proxy`, `backends`, `affinity`, `timeouts`, `health`; fix its spelling or remove it"#,
         ]
     );
 }
