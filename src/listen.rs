@@ -374,23 +374,11 @@ pub async fn serve<H, F>(
     };
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(1);
-    // A change wakes whichever wait the loop is in; `changed` marks it
-    // seen, so the new state is taken there and then.
-    let follow = |changed: Result<(), watch::error::RecvError>,
-                  changes: &mut watch::Receiver<Option<Arc<ListenerState>>>,
-                  state: &mut Arc<ListenerState>|
-     -> bool {
-        if changed.is_err() {
-            return false;
-        }
-        match changes.borrow_and_update().clone() {
-            Some(s) => {
-                *state = s;
-                true
-            }
-            None => false,
-        }
-    };
+    // One wait for the next change, kept across iterations like
+    // `shutdown`: a fresh `changed()` per connection would register and
+    // unregister a waiter under the channel's lock, which every worker
+    // thread's loop on this address shares.
+    let mut next_change = Box::pin(next_change_of(changes.clone()));
     loop {
         // Wait for a free slot first, so that at the limit new clients wait
         // in the kernel's backlog instead of being accepted and dropped.
@@ -400,20 +388,24 @@ pub async fn serve<H, F>(
                 Err(_) => return,
             },
             _ = &mut shutdown => return,
-            c = changes.changed() => {
-                if !follow(c, &mut changes, &mut state) {
-                    return;
+            c = &mut next_change => {
+                match (c, changes.borrow_and_update().clone()) {
+                    (Ok(()), Some(s)) => state = s,
+                    _ => return,
                 }
+                next_change = Box::pin(next_change_of(changes.clone()));
                 continue;
             }
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = &mut shutdown => return,
-            c = changes.changed() => {
-                if !follow(c, &mut changes, &mut state) {
-                    return;
+            c = &mut next_change => {
+                match (c, changes.borrow_and_update().clone()) {
+                    (Ok(()), Some(s)) => state = s,
+                    _ => return,
                 }
+                next_change = Box::pin(next_change_of(changes.clone()));
                 continue;
             }
         };
@@ -448,6 +440,14 @@ pub async fn serve<H, F>(
             }
         }
     }
+}
+
+/// Completes at the next change of the slot's state after the one `rx`
+/// has seen (or when the slot is gone).
+async fn next_change_of(
+    mut rx: watch::Receiver<Option<Arc<ListenerState>>>,
+) -> Result<(), watch::error::RecvError> {
+    rx.changed().await
 }
 
 /// Runs an accept loop for every listener in `listeners` on the current
