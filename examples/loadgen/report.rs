@@ -595,6 +595,21 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
             (a / b - 1.0) * 100.0
         );
     }
+    let exporter = ir("metrics");
+    if let Some(m) = exporter {
+        let _ = writeln!(
+            w,
+            "| with inspection, the exporter on (`--admin`) and `/metrics` scraped every second | {m:.0} |"
+        );
+        if let Some(a) = with {
+            let _ = writeln!(
+                w,
+                "| the exporter | {:.0} ({:+.1}%) |",
+                m - a,
+                (m / a - 1.0) * 100.0
+            );
+        }
+    }
     if let Some(p) = profile {
         let _ = writeln!(w, "\n### Where the time goes\n");
         let _ = writeln!(w, "{}\n", p.paragraph(with));
