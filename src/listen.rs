@@ -382,23 +382,18 @@ pub async fn serve<H, F>(
     loop {
         // Wait for a free slot first, so that at the limit new clients wait
         // in the kernel's backlog instead of being accepted and dropped.
-        let permit = tokio::select! {
-            p = state.connection_slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = &mut shutdown => return,
-            c = &mut next_change => {
-                match (c, changes.borrow_and_update().clone()) {
-                    (Ok(()), Some(s)) => state = s,
-                    _ => return,
-                }
-                next_change = Box::pin(next_change_of(changes.clone()));
-                continue;
-            }
+        // Both waits are cancel-safe: a change or a stop that wins drops a
+        // slot already taken, and `accept` loses nothing.
+        let slots = state.connection_slots.clone();
+        let next = async {
+            let permit = slots.acquire_owned().await.ok()?;
+            Some((permit, listener.accept().await))
         };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let (permit, accepted) = tokio::select! {
+            got = next => match got {
+                Some(got) => got,
+                None => return,
+            },
             _ = &mut shutdown => return,
             c = &mut next_change => {
                 match (c, changes.borrow_and_update().clone()) {

@@ -184,6 +184,15 @@ impl Live {
         self.pools.borrow().clone()
     }
 
+    /// The pool named `name` served now.
+    pub fn pool(&self, name: &str) -> Option<Arc<PoolState>> {
+        self.pools
+            .borrow()
+            .iter()
+            .find(|p| p.config.name == name)
+            .cloned()
+    }
+
     /// Follows the pools through reloads (the health checks restart on
     /// each change).
     pub fn watch_pools(&self) -> watch::Receiver<Pools> {

@@ -123,11 +123,7 @@ impl Router {
     }
 
     pub fn pool(&self, name: &str) -> Option<Arc<PoolState>> {
-        self.live
-            .pools()
-            .iter()
-            .find(|p| p.config.name == name)
-            .cloned()
+        self.live.pool(name)
     }
 
     /// The admin endpoint's bound address, when it is on.
@@ -249,11 +245,7 @@ impl RunningRouter {
     }
 
     pub fn pool(&self, name: &str) -> Option<Arc<PoolState>> {
-        self.live
-            .pools()
-            .iter()
-            .find(|p| p.config.name == name)
-            .cloned()
+        self.live.pool(name)
     }
 
     /// What the router serves now, and reloads.

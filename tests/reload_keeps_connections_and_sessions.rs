@@ -16,20 +16,18 @@ mod prom;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::router_process::{RouterProcess, scratch};
+use common::traffic::{continuous_load, source_hash, tls12};
 use common::*;
 use hyper::Method;
 use rustix::process::Signal;
 use serde_json::Value;
-use stickytls::affinity::clients::ClientPrefix;
-use stickytls::balance::rendezvous_score;
 use stickytls::ctl::{CtlError, Endpoint};
-use stickytls_peers::Versions;
 use stickytls_peers::backend::RunningBackend;
-use stickytls_peers::client::{Client, ClientOptions, Writes};
+use stickytls_peers::client::Writes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -144,57 +142,6 @@ async fn reloads(admin: SocketAddr, result: &str) -> f64 {
     exposition.sum("stickytls_reloads_total", &[("result", result)])
 }
 
-/// Where source-hash puts a client address under `weights`, as the router
-/// computes it.
-fn source_hash(ip: IpAddr, weights: [u32; 3]) -> &'static str {
-    let client = ClientPrefix::new(ip, 32, 64).to_bytes();
-    NAMES
-        .into_iter()
-        .zip(weights)
-        .max_by(|(x, wx), (y, wy)| {
-            rendezvous_score(&client, x, *wx)
-                .total_cmp(&rendezvous_score(&client, y, *wy))
-                .then_with(|| y.cmp(x))
-        })
-        .map(|(n, _)| n)
-        .unwrap()
-}
-
-fn tls12(tickets: bool) -> Client {
-    Client::new(ClientOptions {
-        versions: Versions::Tls12,
-        tls12_tickets: tickets,
-        ..Default::default()
-    })
-    .unwrap()
-}
-
-/// Fresh TLS connections in a loop, each from an address of its own,
-/// until `stop`: (connections made, connections failed).
-fn load(router: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64)> {
-    tokio::spawn(async move {
-        let (made, failed) = (AtomicU64::new(0), AtomicU64::new(0));
-        let client = Client::new(ClientOptions {
-            resumption: false,
-            ..Default::default()
-        })
-        .unwrap();
-        let mut n: u32 = 0;
-        while !stop.load(Ordering::Relaxed) {
-            n += 1;
-            let ip = IpAddr::from([127, 3, (n >> 8) as u8, n as u8]);
-            match client.connect(router, Some(ip)).await {
-                Ok(_) => made.fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    eprintln!("connection {n} failed: {e}");
-                    failed.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-        }
-        (made.into_inner(), failed.into_inner())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_under_load_loses_no_connection_applies_weights_and_keeps_sessions() {
     let farm = rustls_backends(3, |_| {}).await;
@@ -242,7 +189,7 @@ async fn a_reload_under_load_loses_no_connection_applies_weights_and_keeps_sessi
 
     // Load, then the reload that changes c's weight, then more load.
     let stop = Arc::new(AtomicBool::new(false));
-    let loader = load(addr, stop.clone());
+    let loader = continuous_load(addr, stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = [1, 1, 3];
     write(&router.file, &config_text(&farm, after, &["127.0.0.1:0"]));
@@ -280,7 +227,9 @@ async fn a_reload_under_load_loses_no_connection_applies_weights_and_keeps_sessi
         let ip = loop {
             host = host.checked_add(1).expect("enough addresses");
             let ip = IpAddr::from([127, 2, 0, host]);
-            if source_hash(ip, after) != issuer.as_str() {
+            if source_hash(ip, &[("a", after[0]), ("b", after[1]), ("c", after[2])])
+                != issuer.as_str()
+            {
                 break ip;
             }
         };

@@ -13,31 +13,15 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use common::router_process::{RouterProcess, scratch};
+use common::traffic::source_hash;
 use common::*;
-use stickytls::affinity::clients::ClientPrefix;
-use stickytls::balance::rendezvous_score;
 use stickytls_peers::Versions;
 use stickytls_peers::backend::RunningBackend;
 use stickytls_peers::client::{Client, ClientOptions};
 
-const NAMES: [&str; 3] = ["a", "b", "c"];
-
 /// Addresses on 127.0.x.y: `net` 1 before the restart, 2 after it.
 fn addr(net: u8, host: u8) -> IpAddr {
     IpAddr::from([127, 0, net, host])
-}
-
-/// Where source-hash puts a client address, as the router computes it.
-fn source_hash(ip: IpAddr) -> &'static str {
-    let client = ClientPrefix::new(ip, 32, 64).to_bytes();
-    NAMES
-        .into_iter()
-        .max_by(|x, y| {
-            rendezvous_score(&client, x, 1)
-                .total_cmp(&rendezvous_score(&client, y, 1))
-                .then_with(|| y.cmp(x))
-        })
-        .unwrap()
 }
 
 /// Fresh addresses after the restart, each used once, each one that
@@ -51,7 +35,7 @@ impl Addresses {
         loop {
             let ip = addr(2, self.next);
             self.next = self.next.checked_add(1).expect("enough addresses");
-            if source_hash(ip) != owner {
+            if source_hash(ip, &[("a", 1), ("b", 1), ("c", 1)]) != owner {
                 return ip;
             }
         }
@@ -171,7 +155,7 @@ async fn sessions_learned_before_a_restart_resume_on_their_backends_after_it() {
             (&r.backend, r.server_resumed),
             (owner, true),
             "{kind} from {ip} (source-hash: {}) after the restart",
-            source_hash(ip)
+            source_hash(ip, &[("a", 1), ("b", 1), ("c", 1)])
         );
     }
     let resumed_after: usize = farm.iter().map(|b| b.resumed()).sum();
@@ -182,7 +166,7 @@ async fn sessions_learned_before_a_restart_resume_on_their_backends_after_it() {
     // last backend, where source-hash would not put it.
     let pinned: Vec<_> = last
         .iter()
-        .filter(|(ip, backend)| source_hash(*ip) != backend)
+        .filter(|(ip, backend)| source_hash(*ip, &[("a", 1), ("b", 1), ("c", 1)]) != backend)
         .collect();
     assert!(!pinned.is_empty());
     for (ip, backend) in pinned {

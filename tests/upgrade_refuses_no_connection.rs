@@ -9,33 +9,19 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::router_process::{RouterProcess, scratch};
+use common::traffic::{continuous_load, source_hash, tls12};
 use common::*;
-use stickytls::affinity::clients::ClientPrefix;
-use stickytls::balance::rendezvous_score;
-use stickytls_peers::Versions;
 use stickytls_peers::backend::RunningBackend;
-use stickytls_peers::client::{Client, ClientOptions, Writes};
+use stickytls_peers::client::Writes;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
-
-fn source_hash(ip: IpAddr) -> &'static str {
-    let client = ClientPrefix::new(ip, 32, 64).to_bytes();
-    NAMES
-        .into_iter()
-        .max_by(|x, y| {
-            rendezvous_score(&client, x, 1)
-                .total_cmp(&rendezvous_score(&client, y, 1))
-                .then_with(|| y.cmp(x))
-        })
-        .unwrap()
-}
 
 fn config(dir: &Path, farm: &[RunningBackend]) -> std::path::PathBuf {
     let backends: Vec<String> = farm
@@ -59,40 +45,6 @@ fn args(config: &Path, threads: u32) -> Vec<String> {
         "--threads".into(),
         threads.to_string(),
     ]
-}
-
-fn tls12(tickets: bool) -> Client {
-    Client::new(ClientOptions {
-        versions: Versions::Tls12,
-        tls12_tickets: tickets,
-        ..Default::default()
-    })
-    .unwrap()
-}
-
-/// Fresh TLS connections in a loop until `stop`: (made, failed).
-fn load(router: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64)> {
-    tokio::spawn(async move {
-        let (mut made, mut failed) = (0u64, 0u64);
-        let client = Client::new(ClientOptions {
-            resumption: false,
-            ..Default::default()
-        })
-        .unwrap();
-        let mut n: u32 = 0;
-        while !stop.load(Ordering::Relaxed) {
-            n += 1;
-            let ip = IpAddr::from([127, 3, (n >> 8) as u8, n as u8]);
-            match client.connect(router, Some(ip)).await {
-                Ok(_) => made += 1,
-                Err(e) => {
-                    eprintln!("connection {n} failed: {e}");
-                    failed += 1;
-                }
-            }
-        }
-        (made, failed)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +75,7 @@ async fn an_upgrade_under_load_refuses_nothing_and_keeps_every_session() {
     let held_on = held.ask().await.unwrap().backend;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let loader = load(addr, stop.clone());
+    let loader = continuous_load(addr, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The new process, with another thread count, takes over.
@@ -160,7 +112,7 @@ async fn an_upgrade_under_load_refuses_nothing_and_keeps_every_session() {
         let ip = loop {
             host = host.checked_add(1).expect("enough addresses");
             let ip = IpAddr::from([127, 2, 0, host]);
-            if source_hash(ip) != issuer.as_str() {
+            if source_hash(ip, &[("a", 1), ("b", 1), ("c", 1)]) != issuer.as_str() {
                 break ip;
             }
         };

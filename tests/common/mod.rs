@@ -10,6 +10,7 @@ use stickytls::router::{Router, RunningRouter};
 use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
 
 pub mod router_process;
+pub mod traffic;
 
 /// A source address on the loopback network: each stands for one client
 /// machine (or one NAT gateway).
