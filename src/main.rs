@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use stickytls::config::{
     AdminConfig, AdminKey, AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath,
     HealthCheck, HealthKey, ListenerKey, LogFormat, LogKey, PoolKey, ProcessKey, SendProxy,
-    StateConfig, TimeoutKey, parse_backend, parse_duration,
+    StateConfig, StoreConfig, StoreKey, TimeoutKey, parse_backend, parse_duration,
 };
 use stickytls::config_file::{self, Diagnostics};
 use stickytls::ctl;
@@ -324,6 +324,14 @@ struct RunArgs {
     /// the same path takes its listening sockets and state from it.
     #[arg(long, value_name = "PATH")]
     takeover_socket: Option<PathBuf>,
+    /// Share the affinity table with other instances through this Redis
+    /// server (redis://HOST:PORT/DB); see [store] in docs/configuration.md.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// How long a connection waits for the shared store when its hello
+    /// offers a key this instance does not know.
+    #[arg(long, value_name = "DURATION", requires = "store", value_parser = parse_duration_arg)]
+    store_lookup_budget: Option<Duration>,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -332,7 +340,7 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 }
 
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 21] = [
+const QUICK_FORM: [&str; 23] = [
     "listen",
     "backends",
     "balance",
@@ -354,6 +362,8 @@ const QUICK_FORM: [&str; 21] = [
     "send_proxy",
     "admin",
     "admin_token",
+    "store",
+    "store_lookup_budget",
 ];
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
@@ -443,6 +453,8 @@ fn flag(config: &Config, path: ConfigPath) -> String {
         ConfigPath::Admin(_) => "--admin",
         ConfigPath::Log(LogKey::Format) => "--log-format",
         ConfigPath::Log(_) => "--log-rate",
+        ConfigPath::Store(StoreKey::LookupBudget) => "--store-lookup-budget",
+        ConfigPath::Store(_) => "--store",
         _ => "the command line",
     };
     name.to_string()
@@ -502,6 +514,12 @@ impl RunArgs {
         c.lifecycle.shutdown_timeout = self.shutdown_timeout;
         c.lifecycle.state = self.state_file.map(StateConfig::new);
         c.lifecycle.takeover_socket = self.takeover_socket;
+        if let Some(url) = self.store {
+            c.store = StoreConfig::redis(&url);
+            if let Some(b) = self.store_lookup_budget {
+                c.store.lookup_budget = b;
+            }
+        }
         match c.validate() {
             Ok(()) => Ok(c),
             Err(errors) => Err(Invalid::Flags(Box::new(c), errors)),
