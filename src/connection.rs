@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
+use crate::affinity::Lookup;
 use crate::affinity::clients::ClientPrefix;
 use crate::backend::{Backend, BackendName};
 use crate::conn_log::{ConnectionTrace, close};
@@ -146,6 +147,19 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         return;
     };
     let prefix = pool.prefix(client_addr.ip());
+    // A shared store fetches what this process does not know of the
+    // offered keys first, within its lookup budget; routing then reads
+    // only the local table.
+    let (keys, names) = offer.lookup_keys();
+    let lookup = Lookup {
+        keys,
+        names,
+        client: prefix,
+        clients: pool.clients.clone(),
+    };
+    if let Some(wait) = pool.table.prefetch(lookup) {
+        wait.await;
+    }
     let decision = decide(&pool, &offer, &prefix);
     pool.series.decision_time(decided.elapsed());
     pool.stats.routed(decision.rule);

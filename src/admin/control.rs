@@ -166,6 +166,10 @@ pub struct StatsView {
     /// Connections open to backends now (`active`, below, counts every
     /// connection accepted and not closed, before routing too).
     pub open_to_backends: u64,
+    /// The shared affinity store's state and counters (`[store] kind =
+    /// "redis"`); absent with the in-process store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::affinity::StoreStatus>,
     #[serde(flatten)]
     pub counters: Snapshot,
 }
@@ -404,6 +408,8 @@ impl Control {
                 .flat_map(|p| p.backends.all())
                 .map(|b| u64::from(b.active()))
                 .sum(),
+            // One link serves every pool: the first pool's is the router's.
+            store: pools.iter().find_map(|p| p.table.status()),
             counters: self.stats.snapshot(),
         }
     }
