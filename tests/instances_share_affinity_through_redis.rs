@@ -498,3 +498,83 @@ async fn a_corrupt_value_in_redis_is_a_counted_miss() {
     assert_eq!(after.lookups_miss, before.lookups_miss + 1, "{after:?}");
     assert_eq!(after.lookups_hit, before.lookups_hit);
 }
+
+/// The value of `key`, from a bulk-string reply; `None` for nil.
+fn get(redis: &RedisServer, key: &str) -> Option<String> {
+    let reply = redis.command(&["GET", key]).unwrap();
+    if reply.starts_with("$-1") {
+        return None;
+    }
+    let (_, rest) = reply.split_once("\r\n").expect("a bulk string");
+    Some(rest.trim_end_matches("\r\n").to_string())
+}
+
+#[test]
+fn the_key_name_scripts_take_the_same_steps_as_the_local_table() {
+    use stickytls::affinity::redis::{CONFIRM_NAME, REJECT_NAME, decode_binding, encode_binding};
+    use stickytls::affinity::{Binding, KeyState, next_key_name_state};
+    let redis = RedisServer::start();
+    let b = |backend: &str, state| Binding {
+        backend: std::sync::Arc::from(backend),
+        state,
+    };
+    let states = [
+        None,
+        Some(b("a", KeyState::Candidate { tag: 5 })),
+        Some(b("a", KeyState::Routable)),
+        Some(b("a", KeyState::Shared)),
+        Some(b("a", KeyState::Rejected)),
+        Some(b("b", KeyState::Candidate { tag: 5 })),
+        Some(b("b", KeyState::Routable)),
+    ];
+    let key = "t:n:name";
+    for current in &states {
+        for tag in [5u16, 6] {
+            let set = |redis: &RedisServer| match current {
+                Some(c) => {
+                    let v = encode_binding(c, 7).unwrap();
+                    redis.command(&["SET", key, &v]).unwrap();
+                }
+                None => {
+                    redis.command(&["DEL", key]).unwrap();
+                }
+            };
+            set(&redis);
+            let tag_text = tag.to_string();
+            let reply = redis
+                .command(&["EVAL", CONFIRM_NAME, "1", key, "a", &tag_text, "9", "60000"])
+                .unwrap();
+            assert!(reply.starts_with(':'), "{reply}");
+            let got = get(&redis, key).unwrap();
+            let (binding, _) = decode_binding(got.as_bytes(), true).unwrap();
+            let a: stickytls::backend::BackendName = std::sync::Arc::from("a");
+            let want = next_key_name_state(current.as_ref(), &a, tag);
+            assert_eq!(binding, want, "confirm on a, tag {tag}, from {current:?}");
+
+            set(&redis);
+            redis
+                .command(&["EVAL", REJECT_NAME, "1", key, "a", "60000"])
+                .unwrap();
+            let got = get(&redis, key).map(|v| decode_binding(v.as_bytes(), true).unwrap().0);
+            let want = current.clone().map(|c| {
+                if c.backend.as_ref() == "a" && c.state != KeyState::Shared {
+                    b("a", KeyState::Rejected)
+                } else {
+                    c
+                }
+            });
+            assert_eq!(got, want, "reject by a from {current:?}");
+        }
+    }
+    // A value that is not a key name's state is replaced by a first
+    // confirmation, never trusted.
+    redis.command(&["SET", key, "garbage"]).unwrap();
+    redis
+        .command(&["EVAL", CONFIRM_NAME, "1", key, "a", "3", "9", "60000"])
+        .unwrap();
+    let got = get(&redis, key).unwrap();
+    assert_eq!(
+        decode_binding(got.as_bytes(), true).unwrap().0,
+        b("a", KeyState::Candidate { tag: 3 })
+    );
+}
