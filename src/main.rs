@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the router.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show stickiness on real TLS: local backends, the router and clients,
     /// connection by connection, then plain round robin for contrast.
     #[cfg(feature = "demo")]
@@ -845,7 +845,7 @@ fn selftest(args: SelftestArgs) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         #[cfg(feature = "demo")]
         Command::Demo => demo(),
         #[cfg(feature = "demo")]
@@ -1024,6 +1024,31 @@ mod tests {
     /// What follows `error: `: the message without its location.
     fn message(line: &str) -> &str {
         line.split_once(": error: ").unwrap().1
+    }
+
+    #[test]
+    fn store_flags_set_a_redis_store_and_a_bad_url_names_the_flag() {
+        let c = quick_config(&[
+            "--backend",
+            "a=127.0.0.1:1",
+            "--store",
+            "redis://10.0.0.5:6379/1",
+            "--store-lookup-budget",
+            "5ms",
+        ])
+        .unwrap();
+        assert_eq!(c.store.kind, stickytls::config::StoreKind::Redis);
+        assert_eq!(c.store.url.as_deref(), Some("redis://10.0.0.5:6379/1"));
+        assert_eq!(c.store.lookup_budget, Duration::from_millis(5));
+        assert_eq!(c.store.prefix, StoreConfig::PREFIX);
+        let without = quick_config(&["--backend", "a=127.0.0.1:1"]).unwrap();
+        assert_eq!(without.store, StoreConfig::default());
+        let bad = quick_form(&["--backend", "a=127.0.0.1:1", "--store", "10.0.0.5:6379"]);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].starts_with("--store: error: `10.0.0.5:6379` is not a Redis URL"),
+            "{bad:?}"
+        );
     }
 
     #[test]
