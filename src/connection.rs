@@ -150,15 +150,18 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     // A shared store fetches what this process does not know of the
     // offered keys first, within its lookup budget; routing then reads
     // only the local table.
-    let (keys, names) = offer.lookup_keys();
-    let lookup = Lookup {
-        keys,
-        names,
-        client: prefix,
-        clients: pool.clients.clone(),
-    };
-    if let Some(wait) = pool.table.prefetch(lookup) {
-        wait.await;
+    // The wait counts in the decision time.
+    if pool.table.is_shared() {
+        let (keys, names) = offer.lookup_keys();
+        let lookup = Lookup {
+            keys,
+            names,
+            client: prefix,
+            clients: pool.clients.clone(),
+        };
+        if let Some(wait) = pool.table.prefetch(lookup) {
+            wait.await;
+        }
     }
     let decision = decide(&pool, &offer, &prefix);
     pool.series.decision_time(decided.elapsed());

@@ -294,6 +294,12 @@ pub trait AffinityStore: Send + Sync + std::fmt::Debug {
         let _ = (client, confirmed);
     }
 
+    /// Whether this store shares its state with other processes: only
+    /// then is a [`Lookup`] worth building for a connection.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// For a store that keeps state elsewhere: a wait that fetches what
     /// `lookup` names into this process (the table and `lookup.clients`)
     /// before the connection is routed, bounded by the store's lookup

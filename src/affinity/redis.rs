@@ -833,6 +833,10 @@ impl AffinityStore for RedisStore {
         }
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn prefetch(&self, lookup: Lookup) -> Option<Prefetch> {
         if lookup.keys.is_empty() && lookup.names.is_empty() {
             return None;
