@@ -373,6 +373,14 @@ async fn redis_killed_fails_no_connection_and_sharing_resumes_when_it_is_back() 
         stats.contains("\"store\":{\"kind\":\"redis\",\"up\":false"),
         "{stats}"
     );
+    let metrics = admin_get(admin, "/metrics").await;
+    for series in [
+        "stickytls_store_up 0",
+        "stickytls_store_errors_total{op=\"",
+        "stickytls_store_lookups_total{result=\"error\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
 
     redis.restart();
     until(&a, "A reconnects", |s| s.up).await;
