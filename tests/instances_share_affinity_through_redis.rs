@@ -505,6 +505,34 @@ async fn a_corrupt_value_in_redis_is_a_counted_miss() {
     assert!(after.corrupt_values > before.corrupt_values, "{after:?}");
     assert_eq!(after.lookups_miss, before.lookups_miss + 1, "{after:?}");
     assert_eq!(after.lookups_hit, before.lookups_hit);
+
+    // Well formed, but naming a backend B does not have: found, and still
+    // no route (B's balancer places the client).
+    let known: std::collections::HashSet<String> =
+        redis.keys("stickytls:default:e:*").into_iter().collect();
+    let c2 = client(Versions::Tls12, false);
+    let owner = c2
+        .connect(a.addr, Some(IpAddr::from([127, 0, 1, 2])))
+        .await
+        .unwrap()
+        .backend;
+    shared().await;
+    let new: Vec<String> = redis
+        .keys("stickytls:default:e:*")
+        .into_iter()
+        .filter(|k| !known.contains(k))
+        .collect();
+    assert!(!new.is_empty());
+    for key in &new {
+        redis.command(&["SET", key, "1:0:1:elsewhere"]).unwrap();
+    }
+    let ip = Addresses::new(3).away_from(&owner);
+    let r = c2.connect(b.addr, Some(ip)).await.expect("through B");
+    assert_eq!(
+        (r.backend.as_str(), r.server_resumed),
+        (source_hash(ip), false),
+        "an entry naming an unknown backend is a miss"
+    );
 }
 
 /// The value of `key`, from a bulk-string reply; `None` for nil.

@@ -928,6 +928,104 @@ pub fn stores_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::affinity::clients::ClientIndexConfig;
+    use crate::clock::Clock;
+
+    /// A store whose Redis is a port nothing listens on.
+    fn unreachable_store() -> RedisStore {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = StoreConfig::redis(&format!("redis://127.0.0.1:{port}/0"));
+        cfg.lookup_budget = Duration::from_secs(5);
+        let local = MemoryStore::new(
+            super::super::memory::MemoryStoreConfig {
+                capacity: 100,
+                inactivity: Duration::from_secs(60),
+                absolute_max: None,
+            },
+            Clock::new(),
+        );
+        let link = RedisLink::start(&cfg);
+        RedisStore::new(
+            local,
+            link,
+            "p",
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+    }
+
+    fn lookup(keys: Vec<Key>) -> Lookup {
+        Lookup {
+            keys,
+            names: Vec::new(),
+            client: ClientPrefix::new("127.0.0.1".parse().unwrap(), 32, 64),
+            clients: Arc::new(ClientIndex::new(
+                ClientIndexConfig {
+                    capacity: 10,
+                    window: Duration::from_secs(60),
+                    nat_threshold: 10,
+                },
+                Clock::new(),
+            )),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_costs_no_wait_and_every_failure_is_counted() {
+        let started = std::time::Instant::now();
+        let store = unreachable_store();
+        let key = Key::new(crate::affinity::KeyKind::SessionId, b"sid");
+        store.put(key, binding("a", KeyState::Owned));
+        assert_eq!(
+            store.get(&key),
+            Some(binding("a", KeyState::Owned)),
+            "local state serves"
+        );
+
+        // Down: the lookup fails at once, well inside its 5 s budget.
+        let other = Key::new(crate::affinity::KeyKind::SessionId, b"unknown here");
+        let wait = store.prefetch(lookup(vec![other])).expect("a lookup");
+        wait.await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = store.status().unwrap();
+            if s.errors_connect > 0 && s.writes_dropped > 0 {
+                assert!(!s.up);
+                assert_eq!((s.lookups_error, s.lookups_hit, s.lookups_miss), (1, 0, 0));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_known_here_ask_redis_nothing() {
+        let store = unreachable_store();
+        let key = Key::new(crate::affinity::KeyKind::Ticket, b"ticket");
+        store.put(key, binding("a", KeyState::Owned));
+        let other = Key::new(crate::affinity::KeyKind::SessionId, b"sid");
+        assert!(store.prefetch(lookup(vec![other, key])).is_none());
+        assert!(
+            store.prefetch(lookup(Vec::new())).is_none(),
+            "a hello with no keys"
+        );
+        // A key name still a candidate here may be routable elsewhere.
+        let name = Key::new(crate::affinity::KeyKind::TicketKeyName, b"name");
+        store.confirm_key_name(name, &Arc::from("a"), 1);
+        let mut l = lookup(vec![other]);
+        l.names = vec![name];
+        assert!(store.prefetch(l).is_some());
+    }
 
     fn binding(backend: &str, state: KeyState) -> Binding {
         Binding {
