@@ -275,6 +275,19 @@ async fn tls12_sessions_learned_on_one_instance_resume_through_another() {
         let r = fresh.connect(b.addr, Some(*ip)).await.unwrap();
         assert_eq!(&r.backend, owner, "a fresh client from {ip}, seen on A");
     }
+
+    // What an operator forgets on one instance (the admin API's DELETE)
+    // is gone from Redis too.
+    let stored = redis.keys("stickytls:default:e:*");
+    let hex = stored[0].rsplit(':').next().unwrap();
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let key = stickytls::affinity::Key::from_bytes(bytes);
+    a.pool("default").unwrap().table.forget(&key);
+    shared().await;
+    assert!(!redis.keys("stickytls:default:e:*").contains(&stored[0]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

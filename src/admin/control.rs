@@ -295,9 +295,10 @@ impl Control {
         let mut removed = 0;
         for (_, key) in keys_for(&bytes) {
             if p.table.peek(&key).is_some() {
-                p.table.remove(&key);
                 removed += 1;
             }
+            // Shared stores may hold it even where this router does not.
+            p.table.forget(&key);
         }
         if removed == 0 {
             return Err(ApiError::not_found(format!(

@@ -229,6 +229,12 @@ pub trait AffinityStore: Send + Sync + std::fmt::Debug {
     /// Changes the binding of a present key without restarting its age.
     fn update(&self, key: &Key, binding: Binding) -> bool;
     fn remove(&self, key: &Key);
+    /// Removes `key` everywhere the store keeps it: an operator's
+    /// decision (the admin API), where [`AffinityStore::remove`] is this
+    /// router's own finding and may not hold for other instances.
+    fn forget(&self, key: &Key) {
+        self.remove(key);
+    }
     /// The binding of `key` and its timings, without refreshing it.
     fn peek(&self, key: &Key) -> Option<Peeked>;
     /// Entries currently held (expired ones may still be counted).

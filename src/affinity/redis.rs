@@ -246,6 +246,10 @@ enum Write {
         value: String,
         ttl: u64,
     },
+    /// An operator's removal (the admin API).
+    Del {
+        key: String,
+    },
     Touch {
         key: String,
         ttl: u64,
@@ -546,6 +550,9 @@ async fn write_behind(
                         .arg(ttl)
                         .ignore();
                 }
+                Write::Del { key } => {
+                    pipe.cmd("DEL").arg(key).ignore();
+                }
                 Write::Touch { key, ttl } => {
                     // Several uses of one entry in a batch: one refresh.
                     if touched.insert(key.clone()) {
@@ -765,6 +772,17 @@ impl AffinityStore for RedisStore {
     /// expire.
     fn remove(&self, key: &Key) {
         self.local.remove(key);
+    }
+
+    /// Here and in Redis, under either class (the admin API does not say
+    /// whether the key is an entry or a key name).
+    fn forget(&self, key: &Key) {
+        self.local.remove(key);
+        for class in ['e', 'n'] {
+            self.link.send(Write::Del {
+                key: self.key(class, key),
+            });
+        }
     }
 
     fn peek(&self, key: &Key) -> Option<Peeked> {
