@@ -1,5 +1,7 @@
 //! The path of one connection through the stages: hello (PROXY header and
-//! ClientHello, [`crate::proxy`], [`crate::intake`]) → route
+//! ClientHello, [`crate::proxy`], [`crate::intake`]) → with a shared
+//! store, its lookup of the offered keys, within the lookup budget
+//! ([`crate::affinity::AffinityStore::prefetch`]) → route
 //! ([`crate::route`]) → connect ([`crate::connect`]) → relay
 //! ([`crate::relay`]) → learn ([`crate::learn`]); plus what is done beside
 //! them: forwarding without inspection, the recent-decisions record, and

@@ -69,7 +69,7 @@ pub const MAX_VALUE: usize = 320;
 
 /// One step of a key name's state on confirmation, applied atomically in
 /// Redis: the same rules as [`next_key_name_state`] (and checked against
-/// it by the integration tests). KEYS[1] the name; ARGV backend, tag,
+/// it by the integration tests). `KEYS[1]` the name; `ARGV` backend, tag,
 /// now, TTL in ms. A value that is not a key-name state is replaced.
 pub const CONFIRM_NAME: &str = r#"
 local S = 8192
@@ -97,7 +97,7 @@ return bits
 "#;
 
 /// A rejection of a key name by a backend, applied atomically: only a name
-/// of that backend, and never a shared one. KEYS[1] the name; ARGV
+/// of that backend, and never a shared one. `KEYS[1]` the name; `ARGV`
 /// backend, TTL in ms.
 pub const REJECT_NAME: &str = r#"
 local S = 8192
@@ -270,16 +270,20 @@ enum Write {
 /// One lookup for the store's thread.
 #[derive(Debug)]
 struct Request {
+    /// The Redis keys asked for, in one pipeline.
     keys: Vec<String>,
     /// What each answer, in `keys`' order, fills.
     targets: Vec<Target>,
+    /// The pool's near cache and client index, filled from the answer.
     local: Arc<MemoryStore>,
     clients: Arc<ClientIndex>,
     /// Client records older than this are not used.
     window: Duration,
+    /// To the connection waiting, if it still is.
     reply: oneshot::Sender<Outcome>,
 }
 
+/// What one value of a lookup's answer is for.
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Entry(Key),
@@ -297,6 +301,7 @@ enum Outcome {
 /// The counters behind [`StoreStatus`] and the `stickytls_store_*` series.
 #[derive(Debug, Default)]
 struct Counters {
+    /// Connected now.
     up: AtomicBool,
     hit: AtomicU64,
     miss: AtomicU64,
@@ -347,7 +352,10 @@ impl Counters {
 /// it works; a failed request takes it away and wakes the keeper.
 #[derive(Debug, Default)]
 struct Link {
+    /// Taken only on the store's thread, for a clone: never on the
+    /// connection path.
     conn: Mutex<Option<MultiplexedConnection>>,
+    /// Wakes the keeper to reconnect.
     broken: Notify,
 }
 
@@ -369,9 +377,15 @@ impl Link {
 /// uses it, shared by every pool's [`RedisStore`] of a router.
 #[derive(Debug)]
 pub struct RedisLink {
+    /// The key prefix and the lookup budget, read on every connection.
     config: StoreConfig,
+    /// To the writer task: bounded, so a slow Redis costs dropped writes,
+    /// never memory or a wait.
     writes: mpsc::Sender<Write>,
+    /// To the store's thread, which runs each lookup as a task of its own
+    /// (a late answer still fills the near cache).
     lookups: mpsc::Sender<Request>,
+    /// Shared with the store's thread, which counts what it sees.
     counters: Arc<Counters>,
 }
 
