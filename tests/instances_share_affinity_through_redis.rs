@@ -627,3 +627,42 @@ fn the_key_name_scripts_take_the_same_steps_as_the_local_table() {
         b("a", KeyState::Candidate { tag: 3 })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_names_a_changed_store_and_a_pool_added_under_it_as_needing_a_restart() {
+    let redis = RedisServer::start();
+    let dir = common::router_process::scratch("store-reload");
+    let file = dir.join("stickytls.toml");
+    let text = |prefix: &str, extra_pool: bool| {
+        let mut t = format!(
+            "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[[listener]]\nbind = \"127.0.0.1:0\"\ndefault_pool = \"web\"\n\n[pool.web]\nbackends = [{{ name = \"a\", address = \"127.0.0.1:1\" }}]\n",
+            redis.url()
+        );
+        if extra_pool {
+            t.push_str("\n[pool.api]\nbackends = [{ name = \"b\", address = \"127.0.0.1:2\" }]\n");
+        }
+        t
+    };
+    std::fs::write(&file, text("one:", false)).unwrap();
+    let config = stickytls::config_file::load(&file).unwrap();
+    let router = Router::bind_file(config, file.clone()).await.unwrap();
+    assert!(router.pool("web").unwrap().table.is_shared());
+
+    std::fs::write(&file, text("two:", true)).unwrap();
+    let live = router.live().clone();
+    let outcome = tokio::task::spawn_blocking(move || live.reload())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        outcome.restart_required.contains(&"store".to_string()),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome
+            .restart_required
+            .iter()
+            .any(|s| s.starts_with("pool.api")),
+        "{outcome:?}"
+    );
+}
