@@ -650,7 +650,7 @@ async fn a_reload_names_a_changed_store_and_a_pool_added_under_it_as_needing_a_r
 
     std::fs::write(&file, text("two:", true)).unwrap();
     let live = router.live().clone();
-    let outcome = tokio::task::spawn_blocking(move || live.reload())
+    let outcome = tokio::task::spawn_blocking(move || live.reload().map_err(|e| e.to_string()))
         .await
         .unwrap()
         .unwrap();
