@@ -23,7 +23,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors, Rule, ValueError};
 pub use path::{
     AdminKey, AffinityKey, BackendKey, ConfigPath, DEFAULT_WEIGHT, HealthKey, IntRange,
-    ListenerKey, LogKey, MIN_HELLO_BYTES, PoolKey, ProcessKey, TimeoutKey,
+    ListenerKey, LogKey, MIN_HELLO_BYTES, PoolKey, ProcessKey, StoreKey, TimeoutKey,
 };
 
 /// One backend server, known by a name that stays stable across reloads:
@@ -407,6 +407,104 @@ pub struct Config {
     /// The admin endpoint (metrics, API); off when `None`.
     pub admin: Option<AdminConfig>,
     pub log: LogConfig,
+    /// Where the affinity tables live: in this process, or shared with
+    /// other instances through Redis.
+    pub store: StoreConfig,
+}
+
+/// `[store]`'s `kind`: where learned sessions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// Each process keeps its own tables.
+    #[default]
+    Memory,
+    /// A single Redis server shared by several router instances, with the
+    /// in-process table in front of it as a near cache.
+    Redis,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Redis => "redis",
+        }
+    }
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "memory" => Ok(StoreKind::Memory),
+            "redis" => Ok(StoreKind::Redis),
+            "redis-cluster" => Err(ValueError::StoreKindNotYetSupported(s.to_string())),
+            other => Err(ValueError::UnknownStoreKind(other.to_string())),
+        }
+    }
+}
+
+/// The `[store]` section (quick form: `--store`, `--store-lookup-budget`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// `redis://HOST:PORT/DB`; required for `redis`.
+    pub url: Option<String>,
+    /// Put before every Redis key, so several deployments can share one
+    /// server without seeing each other's sessions.
+    pub prefix: String,
+    /// How long a connection waits for Redis when its hello offers a key
+    /// this process does not know; then it is routed by local state and
+    /// the balancer, and a late answer serves the next connection.
+    pub lookup_budget: Duration,
+    /// How long any one Redis request may take before the server is
+    /// counted unreachable and reconnected (a partition shows as silence).
+    pub timeout: Duration,
+    /// Writes waiting to be sent at most; beyond that they are dropped and
+    /// counted, so a slow Redis never holds memory or connections up.
+    pub queue: usize,
+}
+
+impl StoreConfig {
+    pub const PREFIX: &'static str = "stickytls:";
+    pub const LOOKUP_BUDGET: Duration = Duration::from_millis(2);
+    pub const TIMEOUT: Duration = Duration::from_millis(500);
+    pub const QUEUE: usize = 65_536;
+    /// Longest `prefix`: keys stay small and bounded.
+    pub const MAX_PREFIX: usize = 64;
+
+    /// A Redis store at `url` with every other setting at its default.
+    pub fn redis(url: &str) -> Self {
+        StoreConfig {
+            kind: StoreKind::Redis,
+            url: Some(url.to_string()),
+            ..StoreConfig::default()
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Memory,
+            url: None,
+            prefix: Self::PREFIX.to_string(),
+            lookup_budget: Self::LOOKUP_BUDGET,
+            timeout: Self::TIMEOUT,
+            queue: Self::QUEUE,
+        }
+    }
+}
+
+/// Checks a Redis URL's form without connecting: `redis://` (TLS to Redis
+/// is not built in).
+pub fn parse_redis_url(s: &str) -> Result<String, ValueError> {
+    let bad = || ValueError::NotARedisUrl(s.to_string());
+    if !s.starts_with("redis://") {
+        return Err(bad());
+    }
+    redis::Client::open(s).map_err(|_| bad())?;
+    Ok(s.to_string())
 }
 
 /// How long a stop waits for open connections, and the state file that
@@ -529,6 +627,7 @@ impl Config {
             lifecycle: Lifecycle::default(),
             admin: None,
             log: LogConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 

@@ -37,7 +37,8 @@ use crate::config::{
     AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config,
     ConfigError, ConfigPath, HealthCheck, HealthKey, Lifecycle, ListenerConfig, ListenerKey,
     LogConfig, LogFormat, LogKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule, SendProxy,
-    SniRoute, StateConfig, TimeoutKey, ValueError, parse_address, parse_duration,
+    SniRoute, StateConfig, StoreConfig, StoreKey, StoreKind, TimeoutKey, ValueError, parse_address,
+    parse_duration,
 };
 
 /// One mistake in a configuration file.
@@ -337,6 +338,21 @@ struct AdminFile {
     token_for_reads: Option<Spanned<bool>>,
 }
 
+/// `[store]`: where the affinity tables live.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFile {
+    kind: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    /// Several addresses, for the cluster kind to come; a single server
+    /// uses the first.
+    urls: Option<Spanned<Vec<Spanned<String>>>>,
+    prefix: Option<Spanned<String>>,
+    lookup_budget: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    queue: Option<Spanned<i64>>,
+}
+
 /// `[log]`: how lines are written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -462,6 +478,7 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
     let mut lifecycle = Lifecycle::default();
     let mut admin = None;
     let mut log = LogConfig::default();
+    let mut store = StoreConfig::default();
     for (key, value) in root.into_inner() {
         let key_span = key.span();
         match key.get_ref().as_ref() {
@@ -591,6 +608,13 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
                     Err(e) => report.toml(&e, text, key_span),
                 }
             }
+            "store" => {
+                report.at(ConfigPath::Store(StoreKey::Section), key_span.clone());
+                match StoreFile::deserialize(ValueDeserializer::from(value.clone())) {
+                    Ok(st) => store = build_store(st, report),
+                    Err(e) => report.toml(&e, text, key_span),
+                }
+            }
             "log" => {
                 report.at(ConfigPath::Log(LogKey::Section), key_span.clone());
                 match LogFile::deserialize(ValueDeserializer::from(value.clone())) {
@@ -602,7 +626,7 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
                 key_span,
                 Problem::Shape,
                 format!(
-                    "unknown top-level setting `{other}`; the file holds shutdown_timeout and only [state], [[listener]], [pool.NAME], [admin] and [log] sections, so move it into one or remove it"
+                    "unknown top-level setting `{other}`; the file holds shutdown_timeout and only [state], [[listener]], [pool.NAME], [admin], [log] and [store] sections, so move it into one or remove it"
                 ),
             ),
         }
@@ -613,7 +637,66 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
         lifecycle,
         admin,
         log,
+        store,
     })
+}
+
+fn build_store(st: StoreFile, report: &mut Report) -> StoreConfig {
+    let at = ConfigPath::Store;
+    let mut c = StoreConfig::default();
+    if let Some(k) = &st.kind {
+        c.kind = report
+            .value(at(StoreKey::Kind), k, |s| s.parse::<StoreKind>())
+            .unwrap_or_default();
+    }
+    let url = match (&st.url, &st.urls) {
+        (Some(u), Some(list)) => {
+            report.error(
+                list.span(),
+                Problem::Shape,
+                "[store] has both `url` and `urls`; keep one".into(),
+            );
+            Some(u.clone())
+        }
+        (Some(u), None) => Some(u.clone()),
+        (None, Some(list)) => {
+            if list.get_ref().is_empty() {
+                report.error(
+                    list.span(),
+                    Problem::Shape,
+                    "store.urls is empty; give at least one, e.g. [\"redis://10.0.0.5:6379/0\"]"
+                        .into(),
+                );
+            }
+            list.get_ref().first().cloned()
+        }
+        (None, None) => None,
+    };
+    if let Some(u) = &url {
+        c.url = report.value(at(StoreKey::Url), u, crate::config::parse_redis_url);
+        if c.url.is_none() {
+            // Read, but not usable: not also "missing".
+            c.url = Some(u.get_ref().clone());
+        }
+    }
+    if let Some(p) = &st.prefix {
+        report.at(at(StoreKey::Prefix), p.span());
+        c.prefix = p.get_ref().clone();
+    }
+    if let Some(b) = &st.lookup_budget {
+        if let Some(d) = report.value(at(StoreKey::LookupBudget), b, parse_duration) {
+            c.lookup_budget = d;
+        }
+    }
+    if let Some(t) = &st.timeout {
+        if let Some(d) = report.value(at(StoreKey::Timeout), t, parse_duration) {
+            c.timeout = d;
+        }
+    }
+    if let Some(q) = &st.queue {
+        c.queue = report.int(at(StoreKey::Queue), q).unwrap_or(c.queue);
+    }
+    c
 }
 
 fn build_admin(a: AdminFile, section: Range<usize>, report: &mut Report) -> AdminConfig {
@@ -1341,6 +1424,71 @@ backends = "none"
         let text = format!("[state]\nfile = \"s\"\n{MINIMAL}");
         let c = parse(&text, "t.toml").unwrap();
         assert_eq!(c.lifecycle.state.unwrap().interval, StateConfig::INTERVAL);
+    }
+
+    #[test]
+    fn a_store_section_becomes_the_store_config_and_defaults_to_memory() {
+        let c = parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.store, StoreConfig::default());
+        assert_eq!(c.store.kind, StoreKind::Memory);
+        let text = format!(
+            "[store]\nkind = \"redis\"\nurls = [\"redis://10.0.0.5:6379/2\", \"redis://10.0.0.6:6379/2\"]\nprefix = \"edge:\"\nlookup_budget = \"5ms\"\ntimeout = \"1s\"\nqueue = 1000\n{MINIMAL}"
+        );
+        let c = parse(&text, "t.toml").unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig {
+                kind: StoreKind::Redis,
+                url: Some("redis://10.0.0.5:6379/2".into()),
+                prefix: "edge:".into(),
+                lookup_budget: Duration::from_millis(5),
+                timeout: Duration::from_secs(1),
+                queue: 1000,
+            }
+        );
+    }
+
+    #[test]
+    fn store_mistakes_are_located_and_say_what_to_write() {
+        let cases = [
+            (
+                "[store]\nkind = \"redis-cluster\"\nurl = \"redis://h:1\"\n",
+                "t.toml:2:8: error: store kind `redis-cluster` is not yet supported; use \"redis\"",
+            ),
+            (
+                "[store]\nkind = \"etcd\"\n",
+                "t.toml:2:8: error: unknown store kind `etcd`",
+            ),
+            (
+                "[store]\nkind = \"redis\"\n",
+                "t.toml:1:2: error: [store] kind = \"redis\" has no `url`",
+            ),
+            (
+                "[store]\nkind = \"redis\"\nurl = \"http://h:1\"\n",
+                "t.toml:3:7: error: `http://h:1` is not a Redis URL",
+            ),
+            (
+                "[store]\nkind = \"redis\"\nurl = \"redis://h:1\"\ntimeout = \"0s\"\n",
+                "t.toml:4:11: error: store.timeout is zero",
+            ),
+            (
+                "[store]\nlookup_budget = \"fast\"\n",
+                "t.toml:2:17: error: store.lookup_budget `fast` is not a duration",
+            ),
+            (
+                "[store]\nqueue = 0\n",
+                "t.toml:2:9: error: store.queue is 0; set it to 1 or more",
+            ),
+            (
+                "[store]\nkinds = \"redis\"\n",
+                "t.toml:2:1: error: unknown setting `kinds`",
+            ),
+        ];
+        for (head, expected) in cases {
+            let e = errors(&format!("{head}{MINIMAL}"));
+            assert_eq!(e.len(), 1, "{head}: {e:?}");
+            assert!(e[0].starts_with(expected), "{head}: {}", e[0]);
+        }
     }
 
     #[test]

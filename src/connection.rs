@@ -1,5 +1,7 @@
 //! The path of one connection through the stages: hello (PROXY header and
-//! ClientHello, [`crate::proxy`], [`crate::intake`]) → route
+//! ClientHello, [`crate::proxy`], [`crate::intake`]) → with a shared
+//! store, its lookup of the offered keys, within the lookup budget
+//! ([`crate::affinity::AffinityStore::prefetch`]) → route
 //! ([`crate::route`]) → connect ([`crate::connect`]) → relay
 //! ([`crate::relay`]) → learn ([`crate::learn`]); plus what is done beside
 //! them: forwarding without inspection, the recent-decisions record, and
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
+use crate::affinity::Lookup;
 use crate::affinity::clients::ClientPrefix;
 use crate::backend::{Backend, BackendName};
 use crate::conn_log::{ConnectionTrace, close};
@@ -146,6 +149,22 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         return;
     };
     let prefix = pool.prefix(client_addr.ip());
+    // A shared store fetches what this process does not know of the
+    // offered keys first, within its lookup budget; routing then reads
+    // only the local table.
+    // The wait counts in the decision time.
+    if pool.table.is_shared() {
+        let (keys, names) = offer.lookup_keys();
+        let lookup = Lookup {
+            keys,
+            names,
+            client: prefix,
+            clients: pool.clients.clone(),
+        };
+        if let Some(wait) = pool.table.prefetch(lookup) {
+            wait.await;
+        }
+    }
     let decision = decide(&pool, &offer, &prefix);
     pool.series.decision_time(decided.elapsed());
     pool.stats.routed(decision.rule);

@@ -55,17 +55,7 @@ pub fn learn(
         if offer.offers_resumption() {
             // Not routed to this backend again under these key names.
             for name in offer.key_names() {
-                if let Some(b) = pool.table.get(&name) {
-                    if b.backend == backend.name && b.state != KeyState::Shared {
-                        pool.table.update(
-                            &name,
-                            Binding {
-                                backend: b.backend,
-                                state: KeyState::Rejected,
-                            },
-                        );
-                    }
-                }
+                pool.table.reject_key_name(&name, &backend.name);
             }
         }
     }
@@ -99,15 +89,14 @@ pub fn learn(
         }
     }
 
-    pool.clients.record(
-        client,
-        &Confirmed {
-            backend: backend.name.clone(),
-            tls12: !tls13,
-            fingerprint: offer.fingerprint,
-            new_session: !outcome.resumed,
-        },
-    );
+    let confirmed = Confirmed {
+        backend: backend.name.clone(),
+        tls12: !tls13,
+        fingerprint: offer.fingerprint,
+        new_session: !outcome.resumed,
+    };
+    pool.clients.record(client, &confirmed);
+    pool.table.share_client(client, &confirmed);
 }
 
 /// Whether `key`'s entry names a backend of the pool other than `reached`
@@ -154,35 +143,18 @@ fn keys_of(offer: &Offer, outcome: &Outcome, l: &Learned) -> (Key, Option<Key>) 
 }
 
 /// Advances a ticket key name's state after a ticket or identity with it
-/// was confirmed on `backend`.
+/// was confirmed on `backend` (the step is the store's, see
+/// [`crate::affinity::AffinityStore::confirm_key_name`]).
 fn confirm_key_name(pool: &PoolState, name: Key, backend: &Arc<Backend>, tag: u16) {
-    let current = pool.table.get(&name);
-    let (owner, next) = match &current {
-        None => (backend.name.clone(), KeyState::Candidate { tag }),
-        Some(b) if b.backend != backend.name => {
-            if b.state != KeyState::Shared {
-                info!(first = %b.backend, second = %backend.name, key_name = %name.short_hex(),
-                    "ticket key name confirmed on two backends: a shared ticket key, never routed on");
-            }
-            // Keep the first owner's name: a shared name routes nowhere.
-            (b.backend.clone(), KeyState::Shared)
+    let step = pool.table.confirm_key_name(name, &backend.name, tag);
+    if let Some(b) = &step.before {
+        if b.backend != backend.name && b.state != KeyState::Shared {
+            info!(first = %b.backend, second = %backend.name, key_name = %name.short_hex(),
+                "ticket key name confirmed on two backends: a shared ticket key, never routed on");
         }
-        Some(b) => match b.state {
-            KeyState::Candidate { tag: first } if first != tag => {
-                (b.backend.clone(), KeyState::Routable)
-            }
-            state => (b.backend.clone(), state),
-        },
-    };
-    if current.as_ref().map(|b| b.state) != Some(next) {
-        pool.stats.learned(KeyKind::TicketKeyName);
     }
-    let binding = Binding {
-        backend: owner,
-        state: next,
-    };
-    if current.is_none() || !pool.table.update(&name, binding.clone()) {
-        pool.table.put(name, binding);
+    if step.before.as_ref().map(|b| b.state) != Some(step.after.state) {
+        pool.stats.learned(KeyKind::TicketKeyName);
     }
 }
 

@@ -25,8 +25,10 @@
 //!   decision.
 //! - [`inspect`]: the sans-io handshake inspector, the `stickytls-inspect`
 //!   crate (embeddable on its own, without tokio).
-//! - [`affinity`]: the affinity table interface, its in-process store, and
-//!   the per-client correlation index.
+//! - [`affinity`]: the affinity table interface, its in-process store, the
+//!   store shared by several instances through Redis (`[store]`, with the
+//!   in-process one in front as a near cache), and the per-client
+//!   correlation index.
 //! - [`backend`], [`config`], [`config_file`] (the TOML file and its
 //!   error report), [`sni`] (pool choice by server name), [`stats`]
 //!   (the router's counters) and [`metrics`] (every metric name), [`worker`] (per-thread state instead

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use stickytls::config::{
     AdminConfig, AdminKey, AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath,
     HealthCheck, HealthKey, ListenerKey, LogFormat, LogKey, PoolKey, ProcessKey, SendProxy,
-    StateConfig, TimeoutKey, parse_backend, parse_duration,
+    StateConfig, StoreConfig, StoreKey, TimeoutKey, parse_backend, parse_duration,
 };
 use stickytls::config_file::{self, Diagnostics};
 use stickytls::ctl;
@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the router.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show stickiness on real TLS: local backends, the router and clients,
     /// connection by connection, then plain round robin for contrast.
     #[cfg(feature = "demo")]
@@ -324,6 +324,14 @@ struct RunArgs {
     /// the same path takes its listening sockets and state from it.
     #[arg(long, value_name = "PATH")]
     takeover_socket: Option<PathBuf>,
+    /// Share the affinity table with other instances through this Redis
+    /// server (redis://HOST:PORT/DB); see [store] in docs/configuration.md.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// How long a connection waits for the shared store when its hello
+    /// offers a key this instance does not know.
+    #[arg(long, value_name = "DURATION", requires = "store", value_parser = parse_duration_arg)]
+    store_lookup_budget: Option<Duration>,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -332,7 +340,7 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 }
 
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 21] = [
+const QUICK_FORM: [&str; 23] = [
     "listen",
     "backends",
     "balance",
@@ -354,6 +362,8 @@ const QUICK_FORM: [&str; 21] = [
     "send_proxy",
     "admin",
     "admin_token",
+    "store",
+    "store_lookup_budget",
 ];
 
 fn parse_backend_arg(s: &str) -> Result<BackendConfig, String> {
@@ -443,6 +453,8 @@ fn flag(config: &Config, path: ConfigPath) -> String {
         ConfigPath::Admin(_) => "--admin",
         ConfigPath::Log(LogKey::Format) => "--log-format",
         ConfigPath::Log(_) => "--log-rate",
+        ConfigPath::Store(StoreKey::LookupBudget) => "--store-lookup-budget",
+        ConfigPath::Store(_) => "--store",
         _ => "the command line",
     };
     name.to_string()
@@ -502,6 +514,12 @@ impl RunArgs {
         c.lifecycle.shutdown_timeout = self.shutdown_timeout;
         c.lifecycle.state = self.state_file.map(StateConfig::new);
         c.lifecycle.takeover_socket = self.takeover_socket;
+        if let Some(url) = self.store {
+            c.store = StoreConfig::redis(&url);
+            if let Some(b) = self.store_lookup_budget {
+                c.store.lookup_budget = b;
+            }
+        }
         match c.validate() {
             Ok(()) => Ok(c),
             Err(errors) => Err(Invalid::Flags(Box::new(c), errors)),
@@ -827,7 +845,7 @@ fn selftest(args: SelftestArgs) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         #[cfg(feature = "demo")]
         Command::Demo => demo(),
         #[cfg(feature = "demo")]
@@ -1006,6 +1024,31 @@ mod tests {
     /// What follows `error: `: the message without its location.
     fn message(line: &str) -> &str {
         line.split_once(": error: ").unwrap().1
+    }
+
+    #[test]
+    fn store_flags_set_a_redis_store_and_a_bad_url_names_the_flag() {
+        let c = quick_config(&[
+            "--backend",
+            "a=127.0.0.1:1",
+            "--store",
+            "redis://10.0.0.5:6379/1",
+            "--store-lookup-budget",
+            "5ms",
+        ])
+        .unwrap();
+        assert_eq!(c.store.kind, stickytls::config::StoreKind::Redis);
+        assert_eq!(c.store.url.as_deref(), Some("redis://10.0.0.5:6379/1"));
+        assert_eq!(c.store.lookup_budget, Duration::from_millis(5));
+        assert_eq!(c.store.prefix, StoreConfig::PREFIX);
+        let without = quick_config(&["--backend", "a=127.0.0.1:1"]).unwrap();
+        assert_eq!(without.store, StoreConfig::default());
+        let bad = quick_form(&["--backend", "a=127.0.0.1:1", "--store", "10.0.0.5:6379"]);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].starts_with("--store: error: `10.0.0.5:6379` is not a Redis URL"),
+            "{bad:?}"
+        );
     }
 
     #[test]

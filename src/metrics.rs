@@ -118,6 +118,16 @@ pub const STATE_LOADS: &str = "stickytls_state_loads_total";
 pub const STATE_ENTRIES_RESTORED: &str = "stickytls_state_entries_restored";
 /// Client records the load at start put back (gauge).
 pub const STATE_CLIENTS_RESTORED: &str = "stickytls_state_clients_restored";
+/// Lookups in the shared store, by `result`: hit, miss, timeout (not
+/// answered within the lookup budget), error.
+pub const STORE_LOOKUPS: &str = "stickytls_store_lookups_total";
+/// Failed requests to the shared store, by `op`: connect, lookup, write.
+pub const STORE_ERRORS: &str = "stickytls_store_errors_total";
+/// 1 while connected to the shared store, else 0 (gauge).
+pub const STORE_UP: &str = "stickytls_store_up";
+/// Writes to the shared store not sent, by `reason`: queue_full,
+/// store_down, error, timeout, stopped.
+pub const STORE_WRITES_DROPPED: &str = "stickytls_store_writes_dropped_total";
 
 /// Buckets of [`DECISION_SECONDS`]: a decision is a few table lookups, so
 /// microseconds, with room for a contended lock or a remote store.
@@ -317,5 +327,18 @@ fn describe() {
     describe_gauge!(
         STATE_CLIENTS_RESTORED,
         "Client records the state file load put back."
+    );
+    describe_counter!(
+        STORE_LOOKUPS,
+        "Shared store lookups, by result (hit, miss, timeout, error)."
+    );
+    describe_counter!(
+        STORE_ERRORS,
+        "Failed shared store requests, by op (connect, lookup, write)."
+    );
+    describe_gauge!(STORE_UP, "1 while connected to the shared store.");
+    describe_counter!(
+        STORE_WRITES_DROPPED,
+        "Writes to the shared store not sent, by reason."
     );
 }

@@ -308,6 +308,11 @@ impl Live {
                 }
                 None => {
                     changes.push(format!("pool {} added", p.name));
+                    if new.store.kind != crate::config::StoreKind::Memory {
+                        // The shared store's connection is made at start:
+                        // until a restart, this pool's table is its own.
+                        restart_required.push(format!("pool.{} (shared through [store])", p.name));
+                    }
                     PoolState::new(
                         p.clone(),
                         self.clock.clone(),
@@ -389,6 +394,9 @@ impl Live {
         }
         if current.lifecycle != new.lifecycle {
             restart_required.push("state, shutdown_timeout".to_string());
+        }
+        if current.store != new.store {
+            restart_required.push("store".to_string());
         }
 
         // 5. Publish: the next connection, API call and health check see

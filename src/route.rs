@@ -108,6 +108,19 @@ impl Offer {
         psk.chain(ticket).chain(names).chain(sid)
     }
 
+    /// What a shared store is asked for when this process knows none of
+    /// the keys: the session keys offered, then their key names.
+    pub fn lookup_keys(&self) -> (Vec<Key>, Vec<Key>) {
+        let keys = self
+            .psk_identities
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(self.ticket.iter().map(|(k, _)| *k))
+            .chain(self.session_id)
+            .collect();
+        (keys, self.key_names().collect())
+    }
+
     /// Every key-name key offered.
     pub fn key_names(&self) -> impl Iterator<Item = Key> + '_ {
         self.psk_identities

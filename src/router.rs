@@ -93,6 +93,8 @@ impl Router {
             .and_then(|_| crate::metrics::recorder());
         let stats = Arc::new(Stats::default());
         let admin_config = config.admin.clone();
+        let mut stores = stores;
+        crate::affinity::redis::stores_for(&config, &clock, &mut stores);
         let live = Arc::new(
             Live::build(config, source, clock, stats.clone(), stores, inherited)
                 .map_err(|(addr, e)| RouterError::Bind(addr, e))?,

@@ -447,7 +447,7 @@ default_pool = "web"
 backends = [{ name = "web1", address = "10.0.1.1:443" }]
 "#,
         errors: &[
-            r#"stickytls.toml:1:1: error: unknown top-level setting `log_level`; the file holds shutdown_timeout and only [state], [[listener]], [pool.NAME], [admin] and [log] sections, so move it into one or remove it"#,
+            r#"stickytls.toml:1:1: error: unknown top-level setting `log_level`; the file holds shutdown_timeout and only [state], [[listener]], [pool.NAME], [admin], [log] and [store] sections, so move it into one or remove it"#,
         ],
     },
     Case {

@@ -54,6 +54,7 @@ async fn sni_exact_and_wildcard_pick_pools_and_affinity_stays_inside_each() {
         lifecycle: Default::default(),
         admin: None,
         log: Default::default(),
+        store: Default::default(),
     };
     let router = start_router(cfg).await;
 

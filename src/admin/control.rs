@@ -166,6 +166,10 @@ pub struct StatsView {
     /// Connections open to backends now (`active`, below, counts every
     /// connection accepted and not closed, before routing too).
     pub open_to_backends: u64,
+    /// The shared affinity store's state and counters (`[store] kind =
+    /// "redis"`); absent with the in-process store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::affinity::StoreStatus>,
     #[serde(flatten)]
     pub counters: Snapshot,
 }
@@ -291,9 +295,10 @@ impl Control {
         let mut removed = 0;
         for (_, key) in keys_for(&bytes) {
             if p.table.peek(&key).is_some() {
-                p.table.remove(&key);
                 removed += 1;
             }
+            // Shared stores may hold it even where this router does not.
+            p.table.forget(&key);
         }
         if removed == 0 {
             return Err(ApiError::not_found(format!(
@@ -404,6 +409,8 @@ impl Control {
                 .flat_map(|p| p.backends.all())
                 .map(|b| u64::from(b.active()))
                 .sum(),
+            // One link serves every pool: the first pool's is the router's.
+            store: pools.iter().find_map(|p| p.table.status()),
             counters: self.stats.snapshot(),
         }
     }

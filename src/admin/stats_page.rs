@@ -483,6 +483,7 @@ mod tests {
                 pools: 1,
                 backends: 2,
                 open_to_backends: 2,
+                store: None,
                 counters,
             },
             pools: vec![PoolOverview {

@@ -2,9 +2,9 @@
 //!
 //! Everything the router knows about sessions goes through the small
 //! [`AffinityStore`] interface, so that a store shared by several router
-//! instances could stand in for the in-process [`MemoryStore`] without the
-//! routing or learning code changing. None is built in: the in-process
-//! store is the only one, and each process has its own.
+//! instances stands in for the in-process [`MemoryStore`] without the
+//! routing or learning code changing: [`redis::RedisStore`] keeps a
+//! `MemoryStore` in front of a Redis server as a near cache.
 //!
 //! Keys are 16-byte digests of (kind, bytes): tickets can be kilobytes, and a
 //! digest keeps every entry the same small size. The digest is SHA-256, not
@@ -15,11 +15,13 @@
 pub mod clients;
 pub mod memory;
 mod names;
+pub mod redis;
 
 use sha2::{Digest, Sha256};
 
 use crate::backend::BackendName;
 pub use crate::inspect::KeyKind;
+use clients::{ClientIndex, ClientPrefix, Confirmed};
 pub use memory::MemoryStore;
 
 /// Groups `items` by shard (`shard_of[i]` is item `i`'s, below `shards`),
@@ -227,6 +229,12 @@ pub trait AffinityStore: Send + Sync + std::fmt::Debug {
     /// Changes the binding of a present key without restarting its age.
     fn update(&self, key: &Key, binding: Binding) -> bool;
     fn remove(&self, key: &Key);
+    /// Removes `key` everywhere the store keeps it: an operator's
+    /// decision (the admin API), where [`AffinityStore::remove`] is this
+    /// router's own finding and may not hold for other instances.
+    fn forget(&self, key: &Key) {
+        self.remove(key);
+    }
     /// The binding of `key` and its timings, without refreshing it.
     fn peek(&self, key: &Key) -> Option<Peeked>;
     /// Entries currently held (expired ones may still be counted).
@@ -254,6 +262,133 @@ pub trait AffinityStore: Send + Sync + std::fmt::Debug {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Advances ticket key name `name` after a ticket or identity with it
+    /// (whose key's tag is `tag`) was confirmed on `backend`, by
+    /// [`next_key_name_state`]. A shared store applies the same step to its
+    /// shared copy atomically, so that confirmations seen by different
+    /// instances add up, which writing the resulting state could not do.
+    fn confirm_key_name(&self, name: Key, backend: &BackendName, tag: u16) -> NameStep {
+        let before = self.get(&name);
+        let after = next_key_name_state(before.as_ref(), backend, tag);
+        if before.is_none() || !self.update(&name, after.clone()) {
+            self.put(name, after.clone());
+        }
+        NameStep { before, after }
+    }
+
+    /// Marks key name `name` rejected by `backend` (a full handshake there
+    /// for a ticket with it), unless it names another backend or is
+    /// shared. As [`AffinityStore::confirm_key_name`], a step rather than
+    /// a state.
+    fn reject_key_name(&self, name: &Key, backend: &BackendName) {
+        if let Some(b) = self.get(name) {
+            if &b.backend == backend && b.state != KeyState::Shared {
+                let rejected = Binding {
+                    backend: b.backend,
+                    state: KeyState::Rejected,
+                };
+                self.update(name, rejected);
+            }
+        }
+    }
+
+    /// Tells a shared store about a client's confirmed connection, so that
+    /// another instance can re-bind the client ([`ClientIndex`]). The
+    /// in-process index is updated by the caller either way.
+    fn share_client(&self, client: ClientPrefix, confirmed: &Confirmed) {
+        let _ = (client, confirmed);
+    }
+
+    /// Whether this store shares its state with other processes: only
+    /// then is a [`Lookup`] worth building for a connection.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// For a store that keeps state elsewhere: a wait that fetches what
+    /// `lookup` names into this process (the table and `lookup.clients`)
+    /// before the connection is routed, bounded by the store's lookup
+    /// budget. `None`: nothing to wait for (an in-process store, or every
+    /// key is known here already).
+    fn prefetch(&self, lookup: Lookup) -> Option<Prefetch> {
+        let _ = lookup;
+        None
+    }
+
+    /// The shared store's state and counters, for the admin API; `None`
+    /// for an in-process store.
+    fn status(&self) -> Option<StoreStatus> {
+        None
+    }
+}
+
+/// A key name's state before and after a confirmation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameStep {
+    pub before: Option<Binding>,
+    pub after: Binding,
+}
+
+/// The next state of a ticket key name known as `current` after a ticket
+/// or identity with it (key tag `tag`) was confirmed on `backend`: a first
+/// confirmation makes a candidate, a second with another tag on the same
+/// backend makes it routable, one on another backend makes it shared
+/// (kept under the first owner's name; a shared name routes nowhere).
+pub fn next_key_name_state(current: Option<&Binding>, backend: &BackendName, tag: u16) -> Binding {
+    let (owner, state) = match current {
+        None => (backend.clone(), KeyState::Candidate { tag }),
+        Some(b) if &b.backend != backend => (b.backend.clone(), KeyState::Shared),
+        Some(b) => match b.state {
+            KeyState::Candidate { tag: first } if first != tag => {
+                (b.backend.clone(), KeyState::Routable)
+            }
+            state => (b.backend.clone(), state),
+        },
+    };
+    Binding {
+        backend: owner,
+        state,
+    }
+}
+
+/// What a connection's hello offers, for [`AffinityStore::prefetch`].
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// Session IDs, tickets and PSK identities offered.
+    pub keys: Vec<Key>,
+    /// Their ticket key names.
+    pub names: Vec<Key>,
+    pub client: ClientPrefix,
+    /// The pool's client index, which a client record found is put in.
+    pub clients: std::sync::Arc<ClientIndex>,
+}
+
+/// The wait [`AffinityStore::prefetch`] returns: it never fails (the
+/// outcome is counted by the store) and ends within the lookup budget.
+pub type Prefetch = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A shared store's state, as the admin API and `/metrics` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStatus {
+    pub kind: &'static str,
+    /// Connected to the shared store now.
+    pub up: bool,
+    /// Lookups by outcome: `hit` (something found), `miss`, `timeout`
+    /// (not answered within the budget), `error` (unreachable or failed).
+    pub lookups_hit: u64,
+    pub lookups_miss: u64,
+    pub lookups_timeout: u64,
+    pub lookups_error: u64,
+    /// Values read that were not ours or not well formed (each a miss).
+    pub corrupt_values: u64,
+    /// Failed requests by operation.
+    pub errors_connect: u64,
+    pub errors_lookup: u64,
+    pub errors_write: u64,
+    /// Writes sent, and writes dropped (queue full, or the store down).
+    pub writes: u64,
+    pub writes_dropped: u64,
 }
 
 #[cfg(test)]

@@ -26,6 +26,12 @@ pub enum ValueError {
     UnknownLogFormat(String),
     /// `send_proxy` is not "off", "v1" or "v2".
     UnknownSendProxy(String),
+    /// `store.kind` is not "memory" or "redis".
+    UnknownStoreKind(String),
+    /// A store kind that is planned but not built yet ("redis-cluster").
+    StoreKindNotYetSupported(String),
+    /// `store.url` is not a `redis://` URL.
+    NotARedisUrl(String),
 }
 
 impl fmt::Display for ValueError {
@@ -138,6 +144,12 @@ pub enum Rule {
     /// The token travels in an HTTP header.
     TokenNotPrintable,
     TokenForReadsWithoutToken,
+    /// `[store] kind = "redis"` without a `url`.
+    StoreWithoutUrl,
+    /// `store.prefix` is longer than [`super::StoreConfig::MAX_PREFIX`].
+    StorePrefixTooLong {
+        len: usize,
+    },
 }
 
 impl ConfigError {
@@ -238,6 +250,19 @@ impl ConfigError {
                     ),
                 }
             }
+            Rule::Zero if matches!(self.path, ConfigPath::Store(_)) => write!(
+                f,
+                "{key} is zero, which would fail every request to the store; set it above zero, e.g. \"{}\"",
+                format_duration(self.path.default_duration().unwrap_or(Duration::from_millis(500)))
+            ),
+            Rule::StoreWithoutUrl => f.write_str(
+                "[store] kind = \"redis\" has no `url`; add e.g. url = \"redis://10.0.0.5:6379/0\"",
+            ),
+            Rule::StorePrefixTooLong { len } => write!(
+                f,
+                "{key} is {len} bytes long; shorten it to {} bytes or less",
+                super::StoreConfig::MAX_PREFIX
+            ),
             Rule::Zero if matches!(self.path, ConfigPath::Process(_)) => write!(
                 f,
                 "{key} is zero, which would write the state file without pause; set it above zero, e.g. \"{}\"",
@@ -444,6 +469,18 @@ fn write_value_error(
         ValueError::UnknownSendProxy(text) => write!(
             f,
             "unknown send_proxy `{text}`; use \"v1\" (text header), \"v2\" (binary header) or \"off\", matching what the backend expects"
+        ),
+        ValueError::UnknownStoreKind(text) => write!(
+            f,
+            "unknown store kind `{text}`; use \"memory\" (this process only) or \"redis\" (shared by several instances)"
+        ),
+        ValueError::StoreKindNotYetSupported(text) => write!(
+            f,
+            "store kind `{text}` is not yet supported; use \"redis\" with a single Redis server for now"
+        ),
+        ValueError::NotARedisUrl(text) => write!(
+            f,
+            "`{text}` is not a Redis URL; write e.g. \"redis://10.0.0.5:6379/0\" (rediss:// is not supported)"
         ),
     }
 }

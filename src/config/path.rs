@@ -42,6 +42,19 @@ pub enum ConfigPath {
     Process(ProcessKey),
     Admin(AdminKey),
     Log(LogKey),
+    Store(StoreKey),
+}
+
+/// A key of `[store]`; `Section` is the section itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreKey {
+    Section,
+    Kind,
+    Url,
+    Prefix,
+    LookupBudget,
+    Timeout,
+    Queue,
 }
 
 /// A setting outside listeners and pools.
@@ -161,7 +174,9 @@ impl ConfigPath {
             ConfigPath::Listener(_, ListenerKey::Section)
             | ConfigPath::Pool(_, PoolKey::Section)
             | ConfigPath::Admin(AdminKey::Section)
-            | ConfigPath::Log(LogKey::Section) => Some(ConfigPath::Root),
+            | ConfigPath::Log(LogKey::Section)
+            | ConfigPath::Store(StoreKey::Section) => Some(ConfigPath::Root),
+            ConfigPath::Store(_) => Some(ConfigPath::Store(StoreKey::Section)),
             ConfigPath::Admin(_) => Some(ConfigPath::Admin(AdminKey::Section)),
             ConfigPath::Log(_) => Some(ConfigPath::Log(LogKey::Section)),
             ConfigPath::Listener(l, _) => Some(ConfigPath::Listener(l, ListenerKey::Section)),
@@ -266,6 +281,15 @@ impl ConfigPath {
                 LogKey::Format => "format",
                 LogKey::ConnectionsPerSecond => "connections_per_second",
             },
+            ConfigPath::Store(k) => match k {
+                StoreKey::Section => "store",
+                StoreKey::Kind => "store.kind",
+                StoreKey::Url => "store.url",
+                StoreKey::Prefix => "store.prefix",
+                StoreKey::LookupBudget => "store.lookup_budget",
+                StoreKey::Timeout => "store.timeout",
+                StoreKey::Queue => "store.queue",
+            },
         }
     }
 
@@ -311,6 +335,9 @@ impl ConfigPath {
                 AffinityKey::Ipv6Prefix => range(1, 128, Some(affinity.ipv6_prefix.into())),
                 _ => return None,
             },
+            ConfigPath::Store(StoreKey::Queue) => {
+                range(1, 1 << 24, size(super::StoreConfig::QUEUE))
+            }
             // More than a thousand probes in a row is a typo, not a policy.
             ConfigPath::Pool(_, PoolKey::Health(HealthKey::Rise)) => {
                 range(1, 1000, Some(health.rise.into()))
@@ -348,6 +375,8 @@ impl ConfigPath {
                 Some(super::Lifecycle::default().shutdown_timeout)
             }
             ConfigPath::Process(ProcessKey::StateInterval) => Some(super::StateConfig::INTERVAL),
+            ConfigPath::Store(StoreKey::LookupBudget) => Some(super::StoreConfig::LOOKUP_BUDGET),
+            ConfigPath::Store(StoreKey::Timeout) => Some(super::StoreConfig::TIMEOUT),
             ConfigPath::Pool(_, PoolKey::Health(HealthKey::Interval)) => Some(h.interval),
             ConfigPath::Pool(_, PoolKey::Health(HealthKey::Timeout)) => Some(h.timeout),
             _ => None,
@@ -384,6 +413,8 @@ impl fmt::Display for ConfigPath {
             ConfigPath::Admin(_) => write!(f, "admin.{}", self.key()),
             ConfigPath::Log(LogKey::Section) => f.write_str("log"),
             ConfigPath::Log(_) => write!(f, "log.{}", self.key()),
+            ConfigPath::Store(StoreKey::Section) => f.write_str("store"),
+            ConfigPath::Store(_) => f.write_str(self.key()),
         }
     }
 }

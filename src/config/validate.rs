@@ -4,11 +4,11 @@
 use super::error::{ConfigError, ConfigErrors, Rule};
 use super::path::{
     AdminKey, AffinityKey, BackendKey, ConfigPath, HealthKey, ListenerKey, LogKey, PoolKey,
-    ProcessKey, TimeoutKey,
+    ProcessKey, StoreKey, TimeoutKey,
 };
 use super::{
     AdminConfig, Config, HealthCheck, ListenerConfig, MIN_TOKEN_LEN, NonTls, PoolConfig,
-    is_sni_pattern,
+    StoreConfig, StoreKind, is_sni_pattern,
 };
 
 impl Config {
@@ -49,6 +49,8 @@ impl Config {
                 errors.push(ConfigError::new(at(ProcessKey::StateInterval), Rule::Zero));
             }
         }
+
+        self.store.check(&mut errors);
 
         if let Some(path) = &self.lifecycle.takeover_socket {
             if path.as_os_str().is_empty() {
@@ -320,6 +322,44 @@ fn check_range(at: ConfigPath, value: i128, errors: &mut Vec<ConfigError>) {
     if let Some(r) = at.int_range() {
         if !(r.min..=r.max).contains(&value) {
             errors.push(ConfigError::new(at, Rule::OutOfRange { value }));
+        }
+    }
+}
+
+impl StoreConfig {
+    fn check(&self, errors: &mut Vec<ConfigError>) {
+        let at = ConfigPath::Store;
+        if self.kind == StoreKind::Redis {
+            match &self.url {
+                None => errors.push(ConfigError::new(
+                    at(StoreKey::Section),
+                    Rule::StoreWithoutUrl,
+                )),
+                Some(url) => {
+                    if let Err(e) = super::parse_redis_url(url) {
+                        errors.push(ConfigError::new(at(StoreKey::Url), Rule::Value(e)));
+                    }
+                }
+            }
+        }
+        if self.prefix.len() > StoreConfig::MAX_PREFIX {
+            let len = self.prefix.len();
+            errors.push(ConfigError::new(
+                at(StoreKey::Prefix),
+                Rule::StorePrefixTooLong { len },
+            ));
+        }
+        if self.timeout.is_zero() {
+            errors.push(ConfigError::new(at(StoreKey::Timeout), Rule::Zero));
+        }
+        if let Some(r) = at(StoreKey::Queue).int_range() {
+            let q = self.queue as i128;
+            if q < r.min || q > r.max {
+                errors.push(ConfigError::new(
+                    at(StoreKey::Queue),
+                    Rule::OutOfRange { value: q },
+                ));
+            }
         }
     }
 }

@@ -1,0 +1,1180 @@
+//! The affinity table shared by several router instances through one
+//! Redis server, with this process's [`MemoryStore`] in front of it as a
+//! near cache.
+//!
+//! Routing stays synchronous and reads only the near cache. What reaches
+//! Redis, and how:
+//! - Writes (entries learned, key-name steps, client records, TTL
+//!   refreshes) go into a bounded queue and are sent in pipelined batches
+//!   by a background task within [`FLUSH`]; a full queue drops the write
+//!   and counts it, so a slow Redis never slows a connection.
+//! - A hello offering keys this process does not know waits for one
+//!   pipelined round trip (every key it offers, and its client's record),
+//!   at most `lookup_budget`; a late answer still fills the near cache for
+//!   the client's next connection.
+//! - Redis down, slow or unreachable, at start or later: nothing waits for
+//!   it. A keeper task connects in the background with back-off; until it
+//!   has, lookups fail at once and writes are dropped, all counted.
+//!
+//! What Redis holds, per pool (every command names one key, so a Redis
+//! Cluster can hold the same keys, spread by slot):
+//! - `{prefix}{pool}:e:{hex}` — an entry (session ID, ticket or PSK
+//!   identity; its 16-byte [`Key`] digest already folds the kind in):
+//!   `1:{state bits}:{learned at, Unix seconds}:{backend}`, expiring after
+//!   the pool's `affinity.timeout`, refreshed when used.
+//! - `{prefix}{pool}:n:{hex}` — a ticket key name's state, same form,
+//!   changed only by the [`CONFIRM_NAME`] and [`REJECT_NAME`] scripts so
+//!   that two instances' confirmations add up instead of overwriting.
+//! - `{prefix}{pool}:c:{address}` — a client prefix's last confirmed
+//!   connection: `1:{at}:{tls12 0|1}:{fingerprint}:{backend}`, expiring
+//!   after the correlation window.
+//!
+//! The store's work runs on a thread and runtime of its own
+//! (`stickytls-store`): the router's worker threads each run their own
+//! runtime, and the connection to Redis must outlive none of them.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::clients::{ClientIndex, ClientPrefix, Confirmed};
+use super::memory::MemoryStore;
+use super::{
+    AffinityStore, Binding, Key, KeyState, Lookup, NameStep, Peeked, Prefetch, SavedEntry,
+    StoreStatus, next_key_name_state,
+};
+use crate::backend::BackendName;
+use crate::config::StoreConfig;
+use crate::metrics::{STORE_ERRORS, STORE_LOOKUPS, STORE_UP, STORE_WRITES_DROPPED};
+
+/// A write waits at most this long for others to share its round trip.
+pub const FLUSH: Duration = Duration::from_millis(10);
+/// Most commands in one pipelined write.
+const MAX_BATCH: usize = 512;
+/// Lookups queued for the store's thread at most; beyond that a lookup is
+/// an error at once rather than a wait.
+const MAX_LOOKUPS_QUEUED: usize = 4096;
+/// Reconnection back-off, doubling from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+/// Longest backend name a value may carry (the config allows any name, but
+/// one longer than this is not shared).
+pub const MAX_BACKEND: usize = 255;
+/// Longest value read: anything longer is not ours.
+pub const MAX_VALUE: usize = 320;
+
+/// One step of a key name's state on confirmation, applied atomically in
+/// Redis: the same rules as [`next_key_name_state`] (and checked against
+/// it by the integration tests). `KEYS[1]` the name; `ARGV` backend, tag,
+/// now, TTL in ms. A value that is not a key-name state is replaced.
+pub const CONFIRM_NAME: &str = r#"
+local S = 8192
+local owner, bits, at = ARGV[1], S + tonumber(ARGV[2]), ARGV[3]
+local v = redis.call('GET', KEYS[1])
+if v then
+  local b, a, cur = string.match(v, '^1:(%d+):(%d+):(.+)$')
+  if b then
+    b = tonumber(b)
+    local state, tag = math.floor(b / S), b % S
+    if state >= 1 and state <= 4 then
+      at = a
+      if cur ~= ARGV[1] then
+        owner, bits = cur, 3 * S
+      elseif state == 1 and tag ~= tonumber(ARGV[2]) then
+        owner, bits = cur, 2 * S
+      else
+        owner, bits = cur, b
+      end
+    end
+  end
+end
+redis.call('SET', KEYS[1], '1:' .. string.format('%d', bits) .. ':' .. at .. ':' .. owner, 'PX', ARGV[4])
+return bits
+"#;
+
+/// A rejection of a key name by a backend, applied atomically: only a name
+/// of that backend, and never a shared one. `KEYS[1]` the name; `ARGV`
+/// backend, TTL in ms.
+pub const REJECT_NAME: &str = r#"
+local S = 8192
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local b, a, cur = string.match(v, '^1:(%d+):(%d+):(.+)$')
+if not b or cur ~= ARGV[1] then return 0 end
+local state = math.floor(tonumber(b) / S)
+if state < 1 or state > 4 or state == 3 then return 0 end
+redis.call('SET', KEYS[1], '1:' .. string.format('%d', 4 * S) .. ':' .. a .. ':' .. cur, 'PX', ARGV[2])
+return 1
+"#;
+
+/// Why a value read from Redis was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corrupt {
+    TooLong,
+    /// Not `1:` and the fields this version writes.
+    Form,
+    /// A field out of its range (state bits, backend name).
+    Field,
+    /// An entry's value under a key name, or the reverse.
+    WrongClass,
+}
+
+/// `1:{bits}:{at}:{backend}`; `None` when the backend name is too long to
+/// share.
+pub fn encode_binding(b: &Binding, learned_at: u64) -> Option<String> {
+    valid_backend(&b.backend).then(|| format!("1:{}:{learned_at}:{}", b.state.to_bits(), b.backend))
+}
+
+/// The binding and its learned-at time in a value; `name` says which
+/// class of key it was read under (key names are never `Owned`, entries
+/// always are).
+pub fn decode_binding(v: &[u8], name: bool) -> Result<(Binding, u64), Corrupt> {
+    if v.len() > MAX_VALUE {
+        return Err(Corrupt::TooLong);
+    }
+    let text = std::str::from_utf8(v).map_err(|_| Corrupt::Form)?;
+    let mut f = text.splitn(4, ':');
+    let (Some("1"), Some(bits), Some(at), Some(backend)) = (f.next(), f.next(), f.next(), f.next())
+    else {
+        return Err(Corrupt::Form);
+    };
+    let bits: u16 = digits(bits).ok_or(Corrupt::Form)?;
+    let at: u64 = digits(at).ok_or(Corrupt::Form)?;
+    let state = KeyState::from_bits(bits);
+    if state.to_bits() != bits || !valid_backend(backend) {
+        return Err(Corrupt::Field);
+    }
+    if (state == KeyState::Owned) == name {
+        return Err(Corrupt::WrongClass);
+    }
+    Ok((
+        Binding {
+            backend: Arc::from(backend),
+            state,
+        },
+        at,
+    ))
+}
+
+/// `1:{at}:{tls12}:{fingerprint}:{backend}`.
+pub fn encode_client(c: &Confirmed, at: u64) -> Option<String> {
+    valid_backend(&c.backend).then(|| {
+        format!(
+            "1:{at}:{}:{}:{}",
+            u8::from(c.tls12),
+            c.fingerprint,
+            c.backend
+        )
+    })
+}
+
+/// A client record and its time.
+pub fn decode_client(v: &[u8]) -> Result<(Confirmed, u64), Corrupt> {
+    if v.len() > MAX_VALUE {
+        return Err(Corrupt::TooLong);
+    }
+    let text = std::str::from_utf8(v).map_err(|_| Corrupt::Form)?;
+    let mut f = text.splitn(5, ':');
+    let (Some("1"), Some(at), Some(tls12), Some(fp), Some(backend)) =
+        (f.next(), f.next(), f.next(), f.next(), f.next())
+    else {
+        return Err(Corrupt::Form);
+    };
+    let at: u64 = digits(at).ok_or(Corrupt::Form)?;
+    let fingerprint: u32 = digits(fp).ok_or(Corrupt::Form)?;
+    let tls12 = match tls12 {
+        "0" => false,
+        "1" => true,
+        _ => return Err(Corrupt::Field),
+    };
+    if !valid_backend(backend) {
+        return Err(Corrupt::Field);
+    }
+    Ok((
+        Confirmed {
+            backend: Arc::from(backend),
+            tls12,
+            fingerprint,
+            new_session: false,
+        },
+        at,
+    ))
+}
+
+/// Decimal digits only (`u64::from_str` also takes a `+`).
+fn digits<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn valid_backend(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_BACKEND && !name.chars().any(char::is_control)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hex(key: &Key) -> String {
+    key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Redis key of an entry (`class` `e`) or key name (`n`) of a pool.
+pub fn redis_key(prefix: &str, pool: &str, class: char, key: &Key) -> String {
+    format!("{prefix}{pool}:{class}:{}", hex(key))
+}
+
+/// The Redis key of a client prefix's record.
+pub fn client_key(prefix: &str, pool: &str, client: &ClientPrefix) -> String {
+    let addr: IpAddr = client.addr();
+    format!("{prefix}{pool}:c:{addr}")
+}
+
+/// One write, as the background task sends it.
+#[derive(Debug)]
+enum Write {
+    Set {
+        key: String,
+        value: String,
+        ttl: u64,
+    },
+    /// An operator's removal (the admin API).
+    Del {
+        key: String,
+    },
+    Touch {
+        key: String,
+        ttl: u64,
+    },
+    Confirm {
+        key: String,
+        backend: BackendName,
+        tag: u16,
+        ttl: u64,
+    },
+    Reject {
+        key: String,
+        backend: BackendName,
+        ttl: u64,
+    },
+}
+
+/// One lookup for the store's thread.
+#[derive(Debug)]
+struct Request {
+    /// The Redis keys asked for, in one pipeline.
+    keys: Vec<String>,
+    /// What each answer, in `keys`' order, fills.
+    targets: Vec<Target>,
+    /// The pool's near cache and client index, filled from the answer.
+    local: Arc<MemoryStore>,
+    clients: Arc<ClientIndex>,
+    /// Client records older than this are not used.
+    window: Duration,
+    /// To the connection waiting, if it still is.
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// What one value of a lookup's answer is for.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Entry(Key),
+    Name(Key),
+    Client(ClientPrefix),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Hit,
+    Miss,
+    Error,
+}
+
+/// The counters behind [`StoreStatus`] and the `stickytls_store_*` series.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Connected now.
+    up: AtomicBool,
+    hit: AtomicU64,
+    miss: AtomicU64,
+    timeout: AtomicU64,
+    lookup_error: AtomicU64,
+    corrupt: AtomicU64,
+    errors_connect: AtomicU64,
+    errors_lookup: AtomicU64,
+    errors_write: AtomicU64,
+    writes: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Counters {
+    fn lookup(&self, result: &'static str) {
+        let c = match result {
+            "hit" => &self.hit,
+            "miss" => &self.miss,
+            "timeout" => &self.timeout,
+            _ => &self.lookup_error,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(STORE_LOOKUPS, "result" => result).increment(1);
+    }
+
+    fn error(&self, op: &'static str) {
+        let c = match op {
+            "connect" => &self.errors_connect,
+            "lookup" => &self.errors_lookup,
+            _ => &self.errors_write,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(STORE_ERRORS, "op" => op).increment(1);
+    }
+
+    fn dropped(&self, n: u64, reason: &'static str) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(STORE_WRITES_DROPPED, "reason" => reason).increment(n);
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        metrics::gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
+    }
+}
+
+/// The connection to Redis as the store's tasks share it: present while
+/// it works; a failed request takes it away and wakes the keeper.
+#[derive(Debug, Default)]
+struct Link {
+    /// Taken only on the store's thread, for a clone: never on the
+    /// connection path.
+    conn: Mutex<Option<MultiplexedConnection>>,
+    /// Wakes the keeper to reconnect.
+    broken: Notify,
+}
+
+impl Link {
+    fn get(&self) -> Option<MultiplexedConnection> {
+        self.conn.lock().unwrap().clone()
+    }
+
+    fn broken(&self, counters: &Counters) {
+        if self.conn.lock().unwrap().take().is_some() {
+            counters.set_up(false);
+            warn!("shared store unreachable: routing on local state until it is back");
+        }
+        self.broken.notify_one();
+    }
+}
+
+/// The connection to one Redis server and the background thread that
+/// uses it, shared by every pool's [`RedisStore`] of a router.
+#[derive(Debug)]
+pub struct RedisLink {
+    /// The key prefix and the lookup budget, read on every connection.
+    config: StoreConfig,
+    /// To the writer task: bounded, so a slow Redis costs dropped writes,
+    /// never memory or a wait.
+    writes: mpsc::Sender<Write>,
+    /// To the store's thread, which runs each lookup as a task of its own
+    /// (a late answer still fills the near cache).
+    lookups: mpsc::Sender<Request>,
+    /// Shared with the store's thread, which counts what it sees.
+    counters: Arc<Counters>,
+}
+
+impl RedisLink {
+    /// Starts the store's thread; it connects in the background, so this
+    /// returns at once whether or not Redis answers. The thread ends when
+    /// the last store using this link is dropped.
+    pub fn start(config: &StoreConfig) -> Arc<RedisLink> {
+        let (writes, write_rx) = mpsc::channel(config.queue.max(1));
+        let (lookups, lookup_rx) = mpsc::channel(MAX_LOOKUPS_QUEUED);
+        let counters = Arc::new(Counters::default());
+        counters.set_up(false);
+        let client = config
+            .url
+            .as_deref()
+            .and_then(|u| redis::Client::open(u).ok());
+        let (c, timeout) = (counters.clone(), config.timeout);
+        let spawned = std::thread::Builder::new()
+            .name("stickytls-store".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        warn!(error = %e, "shared store not started: no runtime; routing on local state");
+                        return;
+                    }
+                };
+                rt.block_on(run(client, timeout, c, write_rx, lookup_rx));
+            });
+        if let Err(e) = spawned {
+            // The channels' receivers are gone: every write and lookup
+            // then fails at once, counted.
+            warn!(error = %e, "shared store not started: no thread; routing on local state");
+        }
+        Arc::new(RedisLink {
+            config: config.clone(),
+            writes,
+            lookups,
+            counters,
+        })
+    }
+
+    fn send(&self, w: Write) {
+        match self.writes.try_send(w) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.counters.dropped(1, "queue_full"),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.counters.dropped(1, "stopped"),
+        }
+    }
+
+    fn status(&self) -> StoreStatus {
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreStatus {
+            kind: "redis",
+            up: c.up.load(Ordering::Relaxed),
+            lookups_hit: n(&c.hit),
+            lookups_miss: n(&c.miss),
+            lookups_timeout: n(&c.timeout),
+            lookups_error: n(&c.lookup_error),
+            corrupt_values: n(&c.corrupt),
+            errors_connect: n(&c.errors_connect),
+            errors_lookup: n(&c.errors_lookup),
+            errors_write: n(&c.errors_write),
+            writes: n(&c.writes),
+            writes_dropped: n(&c.dropped),
+        }
+    }
+}
+
+/// The store's thread: the keeper, the writer and the lookups, until the
+/// last store is dropped.
+async fn run(
+    client: Option<redis::Client>,
+    timeout: Duration,
+    counters: Arc<Counters>,
+    writes: mpsc::Receiver<Write>,
+    mut lookups: mpsc::Receiver<Request>,
+) {
+    let link = Arc::new(Link::default());
+    if let Some(client) = client {
+        tokio::spawn(keep_connected(
+            client,
+            timeout,
+            link.clone(),
+            counters.clone(),
+        ));
+    }
+    let writer = tokio::spawn(write_behind(
+        writes,
+        timeout,
+        link.clone(),
+        counters.clone(),
+    ));
+    while let Some(req) = lookups.recv().await {
+        tokio::spawn(lookup(req, timeout, link.clone(), counters.clone()));
+    }
+    let _ = writer.await;
+}
+
+/// Connects, and reconnects whenever a request finds the connection
+/// broken, backing off while Redis does not answer.
+async fn keep_connected(
+    client: redis::Client,
+    timeout: Duration,
+    link: Arc<Link>,
+    counters: Arc<Counters>,
+) {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut backoff = BACKOFF.0;
+    loop {
+        if link.get().is_none() {
+            let attempt = tokio::time::timeout(
+                timeout,
+                client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(conn)) => {
+                    *link.conn.lock().unwrap() = Some(conn);
+                    counters.set_up(true);
+                    backoff = BACKOFF.0;
+                    info!("shared store connected");
+                }
+                Ok(Err(_)) | Err(_) => {
+                    counters.error("connect");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                    continue;
+                }
+            }
+        }
+        link.broken.notified().await;
+    }
+}
+
+/// Sends queued writes in pipelined batches: the first write of a batch
+/// waits at most [`FLUSH`] for company.
+async fn write_behind(
+    mut rx: mpsc::Receiver<Write>,
+    timeout: Duration,
+    link: Arc<Link>,
+    counters: Arc<Counters>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut touched = std::collections::HashSet::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let flush_at = tokio::time::Instant::now() + FLUSH;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(flush_at, rx.recv()).await {
+                Ok(Some(w)) => batch.push(w),
+                _ => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let Some(mut conn) = link.get() else {
+            counters.dropped(n, "store_down");
+            batch.clear();
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        touched.clear();
+        for w in batch.drain(..) {
+            match w {
+                Write::Set { key, value, ttl } => {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(ttl)
+                        .ignore();
+                }
+                Write::Del { key } => {
+                    pipe.cmd("DEL").arg(key).ignore();
+                }
+                Write::Touch { key, ttl } => {
+                    // Several uses of one entry in a batch: one refresh.
+                    if touched.insert(key.clone()) {
+                        pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+                    }
+                }
+                Write::Confirm {
+                    key,
+                    backend,
+                    tag,
+                    ttl,
+                } => {
+                    pipe.cmd("EVAL")
+                        .arg(CONFIRM_NAME)
+                        .arg(1)
+                        .arg(key)
+                        .arg(&*backend)
+                        .arg(tag)
+                        .arg(unix_now())
+                        .arg(ttl)
+                        .ignore();
+                }
+                Write::Reject { key, backend, ttl } => {
+                    pipe.cmd("EVAL")
+                        .arg(REJECT_NAME)
+                        .arg(1)
+                        .arg(key)
+                        .arg(&*backend)
+                        .arg(ttl)
+                        .ignore();
+                }
+            }
+        }
+        match tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {
+                counters.writes.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                counters.error("write");
+                counters.dropped(n, "error");
+                if !server_said_no(&e) {
+                    link.broken(&counters);
+                }
+            }
+            Err(_) => {
+                counters.error("write");
+                counters.dropped(n, "timeout");
+                link.broken(&counters);
+            }
+        }
+    }
+}
+
+/// An error Redis answered with (the connection itself is fine).
+fn server_said_no(e: &redis::RedisError) -> bool {
+    !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error())
+}
+
+/// One pipelined round trip for a hello's keys; fills the near cache and
+/// the client index with what is valid, whenever it arrives.
+async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<Counters>) {
+    let Some(mut conn) = link.get() else {
+        let _ = req.reply.send(Outcome::Error);
+        return;
+    };
+    let mut pipe = redis::pipe();
+    for k in &req.keys {
+        pipe.cmd("GET").arg(k);
+    }
+    let answer =
+        tokio::time::timeout(timeout, pipe.query_async::<Vec<Option<Vec<u8>>>>(&mut conn)).await;
+    let values = match answer {
+        Ok(Ok(v)) if v.len() == req.targets.len() => v,
+        Ok(Ok(_)) => {
+            counters.error("lookup");
+            let _ = req.reply.send(Outcome::Error);
+            return;
+        }
+        Ok(Err(e)) => {
+            counters.error("lookup");
+            if !server_said_no(&e) {
+                link.broken(&counters);
+            }
+            let _ = req.reply.send(Outcome::Error);
+            return;
+        }
+        Err(_) => {
+            counters.error("lookup");
+            link.broken(&counters);
+            let _ = req.reply.send(Outcome::Error);
+            return;
+        }
+    };
+    let mut found = false;
+    let now = unix_now();
+    for (target, value) in req.targets.iter().zip(values) {
+        let Some(value) = value else { continue };
+        let used = match *target {
+            Target::Entry(key) => decode_binding(&value, false).map(|(b, _)| {
+                // Learned here meanwhile: ours is as new.
+                if req.local.peek(&key).is_none() {
+                    req.local.put(key, b);
+                }
+            }),
+            // The shared state of a name is the one that counts.
+            Target::Name(key) => decode_binding(&value, true).map(|(b, _)| req.local.put(key, b)),
+            Target::Client(prefix) => decode_client(&value).map(|(c, at)| {
+                let fresh = now.saturating_sub(at) < req.window.as_secs();
+                if fresh && req.clients.peek(&prefix).is_none() {
+                    req.clients.record(prefix, &c);
+                }
+            }),
+        };
+        match used {
+            Ok(()) => found = true,
+            Err(_) => {
+                counters.corrupt.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let _ = req
+        .reply
+        .send(if found { Outcome::Hit } else { Outcome::Miss });
+}
+
+/// A pool's affinity table shared through Redis: a [`MemoryStore`] near
+/// cache, written through to Redis behind the connection's back.
+#[derive(Debug)]
+pub struct RedisStore {
+    local: Arc<MemoryStore>,
+    link: Arc<RedisLink>,
+    /// The pool's name, in every Redis key (affinity never crosses pools).
+    pool: String,
+    /// Entries and key names expire in Redis after the pool's
+    /// `affinity.timeout` without use, as they do here.
+    entry_ttl_ms: u64,
+    /// Client records expire after the correlation window.
+    client_window: Duration,
+}
+
+impl RedisStore {
+    pub fn new(
+        local: MemoryStore,
+        link: Arc<RedisLink>,
+        pool: &str,
+        inactivity: Duration,
+        correlation_window: Duration,
+    ) -> RedisStore {
+        RedisStore {
+            local: Arc::new(local),
+            link,
+            pool: pool.to_string(),
+            entry_ttl_ms: (inactivity.as_millis() as u64).max(1),
+            client_window: correlation_window,
+        }
+    }
+
+    fn key(&self, class: char, key: &Key) -> String {
+        redis_key(&self.link.config.prefix, &self.pool, class, key)
+    }
+
+    fn class(state: KeyState) -> char {
+        if state == KeyState::Owned { 'e' } else { 'n' }
+    }
+
+    fn share(&self, key: &Key, binding: &Binding) {
+        if let Some(value) = encode_binding(binding, unix_now()) {
+            self.link.send(Write::Set {
+                key: self.key(Self::class(binding.state), key),
+                value,
+                ttl: self.entry_ttl_ms,
+            });
+        }
+    }
+
+    /// Whether the near cache already decides for these keys: an entry,
+    /// or a key name settled (routable, shared or rejected) is known.
+    fn known_here(&self, lookup: &Lookup) -> bool {
+        lookup.keys.iter().any(|k| self.local.peek(k).is_some())
+            || lookup.names.iter().any(|n| {
+                self.local.peek(n).is_some_and(|p| {
+                    !matches!(
+                        p.binding.state,
+                        KeyState::Candidate { .. } | KeyState::Owned
+                    )
+                })
+            })
+    }
+}
+
+impl AffinityStore for RedisStore {
+    fn get(&self, key: &Key) -> Option<Binding> {
+        let b = self.local.get(key)?;
+        self.link.send(Write::Touch {
+            key: self.key(Self::class(b.state), key),
+            ttl: self.entry_ttl_ms,
+        });
+        Some(b)
+    }
+
+    fn put(&self, key: Key, binding: Binding) {
+        self.share(&key, &binding);
+        self.local.put(key, binding);
+    }
+
+    fn update(&self, key: &Key, binding: Binding) -> bool {
+        let updated = self.local.update(key, binding.clone());
+        if updated {
+            self.share(key, &binding);
+        }
+        updated
+    }
+
+    /// Here only: entries are removed when this instance finds them naming
+    /// a backend it does not have (another instance may), or when their
+    /// owner lost the session (a new entry replaces it); in Redis they
+    /// expire.
+    fn remove(&self, key: &Key) {
+        self.local.remove(key);
+    }
+
+    /// Here and in Redis, under either class (the admin API does not say
+    /// whether the key is an entry or a key name).
+    fn forget(&self, key: &Key) {
+        self.local.remove(key);
+        for class in ['e', 'n'] {
+            self.link.send(Write::Del {
+                key: self.key(class, key),
+            });
+        }
+    }
+
+    fn peek(&self, key: &Key) -> Option<Peeked> {
+        self.local.peek(key)
+    }
+
+    fn len(&self) -> usize {
+        self.local.len()
+    }
+
+    fn save(&self, visit: &mut dyn FnMut(&[SavedEntry])) -> Vec<BackendName> {
+        self.local.save(visit)
+    }
+
+    fn restore(&self, names: &[BackendName], entries: &[SavedEntry]) -> usize {
+        self.local.restore(names, entries)
+    }
+
+    fn evictions(&self) -> u64 {
+        self.local.evictions()
+    }
+
+    fn confirm_key_name(&self, name: Key, backend: &BackendName, tag: u16) -> NameStep {
+        let before = self.local.get(&name);
+        let after = next_key_name_state(before.as_ref(), backend, tag);
+        if before.is_none() || !self.local.update(&name, after.clone()) {
+            self.local.put(name, after.clone());
+        }
+        if valid_backend(backend) {
+            self.link.send(Write::Confirm {
+                key: self.key('n', &name),
+                backend: backend.clone(),
+                tag,
+                ttl: self.entry_ttl_ms,
+            });
+        }
+        NameStep { before, after }
+    }
+
+    fn reject_key_name(&self, name: &Key, backend: &BackendName) {
+        if let Some(b) = self.local.get(name) {
+            if &b.backend == backend && b.state != KeyState::Shared {
+                let rejected = Binding {
+                    backend: b.backend,
+                    state: KeyState::Rejected,
+                };
+                self.local.update(name, rejected);
+            }
+        }
+        if valid_backend(backend) {
+            self.link.send(Write::Reject {
+                key: self.key('n', name),
+                backend: backend.clone(),
+                ttl: self.entry_ttl_ms,
+            });
+        }
+    }
+
+    fn share_client(&self, client: ClientPrefix, confirmed: &Confirmed) {
+        if let Some(value) = encode_client(confirmed, unix_now()) {
+            self.link.send(Write::Set {
+                key: client_key(&self.link.config.prefix, &self.pool, &client),
+                value,
+                ttl: (self.client_window.as_millis() as u64).max(1),
+            });
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn prefetch(&self, lookup: Lookup) -> Option<Prefetch> {
+        if lookup.keys.is_empty() && lookup.names.is_empty() {
+            return None;
+        }
+        if self.known_here(&lookup) {
+            return None;
+        }
+        let mut keys = Vec::with_capacity(lookup.keys.len() + lookup.names.len() + 1);
+        let mut targets = Vec::with_capacity(keys.capacity());
+        for k in &lookup.keys {
+            keys.push(self.key('e', k));
+            targets.push(Target::Entry(*k));
+        }
+        for n in &lookup.names {
+            keys.push(self.key('n', n));
+            targets.push(Target::Name(*n));
+        }
+        keys.push(client_key(
+            &self.link.config.prefix,
+            &self.pool,
+            &lookup.client,
+        ));
+        targets.push(Target::Client(lookup.client));
+        let (reply, answer) = oneshot::channel();
+        let req = Request {
+            keys,
+            targets,
+            local: self.local.clone(),
+            clients: lookup.clients,
+            window: self.client_window,
+            reply,
+        };
+        let counters = self.link.counters.clone();
+        if self.link.lookups.try_send(req).is_err() {
+            counters.lookup("error");
+            return None;
+        }
+        let budget = self.link.config.lookup_budget;
+        Some(Box::pin(async move {
+            let result = match tokio::time::timeout(budget, answer).await {
+                Ok(Ok(Outcome::Hit)) => "hit",
+                Ok(Ok(Outcome::Miss)) => "miss",
+                Ok(Ok(Outcome::Error) | Err(_)) => "error",
+                Err(_) => "timeout",
+            };
+            counters.lookup(result);
+        }))
+    }
+
+    fn status(&self) -> Option<StoreStatus> {
+        Some(self.link.status())
+    }
+}
+
+/// Adds a [`RedisStore`] for every pool of `config` that `stores` does not
+/// already give one, when `[store] kind = "redis"`; all share one
+/// [`RedisLink`]. Returns at once: nothing here waits for Redis.
+pub fn stores_for(
+    config: &crate::config::Config,
+    clock: &crate::clock::Clock,
+    stores: &mut std::collections::HashMap<String, Arc<dyn AffinityStore>>,
+) {
+    if config.store.kind != crate::config::StoreKind::Redis {
+        return;
+    }
+    let link = RedisLink::start(&config.store);
+    for p in &config.pools {
+        let a = &p.affinity;
+        stores.entry(p.name.clone()).or_insert_with(|| {
+            let local = MemoryStore::new(
+                super::memory::MemoryStoreConfig {
+                    capacity: a.table_size,
+                    inactivity: a.inactivity_timeout,
+                    absolute_max: a.absolute_max,
+                },
+                clock.clone(),
+            );
+            Arc::new(RedisStore::new(
+                local,
+                link.clone(),
+                &p.name,
+                a.inactivity_timeout,
+                a.correlation_window,
+            ))
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affinity::clients::ClientIndexConfig;
+    use crate::clock::Clock;
+
+    /// A store whose Redis is a port nothing listens on.
+    fn unreachable_store() -> RedisStore {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = StoreConfig::redis(&format!("redis://127.0.0.1:{port}/0"));
+        cfg.lookup_budget = Duration::from_secs(5);
+        let local = MemoryStore::new(
+            super::super::memory::MemoryStoreConfig {
+                capacity: 100,
+                inactivity: Duration::from_secs(60),
+                absolute_max: None,
+            },
+            Clock::new(),
+        );
+        let link = RedisLink::start(&cfg);
+        RedisStore::new(
+            local,
+            link,
+            "p",
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+    }
+
+    fn lookup(keys: Vec<Key>) -> Lookup {
+        Lookup {
+            keys,
+            names: Vec::new(),
+            client: ClientPrefix::new("127.0.0.1".parse().unwrap(), 32, 64),
+            clients: Arc::new(ClientIndex::new(
+                ClientIndexConfig {
+                    capacity: 10,
+                    window: Duration::from_secs(60),
+                    nat_threshold: 10,
+                },
+                Clock::new(),
+            )),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_costs_no_wait_and_every_failure_is_counted() {
+        let started = std::time::Instant::now();
+        let store = unreachable_store();
+        let key = Key::new(crate::affinity::KeyKind::SessionId, b"sid");
+        store.put(key, binding("a", KeyState::Owned));
+        assert_eq!(
+            store.get(&key),
+            Some(binding("a", KeyState::Owned)),
+            "local state serves"
+        );
+
+        // Down: the lookup fails at once, well inside its 5 s budget.
+        let other = Key::new(crate::affinity::KeyKind::SessionId, b"unknown here");
+        let wait = store.prefetch(lookup(vec![other])).expect("a lookup");
+        wait.await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = store.status().unwrap();
+            if s.errors_connect > 0 && s.writes_dropped > 0 {
+                assert!(!s.up);
+                assert_eq!((s.lookups_error, s.lookups_hit, s.lookups_miss), (1, 0, 0));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_known_here_ask_redis_nothing() {
+        let store = unreachable_store();
+        let key = Key::new(crate::affinity::KeyKind::Ticket, b"ticket");
+        store.put(key, binding("a", KeyState::Owned));
+        let other = Key::new(crate::affinity::KeyKind::SessionId, b"sid");
+        assert!(store.prefetch(lookup(vec![other, key])).is_none());
+        assert!(
+            store.prefetch(lookup(Vec::new())).is_none(),
+            "a hello with no keys"
+        );
+        // A key name still a candidate here may be routable elsewhere.
+        let name = Key::new(crate::affinity::KeyKind::TicketKeyName, b"name");
+        store.confirm_key_name(name, &Arc::from("a"), 1);
+        let mut l = lookup(vec![other]);
+        l.names = vec![name];
+        assert!(store.prefetch(l).is_some());
+    }
+
+    fn binding(backend: &str, state: KeyState) -> Binding {
+        Binding {
+            backend: Arc::from(backend),
+            state,
+        }
+    }
+
+    #[test]
+    fn bindings_survive_their_value_form() {
+        for (state, name) in [
+            (KeyState::Owned, false),
+            (KeyState::Candidate { tag: 8191 }, true),
+            (KeyState::Routable, true),
+            (KeyState::Shared, true),
+            (KeyState::Rejected, true),
+        ] {
+            let b = binding("web:1", state);
+            let v = encode_binding(&b, 1_700_000_000).unwrap();
+            assert_eq!(decode_binding(v.as_bytes(), name), Ok((b, 1_700_000_000)));
+        }
+    }
+
+    #[test]
+    fn corrupt_or_foreign_values_are_refused_not_trusted() {
+        let long = format!("1:0:1:{}", "b".repeat(MAX_VALUE));
+        let cases: [(&[u8], bool, Corrupt); 11] = [
+            (b"", false, Corrupt::Form),
+            (b"garbage", false, Corrupt::Form),
+            (b"2:0:1:web1", false, Corrupt::Form),
+            (b"1:0:1", false, Corrupt::Form),
+            (b"1:+0:1:web1", false, Corrupt::Form),
+            (b"1:0:-1:web1", false, Corrupt::Form),
+            (b"1:99999:1:web1", false, Corrupt::Form),
+            (b"1:65535:1:web1", false, Corrupt::Field),
+            (b"1:0:1:", false, Corrupt::Field),
+            (b"1:0:1:web1", true, Corrupt::WrongClass),
+            (b"1:16384:1:web1", false, Corrupt::WrongClass),
+        ];
+        for (v, name, want) in cases {
+            assert_eq!(
+                decode_binding(v, name).map(|_| ()),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        assert_eq!(
+            decode_binding(long.as_bytes(), false).map(|_| ()),
+            Err(Corrupt::TooLong)
+        );
+        assert_eq!(
+            decode_binding(b"1:0:1:\xff\xfe", false).map(|_| ()),
+            Err(Corrupt::Form)
+        );
+        assert_eq!(
+            decode_binding(b"1:0:1:web\n1", false).map(|_| ()),
+            Err(Corrupt::Field)
+        );
+    }
+
+    #[test]
+    fn a_backend_name_too_long_to_share_is_not_encoded() {
+        let b = binding(&"x".repeat(MAX_BACKEND + 1), KeyState::Owned);
+        assert_eq!(encode_binding(&b, 0), None);
+    }
+
+    #[test]
+    fn client_records_survive_their_value_form_and_bad_ones_are_refused() {
+        let c = Confirmed {
+            backend: Arc::from("b2"),
+            tls12: true,
+            fingerprint: u32::MAX,
+            new_session: true,
+        };
+        let v = encode_client(&c, 42).unwrap();
+        let (back, at) = decode_client(v.as_bytes()).unwrap();
+        assert_eq!(at, 42);
+        assert_eq!(
+            (back.backend.as_ref(), back.tls12, back.fingerprint),
+            ("b2", true, u32::MAX)
+        );
+        assert!(
+            !back.new_session,
+            "a shared record never counts a session twice"
+        );
+        for bad in [
+            &b"1:42:2:7:b2"[..],
+            b"1:42:1:4294967296:b2",
+            b"1:42:1:7:",
+            b"1:42:1:7",
+            b"0:42:1:7:b2",
+        ] {
+            assert!(
+                decode_client(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn redis_keys_name_prefix_pool_class_and_the_whole_digest() {
+        let key = Key::from_bytes([0xab; 16]);
+        assert_eq!(
+            redis_key("st:", "web", 'e', &key),
+            format!("st:web:e:{}", "ab".repeat(16))
+        );
+        let v6 = ClientPrefix::new("2001:db8::1".parse().unwrap(), 32, 64);
+        assert_eq!(client_key("st:", "web", &v6), "st:web:c:2001:db8::");
+    }
+
+    #[test]
+    fn the_scripts_state_unit_is_the_tag_width() {
+        // The bits of `KeyState::to_bits` below the state.
+        const STATE_UNIT: u32 = 1 << crate::affinity::TAG_BITS;
+        assert!(CONFIRM_NAME.contains(&format!("local S = {STATE_UNIT}")));
+        assert!(REJECT_NAME.contains(&format!("local S = {STATE_UNIT}")));
+    }
+}
