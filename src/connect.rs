@@ -121,19 +121,29 @@ impl AttemptError {
 
     /// A failed `connect(2)`, sorted by whose fault it is.
     fn connect_failed(e: io::Error) -> Self {
-        use rustix::io::Errno;
-        let local = [
-            Errno::MFILE,
-            Errno::NFILE,
-            Errno::NOBUFS,
-            Errno::NOMEM,
-            Errno::ADDRNOTAVAIL,
-        ];
-        match e.raw_os_error() {
-            Some(code) if local.iter().any(|l| l.raw_os_error() == code) => AttemptError::Local(e),
-            _ => AttemptError::Refused(e),
+        if is_local_failure(&e) {
+            AttemptError::Local(e)
+        } else {
+            AttemptError::Refused(e)
         }
     }
+}
+
+/// Whether a failed `connect(2)` is this host's doing (out of descriptors,
+/// buffers, memory or local ports) rather than the backend's: the same for
+/// every backend, so neither a reason to mark one down nor to try another.
+/// Shared by connection attempts and health probes.
+pub(crate) fn is_local_failure(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let local = [
+        Errno::MFILE,
+        Errno::NFILE,
+        Errno::NOBUFS,
+        Errno::NOMEM,
+        Errno::ADDRNOTAVAIL,
+    ];
+    e.raw_os_error()
+        .is_some_and(|code| local.iter().any(|l| l.raw_os_error() == code))
 }
 
 impl fmt::Display for AttemptError {

@@ -88,17 +88,10 @@ impl ProbeError {
     }
 
     fn connect_failed(e: io::Error) -> ProbeError {
-        use rustix::io::Errno;
-        let local = [
-            Errno::MFILE,
-            Errno::NFILE,
-            Errno::NOBUFS,
-            Errno::NOMEM,
-            Errno::ADDRNOTAVAIL,
-        ];
-        match e.raw_os_error() {
-            Some(n) if local.iter().any(|l| l.raw_os_error() == n) => ProbeError::Local(e),
-            _ => ProbeError::Refused(e),
+        if crate::connect::is_local_failure(&e) {
+            ProbeError::Local(e)
+        } else {
+            ProbeError::Refused(e)
         }
     }
 }
