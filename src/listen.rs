@@ -547,6 +547,7 @@ where
         let drain = drain.clone();
         let handle = handle.clone();
         let listeners = listeners.clone();
+        let accepting = drain.accepting();
         let thread = std::thread::Builder::new()
             .name(format!("stickytls-{i}"))
             .spawn(move || {
@@ -561,6 +562,8 @@ where
                         async move { drain.stop_accepting().await }
                     };
                     accept_all(listeners, (i, threads), handle, stop, connections.clone()).await;
+                    // Every socket this thread served is closed now.
+                    drop(accepting);
                     drain.drained(&connections).await;
                     Ok::<(), std::io::Error>(())
                 })

@@ -62,6 +62,9 @@ pub struct Shutdown {
     phase: watch::Sender<Phase>,
     /// One count per worker thread, read to log how many are still open.
     connections: Arc<[Connections]>,
+    /// Worker threads whose accept loops may still hold a listening
+    /// socket: a stop says the listeners are closed only once this is 0.
+    accepting: Connections,
 }
 
 impl Shutdown {
@@ -72,6 +75,7 @@ impl Shutdown {
             connections: (0..threads.max(1))
                 .map(|_| Connections::default())
                 .collect(),
+            accepting: Connections::default(),
         }
     }
 
@@ -80,6 +84,7 @@ impl Shutdown {
         Drain {
             phase: self.phase.subscribe(),
             connections: self.connections.clone(),
+            accepting: self.accepting.clone(),
         }
     }
 
@@ -103,6 +108,14 @@ impl Shutdown {
         });
     }
 
+    /// Completes once every worker thread has closed its listening sockets
+    /// (and released the copies kept for a takeover), so that the port
+    /// refuses new clients: signalling the stop only asks the threads to
+    /// close them, which each does on its own time.
+    pub async fn listeners_closed(&self) {
+        self.accepting.idle().await;
+    }
+
     /// Connections open now, on every worker thread.
     pub fn open(&self) -> usize {
         self.connections.iter().map(Connections::open).sum()
@@ -114,6 +127,7 @@ impl Shutdown {
 pub struct Drain {
     phase: watch::Receiver<Phase>,
     connections: Arc<[Connections]>,
+    accepting: Connections,
 }
 
 impl Drain {
@@ -127,6 +141,14 @@ impl Drain {
     pub fn connections(&self, index: usize) -> Connections {
         let n = self.connections.len();
         self.connections[index % n].clone()
+    }
+
+    /// Counts one worker thread as accepting until the returned guard
+    /// drops, which must be after its accept loops have closed their
+    /// sockets. Taken before the thread starts, so that a stop signalled
+    /// early still waits for it.
+    pub fn accepting(&self) -> Tracked {
+        self.accepting.track()
     }
 
     /// Completes when accepting must stop.
@@ -247,6 +269,23 @@ mod tests {
         });
         shutdown.close_all();
         assert_eq!(waiting.await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn listeners_count_as_closed_only_once_every_accepting_thread_is_done() {
+        let shutdown = Shutdown::new(2);
+        let drain = shutdown.drain();
+        let a = drain.accepting();
+        let b = drain.accepting();
+        shutdown.stop_accepting();
+        let waiting = tokio::spawn(async move {
+            shutdown.listeners_closed().await;
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one thread still holds its sockets");
+        drop(b);
+        waiting.await.unwrap();
     }
 
     #[tokio::test]

@@ -73,6 +73,16 @@ impl Stop<'_> {
             r = &mut workers => return finished(r).map(|()| Stopped::Clean),
         };
         shutdown.stop_accepting();
+        // The log line below promises that new clients are refused: wait
+        // until the worker threads have closed their sockets, which each
+        // does on its own time once asked.
+        tokio::select! {
+            () = shutdown.listeners_closed() => {}
+            s = signals.recv() => {
+                warn!(signal = s, "second signal: exiting now");
+                return Ok(Stopped::Forced);
+            }
+        }
         if handoff.is_none() {
             // After a takeover the new process is the service's main one.
             crate::notify::notify("STOPPING=1");
