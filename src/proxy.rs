@@ -49,6 +49,10 @@ pub enum Malformed {
     NoSignature,
     /// A v1 line with no CRLF within the 107 bytes the format allows.
     V1TooLong,
+    /// A whole v1 line (CRLF included) that the parser still calls
+    /// incomplete: its fields are cut or missing, and no more bytes can
+    /// complete a line that has ended.
+    V1Truncated,
     /// No complete header within 4096 bytes, more than any real proxy sends.
     TooLong,
     /// A v2 header whose source is a UNIX socket: it names no IP address
@@ -95,6 +99,9 @@ impl fmt::Display for Malformed {
                 f.write_str("the connection does not start with a PROXY signature")
             }
             Malformed::V1TooLong => f.write_str("v1 header longer than 107 bytes"),
+            Malformed::V1Truncated => {
+                f.write_str("v1 line ends before its protocol, addresses and ports")
+            }
             Malformed::TooLong => write!(f, "no complete header in {MAX_HEADER} bytes"),
             Malformed::UnixSource => {
                 f.write_str("a UNIX-socket source address cannot key affinity")
@@ -190,6 +197,11 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usize)>, Proxy
     }
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
+        // A v1 line is whole once its CRLF is in (checked above): waiting
+        // for more would only hold the connection until the hello timeout.
+        if buf.starts_with(b"P") {
+            return Err(ProxyError::Malformed(Malformed::V1Truncated));
+        }
         return Ok(None);
     }
     match result {
@@ -379,6 +391,21 @@ mod tests {
             parse(&long, peer()),
             Err(ProxyError::Malformed(Malformed::V1TooLong))
         ));
+        // Whole lines with fields missing or cut: refused at the CRLF, not
+        // held until the hello timeout.
+        for line in [
+            b"PROXY TCP4\r\n".as_slice(),
+            b"PROXY TCP4 192.0.2.7\r\n",
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 40000\r\n",
+            b"PROXY \r\n",
+        ] {
+            let r = parse(line, peer());
+            assert!(
+                matches!(r, Err(ProxyError::Malformed(_))),
+                "{:?}: {r:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
         // A v2 signature with version 3: ppp reports what it found.
         assert!(matches!(
             parse(b"\r\n\r\n\0\r\nQUIT\n\x31\x11\0\0", peer()),
