@@ -75,6 +75,10 @@ const WORKLOADS: [(&str, &str); 6] = [
 
 const LATENCY: &str = "latency-tls13-resumed";
 
+/// The line after which docs/performance.md holds sections measured apart
+/// from a full run, which a rewrite keeps as they are.
+const KEPT_MARKER: &str = "<!-- Below: measured apart from a full scripts/bench run (each section says how); scripts/bench keeps it when it rewrites the part above. -->";
+
 pub fn run(args: &ReportArgs) -> Result<(), String> {
     let text = std::fs::read_to_string(&args.results)
         .map_err(|e| format!("{}: {e}", args.results.display()))?;
@@ -117,7 +121,17 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
         "profile_inclusive": inclusive.as_ref().map(Profile::landmarks_json),
         "runs": rows,
     });
-    let md = markdown(&summary, profile.as_ref(), inclusive.as_ref());
+    let mut md = markdown(&summary, profile.as_ref(), inclusive.as_ref());
+    // What was measured apart from the run (by hand, or by a part run on
+    // its own) lives below the marker and outlives a rewrite.
+    if let Ok(old) = std::fs::read_to_string(&args.md)
+        && let Some(at) = old.find(KEPT_MARKER)
+    {
+        md.push('\n');
+        md.push_str(&old[at..]);
+    } else {
+        md.push_str(&format!("\n{KEPT_MARKER}\n"));
+    }
     std::fs::write(&args.md, md).map_err(|e| format!("{}: {e}", args.md.display()))?;
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(&args.json, json + "\n").map_err(|e| format!("{}: {e}", args.json.display()))?;
