@@ -1388,6 +1388,68 @@ mod tests {
     }
 
     #[test]
+    fn cluster_groups_are_one_per_hash_slot_in_the_order_of_first_keys() {
+        let key = |n: u8| redis_key("st:", "web", 'e', &Key::from_bytes([n; 16]));
+        let keys: Vec<String> = (0..40).map(key).collect();
+        let g = groups(&keys);
+        let mut seen: Vec<usize> = g.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..40).collect::<Vec<_>>(), "every key once");
+        for group in &g {
+            let slot = Slot::for_key(&keys[group[0]]);
+            assert!(group.iter().all(|&i| Slot::for_key(&keys[i]) == slot));
+            assert!(group.windows(2).all(|w| w[0] < w[1]), "in order");
+        }
+        assert!(g.windows(2).all(|w| w[0][0] < w[1][0]));
+        assert!(g.len() > 30, "40 keys in {} slots", g.len());
+        // A hash tag names one slot: every key of it in one group.
+        let tagged = ["{t}a", "x", "{t}b", "{t}c"];
+        assert_eq!(groups(&tagged), [vec![0, 2, 3], vec![1]]);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_costs_no_wait_and_is_counted() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = StoreConfig::redis_cluster(&[format!("redis://127.0.0.1:{port}")]);
+        cfg.lookup_budget = Duration::from_secs(5);
+        let link = RedisLink::start(&cfg);
+        let local = MemoryStore::new(
+            super::super::memory::MemoryStoreConfig {
+                capacity: 100,
+                inactivity: Duration::from_secs(60),
+                absolute_max: None,
+            },
+            Clock::new(),
+        );
+        let store = RedisStore::new(
+            local,
+            link,
+            "p",
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let started = std::time::Instant::now();
+        let other = Key::new(crate::affinity::KeyKind::SessionId, b"unknown here");
+        store.prefetch(lookup(vec![other])).expect("a lookup").await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = store.status().unwrap();
+            if s.errors_connect > 0 {
+                assert_eq!((s.kind, s.up), ("redis-cluster", false));
+                assert_eq!(s.lookups_error, 1);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[test]
     fn the_scripts_state_unit_is_the_tag_width() {
         // The bits of `KeyState::to_bits` below the state.
         const STATE_UNIT: u32 = 1 << crate::affinity::TAG_BITS;

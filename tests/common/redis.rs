@@ -29,6 +29,13 @@ pub trait SharedStore {
     fn command_for_key(&self, key: &str, args: &[&str]) -> String;
     /// The plain-text ports of every server, for commands sent to each.
     fn ports(&self) -> Vec<u16>;
+    /// How many servers hold a key matching `pattern`.
+    fn holders(&self, pattern: &str) -> usize {
+        self.ports()
+            .into_iter()
+            .filter(|&p| !elements(&command(p, &["KEYS", pattern]).unwrap()).is_empty())
+            .count()
+    }
 }
 
 /// A free port `p` with `p + 10000` free too (a cluster node's bus).

@@ -154,6 +154,14 @@ pub async fn tls12_sessions_learned_on_one_instance_resume_through_another(store
     }
     shared().await;
     assert!(!store.keys("stickytls:default:e:*").is_empty());
+    // Spread by slot: in a cluster, the entries and client records that
+    // B's lookups ask for live on several nodes.
+    let holders = store.holders("stickytls:default:*");
+    assert!(
+        holders >= store.ports().len().min(2),
+        "keys on {holders} of {} servers",
+        store.ports().len()
+    );
 
     let mut on_b = Addresses::new(2);
     for (c, owner, kind, _) in &sessions {
