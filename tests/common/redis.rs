@@ -85,6 +85,8 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// `rediss://` on this port, when the server also speaks TLS.
     pub tls_port: Option<u16>,
+    /// The CA the TLS port's certificate chains to, for the routers.
+    ca_file: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -100,9 +102,33 @@ impl RedisServer {
             port,
             extra,
             tls_port,
+            ca_file: None,
             child: None,
         };
         r.restart();
+        r
+    }
+
+    /// A server that also speaks TLS on a port of its own, with the leaf
+    /// and CA of `pem` and no client certificates asked for; the plain
+    /// port stays for the test's own commands.
+    pub fn start_tls(pem: &stickytls_peers::cert::PemFiles) -> RedisServer {
+        let tls_port = free_port();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let extra = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            path(&pem.cert),
+            "--tls-key-file".into(),
+            path(&pem.key),
+            "--tls-ca-cert-file".into(),
+            path(&pem.ca),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let mut r = RedisServer::start_with(free_port(), extra, Some(tls_port));
+        r.ca_file = Some(pem.ca.clone());
         r
     }
 
@@ -164,7 +190,9 @@ impl Drop for RedisServer {
 
 impl SharedStore for RedisServer {
     fn config(&self) -> StoreConfig {
-        StoreConfig::redis(&self.url())
+        let mut c = StoreConfig::redis(&self.url());
+        c.tls_ca_file = self.ca_file.clone();
+        c
     }
 
     fn kind(&self) -> &'static str {
