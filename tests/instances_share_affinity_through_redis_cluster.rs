@@ -12,10 +12,8 @@ use common::shared_store as behaviour;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls12_sessions_learned_on_one_instance_resume_through_another_via_a_cluster() {
-    behaviour::tls12_sessions_learned_on_one_instance_resume_through_another(
-        RedisCluster::start(),
-    )
-    .await;
+    behaviour::tls12_sessions_learned_on_one_instance_resume_through_another(RedisCluster::start())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -476,7 +476,10 @@ impl std::fmt::Debug for Conn {
 }
 
 impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
@@ -838,11 +841,7 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
         }
         let mut conn = conn.clone();
         let answer = tokio::spawn(async move {
-            tokio::time::timeout(
-                timeout,
-                pipe.query_async::<Vec<Option<Vec<u8>>>>(&mut conn),
-            )
-            .await
+            tokio::time::timeout(timeout, pipe.query_async::<Vec<Option<Vec<u8>>>>(&mut conn)).await
         });
         asked.push((group, answer));
     }

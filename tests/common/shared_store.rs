@@ -134,7 +134,9 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub async fn tls12_sessions_learned_on_one_instance_resume_through_another(store: impl SharedStore) {
+pub async fn tls12_sessions_learned_on_one_instance_resume_through_another(
+    store: impl SharedStore,
+) {
     let farm = rustls_backends(3, |_| {}).await;
     let a = instance(&farm, &store, Balance::RoundRobin, |_| {}).await;
     let b = instance(&farm, &store, Balance::SourceHash, |_| {}).await;
@@ -212,7 +214,9 @@ pub async fn tls12_sessions_learned_on_one_instance_resume_through_another(store
     assert!(!store.keys("stickytls:default:e:*").contains(&stored[0]));
 }
 
-pub async fn tls13_ticket_key_name_confirmed_on_one_instance_routes_on_another(store: impl SharedStore) {
+pub async fn tls13_ticket_key_name_confirmed_on_one_instance_routes_on_another(
+    store: impl SharedStore,
+) {
     let farm = rustls_backends(3, |_| {}).await;
     let a = instance(&farm, &store, Balance::RoundRobin, |_| {}).await;
     let b = instance(&farm, &store, Balance::SourceHash, |_| {}).await;
@@ -333,7 +337,9 @@ pub async fn redis_killed_fails_no_connection_and_sharing_resumes_when_it_is_bac
     );
 }
 
-pub async fn a_slow_redis_holds_a_connection_no_longer_than_the_lookup_budget(store: impl SharedStore) {
+pub async fn a_slow_redis_holds_a_connection_no_longer_than_the_lookup_budget(
+    store: impl SharedStore,
+) {
     let farm = rustls_backends(3, |_| {}).await;
     let budget = Duration::from_millis(50);
     let slow = |c: &mut Config| {
@@ -473,4 +479,3 @@ pub async fn a_corrupt_value_in_redis_is_a_counted_miss(store: impl SharedStore)
         "an entry naming an unknown backend is a miss"
     );
 }
-
