@@ -41,6 +41,14 @@ async fn a_slow_redis_holds_a_connection_no_longer_than_the_lookup_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_another() {
+    behaviour::renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_another(
+        RedisServer::start(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_value_in_redis_is_a_counted_miss() {
     behaviour::a_corrupt_value_in_redis_is_a_counted_miss(RedisServer::start()).await;
 }

@@ -41,6 +41,14 @@ async fn a_slow_cluster_holds_a_connection_no_longer_than_the_lookup_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_another_via_a_cluster() {
+    behaviour::renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_another(
+        RedisCluster::start(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_value_in_the_cluster_is_a_counted_miss() {
     behaviour::a_corrupt_value_in_redis_is_a_counted_miss(RedisCluster::start()).await;
 }

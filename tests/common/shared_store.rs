@@ -77,7 +77,17 @@ pub async fn instance(
     balance: Balance,
     tweak: impl FnOnce(&mut Config),
 ) -> RunningRouter {
-    let mut c = config(&named(farm));
+    instance_for(&named(farm), store, balance, tweak).await
+}
+
+/// [`instance`] in front of `(name, address)` backends of any kind.
+pub async fn instance_for(
+    backends: &[(String, SocketAddr)],
+    store: &impl SharedStore,
+    balance: Balance,
+    tweak: impl FnOnce(&mut Config),
+) -> RunningRouter {
+    let mut c = config(backends);
     c.pools[0].balance = balance;
     c.store = store.config();
     c.store.lookup_budget = Duration::from_secs(1);
@@ -478,4 +488,70 @@ pub async fn a_corrupt_value_in_redis_is_a_counted_miss(store: impl SharedStore)
         (source_hash(ip), false),
         "an entry naming an unknown backend is a miss"
     );
+}
+
+/// A TLS 1.2 session renegotiated inside the encrypted channel has an ID
+/// no router saw: instance B re-binds it to the backend that instance A
+/// last confirmed for the client's address, which it learns from the
+/// store's client record, where its own balancer would send the client
+/// elsewhere.
+pub async fn renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_another(
+    store: impl SharedStore,
+) {
+    use stickytls_peers::openssl::{SClient, SClientOptions, SServer, SServerOptions};
+    let mut farm = Vec::new();
+    for name in NAMES {
+        let mut o = SServerOptions::new(name);
+        o.versions = Versions::Tls12;
+        o.tickets = false;
+        o.client_renegotiation = true;
+        farm.push(SServer::start(o).await.expect("s_server starts"));
+    }
+    let backends: Vec<_> = farm
+        .iter()
+        .map(|s| (s.name().to_string(), s.addr()))
+        .collect();
+    let a = instance_for(&backends, &store, Balance::RoundRobin, |_| {}).await;
+    let b = instance_for(&backends, &store, Balance::SourceHash, |_| {}).await;
+    until(&a, "A connects", |s| s.up).await;
+    until(&b, "B connects", |s| s.up).await;
+    let opts = SClientOptions {
+        versions: Versions::Tls12,
+        no_ticket: true,
+        ..Default::default()
+    };
+
+    let mut addresses = Addresses::new(3);
+    let mut against_the_balancer = 0;
+    for _ in 0..6 {
+        let source = addresses.any();
+        let client = SClient::new(opts.clone()).unwrap();
+        let reneg = client
+            .renegotiate(a.addr, Some(source))
+            .await
+            .expect("renegotiation through A");
+        assert_ne!(reneg.before, reneg.after, "a new session");
+        let owner = reneg.backend.clone().expect("backend named itself");
+        shared().await;
+
+        let r = client
+            .connect(b.addr, Some(source))
+            .await
+            .expect("through B");
+        assert_eq!(
+            r.session_id.as_deref().map(str::to_ascii_uppercase),
+            Some(reneg.after.to_ascii_uppercase()),
+            "the client offered its renegotiated session"
+        );
+        assert!(
+            r.reused && r.backend.as_deref() == Some(owner.as_str()),
+            "renegotiated on A's {owner}, through B from {source} (source-hash: {}): {r:?}",
+            source_hash(source)
+        );
+        if source_hash(source) != owner {
+            against_the_balancer += 1;
+        }
+    }
+    assert!(against_the_balancer > 0, "every owner was B's own choice");
+    assert!(b.stats().rebinds >= against_the_balancer, "{:?}", b.stats());
 }
