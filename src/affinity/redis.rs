@@ -730,20 +730,26 @@ async fn write_behind(
             continue;
         };
         touched.clear();
-        let (keys, cmds): (Vec<String>, Vec<redis::Cmd>) = batch
+        let (keys, mut cmds): (Vec<String>, Vec<Option<redis::Cmd>>) = batch
             .drain(..)
             // Several uses of one entry in a batch: one refresh.
             .filter(|w| match w {
                 Write::Touch { key, .. } => touched.insert(key.clone()),
                 _ => true,
             })
-            .map(command)
+            .map(|w| {
+                let (key, cmd) = command(w);
+                (key, Some(cmd))
+            })
             .unzip();
         let mut sent = Vec::new();
         for group in conn.groups(&keys) {
             let mut pipe = redis::pipe();
             for &i in &group {
-                pipe.add_command(cmds[i].clone()).ignore();
+                // Each index is in exactly one group.
+                if let Some(cmd) = cmds[i].take() {
+                    pipe.add_command(cmd).ignore();
+                }
             }
             let mut conn = conn.clone();
             let n = group.len() as u64;
