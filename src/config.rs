@@ -421,6 +421,8 @@ pub enum StoreKind {
     /// A single Redis server shared by several router instances, with the
     /// in-process table in front of it as a near cache.
     Redis,
+    /// A Redis Cluster, found from its seed nodes, in the same role.
+    RedisCluster,
 }
 
 impl StoreKind {
@@ -428,7 +430,13 @@ impl StoreKind {
         match self {
             StoreKind::Memory => "memory",
             StoreKind::Redis => "redis",
+            StoreKind::RedisCluster => "redis-cluster",
         }
+    }
+
+    /// Whether the tables are shared through Redis (either kind).
+    pub fn is_redis(self) -> bool {
+        self != StoreKind::Memory
     }
 }
 
@@ -438,7 +446,7 @@ impl std::str::FromStr for StoreKind {
         match s {
             "memory" => Ok(StoreKind::Memory),
             "redis" => Ok(StoreKind::Redis),
-            "redis-cluster" => Err(ValueError::StoreKindNotYetSupported(s.to_string())),
+            "redis-cluster" => Ok(StoreKind::RedisCluster),
             other => Err(ValueError::UnknownStoreKind(other.to_string())),
         }
     }
@@ -448,8 +456,13 @@ impl std::str::FromStr for StoreKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub kind: StoreKind,
-    /// `redis://HOST:PORT/DB`; required for `redis`.
-    pub url: Option<String>,
+    /// `redis://HOST:PORT/DB` (or `rediss://`, with the `store-tls`
+    /// feature): the server for `redis`, which uses the first; the seed
+    /// nodes for `redis-cluster`, which learns the others from them.
+    pub urls: Vec<String>,
+    /// With `rediss://`: the CA certificates (PEM) the store's certificate
+    /// must chain to, instead of the system's roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// Put before every Redis key, so several deployments can share one
     /// server without seeing each other's sessions.
     pub prefix: String,
@@ -477,9 +490,38 @@ impl StoreConfig {
     pub fn redis(url: &str) -> Self {
         StoreConfig {
             kind: StoreKind::Redis,
-            url: Some(url.to_string()),
+            urls: vec![url.to_string()],
             ..StoreConfig::default()
         }
+    }
+
+    /// A Redis Cluster found from `seeds`, every other setting at its
+    /// default.
+    pub fn redis_cluster<S: AsRef<str>>(seeds: &[S]) -> Self {
+        StoreConfig {
+            kind: StoreKind::RedisCluster,
+            urls: seeds.iter().map(|s| s.as_ref().to_string()).collect(),
+            ..StoreConfig::default()
+        }
+    }
+
+    /// The quick form's `--store`: `redis://HOST:PORT/DB` for one server,
+    /// `redis-cluster://HOST:PORT,HOST:PORT,...` for a cluster's seed
+    /// nodes (`rediss://`, `rediss-cluster://` with TLS).
+    pub fn from_flag(text: &str) -> Self {
+        for (scheme, each) in [
+            ("redis-cluster://", "redis://"),
+            ("rediss-cluster://", "rediss://"),
+        ] {
+            if let Some(nodes) = text.strip_prefix(scheme) {
+                let seeds: Vec<String> = nodes
+                    .split(',')
+                    .map(|n| format!("{each}{}", n.trim()))
+                    .collect();
+                return StoreConfig::redis_cluster(&seeds);
+            }
+        }
+        StoreConfig::redis(text)
     }
 }
 
@@ -487,7 +529,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             kind: StoreKind::Memory,
-            url: None,
+            urls: Vec::new(),
+            tls_ca_file: None,
             prefix: Self::PREFIX.to_string(),
             lookup_budget: Self::LOOKUP_BUDGET,
             timeout: Self::TIMEOUT,
@@ -496,11 +539,15 @@ impl Default for StoreConfig {
     }
 }
 
-/// Checks a Redis URL's form without connecting: `redis://` (TLS to Redis
-/// is not built in).
+/// Checks a Redis URL's form without connecting: `redis://`, or
+/// `rediss://` (TLS) in a build with the `store-tls` feature.
 pub fn parse_redis_url(s: &str) -> Result<String, ValueError> {
     let bad = || ValueError::NotARedisUrl(s.to_string());
-    if !s.starts_with("redis://") {
+    if s.starts_with("rediss://") {
+        if !cfg!(feature = "store-tls") {
+            return Err(ValueError::StoreTlsNotBuilt(s.to_string()));
+        }
+    } else if !s.starts_with("redis://") {
         return Err(bad());
     }
     redis::Client::open(s).map_err(|_| bad())?;

@@ -344,9 +344,10 @@ struct AdminFile {
 struct StoreFile {
     kind: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
-    /// Several addresses, for the cluster kind to come; a single server
-    /// uses the first.
+    /// Several addresses: a cluster's seed nodes; a single server uses
+    /// the first.
     urls: Option<Spanned<Vec<Spanned<String>>>>,
+    tls_ca_file: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
     lookup_budget: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -649,16 +650,16 @@ fn build_store(st: StoreFile, report: &mut Report) -> StoreConfig {
             .value(at(StoreKey::Kind), k, |s| s.parse::<StoreKind>())
             .unwrap_or_default();
     }
-    let url = match (&st.url, &st.urls) {
+    let urls: Vec<Spanned<String>> = match (&st.url, &st.urls) {
         (Some(u), Some(list)) => {
             report.error(
                 list.span(),
                 Problem::Shape,
                 "[store] has both `url` and `urls`; keep one".into(),
             );
-            Some(u.clone())
+            vec![u.clone()]
         }
-        (Some(u), None) => Some(u.clone()),
+        (Some(u), None) => vec![u.clone()],
         (None, Some(list)) => {
             if list.get_ref().is_empty() {
                 report.error(
@@ -668,16 +669,19 @@ fn build_store(st: StoreFile, report: &mut Report) -> StoreConfig {
                         .into(),
                 );
             }
-            list.get_ref().first().cloned()
+            list.get_ref().clone()
         }
-        (None, None) => None,
+        (None, None) => Vec::new(),
     };
-    if let Some(u) = &url {
-        c.url = report.value(at(StoreKey::Url), u, crate::config::parse_redis_url);
-        if c.url.is_none() {
-            // Read, but not usable: not also "missing".
-            c.url = Some(u.get_ref().clone());
-        }
+    for u in &urls {
+        // Read, but not usable: not also "missing" (the error is reported
+        // here, at the URL).
+        let _ = report.value(at(StoreKey::Url), u, crate::config::parse_redis_url);
+        c.urls.push(u.get_ref().clone());
+    }
+    if let Some(f) = &st.tls_ca_file {
+        report.at(at(StoreKey::TlsCaFile), f.span());
+        c.tls_ca_file = Some(f.get_ref().into());
     }
     if let Some(p) = &st.prefix {
         report.at(at(StoreKey::Prefix), p.span());
@@ -1439,12 +1443,24 @@ backends = "none"
             c.store,
             StoreConfig {
                 kind: StoreKind::Redis,
-                url: Some("redis://10.0.0.5:6379/2".into()),
+                urls: vec![
+                    "redis://10.0.0.5:6379/2".into(),
+                    "redis://10.0.0.6:6379/2".into()
+                ],
+                tls_ca_file: None,
                 prefix: "edge:".into(),
                 lookup_budget: Duration::from_millis(5),
                 timeout: Duration::from_secs(1),
                 queue: 1000,
             }
+        );
+        let text = format!(
+            "[store]\nkind = \"redis-cluster\"\nurls = [\"redis://10.0.0.5:7000\", \"redis://10.0.0.6:7000\"]\n{MINIMAL}"
+        );
+        let c = parse(&text, "t.toml").unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::redis_cluster(&["redis://10.0.0.5:7000", "redis://10.0.0.6:7000"])
         );
     }
 
@@ -1452,8 +1468,16 @@ backends = "none"
     fn store_mistakes_are_located_and_say_what_to_write() {
         let cases = [
             (
-                "[store]\nkind = \"redis-cluster\"\nurl = \"redis://h:1\"\n",
-                "t.toml:2:8: error: store kind `redis-cluster` is not yet supported; use \"redis\"",
+                "[store]\nkind = \"redis-cluster\"\n",
+                "t.toml:1:2: error: [store] kind = \"redis-cluster\" has no `urls`; list some of its nodes",
+            ),
+            (
+                "[store]\nkind = \"redis-cluster\"\nurls = [\"redis://h:1/3\"]\n",
+                "t.toml:3:9: error: store.url names a database other than 0",
+            ),
+            (
+                "[store]\nkind = \"redis\"\nurl = \"redis://h:1\"\ntls_ca_file = \"ca.pem\"\n",
+                "t.toml:4:15: error: store.tls_ca_file is set but no store URL is rediss://",
             ),
             (
                 "[store]\nkind = \"etcd\"\n",
@@ -1488,6 +1512,24 @@ backends = "none"
             let e = errors(&format!("{head}{MINIMAL}"));
             assert_eq!(e.len(), 1, "{head}: {e:?}");
             assert!(e[0].starts_with(expected), "{head}: {}", e[0]);
+        }
+    }
+
+    #[test]
+    fn a_rediss_url_without_the_tls_feature_names_the_feature() {
+        let text = format!("[store]\nkind = \"redis\"\nurl = \"rediss://h:1\"\n{MINIMAL}");
+        if cfg!(feature = "store-tls") {
+            let c = parse(&text, "t.toml").unwrap();
+            assert_eq!(c.store.urls, ["rediss://h:1"]);
+        } else {
+            let e = errors(&text);
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].starts_with("t.toml:3:7: error: `rediss://h:1` asks for TLS to the store")
+                    && e[0].contains("--features store-tls"),
+                "{}",
+                e[0]
+            );
         }
     }
 

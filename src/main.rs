@@ -325,7 +325,9 @@ struct RunArgs {
     #[arg(long, value_name = "PATH")]
     takeover_socket: Option<PathBuf>,
     /// Share the affinity table with other instances through this Redis
-    /// server (redis://HOST:PORT/DB); see [store] in docs/configuration.md.
+    /// server (redis://HOST:PORT/DB) or Redis Cluster
+    /// (redis-cluster://HOST:PORT,HOST:PORT,... naming some of its nodes);
+    /// see [store] in docs/configuration.md.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
     /// How long a connection waits for the shared store when its hello
@@ -515,7 +517,7 @@ impl RunArgs {
         c.lifecycle.state = self.state_file.map(StateConfig::new);
         c.lifecycle.takeover_socket = self.takeover_socket;
         if let Some(url) = self.store {
-            c.store = StoreConfig::redis(&url);
+            c.store = StoreConfig::from_flag(&url);
             if let Some(b) = self.store_lookup_budget {
                 c.store.lookup_budget = b;
             }
@@ -1038,7 +1040,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.store.kind, stickytls::config::StoreKind::Redis);
-        assert_eq!(c.store.url.as_deref(), Some("redis://10.0.0.5:6379/1"));
+        assert_eq!(c.store.urls, ["redis://10.0.0.5:6379/1"]);
         assert_eq!(c.store.lookup_budget, Duration::from_millis(5));
         assert_eq!(c.store.prefix, StoreConfig::PREFIX);
         let without = quick_config(&["--backend", "a=127.0.0.1:1"]).unwrap();
@@ -1047,6 +1049,28 @@ mod tests {
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(
             bad[0].starts_with("--store: error: `10.0.0.5:6379` is not a Redis URL"),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_store_flag_names_its_seed_nodes() {
+        let c = quick_config(&[
+            "--backend",
+            "a=127.0.0.1:1",
+            "--store",
+            "redis-cluster://10.0.0.5:7000,10.0.0.6:7001",
+        ])
+        .unwrap();
+        assert_eq!(c.store.kind, stickytls::config::StoreKind::RedisCluster);
+        assert_eq!(
+            c.store.urls,
+            ["redis://10.0.0.5:7000", "redis://10.0.0.6:7001"]
+        );
+        let bad = quick_form(&["--backend", "a=127.0.0.1:1", "--store", "redis-cluster://"]);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].starts_with("--store: error: `redis://` is not a Redis URL"),
             "{bad:?}"
         );
     }

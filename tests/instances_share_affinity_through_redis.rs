@@ -1,551 +1,56 @@
 //! Several router instances sharing one affinity table through a real
-//! `redis-server`: a session learned on one instance resumes through
-//! another, from a client address that instance never saw and that its
-//! balancer (source-hash, computed here) would send elsewhere; a ticket
-//! key name confirmed on one routes on the other. Redis killed, restarted,
-//! slowed down or holding garbage: no client connection fails, routing
-//! falls back to local state, and every failure is counted.
+//! `redis-server`: the behaviours of tests/common/shared_store.rs against
+//! one server, and what only a single server shows (the key-name scripts
+//! step by step, a reload that changes the store).
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::*;
-use stickytls::affinity::StoreStatus;
-use stickytls::affinity::clients::ClientPrefix;
-use stickytls::balance::rendezvous_score;
-use stickytls::config::{AdminConfig, Balance, Config, StoreConfig};
-use stickytls::router::{Router, RunningRouter};
-use stickytls_peers::Versions;
-use stickytls_peers::backend::RunningBackend;
-use stickytls_peers::client::{Client, ClientOptions};
-
-const NAMES: [&str; 3] = ["a", "b", "c"];
-
-/// A `redis-server` of this test's own on a free port, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        // A free port: bound, then released for the server to take.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = RedisServer { port, child: None };
-        r.restart();
-        r
-    }
-
-    /// Starts the server (again) on the same port, and waits until it
-    /// answers a PING (10 s at most).
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--enable-debug-command", "local"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (scripts/test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self
-                .command(&["PING"])
-                .is_ok_and(|r| r.starts_with("+PONG"))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server on port {} did not answer", self.port);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// One command in RESP, its raw reply (enough for PING, SET, KEYS).
-    fn command(&self, args: &[&str]) -> std::io::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes())?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = s.read(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
-
-    /// The keys matching `pattern`.
-    fn keys(&self, pattern: &str) -> Vec<String> {
-        let reply = self.command(&["KEYS", pattern]).unwrap();
-        reply
-            .split("\r\n")
-            .filter(|l| !l.is_empty() && !l.starts_with('*') && !l.starts_with('$'))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Where source-hash puts a client address, as the router computes it.
-fn source_hash(ip: IpAddr) -> &'static str {
-    let client = ClientPrefix::new(ip, 32, 64).to_bytes();
-    NAMES
-        .into_iter()
-        .max_by(|x, y| {
-            rendezvous_score(&client, x, 1)
-                .total_cmp(&rendezvous_score(&client, y, 1))
-                .then_with(|| y.cmp(x))
-        })
-        .unwrap()
-}
-
-/// Fresh client addresses on 127.0.`net`.x, each used once.
-struct Addresses {
-    net: u8,
-    next: u8,
-}
-
-impl Addresses {
-    fn new(net: u8) -> Self {
-        Addresses { net, next: 1 }
-    }
-
-    fn any(&mut self) -> IpAddr {
-        let ip = IpAddr::from([127, 0, self.net, self.next]);
-        self.next = self.next.checked_add(1).expect("enough addresses");
-        ip
-    }
-
-    /// One source-hash sends away from `owner`.
-    fn away_from(&mut self, owner: &str) -> IpAddr {
-        loop {
-            let ip = self.any();
-            if source_hash(ip) != owner {
-                return ip;
-            }
-        }
-    }
-}
-
-/// An instance with `[store] kind = "redis"`, balancing by `balance`, a
-/// lookup budget of a second (generous: the machine is loaded) unless
-/// `tweak` says otherwise.
-async fn instance(
-    farm: &[RunningBackend],
-    redis: &RedisServer,
-    balance: Balance,
-    tweak: impl FnOnce(&mut Config),
-) -> RunningRouter {
-    let mut c = config(&named(farm));
-    c.pools[0].balance = balance;
-    c.store = StoreConfig::redis(&redis.url());
-    c.store.lookup_budget = Duration::from_secs(1);
-    tweak(&mut c);
-    Router::bind(c).await.expect("router binds").spawn()
-}
-
-fn with_admin(c: &mut Config) {
-    c.admin = Some(AdminConfig::new("127.0.0.1:0".parse().unwrap()));
-}
-
-fn status(r: &RunningRouter) -> StoreStatus {
-    r.pool("default")
-        .unwrap()
-        .table
-        .status()
-        .expect("a shared store")
-}
-
-/// Waits (10 s at most) until `r`'s store says `ok`.
-async fn until(r: &RunningRouter, what: &str, ok: impl Fn(&StoreStatus) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ok(&status(r)) {
-        assert!(Instant::now() < deadline, "{what}: {:?}", status(r));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Long enough for write-behind (sent within 100 ms) on a loaded machine.
-async fn shared() {
-    tokio::time::sleep(Duration::from_millis(400)).await;
-}
-
-fn client(versions: Versions, tls12_tickets: bool) -> Client {
-    Client::new(ClientOptions {
-        versions,
-        tls12_tickets,
-        ..Default::default()
-    })
-    .unwrap()
-}
-
-/// A GET on the admin endpoint; the response body.
-async fn admin_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
+use common::redis::RedisServer;
+use common::router_process;
+use common::shared_store as behaviour;
+use stickytls::router::Router;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls12_sessions_learned_on_one_instance_resume_through_another() {
-    let redis = RedisServer::start();
-    let farm = rustls_backends(3, |_| {}).await;
-    let a = instance(&farm, &redis, Balance::RoundRobin, |_| {}).await;
-    let b = instance(&farm, &redis, Balance::SourceHash, |_| {}).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
-
-    let mut on_a = Addresses::new(1);
-    let mut sessions = Vec::new();
-    for (tickets, kind) in [(false, "TLS 1.2 session ID"), (true, "TLS 1.2 ticket")] {
-        for _ in 0..3 {
-            let c = client(Versions::Tls12, tickets);
-            let ip = on_a.any();
-            let r = c.connect(a.addr, Some(ip)).await.unwrap();
-            assert!(!r.server_resumed);
-            sessions.push((c, r.backend, kind, ip));
-        }
-    }
-    shared().await;
-    assert!(!redis.keys("stickytls:default:e:*").is_empty());
-
-    let mut on_b = Addresses::new(2);
-    for (c, owner, kind, _) in &sessions {
-        let ip = on_b.away_from(owner);
-        let r = c.connect(b.addr, Some(ip)).await.unwrap();
-        assert_eq!(
-            (&r.backend, r.server_resumed),
-            (owner, true),
-            "{kind} learned on A, through B from {ip} (source-hash: {})",
-            source_hash(ip)
-        );
-    }
-    assert!(
-        status(&b).lookups_hit >= sessions.len() as u64,
-        "{:?}",
-        status(&b)
-    );
-
-    // The client record is shared too: a client from an address A saw,
-    // with no session to offer, goes through B to that address's last
-    // backend where source-hash would not send it.
-    let pinned: Vec<_> = sessions
-        .iter()
-        .filter(|(_, owner, _, ip)| source_hash(*ip) != owner)
-        .collect();
-    assert!(!pinned.is_empty());
-    for (_, owner, _, ip) in pinned {
-        let fresh = Client::new(ClientOptions {
-            resumption: false,
-            ..Default::default()
-        })
-        .unwrap();
-        let r = fresh.connect(b.addr, Some(*ip)).await.unwrap();
-        assert_eq!(&r.backend, owner, "a fresh client from {ip}, seen on A");
-    }
-
-    // What an operator forgets on one instance (the admin API's DELETE)
-    // is gone from Redis too.
-    let stored = redis.keys("stickytls:default:e:*");
-    let hex = stored[0].rsplit(':').next().unwrap();
-    let mut bytes = [0u8; 16];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
-    let key = stickytls::affinity::Key::from_bytes(bytes);
-    a.pool("default").unwrap().table.forget(&key);
-    shared().await;
-    assert!(!redis.keys("stickytls:default:e:*").contains(&stored[0]));
+    behaviour::tls12_sessions_learned_on_one_instance_resume_through_another(RedisServer::start())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls13_ticket_key_name_confirmed_on_one_instance_routes_on_another() {
-    let redis = RedisServer::start();
-    let farm = rustls_backends(3, |_| {}).await;
-    let a = instance(&farm, &redis, Balance::RoundRobin, |_| {}).await;
-    let b = instance(&farm, &redis, Balance::SourceHash, |_| {}).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
-
-    // On A: resumptions from the address that got the ticket (client
-    // address affinity) confirm two distinct identities per key name.
-    let mut on_a = Addresses::new(1);
-    for _ in 0..30 {
-        if farm.iter().all(|f| f.resumed() >= 2) {
-            break;
-        }
-        let c = client(Versions::Tls13, true);
-        let ip = on_a.any();
-        c.connect(a.addr, Some(ip)).await.unwrap();
-        let r = c.connect(a.addr, Some(ip)).await.unwrap();
-        assert!(r.server_resumed, "{r:?}");
-    }
-    assert!(
-        farm.iter().all(|f| f.resumed() >= 2),
-        "every key name confirmed on A"
-    );
-    shared().await;
-    assert!(!redis.keys("stickytls:default:n:*").is_empty());
-
-    // New sessions from A: their identities were never accepted anywhere,
-    // so only their key names can route them on B.
-    let mut on_b = Addresses::new(2);
-    let resumed_before: usize = farm.iter().map(|f| f.resumed()).sum();
-    let mut sessions = Vec::new();
-    for _ in 0..6 {
-        let c = client(Versions::Tls13, true);
-        let r = c.connect(a.addr, Some(on_a.any())).await.unwrap();
-        sessions.push((c, r.backend));
-    }
-    for (c, owner) in &sessions {
-        let ip = on_b.away_from(owner);
-        let r = c.connect(b.addr, Some(ip)).await.unwrap();
-        assert_eq!(
-            (&r.backend, r.server_resumed),
-            (owner, true),
-            "a TLS 1.3 ticket from A's backend {owner}, through B from {ip}"
-        );
-    }
-    let resumed_after: usize = farm.iter().map(|f| f.resumed()).sum();
-    assert_eq!(resumed_after - resumed_before, sessions.len());
+    behaviour::tls13_ticket_key_name_confirmed_on_one_instance_routes_on_another(
+        RedisServer::start(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_fails_no_connection_and_sharing_resumes_when_it_is_back() {
-    let mut redis = RedisServer::start();
-    let farm = rustls_backends(3, |_| {}).await;
-    let a = instance(&farm, &redis, Balance::RoundRobin, with_admin).await;
-    let b = instance(&farm, &redis, Balance::SourceHash, |_| {}).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
-    let mut on_a = Addresses::new(1);
-    let mut on_b = Addresses::new(2);
-
-    redis.kill();
-    // Every connection succeeds, through both, while Redis is gone: new
-    // sessions, resumptions on A (local state), resumptions offered to B
-    // (its lookup fails at once, the balancer places them).
-    for _ in 0..4 {
-        let c = client(Versions::Tls12, false);
-        let ip = on_a.any();
-        let first = c
-            .connect(a.addr, Some(ip))
-            .await
-            .expect("through A, Redis down");
-        let again = c.connect(a.addr, Some(ip)).await.expect("again through A");
-        assert_eq!(
-            (&again.backend, again.server_resumed),
-            (&first.backend, true)
-        );
-        c.connect(b.addr, Some(on_b.any()))
-            .await
-            .expect("through B, Redis down");
-    }
-    until(&a, "A sees Redis down", |s| !s.up).await;
-    until(&b, "B sees Redis down", |s| !s.up && s.lookups_error > 0).await;
-    let down = status(&a);
-    assert!(
-        down.errors_connect + down.errors_write + down.writes_dropped > 0,
-        "{down:?}"
-    );
-    let admin = a.admin_addr().unwrap();
-    let stats = admin_get(admin, "/api/v1/stats").await;
-    assert!(
-        stats.contains("\"store\":{\"kind\":\"redis\",\"up\":false"),
-        "{stats}"
-    );
-    let metrics = admin_get(admin, "/metrics").await;
-    for series in [
-        "stickytls_store_up 0",
-        "stickytls_store_errors_total{op=\"",
-        "stickytls_store_lookups_total{result=\"error\"}",
-    ] {
-        assert!(metrics.contains(series), "{series} in\n{metrics}");
-    }
-
-    redis.restart();
-    until(&a, "A reconnects", |s| s.up).await;
-    until(&b, "B reconnects", |s| s.up).await;
-    let c = client(Versions::Tls12, true);
-    let owner = c.connect(a.addr, Some(on_a.any())).await.unwrap().backend;
-    shared().await;
-    let ip = on_b.away_from(&owner);
-    let r = c.connect(b.addr, Some(ip)).await.unwrap();
-    assert_eq!(
-        (&r.backend, r.server_resumed),
-        (&owner, true),
-        "a session learned on A after Redis came back resumes through B"
-    );
+    behaviour::redis_killed_fails_no_connection_and_sharing_resumes_when_it_is_back(
+        RedisServer::start(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_redis_holds_a_connection_no_longer_than_the_lookup_budget() {
-    let redis = RedisServer::start();
-    let farm = rustls_backends(3, |_| {}).await;
-    let budget = Duration::from_millis(50);
-    let slow = |c: &mut Config| {
-        c.store.lookup_budget = budget;
-        // Long enough for Redis's answer to arrive after the budget.
-        c.store.timeout = Duration::from_secs(5);
-    };
-    let a = instance(&farm, &redis, Balance::RoundRobin, slow).await;
-    let b = instance(&farm, &redis, Balance::SourceHash, slow).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
+    behaviour::a_slow_redis_holds_a_connection_no_longer_than_the_lookup_budget(
+        RedisServer::start(),
+    )
+    .await;
+}
 
-    let c = client(Versions::Tls12, false);
-    let owner = c
-        .connect(a.addr, Some(IpAddr::from([127, 0, 1, 1])))
-        .await
-        .unwrap()
-        .backend;
-    shared().await;
-
-    // Redis blocks for 2 s: a router that waited for it would take that.
-    let port = redis.port;
-    let sleeper = std::thread::spawn(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$1\r\n2\r\n")
-            .unwrap();
-        let mut buf = [0u8; 16];
-        let _ = s.read(&mut buf);
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let timeouts = status(&b).lookups_timeout;
-    let start = Instant::now();
-    let ip = Addresses::new(2).away_from(&owner);
-    let r = c
-        .connect(b.addr, Some(ip))
-        .await
-        .expect("through B, Redis asleep");
-    let took = start.elapsed();
-    assert!(
-        took < budget + Duration::from_secs(1),
-        "the connection took {took:?} with a {budget:?} budget"
-    );
-    assert_eq!(status(&b).lookups_timeout, timeouts + 1, "{:?}", status(&b));
-    // Not known in time: placed by B's balancer.
-    assert_eq!(r.backend, source_hash(ip));
-    sleeper.join().unwrap();
-
-    // The late answer was kept for the next connection: B's table now
-    // holds the entry naming A's backend, beside the session it learned.
-    let table = b.pool("default").unwrap().table.clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut owners = Vec::new();
-        let names = table.save(&mut |batch| owners.extend(batch.iter().map(|e| e.backend)));
-        if owners
-            .iter()
-            .any(|&i| names[usize::from(i)].as_ref() == owner)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never filled: {owners:?} of {names:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_another() {
+    behaviour::renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_another(
+        RedisServer::start(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_value_in_redis_is_a_counted_miss() {
-    let redis = RedisServer::start();
-    let farm = rustls_backends(3, |_| {}).await;
-    let a = instance(&farm, &redis, Balance::RoundRobin, |_| {}).await;
-    let b = instance(&farm, &redis, Balance::SourceHash, |_| {}).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
-
-    let c = client(Versions::Tls12, false);
-    let owner = c
-        .connect(a.addr, Some(IpAddr::from([127, 0, 1, 1])))
-        .await
-        .unwrap()
-        .backend;
-    shared().await;
-    let entries = redis.keys("stickytls:default:e:*");
-    assert!(!entries.is_empty());
-    for (i, key) in entries.iter().enumerate() {
-        // Garbage, a foreign version, and a backend name with a newline.
-        let junk = ["garbage", "9:0:1:a", "1:0:1:a\nb"][i % 3];
-        assert!(
-            redis
-                .command(&["SET", key, junk])
-                .unwrap()
-                .starts_with("+OK")
-        );
-    }
-
-    let before = status(&b);
-    let ip = Addresses::new(2).away_from(&owner);
-    let r = c.connect(b.addr, Some(ip)).await.expect("through B");
-    let after = status(&b);
-    assert_eq!(r.backend, source_hash(ip), "a corrupt entry routes nowhere");
-    assert!(after.corrupt_values > before.corrupt_values, "{after:?}");
-    assert_eq!(after.lookups_miss, before.lookups_miss + 1, "{after:?}");
-    assert_eq!(after.lookups_hit, before.lookups_hit);
-
-    // Well formed, but naming a backend B does not have: found, and still
-    // no route (B's balancer places the client).
-    let known: std::collections::HashSet<String> =
-        redis.keys("stickytls:default:e:*").into_iter().collect();
-    let c2 = client(Versions::Tls12, false);
-    let owner = c2
-        .connect(a.addr, Some(IpAddr::from([127, 0, 1, 2])))
-        .await
-        .unwrap()
-        .backend;
-    shared().await;
-    let new: Vec<String> = redis
-        .keys("stickytls:default:e:*")
-        .into_iter()
-        .filter(|k| !known.contains(k))
-        .collect();
-    assert!(!new.is_empty());
-    for key in &new {
-        redis.command(&["SET", key, "1:0:1:elsewhere"]).unwrap();
-    }
-    let ip = Addresses::new(3).away_from(&owner);
-    let r = c2.connect(b.addr, Some(ip)).await.expect("through B");
-    assert_eq!(
-        (r.backend.as_str(), r.server_resumed),
-        (source_hash(ip), false),
-        "an entry naming an unknown backend is a miss"
-    );
+    behaviour::a_corrupt_value_in_redis_is_a_counted_miss(RedisServer::start()).await;
 }
 
 /// The value of `key`, from a bulk-string reply; `None` for nil.
@@ -631,7 +136,7 @@ fn the_key_name_scripts_take_the_same_steps_as_the_local_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_names_a_changed_store_and_a_pool_added_under_it_as_needing_a_restart() {
     let redis = RedisServer::start();
-    let dir = common::router_process::scratch("store-reload");
+    let dir = router_process::scratch("store-reload");
     let file = dir.join("stickytls.toml");
     let text = |prefix: &str, extra_pool: bool| {
         let mut t = format!(

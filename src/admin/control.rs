@@ -167,7 +167,7 @@ pub struct StatsView {
     /// connection accepted and not closed, before routing too).
     pub open_to_backends: u64,
     /// The shared affinity store's state and counters (`[store] kind =
-    /// "redis"`); absent with the in-process store.
+    /// "redis"` or `"redis-cluster"`); absent with the in-process store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<crate::affinity::StoreStatus>,
     #[serde(flatten)]

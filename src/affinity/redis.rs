@@ -1,6 +1,6 @@
 //! The affinity table shared by several router instances through one
-//! Redis server, with this process's [`MemoryStore`] in front of it as a
-//! near cache.
+//! Redis server or a Redis Cluster, with this process's [`MemoryStore`]
+//! in front of it as a near cache.
 //!
 //! Routing stays synchronous and reads only the near cache. What reaches
 //! Redis, and how:
@@ -12,12 +12,19 @@
 //!   pipelined round trip (every key it offers, and its client's record),
 //!   at most `lookup_budget`; a late answer still fills the near cache for
 //!   the client's next connection.
+//! - In a cluster a pipeline may only name keys of one hash slot (the
+//!   redis crate routes a pipeline by its first key and refuses the
+//!   rest), so lookups and write batches are split by slot ([`groups`])
+//!   and the parts sent at once: each node's part shares that node's one
+//!   multiplexed connection, so a lookup still costs one round trip, to
+//!   every shard in parallel.
 //! - Redis down, slow or unreachable, at start or later: nothing waits for
 //!   it. A keeper task connects in the background with back-off; until it
 //!   has, lookups fail at once and writes are dropped, all counted.
 //!
 //! What Redis holds, per pool (every command names one key, so a Redis
-//! Cluster can hold the same keys, spread by slot):
+//! Cluster holds the same keys, spread by slot; a `prefix` with a `{hash
+//! tag}` would put them all on one node):
 //! - `{prefix}{pool}:e:{hex}` — an entry (session ID, ticket or PSK
 //!   identity; its 16-byte [`Key`] digest already folds the kind in):
 //!   `1:{state bits}:{learned at, Unix seconds}:{backend}`, expiring after
@@ -38,7 +45,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -49,7 +58,7 @@ use super::{
     StoreStatus, next_key_name_state,
 };
 use crate::backend::BackendName;
-use crate::config::StoreConfig;
+use crate::config::{StoreConfig, StoreKind};
 use crate::metrics::{STORE_ERRORS, STORE_LOOKUPS, STORE_UP, STORE_WRITES_DROPPED};
 
 /// A write waits at most this long for others to share its round trip.
@@ -348,19 +357,198 @@ impl Counters {
     }
 }
 
+/// Where the store's connection comes from.
+enum StoreClient {
+    Single(redis::Client),
+    /// The cluster's seed nodes; the rest are learned from them.
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl std::fmt::Debug for StoreClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreClient::Single(_) => "StoreClient::Single",
+            StoreClient::Cluster(_) => "StoreClient::Cluster",
+        })
+    }
+}
+
+impl StoreClient {
+    /// The client for `config`'s URLs; `None` (logged) when they cannot
+    /// make one, which validation has already refused.
+    fn new(config: &StoreConfig) -> Option<StoreClient> {
+        let certs = tls_certificates(config)?;
+        let made = match config.kind {
+            StoreKind::RedisCluster => {
+                let b = redis::cluster::ClusterClientBuilder::new(config.urls.clone())
+                    .connection_timeout(config.timeout)
+                    .response_timeout(config.timeout)
+                    // A request that fails is counted and dropped here, not
+                    // retried for seconds by the crate: the next connection
+                    // asks again.
+                    .retries(1)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100);
+                #[cfg(feature = "store-tls")]
+                let b = match certs {
+                    Some(c) => b.certs(c),
+                    None => b,
+                };
+                #[cfg(not(feature = "store-tls"))]
+                let _ = certs;
+                b.build().map(StoreClient::Cluster)
+            }
+            _ => {
+                let url = config.urls.first()?.as_str();
+                #[cfg(feature = "store-tls")]
+                if let Some(c) = certs {
+                    return redis::Client::build_with_tls(url, c)
+                        .map(StoreClient::Single)
+                        .map_err(|e| warn!(error = %e, "shared store not usable; routing on local state"))
+                        .ok();
+                }
+                redis::Client::open(url).map(StoreClient::Single)
+            }
+        };
+        made.map_err(|e| warn!(error = %e, "shared store not usable; routing on local state"))
+            .ok()
+    }
+
+    async fn connect(&self, timeout: Duration) -> Option<Conn> {
+        let attempt = async {
+            match self {
+                StoreClient::Single(c) => {
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout));
+                    c.get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(Conn::Single)
+                }
+                StoreClient::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
+            }
+        };
+        tokio::time::timeout(timeout, attempt).await.ok()?.ok()
+    }
+}
+
+/// The CA certificates `store.tls_ca_file` names, for a `rediss://` store:
+/// `Some(None)` without one (the system's roots); `None` (logged) when the
+/// file cannot be read.
+#[cfg(feature = "store-tls")]
+fn tls_certificates(config: &StoreConfig) -> Option<Option<redis::TlsCertificates>> {
+    let Some(path) = &config.tls_ca_file else {
+        return Some(None);
+    };
+    match std::fs::read(path) {
+        Ok(pem) => Some(Some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        })),
+        Err(e) => {
+            warn!(error = %e, file = %path.display(), "store.tls_ca_file unreadable: the shared store is not used; routing on local state");
+            None
+        }
+    }
+}
+
+/// Without TLS there are no certificates to read.
+#[cfg(not(feature = "store-tls"))]
+fn tls_certificates(_config: &StoreConfig) -> Option<Option<()>> {
+    Some(None)
+}
+
+/// A working connection to one server or to a cluster: both take the
+/// same pipelines, a cluster only those of one slot.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Single(_) => "Conn::Single",
+            Conn::Cluster(_) => "Conn::Cluster",
+        })
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// `keys` split into the groups one pipeline each may carry: all of
+    /// them on one server; one group per hash slot in a cluster. Each
+    /// group lists indexes into `keys`, in order.
+    fn groups<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Vec<usize>> {
+        match self {
+            Conn::Single(_) => vec![(0..keys.len()).collect()],
+            Conn::Cluster(_) => groups(keys),
+        }
+    }
+}
+
+/// `keys`' indexes grouped by hash slot, groups in the order of their
+/// first key.
+fn groups<K: AsRef<[u8]>>(keys: &[K]) -> Vec<Vec<usize>> {
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let slot = Slot::for_key(k);
+        match slots.iter().position(|s| *s == slot) {
+            Some(g) => out[g].push(i),
+            None => {
+                slots.push(slot);
+                out.push(vec![i]);
+            }
+        }
+    }
+    out
+}
+
 /// The connection to Redis as the store's tasks share it: present while
 /// it works; a failed request takes it away and wakes the keeper.
 #[derive(Debug, Default)]
 struct Link {
     /// Taken only on the store's thread, for a clone: never on the
     /// connection path.
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Mutex<Option<Conn>>,
     /// Wakes the keeper to reconnect.
     broken: Notify,
 }
 
 impl Link {
-    fn get(&self) -> Option<MultiplexedConnection> {
+    fn get(&self) -> Option<Conn> {
         self.conn.lock().unwrap().clone()
     }
 
@@ -398,10 +586,7 @@ impl RedisLink {
         let (lookups, lookup_rx) = mpsc::channel(MAX_LOOKUPS_QUEUED);
         let counters = Arc::new(Counters::default());
         counters.set_up(false);
-        let client = config
-            .url
-            .as_deref()
-            .and_then(|u| redis::Client::open(u).ok());
+        let client = StoreClient::new(config);
         let (c, timeout) = (counters.clone(), config.timeout);
         let spawned = std::thread::Builder::new()
             .name("stickytls-store".into())
@@ -443,7 +628,7 @@ impl RedisLink {
         let c = &self.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StoreStatus {
-            kind: "redis",
+            kind: self.config.kind.as_str(),
             up: c.up.load(Ordering::Relaxed),
             lookups_hit: n(&c.hit),
             lookups_miss: n(&c.miss),
@@ -462,7 +647,7 @@ impl RedisLink {
 /// The store's thread: the keeper, the writer and the lookups, until the
 /// last store is dropped.
 async fn run(
-    client: Option<redis::Client>,
+    client: Option<StoreClient>,
     timeout: Duration,
     counters: Arc<Counters>,
     writes: mpsc::Receiver<Write>,
@@ -492,30 +677,22 @@ async fn run(
 /// Connects, and reconnects whenever a request finds the connection
 /// broken, backing off while Redis does not answer.
 async fn keep_connected(
-    client: redis::Client,
+    client: StoreClient,
     timeout: Duration,
     link: Arc<Link>,
     counters: Arc<Counters>,
 ) {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
     let mut backoff = BACKOFF.0;
     loop {
         if link.get().is_none() {
-            let attempt = tokio::time::timeout(
-                timeout,
-                client.get_multiplexed_async_connection_with_config(&config),
-            )
-            .await;
-            match attempt {
-                Ok(Ok(conn)) => {
+            match client.connect(timeout).await {
+                Some(conn) => {
                     *link.conn.lock().unwrap() = Some(conn);
                     counters.set_up(true);
                     backoff = BACKOFF.0;
                     info!("shared store connected");
                 }
-                Ok(Err(_)) | Err(_) => {
+                None => {
                     counters.error("connect");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF.1);
@@ -528,7 +705,8 @@ async fn keep_connected(
 }
 
 /// Sends queued writes in pipelined batches: the first write of a batch
-/// waits at most [`FLUSH`] for company.
+/// waits at most [`FLUSH`] for company. In a cluster a batch goes out as
+/// one pipeline per slot, all at once.
 async fn write_behind(
     mut rx: mpsc::Receiver<Write>,
     timeout: Duration,
@@ -546,76 +724,102 @@ async fn write_behind(
                 _ => break,
             }
         }
-        let n = batch.len() as u64;
-        let Some(mut conn) = link.get() else {
-            counters.dropped(n, "store_down");
+        let Some(conn) = link.get() else {
+            counters.dropped(batch.len() as u64, "store_down");
             batch.clear();
             continue;
         };
-        let mut pipe = redis::pipe();
         touched.clear();
-        for w in batch.drain(..) {
-            match w {
-                Write::Set { key, value, ttl } => {
-                    pipe.cmd("SET")
-                        .arg(key)
-                        .arg(value)
-                        .arg("PX")
-                        .arg(ttl)
-                        .ignore();
+        let (keys, mut cmds): (Vec<String>, Vec<Option<redis::Cmd>>) = batch
+            .drain(..)
+            // Several uses of one entry in a batch: one refresh.
+            .filter(|w| match w {
+                Write::Touch { key, .. } => touched.insert(key.clone()),
+                _ => true,
+            })
+            .map(|w| {
+                let (key, cmd) = command(w);
+                (key, Some(cmd))
+            })
+            .unzip();
+        let mut sent = Vec::new();
+        for group in conn.groups(&keys) {
+            let mut pipe = redis::pipe();
+            for &i in &group {
+                // Each index is in exactly one group.
+                if let Some(cmd) = cmds[i].take() {
+                    pipe.add_command(cmd).ignore();
                 }
-                Write::Del { key } => {
-                    pipe.cmd("DEL").arg(key).ignore();
+            }
+            let mut conn = conn.clone();
+            let n = group.len() as u64;
+            sent.push((
+                n,
+                tokio::spawn(async move {
+                    tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await
+                }),
+            ));
+        }
+        for (n, answer) in sent {
+            match answer.await {
+                Ok(Ok(Ok(()))) => {
+                    counters.writes.fetch_add(n, Ordering::Relaxed);
                 }
-                Write::Touch { key, ttl } => {
-                    // Several uses of one entry in a batch: one refresh.
-                    if touched.insert(key.clone()) {
-                        pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+                Ok(Ok(Err(e))) => {
+                    counters.error("write");
+                    counters.dropped(n, "error");
+                    if !server_said_no(&e) {
+                        link.broken(&counters);
                     }
                 }
-                Write::Confirm {
-                    key,
-                    backend,
-                    tag,
-                    ttl,
-                } => {
-                    pipe.cmd("EVAL")
-                        .arg(CONFIRM_NAME)
-                        .arg(1)
-                        .arg(key)
-                        .arg(&*backend)
-                        .arg(tag)
-                        .arg(unix_now())
-                        .arg(ttl)
-                        .ignore();
-                }
-                Write::Reject { key, backend, ttl } => {
-                    pipe.cmd("EVAL")
-                        .arg(REJECT_NAME)
-                        .arg(1)
-                        .arg(key)
-                        .arg(&*backend)
-                        .arg(ttl)
-                        .ignore();
-                }
-            }
-        }
-        match tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => {
-                counters.writes.fetch_add(n, Ordering::Relaxed);
-            }
-            Ok(Err(e)) => {
-                counters.error("write");
-                counters.dropped(n, "error");
-                if !server_said_no(&e) {
+                Ok(Err(_)) | Err(_) => {
+                    counters.error("write");
+                    counters.dropped(n, "timeout");
                     link.broken(&counters);
                 }
             }
-            Err(_) => {
-                counters.error("write");
-                counters.dropped(n, "timeout");
-                link.broken(&counters);
-            }
+        }
+    }
+}
+
+/// A write's key (which routes it in a cluster) and its command.
+fn command(w: Write) -> (String, redis::Cmd) {
+    match w {
+        Write::Set { key, value, ttl } => {
+            let mut c = redis::cmd("SET");
+            c.arg(&key).arg(value).arg("PX").arg(ttl);
+            (key, c)
+        }
+        Write::Del { key } => {
+            let mut c = redis::cmd("DEL");
+            c.arg(&key);
+            (key, c)
+        }
+        Write::Touch { key, ttl } => {
+            let mut c = redis::cmd("PEXPIRE");
+            c.arg(&key).arg(ttl);
+            (key, c)
+        }
+        Write::Confirm {
+            key,
+            backend,
+            tag,
+            ttl,
+        } => {
+            let mut c = redis::cmd("EVAL");
+            c.arg(CONFIRM_NAME)
+                .arg(1)
+                .arg(&key)
+                .arg(&*backend)
+                .arg(tag)
+                .arg(unix_now())
+                .arg(ttl);
+            (key, c)
+        }
+        Write::Reject { key, backend, ttl } => {
+            let mut c = redis::cmd("EVAL");
+            c.arg(REJECT_NAME).arg(1).arg(&key).arg(&*backend).arg(ttl);
+            (key, c)
         }
     }
 }
@@ -625,41 +829,55 @@ fn server_said_no(e: &redis::RedisError) -> bool {
     !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error())
 }
 
-/// One pipelined round trip for a hello's keys; fills the near cache and
-/// the client index with what is valid, whenever it arrives.
+/// One pipelined round trip for a hello's keys (in a cluster, one per
+/// slot, all at once); fills the near cache and the client index with
+/// what is valid, whenever it arrives. A part that fails costs only its
+/// own keys: what the other shards answered is still used.
 async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<Counters>) {
-    let Some(mut conn) = link.get() else {
+    let Some(conn) = link.get() else {
         let _ = req.reply.send(Outcome::Error);
         return;
     };
-    let mut pipe = redis::pipe();
-    for k in &req.keys {
-        pipe.cmd("GET").arg(k);
-    }
-    let answer =
-        tokio::time::timeout(timeout, pipe.query_async::<Vec<Option<Vec<u8>>>>(&mut conn)).await;
-    let values = match answer {
-        Ok(Ok(v)) if v.len() == req.targets.len() => v,
-        Ok(Ok(_)) => {
-            counters.error("lookup");
-            let _ = req.reply.send(Outcome::Error);
-            return;
+    let groups = conn.groups(&req.keys);
+    let mut asked = Vec::with_capacity(groups.len());
+    for group in groups {
+        let mut pipe = redis::pipe();
+        for &i in &group {
+            pipe.cmd("GET").arg(&req.keys[i]);
         }
-        Ok(Err(e)) => {
-            counters.error("lookup");
-            if !server_said_no(&e) {
+        let mut conn = conn.clone();
+        let answer = tokio::spawn(async move {
+            tokio::time::timeout(timeout, pipe.query_async::<Vec<Option<Vec<u8>>>>(&mut conn)).await
+        });
+        asked.push((group, answer));
+    }
+    let mut values: Vec<Option<Vec<u8>>> = vec![None; req.keys.len()];
+    let mut failed = false;
+    for (group, answer) in asked {
+        match answer.await {
+            Ok(Ok(Ok(v))) if v.len() == group.len() => {
+                for (i, value) in group.into_iter().zip(v) {
+                    values[i] = value;
+                }
+            }
+            Ok(Ok(Ok(_))) => {
+                counters.error("lookup");
+                failed = true;
+            }
+            Ok(Ok(Err(e))) => {
+                counters.error("lookup");
+                failed = true;
+                if !server_said_no(&e) {
+                    link.broken(&counters);
+                }
+            }
+            Ok(Err(_)) | Err(_) => {
+                counters.error("lookup");
+                failed = true;
                 link.broken(&counters);
             }
-            let _ = req.reply.send(Outcome::Error);
-            return;
         }
-        Err(_) => {
-            counters.error("lookup");
-            link.broken(&counters);
-            let _ = req.reply.send(Outcome::Error);
-            return;
-        }
-    };
+    }
     let mut found = false;
     let now = unix_now();
     for (target, value) in req.targets.iter().zip(values) {
@@ -687,9 +905,12 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
             }
         }
     }
-    let _ = req
-        .reply
-        .send(if found { Outcome::Hit } else { Outcome::Miss });
+    let outcome = match (found, failed) {
+        (true, _) => Outcome::Hit,
+        (false, true) => Outcome::Error,
+        (false, false) => Outcome::Miss,
+    };
+    let _ = req.reply.send(outcome);
 }
 
 /// A pool's affinity table shared through Redis: a [`MemoryStore`] near
@@ -924,14 +1145,15 @@ impl AffinityStore for RedisStore {
 }
 
 /// Adds a [`RedisStore`] for every pool of `config` that `stores` does not
-/// already give one, when `[store] kind = "redis"`; all share one
+/// already give one, when `[store] kind = "redis"` or `"redis-cluster"`;
+/// all share one
 /// [`RedisLink`]. Returns at once: nothing here waits for Redis.
 pub fn stores_for(
     config: &crate::config::Config,
     clock: &crate::clock::Clock,
     stores: &mut std::collections::HashMap<String, Arc<dyn AffinityStore>>,
 ) {
-    if config.store.kind != crate::config::StoreKind::Redis {
+    if !config.store.kind.is_redis() {
         return;
     }
     let link = RedisLink::start(&config.store);
@@ -1168,6 +1390,68 @@ mod tests {
         );
         let v6 = ClientPrefix::new("2001:db8::1".parse().unwrap(), 32, 64);
         assert_eq!(client_key("st:", "web", &v6), "st:web:c:2001:db8::");
+    }
+
+    #[test]
+    fn cluster_groups_are_one_per_hash_slot_in_the_order_of_first_keys() {
+        let key = |n: u8| redis_key("st:", "web", 'e', &Key::from_bytes([n; 16]));
+        let keys: Vec<String> = (0..40).map(key).collect();
+        let g = groups(&keys);
+        let mut seen: Vec<usize> = g.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..40).collect::<Vec<_>>(), "every key once");
+        for group in &g {
+            let slot = Slot::for_key(&keys[group[0]]);
+            assert!(group.iter().all(|&i| Slot::for_key(&keys[i]) == slot));
+            assert!(group.windows(2).all(|w| w[0] < w[1]), "in order");
+        }
+        assert!(g.windows(2).all(|w| w[0][0] < w[1][0]));
+        assert!(g.len() > 30, "40 keys in {} slots", g.len());
+        // A hash tag names one slot: every key of it in one group.
+        let tagged = ["{t}a", "x", "{t}b", "{t}c"];
+        assert_eq!(groups(&tagged), [vec![0, 2, 3], vec![1]]);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_costs_no_wait_and_is_counted() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = StoreConfig::redis_cluster(&[format!("redis://127.0.0.1:{port}")]);
+        cfg.lookup_budget = Duration::from_secs(5);
+        let link = RedisLink::start(&cfg);
+        let local = MemoryStore::new(
+            super::super::memory::MemoryStoreConfig {
+                capacity: 100,
+                inactivity: Duration::from_secs(60),
+                absolute_max: None,
+            },
+            Clock::new(),
+        );
+        let store = RedisStore::new(
+            local,
+            link,
+            "p",
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let started = std::time::Instant::now();
+        let other = Key::new(crate::affinity::KeyKind::SessionId, b"unknown here");
+        store.prefetch(lookup(vec![other])).expect("a lookup").await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = store.status().unwrap();
+            if s.errors_connect > 0 {
+                assert_eq!((s.kind, s.up), ("redis-cluster", false));
+                assert_eq!(s.lookups_error, 1);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[test]

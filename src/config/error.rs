@@ -26,12 +26,12 @@ pub enum ValueError {
     UnknownLogFormat(String),
     /// `send_proxy` is not "off", "v1" or "v2".
     UnknownSendProxy(String),
-    /// `store.kind` is not "memory" or "redis".
+    /// `store.kind` is not "memory", "redis" or "redis-cluster".
     UnknownStoreKind(String),
-    /// A store kind that is planned but not built yet ("redis-cluster").
-    StoreKindNotYetSupported(String),
     /// `store.url` is not a `redis://` URL.
     NotARedisUrl(String),
+    /// A `rediss://` URL in a build without the `store-tls` feature.
+    StoreTlsNotBuilt(String),
 }
 
 impl fmt::Display for ValueError {
@@ -144,8 +144,15 @@ pub enum Rule {
     /// The token travels in an HTTP header.
     TokenNotPrintable,
     TokenForReadsWithoutToken,
-    /// `[store] kind = "redis"` without a `url`.
-    StoreWithoutUrl,
+    /// `[store] kind = "redis"` or `"redis-cluster"` without a `url`.
+    StoreWithoutUrl {
+        kind: super::StoreKind,
+    },
+    /// A cluster seed URL naming a database other than 0 (a cluster has
+    /// only database 0).
+    ClusterDatabase,
+    /// `store.tls_ca_file` without a `rediss://` URL.
+    StoreCaWithoutTls,
     /// `store.prefix` is longer than [`super::StoreConfig::MAX_PREFIX`].
     StorePrefixTooLong {
         len: usize,
@@ -255,8 +262,21 @@ impl ConfigError {
                 "{key} is zero, which would fail every request to the store; set it above zero, e.g. \"{}\"",
                 format_duration(self.path.default_duration().unwrap_or(Duration::from_millis(500)))
             ),
-            Rule::StoreWithoutUrl => f.write_str(
+            Rule::StoreWithoutUrl {
+                kind: super::StoreKind::RedisCluster,
+            } => f.write_str(
+                "[store] kind = \"redis-cluster\" has no `urls`; list some of its nodes, e.g. urls = [\"redis://10.0.0.5:6379\", \"redis://10.0.0.6:6379\"]",
+            ),
+            Rule::StoreWithoutUrl { .. } => f.write_str(
                 "[store] kind = \"redis\" has no `url`; add e.g. url = \"redis://10.0.0.5:6379/0\"",
+            ),
+            Rule::ClusterDatabase => write!(
+                f,
+                "{key} names a database other than 0, and a Redis Cluster has only database 0; end the URL with /0 or leave the database out"
+            ),
+            Rule::StoreCaWithoutTls => write!(
+                f,
+                "{key} is set but no store URL is rediss://; use rediss:// URLs or remove it"
             ),
             Rule::StorePrefixTooLong { len } => write!(
                 f,
@@ -472,15 +492,15 @@ fn write_value_error(
         ),
         ValueError::UnknownStoreKind(text) => write!(
             f,
-            "unknown store kind `{text}`; use \"memory\" (this process only) or \"redis\" (shared by several instances)"
-        ),
-        ValueError::StoreKindNotYetSupported(text) => write!(
-            f,
-            "store kind `{text}` is not yet supported; use \"redis\" with a single Redis server for now"
+            "unknown store kind `{text}`; use \"memory\" (this process only), \"redis\" (one Redis server shared by several instances) or \"redis-cluster\" (a Redis Cluster)"
         ),
         ValueError::NotARedisUrl(text) => write!(
             f,
-            "`{text}` is not a Redis URL; write e.g. \"redis://10.0.0.5:6379/0\" (rediss:// is not supported)"
+            "`{text}` is not a Redis URL; write e.g. \"redis://10.0.0.5:6379/0\", or \"rediss://...\" for TLS"
+        ),
+        ValueError::StoreTlsNotBuilt(text) => write!(
+            f,
+            "`{text}` asks for TLS to the store, which this build of stickytls lacks; build it with `cargo build --release --features store-tls`, or use redis://"
         ),
     }
 }

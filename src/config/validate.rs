@@ -329,17 +329,32 @@ fn check_range(at: ConfigPath, value: i128, errors: &mut Vec<ConfigError>) {
 impl StoreConfig {
     fn check(&self, errors: &mut Vec<ConfigError>) {
         let at = ConfigPath::Store;
-        if self.kind == StoreKind::Redis {
-            match &self.url {
-                None => errors.push(ConfigError::new(
+        if self.kind.is_redis() {
+            if self.urls.is_empty() {
+                errors.push(ConfigError::new(
                     at(StoreKey::Section),
-                    Rule::StoreWithoutUrl,
-                )),
-                Some(url) => {
-                    if let Err(e) = super::parse_redis_url(url) {
-                        errors.push(ConfigError::new(at(StoreKey::Url), Rule::Value(e)));
+                    Rule::StoreWithoutUrl { kind: self.kind },
+                ));
+            }
+            // A single server uses the first; a cluster tries each.
+            let used = match self.kind {
+                StoreKind::RedisCluster => &self.urls[..],
+                _ => &self.urls[..self.urls.len().min(1)],
+            };
+            for url in used {
+                match super::parse_redis_url(url) {
+                    Err(e) => errors.push(ConfigError::new(at(StoreKey::Url), Rule::Value(e))),
+                    Ok(_) if self.kind == StoreKind::RedisCluster && names_a_database(url) => {
+                        errors.push(ConfigError::new(at(StoreKey::Url), Rule::ClusterDatabase));
                     }
+                    Ok(_) => {}
                 }
+            }
+            if self.tls_ca_file.is_some() && !used.iter().any(|u| u.starts_with("rediss://")) {
+                errors.push(ConfigError::new(
+                    at(StoreKey::TlsCaFile),
+                    Rule::StoreCaWithoutTls,
+                ));
             }
         }
         if self.prefix.len() > StoreConfig::MAX_PREFIX {
@@ -362,4 +377,11 @@ impl StoreConfig {
             }
         }
     }
+}
+
+/// Whether a Redis URL selects a database other than 0.
+fn names_a_database(url: &str) -> bool {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info()
+        .is_ok_and(|i| i.redis_settings().db() != 0)
 }

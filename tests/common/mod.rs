@@ -9,7 +9,9 @@ use stickytls::config::{BackendConfig, Config};
 use stickytls::router::{Router, RunningRouter};
 use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
 
+pub mod redis;
 pub mod router_process;
+pub mod shared_store;
 pub mod traffic;
 
 /// A source address on the loopback network: each stands for one client
