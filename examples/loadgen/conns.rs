@@ -5,7 +5,10 @@
 //! `ClientConfig` each), and one client never has two connections at once,
 //! so with `--resume` every timed connection offers the session its client
 //! got last. Before the timed part, each client makes one untimed
-//! connection to get its first session.
+//! connection to get its first session; `--warmup-target` sends that one
+//! elsewhere (another router instance sharing a store), and with as many
+//! clients as connections every timed connection is then the first
+//! resumption, through `--target`, of a session learned there.
 //!
 //! The backend tells who it is: the body is expected to hold
 //! `backend=NAME` and `reused=r` (nginx's `$ssl_session_reused`) when it
@@ -57,6 +60,12 @@ pub struct ConnsArgs {
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Where each client's warm-up connection (its first, full handshake)
+    /// goes, when not to `--target`: with a shared store, the instance
+    /// that learns the sessions the timed connections resume through
+    /// `--target`, another instance that has never seen them.
+    #[arg(long, value_name = "ADDR", requires = "resume")]
+    pub warmup_target: Option<SocketAddr>,
     /// A shell command run after the warm-up, before the timed part (for
     /// example `callgrind_control --zero PID`, so a profile holds only
     /// timed connections).
@@ -122,6 +131,7 @@ pub async fn run(args: ConnsArgs) -> Result<(), String> {
 
     // Warm-up: one connection per client, so each holds a session.
     if args.resume {
+        let target = args.warmup_target.unwrap_or(target);
         let queue: Arc<Mutex<VecDeque<usize>>> = Arc::new(Mutex::new((0..n_clients).collect()));
         let tally = Arc::new(Mutex::new(Tally::default()));
         let mut tasks = Vec::new();

@@ -2,7 +2,7 @@
 //! writer (`scripts/bench` drives it; see docs/performance.md).
 //!
 //! ```text
-//! loadgen conns  --target ADDR --conns N --concurrency C --clients M --tls 12|13 [--resume]
+//! loadgen conns  --target ADDR --conns N --concurrency C --clients M --tls 12|13 [--resume [--warmup-target ADDR]]
 //! loadgen bulk   --target ADDR --bytes N --direction up|down
 //! loadgen serve  --listen ADDR --cert PEM --key PEM       (bulk sink and source)
 //! loadgen certs  --out DIR --names b1,b2,...              (a throwaway CA and leaves)

@@ -107,6 +107,7 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
     }
     let conns = summarize_conns(&rows);
     let bulk = summarize_bulk(&rows);
+    let store = summarize_store(&rows);
     let summary = json!({
         "meta": meta,
         "conns": conns,
@@ -117,6 +118,7 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
         "callgrind": of_kind(&rows, "callgrind"),
         "strace": of_kind(&rows, "strace"),
         "perf": of_kind(&rows, "perf"),
+        "store": store,
         "profile": profile.as_ref().map(Profile::to_json),
         "profile_inclusive": inclusive.as_ref().map(Profile::landmarks_json),
         "runs": rows,
@@ -698,6 +700,7 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
             top.join(", ")
         );
     }
+    store_section(w, s);
     perf_section(w, s);
     md
 }
@@ -924,7 +927,55 @@ fn summary(s: &Value) -> Vec<String> {
     if let Some(line) = perf_sentence(s) {
         out.push(line);
     }
+    if let Some(line) = store_sentence(s) {
+        out.push(line);
+    }
     out
+}
+
+/// The shared store's cost and stickiness in one sentence: CPU from the
+/// TLS 1.2 session-ID rows, added latency from the one-at-a-time rows.
+fn store_sentence(s: &Value) -> Option<String> {
+    let rows = s["store"].as_array()?;
+    let of = |w: &str, t: &str| rows.iter().find(|r| r["workload"] == w && r["target"] == t);
+    let w = "store-tls12-resumed-session-id";
+    let (off, local, remote) = (
+        of(w, "store-off")?,
+        of(w, "store-local")?,
+        of(w, "store-remote")?,
+    );
+    let cpu = |r: &Value| r["proxy_cpu_s_per_10k"].as_f64();
+    let times = |r: &Value| {
+        r["vs_store_off"]
+            .as_f64()
+            .map_or("–".into(), |v| format!("{v:.2}×"))
+    };
+    let mut line = format!(
+        "Shared store, resumed TLS 1.2 connections (session IDs), proxy CPU per 10k: {:.2} s with the in-process table, {:.2} s ({}) with Redis and near-cache hits, {:.2} s ({}) on an instance that fetches every session from Redis (resumptions on the issuing backend {} / {} / {}).",
+        cpu(off)?,
+        cpu(local)?,
+        times(local),
+        cpu(remote)?,
+        times(remote),
+        pct(&off["resumed_share"]),
+        pct(&local["resumed_share"]),
+        pct(&remote["resumed_share"]),
+    );
+    let l = "store-latency-tls12-resumed";
+    if let (Some(off), Some(local), Some(remote)) = (
+        of(l, "store-off"),
+        of(l, "store-local"),
+        of(l, "store-remote"),
+    ) {
+        let added = |r: &Value| format!("{} / {}", ms(&r["added_p50_us"]), ms(&r["added_p99_us"]));
+        line += &format!(
+            " One connection at a time, setup added over direct (p50 / p99 ms): {}, {} and {}.",
+            added(off),
+            added(local),
+            added(remote)
+        );
+    }
+    Some(line)
 }
 
 /// What a landmark function of the profile does, for readers who do not
@@ -1185,4 +1236,187 @@ impl Profile {
             parts.join("; ")
         )
     }
+}
+
+/// The shared-store part's modes in table order, with what each one is.
+const STORE_TARGETS: [(&str, &str); 4] = [
+    ("direct", "straight to one backend"),
+    ("store-off", "the in-process table (`kind = \"memory\"`)"),
+    (
+        "store-local",
+        "`--store redis://…`, learned and resumed through the same instance: hits in its near cache",
+    ),
+    (
+        "store-remote",
+        "`--store redis://…`, learned through instance A (the warm-up) and resumed through instance B, which asks Redis for every session; B's CPU only",
+    ),
+];
+
+/// The instance whose store counters go with a mode's resumptions.
+fn store_instance(target: &str) -> Option<&'static str> {
+    match target {
+        "store-local" => Some("a"),
+        "store-remote" => Some("b"),
+        _ => None,
+    }
+}
+
+/// Store counters, from `/api/v1/stats`, that the report shows.
+const STORE_COUNTERS: [&str; 6] = [
+    "lookups_hit",
+    "lookups_miss",
+    "lookups_timeout",
+    "lookups_error",
+    "corrupt_values",
+    "writes_dropped",
+];
+
+/// Per (workload, target, instance): the store counters' growth over the
+/// runs of that workload and target, from the snapshots the script takes
+/// after every run (each minus the instance's snapshot before it).
+fn store_deltas(rows: &[Value]) -> BTreeMap<(String, String, String), BTreeMap<&'static str, u64>> {
+    let mut last: BTreeMap<(String, String), &Value> = BTreeMap::new();
+    let mut out: BTreeMap<(String, String, String), BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r["kind"] == "store_stats") {
+        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+        let inst = (s("instance"), s("set"));
+        if let Some(prev) = last.insert(inst.clone(), r) {
+            let d = out
+                .entry((s("workload"), s("target"), inst.0.clone()))
+                .or_default();
+            for c in STORE_COUNTERS {
+                let v = |x: &Value| x["stats"]["store"][c].as_u64().unwrap_or(0);
+                *d.entry(c).or_default() += v(r).saturating_sub(v(prev));
+            }
+        }
+    }
+    out
+}
+
+/// Per store workload and mode: medians over rounds, counts summed, and
+/// the resuming instance's store counters.
+fn summarize_store(rows: &[Value]) -> Vec<Value> {
+    let deltas = store_deltas(rows);
+    let mut workloads: Vec<&str> = Vec::new();
+    for r in rows {
+        if let Some(w) = r["workload"].as_str() {
+            if r["kind"] == "conns" && w.starts_with("store-") && !workloads.contains(&w) {
+                workloads.push(w);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for w in workloads {
+        let of = |t: &str, f: &dyn Fn(&Value) -> Option<f64>| med(&runs(rows, "conns", w, t), f);
+        let hs = |p: &'static str| move |r: &Value| r["handshake_us"][p].as_f64();
+        let cpu = |r: &Value| r["proxy_cpu_s_per_10k"].as_f64();
+        let (d50, d99) = (of("direct", &hs("p50")), of("direct", &hs("p99")));
+        let off_cpu = of("store-off", &cpu);
+        for (t, _) in STORE_TARGETS {
+            let rs = runs(rows, "conns", w, t);
+            if rs.is_empty() {
+                continue;
+            }
+            let sum = |k: &str| rs.iter().filter_map(|r| r[k].as_u64()).sum::<u64>();
+            let (hs50, hs99) = (of(t, &hs("p50")), of(t, &hs("p99")));
+            let c = of(t, &cpu);
+            let offered = sum("offered");
+            let counters = store_instance(t)
+                .and_then(|i| deltas.get(&(w.to_string(), t.to_string(), i.to_string())))
+                .map(|d| json!(d));
+            out.push(json!({
+                "workload": w,
+                "target": t,
+                "rounds": rs.len(),
+                "concurrency": rs[0]["concurrency"],
+                "conns_per_s": of(t, &|r: &Value| r["conns_per_s"].as_f64()),
+                "proxy_cpu_s_per_10k": c,
+                "vs_store_off": ratio(c, off_cpu),
+                "handshake_p50_us": hs50,
+                "handshake_p99_us": hs99,
+                "added_p50_us": diff(hs50, d50),
+                "added_p99_us": diff(hs99, d99),
+                "conns": sum("conns"),
+                "errors": sum("errors"),
+                "offered": offered,
+                "resumed": sum("resumed"),
+                "resumed_share": (offered > 0).then(|| sum("resumed") as f64 / offered as f64),
+                "store_instance": store_instance(t),
+                "store_counters": counters,
+            }));
+        }
+    }
+    out
+}
+
+/// The shared-store section, only when the run had the `store` part (so a
+/// run without it prints no empty table).
+fn store_section(w: &mut String, s: &Value) {
+    let rows: Vec<&Value> = s["store"].as_array().into_iter().flatten().collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "\n## Shared store (Redis)\n");
+    let _ = writeln!(
+        w,
+        "Resumed connections with the affinity table in the process and shared through a local `redis-server` (started by the run on 127.0.0.1), side by side in one interleaved run. Every simulated client makes one full handshake in the untimed warm-up and one timed resumption, so each timed connection is the first resumption of a session learned in the warm-up. Modes:\n"
+    );
+    for (t, what) in STORE_TARGETS {
+        let _ = writeln!(w, "- **{t}**: {what};");
+    }
+    let _ = writeln!(
+        w,
+        "\nHandshake: from `connect()` to the handshake's end at the client, p50 and p99, medians over the rounds. \"Added\" is that over direct's, shown for the workload that makes one connection at a time: with 32 in flight on a shared machine, handshake times are mostly queueing. Lookups are the resuming instance's store counters over the timed runs and their warm-ups (`/api/v1/stats`): a hit found something usable for that hello in Redis (the session, a key name's state or the client's record); a timeout was not answered within `--store-lookup-budget` (2 ms by default), and that connection went to the balancer's choice. A near-cache hit asks Redis nothing and is not counted.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| workload | mode | conns/s | proxy CPU-s per 10k conns | vs store-off | handshake p50 / p99 ms | added p50 / p99 ms | resumed on issuing backend | lookups hit / miss / timeout / error | errors |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let lookups = r["store_counters"]
+            .as_object()
+            .map_or("–".to_string(), |c| {
+                let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+                format!(
+                    "{} / {} / {} / {}",
+                    n("lookups_hit"),
+                    n("lookups_miss"),
+                    n("lookups_timeout"),
+                    n("lookups_error")
+                )
+            });
+        let direct = r["target"] == "direct";
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {lookups} | {} |",
+            r["workload"].as_str().unwrap_or(""),
+            r["target"].as_str().unwrap_or(""),
+            num(&r["conns_per_s"], 0),
+            if direct {
+                "–".into()
+            } else {
+                num(&r["proxy_cpu_s_per_10k"], 2)
+            },
+            if direct {
+                "–".into()
+            } else {
+                num(&r["vs_store_off"], 2)
+            },
+            ms(&r["handshake_p50_us"]),
+            ms(&r["handshake_p99_us"]),
+            if direct || r["concurrency"] != 1 {
+                "–".to_string()
+            } else {
+                format!("{} / {}", ms(&r["added_p50_us"]), ms(&r["added_p99_us"]))
+            },
+            pct(&r["resumed_share"]),
+            r["errors"],
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nWorkloads: `store-tls12-resumed-session-id` (TLS 1.2 session IDs, tickets off) and `store-tls13-resumed-ticket` (TLS 1.3 stateless tickets, tickets on), {} connections in flight; `store-latency-tls12-resumed`, one connection at a time. TLS 1.3 tickets travel encrypted, so each timed connection, the first resumption of its session, is routed by the ticket's key name once that name is routable (two resumptions confirmed on its backend) and by client address before: with every client on 127.0.0.1 these rows measure how soon names become routable as much as the store, and their CPU includes the full handshakes of resumptions that missed. An instance asks Redis while the offered key name is not settled in its near cache; and a fresh TLS 1.3 hello carries a random legacy session ID, which is looked up too, so with the store on every warm-up connection costs a lookup (found: the client's record).",
+        s["meta"]["concurrency"]
+    );
 }
