@@ -128,6 +128,11 @@ pub const STORE_UP: &str = "stickytls_store_up";
 /// Writes to the shared store not sent, by `reason`: queue_full,
 /// store_down, error, timeout, stopped.
 pub const STORE_WRITES_DROPPED: &str = "stickytls_store_writes_dropped_total";
+/// Writes the shared store acknowledged.
+pub const STORE_WRITES: &str = "stickytls_store_writes_total";
+/// Values read from the shared store that were not ours or not well
+/// formed (each treated as a miss).
+pub const STORE_CORRUPT_VALUES: &str = "stickytls_store_corrupt_values_total";
 
 /// Buckets of [`DECISION_SECONDS`]: a decision is a few table lookups, so
 /// microseconds, with room for a contended lock or a remote store.
@@ -340,5 +345,10 @@ fn describe() {
     describe_counter!(
         STORE_WRITES_DROPPED,
         "Writes to the shared store not sent, by reason."
+    );
+    describe_counter!(STORE_WRITES, "Writes the shared store acknowledged.");
+    describe_counter!(
+        STORE_CORRUPT_VALUES,
+        "Values read from the shared store that were malformed or foreign, each a miss."
     );
 }

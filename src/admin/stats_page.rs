@@ -126,6 +126,9 @@ fn page(out: &mut String, o: &Overview, refresh_secs: u32) -> fmt::Result {
     // What a glance needs first: the totals, then each pool's backends;
     // the breakdowns and the decision logs below them.
     cards(out, &o.stats)?;
+    if let Some(st) = &o.stats.store {
+        store(out, st)?;
+    }
     for p in &o.pools {
         pool(out, p)?;
     }
@@ -184,6 +187,41 @@ fn cards(out: &mut String, s: &StatsView) -> fmt::Result {
         bytes(c.to_client_bytes)
     )?;
     out.push_str("</div>\n</section>\n");
+    Ok(())
+}
+
+/// The shared store (Redis or Redis Cluster): whether this router reaches
+/// it now, and what its lookups and writes came to. Shown only when one is
+/// configured: the in-process table has nothing to report here.
+fn store(out: &mut String, st: &crate::affinity::StoreStatus) -> fmt::Result {
+    let (class, state) = if st.up {
+        ("up", "connected")
+    } else {
+        ("down", "unreachable: routing from local state")
+    };
+    let lookups = st.lookups_hit + st.lookups_miss + st.lookups_timeout + st.lookups_error;
+    writeln!(
+        out,
+        "<section id=\"store\">\n<h2>Shared store ({kind})</h2>\n<p><span class=\"state state-{class}\" data-field=\"store-up\">{state}</span></p>",
+        kind = Esc(st.kind)
+    )?;
+    out.push_str("<div class=\"scroll\"><table id=\"store-counters\">\n<tr><th>lookups</th><th class=\"num\">hit</th><th class=\"num\">miss</th><th class=\"num\">over budget</th><th class=\"num\">error</th><th class=\"num\">hit ratio</th><th class=\"num\">corrupt values</th><th class=\"num\">writes</th><th class=\"num\">writes dropped</th><th class=\"num\">errors (connect / lookup / write)</th></tr>\n");
+    writeln!(
+        out,
+        "<tr><td>{lookups}</td><td class=\"num\" data-field=\"store-hit\">{}</td><td class=\"num\">{}</td><td class=\"num\" data-field=\"store-timeout\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\" data-field=\"store-writes\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} / {} / {}</td></tr>",
+        st.lookups_hit,
+        st.lookups_miss,
+        st.lookups_timeout,
+        st.lookups_error,
+        percent(st.lookups_hit, lookups),
+        st.corrupt_values,
+        st.writes,
+        st.writes_dropped,
+        st.errors_connect,
+        st.errors_lookup,
+        st.errors_write,
+    )?;
+    out.push_str("</table></div>\n</section>\n");
     Ok(())
 }
 
@@ -552,6 +590,34 @@ mod tests {
         // Nothing is fetched: no script, no external reference.
         assert!(!html.contains("<script"));
         assert!(!html.contains("http://") && !html.contains("https://"));
+    }
+
+    #[test]
+    fn the_shared_store_shows_only_when_configured_with_its_state_and_counts() {
+        let mut o = overview("x", "a");
+        assert!(!render(&o, 5).contains("id=\"store\""));
+        o.stats.store = Some(crate::affinity::StoreStatus {
+            kind: "redis-cluster",
+            up: false,
+            lookups_hit: 7,
+            lookups_miss: 2,
+            lookups_timeout: 1,
+            lookups_error: 0,
+            corrupt_values: 3,
+            errors_connect: 4,
+            errors_lookup: 0,
+            errors_write: 1,
+            writes: 42,
+            writes_dropped: 5,
+        });
+        let html = render(&o, 5);
+        assert!(html.contains("<h2>Shared store (redis-cluster)</h2>"));
+        assert!(html.contains("class=\"state state-down\" data-field=\"store-up\">unreachable"));
+        assert!(html.contains("data-field=\"store-hit\">7<"));
+        assert!(html.contains("data-field=\"store-timeout\">1<"));
+        assert!(html.contains("data-field=\"store-writes\">42<"));
+        assert!(html.contains(">70.0%<"), "7 hits of 10 lookups");
+        assert!(html.contains(">4 / 0 / 1<"));
     }
 
     #[test]

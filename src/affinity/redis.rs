@@ -59,7 +59,9 @@ use super::{
 };
 use crate::backend::BackendName;
 use crate::config::{StoreConfig, StoreKind};
-use crate::metrics::{STORE_ERRORS, STORE_LOOKUPS, STORE_UP, STORE_WRITES_DROPPED};
+use crate::metrics::{
+    STORE_CORRUPT_VALUES, STORE_ERRORS, STORE_LOOKUPS, STORE_UP, STORE_WRITES, STORE_WRITES_DROPPED,
+};
 
 /// A write waits at most this long for others to share its round trip.
 pub const FLUSH: Duration = Duration::from_millis(10);
@@ -344,6 +346,16 @@ impl Counters {
         };
         c.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(STORE_ERRORS, "op" => op).increment(1);
+    }
+
+    fn written(&self, n: u64) {
+        self.writes.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(STORE_WRITES).increment(n);
+    }
+
+    fn corrupt(&self) {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(STORE_CORRUPT_VALUES).increment(1);
     }
 
     fn dropped(&self, n: u64, reason: &'static str) {
@@ -762,9 +774,7 @@ async fn write_behind(
         }
         for (n, answer) in sent {
             match answer.await {
-                Ok(Ok(Ok(()))) => {
-                    counters.writes.fetch_add(n, Ordering::Relaxed);
-                }
+                Ok(Ok(Ok(()))) => counters.written(n),
                 Ok(Ok(Err(e))) => {
                     counters.error("write");
                     counters.dropped(n, "error");
@@ -900,9 +910,7 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
         };
         match used {
             Ok(()) => found = true,
-            Err(_) => {
-                counters.corrupt.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(_) => counters.corrupt(),
         }
     }
     let outcome = match (found, failed) {

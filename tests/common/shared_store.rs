@@ -331,6 +331,13 @@ pub async fn redis_killed_fails_no_connection_and_sharing_resumes_when_it_is_bac
     ] {
         assert!(metrics.contains(series), "{series} in\n{metrics}");
     }
+    // The stats page says so too, in words an operator reads at a glance.
+    let page = admin_get(admin, "/stats").await;
+    assert!(
+        page.contains(&format!("<h2>Shared store ({})</h2>", store.kind()))
+            && page.contains("data-field=\"store-up\">unreachable"),
+        "{page}"
+    );
 
     store.restart();
     until(&a, "A reconnects", |s| s.up).await;
@@ -344,6 +351,12 @@ pub async fn redis_killed_fails_no_connection_and_sharing_resumes_when_it_is_bac
         (&r.backend, r.server_resumed),
         (&owner, true),
         "a session learned on A after Redis came back resumes through B"
+    );
+    let metrics = admin_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("stickytls_store_up 1")
+            && metrics.contains("stickytls_store_writes_total "),
+        "A is back and its writes are counted:\n{metrics}"
     );
 }
 
