@@ -59,6 +59,9 @@ pub struct Live {
     config: Mutex<Config>,
     /// The last reload's outcome, for `GET /api/v1/reload`.
     last: Mutex<Option<Outcome>>,
+    /// The shared store (`[store]` on Redis), which a pool added by a
+    /// reload joins like those built at start.
+    shared: Option<crate::affinity::redis::Shared>,
 }
 
 /// What a reload did, as the API returns it and the log says it.
@@ -121,13 +124,15 @@ impl Live {
     /// caller), binding every listening address that `inherited` (sockets
     /// a previous process handed over, by configured address) does not
     /// bring. `stores` gives, per pool name, an affinity store to use
-    /// instead of a new in-process one.
+    /// instead of a new in-process one; `shared` makes the tables of pools
+    /// that later reloads add.
     pub(crate) fn build(
         config: Config,
         source: Option<PathBuf>,
         clock: Clock,
         stats: Arc<Stats>,
         mut stores: HashMap<String, Arc<dyn crate::affinity::AffinityStore>>,
+        shared: Option<crate::affinity::redis::Shared>,
         mut inherited: HashMap<std::net::SocketAddr, Vec<std::net::TcpListener>>,
     ) -> Result<Live, (std::net::SocketAddr, std::io::Error)> {
         let log = Arc::new(LogLimiter::new(config.log.connections_per_second));
@@ -176,6 +181,7 @@ impl Live {
             listeners: watch::Sender::new(Arc::new(listeners)),
             config: Mutex::new(config),
             last: Mutex::new(None),
+            shared,
         })
     }
 
@@ -308,17 +314,30 @@ impl Live {
                 }
                 None => {
                     changes.push(format!("pool {} added", p.name));
-                    if new.store.kind != crate::config::StoreKind::Memory {
-                        // The shared store's connection is made at start:
-                        // until a restart, this pool's table is its own.
-                        restart_required.push(format!("pool.{} (shared through [store])", p.name));
+                    match &self.shared {
+                        Some(shared) => PoolState::with_store(
+                            p.clone(),
+                            self.clock.clone(),
+                            self.stats.clone(),
+                            self.log.clone(),
+                            shared.store_for(p),
+                        ),
+                        None => {
+                            if new.store.kind != crate::config::StoreKind::Memory {
+                                // No link was made at start (the store was
+                                // in-process then, a restart change of its
+                                // own): until a restart, the table is local.
+                                restart_required
+                                    .push(format!("pool.{} (shared through [store])", p.name));
+                            }
+                            PoolState::new(
+                                p.clone(),
+                                self.clock.clone(),
+                                self.stats.clone(),
+                                self.log.clone(),
+                            )
+                        }
                     }
-                    PoolState::new(
-                        p.clone(),
-                        self.clock.clone(),
-                        self.stats.clone(),
-                        self.log.clone(),
-                    )
                 }
             };
             let state = Arc::new(state);

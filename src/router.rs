@@ -94,10 +94,18 @@ impl Router {
         let stats = Arc::new(Stats::default());
         let admin_config = config.admin.clone();
         let mut stores = stores;
-        crate::affinity::redis::stores_for(&config, &clock, &mut stores);
+        let shared = crate::affinity::redis::stores_for(&config, &clock, &mut stores);
         let live = Arc::new(
-            Live::build(config, source, clock, stats.clone(), stores, inherited)
-                .map_err(|(addr, e)| RouterError::Bind(addr, e))?,
+            Live::build(
+                config,
+                source,
+                clock,
+                stats.clone(),
+                stores,
+                shared,
+                inherited,
+            )
+            .map_err(|(addr, e)| RouterError::Bind(addr, e))?,
         );
         let admin = match &admin_config {
             Some(a) => Some(

@@ -1,7 +1,7 @@
 //! Several router instances sharing one affinity table through a real
 //! `redis-server`: the behaviours of tests/common/shared_store.rs against
 //! one server, and what only a single server shows (the key-name scripts
-//! step by step, a reload that changes the store).
+//! step by step, reloads that add a pool or change the store).
 
 mod common;
 
@@ -134,7 +134,7 @@ fn the_key_name_scripts_take_the_same_steps_as_the_local_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_names_a_changed_store_and_a_pool_added_under_it_as_needing_a_restart() {
+async fn a_pool_added_by_a_reload_is_shared_and_a_changed_store_needs_a_restart() {
     let redis = RedisServer::start();
     let dir = router_process::scratch("store-reload");
     let file = dir.join("stickytls.toml");
@@ -152,22 +152,30 @@ async fn a_reload_names_a_changed_store_and_a_pool_added_under_it_as_needing_a_r
     let config = stickytls::config_file::load(&file).unwrap();
     let router = Router::bind_file(config, file.clone()).await.unwrap();
     assert!(router.pool("web").unwrap().table.is_shared());
+    let reload = || {
+        let live = router.live().clone();
+        async move {
+            tokio::task::spawn_blocking(move || live.reload().map_err(|e| e.to_string()))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
 
+    // Same store, one pool more: the new pool joins the running link.
+    std::fs::write(&file, text("one:", true)).unwrap();
+    let outcome = reload().await;
+    assert!(outcome.restart_required.is_empty(), "{outcome:?}");
+    let api = router.pool("api").expect("the reload added pool api");
+    assert!(api.table.is_shared(), "pool api shares through Redis");
+
+    // A changed store is a restart's: the running link stays as it was.
     std::fs::write(&file, text("two:", true)).unwrap();
-    let live = router.live().clone();
-    let outcome = tokio::task::spawn_blocking(move || live.reload().map_err(|e| e.to_string()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        outcome.restart_required.contains(&"store".to_string()),
+    let outcome = reload().await;
+    assert_eq!(
+        outcome.restart_required,
+        vec!["store".to_string()],
         "{outcome:?}"
     );
-    assert!(
-        outcome
-            .restart_required
-            .iter()
-            .any(|s| s.starts_with("pool.api")),
-        "{outcome:?}"
-    );
+    assert!(router.pool("api").unwrap().table.is_shared());
 }

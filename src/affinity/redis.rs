@@ -1152,39 +1152,57 @@ impl AffinityStore for RedisStore {
     }
 }
 
-/// Adds a [`RedisStore`] for every pool of `config` that `stores` does not
-/// already give one, when `[store] kind = "redis"` or `"redis-cluster"`;
-/// all share one
-/// [`RedisLink`]. Returns at once: nothing here waits for Redis.
+/// The shared store of a router: its one link to Redis, from which every
+/// pool's table is made, at start and for a pool a reload adds.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    link: Arc<RedisLink>,
+    clock: crate::clock::Clock,
+}
+
+impl Shared {
+    /// A table for pool `p`: its own near cache in front of the link.
+    pub fn store_for(&self, p: &crate::config::PoolConfig) -> Arc<dyn AffinityStore> {
+        let a = &p.affinity;
+        let local = MemoryStore::new(
+            super::memory::MemoryStoreConfig {
+                capacity: a.table_size,
+                inactivity: a.inactivity_timeout,
+                absolute_max: a.absolute_max,
+            },
+            self.clock.clone(),
+        );
+        Arc::new(RedisStore::new(
+            local,
+            self.link.clone(),
+            &p.name,
+            a.inactivity_timeout,
+            a.correlation_window,
+        ))
+    }
+}
+
+/// With `[store]` on Redis, starts the link and adds a table for every
+/// pool of `config` that `stores` has none for; the link is returned so
+/// that pools added later share it too. `None` with the in-process store.
 pub fn stores_for(
     config: &crate::config::Config,
     clock: &crate::clock::Clock,
     stores: &mut std::collections::HashMap<String, Arc<dyn AffinityStore>>,
-) {
+) -> Option<Shared> {
     if !config.store.kind.is_redis() {
-        return;
+        return None;
     }
-    let link = RedisLink::start(&config.store);
+    let shared = Shared {
+        link: RedisLink::start(&config.store),
+        clock: clock.clone(),
+    };
     for p in &config.pools {
-        let a = &p.affinity;
-        stores.entry(p.name.clone()).or_insert_with(|| {
-            let local = MemoryStore::new(
-                super::memory::MemoryStoreConfig {
-                    capacity: a.table_size,
-                    inactivity: a.inactivity_timeout,
-                    absolute_max: a.absolute_max,
-                },
-                clock.clone(),
-            );
-            Arc::new(RedisStore::new(
-                local,
-                link.clone(),
-                &p.name,
-                a.inactivity_timeout,
-                a.correlation_window,
-            ))
-        });
+        stores
+            .entry(p.name.clone())
+            .or_insert_with(|| shared.store_for(p));
     }
+    Some(shared)
 }
 
 #[cfg(test)]
