@@ -150,8 +150,10 @@ pub async fn tls12_sessions_learned_on_one_instance_resume_through_another(
     let farm = rustls_backends(3, |_| {}).await;
     let a = instance(&farm, &store, Balance::RoundRobin, |_| {}).await;
     let b = instance(&farm, &store, Balance::SourceHash, |_| {}).await;
+    let c3 = instance(&farm, &store, Balance::SourceHash, |_| {}).await;
     until(&a, "A connects", |s| s.up).await;
     until(&b, "B connects", |s| s.up).await;
+    until(&c3, "C connects", |s| s.up).await;
 
     let mut on_a = Addresses::new(1);
     let mut sessions = Vec::new();
@@ -191,6 +193,18 @@ pub async fn tls12_sessions_learned_on_one_instance_resume_through_another(
         "{:?}",
         status(&b)
     );
+    // And through a third instance, from a third network, where neither
+    // its balancer nor anything it saw itself would pick the owner.
+    let mut on_c = Addresses::new(3);
+    for (c, owner, kind, _) in &sessions {
+        let ip = on_c.away_from(owner);
+        let r = c.connect(c3.addr, Some(ip)).await.unwrap();
+        assert_eq!(
+            (&r.backend, r.server_resumed),
+            (owner, true),
+            "{kind} learned on A, through C from {ip}"
+        );
+    }
 
     // The client record is shared too: a client from an address A saw,
     // with no session to offer, goes through B to that address's last
