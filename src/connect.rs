@@ -14,7 +14,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -239,19 +239,11 @@ async fn attempt(
     connect_timeout: Duration,
     first_byte_timeout: Option<Duration>,
 ) -> Result<(TcpStream, Vec<u8>), AttemptError> {
-    let mut stream =
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(backend.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(AttemptError::connect_failed(e)),
-            Err(_) => return Err(AttemptError::ConnectTimeout),
-        };
-    let _ = stream.set_nodelay(true);
     // Each candidate's own setting: a failover may move from a backend
     // that wants a header to one that does not.
     let first = proxy_out::header_then(backend.send_proxy(), origin, hello);
-    if let Err(e) = stream.write_all(&first).await {
-        return Err(AttemptError::Closed(Some(e)));
-    }
+    let mut stream = open(backend.addr).map_err(AttemptError::connect_failed)?;
+    send_first(&stream, &first, connect_timeout).await?;
     let Some(first_byte_timeout) = first_byte_timeout else {
         return Ok((stream, Vec::new()));
     };
@@ -266,6 +258,77 @@ async fn attempt(
         Ok(Err(e)) => Err(AttemptError::Closed(Some(e))),
         Err(_) => Err(AttemptError::Silent),
     }
+}
+
+/// A socket connecting to `addr`, with TCP_NODELAY, registered with the
+/// runtime. The connect is left in progress: `send_first` learns its
+/// outcome from the first send, with no `getsockopt(SO_ERROR)` of its own.
+fn open(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    // Set before the connect, as on an accepted socket: a relay forwards
+    // records as they come and must not wait on Nagle's algorithm.
+    socket.set_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
+        Err(e) => return Err(e),
+    }
+    TcpStream::from_std(std::net::TcpStream::from(socket))
+}
+
+/// Sends the first bytes on a connection still being made. They are sent
+/// at once, without waiting to learn that the connect completed (on a
+/// near backend it usually has, and then no wake-up is spent on it); a
+/// connect still in progress says so with `EAGAIN`, and only then is its
+/// completion waited for, within `connect_timeout`. A failed connect is
+/// reported by the send, as the connect's error.
+async fn send_first(
+    stream: &TcpStream,
+    mut data: &[u8],
+    connect_timeout: Duration,
+) -> Result<(), AttemptError> {
+    use rustix::net::SendFlags;
+    let mut connected = false;
+    let mut waited = false;
+    while !data.is_empty() {
+        match rustix::net::send(stream, data, SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(AttemptError::Closed(None)),
+            Ok(n) => {
+                connected = true;
+                data = &data[n..];
+            }
+            Err(rustix::io::Errno::AGAIN) if !connected && !waited => {
+                // Still connecting: wait for it, once, within the connect
+                // timeout (a refused connect wakes this up too).
+                match tokio::time::timeout(connect_timeout, stream.writable()).await {
+                    Ok(Ok(())) => waited = true,
+                    Ok(Err(e)) => return Err(AttemptError::connect_failed(e)),
+                    Err(_) => return Err(AttemptError::ConnectTimeout),
+                }
+            }
+            Err(rustix::io::Errno::AGAIN) => {
+                // Connected, and the send buffer is full (a hello larger
+                // than it): wait for room, under the first-byte timeout
+                // that follows as for any slow backend.
+                connected = true;
+                if let Err(e) = stream.writable().await {
+                    return Err(AttemptError::Closed(Some(e)));
+                }
+                // Clears the readiness the full buffer left stale.
+                let _ = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
+            }
+            Err(e) if !connected => return Err(AttemptError::connect_failed(e.into())),
+            Err(e) => return Err(AttemptError::Closed(Some(e.into()))),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::affinity::Lookup;
 use crate::affinity::clients::ClientPrefix;
 use crate::backend::{Backend, BackendName};
+use crate::config::SendProxy;
 use crate::conn_log::{ConnectionTrace, close};
 use crate::connect;
 use crate::decision::{DecisionRecord, Sni};
@@ -74,11 +75,10 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     };
     let client_addr = proxied.client;
     // What a backend's own PROXY header names as the address connected
-    // to: the front proxy's word for it, else where this socket accepted.
-    let destination = proxied
-        .destination
-        .or_else(|| client.local_addr().ok())
-        .unwrap_or(listener.config.bind);
+    // to: the front proxy's word for it, else where this socket accepted,
+    // which is only asked of the socket (a system call) when a backend is
+    // to be sent a header (`connect_logged`).
+    let destination = proxied.destination;
     trace.client(client_addr);
     let Some(slot) = listener.begin_inspecting(listener.default_pool().prefix(client_addr.ip()))
     else {
@@ -114,6 +114,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
                 listener: &listener.name,
                 client: client_addr,
                 destination,
+                bind: listener.config.bind,
                 sni: None,
             };
             trace.hello(None);
@@ -142,6 +143,7 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         listener: &listener.name,
         client: client_addr,
         destination,
+        bind: listener.config.bind,
         sni,
     };
     let Some(offer) = offer else {
@@ -181,7 +183,9 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
 
     // Connect, with failover.
     let connecting = Instant::now();
-    let Some(connected) = connect_logged(&pool, &decision, kind, &at, &hello, true).await else {
+    let Some(connected) =
+        connect_logged(&pool, &decision, kind, (&at, &client), &hello, true).await
+    else {
         trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
@@ -239,13 +243,32 @@ struct Arrival<'a> {
     listener: &'a Arc<str>,
     /// The client's address (after any PROXY header).
     client: SocketAddr,
-    /// The address the client connected to (after any PROXY header), for
-    /// the header a backend with `send_proxy` is sent.
-    destination: SocketAddr,
+    /// The address the client connected to as a PROXY header named it;
+    /// `None` without one, when the accepted socket's own address stands
+    /// in (see [`Arrival::destination`]).
+    destination: Option<SocketAddr>,
+    /// The listener's configured address: the destination of last resort.
+    bind: SocketAddr,
     sni: Option<Sni>,
 }
 
 impl Arrival<'_> {
+    /// The address the client connected to, for the header a backend with
+    /// `send_proxy` is sent: the PROXY header's, else where `client` was
+    /// accepted. Without a header to send it is never asked for, which
+    /// saves a `getsockname` on every connection; a reload that turns
+    /// `send_proxy` on between this and the connect can only make that
+    /// one connection's header name the listener's configured address.
+    fn destination(&self, client: &TcpStream, candidates: &[Arc<Backend>]) -> SocketAddr {
+        if let Some(d) = self.destination {
+            return d;
+        }
+        if candidates.iter().all(|b| b.send_proxy() == SendProxy::Off) {
+            return self.bind;
+        }
+        client.local_addr().unwrap_or(self.bind)
+    }
+
     fn record(&self, backend: &BackendName, d: &Decision) -> DecisionRecord {
         DecisionRecord {
             time: SystemTime::now(),
@@ -276,7 +299,8 @@ async fn forward_blind(
     pool.stats.routed(decision.rule);
     trace.routed(&pool.config.name, decision.rule.as_str(), None);
     let connecting = Instant::now();
-    let Some(connected) = connect_logged(pool, &decision, None, &at, hello, tls).await else {
+    let Some(connected) = connect_logged(pool, &decision, None, (&at, &client), hello, tls).await
+    else {
         trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
@@ -334,13 +358,13 @@ async fn connect_logged(
     pool: &Arc<PoolState>,
     decision: &Decision,
     key_kind: Option<KeyKind>,
-    at: &Arrival<'_>,
+    (at, client): (&Arrival<'_>, &TcpStream),
     hello: &[u8],
     await_answer: bool,
 ) -> Option<connect::Connected> {
     let origin = Origin {
         client: at.client,
-        destination: at.destination,
+        destination: at.destination(client, &decision.candidates),
         rule: decision.rule,
         key_kind,
     };

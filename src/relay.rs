@@ -19,10 +19,11 @@
 //! endpoint, and on loopback both run in the sender's time). So when the
 //! last bytes of a direction arrive together with the peer's FIN, which is
 //! how a server that closes after its response usually sends them, the
-//! relay confirms the end of stream with one more read and sends those
-//! bytes corked (`MSG_MORE`), so the FIN it passes on leaves in the same
-//! segment; and the second direction to end is closed by the socket's
-//! `close`, not by a `shutdown` first.
+//! relay sends those bytes corked (`MSG_MORE`), so the FIN it passes on
+//! leaves in the same segment; and the second direction to end is closed
+//! by the socket's `close`, not by a `shutdown` first. A FIN alone is
+//! known for the end without reading it (see [`read`]); a peer that may
+//! have reset is read once more to tell which it was.
 
 use std::io;
 use std::net::Shutdown;
@@ -257,24 +258,25 @@ async fn pump(
     let mut buf = Vec::with_capacity(BUF);
     let mut splice = true;
     loop {
-        let (n, peer_closed) = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
+        let (n, peer_end) = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
         if n == 0 {
             shared.end_of_stream(dst);
             return Ok(());
         }
         shared.touch();
-        // The peer's FIN came with these bytes: read its end of stream now
-        // (into the buffer's spare room, so any straggler is kept) and let
-        // the FIN ride in the same segment as the data.
-        let last = if peer_closed {
-            match src.try_read_buf(&mut buf) {
+        // The peer's end came with these bytes: let our FIN ride in the
+        // same segment as the data. After a FIN alone these bytes were the
+        // last; otherwise read the end of stream (or the reset) now, into
+        // the buffer's spare room, so any straggler is kept.
+        let last = match peer_end {
+            PeerEnd::Open => Ok(false),
+            PeerEnd::Fin => Ok(true),
+            PeerEnd::Closed => match src.try_read_buf(&mut buf) {
                 Ok(0) => Ok(true),
                 Ok(_) => Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
                 Err(e) => Err(e),
-            }
-        } else {
-            Ok(false)
+            },
         };
         let data = &buf[..];
         if watching {
@@ -370,13 +372,31 @@ async fn splice_pump(
     }
 }
 
-/// Reads into `buf`'s capacity, replacing its contents. Also says whether
-/// the peer had already sent its FIN when the bytes were read (epoll's
-/// `EPOLLRDHUP`): then the next read is the end of stream, or a reset.
-async fn read(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<(usize, bool)> {
+/// What a short read knew of the peer's end of its stream, from the
+/// readiness seen before the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerEnd {
+    /// Nothing: more may come.
+    Open,
+    /// The peer's FIN had come (`EPOLLRDHUP`) and the socket was not
+    /// otherwise closed: the bytes read were the last. The kernel takes a
+    /// FIN in only once every byte before it is queued, so a read that
+    /// returned less than it had room for took all the peer sent, and the
+    /// next read could only be the end of stream; it is not made.
+    Fin,
+    /// The peer's end came with an error (`EPOLLERR`): a reset, whose
+    /// next read says so.
+    Closed,
+}
+
+/// Reads into `buf`'s capacity, replacing its contents. Also says, for a
+/// short read, what was known of the peer's end of stream before it.
+async fn read(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<(usize, PeerEnd)> {
     buf.clear();
     loop {
-        let ready = s.ready(Interest::READABLE).await?;
+        // ERROR too, to tell a reset from a FIN (it wakes no more often:
+        // a reset is readable as well).
+        let ready = s.ready(Interest::READABLE | Interest::ERROR).await?;
         match s.try_read_buf(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Ok(n) if n > 0 && n < buf.capacity() => {
@@ -388,9 +408,16 @@ async fn read(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<(usize, bool)> {
                 let _ = s.try_io(Interest::READABLE, || {
                     Err::<(), _>(io::ErrorKind::WouldBlock.into())
                 });
-                return Ok((n, ready.is_read_closed()));
+                let end = if !ready.is_read_closed() {
+                    PeerEnd::Open
+                } else if ready.is_error() {
+                    PeerEnd::Closed
+                } else {
+                    PeerEnd::Fin
+                };
+                return Ok((n, end));
             }
-            r => return r.map(|n| (n, false)),
+            r => return r.map(|n| (n, PeerEnd::Open)),
         }
     }
 }
