@@ -313,11 +313,14 @@ async fn send_first(
             }
             Err(rustix::io::Errno::AGAIN) => {
                 // Connected, and the send buffer is full (a hello larger
-                // than it): wait for room, under the first-byte timeout
-                // that follows as for any slow backend.
+                // than it): wait for room, within the connect timeout too,
+                // so that a backend that accepts and never reads cannot
+                // hold the connection.
                 connected = true;
-                if let Err(e) = stream.writable().await {
-                    return Err(AttemptError::Closed(Some(e)));
+                match tokio::time::timeout(connect_timeout, stream.writable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(AttemptError::Closed(Some(e))),
+                    Err(_) => return Err(AttemptError::Silent),
                 }
                 // Clears the readiness the full buffer left stale.
                 let _ = stream.try_io(tokio::io::Interest::WRITABLE, || {
