@@ -149,7 +149,9 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
             // Read no further than the budget allows: the inspector rejects
             // the byte past it, and nothing more is ever buffered.
             let room = max_bytes.saturating_sub(start).clamp(1, READ_CHUNK);
-            let n = read_into(client, buf, room).await.map_err(IntakeError::Io)?;
+            let n = read_into(client, buf, room)
+                .await
+                .map_err(IntakeError::Io)?;
             if n == 0 {
                 return Err(IntakeError::Closed { received: start });
             }

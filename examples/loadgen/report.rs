@@ -717,7 +717,10 @@ fn scale_section(w: &mut String, s: &Value) {
     if hello.is_empty() && hold.is_empty() {
         return;
     }
-    let _ = writeln!(w, "\n## Scale: hello-stage memory and many open connections\n");
+    let _ = writeln!(
+        w,
+        "\n## Scale: hello-stage memory and many open connections\n"
+    );
     let _ = writeln!(
         w,
         "Resident memory is VmRSS of every process of the proxy (nginx: master and workers), read from /proc; the proxies run side by side, each measured in turn on its listener to the bulk backend (`loadgen serve`). Memory the kernel holds for sockets is not in RSS, and is the same for every proxy.\n"

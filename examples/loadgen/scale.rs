@@ -141,8 +141,7 @@ pub async fn stall(args: StallArgs) -> Result<(), String> {
         drop(streams);
         tokio::time::sleep(args.settle).await;
         let closed = procstat::rss_bytes(pids);
-        let per_conn = (connected > 0)
-            .then(|| (stalled as f64 - before as f64) / connected as f64);
+        let per_conn = (connected > 0).then(|| (stalled as f64 - before as f64) / connected as f64);
         waves.push(json!({
             "wave": wave,
             "connected": connected,
@@ -234,7 +233,8 @@ pub async fn hold(args: HoldArgs) -> Result<(), String> {
     let gate = Arc::new(Semaphore::new(args.open_concurrency.max(1)));
     let mut tasks = Vec::with_capacity(args.conns);
     for _ in 0..args.conns {
-        let (gate, config, name, timeout) = (gate.clone(), config.clone(), name.clone(), args.timeout);
+        let (gate, config, name, timeout) =
+            (gate.clone(), config.clone(), name.clone(), args.timeout);
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.ok()?;
             if Instant::now() >= deadline {
