@@ -171,3 +171,33 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_client_holds_only_the_bytes_it_sent() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        // A handshake record's header announcing 512 bytes, then nothing.
+        client
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+            .await
+            .unwrap();
+        let mut hs = Handshake::new(Default::default());
+        let mut buf = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let r = read_hello(&mut server, &mut hs, &mut buf, deadline, 16_384).await;
+        assert!(
+            matches!(r, Err(IntakeError::Timeout { received: 5 })),
+            "{r:?}"
+        );
+        assert_eq!(buf, [0x16, 0x03, 0x01, 0x02, 0x00]);
+        assert!(buf.capacity() < 64, "capacity {}", buf.capacity());
+        drop(client);
+    }
+}
