@@ -53,7 +53,9 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
     // hello applies to the client address the header names; only trusted
     // peers get that far, and the header is small and read within the
     // same deadline.
-    let mut hello = Vec::with_capacity(2048);
+    // Empty: `read_hello` sizes it to what arrives (a stalled client
+    // holds a few bytes, not a read buffer).
+    let mut hello = Vec::new();
     let proxied = if listener.config.proxy_protocol {
         match proxy::read_header(
             &mut client,
@@ -118,7 +120,8 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
                 sni: None,
             };
             trace.hello(None);
-            forward_blind(&pool, client, at, &hello, false, trace).await;
+            // Boxed like the routed path below.
+            Box::pin(forward_blind(&pool, client, at, &hello, false, trace)).await;
             return;
         }
         (Err(e), _) => {
@@ -129,6 +132,32 @@ pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: S
         }
     }
 
+    // The stages after the hello run in a future of their own, boxed only
+    // once the hello is in: their state (connect, relay) is most of a
+    // connection's future, and a client still sending its hello, or one
+    // that stalls, would otherwise hold all of it (issue 16).
+    Box::pin(routed(
+        &listener,
+        client,
+        client_addr,
+        destination,
+        hs,
+        hello,
+        trace,
+    ))
+    .await;
+}
+
+/// Route, connect, relay and learn: a connection whose ClientHello is in.
+async fn routed(
+    listener: &Arc<ListenerState>,
+    client: TcpStream,
+    client_addr: SocketAddr,
+    destination: Option<SocketAddr>,
+    hs: Box<Handshake>,
+    hello: Vec<u8>,
+    mut trace: ConnectionTrace,
+) {
     // Route: the pool by SNI, then the affinity rules inside it. The
     // decision time runs from here: the hello is complete.
     let decided = Instant::now();

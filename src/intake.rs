@@ -8,8 +8,12 @@
 use std::fmt;
 use std::io;
 
-use bytes::BufMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::future::poll_fn;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
 use crate::inspect::{Alert, ErrorKind, Handshake, InspectError, NotTls, Status};
@@ -89,6 +93,37 @@ impl fmt::Display for IntakeError {
 
 impl std::error::Error for IntakeError {}
 
+/// The most one read takes. A whole ClientHello (even with a post-quantum
+/// key share) fits, so the common hello is one read.
+const READ_CHUNK: usize = 4096;
+
+/// Reads at most `room` bytes and appends them to `buf`, which grows by
+/// what arrived and no more. The bytes land first in a scratch array on
+/// the stack of this one poll, never in the connection's future nor in
+/// spare capacity of `buf`: a client that sends five bytes and stalls
+/// holds five bytes (and its hello, when complete, an allocation of its
+/// own size), not a read-sized buffer. The copy is the price: one memcpy
+/// of the hello.
+async fn read_into<R: AsyncRead + Unpin>(
+    client: &mut R,
+    buf: &mut Vec<u8>,
+    room: usize,
+) -> io::Result<usize> {
+    poll_fn(|cx| {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut scratch[..room.min(READ_CHUNK)]);
+        match Pin::new(&mut *client).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                buf.extend_from_slice(read.filled());
+                Poll::Ready(Ok(read.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Reads until the inspector has the first ClientHello, or `deadline`.
 /// `buf` may already hold bytes that followed a PROXY header; on success
 /// every byte of the client's TLS stream read so far is in `buf`.
@@ -112,12 +147,9 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
         loop {
             let start = buf.len();
             // Read no further than the budget allows: the inspector rejects
-            // the byte past it, and nothing more is ever buffered. Reads
-            // fill spare capacity, so the buffer is never zeroed first.
-            let room = max_bytes.saturating_sub(start).clamp(1, 4096);
-            buf.reserve(room);
-            let n = client
-                .read_buf(&mut (&mut *buf).limit(room))
+            // the byte past it, and nothing more is ever buffered.
+            let room = max_bytes.saturating_sub(start).clamp(1, READ_CHUNK);
+            let n = read_into(client, buf, room)
                 .await
                 .map_err(IntakeError::Io)?;
             if n == 0 {
@@ -137,5 +169,35 @@ pub async fn read_hello<R: AsyncRead + Unpin>(
         Err(_) => Err(IntakeError::Timeout {
             received: buf.len(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_client_holds_only_the_bytes_it_sent() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        // A handshake record's header announcing 512 bytes, then nothing.
+        client
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+            .await
+            .unwrap();
+        let mut hs = Handshake::new(Default::default());
+        let mut buf = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let r = read_hello(&mut server, &mut hs, &mut buf, deadline, 16_384).await;
+        assert!(
+            matches!(r, Err(IntakeError::Timeout { received: 5 })),
+            "{r:?}"
+        );
+        assert_eq!(buf, [0x16, 0x03, 0x01, 0x02, 0x00]);
+        assert!(buf.capacity() < 64, "capacity {}", buf.capacity());
+        drop(client);
     }
 }

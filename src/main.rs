@@ -21,6 +21,12 @@ use stickytls::shutdown::{Shutdown, Signals};
 use stickytls::state::StateFile;
 use stickytls::stop::Stopped;
 
+/// jemalloc rather than glibc's malloc: glibc keeps what a wave of
+/// connections freed in its arenas, jemalloc gives the pages back after
+/// its decay time (docs/performance.md, "Levers tried for memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "stickytls",

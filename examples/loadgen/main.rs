@@ -8,6 +8,8 @@
 //! loadgen certs  --out DIR --names b1,b2,...              (a throwaway CA and leaves)
 //! loadgen report --results FILE --meta FILE --md OUT --json OUT
 //! loadgen perf   --script FILE --conns N                  (CPU by system call)
+//! loadgen stall  --target ADDR --conns N --waves W        (hello-stage memory)
+//! loadgen hold   --target ADDR --conns N --requests R     (many open connections)
 //! ```
 //!
 //! `conns` and `bulk` print one JSON object per run. With `--watch-pids`
@@ -23,6 +25,8 @@
 //! - [`procstat`]: CPU time of a set of processes.
 //! - [`perf`]: a proxy's CPU per connection by system call and kind of
 //!   code, kernel included, from `perf script`.
+//! - [`scale`]: stalled hellos and many held connections: RSS per
+//!   connection, CPU per small request, setup latency meanwhile.
 //! - [`report`]: medians over rounds, the markdown table and the JSON.
 
 use std::net::SocketAddr;
@@ -37,6 +41,7 @@ mod conns;
 mod perf;
 mod procstat;
 mod report;
+mod scale;
 mod tls;
 
 #[derive(Parser, Debug)]
@@ -63,6 +68,12 @@ enum Command {
     Report(report::ReportArgs),
     /// CPU per connection by system call and kind of code, from `perf script`.
     Perf(perf::PerfArgs),
+    /// Clients that send 5 bytes of a hello and stall: the proxy's RSS per
+    /// stalled connection, wave after wave.
+    Stall(scale::StallArgs),
+    /// Many established TLS connections held idle, then active with small
+    /// requests: RSS and CPU per connection, setup latency meanwhile.
+    Hold(scale::HoldArgs),
 }
 
 /// Options shared by the measuring subcommands.
@@ -152,6 +163,8 @@ fn main() -> ExitCode {
         Command::Perf(args) => perf::run(&args),
         Command::Conns(args) => runtime(args.threads).and_then(|rt| rt.block_on(conns::run(args))),
         Command::Bulk(args) => runtime(1).and_then(|rt| rt.block_on(bulk::run(args))),
+        Command::Stall(args) => runtime(1).and_then(|rt| rt.block_on(scale::stall(args))),
+        Command::Hold(args) => runtime(2).and_then(|rt| rt.block_on(scale::hold(args))),
         Command::Serve(args) => runtime(args.threads).and_then(|rt| rt.block_on(bulk::serve(args))),
     };
     match result {

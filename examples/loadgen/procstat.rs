@@ -46,6 +46,19 @@ pub fn own_cpu_seconds(clk_tck: u64) -> f64 {
     ticks("/proc/self/stat").map_or(0, |(u, s)| u + s) as f64 / clk_tck.max(1) as f64
 }
 
+/// Resident bytes of `pids` together (VmRSS from /proc/PID/status). A
+/// process that is gone counts as zero.
+pub fn rss_bytes(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|&pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .sum()
+}
+
 /// (utime, stime) in clock ticks. The command name (field 2) may hold
 /// spaces and parentheses, so fields are counted from the last `)`.
 fn ticks(path: &str) -> Option<(u64, u64)> {
@@ -63,5 +76,10 @@ mod tests {
     #[test]
     fn own_stat_parses() {
         assert!(super::ticks("/proc/self/stat").is_some());
+    }
+
+    #[test]
+    fn own_rss_is_read() {
+        assert!(super::rss_bytes(&[std::process::id()]) > 0);
     }
 }

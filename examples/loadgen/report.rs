@@ -119,6 +119,9 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
         "strace": of_kind(&rows, "strace"),
         "perf": of_kind(&rows, "perf"),
         "store": store,
+        "scale_hello": of_kind(&rows, "scale-hello"),
+        "scale_hold": of_kind(&rows, "scale-hold"),
+        "scale_limits": of_kind(&rows, "scale-limits"),
         "profile": profile.as_ref().map(Profile::to_json),
         "profile_inclusive": inclusive.as_ref().map(Profile::landmarks_json),
         "runs": rows,
@@ -702,7 +705,109 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
     }
     store_section(w, s);
     perf_section(w, s);
+    scale_section(w, s);
     md
+}
+
+fn mb(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "–".to_string(), |x| format!("{:.1}", x / 1e6))
+}
+
+fn kb(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_string(), |x| format!("{:.1}", x / 1000.0))
+}
+
+/// `after` against `base`, as a signed share.
+fn vs_base(after: &Value, base: &Value) -> String {
+    match (after.as_f64(), base.as_f64().filter(|b| *b > 0.0)) {
+        (Some(a), Some(b)) => format!("{:+.0}%", (a / b - 1.0) * 100.0),
+        _ => "–".to_string(),
+    }
+}
+
+/// The scale part: RSS per stalled hello, and many established
+/// connections idle and active. Written only when the run had it.
+fn scale_section(w: &mut String, s: &Value) {
+    let hello: Vec<&Value> = s["scale_hello"].as_array().into_iter().flatten().collect();
+    let hold: Vec<&Value> = s["scale_hold"].as_array().into_iter().flatten().collect();
+    if hello.is_empty() && hold.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "\n## Scale: hello-stage memory and many open connections\n"
+    );
+    let _ = writeln!(
+        w,
+        "Resident memory is VmRSS of every process of the proxy (nginx: master and workers), read from /proc; the proxies run side by side, each measured in turn on its listener to the bulk backend (`loadgen serve`). Memory the kernel holds for sockets is not in RSS, and is the same for every proxy.\n"
+    );
+    if !hello.is_empty() {
+        let _ = writeln!(
+            w,
+            "### Clients that stall in their hello\n\nEach wave: N clients, each from its own loopback address (127.X.Y.1), connect and send the 5-byte header of a handshake record announcing 512 bytes, then stall; RSS is read once they have all sent it and a second has passed (before any proxy's 5 s hello timeout), then they close, and RSS is read again a second later. The first wave pays for the allocator's growth; later waves reuse it.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| target | RSS before, MB | wave | stalled (open when read) | RSS per stalled connection, KB | RSS after the wave closed, MB | vs before the first wave |"
+        );
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
+        for r in &hello {
+            for wave in r["waves"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {} ({}) | {} | {} | {} |",
+                    r["target"].as_str().unwrap_or(""),
+                    mb(&r["rss_baseline"]),
+                    wave["wave"],
+                    wave["connected"],
+                    wave["open_at_sample"],
+                    kb(wave["bytes_per_conn"].as_f64()),
+                    mb(&wave["rss_closed"]),
+                    vs_base(&wave["rss_closed"], &r["rss_baseline"]),
+                );
+            }
+        }
+    }
+    if !hold.is_empty() {
+        let limits = s["scale_limits"].as_array().and_then(|a| a.first());
+        let cap = limits.map_or(String::new(), |l| {
+            format!(
+                " Sizes are capped at {} by the open-file limit (hard limit {}: a proxy holds two descriptors per connection).",
+                l["cap"], l["nofile_hard"]
+            )
+        });
+        let _ = writeln!(
+            w,
+            "\n### Many established connections, idle then active\n\nN TLS 1.3 connections established through the proxy (full handshakes, 64 at a time) and left idle: RSS per connection is the growth over RSS before they opened. Then each sends small requests (`echo 64`: a 9-byte line up, 64 bytes back, one at a time per connection): proxy CPU (utime+stime) per request. Meanwhile one more client opens new connections one at a time (connect to handshake end, a new one every 5 ms at most): setup p50 / p99 with nothing held, with the N idle, and while they are active.{cap}\n"
+        );
+        let _ = writeln!(
+            w,
+            "| target | held | RSS before, MB | RSS per idle connection, KB | RSS after close vs before | requests | proxy CPU µs per request | setup ms p50 / p99: none | idle | active |"
+        );
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &hold {
+            let p = |phase: &str| {
+                let q = &r["probes"][phase]["setup_us"];
+                format!("{} / {}", ms(&q["p50"]), ms(&q["p99"]))
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} of {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r["target"].as_str().unwrap_or(""),
+                r["held"],
+                r["conns"],
+                mb(&r["rss_baseline"]),
+                kb(r["bytes_per_idle_conn"].as_f64()),
+                vs_base(&r["rss_closed"], &r["rss_baseline"]),
+                r["requests"],
+                num(&r["proxy_cpu_us_per_request"], 1),
+                p("none"),
+                p("idle"),
+                p("active"),
+            );
+        }
+    }
 }
 
 /// The kernel-inclusive profile: CPU microseconds per connection by system
