@@ -52,3 +52,11 @@ async fn renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_another_v
 async fn a_corrupt_value_in_the_cluster_is_a_counted_miss() {
     behaviour::a_corrupt_value_in_redis_is_a_counted_miss(RedisCluster::start()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_sessions_seen_on_one_instance_mark_an_address_shared_on_another() {
+    behaviour::new_sessions_seen_on_one_instance_mark_an_address_shared_on_another(
+        RedisCluster::start(),
+    )
+    .await;
+}

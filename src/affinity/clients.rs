@@ -371,6 +371,26 @@ impl ClientIndex {
         rec.len = (usize::from(rec.len) + 1).min(RECENT) as u8;
     }
 
+    /// Raises the prefix's count of new sessions in the window to `n`, the
+    /// count other instances sharing a store report for it (their own
+    /// sessions and ours): the local count may only be higher. Keeps a
+    /// record for the prefix even with no connection of its own, so that
+    /// NAT detection holds here before this instance has seen the address.
+    pub fn note_shared_sessions(&self, prefix: ClientPrefix, n: u32) {
+        let now = self.now();
+        let mut shard = self.shard(&prefix).lock().unwrap();
+        let rec = shard.get_or_insert_mut(prefix, || Record {
+            bucket_start: now,
+            ..Record::default()
+        });
+        rec.roll(now, self.window / 2);
+        let known = u32::from(rec.previous) + u32::from(rec.current);
+        if n > known {
+            let more = n - u32::from(rec.previous);
+            rec.current = u16::try_from(more).unwrap_or(u16::MAX);
+        }
+    }
+
     /// Forgets the prefix's recent connections to `backend` (it went away).
     pub fn forget_backend(&self, prefix: &ClientPrefix, backend: &BackendName) {
         let id = self.names.intern(backend);
@@ -627,6 +647,25 @@ mod tests {
         let v = ix.view(&p, 1);
         assert_eq!(v.last, None);
         assert_eq!(v.same_fingerprint, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_count_shared_by_other_instances_raises_the_local_one_never_lowers_it() {
+        let ix = index(2);
+        let p = ClientPrefix::new("192.0.2.7".parse().unwrap(), 32, 64);
+        // Nothing seen here yet: the shared count alone marks it shared.
+        ix.note_shared_sessions(p, 3);
+        let v = ix.view(&p, 0);
+        assert_eq!((v.new_sessions, v.shared, v.last), (3, true, None));
+        // A lower count from the store leaves the local one as it is.
+        for i in 0..2 {
+            ix.record(p, &confirmed("a", i, true));
+        }
+        ix.note_shared_sessions(p, 1);
+        assert_eq!(ix.view(&p, 0).new_sessions, 5);
+        // A count past u16 saturates instead of wrapping.
+        ix.note_shared_sessions(p, 1 << 20);
+        assert_eq!(ix.view(&p, 0).new_sessions, u32::from(u16::MAX));
     }
 
     #[tokio::test(start_paused = true)]

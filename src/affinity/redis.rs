@@ -35,6 +35,9 @@
 //! - `{prefix}{pool}:c:{address}` — a client prefix's last confirmed
 //!   connection: `1:{at}:{tls12 0|1}:{fingerprint}:{backend}`, expiring
 //!   after the correlation window.
+//! - `{prefix}{pool}:s:{address}` — the prefix's new sessions, counted by
+//!   every instance with the [`COUNT_SESSION`] script, for NAT detection;
+//!   expiring a correlation window after the first.
 //!
 //! The store's work runs on a thread and runtime of its own
 //! (`stickytls-store`): the router's worker threads each run their own
@@ -122,6 +125,15 @@ redis.call('SET', KEYS[1], '1:' .. string.format('%d', 4 * S) .. ':' .. a .. ':'
 return 1
 "#;
 
+/// One more new session from a client prefix, counted across instances:
+/// the count NAT detection reads, kept for the correlation window from the
+/// first session it counts. `KEYS[1]` the counter; `ARGV[1]` its TTL in ms.
+pub const COUNT_SESSION: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"#;
+
 /// Why a value read from Redis was not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Corrupt {
@@ -181,6 +193,21 @@ pub fn encode_client(c: &Confirmed, at: u64) -> Option<String> {
             c.backend
         )
     })
+}
+
+/// A count of new sessions, as `INCR` leaves it: decimal digits, at most
+/// ten of them (more than any window holds is still a number, not a
+/// corrupt value: it saturates).
+pub fn decode_count(v: &[u8]) -> Result<u32, Corrupt> {
+    if v.is_empty() || v.len() > 20 {
+        return Err(Corrupt::Form);
+    }
+    if !v.iter().all(u8::is_ascii_digit) {
+        return Err(Corrupt::Form);
+    }
+    let s = std::str::from_utf8(v).map_err(|_| Corrupt::Form)?;
+    Ok(s.parse::<u64>()
+        .map_or(u32::MAX, |n| n.min(u64::from(u32::MAX)) as u32))
 }
 
 /// A client record and its time.
@@ -243,10 +270,15 @@ pub fn redis_key(prefix: &str, pool: &str, class: char, key: &Key) -> String {
     format!("{prefix}{pool}:{class}:{}", hex(key))
 }
 
-/// The Redis key of a client prefix's record.
+/// The Redis key of a client prefix's record (`class` `c`) or of its count
+/// of new sessions (`s`).
 pub fn client_key(prefix: &str, pool: &str, client: &ClientPrefix) -> String {
+    client_class_key(prefix, pool, 'c', client)
+}
+
+fn client_class_key(prefix: &str, pool: &str, class: char, client: &ClientPrefix) -> String {
     let addr: IpAddr = client.addr();
-    format!("{prefix}{pool}:c:{addr}")
+    format!("{prefix}{pool}:{class}:{addr}")
 }
 
 /// One write, as the background task sends it.
@@ -276,6 +308,11 @@ enum Write {
         backend: BackendName,
         ttl: u64,
     },
+    /// One more new session from a client prefix ([`COUNT_SESSION`]).
+    Count {
+        key: String,
+        ttl: u64,
+    },
 }
 
 /// One lookup for the store's thread.
@@ -300,6 +337,8 @@ enum Target {
     Entry(Key),
     Name(Key),
     Client(ClientPrefix),
+    /// The prefix's count of new sessions ([`COUNT_SESSION`]).
+    Sessions(ClientPrefix),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -831,6 +870,11 @@ fn command(w: Write) -> (String, redis::Cmd) {
             c.arg(REJECT_NAME).arg(1).arg(&key).arg(&*backend).arg(ttl);
             (key, c)
         }
+        Write::Count { key, ttl } => {
+            let mut c = redis::cmd("EVAL");
+            c.arg(COUNT_SESSION).arg(1).arg(&key).arg(ttl);
+            (key, c)
+        }
     }
 }
 
@@ -907,6 +951,11 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
                     req.clients.record(prefix, &c);
                 }
             }),
+            // Every instance's new sessions from this prefix: NAT detection
+            // here sees at least as many as the farm has.
+            Target::Sessions(prefix) => {
+                decode_count(&value).map(|n| req.clients.note_shared_sessions(prefix, n))
+            }
         };
         match used {
             Ok(()) => found = true,
@@ -1085,11 +1134,18 @@ impl AffinityStore for RedisStore {
     }
 
     fn share_client(&self, client: ClientPrefix, confirmed: &Confirmed) {
+        let ttl = (self.client_window.as_millis() as u64).max(1);
         if let Some(value) = encode_client(confirmed, unix_now()) {
             self.link.send(Write::Set {
                 key: client_key(&self.link.config.prefix, &self.pool, &client),
                 value,
-                ttl: (self.client_window.as_millis() as u64).max(1),
+                ttl,
+            });
+        }
+        if confirmed.new_session {
+            self.link.send(Write::Count {
+                key: client_class_key(&self.link.config.prefix, &self.pool, 's', &client),
+                ttl,
             });
         }
     }
@@ -1121,6 +1177,13 @@ impl AffinityStore for RedisStore {
             &lookup.client,
         ));
         targets.push(Target::Client(lookup.client));
+        keys.push(client_class_key(
+            &self.link.config.prefix,
+            &self.pool,
+            's',
+            &lookup.client,
+        ));
+        targets.push(Target::Sessions(lookup.client));
         let (reply, answer) = oneshot::channel();
         let req = Request {
             keys,
@@ -1326,6 +1389,15 @@ mod tests {
             let b = binding("web:1", state);
             let v = encode_binding(&b, 1_700_000_000).unwrap();
             assert_eq!(decode_binding(v.as_bytes(), name), Ok((b, 1_700_000_000)));
+        }
+    }
+
+    #[test]
+    fn session_counts_are_digits_and_saturate() {
+        assert_eq!(decode_count(b"12"), Ok(12));
+        assert_eq!(decode_count(b"99999999999999999999"), Ok(u32::MAX));
+        for bad in [&b""[..], b"-1", b"1a", b" 1", &[b'1'; 21]] {
+            assert_eq!(decode_count(bad), Err(Corrupt::Form), "{bad:?}");
         }
     }
 

@@ -453,6 +453,47 @@ pub async fn a_slow_redis_holds_a_connection_no_longer_than_the_lookup_budget(
     }
 }
 
+/// NAT detection counts the new sessions every instance saw from an
+/// address: one address that A saw open many sessions is shared (NAT) on
+/// B too, as soon as B looks it up, though B never saw one of them.
+pub async fn new_sessions_seen_on_one_instance_mark_an_address_shared_on_another(
+    store: impl SharedStore,
+) {
+    let farm = rustls_backends(3, |_| {}).await;
+    let threshold = |c: &mut Config| c.pools[0].affinity.nat_threshold = 2;
+    let a = instance(&farm, &store, Balance::RoundRobin, threshold).await;
+    let b = instance(&farm, &store, Balance::SourceHash, threshold).await;
+    until(&a, "A connects", |s| s.up).await;
+    until(&b, "B connects", |s| s.up).await;
+
+    let nat = IpAddr::from([127, 0, 1, 9]);
+    let prefix = ClientPrefix::new(nat, 32, 64);
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let c = client(Versions::Tls12, false);
+        let owner = c.connect(a.addr, Some(nat)).await.unwrap().backend;
+        sessions.push((c, owner));
+    }
+    let on_a = a.pool("default").unwrap().clients.peek(&prefix).unwrap();
+    assert!(on_a.shared && on_a.new_sessions == 4, "{on_a:?}");
+    shared().await;
+    assert!(
+        b.pool("default").unwrap().clients.peek(&prefix).is_none(),
+        "B has seen nothing of this address yet"
+    );
+
+    // One resumption from the address through B: its lookup brings the
+    // address's count with the session.
+    let (c, owner) = &sessions[0];
+    let r = c.connect(b.addr, Some(nat)).await.unwrap();
+    assert_eq!((&r.backend, r.server_resumed), (owner, true));
+    let on_b = b.pool("default").unwrap().clients.peek(&prefix).unwrap();
+    assert!(
+        on_b.shared && on_b.new_sessions >= 4,
+        "A's sessions count on B: {on_b:?}"
+    );
+}
+
 pub async fn a_corrupt_value_in_redis_is_a_counted_miss(store: impl SharedStore) {
     let farm = rustls_backends(3, |_| {}).await;
     let a = instance(&farm, &store, Balance::RoundRobin, |_| {}).await;
