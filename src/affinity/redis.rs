@@ -196,7 +196,7 @@ pub fn encode_client(c: &Confirmed, at: u64) -> Option<String> {
 }
 
 /// A count of new sessions, as `INCR` leaves it: decimal digits, at most
-/// ten of them (more than any window holds is still a number, not a
+/// the twenty of a 64-bit count (one past `u32` is still a count, not a
 /// corrupt value: it saturates).
 pub fn decode_count(v: &[u8]) -> Result<u32, Corrupt> {
     if v.is_empty() || v.len() > 20 {
@@ -452,13 +452,13 @@ impl StoreClient {
             _ => {
                 let url = config.urls.first()?.as_str();
                 #[cfg(feature = "store-tls")]
-                if let Some(c) = certs {
-                    return redis::Client::build_with_tls(url, c)
-                        .map(StoreClient::Single)
-                        .map_err(|e| warn!(error = %e, "shared store not usable; routing on local state"))
-                        .ok();
-                }
-                redis::Client::open(url).map(StoreClient::Single)
+                let client = match certs {
+                    Some(c) => redis::Client::build_with_tls(url, c),
+                    None => redis::Client::open(url),
+                };
+                #[cfg(not(feature = "store-tls"))]
+                let client = redis::Client::open(url);
+                client.map(StoreClient::Single)
             }
         };
         made.map_err(|e| warn!(error = %e, "shared store not usable; routing on local state"))
@@ -815,16 +815,12 @@ async fn write_behind(
             match answer.await {
                 Ok(Ok(Ok(()))) => counters.written(n),
                 Ok(Ok(Err(e))) => {
-                    counters.error("write");
+                    failed("write", Some(&e), &link, &counters);
                     counters.dropped(n, "error");
-                    if !server_said_no(&e) {
-                        link.broken(&counters);
-                    }
                 }
                 Ok(Err(_)) | Err(_) => {
-                    counters.error("write");
+                    failed("write", None, &link, &counters);
                     counters.dropped(n, "timeout");
-                    link.broken(&counters);
                 }
             }
         }
@@ -883,6 +879,16 @@ fn server_said_no(e: &redis::RedisError) -> bool {
     !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error())
 }
 
+/// Counts a failed `op` request, and takes the connection away for the
+/// keeper to remake unless Redis itself answered the error (`error` is
+/// `None` for a timeout or a lost task: the connection is suspect).
+fn failed(op: &'static str, error: Option<&redis::RedisError>, link: &Link, counters: &Counters) {
+    counters.error(op);
+    if !error.is_some_and(server_said_no) {
+        link.broken(counters);
+    }
+}
+
 /// One pipelined round trip for a hello's keys (in a cluster, one per
 /// slot, all at once); fills the near cache and the client index with
 /// what is valid, whenever it arrives. A part that fails costs only its
@@ -906,7 +912,7 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
         asked.push((group, answer));
     }
     let mut values: Vec<Option<Vec<u8>>> = vec![None; req.keys.len()];
-    let mut failed = false;
+    let mut any_failed = false;
     for (group, answer) in asked {
         match answer.await {
             Ok(Ok(Ok(v))) if v.len() == group.len() => {
@@ -916,19 +922,15 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
             }
             Ok(Ok(Ok(_))) => {
                 counters.error("lookup");
-                failed = true;
+                any_failed = true;
             }
             Ok(Ok(Err(e))) => {
-                counters.error("lookup");
-                failed = true;
-                if !server_said_no(&e) {
-                    link.broken(&counters);
-                }
+                failed("lookup", Some(&e), &link, &counters);
+                any_failed = true;
             }
             Ok(Err(_)) | Err(_) => {
-                counters.error("lookup");
-                failed = true;
-                link.broken(&counters);
+                failed("lookup", None, &link, &counters);
+                any_failed = true;
             }
         }
     }
@@ -962,7 +964,7 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
             Err(_) => counters.corrupt(),
         }
     }
-    let outcome = match (found, failed) {
+    let outcome = match (found, any_failed) {
         (true, _) => Outcome::Hit,
         (false, true) => Outcome::Error,
         (false, false) => Outcome::Miss,
@@ -1274,14 +1276,20 @@ mod tests {
     use crate::affinity::clients::ClientIndexConfig;
     use crate::clock::Clock;
 
-    /// A store whose Redis is a port nothing listens on.
+    /// A single-server store whose Redis is a port nothing listens on.
     fn unreachable_store() -> RedisStore {
+        unreachable(|url| StoreConfig::redis(&format!("{url}/0")))
+    }
+
+    /// A store configured by `config` from the URL of a port nothing
+    /// listens on, with a lookup budget longer than any test waits.
+    fn unreachable(config: impl FnOnce(&str) -> StoreConfig) -> RedisStore {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut cfg = StoreConfig::redis(&format!("redis://127.0.0.1:{port}/0"));
+        let mut cfg = config(&format!("redis://127.0.0.1:{port}"));
         cfg.lookup_budget = Duration::from_secs(5);
         let local = MemoryStore::new(
             super::super::memory::MemoryStoreConfig {
@@ -1512,29 +1520,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_cluster_costs_no_wait_and_is_counted() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cfg = StoreConfig::redis_cluster(&[format!("redis://127.0.0.1:{port}")]);
-        cfg.lookup_budget = Duration::from_secs(5);
-        let link = RedisLink::start(&cfg);
-        let local = MemoryStore::new(
-            super::super::memory::MemoryStoreConfig {
-                capacity: 100,
-                inactivity: Duration::from_secs(60),
-                absolute_max: None,
-            },
-            Clock::new(),
-        );
-        let store = RedisStore::new(
-            local,
-            link,
-            "p",
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-        );
+        let store = unreachable(|url| StoreConfig::redis_cluster(&[url]));
         let started = std::time::Instant::now();
         let other = Key::new(crate::affinity::KeyKind::SessionId, b"unknown here");
         store.prefetch(lookup(vec![other])).expect("a lookup").await;

@@ -95,6 +95,22 @@ pub async fn instance_for(
     Router::bind(c).await.expect("router binds").spawn()
 }
 
+/// Instance A (round robin) and instance B (source-hash, so that where it
+/// agrees with A's owner is chance, not sharing) in front of `backends`,
+/// sharing `store`, each with its own tweak, once both have connected.
+pub async fn a_and_b(
+    backends: &[(String, SocketAddr)],
+    store: &impl SharedStore,
+    tweak_a: impl FnOnce(&mut Config),
+    tweak_b: impl FnOnce(&mut Config),
+) -> (RunningRouter, RunningRouter) {
+    let a = instance_for(backends, store, Balance::RoundRobin, tweak_a).await;
+    let b = instance_for(backends, store, Balance::SourceHash, tweak_b).await;
+    until(&a, "A connects", |s| s.up).await;
+    until(&b, "B connects", |s| s.up).await;
+    (a, b)
+}
+
 pub fn with_admin(c: &mut Config) {
     c.admin = Some(AdminConfig::new("127.0.0.1:0".parse().unwrap()));
 }
@@ -148,11 +164,8 @@ pub async fn tls12_sessions_learned_on_one_instance_resume_through_another(
     store: impl SharedStore,
 ) {
     let farm = rustls_backends(3, |_| {}).await;
-    let a = instance(&farm, &store, Balance::RoundRobin, |_| {}).await;
-    let b = instance(&farm, &store, Balance::SourceHash, |_| {}).await;
+    let (a, b) = a_and_b(&named(&farm), &store, |_| {}, |_| {}).await;
     let c3 = instance(&farm, &store, Balance::SourceHash, |_| {}).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
     until(&c3, "C connects", |s| s.up).await;
 
     let mut on_a = Addresses::new(1);
@@ -242,10 +255,7 @@ pub async fn tls13_ticket_key_name_confirmed_on_one_instance_routes_on_another(
     store: impl SharedStore,
 ) {
     let farm = rustls_backends(3, |_| {}).await;
-    let a = instance(&farm, &store, Balance::RoundRobin, |_| {}).await;
-    let b = instance(&farm, &store, Balance::SourceHash, |_| {}).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
+    let (a, b) = a_and_b(&named(&farm), &store, |_| {}, |_| {}).await;
 
     // On A: resumptions from the address that got the ticket (client
     // address affinity) confirm two distinct identities per key name.
@@ -294,10 +304,7 @@ pub async fn redis_killed_fails_no_connection_and_sharing_resumes_when_it_is_bac
     mut store: impl SharedStore,
 ) {
     let farm = rustls_backends(3, |_| {}).await;
-    let a = instance(&farm, &store, Balance::RoundRobin, with_admin).await;
-    let b = instance(&farm, &store, Balance::SourceHash, |_| {}).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
+    let (a, b) = a_and_b(&named(&farm), &store, with_admin, |_| {}).await;
     let mut on_a = Addresses::new(1);
     let mut on_b = Addresses::new(2);
 
@@ -384,10 +391,7 @@ pub async fn a_slow_redis_holds_a_connection_no_longer_than_the_lookup_budget(
         // Long enough for Redis's answer to arrive after the budget.
         c.store.timeout = Duration::from_secs(5);
     };
-    let a = instance(&farm, &store, Balance::RoundRobin, slow).await;
-    let b = instance(&farm, &store, Balance::SourceHash, slow).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
+    let (a, b) = a_and_b(&named(&farm), &store, slow, slow).await;
 
     let c = client(Versions::Tls12, false);
     let owner = c
@@ -461,10 +465,7 @@ pub async fn new_sessions_seen_on_one_instance_mark_an_address_shared_on_another
 ) {
     let farm = rustls_backends(3, |_| {}).await;
     let threshold = |c: &mut Config| c.pools[0].affinity.nat_threshold = 2;
-    let a = instance(&farm, &store, Balance::RoundRobin, threshold).await;
-    let b = instance(&farm, &store, Balance::SourceHash, threshold).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
+    let (a, b) = a_and_b(&named(&farm), &store, threshold, threshold).await;
 
     let nat = IpAddr::from([127, 0, 1, 9]);
     let prefix = ClientPrefix::new(nat, 32, 64);
@@ -496,10 +497,7 @@ pub async fn new_sessions_seen_on_one_instance_mark_an_address_shared_on_another
 
 pub async fn a_corrupt_value_in_redis_is_a_counted_miss(store: impl SharedStore) {
     let farm = rustls_backends(3, |_| {}).await;
-    let a = instance(&farm, &store, Balance::RoundRobin, |_| {}).await;
-    let b = instance(&farm, &store, Balance::SourceHash, |_| {}).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
+    let (a, b) = a_and_b(&named(&farm), &store, |_| {}, |_| {}).await;
 
     let c = client(Versions::Tls12, false);
     let owner = c
@@ -579,10 +577,7 @@ pub async fn renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_anoth
         .iter()
         .map(|s| (s.name().to_string(), s.addr()))
         .collect();
-    let a = instance_for(&backends, &store, Balance::RoundRobin, |_| {}).await;
-    let b = instance_for(&backends, &store, Balance::SourceHash, |_| {}).await;
-    until(&a, "A connects", |s| s.up).await;
-    until(&b, "B connects", |s| s.up).await;
+    let (a, b) = a_and_b(&backends, &store, |_| {}, |_| {}).await;
     let opts = SClientOptions {
         versions: Versions::Tls12,
         no_ticket: true,
