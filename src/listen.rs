@@ -127,9 +127,12 @@ impl ListenerState {
         next
     }
 
-    /// The pool for a hello's SNI.
+    /// The pool for a hello's SNI. A listener without SNI rules (the usual
+    /// one) does not look: the lookup lowercases the name into a new
+    /// string, an allocation per connection for nothing.
     pub fn pool_for(&self, sni: Option<&[u8]>) -> &Arc<PoolState> {
         let i = sni
+            .filter(|_| !self.sni.is_empty())
             .and_then(|s| self.sni.lookup(s))
             .unwrap_or(self.default_pool);
         &self.pools[i]
