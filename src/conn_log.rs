@@ -53,14 +53,16 @@ pub mod close {
 }
 
 /// A connection's line in the making. With the line's level off (the
-/// usual production filter is `warn`), it keeps only the start time and
-/// allocates nothing.
+/// usual production filter is `warn`), it allocates nothing and reads no
+/// clock: its times are only measured for a line that may be written.
 #[derive(Debug)]
 pub struct ConnectionTrace {
-    started: Instant,
-    /// Whether a line may be written at all: fields that cost an
-    /// allocation are only filled in then.
-    on: bool,
+    /// When the connection was accepted; `None` when no line may be
+    /// written at all, so that the fields that cost an allocation or a
+    /// clock read are only filled in for a line.
+    started: Option<Instant>,
+    /// When the connect stage began, for the line's connect time.
+    connecting: Option<Instant>,
     record: ConnectionRecord,
 }
 
@@ -69,8 +71,8 @@ impl ConnectionTrace {
     pub fn start(listener: &str, client: SocketAddr) -> Self {
         let on = tracing::enabled!(target: TARGET, tracing::Level::INFO);
         ConnectionTrace {
-            started: Instant::now(),
-            on,
+            started: on.then(Instant::now),
+            connecting: None,
             record: ConnectionRecord {
                 id: if on { next_id() } else { 0 },
                 listener: on.then(|| listener.into()),
@@ -88,8 +90,8 @@ impl ConnectionTrace {
 
     /// The ClientHello is complete: the hello time, and its server name.
     pub fn hello(&mut self, sni: Option<&[u8]>) {
-        self.record.hello = Some(self.started.elapsed());
-        if self.on {
+        if let Some(started) = self.started {
+            self.record.hello = Some(started.elapsed());
             self.record.sni = sni.map(|s| String::from_utf8_lossy(s).into_owned());
         }
     }
@@ -97,19 +99,27 @@ impl ConnectionTrace {
     /// The pool and the rule that chose; `kind` is the key kind that
     /// decided or was re-bound.
     pub fn routed(&mut self, pool: &str, rule: &'static str, kind: Option<&'static str>) {
-        if self.on {
+        if self.started.is_some() {
             self.record.pool = Some(pool.into());
         }
         self.record.rule = Some(rule);
         self.record.kind = kind;
     }
 
-    /// A backend was reached, `connect` after the attempts began.
-    pub fn connected(&mut self, backend: &str, connect: Duration) {
-        if self.on {
-            self.record.backend = Some(backend.into());
+    /// The connect stage begins: attempts, failover included, until
+    /// [`connected`](Self::connected).
+    pub fn connecting(&mut self) {
+        if self.started.is_some() {
+            self.connecting = Some(Instant::now());
         }
-        self.record.connect = Some(connect);
+    }
+
+    /// A backend was reached.
+    pub fn connected(&mut self, backend: &str) {
+        if let Some(connecting) = self.connecting {
+            self.record.backend = Some(backend.into());
+            self.record.connect = Some(connecting.elapsed());
+        }
     }
 
     /// The handshake's outcome as the server's flight told it.
@@ -126,10 +136,13 @@ impl ConnectionTrace {
 
     /// The connection is over: its line, within the rate limit.
     pub fn finish(mut self, close: &'static str, limit: &LogLimiter) {
-        if !self.on || !limit.allow() {
+        let Some(started) = self.started else {
+            return;
+        };
+        if !limit.allow() {
             return;
         }
-        self.record.total = self.started.elapsed();
+        self.record.total = started.elapsed();
         self.record.close = close;
         self.record.emit();
     }

@@ -211,14 +211,14 @@ async fn routed(
     );
 
     // Connect, with failover.
-    let connecting = Instant::now();
+    trace.connecting();
     let Some(connected) =
         connect_logged(&pool, &decision, kind, (&at, &client), &hello, true).await
     else {
         trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
-    trace.connected(&connected.backend.name, connecting.elapsed());
+    trace.connected(&connected.backend.name);
     if let Some(chosen) = decision.candidates.first() {
         if !Arc::ptr_eq(chosen, &connected.backend) {
             // The chosen backend was not reached: stop rules 2 and 3 from
@@ -327,13 +327,13 @@ async fn forward_blind(
     let decision = balanced(pool, &prefix, "forwarded without inspection");
     pool.stats.routed(decision.rule);
     trace.routed(&pool.config.name, decision.rule.as_str(), None);
-    let connecting = Instant::now();
+    trace.connecting();
     let Some(connected) = connect_logged(pool, &decision, None, (&at, &client), hello, tls).await
     else {
         trace.finish(close::NO_BACKEND, &pool.decision_log);
         return;
     };
-    trace.connected(&connected.backend.name, connecting.elapsed());
+    trace.connected(&connected.backend.name);
     pool.record_decision(at.record(&connected.backend.name, &decision));
     let relayed = relay_to(pool, client, connected, hello, None, &NoLearning).await;
     finish(pool, trace, relayed);

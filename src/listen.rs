@@ -8,7 +8,7 @@
 //! stage depends on the pools it routes to and never on what follows it.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
+use std::collections::hash_map::Entry;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::affinity::clients::ClientPrefix;
+use crate::affinity::{KeyedState, keyed_state};
 use crate::config::{ListenerConfig, NonTls};
 use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
@@ -126,9 +127,12 @@ impl ListenerState {
         next
     }
 
-    /// The pool for a hello's SNI.
+    /// The pool for a hello's SNI. A listener without SNI rules (the usual
+    /// one) does not look: the lookup lowercases the name into a new
+    /// string, an allocation per connection for nothing.
     pub fn pool_for(&self, sni: Option<&[u8]>) -> &Arc<PoolState> {
         let i = sni
+            .filter(|_| !self.sni.is_empty())
             .and_then(|s| self.sni.lookup(s))
             .unwrap_or(self.default_pool);
         &self.pools[i]
@@ -180,17 +184,17 @@ impl ListenerState {
 
 /// Shards of the hello-stage counts, so that worker threads counting
 /// different addresses rarely meet on one lock: an address's count lives
-/// in the shard a keyed hash of it picks. Keyed (SipHash with a per-process
-/// key) because the addresses are the clients' to choose: a fixed hash
-/// would let them pile onto one shard.
+/// in the shard a keyed hash of it picks. Keyed ([`KeyedState`], seeded
+/// per process) because the addresses are the clients' to choose: a fixed
+/// hash would let them pile onto one shard.
 #[derive(Debug)]
 struct InspectingCounts {
-    hasher: RandomState,
+    hasher: KeyedState,
     shards: Box<[Padded<Mutex<Counts>>]>,
 }
 
 /// Hello-stage connections per client prefix, in one shard.
-type Counts = HashMap<ClientPrefix, u32, RandomState>;
+type Counts = HashMap<ClientPrefix, u32, KeyedState>;
 
 /// Enough shards that 2 to 64 threads seldom share a lock.
 const INSPECTING_SHARDS: usize = 64;
@@ -198,8 +202,10 @@ const INSPECTING_SHARDS: usize = 64;
 impl Default for InspectingCounts {
     fn default() -> Self {
         InspectingCounts {
-            hasher: RandomState::new(),
-            shards: (0..INSPECTING_SHARDS).map(|_| Padded::default()).collect(),
+            hasher: keyed_state(),
+            shards: (0..INSPECTING_SHARDS)
+                .map(|_| Padded(Mutex::new(HashMap::with_hasher(keyed_state()))))
+                .collect(),
         }
     }
 }
@@ -231,10 +237,11 @@ pub(crate) struct InspectingGuard {
 impl Drop for InspectingGuard {
     fn drop(&mut self) {
         let mut map = self.listener.inspecting.lock(self.shard);
-        if let Some(n) = map.get_mut(&self.prefix) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.prefix);
+        // One lookup for the decrement and the removal.
+        if let Entry::Occupied(mut n) = map.entry(self.prefix) {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
             }
         }
     }

@@ -328,7 +328,8 @@ fn kind_reason(kind: KeyKind) -> &'static str {
     }
 }
 
-/// The chosen backend first, then the balancer's order for failover.
+/// The chosen backend first, then the balancer's order for failover,
+/// in the balancer's own vector: one allocation per decision, not two.
 fn finish(
     pool: &PoolState,
     client: &ClientPrefix,
@@ -337,13 +338,9 @@ fn finish(
     matched: Option<Key>,
     reason: &'static str,
 ) -> Decision {
-    let mut candidates = Vec::with_capacity(pool.backends.all().len());
-    candidates.push(chosen.clone());
-    for b in pool.balancer.failover_order(pool.backends.all(), client) {
-        if !Arc::ptr_eq(&b, &chosen) && b.is_up(&pool.clock) {
-            candidates.push(b);
-        }
-    }
+    let mut candidates = pool.balancer.failover_order(pool.backends.all(), client);
+    candidates.retain(|b| !Arc::ptr_eq(b, &chosen) && b.is_up(&pool.clock));
+    candidates.insert(0, chosen);
     Decision {
         candidates,
         rule,

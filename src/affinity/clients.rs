@@ -4,7 +4,6 @@
 //! where that client's state lives, and so an address shared by many
 //! clients (NAT, proxy) is recognised and its fresh clients spread out.
 
-use std::collections::hash_map::RandomState;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use lru::LruCache;
 
 use super::names::Interner;
-use super::{by_shard, interleave};
+use super::{KeyedState, by_shard, interleave, keyed_state};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
@@ -274,7 +273,7 @@ pub struct ClientIndexConfig {
 
 #[derive(Debug)]
 pub struct ClientIndex {
-    shards: Vec<Mutex<LruCache<ClientPrefix, Record, RandomState>>>,
+    shards: Vec<Mutex<LruCache<ClientPrefix, Record, KeyedState>>>,
     names: Interner,
     clock: Clock,
     /// Added to the clock's seconds in every timestamp, so that a record
@@ -286,7 +285,7 @@ pub struct ClientIndex {
     nat_threshold: u32,
     /// Picks a shard; keyed per process so chosen addresses cannot pile
     /// into one shard.
-    shard_hasher: RandomState,
+    shard_hasher: KeyedState,
 }
 
 impl ClientIndex {
@@ -296,14 +295,14 @@ impl ClientIndex {
         let window = secs(cfg.window).max(2);
         ClientIndex {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, RandomState::new())))
+                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, keyed_state())))
                 .collect(),
             names: Interner::default(),
             clock,
             origin: window.min(u32::MAX / 2),
             window,
             nat_threshold: cfg.nat_threshold,
-            shard_hasher: RandomState::new(),
+            shard_hasher: keyed_state(),
         }
     }
 
@@ -312,7 +311,7 @@ impl ClientIndex {
         self.clock.now_secs().saturating_add(self.origin)
     }
 
-    fn shard(&self, p: &ClientPrefix) -> &Mutex<LruCache<ClientPrefix, Record, RandomState>> {
+    fn shard(&self, p: &ClientPrefix) -> &Mutex<LruCache<ClientPrefix, Record, KeyedState>> {
         use std::hash::BuildHasher;
         let i = self.shard_hasher.hash_one(p) as usize % SHARDS;
         &self.shards[i]

@@ -7,7 +7,6 @@
 //! An entry is 16 bytes of key and 12 of value; backend names are interned
 //! to a 2-byte index so entries do not each carry a pointer.
 
-use std::collections::hash_map::RandomState;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +15,10 @@ use std::time::Duration;
 use lru::LruCache;
 
 use super::names::Interner;
-use super::{AffinityStore, Binding, Key, KeyState, Peeked, SavedEntry, by_shard, interleave};
+use super::{
+    AffinityStore, Binding, Key, KeyState, KeyedState, Peeked, SavedEntry, by_shard, interleave,
+    keyed_state,
+};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
@@ -70,7 +72,7 @@ pub fn layout(total: usize) -> (usize, usize) {
 
 #[derive(Debug)]
 pub struct MemoryStore {
-    shards: Vec<Mutex<LruCache<Key, Entry, RandomState>>>,
+    shards: Vec<Mutex<LruCache<Key, Entry, KeyedState>>>,
     /// Interned backend names; an entry's `backend` indexes them.
     names: Interner,
     clock: Clock,
@@ -94,7 +96,7 @@ impl MemoryStore {
         let absolute_max = cfg.absolute_max.map(secs);
         MemoryStore {
             shards: (0..shards)
-                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, RandomState::new())))
+                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, keyed_state())))
                 .collect(),
             names: Interner::default(),
             clock,
@@ -110,7 +112,7 @@ impl MemoryStore {
         self.clock.now_secs().saturating_add(self.origin)
     }
 
-    fn shard(&self, key: &Key) -> &Mutex<LruCache<Key, Entry, RandomState>> {
+    fn shard(&self, key: &Key) -> &Mutex<LruCache<Key, Entry, KeyedState>> {
         &self.shards[self.shard_index(key)]
     }
 

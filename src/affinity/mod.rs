@@ -10,7 +10,8 @@
 //! digest keeps every entry the same small size. The digest is SHA-256, not
 //! a keyed hash, because every instance and every restart must compute the
 //! same key for the same ticket; the maps that hold these keys still use a
-//! randomly keyed hasher, so chosen keys cannot degrade them (HashDoS).
+//! randomly keyed hasher ([`KeyedState`]), so chosen keys cannot degrade
+//! them (HashDoS).
 
 pub mod clients;
 pub mod memory;
@@ -23,6 +24,31 @@ use crate::backend::BackendName;
 pub use crate::inspect::KeyKind;
 use clients::{ClientIndex, ClientPrefix, Confirmed};
 pub use memory::MemoryStore;
+
+/// The hasher of the maps a connection touches that are keyed by what
+/// clients choose (table keys, client prefixes): foldhash, keyed per
+/// process and per map from the OS's random source, never fixed. It costs
+/// a tenth of SipHash's instructions per key: a resumed connection hashes
+/// about eight such keys (docs/performance.md, "Levers tried for the
+/// per-connection cost"). foldhash's own `RandomState` seeds from address
+/// layout and the time only; these seeds come from std's `RandomState`,
+/// whose keys the OS draws.
+pub type KeyedState = foldhash::fast::SeedableRandomState;
+
+/// A [`KeyedState`] with a fresh per-map seed and the process's shared one.
+pub fn keyed_state() -> KeyedState {
+    static SHARED: std::sync::OnceLock<foldhash::SharedSeed> = std::sync::OnceLock::new();
+    let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(os_random()));
+    KeyedState::with_seed(os_random(), shared)
+}
+
+/// 64 random bits: a SipHash of nothing under a fresh std `RandomState`,
+/// whose keys come from the OS (each later one on a thread differs by one
+/// in a key, which SipHash turns into an unrelated output).
+fn os_random() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(())
+}
 
 /// Groups `items` by shard (`shard_of[i]` is item `i`'s, below `shards`),
 /// each group in the order given: a bulk restore then takes each shard's
