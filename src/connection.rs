@@ -362,7 +362,7 @@ async fn relay_to(
         &mut client,
         &mut server,
         hs,
-        &first_bytes,
+        first_bytes,
         pool.config.timeouts.idle,
         &pool.clock,
         flight,

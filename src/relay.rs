@@ -166,13 +166,14 @@ impl Shared<'_> {
 }
 
 /// Relays until both directions are closed, a side resets, or the idle
-/// timeout passes. `first_bytes` were already read from the server. With
-/// no handshake to watch it is a plain copy from the start.
+/// timeout passes. `first_bytes` were already read from the server; they
+/// are freed once passed on. With no handshake to watch it is a plain copy
+/// from the start.
 pub async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
     hs: Option<Box<Handshake>>,
-    first_bytes: &[u8],
+    first_bytes: Vec<u8>,
     idle: Duration,
     clock: &Clock,
     flight: &dyn OnServerFlight,
@@ -190,7 +191,7 @@ pub async fn relay(
     let (client, server) = (&*client, &*server);
     let sh = &shared;
 
-    let to_server = pump(client, server, Side::Client, &[], sh, move |d| {
+    let to_server = pump(client, server, Side::Client, Vec::new(), sh, move |d| {
         inspect && sh.watch_client(d)
     });
     let to_client = pump(server, client, Side::Server, first_bytes, sh, move |d| {
@@ -234,11 +235,20 @@ fn other(side: Side) -> Side {
 /// One direction: `src` to `dst`, `pending` first. `watch` sees every byte
 /// while it returns true. Ends at `src`'s end of stream, after half-closing
 /// `dst`. Errors say which side failed.
+///
+/// The copy buffer is held only while bytes are in flight: it is taken
+/// once `src` is readable and given back as soon as a read has drained
+/// `src` and its bytes are passed on. Most of an established connection's
+/// life is spent waiting (a keep-alive between requests, a push channel),
+/// and a buffer held through the wait is memory a thousand idle
+/// connections pay for doing nothing, as HAProxy's pooled buffers avoid.
+/// The allocator's thread cache keeps the 16 KiB for the next burst, so
+/// taking it again costs no system call.
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     src_side: Side,
-    pending: &[u8],
+    pending: Vec<u8>,
     shared: &Shared<'_>,
     mut watch: impl FnMut(&[u8]) -> bool,
 ) -> Result<(), (Side, io::Error)> {
@@ -246,16 +256,15 @@ async fn pump(
     let mut watching = true;
     if !pending.is_empty() {
         shared.touch();
-        watching = watch(pending);
-        write_all(dst, pending, SendFlags::empty())
+        watching = watch(&pending);
+        write_all(dst, &pending, SendFlags::empty())
             .await
             .map_err(|e| (dst_side, e))?;
         shared.sent(src_side, pending.len());
     }
-    // Capacity, not zeroed length: reads fill spare capacity, so nothing
-    // is ever memset (zeroing three 16 KiB buffers was a third of the
-    // instructions of a short connection).
-    let mut buf = Vec::with_capacity(BUF);
+    drop(pending);
+    // Empty until `read` finds `src` readable; see above.
+    let mut buf = Vec::new();
     let mut splice = true;
     loop {
         let (n, peer_end) = read(src, &mut buf).await.map_err(|e| (src_side, e))?;
@@ -298,7 +307,10 @@ async fn pump(
         }
         // A reset behind the last bytes: they were passed on, now the reset.
         last.map_err(|e| (src_side, e))?;
-        if splice && !watching && n == BUF {
+        if n < BUF {
+            // `src` is drained: wait for its next bytes without a buffer.
+            buf = Vec::new();
+        } else if splice && !watching {
             // A full buffer in one read: bulk. Hand the rest to the kernel.
             match splice_pump(src, dst, src_side, shared).await {
                 Ok(()) => return Ok(()),
@@ -389,14 +401,19 @@ enum PeerEnd {
     Closed,
 }
 
-/// Reads into `buf`'s capacity, replacing its contents. Also says, for a
-/// short read, what was known of the peer's end of stream before it.
+/// Reads into `buf`'s capacity, replacing its contents; an empty `buf`
+/// gets its `BUF` bytes only once `s` is readable. Also says, for a short
+/// read, what was known of the peer's end of stream before it.
 async fn read(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<(usize, PeerEnd)> {
     buf.clear();
     loop {
         // ERROR too, to tell a reset from a FIN (it wakes no more often:
         // a reset is readable as well).
         let ready = s.ready(Interest::READABLE | Interest::ERROR).await?;
+        // Capacity, not zeroed length: reads fill spare capacity, so
+        // nothing is ever memset (zeroing three 16 KiB buffers was a third
+        // of the instructions of a short connection).
+        buf.reserve_exact(BUF);
         match s.try_read_buf(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Ok(n) if n > 0 && n < buf.capacity() => {
