@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::affinity::clients::ClientPrefix;
@@ -54,7 +55,7 @@ pub struct ListenerState {
     /// hellos that began before it too.
     inspecting: Arc<InspectingCounts>,
     /// `max_connections`, shared by the accept loops of every thread.
-    pub(crate) connection_slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) connection_slots: Arc<Slots>,
 }
 
 impl ListenerState {
@@ -100,7 +101,7 @@ impl ListenerState {
             stats,
             decision_log: log,
             inspecting: Arc::default(),
-            connection_slots: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            connection_slots: Arc::new(Slots::new(config.limits.max_connections)),
             config,
         }
     }
@@ -393,7 +394,7 @@ pub async fn serve<H, F>(
         // slot already taken, and `accept` loses nothing.
         let slots = state.connection_slots.clone();
         let next = async {
-            let permit = slots.acquire_owned().await.ok()?;
+            let permit = slots.acquire().await;
             Some((permit, listener.accept().await))
         };
         let (permit, accepted) = tokio::select! {
@@ -442,6 +443,88 @@ pub async fn serve<H, F>(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
+        }
+    }
+}
+
+/// A listener's `max_connections`: every worker thread's accept loop takes
+/// a slot before it accepts and each connection gives it back as it ends.
+/// Below the limit that is one atomic add each way. A tokio `Semaphore`
+/// took its waiter list's mutex on every release, one lock per
+/// connection shared by every thread; here the waiters' lock is only
+/// reached at the limit, where loops wait for a slot.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    free: AtomicUsize,
+    freed: Notify,
+}
+
+/// A slot taken from [`Slots`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<Slots>);
+
+impl Slots {
+    pub(crate) fn new(limit: usize) -> Self {
+        Slots {
+            free: AtomicUsize::new(limit),
+            freed: Notify::new(),
+        }
+    }
+
+    /// Waits for a free slot. Cancel-safe: a wait dropped after it was
+    /// woken hands the wake-up on to another waiter (`Notify`'s contract).
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Slot {
+        loop {
+            if let Some(slot) = self.try_acquire() {
+                return slot;
+            }
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the count is read again, so a slot freed
+            // in between still wakes this wait.
+            freed.as_mut().enable();
+            if let Some(slot) = self.try_acquire() {
+                return slot;
+            }
+            freed.await;
+            if let Some(slot) = self.try_acquire() {
+                // Only the release that found no slot free wakes a
+                // waiter; pass the wake-up on while slots are left.
+                if self.free.load(Ordering::Acquire) > 0 {
+                    self.freed.notify_one();
+                }
+                return slot;
+            }
+        }
+    }
+
+    fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let mut free = self.free.load(Ordering::Acquire);
+        while free > 0 {
+            match self.free.compare_exchange_weak(
+                free,
+                free - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Slot(self.clone())),
+                Err(now) => free = now,
+            }
+        }
+        None
+    }
+
+    /// Slots free now.
+    #[cfg(test)]
+    fn available(&self) -> usize {
+        self.free.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.0.free.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.0.freed.notify_one();
         }
     }
 }
@@ -648,6 +731,82 @@ mod tests {
             accepted.nodelay().unwrap(),
             "this kernel does not copy TCP_NODELAY to accepted sockets"
         );
+    }
+
+    #[tokio::test]
+    async fn slots_hold_the_limit_and_come_back_when_dropped() {
+        let slots = Arc::new(Slots::new(2));
+        let a = slots.acquire().await;
+        let b = slots.acquire().await;
+        assert_eq!(slots.available(), 0);
+        assert!(slots.try_acquire().is_none());
+        drop(a);
+        assert_eq!(slots.available(), 1);
+        let _c = slots.acquire().await;
+        drop(b);
+        assert_eq!(slots.available(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_waiter_gets_a_slot_when_several_are_freed_at_once() {
+        let slots = Arc::new(Slots::new(3));
+        let held: Vec<Slot> = vec![
+            slots.acquire().await,
+            slots.acquire().await,
+            slots.acquire().await,
+        ];
+        let (got, mut got_rx) = tokio::sync::mpsc::unbounded_channel();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (slots, got) = (slots.clone(), got.clone());
+                tokio::spawn(async move {
+                    let slot = slots.acquire().await;
+                    got.send(()).unwrap();
+                    // Held until the test ends.
+                    std::future::pending::<()>().await;
+                    drop(slot);
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(got_rx.try_recv().is_err(), "no slot is free yet");
+        // Only the first release finds no slot free and wakes a waiter;
+        // the others must still be reached.
+        drop(held);
+        for _ in 0..3 {
+            tokio::time::timeout(std::time::Duration::from_secs(10), got_rx.recv())
+                .await
+                .expect("a waiter was left waiting with a slot free")
+                .unwrap();
+        }
+        assert_eq!(slots.available(), 0);
+        waiters.iter().for_each(|w| w.abort());
+    }
+
+    #[tokio::test]
+    async fn a_wait_dropped_after_its_wake_up_passes_it_on() {
+        let slots = Arc::new(Slots::new(1));
+        let held = slots.acquire().await;
+        let first = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.acquire().await }
+        });
+        let second = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        // The first waiter is cancelled (as a stopping accept loop's wait
+        // is) while its wake-up is on the way: the second still gets the
+        // slot.
+        first.abort();
+        drop(held);
+        let slot = tokio::time::timeout(std::time::Duration::from_secs(10), second)
+            .await
+            .expect("the wake-up was lost with the cancelled wait")
+            .unwrap();
+        drop(slot);
+        assert_eq!(slots.available(), 1);
     }
 
     fn listener_state(max_inspecting_per_ip: u32) -> Arc<ListenerState> {
