@@ -262,7 +262,9 @@ async fn attempt(
 
 /// A socket connecting to the backend, with TCP_NODELAY, registered with
 /// the runtime. The connect is left in progress: `send_first` learns its
-/// outcome from the first send, with no `getsockopt(SO_ERROR)` of its own.
+/// outcome from the first send, with no `getsockopt(SO_ERROR)` of its own
+/// (but for a deferred connect, below, whose first send succeeds before
+/// the backend has answered).
 ///
 /// With the backend's `tcp_fastopen`, the socket has `TCP_FASTOPEN_CONNECT`
 /// first. Without a cookie from the backend yet, the connect sends a SYN
