@@ -96,6 +96,12 @@ pub struct Backend {
     /// lock, and changed in place by a reload (the backend itself, with its
     /// health and connections, is kept).
     send_proxy: AtomicU8,
+    /// Whether attempts set `TCP_FASTOPEN_CONNECT` (`tcp_fastopen`);
+    /// changed in place by a reload, like `send_proxy`.
+    tcp_fastopen: AtomicBool,
+    /// Set once this host's kernel refused `TCP_FASTOPEN_CONNECT` for this
+    /// backend, so the warning is logged once, not per connection.
+    fast_open_refused: AtomicBool,
     /// Clock millis until which the backend is considered down; 0 = up.
     down_until_ms: AtomicU64,
     /// Connections currently open to it (least-connections, max-conns).
@@ -268,6 +274,8 @@ impl Backend {
             admin: AtomicU8::new(AdminState::Up as u8),
             max_connections: AtomicU32::new(cfg.max_connections.unwrap_or(u32::MAX)),
             send_proxy: AtomicU8::new(cfg.send_proxy as u8),
+            tcp_fastopen: AtomicBool::new(cfg.tcp_fastopen),
+            fast_open_refused: AtomicBool::new(false),
             down_until_ms: AtomicU64::new(0),
             active: AtomicU32::new(0),
             health: HealthState::default(),
@@ -395,6 +403,18 @@ impl Backend {
         }
     }
 
+    /// Whether to connect with `TCP_FASTOPEN_CONNECT`, so that the first
+    /// bytes can travel in the SYN.
+    pub fn tcp_fastopen(&self) -> bool {
+        self.tcp_fastopen.load(Ordering::Relaxed)
+    }
+
+    /// Records that the kernel refused `TCP_FASTOPEN_CONNECT` on a socket
+    /// to this backend; true the first time only, which is when to say so.
+    pub fn fast_open_refused_first(&self) -> bool {
+        !self.fast_open_refused.swap(true, Ordering::Relaxed)
+    }
+
     /// Applies a reloaded configuration of the same backend (same name,
     /// same address) in place, so that its health, its operator state and
     /// its count of open connections carry over. The weight is the
@@ -411,6 +431,8 @@ impl Backend {
         // applies; connections already open keep the header they were sent.
         self.send_proxy
             .store(new.send_proxy as u8, Ordering::Relaxed);
+        // Likewise: the next attempt uses the new setting.
+        self.tcp_fastopen.store(new.tcp_fastopen, Ordering::Relaxed);
     }
 
     pub fn active(&self) -> u32 {
@@ -511,5 +533,20 @@ mod tests {
             assert!(Arc::ptr_eq(&reloaded.all()[0], &kept), "the same backend");
             assert_eq!(kept.send_proxy(), send);
         }
+    }
+
+    #[test]
+    fn a_reload_turns_tcp_fastopen_on_and_off_in_place() {
+        let before = BackendConfig::new("a", "127.0.0.1:1".parse().unwrap());
+        let pool = Pool::new("p", std::slice::from_ref(&before));
+        let kept = pool.all()[0].clone();
+        assert!(!kept.tcp_fastopen(), "off by default");
+        let mut on = before.clone();
+        on.tcp_fastopen = true;
+        let reloaded = pool.reconfigured("p", std::slice::from_ref(&before), &[on.clone()]);
+        assert!(Arc::ptr_eq(&reloaded.all()[0], &kept), "the same backend");
+        assert!(kept.tcp_fastopen());
+        pool.reconfigured("p", &[on], &[before]);
+        assert!(!kept.tcp_fastopen());
     }
 }

@@ -41,6 +41,11 @@ pub struct BackendConfig {
     /// file's pool-level `send_proxy` is already applied here: a backend
     /// never needs its pool's configuration to know what to send.
     pub send_proxy: SendProxy,
+    /// Connect with `TCP_FASTOPEN_CONNECT`: once the backend has given this
+    /// host a Fast Open cookie, the ClientHello (and PROXY header) travel
+    /// in the SYN, saving the backend a round trip before it can answer.
+    /// Off by default: only for backends that enable TFO themselves.
+    pub tcp_fastopen: bool,
 }
 
 impl BackendConfig {
@@ -51,6 +56,7 @@ impl BackendConfig {
             weight: DEFAULT_WEIGHT,
             max_connections: None,
             send_proxy: SendProxy::Off,
+            tcp_fastopen: false,
         }
     }
 }

@@ -411,6 +411,7 @@ struct BackendFile {
     weight: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
     send_proxy: Option<Spanned<String>>,
+    tcp_fastopen: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1048,6 +1049,7 @@ fn build_backend(
             .unwrap_or(pool_send_proxy),
         None => pool_send_proxy,
     };
+    c.tcp_fastopen = b.tcp_fastopen.unwrap_or(false);
     c
 }
 
@@ -1094,7 +1096,7 @@ max_hello_bytes = 4096
 [pool.web]
 balance = "weighted-roundrobin"
 backends = [
-  { name = "w1", address = "10.0.1.1:443", weight = 3, max_connections = 100 },
+  { name = "w1", address = "10.0.1.1:443", weight = 3, max_connections = 100, tcp_fastopen = true },
   { name = "w2", address = "[2001:db8::2]:8443", weight = 0 },
 ]
 [pool.web.affinity]
@@ -1179,6 +1181,7 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
                     weight: 3,
                     max_connections: Some(100),
                     send_proxy: SendProxy::Off,
+                    tcp_fastopen: true,
                 },
                 BackendConfig {
                     name: "w2".into(),
@@ -1186,6 +1189,7 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
                     weight: 0,
                     max_connections: None,
                     send_proxy: SendProxy::Off,
+                    tcp_fastopen: false,
                 },
             ]
         );
@@ -1646,6 +1650,21 @@ backends = [{ name = "a1", address = "10.0.2.1:443", send_proxy = "v1" }, { name
                 rule: Rule::Value(ValueError::UnknownSendProxy("proxy".into())),
             })
         );
+    }
+
+    #[test]
+    fn tcp_fastopen_is_per_backend_off_by_default_and_must_be_a_boolean() {
+        let c = parse(MINIMAL, "t.toml").unwrap();
+        assert!(!c.pools[0].backends[0].tcp_fastopen);
+        let on = MINIMAL.replace("}]", ", tcp_fastopen = true }]");
+        assert!(parse(&on, "t.toml").unwrap().pools[0].backends[0].tcp_fastopen);
+        let e = errors(&MINIMAL.replace("}]", ", tcp_fastopen = \"yes\" }]"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.toml:7:"), "{e:?}");
+        assert!(e[0].contains("invalid type"), "{e:?}");
+        // A backend option only: a pool-level default is not accepted.
+        let e = errors(&MINIMAL.replace("[pool.web]\n", "[pool.web]\ntcp_fastopen = true\n"));
+        assert!(e[0].contains("unknown setting `tcp_fastopen`"), "{e:?}");
     }
 
     #[test]

@@ -242,8 +242,8 @@ async fn attempt(
     // Each candidate's own setting: a failover may move from a backend
     // that wants a header to one that does not.
     let first = proxy_out::header_then(backend.send_proxy(), origin, hello);
-    let mut stream = open(backend.addr).map_err(AttemptError::connect_failed)?;
-    send_first(&stream, &first, connect_timeout).await?;
+    let (mut stream, deferred) = open(backend).map_err(AttemptError::connect_failed)?;
+    send_first(&stream, &first, deferred, connect_timeout).await?;
     let Some(first_byte_timeout) = first_byte_timeout else {
         return Ok((stream, Vec::new()));
     };
@@ -260,11 +260,20 @@ async fn attempt(
     }
 }
 
-/// A socket connecting to `addr`, with TCP_NODELAY, registered with the
-/// runtime. The connect is left in progress: `send_first` learns its
-/// outcome from the first send, with no `getsockopt(SO_ERROR)` of its own.
-fn open(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+/// A socket connecting to the backend, with TCP_NODELAY, registered with
+/// the runtime. The connect is left in progress: `send_first` learns its
+/// outcome from the first send, with no `getsockopt(SO_ERROR)` of its own
+/// (but for a deferred connect, below, whose first send succeeds before
+/// the backend has answered).
+///
+/// With the backend's `tcp_fastopen`, the socket has `TCP_FASTOPEN_CONNECT`
+/// first. Without a cookie from the backend yet, the connect sends a SYN
+/// that asks for one; with a cookie, it sends nothing and returns at once
+/// (the second value, `deferred`): the first send then carries the SYN and
+/// the bytes together.
+fn open(backend: &Backend) -> io::Result<(TcpStream, bool)> {
     use socket2::{Domain, Protocol, Socket, Type};
+    let addr = backend.addr;
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -273,12 +282,32 @@ fn open(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
     // Set before the connect, as on an accepted socket: a relay forwards
     // records as they come and must not wait on Nagle's algorithm.
     socket.set_nodelay(true)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
+    let fast_open = backend.tcp_fastopen() && fast_open_connect(&socket, backend);
+    let deferred = match socket.connect(&addr.into()) {
+        Ok(()) => fast_open,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => false,
         Err(e) => return Err(e),
+    };
+    Ok((
+        TcpStream::from_std(std::net::TcpStream::from(socket))?,
+        deferred,
+    ))
+}
+
+/// Sets `TCP_FASTOPEN_CONNECT`; false where the kernel refuses it (too old,
+/// or client TFO off in `net.ipv4.tcp_fastopen`), said once per backend.
+/// The connection then goes ahead without it: Fast Open only saves time.
+fn fast_open_connect(socket: &socket2::Socket, backend: &Backend) -> bool {
+    use nix::sys::socket::{setsockopt, sockopt::TcpFastOpenConnect};
+    match setsockopt(socket, TcpFastOpenConnect, &true) {
+        Ok(()) => true,
+        Err(e) => {
+            if backend.fast_open_refused_first() {
+                warn!(backend = %backend.name, addr = %backend.addr, error = %e, "tcp_fastopen: this host's kernel refuses TCP_FASTOPEN_CONNECT; connecting without Fast Open (client TFO needs Linux 4.11 and bit 1 of net.ipv4.tcp_fastopen)");
+            }
+            false
+        }
     }
-    TcpStream::from_std(std::net::TcpStream::from(socket))
 }
 
 /// Sends the first bytes on a connection still being made. They are sent
@@ -287,9 +316,17 @@ fn open(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
 /// connect still in progress says so with `EAGAIN`, and only then is its
 /// completion waited for, within `connect_timeout`. A failed connect is
 /// reported by the send, as the connect's error.
+///
+/// A `deferred` connect (Fast Open with a cookie) has sent no SYN yet: the
+/// first send sends it, carrying the bytes, and succeeds before the
+/// backend has answered. The answer to that SYN is then waited for within
+/// `connect_timeout`, so that a refusal or a silent backend is reported as
+/// it is without Fast Open, not later as a backend that closed or never
+/// answered the hello.
 async fn send_first(
     stream: &TcpStream,
     mut data: &[u8],
+    deferred: bool,
     connect_timeout: Duration,
 ) -> Result<(), AttemptError> {
     use rustix::net::SendFlags;
@@ -299,8 +336,17 @@ async fn send_first(
         match rustix::net::send(stream, data, SendFlags::NOSIGNAL) {
             Ok(0) => return Err(AttemptError::Closed(None)),
             Ok(n) => {
-                connected = true;
                 data = &data[n..];
+                if deferred && !connected {
+                    established(stream, connect_timeout).await?;
+                }
+                connected = true;
+            }
+            // A deferred connect whose SYN left without the bytes (the
+            // kernel could not attach them): a plain connect in progress.
+            Err(rustix::io::Errno::INPROGRESS) if deferred && !connected => {
+                established(stream, connect_timeout).await?;
+                connected = true;
             }
             Err(rustix::io::Errno::AGAIN) if !connected && !waited => {
                 // Still connecting: wait for it, once, within the connect
@@ -332,6 +378,44 @@ async fn send_first(
         }
     }
     Ok(())
+}
+
+/// Waits, within `connect_timeout`, for the backend to answer a SYN that
+/// has left: the connection is established once the socket has a peer
+/// (`getpeername` fails with `ENOTCONN` before the SYN-ACK and after a
+/// failed connect, whose error `SO_ERROR` then holds).
+///
+/// The state is read after each wake-up rather than trusting readiness:
+/// a socket whose connect was deferred reports itself writable before its
+/// SYN has even left, and that stale readiness is cleared only by a check
+/// that saw the connect still in progress, so the SYN-ACK's wake-up cannot
+/// be lost. On a near backend the SYN-ACK is usually in before the send
+/// returns, and the first check finds the connection made.
+async fn established(stream: &TcpStream, connect_timeout: Duration) -> Result<(), AttemptError> {
+    let check = || {
+        if stream.peer_addr().is_ok() {
+            return Ok(());
+        }
+        match stream.take_error()? {
+            Some(e) => Err(e),
+            None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+        }
+    };
+    let waited = match check() {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            tokio::time::timeout(
+                connect_timeout,
+                stream.async_io(tokio::io::Interest::WRITABLE, check),
+            )
+            .await
+        }
+        done => Ok(done),
+    };
+    match waited {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(AttemptError::connect_failed(e)),
+        Err(_) => Err(AttemptError::ConnectTimeout),
+    }
 }
 
 #[cfg(test)]

@@ -286,6 +286,11 @@ struct RunArgs {
     /// backends must expect it (docs/operations.md).
     #[arg(long, value_name = "VERSION", default_value = "off", value_parser = parse_send_proxy_arg)]
     send_proxy: SendProxy,
+    /// Connect to every backend with TCP Fast Open (TCP_FASTOPEN_CONNECT):
+    /// the hello travels in the SYN once a backend has given this host a
+    /// cookie. Only for backends that enable TFO themselves.
+    #[arg(long)]
+    tcp_fastopen: bool,
     /// Worker threads, each with its own runtime and listening socket
     /// (default: one per CPU).
     #[arg(long)]
@@ -348,7 +353,7 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 }
 
 /// The quick form's options: given with --config they would be ignored.
-const QUICK_FORM: [&str; 23] = [
+const QUICK_FORM: [&str; 24] = [
     "listen",
     "backends",
     "balance",
@@ -368,6 +373,7 @@ const QUICK_FORM: [&str; 23] = [
     "health_check",
     "check_interval",
     "send_proxy",
+    "tcp_fastopen",
     "admin",
     "admin_token",
     "store",
@@ -492,6 +498,7 @@ impl RunArgs {
         let mut backends = self.backends;
         for b in &mut backends {
             b.send_proxy = self.send_proxy;
+            b.tcp_fastopen = self.tcp_fastopen;
         }
         let mut c = Config::single(listen, backends);
         c.admin = self.admin.map(|bind| AdminConfig {
@@ -1194,6 +1201,21 @@ mod tests {
             "v2",
         ])
         .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn tcp_fastopen_flag_applies_to_every_backend() {
+        let two = ["--backend", "a=127.0.0.1:1", "--backend", "b=127.0.0.1:2"];
+        let fast_open = |flags: &[&str]| -> Vec<bool> {
+            let all: Vec<&str> = two.iter().chain(flags).copied().collect();
+            let c = quick_config(&all).unwrap();
+            c.pools[0].backends.iter().map(|b| b.tcp_fastopen).collect()
+        };
+        assert_eq!(fast_open(&[]), [false, false]);
+        assert_eq!(fast_open(&["--tcp-fastopen"]), [true, true]);
+        let e = Cli::try_parse_from(["stickytls", "run", "--config", "x.toml", "--tcp-fastopen"])
+            .unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 

@@ -485,6 +485,12 @@ fn describe_pool_changes(
                         b.name, o.send_proxy, b.send_proxy
                     ));
                 }
+                if o.tcp_fastopen != b.tcp_fastopen {
+                    changes.push(format!(
+                        "pool {pool}: backend {} tcp_fastopen {} -> {}",
+                        b.name, o.tcp_fastopen, b.tcp_fastopen
+                    ));
+                }
                 if o.max_connections != b.max_connections {
                     changes.push(format!(
                         "pool {pool}: backend {} max_connections {:?} -> {:?}",

@@ -39,11 +39,12 @@ pub struct ReportArgs {
 }
 
 /// Targets in table order.
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "direct",
     "stickytls",
     "stickytls-metrics",
     "stickytls-noinspect",
+    "stickytls-tfo",
     "haproxy",
     "nginx",
 ];
@@ -394,6 +395,10 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
     let _ = writeln!(
         w,
         "- **stickytls-noinspect**: the same with `--no-inspect` (the ClientHello is read, nothing is learned or looked up);"
+    );
+    let _ = writeln!(
+        w,
+        "- **stickytls-tfo**: stickytls with `--tcp-fastopen`: TCP Fast Open to the backends (nginx `listen ... fastopen=256`), the ClientHello in the SYN once a backend has given its cookie;"
     );
     let _ = writeln!(
         w,
