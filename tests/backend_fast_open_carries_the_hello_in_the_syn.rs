@@ -158,11 +158,7 @@ fn config_text(backends: &[(&str, SocketAddr)], tcp_fastopen: bool) -> String {
 /// `n` fresh (never resumed) connections through `router`, each answered
 /// by `backend`.
 async fn fresh_connections(router: SocketAddr, n: usize, backend: &str) {
-    let client = Client::new(ClientOptions {
-        resumption: false,
-        ..Default::default()
-    })
-    .unwrap();
+    let client = fresh_client();
     for i in 0..n {
         let r = client
             .connect(router, Some(ip(2)))

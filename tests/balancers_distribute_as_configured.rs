@@ -7,16 +7,7 @@ use std::collections::HashMap;
 
 use common::*;
 use stickytls::config::{Balance, NonTls, PoolConfig};
-use stickytls_peers::client::{Client, ClientOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn fresh() -> Client {
-    Client::new(ClientOptions {
-        resumption: false,
-        ..Default::default()
-    })
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_round_robin_gives_each_backend_its_weight() {
@@ -28,7 +19,7 @@ async fn weighted_round_robin_gives_each_backend_its_weight() {
     let mut count: HashMap<String, usize> = HashMap::new();
     // A new address each time, so client-address affinity never applies.
     for i in 0..40u8 {
-        let r = fresh()
+        let r = fresh_client()
             .connect(router.addr, Some(ip(100 + i)))
             .await
             .unwrap();
@@ -44,7 +35,7 @@ async fn least_connections_sends_new_clients_to_the_idle_backend() {
     let mut cfg = config(&named(&farm));
     cfg.pools[0].balance = Balance::LeastConnections;
     let router = start_router(cfg).await;
-    let c = fresh();
+    let c = fresh_client();
     // Two long-lived connections: one on each backend.
     let mut held = Vec::new();
     for i in 0..2u8 {
@@ -92,7 +83,7 @@ async fn backend_max_connections_is_respected() {
     let mut cfg = config(&named(&farm));
     cfg.pools[0].backends[0].max_connections = Some(2);
     let router = start_router(cfg).await;
-    let c = fresh();
+    let c = fresh_client();
     let mut held = Vec::new();
     for i in 0..6u8 {
         held.push(
@@ -127,6 +118,6 @@ async fn non_tls_input_goes_to_the_configured_pool() {
         .unwrap();
     assert_eq!(&buf, b"PING plain text\n");
     // TLS still goes to the TLS pool.
-    let r = fresh().connect(router.addr, None).await.unwrap();
+    let r = fresh_client().connect(router.addr, None).await.unwrap();
     assert_eq!(r.backend, "a");
 }

@@ -7,15 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use stickytls_peers::client::{Client, ClientOptions};
-
-fn fresh() -> Client {
-    Client::new(ClientOptions {
-        resumption: false,
-        ..Default::default()
-    })
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_past_the_limit_wait_and_are_served_as_slots_free() {
@@ -23,7 +14,7 @@ async fn clients_past_the_limit_wait_and_are_served_as_slots_free() {
     let mut cfg = config(&named(&farm));
     cfg.listeners[0].limits.max_connections = 2;
     let router = start_router(cfg).await;
-    let c = fresh();
+    let c = fresh_client();
 
     let mut held = Vec::new();
     for i in 0..2u8 {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use stickytls::config::{BackendConfig, Config};
 use stickytls::router::{Router, RunningRouter};
 use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
+use stickytls_peers::client::{Client, ClientOptions};
 
 pub mod redis;
 pub mod router_process;
@@ -52,6 +53,16 @@ pub fn config(backends: &[(String, SocketAddr)]) -> Config {
     // tests turn checks on themselves.
     p.health.check = stickytls::config::HealthCheck::None;
     c
+}
+
+/// A client that never offers a session: every connection is a full
+/// handshake, routed by the balancer (or the client address), not a key.
+pub fn fresh_client() -> Client {
+    Client::new(ClientOptions {
+        resumption: false,
+        ..Default::default()
+    })
+    .expect("client builds")
 }
 
 pub fn named(backends: &[RunningBackend]) -> Vec<(String, SocketAddr)> {
