@@ -87,7 +87,8 @@ pub trait OnServerFlight: Sync {
 struct Shared<'a> {
     /// The inspector while either direction still needs it; dropped (with
     /// its hello buffers) as soon as neither does, so a long-lived
-    /// connection holds only its copy buffers.
+    /// connection holds no handshake state (and, while idle, no copy
+    /// buffer either: see [`pump`]).
     hs: Mutex<Option<Box<Handshake>>>,
     clock: &'a Clock,
     /// Clock millis of the last byte either way, for the idle timeout.
