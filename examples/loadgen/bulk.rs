@@ -62,6 +62,7 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
     let (pids, tck) = (&args.common.watch_pids, args.common.clk_tck);
     let cpu_before = procstat::cpu(pids, tck);
     let own_before = procstat::own_cpu_seconds(tck);
+    let machine_before = procstat::machine_busy_seconds(tck);
     let started = Instant::now();
     let moved = match args.direction {
         Direction::Up => {
@@ -113,6 +114,9 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
     let proxy = procstat::cpu(pids, tck) - cpu_before;
     let proxy_cpu = proxy.total();
     let own_cpu = procstat::own_cpu_seconds(tck) - own_before;
+    let machine = procstat::machine_busy_seconds(tck)
+        .zip(machine_before)
+        .map(|(after, before)| after - before);
     let gb = moved as f64 / 1e9;
     let mut out = json!({
         "kind": "bulk",
@@ -122,6 +126,11 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
         "gb_per_s": gb / elapsed.max(1e-9),
         "loadgen_cpu_s": own_cpu,
     });
+    if let Some(busy) = machine {
+        out["machine_busy_s"] = json!(busy);
+        out["machine_cpu_s_per_gb"] = json!(busy / gb.max(1e-12));
+        out["cores_busy"] = json!(busy / elapsed.max(1e-9));
+    }
     if !pids.is_empty() {
         out["proxy_cpu_s"] = json!(proxy_cpu);
         out["proxy_cpu_s_per_gb"] = json!(proxy_cpu / gb.max(1e-12));

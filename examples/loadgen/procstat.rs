@@ -41,6 +41,26 @@ pub fn cpu(pids: &[u32], clk_tck: u64) -> Cpu {
     }
 }
 
+/// CPU seconds every core of the machine spent busy (user, nice, system,
+/// irq, softirq and steal from the `cpu` line of /proc/stat): with the
+/// load generator, backends and proxy on the same cores, this says whether
+/// a transfer was bound by the machine's CPU rather than by any one of them.
+pub fn machine_busy_seconds(clk_tck: u64) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| f.get(i).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(busy as f64 / clk_tck.max(1) as f64)
+}
+
 /// This process's own CPU seconds.
 pub fn own_cpu_seconds(clk_tck: u64) -> f64 {
     ticks("/proc/self/stat").map_or(0, |(u, s)| u + s) as f64 / clk_tck.max(1) as f64
@@ -76,6 +96,19 @@ mod tests {
     #[test]
     fn own_stat_parses() {
         assert!(super::ticks("/proc/self/stat").is_some());
+    }
+
+    #[test]
+    fn machine_busy_time_grows_while_this_thread_spins() {
+        let tck = 100;
+        let before = super::machine_busy_seconds(tck).expect("/proc/stat readable");
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        let mut x = 0u64;
+        while std::time::Instant::now() < until {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = super::machine_busy_seconds(tck).unwrap();
+        assert!(after - before >= 0.1, "busy {before} -> {after}");
     }
 
     #[test]

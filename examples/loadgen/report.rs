@@ -279,6 +279,8 @@ fn summarize_bulk(rows: &[Value]) -> Vec<Value> {
                 "gb_per_s": gbps,
                 "vs_direct": ratio(gbps, direct),
                 "proxy_cpu_s_per_gb": med(&rs, |r| r["proxy_cpu_s_per_gb"].as_f64()),
+                "machine_cpu_s_per_gb": med(&rs, |r| r["machine_cpu_s_per_gb"].as_f64()),
+                "cores_busy": med(&rs, |r| r["cores_busy"].as_f64()),
             }));
         }
     }
@@ -479,13 +481,13 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
     );
     let _ = writeln!(
         w,
-        "| direction | target | GB/s | vs direct | proxy CPU-s per GB |"
+        "| direction | target | GB/s | vs direct | proxy CPU-s per GB | every process's CPU-s per GB | cores busy |"
     );
-    let _ = writeln!(w, "|---|---|---:|---:|---:|");
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|");
     for r in s["bulk"].as_array().into_iter().flatten() {
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r["workload"]
                 .as_str()
                 .unwrap_or("")
@@ -498,8 +500,14 @@ fn markdown(s: &Value, profile: Option<&Profile>, inclusive: Option<&Profile>) -
             } else {
                 num(&r["proxy_cpu_s_per_gb"], 2)
             },
+            num(&r["machine_cpu_s_per_gb"], 2),
+            num(&r["cores_busy"], 2),
         );
     }
+    let _ = writeln!(
+        w,
+        "\nThe load generator, the backend and the proxy share the machine's cores. \"Every process's CPU-s per GB\" is the machine's busy time (/proc/stat) over the transfer, per GB; \"cores busy\" is that time over the elapsed time. Where direct already keeps every core busy, the transfer is bound by the machine's CPU, and a proxy that adds P CPU-s per GB to direct's D can reach at most D / (D + P) of direct's rate, however it moves the bytes."
+    );
 
     let _ = writeln!(w, "\n## Connection-setup latency\n");
     let _ = writeln!(
