@@ -47,7 +47,9 @@ pub enum Mode {
 }
 
 #[derive(Debug, Parser)]
-#[command(about = "A TCP passthrough relay on epoll or io_uring, for measuring one against the other")]
+#[command(
+    about = "A TCP passthrough relay on epoll or io_uring, for measuring one against the other"
+)]
 struct Args {
     /// I/O model.
     #[arg(long, value_enum)]
