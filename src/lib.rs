@@ -37,48 +37,52 @@
 //!   connections finish until a deadline), with per-thread counts.
 //! - [`state`]: the state file that carries the affinity tables and the
 //!   client index across a restart.
-//! - [`stop`]: `stickytls run`'s stop, from the first signal (or a takeover)
-//!   to the exit; [`takeover`]: handing the listening sockets and the state
-//!   to a new process (upgrades); [`notify`]: telling systemd.
 //! - [`health`]: active health checks, one task per pool, off the
 //!   connection path; a backend that fails them is passed over by routing
 //!   and its sessions wait for it.
 //! - [`conn_log`]: the one log line each connection writes when it ends.
+//! - [`runtime`]: a named thread with a single-threaded runtime of its own,
+//!   what each worker, the health checks, the admin endpoint and the shared
+//!   store's client run on.
 //!
 //! Seeing and steering a running router:
 //! - [`admin`]: the admin endpoint (`/metrics`, the JSON API and the
 //!   `/stats` HTML page) on a thread and runtime of its own, and what it
 //!   reads and changes in the pools; [`metrics`] installs the Prometheus
 //!   recorder it renders.
-//! - [`ctl`]: `stickytls ctl`, the API's client.
 //! - [`reload`]: what a running router serves now, and applying a re-read
 //!   configuration file to it in place (SIGHUP, `ctl reload`, the API).
 //!
+//! Running it:
 //! - [`router`]: builds the pools and listeners from a configuration and
-//!   runs them; nothing depends on it but the binary, the demo and tests
+//!   runs them, on worker threads or on the caller's runtime (tests, the
+//!   demo).
+//! - [`server`]: `stickytls run`, the process from start to exit: one loop
+//!   answers the signals (SIGHUP reloads, SIGUSR2 upgrades, SIGTERM and
+//!   SIGINT stop, a second one exits at once), drives the stop and the
+//!   drain, and writes the state file; [`takeover`] hands the listening
+//!   sockets and the state to a new process (upgrades); [`notify`] tells
+//!   systemd. Nothing depends on it but the binary
 //!   (`tests/modules_have_no_import_cycles.rs` keeps these modules free of
 //!   import cycles).
-//! - [`demo`]: `stickytls demo`, the router shown on real TLS, with the
-//!   real peers of the `stickytls-peers` crate (the default-on `demo`
-//!   feature; without it the router links neither rustls nor rcgen).
-//! - [`selftest`]: `stickytls selftest`, a client that checks a live router
-//!   sends every resumption to its issuing backend (the same feature).
+//!
+//! Apart from the router, and depending on it, never the other way:
+//! [`client`], the command-line tools that are a router's clients
+//! (`stickytls ctl`, `selftest`, `demo`, `inspect`).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod affinity;
 pub mod backend;
 pub mod balance;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod conn_log;
 pub mod connect;
 pub mod connection;
-pub mod ctl;
 pub mod decision;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod health;
 /// The handshake inspector, a crate of its own (`stickytls-inspect`) so that
 /// it can be embedded without the router.
@@ -96,12 +100,11 @@ pub mod relay;
 pub mod reload;
 pub mod route;
 pub mod router;
-#[cfg(feature = "demo")]
-pub mod selftest;
+pub mod runtime;
+pub mod server;
 pub mod shutdown;
 pub mod sni;
 pub mod state;
 pub mod stats;
-pub mod stop;
 pub mod takeover;
 pub mod worker;

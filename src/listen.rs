@@ -640,32 +640,27 @@ where
         let handle = handle.clone();
         let listeners = listeners.clone();
         let accepting = drain.accepting();
-        let thread = std::thread::Builder::new()
-            .name(format!("stickytls-{i}"))
-            .spawn(move || {
-                worker::set_index(i);
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                let connections = drain.connections(i);
-                rt.block_on(async move {
-                    let stop = || {
-                        let drain = drain.clone();
-                        async move { drain.stop_accepting().await }
-                    };
-                    accept_all(listeners, (i, threads), handle, stop, connections.clone()).await;
-                    // Every socket this thread served is closed now.
-                    drop(accepting);
-                    drain.drained(&connections).await;
-                    Ok::<(), std::io::Error>(())
-                })
-                // Dropping the runtime here closes what is still open.
-            })?;
+        // Dropping the thread's runtime when the future returns closes
+        // what is still open.
+        let thread = crate::runtime::spawn(format!("stickytls-{i}"), move || {
+            worker::set_index(i);
+            let connections = drain.connections(i);
+            async move {
+                let stop = || {
+                    let drain = drain.clone();
+                    async move { drain.stop_accepting().await }
+                };
+                accept_all(listeners, (i, threads), handle, stop, connections.clone()).await;
+                // Every socket this thread served is closed now.
+                drop(accepting);
+                drain.drained(&connections).await;
+            }
+        })?;
         handles.push(thread);
     }
     for h in handles {
         h.join()
-            .map_err(|_| std::io::Error::other("a worker thread panicked"))??;
+            .map_err(|_| std::io::Error::other("a worker thread panicked"))?;
     }
     Ok(())
 }

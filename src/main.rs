@@ -1,25 +1,23 @@
-//! The `stickytls` command line. Each subcommand is one variant of
-//! [`Command`] and one function.
+//! The `stickytls` command line: it parses the arguments and calls the
+//! library, [`stickytls::server::Server`] for `run` and
+//! [`stickytls::client`] for the tools that are a router's clients. Each
+//! subcommand is one variant of [`Command`].
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use stickytls::client::{self, USAGE, ctl};
 use stickytls::config::{
     AdminConfig, AdminKey, AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath,
     HealthCheck, HealthKey, ListenerKey, LogFormat, LogKey, PoolKey, ProcessKey, SendProxy,
     StateConfig, StoreConfig, StoreKey, TimeoutKey, parse_backend, parse_duration,
 };
 use stickytls::config_file::{self, Diagnostics};
-use stickytls::ctl;
-use stickytls::inspect::{Limits, report::report};
-use stickytls::router::Router;
-use stickytls::shutdown::{Shutdown, Signals};
-use stickytls::state::StateFile;
-use stickytls::stop::Stopped;
+use stickytls::server::Server;
 
 /// jemalloc rather than glibc's malloc: glibc keeps what a wave of
 /// connections freed in its arenas, jemalloc gives the pages back after
@@ -206,9 +204,9 @@ struct SelftestArgs {
     sources: Vec<std::net::IpAddr>,
     /// Resumption kinds to test, comma-separated: tls12-session-id,
     /// tls12-ticket, tls13-psk.
-    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = stickytls::selftest::Kind::parse,
+    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = stickytls::client::selftest::Kind::parse,
           default_value = "tls12-session-id,tls12-ticket,tls13-psk")]
-    kinds: Vec<stickytls::selftest::Kind>,
+    kinds: Vec<stickytls::client::selftest::Kind>,
     /// Bound on each connection (connect, handshake, answer, and the wait
     /// for a TLS 1.3 ticket).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
@@ -220,9 +218,6 @@ struct SelftestArgs {
     #[arg(long)]
     json: bool,
 }
-
-/// Exit code for usage errors, as clap uses.
-const USAGE: u8 = 2;
 
 #[derive(Args, Debug)]
 struct RunArgs {
@@ -558,11 +553,32 @@ fn init_logging(default_filter: &str, format: LogFormat) {
     }
 }
 
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(*args),
+        #[cfg(feature = "demo")]
+        Command::Demo => {
+            // Warnings only by default: the demo prints its own account of
+            // every decision, and per-connection logs would interleave
+            // with it.
+            init_logging("warn", LogFormat::Text);
+            client::demo::cli()
+        }
+        #[cfg(feature = "demo")]
+        Command::Selftest(args) => selftest(args),
+        Command::Inspect(args) => client::inspect::cli(&client::inspect::Inputs {
+            client: args.client,
+            server: args.server,
+            hex: args.hex,
+        }),
+        Command::Check { config } => check(&config),
+        Command::Ctl(args) => ctl_command(args),
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let source = args.config.clone();
+    let (file, threads) = (args.config.clone(), args.threads);
     let config = match args.config() {
         Ok(c) => c,
         Err(errors) => {
@@ -571,174 +587,8 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     init_logging("info", config.log.format);
-    let nofile = stickytls::listen::raise_nofile_limit();
-    // The main thread only binds and waits for the signal; connections are
-    // served on worker threads, one single-threaded runtime each.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stickytls: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let lifecycle = config.lifecycle.clone();
-    // A router already running at the takeover socket hands over its
-    // listening sockets and state; without one, this process starts on
-    // its own.
-    let inherited = lifecycle.takeover_socket.as_deref().and_then(|path| {
-        match stickytls::takeover::take_over(path) {
-            Ok(Some(i)) => {
-                let sockets: usize = i.sockets.values().map(Vec::len).sum();
-                tracing::info!(from_pid = ?i.from_pid, sockets, state_bytes = i.state.len(), "taking over from the running router");
-                Some(i)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "no takeover, starting on new sockets: {e}");
-                None
-            }
-        }
-    });
-    let bound = match (source, &inherited) {
-        (file, Some(i)) => {
-            let sockets = i
-                .sockets
-                .iter()
-                .map(|(a, s)| (*a, s.iter().filter_map(|s| s.try_clone().ok()).collect()))
-                .collect();
-            rt.block_on(Router::bind_inherited(config, file, sockets))
-        }
-        (Some(file), None) => rt.block_on(Router::bind_file(config, file)),
-        (None, None) => rt.block_on(Router::bind(config)),
-    };
-    let router = match bound {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("stickytls: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    // Signals are caught from here on: before, their default action ends
-    // the process, which has nothing to drain or save yet.
-    let mut signals = match rt.block_on(async { Signals::new() }) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("stickytls: cannot handle signals: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    // Caught from here on too: its default action would end the process.
-    match rt.block_on(async { stickytls::reload::on_sighup(router.live().clone()) }) {
-        Ok(reloads) => {
-            rt.spawn(reloads);
-        }
-        Err(e) => {
-            eprintln!("stickytls: cannot handle SIGHUP: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    let pools = router.pools();
-    let watched_pools = router.live().watch_pools();
-    let state = lifecycle
-        .state
-        .as_ref()
-        .map(|s| StateFile::new(s.file.clone()));
-    match (&inherited, &state) {
-        // What the running router knew is newer than any file.
-        (Some(i), _) => match stickytls::takeover::restore(i, &pools) {
-            Ok(r) => tracing::info!(
-                entries = r.entries,
-                clients = r.clients,
-                "affinity state taken over"
-            ),
-            Err(e) => {
-                tracing::warn!("the running router's state is not usable, starting without it: {e}")
-            }
-        },
-        // Before any connection, so no lookup misses what the file holds.
-        (None, Some(state)) => {
-            state.restore(&pools);
-        }
-        (None, None) => {}
-    }
-    let live = router.live().clone();
-    let taken_over = inherited.is_some();
-    let backends: Vec<String> = pools
-        .iter()
-        .flat_map(|p| p.backends.all())
-        .map(|b| format!("{}={}", b.name, b.addr))
-        .collect();
-    tracing::info!(listen = %router.local_addr(), backends = ?backends, threads, open_files = nofile, "stickytls routing");
-    let shutdown = Shutdown::new(threads);
-    let drain = shutdown.drain();
-    let (done, workers) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(router.run_on_threads(threads, drain));
-    });
-    let (handed, takeover) = tokio::sync::mpsc::channel(1);
-    if let Some(path) = &lifecycle.takeover_socket {
-        // The workers serve the handed-over sockets from now on (and what
-        // queues on them meanwhile waits for them): the old process may
-        // stop accepting.
-        let listening = match inherited {
-            Some(i) => i.ready(live, path, handed),
-            None => stickytls::takeover::listen(path, live, handed),
-        };
-        if let Err(e) = listening {
-            tracing::warn!(path = %path.display(), "takeover socket unusable, a later upgrade will need a restart: {e}");
-        }
-    }
-    if taken_over {
-        // Under systemd (NotifyAccess=all) this process becomes the
-        // service's main one; the old one drains and exits.
-        stickytls::notify::ready_as_main();
-    } else {
-        stickytls::notify::notify("READY=1");
-    }
-    // SIGUSR2: start the new binary, which takes over through the socket.
-    match rt.block_on(async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
-    }) {
-        Ok(mut usr2) => {
-            let can = lifecycle.takeover_socket.is_some();
-            rt.spawn(async move {
-                while usr2.recv().await.is_some() {
-                    if !can {
-                        tracing::warn!("SIGUSR2 ignored: an upgrade needs [state] takeover_socket (or --takeover-socket)");
-                        continue;
-                    }
-                    if let Err(e) = stickytls::takeover::spawn_successor() {
-                        tracing::error!("SIGUSR2: cannot start the new binary, still serving: {e}");
-                    }
-                }
-            });
-        }
-        Err(e) => {
-            eprintln!("stickytls: cannot handle SIGUSR2: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    let stop = stickytls::stop::Stop {
-        shutdown,
-        signals: &mut signals,
-        timeout: lifecycle.shutdown_timeout,
-        state: state.map(|file| {
-            let interval = lifecycle
-                .state
-                .as_ref()
-                .map_or(StateConfig::INTERVAL, |s| s.interval);
-            (file, watched_pools, interval)
-        }),
-        takeover: Some(takeover),
-    };
-    match rt.block_on(stop.run(workers)) {
-        Ok(Stopped::Clean) => ExitCode::SUCCESS,
-        // At once: returning would wait for the runtime's blocking tasks
-        // (a state write) and the worker threads' connections.
-        Ok(Stopped::Forced) => std::process::exit(1),
+    match Server::new(config, file, threads).run() {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stickytls: {e}");
             ExitCode::from(1)
@@ -771,34 +621,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 #[cfg(feature = "demo")]
-fn demo() -> ExitCode {
-    // Warnings only by default: the demo prints its own account of every
-    // decision, and per-connection logs would interleave with it.
-    init_logging("warn", LogFormat::Text);
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stickytls: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut out = std::io::stdout().lock();
-    match rt.block_on(stickytls::demo::run_demo(&mut out)) {
-        Ok(summary) if summary.errors() == 0 => ExitCode::SUCCESS,
-        Ok(summary) => {
-            eprintln!("stickytls demo: {} connection(s) failed", summary.errors());
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("stickytls demo: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-#[cfg(feature = "demo")]
 fn selftest(args: SelftestArgs) -> ExitCode {
-    use stickytls::selftest::{Identify, Options};
+    use stickytls::client::selftest::{Identify, Options};
     let identify = match (args.http, args.http_header) {
         (false, _) => Identify::Certificate,
         (true, None) => Identify::HttpBody {
@@ -820,55 +644,7 @@ fn selftest(args: SelftestArgs) -> ExitCode {
         timeout: args.timeout,
         concurrency: args.concurrency,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stickytls: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let report = match rt.block_on(stickytls::selftest::run(&options)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("stickytls selftest: {e}");
-            return ExitCode::from(USAGE);
-        }
-    };
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let written = if args.json {
-        serde_json::to_string_pretty(&report.to_json())
-            .map_err(std::io::Error::other)
-            .and_then(|j| writeln!(out, "{j}"))
-    } else {
-        report.write_text(&mut out)
-    };
-    if let Err(e) = written {
-        eprintln!("stickytls selftest: {e}");
-        return ExitCode::from(1);
-    }
-    if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => run(*args),
-        #[cfg(feature = "demo")]
-        Command::Demo => demo(),
-        #[cfg(feature = "demo")]
-        Command::Selftest(args) => selftest(args),
-        Command::Inspect(args) => inspect(&args),
-        Command::Check { config } => check(&config),
-        Command::Ctl(args) => ctl_command(args),
-    }
+    client::selftest::cli(&options, args.json)
 }
 
 fn ctl_command(args: CtlArgs) -> ExitCode {
@@ -909,95 +685,7 @@ fn ctl_command(args: CtlArgs) -> ExitCode {
         CtlCommand::Stats => ctl::Command::Stats,
         CtlCommand::Reload => ctl::Command::Reload,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stickytls ctl: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(ctl::run(&endpoint, &cmd, args.json)) {
-        Ok(out) => {
-            print!("{out}");
-            if !out.ends_with('\n') {
-                println!();
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("stickytls ctl: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn inspect(args: &InspectArgs) -> ExitCode {
-    if args.client == "-" && args.server.as_deref() == Some("-") {
-        eprintln!("stickytls inspect: only one of CLIENT_FILE and SERVER_FILE can be stdin");
-        return ExitCode::from(USAGE);
-    }
-    let read = |path: &str| -> Result<Vec<u8>, String> {
-        let mut raw = Vec::new();
-        let res = if path == "-" {
-            std::io::stdin().read_to_end(&mut raw).map(|_| ())
-        } else {
-            std::fs::read(path).map(|b| raw = b)
-        };
-        res.map_err(|e| format!("{path}: {e}"))?;
-        if args.hex {
-            from_hex(&raw).map_err(|e| format!("{path}: {e}"))
-        } else {
-            Ok(raw)
-        }
-    };
-    let client = match read(&args.client) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("stickytls inspect: {e}");
-            return ExitCode::from(USAGE);
-        }
-    };
-    let server = match args.server.as_deref().map(read).transpose() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("stickytls inspect: {e}");
-            return ExitCode::from(USAGE);
-        }
-    };
-    let (json, complete) = report(&client, server.as_deref(), Limits::default());
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json).unwrap_or_default()
-    );
-    if complete {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
-/// Hex text to bytes, ignoring whitespace.
-fn from_hex(text: &[u8]) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = text
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    if digits.len() % 2 != 0 {
-        return Err("odd number of hex digits".into());
-    }
-    digits
-        .chunks_exact(2)
-        .map(|p| {
-            std::str::from_utf8(p)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-                .ok_or_else(|| format!("not hex: {:?}", String::from_utf8_lossy(p)))
-        })
-        .collect()
+    ctl::cli(&endpoint, &cmd, args.json)
 }
 
 #[cfg(test)]

@@ -427,32 +427,6 @@ impl Live {
     }
 }
 
-/// Catches SIGHUP from now on (its default action would end the process)
-/// and returns the future that reloads on each one, to run for the life of
-/// the process. A router started from flags has nothing to re-read: it
-/// logs the signal and goes on. Needs a runtime.
-pub fn on_sighup(live: Arc<Live>) -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(async move {
-        while hup.recv().await.is_some() {
-            if !live.can_reload() {
-                info!(
-                    "SIGHUP ignored: started from flags, there is no configuration file to re-read"
-                );
-                continue;
-            }
-            info!("SIGHUP: reloading the configuration");
-            crate::notify::reloading();
-            let live = live.clone();
-            // Outcomes are logged and counted by `reload` itself; systemd
-            // (`Type=notify-reload`) is told the reload is over either way.
-            let _ = tokio::task::spawn_blocking(move || live.reload()).await;
-            crate::notify::notify("READY=1");
-        }
-    })
-}
-
 /// One line per change a reload makes to a pool it keeps.
 fn describe_pool_changes(
     old: &crate::config::PoolConfig,

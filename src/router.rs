@@ -189,17 +189,9 @@ impl Router {
         // They stop with accepting.
         let pools = self.live.watch_pools();
         let health_stop = drain.clone();
-        let checks = std::thread::Builder::new()
-            .name("stickytls-health".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(crate::health::follow(pools, async move {
-                    health_stop.stop_accepting().await
-                }));
-                Ok::<(), std::io::Error>(())
-            })?;
+        let checks = crate::runtime::spawn("stickytls-health".into(), move || {
+            crate::health::follow(pools, async move { health_stop.stop_accepting().await })
+        })?;
         // The admin endpoint (the rest of `self`) serves until the workers
         // are done: a scrape during a drain still answers. A worker that
         // could not start returns before the stop: the checks are then left
@@ -207,7 +199,7 @@ impl Router {
         listen::run_on_threads(self.live.watch_listeners(), threads, drain, handle)?;
         checks
             .join()
-            .map_err(|_| std::io::Error::other("the health-check thread panicked"))?
+            .map_err(|_| std::io::Error::other("the health-check thread panicked"))
     }
 
     /// Starts serving on a task of the current runtime; the router stops
@@ -271,22 +263,15 @@ impl Drop for RunningRouter {
 }
 
 /// Why a router could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    Config(ConfigErrors),
-    Bind(SocketAddr, std::io::Error),
+    /// The configuration breaks a rule: the operator's to fix.
+    #[error("invalid configuration: {0}")]
+    Config(#[source] ConfigErrors),
+    /// A listening address is taken or not this host's.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
     /// The admin endpoint could not listen.
-    Admin(SocketAddr, std::io::Error),
+    #[error("cannot start the admin endpoint on {0}: {1}")]
+    Admin(SocketAddr, #[source] std::io::Error),
 }
-
-impl std::fmt::Display for RouterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RouterError::Config(e) => write!(f, "invalid configuration: {e}"),
-            RouterError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
-            RouterError::Admin(a, e) => write!(f, "cannot start the admin endpoint on {a}: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for RouterError {}

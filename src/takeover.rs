@@ -61,23 +61,16 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a takeover could not happen. The new process then starts on its
 /// own sockets; the old one goes on serving.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TakeoverError {
-    Io(&'static str, std::io::Error),
+    /// A system call on the takeover socket (or a handed-over socket)
+    /// failed; `what` this process was doing.
+    #[error("cannot {0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
     /// The other side said something this version does not expect.
+    #[error("unexpected message: {0}")]
     Protocol(String),
 }
-
-impl std::fmt::Display for TakeoverError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TakeoverError::Io(what, e) => write!(f, "cannot {what}: {e}"),
-            TakeoverError::Protocol(what) => write!(f, "unexpected message: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for TakeoverError {}
 
 fn io(what: &'static str) -> impl FnOnce(rustix::io::Errno) -> TakeoverError {
     move |e| TakeoverError::Io(what, e.into())

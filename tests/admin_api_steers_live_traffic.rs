@@ -16,7 +16,7 @@ use common::*;
 use hyper::Method;
 use serde_json::{Value, json};
 use stickytls::admin::AdminConfig;
-use stickytls::ctl::{CtlError, Endpoint};
+use stickytls::client::ctl::{CtlError, Endpoint};
 use stickytls_peers::Versions;
 use stickytls_peers::client::{Client, ClientOptions, Writes};
 use stickytls_peers::openssl::{SClient, SClientOptions, SServer, SServerOptions};

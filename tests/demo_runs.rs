@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stickytls::demo::{Tally, run_demo};
+use stickytls::client::demo::{Tally, run_demo};
 
 /// The demo finishes in a few seconds; this only stops a hang.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(90);

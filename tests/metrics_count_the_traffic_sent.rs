@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use stickytls::admin::AdminConfig;
-use stickytls::ctl::Endpoint;
+use stickytls::client::ctl::Endpoint;
 use stickytls_peers::Versions;
 use stickytls_peers::client::{Client, ClientOptions};
 

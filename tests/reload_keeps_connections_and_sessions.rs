@@ -25,7 +25,7 @@ use common::*;
 use hyper::Method;
 use rustix::process::Signal;
 use serde_json::Value;
-use stickytls::ctl::{CtlError, Endpoint};
+use stickytls::client::ctl::{CtlError, Endpoint};
 use stickytls_peers::backend::RunningBackend;
 use stickytls_peers::client::Writes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

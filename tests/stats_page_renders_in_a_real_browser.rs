@@ -21,7 +21,7 @@ use common::*;
 use hyper::Method;
 use serde_json::{Value, json};
 use stickytls::admin::AdminConfig;
-use stickytls::ctl::Endpoint;
+use stickytls::client::ctl::Endpoint;
 use stickytls_peers::cert::TestCa;
 use stickytls_peers::client::{Client, ClientOptions, Writes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

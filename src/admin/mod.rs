@@ -127,33 +127,19 @@ impl AdminServer {
         let addr = listener.local_addr()?;
         let app = api::router(control, metrics.clone(), config, &limits);
         let (stop, stopped) = watch::channel(false);
-        let thread = std::thread::Builder::new()
-            .name("stickytls-admin".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        warn!(error = %e, "admin endpoint: cannot start its runtime");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let listener = match TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            warn!(error = %e, "admin endpoint: cannot register its socket");
-                            return;
-                        }
-                    };
-                    if let Some(handle) = metrics {
-                        tokio::spawn(upkeep(handle, stopped.clone()));
-                    }
-                    serve(listener, app, limits, stopped).await;
-                });
-            })?;
+        let thread = crate::runtime::spawn("stickytls-admin".into(), move || async move {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(error = %e, "admin endpoint: cannot register its socket");
+                    return;
+                }
+            };
+            if let Some(handle) = metrics {
+                tokio::spawn(upkeep(handle, stopped.clone()));
+            }
+            serve(listener, app, limits, stopped).await;
+        })?;
         info!(%addr, "admin endpoint listening");
         Ok(AdminServer {
             addr,

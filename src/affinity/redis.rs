@@ -639,25 +639,13 @@ impl RedisLink {
         counters.set_up(false);
         let client = StoreClient::new(config);
         let (c, timeout) = (counters.clone(), config.timeout);
-        let spawned = std::thread::Builder::new()
-            .name("stickytls-store".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        warn!(error = %e, "shared store not started: no runtime; routing on local state");
-                        return;
-                    }
-                };
-                rt.block_on(run(client, timeout, c, write_rx, lookup_rx));
-            });
+        let spawned = crate::runtime::spawn("stickytls-store".into(), move || {
+            run(client, timeout, c, write_rx, lookup_rx)
+        });
         if let Err(e) = spawned {
             // The channels' receivers are gone: every write and lookup
             // then fails at once, counted.
-            warn!(error = %e, "shared store not started: no thread; routing on local state");
+            warn!(error = %e, "shared store not started: no thread or runtime; routing on local state");
         }
         Arc::new(RedisLink {
             config: config.clone(),

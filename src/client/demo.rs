@@ -195,6 +195,33 @@ const SCENARIOS: [Scenario; 5] = [
     },
 ];
 
+/// `stickytls demo`: runs every scenario on stdout and says how the
+/// process exits: 0 when every connection succeeded, 1 otherwise. On a
+/// multi-threaded runtime: the router, the backends and the clients all
+/// run in this one process.
+pub fn cli() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stickytls demo: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match rt.block_on(run_demo(&mut out)) {
+        Ok(summary) if summary.errors() == 0 => ExitCode::SUCCESS,
+        Ok(summary) => {
+            eprintln!("stickytls demo: {} connection(s) failed", summary.errors());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("stickytls demo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Runs every scenario in both modes, writing the report to `out`.
 pub async fn run_demo(out: &mut impl Write) -> io::Result<DemoSummary> {
     writeln!(

@@ -27,6 +27,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,17 +164,24 @@ pub struct Options {
     pub concurrency: usize,
 }
 
-/// Why selftest could not start: a usage mistake, not a routing result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetupError(pub String);
-
-impl fmt::Display for SetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why selftest could not start: a mistake in its options or on this
+/// host, not a routing result. The process exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The options contradict each other or the target.
+    #[error("{0}")]
+    Options(String),
+    /// A `--source` address is not one of this host's.
+    #[error("cannot bind source address {ip}: {source}")]
+    Bind {
+        ip: IpAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// The TLS client could not be built (rustls refused its settings).
+    #[error("cannot set up the TLS client: {0}")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
-
-impl std::error::Error for SetupError {}
 
 /// Where each session connects from.
 #[derive(Debug)]
@@ -201,13 +209,13 @@ impl Sources {
     fn new(options: &Options) -> Result<Sources, SetupError> {
         if !options.sources.is_empty() {
             if options.sources.len() < 2 {
-                return Err(SetupError(
+                return Err(SetupError::Options(
                     "--source needs at least two addresses: each session is resumed from an address other than its own".into(),
                 ));
             }
             for ip in &options.sources {
                 if ip.is_ipv4() != options.target.is_ipv4() {
-                    return Err(SetupError(format!(
+                    return Err(SetupError::Options(format!(
                         "source {ip} and target {} are of different address families",
                         options.target
                     )));
@@ -222,7 +230,7 @@ impl Sources {
         match options.target.ip() {
             IpAddr::V4(ip) if ip.is_loopback() => {}
             _ => {
-                return Err(SetupError(format!(
+                return Err(SetupError::Options(format!(
                     "the target {} is not on 127.0.0.0/8, so fresh loopback source addresses cannot reach it: give this host's addresses with --source (at least two)",
                     options.target
                 )));
@@ -277,7 +285,7 @@ fn check_bindable(ip: IpAddr) -> Result<(), SetupError> {
     };
     socket
         .and_then(|s| s.bind(SocketAddr::new(ip, 0)))
-        .map_err(|e| SetupError(format!("cannot bind source address {ip}: {e}")))
+        .map_err(|source| SetupError::Bind { ip, source })
 }
 
 /// One session of one kind.
@@ -292,14 +300,51 @@ struct Session {
     issuer: Option<usize>,
 }
 
+/// `stickytls selftest`: runs every kind, prints the findings (a table, or
+/// JSON with `json`), and says how the process exits: 0 when every kind
+/// passed, 1 when one did not (or the findings could not be printed), 2
+/// on a set-up mistake (printed on stderr).
+pub fn cli(options: &Options, json: bool) -> ExitCode {
+    let report = match super::block_on("selftest", run(options)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("stickytls selftest: {e}");
+            return ExitCode::from(super::USAGE);
+        }
+        Err(code) => return code,
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_string_pretty(&report.to_json())
+            .map_err(io::Error::other)
+            .and_then(|j| writeln!(out, "{j}"))
+    } else {
+        report.write_text(&mut out)
+    };
+    if let Err(e) = written {
+        eprintln!("stickytls selftest: {e}");
+        return ExitCode::from(1);
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 /// Runs every kind and returns what was found. Fails only on set-up
 /// mistakes; connection failures are results.
 pub async fn run(options: &Options) -> Result<Report, SetupError> {
     if options.sessions == 0 {
-        return Err(SetupError("--connections must be at least 1".into()));
+        return Err(SetupError::Options(
+            "--connections must be at least 1".into(),
+        ));
     }
     if !(0.0..=1.0).contains(&options.min_rate) {
-        return Err(SetupError("--min-rate must be between 0 and 1".into()));
+        return Err(SetupError::Options(
+            "--min-rate must be between 0 and 1".into(),
+        ));
     }
     let mut sources = Sources::new(options)?;
     let mut report = Report {
@@ -345,7 +390,7 @@ async fn run_kind(
     for _ in 0..options.sessions {
         let (home, away) = sources.pair();
         let probe = Probe::new(probe_options.clone(), options.target)
-            .map_err(|e| SetupError(format!("cannot set up the TLS client: {e}")))?;
+            .map_err(|e| SetupError::Tls(e.into()))?;
         sessions.push(Session {
             probe,
             home,

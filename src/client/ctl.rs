@@ -3,6 +3,7 @@
 //! `--json` prints the API's own answer instead.
 
 use std::fmt::Write as _;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -23,30 +24,20 @@ pub struct Endpoint {
 }
 
 /// Why a command failed; printed as is, and the process exits 1.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CtlError {
     /// The endpoint could not be reached or did not answer in time.
+    #[error(
+        "cannot reach the admin endpoint at {addr}: {why} (is the router running with [admin] bind or --admin?)"
+    )]
     Unreachable { addr: String, why: String },
     /// It answered with an error status.
+    #[error("{status}: {message}")]
     Api { status: StatusCode, message: String },
     /// It answered something that is not the API's JSON.
+    #[error("unexpected answer from the admin endpoint: {0}")]
     Garbled(String),
 }
-
-impl std::fmt::Display for CtlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CtlError::Unreachable { addr, why } => write!(
-                f,
-                "cannot reach the admin endpoint at {addr}: {why} (is the router running with [admin] bind or --admin?)"
-            ),
-            CtlError::Api { status, message } => write!(f, "{status}: {message}"),
-            CtlError::Garbled(why) => write!(f, "unexpected answer from the admin endpoint: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for CtlError {}
 
 /// Largest answer read: decisions and backends lists are small.
 const MAX_ANSWER: usize = 4 << 20;
@@ -172,6 +163,29 @@ impl By {
         match self {
             By::Key(k) => format!("key={}", encode(k)),
             By::Client(c) => format!("client={}", encode(c)),
+        }
+    }
+}
+
+/// `stickytls ctl`: runs `cmd`, prints its answer, and says how the
+/// process exits: 0 when the router answered, 1 when it could not be
+/// reached or answered an error (printed on stderr).
+pub fn cli(endpoint: &Endpoint, cmd: &Command, json: bool) -> ExitCode {
+    let answer = match super::block_on("ctl", run(endpoint, cmd, json)) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    match answer {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stickytls ctl: {e}");
+            ExitCode::from(1)
         }
     }
 }
