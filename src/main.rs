@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use stickytls::client::{self, USAGE, ctl};
+use stickytls::client;
 use stickytls::config::{
     AdminConfig, AdminKey, AffinityKey, BackendConfig, Balance, Config, ConfigErrors, ConfigPath,
     HealthCheck, HealthKey, ListenerKey, LogFormat, LogKey, PoolKey, ProcessKey, SendProxy,
@@ -54,10 +54,10 @@ enum Command {
     /// apart by their certificate or, with --http, by an HTTP answer. See
     /// docs/operations.md.
     #[cfg(feature = "demo")]
-    Selftest(SelftestArgs),
+    Selftest(client::selftest::Args),
     /// Show what the handshake inspector sees in captured bytes, as JSON.
     /// Exits 0 when every side given is complete, 1 otherwise.
-    Inspect(InspectArgs),
+    Inspect(client::inspect::Args),
     /// Validate a configuration file: every mistake with its line and
     /// column; exit 0 only if the file is valid.
     Check {
@@ -67,156 +67,7 @@ enum Command {
     /// See and steer a running router through its admin endpoint
     /// (docs/operations.md). Exits 1 when the router cannot be reached or
     /// answers an error.
-    Ctl(CtlArgs),
-}
-
-#[derive(Debug, Args)]
-struct CtlArgs {
-    /// The router's admin endpoint, HOST:PORT.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "STICKYTLS_ADMIN",
-        default_value = "127.0.0.1:9900"
-    )]
-    admin: String,
-    /// The [admin] token (better given in the environment than on a
-    /// command line others can read).
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "STICKYTLS_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-    /// Print the API's JSON answer instead of a table.
-    #[arg(long)]
-    json: bool,
-    #[command(subcommand)]
-    command: CtlCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum CtlCommand {
-    /// The pools, with their backends up and affinity table sizes.
-    Pools,
-    /// A pool's backends: effective state, weight, connections, resumptions.
-    Backends { pool: String },
-    /// Change a backend's state (up, drain, maint) and/or weight.
-    Set {
-        pool: String,
-        backend: String,
-        /// up: in service; drain: no new sessions, its sessions still
-        /// resume there; maint: nothing new, its clients move elsewhere.
-        #[arg(long, value_name = "STATE")]
-        state: Option<String>,
-        #[arg(long, value_name = "N")]
-        weight: Option<u32>,
-    },
-    /// Where a session key or a client address goes, and why.
-    Lookup(AffinityArgs),
-    /// Forget a session key's or a client address's affinity.
-    Forget(AffinityArgs),
-    /// The last routing decisions, newest first.
-    Decisions {
-        pool: String,
-        #[arg(long, value_name = "N")]
-        limit: Option<usize>,
-    },
-    /// The router's counters.
-    Stats,
-    /// Re-read the router's configuration file and apply it in place
-    /// (as SIGHUP does); prints what changed, or the file's mistakes.
-    Reload,
-}
-
-#[derive(Debug, Args)]
-struct AffinityArgs {
-    pool: String,
-    /// A session ID, ticket or PSK identity, in hex.
-    #[arg(
-        long,
-        value_name = "HEX",
-        required_unless_present = "client",
-        conflicts_with = "client"
-    )]
-    key: Option<String>,
-    /// A client IP address.
-    #[arg(long, value_name = "IP")]
-    client: Option<String>,
-}
-
-impl AffinityArgs {
-    fn split(self) -> (String, ctl::By) {
-        let by = match (self.key, self.client) {
-            (Some(k), _) => ctl::By::Key(k),
-            (None, Some(c)) => ctl::By::Client(c),
-            (None, None) => unreachable!("clap requires --key or --client"),
-        };
-        (self.pool, by)
-    }
-}
-
-#[derive(Debug, Args)]
-struct InspectArgs {
-    /// Client -> server bytes ("-" for stdin).
-    #[arg(value_name = "CLIENT_FILE")]
-    client: String,
-    /// Server -> client bytes ("-" for stdin).
-    #[arg(value_name = "SERVER_FILE")]
-    server: Option<String>,
-    /// The files hold hex text (whitespace ignored) rather than raw bytes.
-    #[arg(long)]
-    hex: bool,
-}
-
-#[cfg(feature = "demo")]
-#[derive(Debug, Args)]
-struct SelftestArgs {
-    /// The router's listening address.
-    #[arg(long, value_name = "ADDR")]
-    target: SocketAddr,
-    /// Sessions per resumption kind; each is made from one source address
-    /// and resumed from another.
-    #[arg(long = "connections", value_name = "N", default_value_t = 30)]
-    connections: usize,
-    /// Server name to send (none by default).
-    #[arg(long, value_name = "NAME")]
-    sni: Option<String>,
-    /// Fail (exit 1) when a kind's share of resumptions that reached their
-    /// issuing backend and resumed is below this.
-    #[arg(long, value_name = "R", default_value_t = 0.99)]
-    min_rate: f64,
-    /// Tell backends apart by the answer to an HTTP/1.1 GET (its body, or
-    /// the --http-header) instead of by their certificate.
-    #[arg(long)]
-    http: bool,
-    /// The path to GET with --http.
-    #[arg(long, value_name = "PATH", default_value = "/", requires = "http")]
-    http_path: String,
-    /// With --http, the response header naming the backend (else the body).
-    #[arg(long, value_name = "NAME", requires = "http")]
-    http_header: Option<String>,
-    /// A local address to connect from (configured on this host); give at
-    /// least two. Default: fresh random addresses of 127.0.0.0/8, for a
-    /// router on this machine.
-    #[arg(long = "source", value_name = "ADDR", num_args = 1..)]
-    sources: Vec<std::net::IpAddr>,
-    /// Resumption kinds to test, comma-separated: tls12-session-id,
-    /// tls12-ticket, tls13-psk.
-    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = stickytls::client::selftest::Kind::parse,
-          default_value = "tls12-session-id,tls12-ticket,tls13-psk")]
-    kinds: Vec<stickytls::client::selftest::Kind>,
-    /// Bound on each connection (connect, handshake, answer, and the wait
-    /// for a TLS 1.3 ticket).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
-    timeout: Duration,
-    /// Connections at once.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    concurrency: usize,
-    /// Print the findings as JSON instead of the table.
-    #[arg(long)]
-    json: bool,
+    Ctl(client::ctl::Args),
 }
 
 #[derive(Args, Debug)]
@@ -566,14 +417,10 @@ fn main() -> ExitCode {
             client::demo::cli()
         }
         #[cfg(feature = "demo")]
-        Command::Selftest(args) => selftest(args),
-        Command::Inspect(args) => client::inspect::cli(&client::inspect::Inputs {
-            client: args.client,
-            server: args.server,
-            hex: args.hex,
-        }),
+        Command::Selftest(args) => client::selftest::cli(args),
+        Command::Inspect(args) => client::inspect::cli(&args),
         Command::Check { config } => check(&config),
-        Command::Ctl(args) => ctl_command(args),
+        Command::Ctl(args) => client::ctl::cli(args),
     }
 }
 
@@ -618,74 +465,6 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-#[cfg(feature = "demo")]
-fn selftest(args: SelftestArgs) -> ExitCode {
-    use stickytls::client::selftest::{Identify, Options};
-    let identify = match (args.http, args.http_header) {
-        (false, _) => Identify::Certificate,
-        (true, None) => Identify::HttpBody {
-            path: args.http_path,
-        },
-        (true, Some(header)) => Identify::HttpHeader {
-            path: args.http_path,
-            header,
-        },
-    };
-    let options = Options {
-        target: args.target,
-        sessions: args.connections,
-        sni: args.sni,
-        min_rate: args.min_rate,
-        identify,
-        sources: args.sources,
-        kinds: args.kinds,
-        timeout: args.timeout,
-        concurrency: args.concurrency,
-    };
-    client::selftest::cli(&options, args.json)
-}
-
-fn ctl_command(args: CtlArgs) -> ExitCode {
-    let endpoint = ctl::Endpoint {
-        addr: args.admin,
-        token: args.token,
-        timeout: Duration::from_secs(10),
-    };
-    let cmd = match args.command {
-        CtlCommand::Pools => ctl::Command::Pools,
-        CtlCommand::Backends { pool } => ctl::Command::Backends { pool },
-        CtlCommand::Set {
-            pool,
-            backend,
-            state,
-            weight,
-        } => {
-            if state.is_none() && weight.is_none() {
-                eprintln!("stickytls ctl set: give --state and/or --weight");
-                return ExitCode::from(USAGE);
-            }
-            ctl::Command::Set {
-                pool,
-                backend,
-                state,
-                weight,
-            }
-        }
-        CtlCommand::Lookup(a) => {
-            let (pool, by) = a.split();
-            ctl::Command::Lookup { pool, by }
-        }
-        CtlCommand::Forget(a) => {
-            let (pool, by) = a.split();
-            ctl::Command::Forget { pool, by }
-        }
-        CtlCommand::Decisions { pool, limit } => ctl::Command::Decisions { pool, limit },
-        CtlCommand::Stats => ctl::Command::Stats,
-        CtlCommand::Reload => ctl::Command::Reload,
-    };
-    ctl::cli(&endpoint, &cmd, args.json)
 }
 
 #[cfg(test)]

@@ -6,6 +6,13 @@
 //! (`MAINPID=`, which needs `NotifyAccess=all` since the new process is not
 //! the one systemd started). Without `NOTIFY_SOCKET` every call is a no-op,
 //! so the router behaves the same outside systemd.
+//!
+//! Why not the `sd-notify` crate (0.5): it ends every assignment with a
+//! newline (`READY=1\n`), where this sends exactly `READY=1` and
+//! `MAINPID=<pid>\nREADY=1`, the datagrams tests/upgrade_refuses_no_connection.rs
+//! pins; and it connects to `NOTIFY_SOCKET` as a path, so an abstract
+//! socket (`@name`, which systemd hands to some services) is never
+//! reached. What is left to write is the one `send_to` below.
 
 use std::os::unix::net::UnixDatagram;
 

@@ -1,6 +1,7 @@
-//! `stickytls ctl`: the admin API from a shell. A small HTTP/1.1 client
-//! (hyper's, over one tokio connection per command), and tables for people;
-//! `--json` prints the API's own answer instead.
+//! `stickytls ctl`: the admin API from a shell. Its command line
+//! ([`Args`]), a small HTTP/1.1 client (hyper's, over one tokio connection
+//! per command), and tables for people; `--json` prints the API's own
+//! answer instead.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -167,10 +168,144 @@ impl By {
     }
 }
 
-/// `stickytls ctl`: runs `cmd`, prints its answer, and says how the
-/// process exits: 0 when the router answered, 1 when it could not be
-/// reached or answered an error (printed on stderr).
-pub fn cli(endpoint: &Endpoint, cmd: &Command, json: bool) -> ExitCode {
+/// `stickytls ctl`'s command line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The router's admin endpoint, HOST:PORT.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "STICKYTLS_ADMIN",
+        default_value = "127.0.0.1:9900"
+    )]
+    admin: String,
+    /// The [admin] token (better given in the environment than on a
+    /// command line others can read).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "STICKYTLS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: Verb,
+}
+
+/// What `stickytls ctl` is asked to do.
+#[derive(Debug, clap::Subcommand)]
+pub enum Verb {
+    /// The pools, with their backends up and affinity table sizes.
+    Pools,
+    /// A pool's backends: effective state, weight, connections, resumptions.
+    Backends { pool: String },
+    /// Change a backend's state (up, drain, maint) and/or weight.
+    Set {
+        pool: String,
+        backend: String,
+        /// up: in service; drain: no new sessions, its sessions still
+        /// resume there; maint: nothing new, its clients move elsewhere.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        #[arg(long, value_name = "N")]
+        weight: Option<u32>,
+    },
+    /// Where a session key or a client address goes, and why.
+    Lookup(AffinityArgs),
+    /// Forget a session key's or a client address's affinity.
+    Forget(AffinityArgs),
+    /// The last routing decisions, newest first.
+    Decisions {
+        pool: String,
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// The router's counters.
+    Stats,
+    /// Re-read the router's configuration file and apply it in place
+    /// (as SIGHUP does); prints what changed, or the file's mistakes.
+    Reload,
+}
+
+/// Which affinity a lookup or a forget is about.
+#[derive(Debug, clap::Args)]
+pub struct AffinityArgs {
+    pool: String,
+    /// A session ID, ticket or PSK identity, in hex.
+    #[arg(
+        long,
+        value_name = "HEX",
+        required_unless_present = "client",
+        conflicts_with = "client"
+    )]
+    key: Option<String>,
+    /// A client IP address.
+    #[arg(long, value_name = "IP")]
+    client: Option<String>,
+}
+
+impl AffinityArgs {
+    fn split(self) -> (String, By) {
+        let by = match (self.key, self.client) {
+            (Some(k), _) => By::Key(k),
+            (None, Some(c)) => By::Client(c),
+            (None, None) => unreachable!("clap requires --key or --client"),
+        };
+        (self.pool, by)
+    }
+}
+
+/// `stickytls ctl`: runs the command `args` name, prints its answer, and
+/// says how the process exits: 0 when the router answered, 1 when it
+/// could not be reached or answered an error, 2 for a command that asks
+/// nothing (printed on stderr).
+pub fn cli(args: Args) -> ExitCode {
+    let endpoint = Endpoint {
+        addr: args.admin,
+        token: args.token,
+        timeout: Duration::from_secs(10),
+    };
+    let cmd = match args.command {
+        Verb::Pools => Command::Pools,
+        Verb::Backends { pool } => Command::Backends { pool },
+        Verb::Set {
+            pool,
+            backend,
+            state,
+            weight,
+        } => {
+            if state.is_none() && weight.is_none() {
+                eprintln!("stickytls ctl set: give --state and/or --weight");
+                return ExitCode::from(super::USAGE);
+            }
+            Command::Set {
+                pool,
+                backend,
+                state,
+                weight,
+            }
+        }
+        Verb::Lookup(a) => {
+            let (pool, by) = a.split();
+            Command::Lookup { pool, by }
+        }
+        Verb::Forget(a) => {
+            let (pool, by) = a.split();
+            Command::Forget { pool, by }
+        }
+        Verb::Decisions { pool, limit } => Command::Decisions { pool, limit },
+        Verb::Stats => Command::Stats,
+        Verb::Reload => Command::Reload,
+    };
+    call(&endpoint, &cmd, args.json)
+}
+
+/// Runs `cmd`, prints its answer (or the error, on stderr) and says how
+/// the process exits.
+fn call(endpoint: &Endpoint, cmd: &Command, json: bool) -> ExitCode {
     let answer = match super::block_on("ctl", run(endpoint, cmd, json)) {
         Ok(answer) => answer,
         Err(code) => return code,

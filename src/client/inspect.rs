@@ -6,15 +6,18 @@ use std::process::ExitCode;
 
 use crate::inspect::{Limits, report::report};
 
-/// What `stickytls inspect` reads: one capture per direction.
-#[derive(Debug, Clone)]
-pub struct Inputs {
-    /// Client -> server bytes, a path or "-" for stdin.
-    pub client: String,
-    /// Server -> client bytes, a path or "-" for stdin.
-    pub server: Option<String>,
+/// `stickytls inspect`'s command line: one capture per direction.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Client -> server bytes ("-" for stdin).
+    #[arg(value_name = "CLIENT_FILE")]
+    client: String,
+    /// Server -> client bytes ("-" for stdin).
+    #[arg(value_name = "SERVER_FILE")]
+    server: Option<String>,
     /// The files hold hex text (whitespace ignored) rather than raw bytes.
-    pub hex: bool,
+    #[arg(long)]
+    hex: bool,
 }
 
 /// A capture that could not be read: the operator's file.
@@ -37,14 +40,14 @@ enum InputError {
 /// Prints the inspector's report and says how the process exits: 0 when
 /// every side given is complete, 1 otherwise, 2 when a file cannot be read
 /// (printed on stderr).
-pub fn cli(inputs: &Inputs) -> ExitCode {
-    if inputs.client == "-" && inputs.server.as_deref() == Some("-") {
+pub fn cli(args: &Args) -> ExitCode {
+    if args.client == "-" && args.server.as_deref() == Some("-") {
         eprintln!("stickytls inspect: only one of CLIENT_FILE and SERVER_FILE can be stdin");
         return ExitCode::from(super::USAGE);
     }
-    let read = |path: &str| read(path, inputs.hex);
-    let sides = read(&inputs.client).and_then(|client| {
-        let server = inputs.server.as_deref().map(read).transpose()?;
+    let read = |path: &str| read(path, args.hex);
+    let sides = read(&args.client).and_then(|client| {
+        let server = args.server.as_deref().map(read).transpose()?;
         Ok((client, server))
     });
     let (client, server) = match sides {

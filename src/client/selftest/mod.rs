@@ -37,6 +37,7 @@ use stickytls_peers::probe::{HttpRequest, Probe, ProbeError, ProbeOptions, Visit
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::config::parse_duration;
 use crate::inspect::{Handshake, Limits};
 pub use report::{Attempt, BackendSeen, KindResult, Outcome, Report};
 
@@ -300,11 +301,87 @@ struct Session {
     issuer: Option<usize>,
 }
 
-/// `stickytls selftest`: runs every kind, prints the findings (a table, or
-/// JSON with `json`), and says how the process exits: 0 when every kind
-/// passed, 1 when one did not (or the findings could not be printed), 2
-/// on a set-up mistake (printed on stderr).
-pub fn cli(options: &Options, json: bool) -> ExitCode {
+/// `stickytls selftest`'s command line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The router's listening address.
+    #[arg(long, value_name = "ADDR")]
+    target: SocketAddr,
+    /// Sessions per resumption kind; each is made from one source address
+    /// and resumed from another.
+    #[arg(long = "connections", value_name = "N", default_value_t = 30)]
+    connections: usize,
+    /// Server name to send (none by default).
+    #[arg(long, value_name = "NAME")]
+    sni: Option<String>,
+    /// Fail (exit 1) when a kind's share of resumptions that reached their
+    /// issuing backend and resumed is below this.
+    #[arg(long, value_name = "R", default_value_t = 0.99)]
+    min_rate: f64,
+    /// Tell backends apart by the answer to an HTTP/1.1 GET (its body, or
+    /// the --http-header) instead of by their certificate.
+    #[arg(long)]
+    http: bool,
+    /// The path to GET with --http.
+    #[arg(long, value_name = "PATH", default_value = "/", requires = "http")]
+    http_path: String,
+    /// With --http, the response header naming the backend (else the body).
+    #[arg(long, value_name = "NAME", requires = "http")]
+    http_header: Option<String>,
+    /// A local address to connect from (configured on this host); give at
+    /// least two. Default: fresh random addresses of 127.0.0.0/8, for a
+    /// router on this machine.
+    #[arg(long = "source", value_name = "ADDR", num_args = 1..)]
+    sources: Vec<IpAddr>,
+    /// Resumption kinds to test, comma-separated: tls12-session-id,
+    /// tls12-ticket, tls13-psk.
+    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = Kind::parse,
+          default_value = "tls12-session-id,tls12-ticket,tls13-psk")]
+    kinds: Vec<Kind>,
+    /// Bound on each connection (connect, handshake, answer, and the wait
+    /// for a TLS 1.3 ticket).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Connections at once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    concurrency: usize,
+    /// Print the findings as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `stickytls selftest`: the options `args` give, checked and run by
+/// [`run_and_print`].
+pub fn cli(args: Args) -> ExitCode {
+    let identify = match (args.http, args.http_header) {
+        (false, _) => Identify::Certificate,
+        (true, None) => Identify::HttpBody {
+            path: args.http_path,
+        },
+        (true, Some(header)) => Identify::HttpHeader {
+            path: args.http_path,
+            header,
+        },
+    };
+    let options = Options {
+        target: args.target,
+        sessions: args.connections,
+        sni: args.sni,
+        min_rate: args.min_rate,
+        identify,
+        sources: args.sources,
+        kinds: args.kinds,
+        timeout: args.timeout,
+        concurrency: args.concurrency,
+    };
+    run_and_print(&options, args.json)
+}
+
+/// Runs every kind, prints the findings (a table, or JSON with `json`),
+/// and says how the process exits: 0 when every kind passed, 1 when one
+/// did not (or the findings could not be printed), 2 on a set-up mistake
+/// (printed on stderr).
+pub fn run_and_print(options: &Options, json: bool) -> ExitCode {
     let report = match super::block_on("selftest", run(options)) {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
