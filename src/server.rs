@@ -277,11 +277,9 @@ enum Stopped {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Serving,
-    /// Asked to stop by `by` (a signal, or "takeover"); waiting for the
-    /// worker threads to close their listening sockets.
-    Closing {
-        by: &'static str,
-    },
+    /// Asked to stop; waiting for the worker threads to close their
+    /// listening sockets.
+    Closing,
     /// Not accepting; open connections finish until the deadline.
     Draining,
     /// Drained; writing the last state or handing it over.
@@ -325,6 +323,8 @@ impl MainLoop {
             can_upgrade,
         } = self;
         let mut phase = Phase::Serving;
+        // What asked to stop: a signal's name, or TAKEOVER.
+        let mut stopped_by = "";
         let mut handoff: Option<Handoff> = None;
         // The first periodic write one interval after the start.
         let mut ticks = state.as_ref().map(|(_, every)| {
@@ -347,10 +347,11 @@ impl MainLoop {
                 asked = signals.next() => match (asked, phase) {
                     (Asked::Stop(name), Phase::Serving) => {
                         shutdown.stop_accepting();
-                        phase = Phase::Closing { by: name };
+                        (phase, stopped_by) = (Phase::Closing, name);
                     }
                     (Asked::Stop(name), _) => {
-                        second_signal(name, phase, handoff.is_some(), shutdown.open());
+                        let handing_over = stopped_by == TAKEOVER;
+                        second_signal(name, phase, handing_over, shutdown.open());
                         return Ok(Stopped::Forced);
                     }
                     (Asked::Reload, Phase::Serving) => {
@@ -370,7 +371,7 @@ impl MainLoop {
                     Some(h) => {
                         handoff = Some(h);
                         shutdown.stop_accepting();
-                        phase = Phase::Closing { by: "takeover" };
+                        (phase, stopped_by) = (Phase::Closing, TAKEOVER);
                     }
                     None => takeover = None,
                 },
@@ -395,8 +396,7 @@ impl MainLoop {
                 // The log line below promises that new clients are
                 // refused: wait until the worker threads have closed their
                 // sockets, which each does on its own time once asked.
-                () = shutdown.listeners_closed(), if matches!(phase, Phase::Closing { .. }) => {
-                    let Phase::Closing { by } = phase else { unreachable!("the branch's condition") };
+                () = shutdown.listeners_closed(), if phase == Phase::Closing => {
                     if handoff.is_none() {
                         // After a takeover the new process is the
                         // service's main one.
@@ -404,7 +404,7 @@ impl MainLoop {
                     }
                     open = shutdown.open();
                     info!(
-                        signal = by,
+                        signal = stopped_by,
                         open,
                         timeout_secs = timeout.as_secs_f64(),
                         "stopping: listeners closed, {open} open connection(s) may finish within {timeout:?}; a second signal exits at once"
@@ -461,10 +461,14 @@ impl MainLoop {
     }
 }
 
+/// What stopped the process when a new one took over, in the log where a
+/// signal's name is otherwise.
+const TAKEOVER: &str = "takeover";
+
 /// Logs why a second stop signal exits at once, by where the stop was.
 fn second_signal(signal: &'static str, phase: Phase, handing_over: bool, open: usize) {
     match phase {
-        Phase::Serving | Phase::Closing { .. } => warn!(signal, "second signal: exiting now"),
+        Phase::Serving | Phase::Closing => warn!(signal, "second signal: exiting now"),
         Phase::Draining => warn!(
             signal,
             open, "second signal: exiting now, closing {open} open connection(s)"
