@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::config_file;
+use crate::config::file as config_file;
 use crate::listen::{ListenerSlot, ListenerState};
 use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
