@@ -16,8 +16,9 @@
 //! limit is unchanged) its connection slots. Established connections hold
 //! the pool and listener states they started with, and run to their end
 //! untouched; the next connection gets the new ones. What a reload cannot
-//! change in place (the tables' sizes and lifetimes, the admin endpoint,
-//! the log, the state file, the stop's deadline) is named in its outcome
+//! change in place (the settings [`crate::config::settings`] marks for a
+//! restart: the tables' sizes and lifetimes, the admin endpoint, the log,
+//! the state file, the stop's deadline, the store) is named in its outcome
 //! and logged, for the next restart.
 
 use std::collections::HashMap;
@@ -30,8 +31,8 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::config::file as config_file;
+use crate::config::{Config, settings};
 use crate::listen::{ListenerSlot, ListenerState};
 use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
@@ -84,14 +85,27 @@ pub struct Outcome {
 }
 
 /// Why a reload was not applied.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// The router was started from flags: there is no file to re-read.
+    #[error(
+        "this router was started from flags, not a configuration file: there is nothing to re-read; restart it to change its settings"
+    )]
     NoFile,
     /// The file could not be read, or breaks a rule; nothing changed.
+    #[error("{}", refused(.0))]
     Invalid(Outcome),
     /// A new listener's address could not be bound; nothing changed.
+    #[error("{}", refused(.0))]
     Bind(Outcome),
+}
+
+fn refused(o: &Outcome) -> String {
+    format!(
+        "reload of {} refused, the running configuration keeps serving: {}",
+        o.file,
+        o.errors.join("; ")
+    )
 }
 
 impl ReloadError {
@@ -103,21 +117,6 @@ impl ReloadError {
         }
     }
 }
-
-impl std::fmt::Display for ReloadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReloadError::NoFile => f.write_str(
-                "this router was started from flags, not a configuration file: there is nothing to re-read; restart it to change its settings",
-            ),
-            ReloadError::Invalid(o) | ReloadError::Bind(o) => {
-                write!(f, "reload of {} refused, the running configuration keeps serving: {}", o.file, o.errors.join("; "))
-            }
-        }
-    }
-}
-
-impl std::error::Error for ReloadError {}
 
 impl Live {
     /// Builds the pools and listeners `config` asks for (validated by the
@@ -307,7 +306,7 @@ impl Live {
             let state = match old_pools.iter().find(|o| o.config.name == p.name) {
                 Some(old) => {
                     describe_pool_changes(&old.config, p, &mut changes);
-                    for s in old.needs_restart_for(p) {
+                    for s in settings::pool_restart_required(&old.config, p) {
                         restart_required.push(format!("pool.{}.{s}", p.name));
                     }
                     old.reconfigured(p.clone())
@@ -404,19 +403,8 @@ impl Live {
             }
         }
 
-        // 4. What only a restart applies.
-        if current.admin != new.admin {
-            restart_required.push("admin".to_string());
-        }
-        if current.log != new.log {
-            restart_required.push("log".to_string());
-        }
-        if current.lifecycle != new.lifecycle {
-            restart_required.push("state, shutdown_timeout".to_string());
-        }
-        if current.store != new.store {
-            restart_required.push("store".to_string());
-        }
+        // 4. What only a restart applies, as the settings table says.
+        restart_required.extend(settings::restart_required(&current, &new));
 
         // 5. Publish: the next connection, API call and health check see
         //    the new configuration.

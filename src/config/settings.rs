@@ -411,4 +411,54 @@ mod tests {
             ["affinity.table_size", "affinity.nat_threshold"]
         );
     }
+
+    #[test]
+    fn docs_state_every_setting_and_its_reload_class() {
+        let docs = include_str!("../../docs/configuration.md");
+        let table = docs
+            .split("## What a reload applies")
+            .nth(1)
+            .expect("docs/configuration.md has a section `What a reload applies`");
+        let documented: Vec<(String, String, String)> = table
+            .lines()
+            .take_while(|l| !l.starts_with("## "))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                match cells[..] {
+                    ["", section, key, class, ""] if key.starts_with('`') => Some((
+                        section.to_string(),
+                        key.trim_matches('`').to_string(),
+                        class.to_string(),
+                    )),
+                    _ => None,
+                }
+            })
+            .collect();
+        let described: Vec<(String, String, String)> = SETTINGS
+            .iter()
+            .map(|s| {
+                let class = match s.reload {
+                    Reload::Applied => "reload",
+                    Reload::Restart(_) => "restart",
+                };
+                (
+                    s.section.title().to_string(),
+                    s.key().to_string(),
+                    class.to_string(),
+                )
+            })
+            .collect();
+        for d in &described {
+            assert!(
+                documented.contains(d),
+                "docs/configuration.md does not state {d:?}"
+            );
+        }
+        for d in &documented {
+            assert!(
+                described.contains(d),
+                "docs/configuration.md states {d:?}, which is no setting"
+            );
+        }
+    }
 }
