@@ -33,6 +33,38 @@ pub use path::{
 pub use settings::MIN_HELLO_BYTES;
 use settings::{duration_default as dur, int_default as int};
 
+/// `as_str` and `FromStr` of a setting's enum, from one list of the names
+/// the file and the flags use (the first is the one `as_str` gives).
+macro_rules! names {
+    ($t:ident, $unknown:ident, { $($v:ident = $name:literal $(| $alias:literal)*),+ $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $name),+ }
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = ValueError;
+            fn from_str(s: &str) -> Result<Self, ValueError> {
+                match s {
+                    $($name $(| $alias)* => Ok($t::$v),)+
+                    other => Err(ValueError::$unknown(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+names!(SendProxy, UnknownSendProxy, { Off = "off", V1 = "v1", V2 = "v2" });
+names!(Balance, UnknownBalancer, {
+    RoundRobin = "roundrobin" | "round-robin",
+    WeightedRoundRobin = "weighted-roundrobin" | "weighted-round-robin",
+    LeastConnections = "least-connections" | "leastconn",
+    SourceHash = "source-hash" | "source",
+});
+names!(HealthCheck, UnknownHealthCheck, { Tcp = "tcp", Tls = "tls", None = "none" });
+names!(StoreKind, UnknownStoreKind, { Memory = "memory", Redis = "redis", RedisCluster = "redis-cluster" });
+names!(LogFormat, UnknownLogFormat, { Text = "text", Json = "json" });
+
 /// One backend server, known by a name that stays stable across reloads:
 /// the affinity table stores names, never addresses or indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,28 +120,6 @@ pub enum SendProxy {
     V2,
 }
 
-impl SendProxy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SendProxy::Off => "off",
-            SendProxy::V1 => "v1",
-            SendProxy::V2 => "v2",
-        }
-    }
-}
-
-impl std::str::FromStr for SendProxy {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "off" => Ok(SendProxy::Off),
-            "v1" => Ok(SendProxy::V1),
-            "v2" => Ok(SendProxy::V2),
-            other => Err(ValueError::UnknownSendProxy(other.to_string())),
-        }
-    }
-}
-
 /// How a client with no affinity is placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
@@ -125,19 +135,6 @@ pub enum Balance {
     SourceHash,
 }
 
-impl std::str::FromStr for Balance {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "roundrobin" | "round-robin" => Ok(Balance::RoundRobin),
-            "weighted-roundrobin" | "weighted-round-robin" => Ok(Balance::WeightedRoundRobin),
-            "least-connections" | "leastconn" => Ok(Balance::LeastConnections),
-            "source-hash" | "source" => Ok(Balance::SourceHash),
-            other => Err(ValueError::UnknownBalancer(other.to_string())),
-        }
-    }
-}
-
 /// How a pool's backends are probed between connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthCheck {
@@ -147,28 +144,6 @@ pub enum HealthCheck {
     Tls,
     /// No probes: only failed connection attempts mark a backend down.
     None,
-}
-
-impl HealthCheck {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealthCheck::Tcp => "tcp",
-            HealthCheck::Tls => "tls",
-            HealthCheck::None => "none",
-        }
-    }
-}
-
-impl std::str::FromStr for HealthCheck {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tcp" => Ok(HealthCheck::Tcp),
-            "tls" => Ok(HealthCheck::Tls),
-            "none" => Ok(HealthCheck::None),
-            other => Err(ValueError::UnknownHealthCheck(other.to_string())),
-        }
-    }
 }
 
 /// Active health checks of a pool (`[pool.NAME.health]`): every backend is
@@ -420,29 +395,9 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::Memory => "memory",
-            StoreKind::Redis => "redis",
-            StoreKind::RedisCluster => "redis-cluster",
-        }
-    }
-
     /// Whether the tables are shared through Redis (either kind).
     pub fn is_redis(self) -> bool {
         self != StoreKind::Memory
-    }
-}
-
-impl std::str::FromStr for StoreKind {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "memory" => Ok(StoreKind::Memory),
-            "redis" => Ok(StoreKind::Redis),
-            "redis-cluster" => Ok(StoreKind::RedisCluster),
-            other => Err(ValueError::UnknownStoreKind(other.to_string())),
-        }
     }
 }
 
@@ -645,17 +600,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(ValueError::UnknownLogFormat(other.to_string())),
-        }
-    }
 }
 
 impl Config {

@@ -162,13 +162,13 @@ pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 /// A configuration that cannot run, located where the operator gave it.
 #[derive(Debug, thiserror::Error)]
 pub enum Invalid {
-    #[error("{0}")]
+    #[error(transparent)]
     File(Diagnostics),
     /// The configuration is kept (boxed: it is large) to name each
     /// backend by what was typed for it. Displays one error per line, as
     /// `check` prints them, at the flag instead of `FILE:LINE:COLUMN:`.
     #[error("{}", flags_message(.0, .1))]
-    Flags(Box<Config>, ConfigErrors),
+    Flags(Box<Config>, #[source] ConfigErrors),
 }
 
 fn flags_message(config: &Config, errors: &ConfigErrors) -> String {
