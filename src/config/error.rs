@@ -2,7 +2,6 @@
 //! setting breaks at its [`ConfigPath`], and [`ValueError`], text that does
 //! not parse. Each message is written once, here, for every source.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -280,148 +279,102 @@ impl ConfigError {
     /// another place the message refers to (a file says "the listener at
     /// line 2").
     pub fn message(&self, elsewhere: &dyn Fn(ConfigPath) -> String) -> String {
-        struct Message<'a>(&'a ConfigError, &'a dyn Fn(ConfigPath) -> String);
-        impl fmt::Display for Message<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.write_message(f, self.1)
-            }
-        }
-        Message(self, elsewhere).to_string()
-    }
-
-    fn write_message(
-        &self,
-        f: &mut fmt::Formatter<'_>,
-        elsewhere: &dyn Fn(ConfigPath) -> String,
-    ) -> fmt::Result {
         let key = self.path.key();
         match &self.rule {
-            Rule::Value(v) => write_value_error(f, v, &self.path),
+            Rule::Value(v) => value_message(v, &self.path),
             Rule::OutOfRange { value } => {
-                let IntRange { min, max, default } = self.path.int_range().unwrap_or(IntRange {
+                let no_limit = IntRange {
                     min: 0,
                     max: i128::MAX,
                     default: None,
-                });
+                };
+                let IntRange { min, max, default } = self.path.int_range().unwrap_or(no_limit);
                 let default = default.map_or("no limit".to_string(), |d| d.to_string());
                 match self.path {
                     ConfigPath::Pool(
                         _,
                         PoolKey::Affinity(AffinityKey::Ipv4Prefix | AffinityKey::Ipv6Prefix),
-                    ) => write!(
-                        f,
+                    ) => format!(
                         "{key} is {value}, but a prefix length is {min} to {max} bits; use {max} for one address per client"
                     ),
-                    ConfigPath::Listener(_, ListenerKey::MaxHelloBytes) if *value < min => write!(
-                        f,
+                    ConfigPath::Listener(_, ListenerKey::MaxHelloBytes) if *value < min => format!(
                         "{key} {value} would reject ordinary ClientHellos; set it to {min} or more (default {default})"
                     ),
                     ConfigPath::Backend {
                         key: BackendKey::MaxConnections,
                         ..
-                    } if *value < min => write!(
-                        f,
+                    } if *value < min => format!(
                         "{key} is {value}, so this backend could never be used; raise it or remove the line for no limit"
                     ),
-                    _ if *value < min => write!(
-                        f,
-                        "{key} is {value}; set it to {min} or more (default {default})"
-                    ),
-                    _ => write!(
-                        f,
+                    _ if *value < min => {
+                        format!("{key} is {value}; set it to {min} or more (default {default})")
+                    }
+                    _ => format!(
                         "{key} is {value}, too large; set it to {max} or less (default {default})"
                     ),
                 }
             }
-            Rule::Zero if matches!(self.path, ConfigPath::Store(_)) => write!(
-                f,
-                "{key} is zero, which would fail every request to the store; set it above zero, e.g. \"{}\"",
-                format_duration(
+            Rule::Zero => {
+                let example = format_duration(
                     self.path
                         .default_duration()
-                        .unwrap_or(Duration::from_millis(500))
+                        .unwrap_or(Duration::from_secs(1)),
+                );
+                let (effect, or) = match self.path {
+                    ConfigPath::Store(_) => ("fail every request to the store", ""),
+                    ConfigPath::Process(_) => ("write the state file without pause", ""),
+                    ConfigPath::Pool(_, PoolKey::Health(_)) => (
+                        "fail every health check or probe without pause",
+                        ", or set health.check = \"none\"",
+                    ),
+                    _ => ("fail every connection or forget every entry at once", ""),
+                };
+                format!(
+                    "{key} is zero, which would {effect}; set it above zero, e.g. \"{example}\"{or}"
                 )
-            ),
-            Rule::ClusterDatabase => write!(
-                f,
+            }
+            Rule::ClusterDatabase => format!(
                 "{key} names a database other than 0, and a Redis Cluster has only database 0; end the URL with /0 or leave the database out"
             ),
-            Rule::StoreCaWithoutTls => write!(
-                f,
+            Rule::StoreCaWithoutTls => format!(
                 "{key} is set but no store URL is rediss://; use rediss:// URLs or remove it"
             ),
-            Rule::Zero if matches!(self.path, ConfigPath::Process(_)) => write!(
-                f,
-                "{key} is zero, which would write the state file without pause; set it above zero, e.g. \"{}\"",
-                format_duration(
-                    self.path
-                        .default_duration()
-                        .unwrap_or(Duration::from_secs(60))
-                )
-            ),
-            Rule::EmptyPath => write!(
-                f,
+            Rule::EmptyPath => format!(
                 "{key} is empty; give the path of the state file, e.g. \"/var/lib/stickytls/state\", or remove the [state] section"
-            ),
-
-            Rule::Zero if matches!(self.path, ConfigPath::Pool(_, PoolKey::Health(_))) => write!(
-                f,
-                "{key} is zero, which would fail every health check or probe without pause; set it above zero, e.g. \"{}\", or set health.check = \"none\"",
-                format_duration(
-                    self.path
-                        .default_duration()
-                        .unwrap_or(Duration::from_secs(1))
-                )
-            ),
-            Rule::Zero => write!(
-                f,
-                "{key} is zero, which would fail every connection or forget every entry at once; set it above zero, e.g. \"{}\"",
-                format_duration(
-                    self.path
-                        .default_duration()
-                        .unwrap_or(Duration::from_secs(1))
-                )
             ),
             Rule::EmptyName => match self.path {
                 ConfigPath::Listener(..) => {
-                    f.write_str("listener name is empty; give it a name or remove the `name` line")
+                    "listener name is empty; give it a name or remove the `name` line"
                 }
                 ConfigPath::Pool(..) => {
-                    f.write_str("pool name is empty; give the pool a name, as in [pool.web]")
+                    "pool name is empty; give the pool a name, as in [pool.web]"
                 }
-                _ => f.write_str(
-                    "backend name is empty; give it a name that stays stable across reloads",
-                ),
-            },
-            Rule::DuplicateListenerName { name, first } => write!(
-                f,
+                _ => "backend name is empty; give it a name that stays stable across reloads",
+            }
+            .to_string(),
+            Rule::DuplicateListenerName { name, first } => format!(
                 "listener name `{name}` is already used by {}; give each listener its own name",
                 elsewhere(ConfigPath::Listener(*first, ListenerKey::Name))
             ),
-            Rule::UndefinedPool {
-                referrer,
-                name,
-                defined,
-            } => {
-                write!(f, "{referrer} names pool `{name}`, which is not defined; ")?;
-                if matches!(self.path, ConfigPath::Listener(_, ListenerKey::NonTls)) {
-                    f.write_str("write \"reject\", ")?;
-                }
-                write!(f, "add a [pool.{name}] section")?;
-                if defined.is_empty() {
-                    Ok(())
-                } else {
-                    write!(f, " or use one of: {}", defined.join(", "))
-                }
+            Rule::UndefinedPool { name, defined, .. } => {
+                let reject = match self.path {
+                    ConfigPath::Listener(_, ListenerKey::NonTls) => "write \"reject\", ",
+                    _ => "",
+                };
+                let others = match defined.is_empty() {
+                    true => String::new(),
+                    false => format!(" or use one of: {}", defined.join(", ")),
+                };
+                format!("{}; {reject}add a [pool.{name}] section{others}", self.rule)
             }
-            rule => write!(f, "{rule}"),
+            rule => rule.to_string(),
         }
     }
 }
 
 /// One message for a value that does not parse at `path`: a duration's
 /// names its setting and suggests its default, an address its kind.
-fn write_value_error(f: &mut fmt::Formatter<'_>, e: &ValueError, path: &ConfigPath) -> fmt::Result {
+fn value_message(e: &ValueError, path: &ConfigPath) -> String {
     let example = path
         .default_duration()
         .map_or_else(|| "30s".to_string(), format_duration);
@@ -430,20 +383,17 @@ fn write_value_error(f: &mut fmt::Formatter<'_>, e: &ValueError, path: &ConfigPa
         ValueError::NotAnAddress(text)
             if matches!(path, ConfigPath::Listener(_, ListenerKey::Bind)) =>
         {
-            write!(
-                f,
+            format!(
                 "`{text}` is not an IP:PORT address; write e.g. \"0.0.0.0:443\" or \"[::]:443\" (host names are not resolved)"
             )
         }
-        ValueError::NotADuration(text) => write!(
-            f,
+        ValueError::NotADuration(text) => format!(
             "{key} `{text}` is not a duration; write a number and a unit (ms, s, m, h or d), e.g. \"{example}\""
         ),
-        ValueError::DurationTooLong(text) => write!(
-            f,
+        ValueError::DurationTooLong(text) => format!(
             "{key} `{text}` is too long to count; write a shorter duration, e.g. \"{example}\""
         ),
-        other => write!(f, "{other}"),
+        other => other.to_string(),
     }
 }
 
