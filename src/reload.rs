@@ -31,7 +31,6 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::file as config_file;
 use crate::config::{Config, settings};
 use crate::listen::{ListenerSlot, ListenerState};
 use crate::log_limit::LogLimiter;
@@ -233,7 +232,7 @@ impl Live {
             return Err(ReloadError::NoFile);
         };
         let file = path.display().to_string();
-        let result = match config_file::load(path) {
+        let result = match crate::config::file::load(path) {
             Ok(config) => self.apply(config, &file),
             Err(diagnostics) => Err(ReloadError::Invalid(outcome(
                 "error",
@@ -461,30 +460,29 @@ fn describe_pool_changes(
                         b.name, o.addr, b.addr
                     ));
                 }
-                if o.weight != b.weight {
-                    changes.push(format!(
-                        "pool {pool}: backend {} weight {} -> {}",
-                        b.name, o.weight, b.weight
-                    ));
-                }
-                if o.send_proxy != b.send_proxy {
-                    changes.push(format!(
-                        "pool {pool}: backend {} send_proxy {:?} -> {:?}",
-                        b.name, o.send_proxy, b.send_proxy
-                    ));
-                }
-                if o.tcp_fastopen != b.tcp_fastopen {
-                    changes.push(format!(
-                        "pool {pool}: backend {} tcp_fastopen {} -> {}",
-                        b.name, o.tcp_fastopen, b.tcp_fastopen
-                    ));
-                }
-                if o.max_connections != b.max_connections {
-                    changes.push(format!(
-                        "pool {pool}: backend {} max_connections {:?} -> {:?}",
-                        b.name, o.max_connections, b.max_connections
-                    ));
-                }
+                let mut changed = |what: &str, old: String, new: String| {
+                    if old != new {
+                        let name = &b.name;
+                        changes.push(format!("pool {pool}: backend {name} {what} {old} -> {new}"));
+                    }
+                };
+                changed("weight", o.weight.to_string(), b.weight.to_string());
+                changed(
+                    "send_proxy",
+                    format!("{:?}", o.send_proxy),
+                    format!("{:?}", b.send_proxy),
+                );
+                changed(
+                    "tcp_fastopen",
+                    o.tcp_fastopen.to_string(),
+                    b.tcp_fastopen.to_string(),
+                );
+                let max = |m: Option<u32>| format!("{m:?}");
+                changed(
+                    "max_connections",
+                    max(o.max_connections),
+                    max(b.max_connections),
+                );
             }
         }
     }
