@@ -1539,4 +1539,38 @@ backends = [{ name = "a1", address = "10.0.2.1:443", send_proxy = "v1" }, { name
             }
         }
     }
+
+    #[test]
+    fn the_file_accepts_exactly_the_described_keys() {
+        use crate::config::settings::SETTINGS;
+        for s in SETTINGS
+            .iter()
+            .filter(|s| s.section != Section::CommandLine)
+        {
+            let value = match s.kind {
+                Kind::Duration | Kind::Text => "\"1s\"",
+                Kind::Int { .. } => "1",
+                Kind::Bool => "true",
+                Kind::List => "[\"x\"]",
+                Kind::Tables => "[]",
+                Kind::Sni => "{}",
+            };
+            let text = format!("{} = {value}\n", s.key());
+            let (table, _) = DeTable::parse_recoverable(&text);
+            let mut report = Report::default();
+            assert!(
+                report.shape(table.get_ref(), s.section),
+                "{}: {:?}",
+                s.name,
+                report.file_errors
+            );
+            let text = format!("{}_typo = {value}\n", s.key());
+            let (table, _) = DeTable::parse_recoverable(&text);
+            assert!(
+                !report.shape(table.get_ref(), s.section),
+                "{} accepted a typo",
+                s.name
+            );
+        }
+    }
 }
