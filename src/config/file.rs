@@ -247,7 +247,9 @@ impl Report<'_> {
                 match value.get_ref().as_table() {
                     Some(t) if self.shape(t, sub) => continue,
                     Some(_) => return false,
-                    None => return self.not_a_table(value.span(), key, sub.title()),
+                    None => {
+                        return self.not_a_table(value.span(), &format!("`{key}`"), sub.title());
+                    }
                 }
             }
             let Some(setting) = settings::in_section(section).find(|s| s.key() == key) else {
@@ -279,7 +281,7 @@ impl Report<'_> {
                 Kind::List => de::<Vec<Spanned<String>>>(value).map(drop),
                 Kind::Sni => match value.get_ref().as_table() {
                     Some(t) => t.iter().try_for_each(|(_, v)| de::<String>(v).map(drop)),
-                    None => return self.not_a_table(value.span(), key, "[listener.sni]"),
+                    None => return self.not_a_table(value.span(), "`sni`", "[listener.sni]"),
                 },
                 Kind::Tables => match value.get_ref().as_array() {
                     Some(items) => {
@@ -309,13 +311,9 @@ impl Report<'_> {
         true
     }
 
-    /// A section or entry that must be a table; returns false, for `shape`.
+    /// `what`, a section or entry, is not a table; returns false, for
+    /// `shape`.
     fn not_a_table(&mut self, span: Range<usize>, what: &str, form: &str) -> bool {
-        let what = if what.starts_with('a') && what.contains(' ') {
-            what.to_string()
-        } else {
-            format!("`{what}`")
-        };
         self.error(
             span,
             Problem::Shape,
@@ -559,7 +557,8 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
                 }
             }
             (name @ ("admin" | "store" | "log"), None) => {
-                report.not_a_table(value.span(), name, &format!("an [{name}] section"));
+                let form = format!("[{name}] with its settings under it");
+                report.not_a_table(value.span(), &format!("`{name}`"), &form);
             }
             (other, _) => report.error(
                 key_span,
@@ -1572,5 +1571,30 @@ backends = [{ name = "a1", address = "10.0.2.1:443", send_proxy = "v1" }, { name
                 s.name
             );
         }
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_located_and_says_how_to_write_it() {
+        let e = errors(&format!("log = 1\n{MINIMAL}"));
+        assert!(
+            e[0].starts_with("t.toml:1:7: error: `log` must be a table; write it as [log]"),
+            "{e:?}"
+        );
+        let e = errors("listener = [1]\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("t.toml:1:13: error: a listener must be a table")),
+            "{e:?}"
+        );
+        let nested = MINIMAL.replace("[pool.web]\n", "[pool.web]\naffinity = 5\n");
+        let e = errors(&nested);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("`affinity` must be a table; write it as [pool.NAME.affinity]"),
+            "{e:?}"
+        );
+        let pool = format!("{MINIMAL}\n[pool]\napi = 3\n");
+        let e = errors(&pool);
+        assert!(e.iter().any(|l| l.contains("pool `api` must be a table; write it as a [pool.api] section")), "{e:?}");
     }
 }
