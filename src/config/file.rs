@@ -928,6 +928,65 @@ backends = [{ name = "web1", address = "10.0.1.1:443" }]
 "#;
 
     #[test]
+    fn the_file_accepts_exactly_the_described_keys() {
+        use crate::config::settings::SETTINGS;
+        for s in SETTINGS
+            .iter()
+            .filter(|s| s.section != Section::CommandLine)
+        {
+            let value = match s.kind {
+                Kind::Duration | Kind::Text => "\"1s\"",
+                Kind::Int { .. } => "1",
+                Kind::Bool => "true",
+                Kind::List => "[\"x\"]",
+                Kind::Tables => "[]",
+                Kind::Sni => "{}",
+            };
+            let text = format!("{} = {value}\n", s.key());
+            let (table, _) = DeTable::parse_recoverable(&text);
+            let mut report = Report::default();
+            assert!(
+                report.shape(table.get_ref(), s.section),
+                "{}: {:?}",
+                s.name,
+                report.file_errors
+            );
+            let text = format!("{}_typo = {value}\n", s.key());
+            let (table, _) = DeTable::parse_recoverable(&text);
+            assert!(
+                !report.shape(table.get_ref(), s.section),
+                "{} accepted a typo",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_located_and_says_how_to_write_it() {
+        let e = errors(&format!("log = 1\n{MINIMAL}"));
+        assert!(
+            e[0].starts_with("t.toml:1:7: error: `log` must be a table; write it as [log]"),
+            "{e:?}"
+        );
+        let e = errors("listener = [1]\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("t.toml:1:13: error: a listener must be a table")),
+            "{e:?}"
+        );
+        let nested = MINIMAL.replace("[pool.web]\n", "[pool.web]\naffinity = 5\n");
+        let e = errors(&nested);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("`affinity` must be a table; write it as [pool.NAME.affinity]"),
+            "{e:?}"
+        );
+        let pool = format!("{MINIMAL}\n[pool]\napi = 3\n");
+        let e = errors(&pool);
+        assert!(e.iter().any(|l| l.contains("pool `api` must be a table; write it as a [pool.api] section")), "{e:?}");
+    }
+
+    #[test]
     fn a_full_file_becomes_the_expected_config_values() {
         let text = r#"
 [[listener]]
@@ -1537,64 +1596,5 @@ backends = [{ name = "a1", address = "10.0.2.1:443", send_proxy = "v1" }, { name
                 assert!(!what.is_empty() && !change.is_empty(), "{line}");
             }
         }
-    }
-
-    #[test]
-    fn the_file_accepts_exactly_the_described_keys() {
-        use crate::config::settings::SETTINGS;
-        for s in SETTINGS
-            .iter()
-            .filter(|s| s.section != Section::CommandLine)
-        {
-            let value = match s.kind {
-                Kind::Duration | Kind::Text => "\"1s\"",
-                Kind::Int { .. } => "1",
-                Kind::Bool => "true",
-                Kind::List => "[\"x\"]",
-                Kind::Tables => "[]",
-                Kind::Sni => "{}",
-            };
-            let text = format!("{} = {value}\n", s.key());
-            let (table, _) = DeTable::parse_recoverable(&text);
-            let mut report = Report::default();
-            assert!(
-                report.shape(table.get_ref(), s.section),
-                "{}: {:?}",
-                s.name,
-                report.file_errors
-            );
-            let text = format!("{}_typo = {value}\n", s.key());
-            let (table, _) = DeTable::parse_recoverable(&text);
-            assert!(
-                !report.shape(table.get_ref(), s.section),
-                "{} accepted a typo",
-                s.name
-            );
-        }
-    }
-
-    #[test]
-    fn a_section_that_is_not_a_table_is_located_and_says_how_to_write_it() {
-        let e = errors(&format!("log = 1\n{MINIMAL}"));
-        assert!(
-            e[0].starts_with("t.toml:1:7: error: `log` must be a table; write it as [log]"),
-            "{e:?}"
-        );
-        let e = errors("listener = [1]\n");
-        assert!(
-            e.iter()
-                .any(|l| l.starts_with("t.toml:1:13: error: a listener must be a table")),
-            "{e:?}"
-        );
-        let nested = MINIMAL.replace("[pool.web]\n", "[pool.web]\naffinity = 5\n");
-        let e = errors(&nested);
-        assert_eq!(e.len(), 1, "{e:?}");
-        assert!(
-            e[0].contains("`affinity` must be a table; write it as [pool.NAME.affinity]"),
-            "{e:?}"
-        );
-        let pool = format!("{MINIMAL}\n[pool]\napi = 3\n");
-        let e = errors(&pool);
-        assert!(e.iter().any(|l| l.contains("pool `api` must be a table; write it as a [pool.api] section")), "{e:?}");
     }
 }
