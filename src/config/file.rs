@@ -241,8 +241,8 @@ impl Report<'_> {
     /// its type. Like serde with unknown fields denied, only the first
     /// mistake in file order is reported, and the section is not read.
     fn shape(&mut self, table: &DeTable, section: Section) -> bool {
-        for (key, value) in table.iter() {
-            let key = key.get_ref().as_ref();
+        for (spanned_key, value) in table.iter() {
+            let key = spanned_key.get_ref().as_ref();
             if let Some(&(_, sub)) = subsections(section).iter().find(|(k, _)| *k == key) {
                 match value.get_ref().as_table() {
                     Some(t) if self.shape(t, sub) => continue,
@@ -263,12 +263,8 @@ impl Report<'_> {
                     [a, b] => format!("expected {a} or {b}"),
                     _ => format!("expected one of {}", known.join(", ")),
                 };
-                let span = table
-                    .iter()
-                    .find(|(k, _)| k.get_ref() == key)
-                    .map(|(k, _)| k.span());
                 self.error(
-                    span.unwrap_or_default(),
+                    spanned_key.span(),
                     Problem::Shape,
                     format!("unknown setting `{key}`, {expected}; fix its spelling or remove it"),
                 );
