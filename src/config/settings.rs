@@ -236,6 +236,7 @@ pub static SETTINGS: &[Setting] = &[
     row!(P::Store(StoreKey::LookupBudget), S::Store, "store.lookup_budget", Dur, DefaultValue::Time(StoreConfig::LOOKUP_BUDGET), restart!(c: Config => c.store.lookup_budget), Some("--store-lookup-budget"), "How long a connection waits for Redis."),
     row!(P::Store(StoreKey::Timeout), S::Store, "store.timeout", Dur, DefaultValue::Time(StoreConfig::TIMEOUT), restart!(c: Config => c.store.timeout), None, "Longest one request to Redis."),
     row!(P::Store(StoreKey::Queue), S::Store, "store.queue", int(1, 1 << 24), I(StoreConfig::QUEUE as i128), restart!(c: Config => c.store.queue), None, "Writes waiting to be sent at most."),
+    // No place in a `Config`: read once at start, so only a restart changes it.
     row!(P::Process(ProcessKey::Threads), S::CommandLine, "threads", int(1, ANY), NONE, restart!(_c: Config => ()), Some("--threads"), "Worker threads (one per CPU)."),
 ];
 
