@@ -1,9 +1,11 @@
 //! Runtime configuration of one router: what it listens on, its backends,
 //! how it balances, and every budget and timeout.
 //!
-//! The quick command-line form (`--listen/--backend`) builds this directly
-//! and the TOML file ([`crate::config_file`]) is read into the same types, so
-//! the router itself never knows where its settings came from.
+//! The quick command-line form ([`quick`]) builds this directly and the
+//! TOML file ([`file`]) is read into the same types, so the router itself
+//! never knows where its settings came from. Each setting is described
+//! once, in [`settings`]: its key, type, default, range, flag and whether
+//! a reload applies it.
 //!
 //! Every rule a configuration must follow is written once, in
 //! [`Config::validate`], and reported as a [`ConfigError`] that names the
@@ -17,14 +19,51 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod error;
+pub mod file;
 mod path;
+pub mod quick;
+pub mod settings;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors, Rule, ValueError};
 pub use path::{
-    AdminKey, AffinityKey, BackendKey, ConfigPath, DEFAULT_WEIGHT, HealthKey, IntRange,
-    ListenerKey, LogKey, MIN_HELLO_BYTES, PoolKey, ProcessKey, StoreKey, TimeoutKey,
+    AdminKey, AffinityKey, BackendKey, ConfigPath, HealthKey, IntRange, ListenerKey, LogKey,
+    PoolKey, ProcessKey, StoreKey, TimeoutKey,
 };
+pub use settings::MIN_HELLO_BYTES;
+use settings::{duration_default as dur, int_default as int};
+
+/// `as_str` and `FromStr` of a setting's enum, from one list of the names
+/// the file and the flags use (the first is the one `as_str` gives).
+macro_rules! names {
+    ($t:ident, $unknown:ident, { $($v:ident = $name:literal $(| $alias:literal)*),+ $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $name),+ }
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = ValueError;
+            fn from_str(s: &str) -> Result<Self, ValueError> {
+                match s {
+                    $($name $(| $alias)* => Ok($t::$v),)+
+                    other => Err(ValueError::$unknown(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+names!(SendProxy, UnknownSendProxy, { Off = "off", V1 = "v1", V2 = "v2" });
+names!(Balance, UnknownBalancer, {
+    RoundRobin = "roundrobin" | "round-robin",
+    WeightedRoundRobin = "weighted-roundrobin" | "weighted-round-robin",
+    LeastConnections = "least-connections" | "leastconn",
+    SourceHash = "source-hash" | "source",
+});
+names!(HealthCheck, UnknownHealthCheck, { Tcp = "tcp", Tls = "tls", None = "none" });
+names!(StoreKind, UnknownStoreKind, { Memory = "memory", Redis = "redis", RedisCluster = "redis-cluster" });
+names!(LogFormat, UnknownLogFormat, { Text = "text", Json = "json" });
 
 /// One backend server, known by a name that stays stable across reloads:
 /// the affinity table stores names, never addresses or indexes.
@@ -53,7 +92,11 @@ impl BackendConfig {
         BackendConfig {
             name: name.to_string(),
             addr,
-            weight: DEFAULT_WEIGHT,
+            weight: int(ConfigPath::Backend {
+                pool: 0,
+                backend: 0,
+                key: BackendKey::Weight,
+            }),
             max_connections: None,
             send_proxy: SendProxy::Off,
             tcp_fastopen: false,
@@ -77,28 +120,6 @@ pub enum SendProxy {
     V2,
 }
 
-impl SendProxy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SendProxy::Off => "off",
-            SendProxy::V1 => "v1",
-            SendProxy::V2 => "v2",
-        }
-    }
-}
-
-impl std::str::FromStr for SendProxy {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "off" => Ok(SendProxy::Off),
-            "v1" => Ok(SendProxy::V1),
-            "v2" => Ok(SendProxy::V2),
-            other => Err(ValueError::UnknownSendProxy(other.to_string())),
-        }
-    }
-}
-
 /// How a client with no affinity is placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
@@ -114,19 +135,6 @@ pub enum Balance {
     SourceHash,
 }
 
-impl std::str::FromStr for Balance {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "roundrobin" | "round-robin" => Ok(Balance::RoundRobin),
-            "weighted-roundrobin" | "weighted-round-robin" => Ok(Balance::WeightedRoundRobin),
-            "least-connections" | "leastconn" => Ok(Balance::LeastConnections),
-            "source-hash" | "source" => Ok(Balance::SourceHash),
-            other => Err(ValueError::UnknownBalancer(other.to_string())),
-        }
-    }
-}
-
 /// How a pool's backends are probed between connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthCheck {
@@ -136,28 +144,6 @@ pub enum HealthCheck {
     Tls,
     /// No probes: only failed connection attempts mark a backend down.
     None,
-}
-
-impl HealthCheck {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealthCheck::Tcp => "tcp",
-            HealthCheck::Tls => "tls",
-            HealthCheck::None => "none",
-        }
-    }
-}
-
-impl std::str::FromStr for HealthCheck {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tcp" => Ok(HealthCheck::Tcp),
-            "tls" => Ok(HealthCheck::Tls),
-            "none" => Ok(HealthCheck::None),
-            other => Err(ValueError::UnknownHealthCheck(other.to_string())),
-        }
-    }
 }
 
 /// Active health checks of a pool (`[pool.NAME.health]`): every backend is
@@ -180,12 +166,13 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
+        let at = |k| ConfigPath::Pool(0, PoolKey::Health(k));
         HealthConfig {
             check: HealthCheck::Tcp,
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
-            rise: 2,
-            fall: 3,
+            interval: dur(at(HealthKey::Interval)),
+            timeout: dur(at(HealthKey::Timeout)),
+            rise: int(at(HealthKey::Rise)),
+            fall: int(at(HealthKey::Fall)),
             sni: None,
         }
     }
@@ -215,15 +202,16 @@ pub struct AffinityConfig {
 
 impl Default for AffinityConfig {
     fn default() -> Self {
+        let at = |k| ConfigPath::Pool(0, PoolKey::Affinity(k));
         AffinityConfig {
-            inactivity_timeout: Duration::from_secs(30 * 60),
+            inactivity_timeout: dur(at(AffinityKey::Timeout)),
             absolute_max: None,
-            table_size: 1_000_000,
-            correlation_window: Duration::from_secs(30 * 60),
-            nat_threshold: 4,
-            ipv4_prefix: 32,
-            ipv6_prefix: 64,
-            clients_tracked: 1_000_000,
+            table_size: int(at(AffinityKey::TableSize)),
+            correlation_window: dur(at(AffinityKey::CorrelationWindow)),
+            nat_threshold: int(at(AffinityKey::NatThreshold)),
+            ipv4_prefix: int(at(AffinityKey::Ipv4Prefix)),
+            ipv6_prefix: int(at(AffinityKey::Ipv6Prefix)),
+            clients_tracked: int(at(AffinityKey::ClientsTracked)),
         }
     }
 }
@@ -246,12 +234,13 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
+        let at = |k| dur(ConfigPath::Pool(0, PoolKey::Timeout(k)));
         Timeouts {
-            hello: Duration::from_secs(5),
-            connect: Duration::from_secs(3),
-            first_byte: Duration::from_secs(5),
-            idle: Duration::from_secs(600),
-            down_hold: Duration::from_secs(10),
+            hello: at(TimeoutKey::Hello),
+            connect: at(TimeoutKey::Connect),
+            first_byte: at(TimeoutKey::FirstByte),
+            idle: at(TimeoutKey::Idle),
+            down_hold: at(TimeoutKey::DownHold),
         }
     }
 }
@@ -268,10 +257,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let at = |k| ConfigPath::Listener(0, k);
         Limits {
-            max_connections: 10_000,
-            max_inspecting_per_ip: 64,
-            max_hello_bytes: 16 * 1024,
+            max_connections: int(at(ListenerKey::MaxConnections)),
+            max_inspecting_per_ip: int(at(ListenerKey::MaxInspectingPerIp)),
+            max_hello_bytes: int(at(ListenerKey::MaxHelloBytes)),
         }
     }
 }
@@ -306,54 +296,27 @@ impl PoolConfig {
     }
 }
 
-/// An IP network in CIDR notation, e.g. `10.0.0.0/8` or `::1/128`.
+/// An IP network in CIDR notation, e.g. `10.0.0.0/8` or `::1/128`; a
+/// bare address is a network of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub len: u8,
-}
+pub struct Cidr(pub ipnet::IpNet);
 
 impl Cidr {
+    /// Whether `ip` is inside, an IPv4-mapped IPv6 address as its IPv4 one.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.len == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(self.len))
-                };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(self.len))
-                };
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 
 impl std::str::FromStr for Cidr {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ValueError::NotANetwork(s.to_string());
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (
-                a.parse::<IpAddr>().map_err(|_| bad())?,
-                Some(l.parse::<u8>().map_err(|_| bad())?),
-            ),
-            None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
+        let net = match s.parse::<IpAddr>() {
+            Ok(addr) => Ok(addr.into()),
+            Err(_) => s.parse::<ipnet::IpNet>(),
         };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = len.unwrap_or(max);
-        if len > max {
-            return Err(bad());
-        }
-        Ok(Cidr { addr, len })
+        net.map(Cidr)
+            .map_err(|_| ValueError::NotANetwork(s.to_string()))
     }
 }
 
@@ -432,29 +395,9 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::Memory => "memory",
-            StoreKind::Redis => "redis",
-            StoreKind::RedisCluster => "redis-cluster",
-        }
-    }
-
     /// Whether the tables are shared through Redis (either kind).
     pub fn is_redis(self) -> bool {
         self != StoreKind::Memory
-    }
-}
-
-impl std::str::FromStr for StoreKind {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "memory" => Ok(StoreKind::Memory),
-            "redis" => Ok(StoreKind::Redis),
-            "redis-cluster" => Ok(StoreKind::RedisCluster),
-            other => Err(ValueError::UnknownStoreKind(other.to_string())),
-        }
     }
 }
 
@@ -578,7 +521,7 @@ pub struct Lifecycle {
 impl Default for Lifecycle {
     fn default() -> Self {
         Lifecycle {
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_timeout: dur(ConfigPath::Process(ProcessKey::ShutdownTimeout)),
             state: None,
             takeover_socket: None,
         }
@@ -623,7 +566,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: LogFormat::Text,
-            connections_per_second: 50,
+            connections_per_second: int(ConfigPath::Log(LogKey::ConnectionsPerSecond)),
         }
     }
 }
@@ -659,17 +602,6 @@ pub enum LogFormat {
     Json,
 }
 
-impl std::str::FromStr for LogFormat {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(ValueError::UnknownLogFormat(other.to_string())),
-        }
-    }
-}
-
 impl Config {
     /// One listener in front of one pool named `default`: the quick
     /// command-line form.
@@ -702,6 +634,14 @@ pub fn is_sni_pattern(p: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+/// The quick form's `--backend NAME=IP:PORT`.
+impl std::str::FromStr for BackendConfig {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_backend(s)
+    }
 }
 
 /// Parses the quick form's `NAME=IP:PORT`.
@@ -923,7 +863,7 @@ mod tests {
         assert!(n.contains("::ffff:10.1.0.1".parse().unwrap()));
         assert!(!n.contains("10.2.0.1".parse().unwrap()));
         let h: Cidr = "::1".parse().unwrap();
-        assert_eq!(h.len, 128);
+        assert_eq!(h.0.prefix_len(), 128);
         assert!(h.contains("::1".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("nonsense/8".parse::<Cidr>().is_err());

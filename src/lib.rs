@@ -29,8 +29,8 @@
 //!   store shared by several instances through Redis (`[store]`, with the
 //!   in-process one in front as a near cache), and the per-client
 //!   correlation index.
-//! - [`backend`], [`config`], [`config_file`] (the TOML file and its
-//!   error report), [`sni`] (pool choice by server name), [`stats`]
+//! - [`backend`], [`config`] (every setting described once, the TOML file
+//!   and the quick form's flags, with their error reports), [`sni`] (pool choice by server name), [`stats`]
 //!   (the router's counters) and [`metrics`] (every metric name), [`worker`] (per-thread state instead
 //!   of locks every thread takes).
 //! - [`shutdown`]: stopping in two steps (stop accepting, then let open
@@ -78,7 +78,6 @@ pub mod balance;
 pub mod client;
 pub mod clock;
 pub mod config;
-pub mod config_file;
 pub mod conn_log;
 pub mod connect;
 pub mod connection;

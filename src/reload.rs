@@ -16,8 +16,9 @@
 //! limit is unchanged) its connection slots. Established connections hold
 //! the pool and listener states they started with, and run to their end
 //! untouched; the next connection gets the new ones. What a reload cannot
-//! change in place (the tables' sizes and lifetimes, the admin endpoint,
-//! the log, the state file, the stop's deadline) is named in its outcome
+//! change in place (the settings [`crate::config::settings`] marks for a
+//! restart: the tables' sizes and lifetimes, the admin endpoint, the log,
+//! the state file, the stop's deadline, the store) is named in its outcome
 //! and logged, for the next restart.
 
 use std::collections::HashMap;
@@ -30,8 +31,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::config_file;
+use crate::config::{Config, settings};
 use crate::listen::{ListenerSlot, ListenerState};
 use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
@@ -84,14 +84,27 @@ pub struct Outcome {
 }
 
 /// Why a reload was not applied.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// The router was started from flags: there is no file to re-read.
+    #[error(
+        "this router was started from flags, not a configuration file: there is nothing to re-read; restart it to change its settings"
+    )]
     NoFile,
     /// The file could not be read, or breaks a rule; nothing changed.
+    #[error("{}", refused(.0))]
     Invalid(Outcome),
     /// A new listener's address could not be bound; nothing changed.
+    #[error("{}", refused(.0))]
     Bind(Outcome),
+}
+
+fn refused(o: &Outcome) -> String {
+    format!(
+        "reload of {} refused, the running configuration keeps serving: {}",
+        o.file,
+        o.errors.join("; ")
+    )
 }
 
 impl ReloadError {
@@ -103,21 +116,6 @@ impl ReloadError {
         }
     }
 }
-
-impl std::fmt::Display for ReloadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReloadError::NoFile => f.write_str(
-                "this router was started from flags, not a configuration file: there is nothing to re-read; restart it to change its settings",
-            ),
-            ReloadError::Invalid(o) | ReloadError::Bind(o) => {
-                write!(f, "reload of {} refused, the running configuration keeps serving: {}", o.file, o.errors.join("; "))
-            }
-        }
-    }
-}
-
-impl std::error::Error for ReloadError {}
 
 impl Live {
     /// Builds the pools and listeners `config` asks for (validated by the
@@ -234,7 +232,7 @@ impl Live {
             return Err(ReloadError::NoFile);
         };
         let file = path.display().to_string();
-        let result = match config_file::load(path) {
+        let result = match crate::config::file::load(path) {
             Ok(config) => self.apply(config, &file),
             Err(diagnostics) => Err(ReloadError::Invalid(outcome(
                 "error",
@@ -307,7 +305,7 @@ impl Live {
             let state = match old_pools.iter().find(|o| o.config.name == p.name) {
                 Some(old) => {
                     describe_pool_changes(&old.config, p, &mut changes);
-                    for s in old.needs_restart_for(p) {
+                    for s in settings::pool_restart_required(&old.config, p) {
                         restart_required.push(format!("pool.{}.{s}", p.name));
                     }
                     old.reconfigured(p.clone())
@@ -404,19 +402,8 @@ impl Live {
             }
         }
 
-        // 4. What only a restart applies.
-        if current.admin != new.admin {
-            restart_required.push("admin".to_string());
-        }
-        if current.log != new.log {
-            restart_required.push("log".to_string());
-        }
-        if current.lifecycle != new.lifecycle {
-            restart_required.push("state, shutdown_timeout".to_string());
-        }
-        if current.store != new.store {
-            restart_required.push("store".to_string());
-        }
+        // 4. What only a restart applies, as the settings table says.
+        restart_required.extend(settings::restart_required(&current, &new));
 
         // 5. Publish: the next connection, API call and health check see
         //    the new configuration.
@@ -447,30 +434,29 @@ fn describe_pool_changes(
                         b.name, o.addr, b.addr
                     ));
                 }
-                if o.weight != b.weight {
-                    changes.push(format!(
-                        "pool {pool}: backend {} weight {} -> {}",
-                        b.name, o.weight, b.weight
-                    ));
-                }
-                if o.send_proxy != b.send_proxy {
-                    changes.push(format!(
-                        "pool {pool}: backend {} send_proxy {:?} -> {:?}",
-                        b.name, o.send_proxy, b.send_proxy
-                    ));
-                }
-                if o.tcp_fastopen != b.tcp_fastopen {
-                    changes.push(format!(
-                        "pool {pool}: backend {} tcp_fastopen {} -> {}",
-                        b.name, o.tcp_fastopen, b.tcp_fastopen
-                    ));
-                }
-                if o.max_connections != b.max_connections {
-                    changes.push(format!(
-                        "pool {pool}: backend {} max_connections {:?} -> {:?}",
-                        b.name, o.max_connections, b.max_connections
-                    ));
-                }
+                let mut changed = |what: &str, old: String, new: String| {
+                    if old != new {
+                        let name = &b.name;
+                        changes.push(format!("pool {pool}: backend {name} {what} {old} -> {new}"));
+                    }
+                };
+                changed("weight", o.weight.to_string(), b.weight.to_string());
+                changed(
+                    "send_proxy",
+                    format!("{:?}", o.send_proxy),
+                    format!("{:?}", b.send_proxy),
+                );
+                changed(
+                    "tcp_fastopen",
+                    o.tcp_fastopen.to_string(),
+                    b.tcp_fastopen.to_string(),
+                );
+                let max = |m: Option<u32>| format!("{m:?}");
+                changed(
+                    "max_connections",
+                    max(o.max_connections),
+                    max(b.max_connections),
+                );
             }
         }
     }

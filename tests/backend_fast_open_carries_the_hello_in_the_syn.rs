@@ -177,7 +177,7 @@ async fn the_hello_rides_in_the_syn_with_the_option_on_and_never_with_it_off() {
     let file = dir.path().join("stickytls.toml");
     let backends = [(backend.name.as_str(), backend.addr)];
     std::fs::write(&file, config_text(&backends, false)).unwrap();
-    let config = stickytls::config_file::load(&file).expect("the file parses");
+    let config = stickytls::config::file::load(&file).expect("the file parses");
     let router = Router::bind_file(config, file.clone())
         .await
         .expect("router binds")

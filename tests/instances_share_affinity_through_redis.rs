@@ -157,7 +157,7 @@ async fn a_pool_added_by_a_reload_is_shared_and_a_changed_store_needs_a_restart(
         t
     };
     std::fs::write(&file, text("one:", false)).unwrap();
-    let config = stickytls::config_file::load(&file).unwrap();
+    let config = stickytls::config::file::load(&file).unwrap();
     let router = Router::bind_file(config, file.clone()).await.unwrap();
     assert!(router.pool("web").unwrap().table.is_shared());
     let reload = || {

@@ -235,7 +235,7 @@ async fn a_reload_switches_a_kept_backend_to_the_new_header() {
         std::fs::write(&file, text).unwrap();
     };
     write("v1");
-    let cfg = stickytls::config_file::load(&file).unwrap();
+    let cfg = stickytls::config::file::load(&file).unwrap();
     let router = stickytls::router::Router::bind_file(cfg, file.clone())
         .await
         .unwrap()

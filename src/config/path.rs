@@ -1,11 +1,8 @@
 //! Where a setting lives in a [`Config`](super::Config), and what is known
-//! about each setting: its name as the file spells it, the integers it
-//! allows, its default. Every message and every rule reads them here.
+//! about each setting ([`super::settings`]): its name as the file spells
+//! it, the integers it allows, its default.
 
 use std::fmt;
-use std::time::Duration;
-
-use super::{AffinityConfig, HealthConfig, Limits, Timeouts};
 
 /// The values an integer setting allows. Wide enough for both the file's
 /// i64 and the runtime's usize, so one comparison serves both.
@@ -16,13 +13,6 @@ pub struct IntRange {
     /// What an absent setting means; `None` for no limit.
     pub default: Option<i128>,
 }
-
-/// A backend's share when none is given.
-pub const DEFAULT_WEIGHT: u32 = 1;
-
-/// The smallest hello byte budget: ordinary ClientHellos are a few hundred
-/// bytes (about 1.5 KB with a post-quantum key share).
-pub const MIN_HELLO_BYTES: usize = 512;
 
 /// Where a setting lives in a [`Config`](super::Config): which listener, pool or backend
 /// (by position, since a name may itself be the mistake) and which key.
@@ -67,6 +57,8 @@ pub enum ProcessKey {
     StateFile,
     StateInterval,
     TakeoverSocket,
+    /// `--threads`: the quick form's only, with no place in a `Config`.
+    Threads,
 }
 
 /// A key of `[admin]`; `Section` is the section itself.
@@ -112,6 +104,7 @@ pub enum PoolKey {
     Section,
     Balance,
     Backends,
+    Inspect,
     /// The pool's default `send_proxy` for backends without their own.
     SendProxy,
     Affinity(AffinityKey),
@@ -160,6 +153,7 @@ pub enum BackendKey {
     Weight,
     MaxConnections,
     SendProxy,
+    TcpFastopen,
 }
 
 impl ConfigPath {
@@ -212,176 +206,39 @@ impl ConfigPath {
     pub fn key(&self) -> &'static str {
         match self {
             ConfigPath::Root => "configuration",
-            ConfigPath::Listener(_, k) => match k {
-                ListenerKey::Section => "listener",
-                ListenerKey::Name => "name",
-                ListenerKey::Bind => "bind",
-                ListenerKey::ProxyProtocol => "proxy_protocol",
-                ListenerKey::ProxyTrusted(_) => "proxy_trusted",
-                ListenerKey::DefaultPool => "default_pool",
-                ListenerKey::SniPattern(_) | ListenerKey::SniPool(_) => "sni",
-                ListenerKey::NonTls => "non_tls",
-                ListenerKey::MaxConnections => "max_connections",
-                ListenerKey::MaxInspectingPerIp => "max_inspecting_per_ip",
-                ListenerKey::MaxHelloBytes => "max_hello_bytes",
-            },
-            ConfigPath::Pool(_, k) => match k {
-                PoolKey::Section => "pool",
-                PoolKey::Balance => "balance",
-                PoolKey::Backends => "backends",
-                PoolKey::SendProxy => "send_proxy",
-                PoolKey::Affinity(a) => match a {
-                    AffinityKey::Timeout => "affinity.timeout",
-                    AffinityKey::AbsoluteMax => "affinity.absolute_max",
-                    AffinityKey::TableSize => "affinity.table_size",
-                    AffinityKey::CorrelationWindow => "affinity.correlation_window",
-                    AffinityKey::NatThreshold => "affinity.nat_threshold",
-                    AffinityKey::Ipv4Prefix => "affinity.ipv4_prefix",
-                    AffinityKey::Ipv6Prefix => "affinity.ipv6_prefix",
-                    AffinityKey::ClientsTracked => "affinity.clients_tracked",
-                },
-                PoolKey::Timeout(t) => match t {
-                    TimeoutKey::Hello => "timeouts.hello",
-                    TimeoutKey::Connect => "timeouts.connect",
-                    TimeoutKey::FirstByte => "timeouts.first_byte",
-                    TimeoutKey::Idle => "timeouts.idle",
-                    TimeoutKey::DownHold => "timeouts.down_hold",
-                },
-                PoolKey::Health(h) => match h {
-                    HealthKey::Check => "health.check",
-                    HealthKey::Interval => "health.interval",
-                    HealthKey::Timeout => "health.timeout",
-                    HealthKey::Rise => "health.rise",
-                    HealthKey::Fall => "health.fall",
-                    HealthKey::Sni => "health.sni",
-                },
-            },
-            ConfigPath::Process(k) => match k {
-                ProcessKey::ShutdownTimeout => "shutdown_timeout",
-                ProcessKey::State => "state",
-                ProcessKey::StateFile => "state.file",
-                ProcessKey::StateInterval => "state.interval",
-                ProcessKey::TakeoverSocket => "state.takeover_socket",
-            },
-            ConfigPath::Backend { key, .. } => match key {
-                BackendKey::Entry => "backend",
-                BackendKey::Name => "name",
-                BackendKey::Address => "address",
-                BackendKey::Weight => "weight",
-                BackendKey::MaxConnections => "max_connections",
-                BackendKey::SendProxy => "send_proxy",
-            },
-            ConfigPath::Admin(k) => match k {
-                AdminKey::Section => "admin",
-                AdminKey::Bind => "bind",
-                AdminKey::Token => "token",
-                AdminKey::TokenForReads => "token_for_reads",
-            },
-            ConfigPath::Log(k) => match k {
-                LogKey::Section => "log",
-                LogKey::Format => "format",
-                LogKey::ConnectionsPerSecond => "connections_per_second",
-            },
-            ConfigPath::Store(k) => match k {
-                StoreKey::Section => "store",
-                StoreKey::Kind => "store.kind",
-                StoreKey::Url => "store.url",
-                StoreKey::TlsCaFile => "store.tls_ca_file",
-                StoreKey::Prefix => "store.prefix",
-                StoreKey::LookupBudget => "store.lookup_budget",
-                StoreKey::Timeout => "store.timeout",
-                StoreKey::Queue => "store.queue",
-            },
+            ConfigPath::Listener(_, ListenerKey::Section) => "listener",
+            ConfigPath::Pool(_, PoolKey::Section) => "pool",
+            ConfigPath::Process(ProcessKey::State) => "state",
+            ConfigPath::Backend {
+                key: BackendKey::Entry,
+                ..
+            } => "backend",
+            ConfigPath::Admin(AdminKey::Section) => "admin",
+            ConfigPath::Log(LogKey::Section) => "log",
+            ConfigPath::Store(StoreKey::Section) => "store",
+            // Every other path is a setting of the table.
+            _ => self.setting().map_or("configuration", |s| s.name),
         }
     }
 
-    /// The values an integer setting allows, and its default; `None` for
-    /// a setting that is not an integer. Validation and every message
-    /// about the setting read it here.
-    pub fn int_range(&self) -> Option<IntRange> {
-        let limits = Limits::default();
-        let affinity = AffinityConfig::default();
-        let health = HealthConfig::default();
-        let any = usize::MAX as i128;
-        let u32_max = i128::from(u32::MAX);
-        let range = |min, max, default: Option<i128>| IntRange { min, max, default };
-        let size = |d: usize| Some(d as i128);
-        Some(match self {
-            ConfigPath::Listener(_, ListenerKey::MaxConnections) => {
-                range(1, any, size(limits.max_connections))
+    /// The same place in listener, pool and backend 0, as the settings
+    /// table names it.
+    pub fn zeroed(&self) -> ConfigPath {
+        match *self {
+            ConfigPath::Listener(_, ListenerKey::ProxyTrusted(_)) => {
+                ConfigPath::Listener(0, ListenerKey::ProxyTrusted(0))
             }
-            ConfigPath::Listener(_, ListenerKey::MaxInspectingPerIp) => {
-                range(1, u32_max, Some(limits.max_inspecting_per_ip.into()))
+            ConfigPath::Listener(_, ListenerKey::SniPattern(_) | ListenerKey::SniPool(_)) => {
+                ConfigPath::Listener(0, ListenerKey::SniPattern(0))
             }
-            ConfigPath::Listener(_, ListenerKey::MaxHelloBytes) => {
-                range(MIN_HELLO_BYTES as i128, any, size(limits.max_hello_bytes))
-            }
-            ConfigPath::Backend {
-                key: BackendKey::Weight,
-                ..
-            } => range(0, u32_max, Some(DEFAULT_WEIGHT.into())),
-            ConfigPath::Backend {
-                key: BackendKey::MaxConnections,
-                ..
-            } => range(1, u32_max, None),
-            ConfigPath::Log(LogKey::ConnectionsPerSecond) => range(
-                0,
-                u32_max,
-                Some(super::LogConfig::default().connections_per_second.into()),
-            ),
-            ConfigPath::Pool(_, PoolKey::Affinity(a)) => match a {
-                AffinityKey::TableSize => range(1, any, size(affinity.table_size)),
-                AffinityKey::ClientsTracked => range(1, any, size(affinity.clients_tracked)),
-                AffinityKey::NatThreshold => range(0, u32_max, Some(affinity.nat_threshold.into())),
-                AffinityKey::Ipv4Prefix => range(1, 32, Some(affinity.ipv4_prefix.into())),
-                AffinityKey::Ipv6Prefix => range(1, 128, Some(affinity.ipv6_prefix.into())),
-                _ => return None,
+            ConfigPath::Listener(_, k) => ConfigPath::Listener(0, k),
+            ConfigPath::Pool(_, k) => ConfigPath::Pool(0, k),
+            ConfigPath::Backend { key, .. } => ConfigPath::Backend {
+                pool: 0,
+                backend: 0,
+                key,
             },
-            ConfigPath::Store(StoreKey::Queue) => {
-                range(1, 1 << 24, size(super::StoreConfig::QUEUE))
-            }
-            // More than a thousand probes in a row is a typo, not a policy.
-            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Rise)) => {
-                range(1, 1000, Some(health.rise.into()))
-            }
-            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Fall)) => {
-                range(1, 1000, Some(health.fall.into()))
-            }
-            _ => return None,
-        })
-    }
-
-    /// A duration setting's default, the example its messages suggest.
-    pub fn default_duration(&self) -> Option<Duration> {
-        let t = Timeouts::default();
-        let a = AffinityConfig::default();
-        let h = HealthConfig::default();
-        match self {
-            ConfigPath::Pool(_, PoolKey::Timeout(k)) => Some(match k {
-                TimeoutKey::Hello => t.hello,
-                TimeoutKey::Connect => t.connect,
-                TimeoutKey::FirstByte => t.first_byte,
-                TimeoutKey::Idle => t.idle,
-                TimeoutKey::DownHold => t.down_hold,
-            }),
-            ConfigPath::Pool(_, PoolKey::Affinity(AffinityKey::Timeout)) => {
-                Some(a.inactivity_timeout)
-            }
-            ConfigPath::Pool(_, PoolKey::Affinity(AffinityKey::CorrelationWindow)) => {
-                Some(a.correlation_window)
-            }
-            ConfigPath::Pool(_, PoolKey::Affinity(AffinityKey::AbsoluteMax)) => {
-                Some(a.inactivity_timeout)
-            }
-            ConfigPath::Process(ProcessKey::ShutdownTimeout) => {
-                Some(super::Lifecycle::default().shutdown_timeout)
-            }
-            ConfigPath::Process(ProcessKey::StateInterval) => Some(super::StateConfig::INTERVAL),
-            ConfigPath::Store(StoreKey::LookupBudget) => Some(super::StoreConfig::LOOKUP_BUDGET),
-            ConfigPath::Store(StoreKey::Timeout) => Some(super::StoreConfig::TIMEOUT),
-            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Interval)) => Some(h.interval),
-            ConfigPath::Pool(_, PoolKey::Health(HealthKey::Timeout)) => Some(h.timeout),
-            _ => None,
+            other => other,
         }
     }
 }

@@ -5,9 +5,10 @@
 //! the operator as many mistakes as possible:
 //! 1. TOML syntax, with the parser's recovery (several syntax errors can be
 //!    reported, but nothing after this pass runs if there is one).
-//! 2. Shape: each `[[listener]]` and `[pool.NAME]` section is deserialized
-//!    on its own, with unknown keys denied, so a typo in one section does
-//!    not hide the mistakes in the others.
+//! 2. Shape: each `[[listener]]` and `[pool.NAME]` section is checked on
+//!    its own against the settings table ([`super::settings`]), unknown
+//!    keys and values of the wrong TOML type denied, so a typo in one
+//!    section does not hide the mistakes in the others.
 //! 3. Meaning: text values (addresses, networks, durations, balancers) are
 //!    parsed, the sections become a [`Config`], and [`Config::validate`]
 //!    checks it: the same rules, with the same messages, as for the quick
@@ -23,26 +24,25 @@
 //! The file format is described in docs/configuration.md.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde::de::{MapAccess, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::config::{
-    AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config,
-    ConfigError, ConfigPath, HealthCheck, HealthKey, Lifecycle, ListenerConfig, ListenerKey,
-    LogConfig, LogFormat, LogKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule, SendProxy,
-    SniRoute, StateConfig, StoreConfig, StoreKey, StoreKind, TimeoutKey, ValueError, parse_address,
-    parse_duration,
+use super::settings::{self, Kind, Section};
+use super::{
+    AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Cidr, Config, ConfigError,
+    ConfigPath, HealthKey, Lifecycle, ListenerConfig, ListenerKey, LogConfig, LogKey, NonTls,
+    PoolConfig, PoolKey, ProcessKey, Rule, SendProxy, SniRoute, StateConfig, StoreConfig, StoreKey,
+    TimeoutKey, ValueError, parse_address, parse_duration, parse_redis_url,
 };
 
 /// One mistake in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}: error: {message}", position.map_or(String::new(), |(l, c)| format!(":{l}:{c}")))]
 pub struct ConfigDiagnostic {
     pub file: String,
     /// 1-based line and column (in characters) of the offending text;
@@ -73,35 +73,11 @@ pub enum Problem {
     Rule(ConfigError),
 }
 
-impl fmt::Display for ConfigDiagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.position {
-            Some((line, column)) => {
-                write!(f, "{}:{line}:{column}: error: {}", self.file, self.message)
-            }
-            None => write!(f, "{}: error: {}", self.file, self.message),
-        }
-    }
-}
-
 /// Every mistake found in a configuration file, in the order they appear
 /// in it. Displays one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct Diagnostics(pub Vec<ConfigDiagnostic>);
-
-impl fmt::Display for Diagnostics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Diagnostics {}
 
 /// Reads, loads and validates the configuration file at `path`: what
 /// `check` reports and what `run --config` starts with.
@@ -125,12 +101,10 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
 pub fn parse(text: &str, file_name: &str) -> Result<Config, Diagnostics> {
     let mut report = Report::default();
     let config = load_text(text, &mut report);
-    if let Some(config) = &config {
-        if let Err(rules) = config.validate() {
-            for e in rules.0 {
-                if report.judged(&e) {
-                    report.rule(e);
-                }
+    if let Some(Err(rules)) = config.as_ref().map(Config::validate) {
+        for e in rules.0 {
+            if report.judged(&e) {
+                report.rule_errors.push(e);
             }
         }
     }
@@ -176,9 +150,38 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
+/// A value of the file, with its span.
+type Value<'a> = Spanned<DeValue<'a>>;
+
+/// The value of `key` in `table`.
+fn get<'t, 'a>(table: &'t DeTable<'a>, key: &str) -> Option<&'t Value<'a>> {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref() == key)
+        .map(|(_, v)| v)
+}
+
+/// `v` as a `T`; the shape pass has made sure it is one.
+fn de<'a, T: Deserialize<'a>>(v: &Value<'a>) -> Result<T, toml::de::Error> {
+    T::deserialize(ValueDeserializer::from(v.clone()))
+}
+
+/// The sub-sections of a section, each a table of its own settings.
+fn subsections(section: Section) -> &'static [(&'static str, Section)] {
+    match section {
+        Section::Pool => &[
+            ("affinity", Section::Affinity),
+            ("timeouts", Section::Timeouts),
+            ("health", Section::Health),
+        ],
+        _ => &[],
+    }
+}
+
 /// What loading found so far, and where each setting was written.
 #[derive(Default)]
-struct Report {
+struct Report<'t> {
+    text: &'t str,
     /// Mistakes only a file can make, at their byte span.
     file_errors: Vec<(Range<usize>, Problem, String)>,
     /// Broken rules, located through `spans` at the end.
@@ -195,13 +198,9 @@ struct Report {
     saw_pool: bool,
 }
 
-impl Report {
+impl Report<'_> {
     fn error(&mut self, span: Range<usize>, problem: Problem, message: String) {
         self.file_errors.push((span, problem, message));
-    }
-
-    fn rule(&mut self, e: ConfigError) {
-        self.rule_errors.push(e);
     }
 
     fn at(&mut self, path: ConfigPath, span: Range<usize>) {
@@ -237,57 +236,171 @@ impl Report {
         self.root.start..self.root.start
     }
 
-    /// A text value parsed with `parse`; a stand-in (`None`) if it does not.
-    fn value<T>(
+    /// Pass 2 for one section: whether every key of `table` is a setting
+    /// of `section` (or a sub-section's, checked in turn) with a value of
+    /// its type. Like serde with unknown fields denied, only the first
+    /// mistake in file order is reported, and the section is not read.
+    fn shape(&mut self, table: &DeTable, section: Section) -> bool {
+        for (spanned_key, value) in table.iter() {
+            let key = spanned_key.get_ref().as_ref();
+            if let Some(&(_, sub)) = subsections(section).iter().find(|(k, _)| *k == key) {
+                match value.get_ref().as_table() {
+                    Some(t) if self.shape(t, sub) => continue,
+                    Some(_) => return false,
+                    None => {
+                        return self.not_a_table(value.span(), &format!("`{key}`"), sub.title());
+                    }
+                }
+            }
+            let Some(setting) = settings::in_section(section).find(|s| s.key() == key) else {
+                let known: Vec<String> = settings::in_section(section)
+                    .map(|s| s.key())
+                    .chain(subsections(section).iter().map(|(k, _)| *k))
+                    .map(|k| format!("`{k}`"))
+                    .collect();
+                let expected = match &known[..] {
+                    [one] => format!("expected {one}"),
+                    [a, b] => format!("expected {a} or {b}"),
+                    _ => format!("expected one of {}", known.join(", ")),
+                };
+                self.error(
+                    spanned_key.span(),
+                    Problem::Shape,
+                    format!("unknown setting `{key}`, {expected}; fix its spelling or remove it"),
+                );
+                return false;
+            };
+            let typed = match setting.kind {
+                Kind::Int { .. } => de::<i64>(value).map(drop),
+                Kind::Bool => de::<bool>(value).map(drop),
+                Kind::Duration | Kind::Text => de::<String>(value).map(drop),
+                Kind::List => de::<Vec<Spanned<String>>>(value).map(drop),
+                Kind::Sni => match value.get_ref().as_table() {
+                    Some(t) => t.iter().try_for_each(|(_, v)| de::<String>(v).map(drop)),
+                    None => return self.not_a_table(value.span(), "`sni`", "[listener.sni]"),
+                },
+                Kind::Tables => match value.get_ref().as_array() {
+                    Some(items) => {
+                        for item in items.iter() {
+                            match item.get_ref().as_table() {
+                                Some(t) if self.shape(t, Section::Backend) => {}
+                                Some(_) => return false,
+                                None => {
+                                    return self.not_a_table(
+                                        item.span(),
+                                        "a backend",
+                                        "{ name = \"...\", address = \"IP:PORT\" }",
+                                    );
+                                }
+                            }
+                        }
+                        Ok(())
+                    }
+                    None => de::<Vec<toml::Value>>(value).map(drop),
+                },
+            };
+            if let Err(e) = typed {
+                self.toml(&e, value.span());
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `what`, a section or entry, is not a table; returns false, for
+    /// `shape`.
+    fn not_a_table(&mut self, span: Range<usize>, what: &str, form: &str) -> bool {
+        self.error(
+            span,
+            Problem::Shape,
+            format!("{what} must be a table; write it as {form}"),
+        );
+        false
+    }
+
+    /// The text of `path`'s setting in `table`, parsed with `parse`; `None`
+    /// when absent, or a stand-in when it does not parse (reported).
+    fn read<T>(
+        &mut self,
+        table: &DeTable,
+        path: ConfigPath,
+        parse: impl FnOnce(&str) -> Result<T, ValueError>,
+    ) -> Option<T> {
+        let v = get(table, path.setting()?.key())?;
+        self.parse_value(path, v, parse)
+    }
+
+    fn parse_value<T>(
         &mut self,
         path: ConfigPath,
-        v: &Spanned<String>,
+        v: &Value,
         parse: impl FnOnce(&str) -> Result<T, ValueError>,
     ) -> Option<T> {
         self.at(path, v.span());
-        match parse(v.get_ref()) {
+        match parse(v.get_ref().as_str().unwrap_or_default()) {
             Ok(x) => Some(x),
             Err(e) => {
                 self.unread.push(path);
-                self.rule(ConfigError {
-                    path,
-                    rule: Rule::Value(e),
-                });
+                self.rule_errors
+                    .push(ConfigError::new(path, Rule::Value(e)));
                 None
             }
         }
     }
 
+    /// `read`, into `slot` when it is there and parses.
+    fn set<T>(
+        &mut self,
+        table: &DeTable,
+        path: ConfigPath,
+        slot: &mut T,
+        parse: impl FnOnce(&str) -> Result<T, ValueError>,
+    ) {
+        if let Some(v) = self.read(table, path, parse) {
+            *slot = v;
+        }
+    }
+
+    /// A text setting taken as it is written.
+    fn text(&mut self, table: &DeTable, path: ConfigPath) -> Option<String> {
+        self.read(table, path, |s| Ok(s.to_string()))
+    }
+
+    /// A boolean setting.
+    fn flag(&mut self, table: &DeTable, path: ConfigPath) -> Option<bool> {
+        let v = get(table, path.setting()?.key())?;
+        self.at(path, v.span());
+        de(v).ok()
+    }
+
     /// An integer that fits `T`; the range the setting allows is checked
     /// by validation, so one that does not fit gets the same message.
-    fn int<T: TryFrom<i64>>(&mut self, path: ConfigPath, v: &Spanned<i64>) -> Option<T> {
+    fn int<T: TryFrom<i64>>(&mut self, table: &DeTable, path: ConfigPath) -> Option<T> {
+        let v = get(table, path.setting()?.key())?;
         self.at(path, v.span());
-        match T::try_from(*v.get_ref()) {
-            Ok(x) => Some(x),
-            Err(_) => {
-                self.unread.push(path);
-                self.rule(ConfigError {
-                    path,
-                    rule: Rule::OutOfRange {
-                        value: (*v.get_ref()).into(),
-                    },
-                });
-                None
-            }
+        let n: i64 = de(v).ok()?;
+        let fits = T::try_from(n).ok();
+        if fits.is_none() {
+            self.unread.push(path);
+            let rule = Rule::OutOfRange { value: n.into() };
+            self.rule_errors.push(ConfigError::new(path, rule));
+        }
+        fits
+    }
+
+    /// `int`, into `slot` when it is there and fits.
+    fn set_int<T: TryFrom<i64>>(&mut self, table: &DeTable, path: ConfigPath, slot: &mut T) {
+        if let Some(n) = self.int(table, path) {
+            *slot = n;
         }
     }
 
     /// A deserialization error from the toml crate, reworded to say what
     /// to change; `fallback` locates errors that carry no span.
-    fn toml(&mut self, e: &toml::de::Error, text: &str, fallback: Range<usize>) {
+    fn toml(&mut self, e: &toml::de::Error, fallback: Range<usize>) {
         let msg = e.message().trim_end();
         let span = e.span().unwrap_or(fallback);
-        let (problem, message) = if let Some(rest) = msg.strip_prefix("unknown field ") {
-            (
-                Problem::Shape,
-                format!("unknown setting {rest}; fix its spelling or remove it"),
-            )
-        } else if msg.starts_with("invalid type") {
+        let (problem, message) = if msg.starts_with("invalid type") {
             // Integers are read as i64 and range-checked later.
             let msg = msg.replace("expected i64", "expected an integer");
             (
@@ -295,7 +408,7 @@ impl Report {
                 format!("{msg}; change the value to that type"),
             )
         } else if msg.starts_with("duplicate key") {
-            let key = text.get(span.clone()).unwrap_or("").trim();
+            let key = self.text.get(span.clone()).unwrap_or("").trim();
             (
                 Problem::Syntax,
                 format!(
@@ -309,184 +422,38 @@ impl Report {
     }
 }
 
-// ---------------------------------------------------------------------------
-// The file's shape. Values that need checking beyond their TOML type are
-// kept as strings or i64 with their span, so pass 3 can report all of them.
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListenerFile {
-    name: Option<Spanned<String>>,
-    bind: Option<Spanned<String>>,
-    proxy_protocol: Option<Spanned<bool>>,
-    proxy_trusted: Option<Vec<Spanned<String>>>,
-    default_pool: Option<Spanned<String>>,
-    non_tls: Option<Spanned<String>>,
-    max_connections: Option<Spanned<i64>>,
-    max_inspecting_per_ip: Option<Spanned<i64>>,
-    max_hello_bytes: Option<Spanned<i64>>,
-    #[serde(default)]
-    sni: SniRules,
-}
-
-/// `[admin]`: the admin endpoint.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdminFile {
-    bind: Option<Spanned<String>>,
-    token: Option<Spanned<String>>,
-    token_for_reads: Option<Spanned<bool>>,
-}
-
-/// `[store]`: where the affinity tables live.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StoreFile {
-    kind: Option<Spanned<String>>,
-    url: Option<Spanned<String>>,
-    /// Several addresses: a cluster's seed nodes; a single server uses
-    /// the first.
-    urls: Option<Spanned<Vec<Spanned<String>>>>,
-    tls_ca_file: Option<Spanned<String>>,
-    prefix: Option<Spanned<String>>,
-    lookup_budget: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
-    queue: Option<Spanned<i64>>,
-}
-
-/// `[log]`: how lines are written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogFile {
-    format: Option<Spanned<String>>,
-    connections_per_second: Option<Spanned<i64>>,
-}
-
-/// `[listener.sni]`: pattern → pool, in file order (a map would sort them
-/// and lose the patterns' positions).
-#[derive(Debug, Default)]
-struct SniRules(Vec<(Spanned<String>, Spanned<String>)>);
-
-impl<'de> Deserialize<'de> for SniRules {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct RulesVisitor;
-        impl<'de> Visitor<'de> for RulesVisitor {
-            type Value = SniRules;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a table of \"host name\" = \"pool\"")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SniRules, A::Error> {
-                let mut rules = Vec::new();
-                while let Some(rule) = map.next_entry()? {
-                    rules.push(rule);
-                }
-                Ok(SniRules(rules))
-            }
-        }
-        d.deserialize_map(RulesVisitor)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PoolFile {
-    balance: Option<Spanned<String>>,
-    inspect: Option<bool>,
-    /// The default for backends without their own `send_proxy`.
-    send_proxy: Option<Spanned<String>>,
-    backends: Option<Spanned<Vec<Spanned<BackendFile>>>>,
-    #[serde(default)]
-    affinity: AffinityFile,
-    #[serde(default)]
-    timeouts: TimeoutsFile,
-    #[serde(default)]
-    health: HealthFile,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackendFile {
-    name: Option<Spanned<String>>,
-    address: Option<Spanned<String>>,
-    weight: Option<Spanned<i64>>,
-    max_connections: Option<Spanned<i64>>,
-    send_proxy: Option<Spanned<String>>,
-    tcp_fastopen: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AffinityFile {
-    timeout: Option<Spanned<String>>,
-    absolute_max: Option<Spanned<String>>,
-    table_size: Option<Spanned<i64>>,
-    correlation_window: Option<Spanned<String>>,
-    nat_threshold: Option<Spanned<i64>>,
-    ipv4_prefix: Option<Spanned<i64>>,
-    ipv6_prefix: Option<Spanned<i64>>,
-    clients_tracked: Option<Spanned<i64>>,
-}
-
-/// `[state]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StateFile {
-    file: Option<Spanned<String>>,
-    interval: Option<Spanned<String>>,
-    takeover_socket: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TimeoutsFile {
-    hello: Option<Spanned<String>>,
-    connect: Option<Spanned<String>>,
-    first_byte: Option<Spanned<String>>,
-    idle: Option<Spanned<String>>,
-    down_hold: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HealthFile {
-    check: Option<Spanned<String>>,
-    interval: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
-    rise: Option<Spanned<i64>>,
-    fall: Option<Spanned<i64>>,
-    sni: Option<Spanned<String>>,
-}
-
-// ---------------------------------------------------------------------------
-// Passes 1 and 2.
-
 /// A stand-in address for a listener or backend whose own could not be
 /// read; port 0 never clashes with another listener's.
 const STAND_IN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// The configuration the file describes, with stand-ins where a value
 /// could not be read (recorded in `report`); `None` after a syntax error.
-fn load_text(text: &str, report: &mut Report) -> Option<Config> {
+fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
+    report.text = text;
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         for e in &syntax {
-            report.toml(e, text, 0..0);
+            report.toml(e, 0..0);
         }
         return None;
     }
     report.root = root.span();
-    let mut listeners = Vec::new();
-    let mut pools = Vec::new();
-    let mut lifecycle = Lifecycle::default();
-    let mut admin = None;
-    let mut log = LogConfig::default();
-    let mut store = StoreConfig::default();
-    for (key, value) in root.into_inner() {
+    let mut c = Config {
+        listeners: Vec::new(),
+        pools: Vec::new(),
+        lifecycle: Lifecycle::default(),
+        admin: None,
+        log: LogConfig::default(),
+        store: StoreConfig::default(),
+    };
+    let root = root.into_inner();
+    for (key, value) in root.iter() {
         let key_span = key.span();
-        match key.get_ref().as_ref() {
-            "listener" => {
+        let table = value.get_ref().as_table();
+        match (key.get_ref().as_ref(), table) {
+            ("listener", _) => {
                 report.saw_listener = true;
-                let DeValue::Array(items) = value.get_ref() else {
+                let Some(items) = value.get_ref().as_array() else {
                     report.error(
                         value.span(),
                         Problem::Shape,
@@ -496,135 +463,100 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
                     continue;
                 };
                 for item in items.iter() {
-                    let span = item.span();
-                    let i = listeners.len();
-                    let listener = if !item.get_ref().is_table() {
-                        report.error(span.clone(), Problem::Shape, "a listener must be a table; write it as a [[listener]] section".into());
-                        None
-                    } else {
-                        match Spanned::<ListenerFile>::deserialize(ValueDeserializer::from(item.clone())) {
-                            Ok(l) => Some(l),
-                            Err(e) => {
-                                report.toml(&e, text, span.clone());
-                                None
-                            }
+                    let i = c.listeners.len();
+                    let listener = match item.get_ref().as_table() {
+                        Some(t) if report.shape(t, Section::Listener) => Some(build_listener(i, t, item.span(), report)),
+                        Some(_) => None,
+                        None => {
+                            report.not_a_table(item.span(), "a listener", "a [[listener]] section");
+                            None
                         }
                     };
-                    listeners.push(match listener {
-                        Some(l) => build_listener(i, l, report),
-                        None => {
-                            let section = ConfigPath::Listener(i, ListenerKey::Section);
-                            report.at(section, span);
-                            report.unread.push(section);
-                            let mut stand_in = ListenerConfig::new(STAND_IN, "");
-                            stand_in.name = format!("listener-{}", i + 1);
-                            stand_in
-                        }
-                    });
+                    c.listeners.push(listener.unwrap_or_else(|| {
+                        let section = ConfigPath::Listener(i, ListenerKey::Section);
+                        report.at(section, item.span());
+                        report.unread.push(section);
+                        let mut stand_in = ListenerConfig::new(STAND_IN, "");
+                        stand_in.name = format!("listener-{}", i + 1);
+                        stand_in
+                    }));
                 }
             }
-            "pool" => {
+            ("pool", Some(table)) => {
                 report.saw_pool = true;
-                let DeValue::Table(table) = value.get_ref() else {
-                    report.error(
-                        value.span(),
-                        Problem::Shape,
-                        "`pool` must be a table of pools; write each pool as a [pool.NAME] section".to_string(),
-                    );
-                    continue;
-                };
                 for (name, body) in table.iter() {
-                    let i = pools.len();
+                    let i = c.pools.len();
                     let section = ConfigPath::Pool(i, PoolKey::Section);
                     report.at(section, name.span());
-                    let pool = if !body.get_ref().is_table() {
-                        report.error(
-                            body.span(),
-                            Problem::Shape,
-                            format!("pool `{}` must be a table; write it as a [pool.{}] section", name.get_ref(), name.get_ref()),
-                        );
-                        None
-                    } else {
-                        match PoolFile::deserialize(ValueDeserializer::from(body.clone())) {
-                            Ok(p) => Some(p),
-                            Err(e) => {
-                                report.toml(&e, text, name.span());
-                                None
-                            }
+                    let name = name.get_ref();
+                    let pool = match body.get_ref().as_table() {
+                        Some(t) if report.shape(t, Section::Pool) => Some(build_pool(i, name, t, report)),
+                        Some(_) => None,
+                        None => {
+                            report.not_a_table(body.span(), &format!("pool `{name}`"), &format!("a [pool.{name}] section"));
+                            None
                         }
                     };
                     // A pool with mistakes is still known by its name, so a
                     // reference to it is not also reported as undefined.
-                    pools.push(match pool {
-                        Some(p) => build_pool(i, name.get_ref(), p, report),
-                        None => {
-                            report.unread.push(section);
-                            PoolConfig::new(name.get_ref(), Vec::new())
-                        }
-                    });
+                    c.pools.push(pool.unwrap_or_else(|| {
+                        report.unread.push(section);
+                        PoolConfig::new(name, Vec::new())
+                    }));
                 }
             }
-            "shutdown_timeout" => {
-                match String::deserialize(ValueDeserializer::from(value.clone())) {
-                    Ok(text) => {
-                        let v = Spanned::new(value.span(), text);
-                        let at = ConfigPath::Process(ProcessKey::ShutdownTimeout);
-                        if let Some(d) = report.value(at, &v, parse_duration) {
-                            lifecycle.shutdown_timeout = d;
-                        }
-                    }
-                    Err(e) => report.toml(&e, text, value.span()),
+            ("pool", None) => {
+                report.saw_pool = true;
+                report.error(value.span(), Problem::Shape, "`pool` must be a table of pools; write each pool as a [pool.NAME] section".to_string());
+            }
+            ("shutdown_timeout", _) => {
+                let at = ConfigPath::Process(ProcessKey::ShutdownTimeout);
+                match de::<String>(value) {
+                    Ok(_) => report.set(&root, at, &mut c.lifecycle.shutdown_timeout, parse_duration),
+                    Err(e) => report.toml(&e, value.span()),
                 }
             }
-            "state" => {
-                if !value.get_ref().is_table() {
-                    report.error(
-                        value.span(),
-                        Problem::Shape,
-                        "`state` must be a table; write it as a [state] section with `file`".into(),
-                    );
-                    continue;
-                }
+            ("state", None) => report.error(
+                value.span(),
+                Problem::Shape,
+                "`state` must be a table; write it as a [state] section with `file`".into(),
+            ),
+            ("state", Some(t)) => {
                 let at = ConfigPath::Process;
                 report.at(at(ProcessKey::State), key_span);
-                match StateFile::deserialize(ValueDeserializer::from(value.clone())) {
-                    Ok(st) => {
-                        if let Some(t) = &st.takeover_socket {
-                            report.at(at(ProcessKey::TakeoverSocket), t.span());
-                            lifecycle.takeover_socket = Some(t.get_ref().into());
-                        }
-                        lifecycle.state = build_state(st, value.span(), report);
-                    }
-                    Err(e) => {
-                        report.toml(&e, text, value.span());
-                        report.unread.push(at(ProcessKey::State));
-                    }
+                if report.shape(t, Section::State) {
+                    let socket = report.text(t, at(ProcessKey::TakeoverSocket));
+                    c.lifecycle.takeover_socket = socket.map(Into::into);
+                    c.lifecycle.state = build_state(t, value.span(), report);
+                } else {
+                    report.unread.push(at(ProcessKey::State));
                 }
             }
-
-            "admin" => {
-                let section = ConfigPath::Admin(AdminKey::Section);
-                report.at(section, key_span.clone());
-                match AdminFile::deserialize(ValueDeserializer::from(value.clone())) {
-                    Ok(a) => admin = Some(build_admin(a, key_span, report)),
-                    Err(e) => report.toml(&e, text, key_span),
+            ("admin", Some(t)) => {
+                report.at(ConfigPath::Admin(AdminKey::Section), key_span.clone());
+                if report.shape(t, Section::Admin) {
+                    c.admin = Some(build_admin(t, key_span, report));
                 }
             }
-            "store" => {
+            ("store", Some(t)) => {
                 report.at(ConfigPath::Store(StoreKey::Section), key_span.clone());
-                match StoreFile::deserialize(ValueDeserializer::from(value.clone())) {
-                    Ok(st) => store = build_store(st, report),
-                    Err(e) => report.toml(&e, text, key_span),
+                if report.shape(t, Section::Store) {
+                    c.store = build_store(t, report);
                 }
             }
-            "log" => {
+            ("log", Some(t)) => {
                 report.at(ConfigPath::Log(LogKey::Section), key_span.clone());
-                match LogFile::deserialize(ValueDeserializer::from(value.clone())) {
-                    Ok(l) => log = build_log(l, report),
-                    Err(e) => report.toml(&e, text, key_span),
+                if report.shape(t, Section::Log) {
+                    let at = ConfigPath::Log;
+                    report.set(t, at(LogKey::Format), &mut c.log.format, str::parse);
+                    report.set_int(t, at(LogKey::ConnectionsPerSecond), &mut c.log.connections_per_second);
                 }
             }
-            other => report.error(
+            (name @ ("admin" | "store" | "log"), None) => {
+                let form = format!("[{name}] with its settings under it");
+                report.not_a_table(value.span(), &format!("`{name}`"), &form);
+            }
+            (other, _) => report.error(
                 key_span,
                 Problem::Shape,
                 format!(
@@ -633,36 +565,34 @@ fn load_text(text: &str, report: &mut Report) -> Option<Config> {
             ),
         }
     }
-    Some(Config {
-        listeners,
-        pools,
-        lifecycle,
-        admin,
-        log,
-        store,
-    })
+    Some(c)
 }
 
-fn build_store(st: StoreFile, report: &mut Report) -> StoreConfig {
+// ---------------------------------------------------------------------------
+// Pass 3: from text to values, one line per setting. The rules are in
+// `Config::validate`.
+
+fn build_store(t: &DeTable, report: &mut Report) -> StoreConfig {
     let at = ConfigPath::Store;
     let mut c = StoreConfig::default();
-    if let Some(k) = &st.kind {
-        c.kind = report
-            .value(at(StoreKey::Kind), k, |s| s.parse::<StoreKind>())
-            .unwrap_or_default();
-    }
-    let urls: Vec<Spanned<String>> = match (&st.url, &st.urls) {
+    report.set(t, at(StoreKey::Kind), &mut c.kind, str::parse);
+    let urls: Vec<&Value> = match (get(t, "url"), get(t, "urls")) {
         (Some(u), Some(list)) => {
             report.error(
                 list.span(),
                 Problem::Shape,
                 "[store] has both `url` and `urls`; keep one".into(),
             );
-            vec![u.clone()]
+            vec![u]
         }
-        (Some(u), None) => vec![u.clone()],
+        (Some(u), None) => vec![u],
         (None, Some(list)) => {
-            if list.get_ref().is_empty() {
+            let items: Vec<&Value> = list
+                .get_ref()
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
+            if items.is_empty() {
                 report.error(
                     list.span(),
                     Problem::Shape,
@@ -670,95 +600,61 @@ fn build_store(st: StoreFile, report: &mut Report) -> StoreConfig {
                         .into(),
                 );
             }
-            list.get_ref().clone()
+            items
         }
         (None, None) => Vec::new(),
     };
-    for u in &urls {
+    for u in urls {
         // Read, but not usable: not also "missing" (the error is reported
         // here, at the URL).
-        let _ = report.value(at(StoreKey::Url), u, crate::config::parse_redis_url);
-        c.urls.push(u.get_ref().clone());
+        let _ = report.parse_value(at(StoreKey::Url), u, parse_redis_url);
+        c.urls
+            .push(u.get_ref().as_str().unwrap_or_default().to_string());
     }
-    if let Some(f) = &st.tls_ca_file {
-        report.at(at(StoreKey::TlsCaFile), f.span());
-        c.tls_ca_file = Some(f.get_ref().into());
-    }
-    if let Some(p) = &st.prefix {
-        report.at(at(StoreKey::Prefix), p.span());
-        c.prefix = p.get_ref().clone();
-    }
-    if let Some(b) = &st.lookup_budget {
-        if let Some(d) = report.value(at(StoreKey::LookupBudget), b, parse_duration) {
-            c.lookup_budget = d;
-        }
-    }
-    if let Some(t) = &st.timeout {
-        if let Some(d) = report.value(at(StoreKey::Timeout), t, parse_duration) {
-            c.timeout = d;
-        }
-    }
-    if let Some(q) = &st.queue {
-        c.queue = report.int(at(StoreKey::Queue), q).unwrap_or(c.queue);
-    }
+    c.tls_ca_file = report.text(t, at(StoreKey::TlsCaFile)).map(Into::into);
+    report.set(
+        t,
+        at(StoreKey::Prefix),
+        &mut c.prefix,
+        |s| Ok(s.to_string()),
+    );
+    report.set(
+        t,
+        at(StoreKey::LookupBudget),
+        &mut c.lookup_budget,
+        parse_duration,
+    );
+    report.set(t, at(StoreKey::Timeout), &mut c.timeout, parse_duration);
+    report.set_int(t, at(StoreKey::Queue), &mut c.queue);
     c
 }
 
-fn build_admin(a: AdminFile, section: Range<usize>, report: &mut Report) -> AdminConfig {
-    let bind = match &a.bind {
-        Some(b) => report
-            .value(ConfigPath::Admin(AdminKey::Bind), b, parse_address)
-            .unwrap_or(STAND_IN),
+fn build_admin(t: &DeTable, section: Range<usize>, report: &mut Report) -> AdminConfig {
+    let at = ConfigPath::Admin;
+    let bind = match get(t, "bind") {
+        Some(_) => report.read(t, at(AdminKey::Bind), parse_address),
         None => {
             report.missing(
                 section,
-                ConfigPath::Admin(AdminKey::Bind),
+                at(AdminKey::Bind),
                 "[admin] has no `bind` address; add e.g. bind = \"127.0.0.1:9900\"".to_string(),
             );
-            STAND_IN
+            None
         }
     };
-    let token = a.token.as_ref().map(|t| {
-        report.at(ConfigPath::Admin(AdminKey::Token), t.span());
-        t.get_ref().clone()
-    });
-    let token_for_reads = a.token_for_reads.as_ref().is_some_and(|t| {
-        report.at(ConfigPath::Admin(AdminKey::TokenForReads), t.span());
-        *t.get_ref()
-    });
     AdminConfig {
-        bind,
-        token,
-        token_for_reads,
+        bind: bind.unwrap_or(STAND_IN),
+        token: report.text(t, at(AdminKey::Token)),
+        token_for_reads: report.flag(t, at(AdminKey::TokenForReads)).unwrap_or(false),
     }
 }
-
-fn build_log(l: LogFile, report: &mut Report) -> LogConfig {
-    let mut c = LogConfig::default();
-    if let Some(f) = &l.format {
-        c.format = report
-            .value(ConfigPath::Log(LogKey::Format), f, |s| {
-                s.parse::<LogFormat>()
-            })
-            .unwrap_or_default();
-    }
-    if let Some(n) = &l.connections_per_second {
-        c.connections_per_second = report
-            .int(ConfigPath::Log(LogKey::ConnectionsPerSecond), n)
-            .unwrap_or(c.connections_per_second);
-    }
-    c
-}
-
-// ---------------------------------------------------------------------------
-// Pass 3: from text to values. The rules are in `Config::validate`.
 
 /// `[state]`'s file; `None` when `file` is missing (reported here, unless
 /// the section only names a `takeover_socket`).
-fn build_state(s: StateFile, span: Range<usize>, report: &mut Report) -> Option<StateConfig> {
+fn build_state(t: &DeTable, span: Range<usize>, report: &mut Report) -> Option<StateConfig> {
     let at = ConfigPath::Process;
-    let Some(file) = &s.file else {
-        if s.takeover_socket.is_some() && s.interval.is_none() {
+    let Some(file) = report.text(t, at(ProcessKey::StateFile)) else {
+        if get(t, "takeover_socket").is_some() && get(t, "interval").is_none() {
             return None;
         }
         report.missing(
@@ -768,35 +664,30 @@ fn build_state(s: StateFile, span: Range<usize>, report: &mut Report) -> Option<
         );
         return None;
     };
-    report.at(at(ProcessKey::StateFile), file.span());
-    let mut c = StateConfig::new(file.get_ref().into());
-    if let Some(v) = &s.interval {
-        if let Some(d) = report.value(at(ProcessKey::StateInterval), v, parse_duration) {
-            c.interval = d;
-        }
-    }
+    let mut c = StateConfig::new(file.into());
+    report.set(
+        t,
+        at(ProcessKey::StateInterval),
+        &mut c.interval,
+        parse_duration,
+    );
     Some(c)
 }
 
-fn build_listener(i: usize, l: Spanned<ListenerFile>, report: &mut Report) -> ListenerConfig {
+fn build_listener(
+    i: usize,
+    t: &DeTable,
+    span: Range<usize>,
+    report: &mut Report,
+) -> ListenerConfig {
     let at = |key| ConfigPath::Listener(i, key);
-    let span = l.span();
     report.at(at(ListenerKey::Section), span.clone());
-    let l = l.into_inner();
     let mut c = ListenerConfig::new(STAND_IN, "");
-    c.name = match &l.name {
-        Some(n) => {
-            report.at(at(ListenerKey::Name), n.span());
-            n.get_ref().clone()
-        }
-        None => format!("listener-{}", i + 1),
-    };
-    match &l.bind {
-        Some(b) => {
-            c.bind = report
-                .value(at(ListenerKey::Bind), b, parse_address)
-                .unwrap_or(STAND_IN)
-        }
+    c.name = report
+        .text(t, at(ListenerKey::Name))
+        .unwrap_or_else(|| format!("listener-{}", i + 1));
+    match get(t, "bind") {
+        Some(_) => report.set(t, at(ListenerKey::Bind), &mut c.bind, parse_address),
         None => report.missing(
             span.clone(),
             at(ListenerKey::Bind),
@@ -806,26 +697,17 @@ fn build_listener(i: usize, l: Spanned<ListenerFile>, report: &mut Report) -> Li
             ),
         ),
     }
-    if let Some(p) = &l.proxy_protocol {
-        report.at(at(ListenerKey::ProxyProtocol), p.span());
-        c.proxy_protocol = *p.get_ref();
+    c.proxy_protocol = report
+        .flag(t, at(ListenerKey::ProxyProtocol))
+        .unwrap_or(false);
+    let trusted = get(t, "proxy_trusted").and_then(|v| v.get_ref().as_array());
+    for (j, cidr) in trusted.into_iter().flatten().enumerate() {
+        let cidr = report.parse_value(at(ListenerKey::ProxyTrusted(j)), cidr, str::parse::<Cidr>);
+        c.proxy_trusted
+            .push(cidr.unwrap_or(Cidr(STAND_IN.ip().into())));
     }
-    for (j, cidr) in l.proxy_trusted.iter().flatten().enumerate() {
-        let cidr = report
-            .value(at(ListenerKey::ProxyTrusted(j)), cidr, |s| {
-                s.parse::<Cidr>()
-            })
-            .unwrap_or(Cidr {
-                addr: STAND_IN.ip(),
-                len: 32,
-            });
-        c.proxy_trusted.push(cidr);
-    }
-    match &l.default_pool {
-        Some(p) => {
-            report.at(at(ListenerKey::DefaultPool), p.span());
-            c.default_pool = p.get_ref().clone();
-        }
+    match report.text(t, at(ListenerKey::DefaultPool)) {
+        Some(pool) => c.default_pool = pool,
         None => report.missing(
             span,
             at(ListenerKey::DefaultPool),
@@ -835,228 +717,193 @@ fn build_listener(i: usize, l: Spanned<ListenerFile>, report: &mut Report) -> Li
             ),
         ),
     }
-    for (j, (pattern, pool)) in l.sni.0.iter().enumerate() {
+    let rules = get(t, "sni").and_then(|v| v.get_ref().as_table());
+    for (j, (pattern, pool)) in rules.into_iter().flatten().enumerate() {
         report.at(at(ListenerKey::SniPattern(j)), pattern.span());
         report.at(at(ListenerKey::SniPool(j)), pool.span());
+        let pool = pool.get_ref().as_str().unwrap_or_default().to_string();
         c.sni.push(SniRoute {
-            pattern: pattern.get_ref().clone(),
-            pool: pool.get_ref().clone(),
+            pattern: pattern.get_ref().to_string(),
+            pool,
         });
     }
-    if let Some(v) = &l.non_tls {
-        report.at(at(ListenerKey::NonTls), v.span());
-        // "reject" always means closing, even if a pool has that name.
-        if v.get_ref() != "reject" {
-            c.non_tls = NonTls::Pool(v.get_ref().clone());
-        }
+    // "reject" always means closing, even if a pool has that name.
+    if let Some(pool) = report
+        .text(t, at(ListenerKey::NonTls))
+        .filter(|v| v != "reject")
+    {
+        c.non_tls = NonTls::Pool(pool);
     }
     let limits = &mut c.limits;
-    if let Some(v) = &l.max_connections {
-        limits.max_connections = report
-            .int(at(ListenerKey::MaxConnections), v)
-            .unwrap_or(limits.max_connections);
-    }
-    if let Some(v) = &l.max_inspecting_per_ip {
-        limits.max_inspecting_per_ip = report
-            .int(at(ListenerKey::MaxInspectingPerIp), v)
-            .unwrap_or(limits.max_inspecting_per_ip);
-    }
-    if let Some(v) = &l.max_hello_bytes {
-        limits.max_hello_bytes = report
-            .int(at(ListenerKey::MaxHelloBytes), v)
-            .unwrap_or(limits.max_hello_bytes);
-    }
+    report.set_int(
+        t,
+        at(ListenerKey::MaxConnections),
+        &mut limits.max_connections,
+    );
+    report.set_int(
+        t,
+        at(ListenerKey::MaxInspectingPerIp),
+        &mut limits.max_inspecting_per_ip,
+    );
+    report.set_int(
+        t,
+        at(ListenerKey::MaxHelloBytes),
+        &mut limits.max_hello_bytes,
+    );
     c
 }
 
-fn build_pool(i: usize, name: &str, p: PoolFile, report: &mut Report) -> PoolConfig {
+fn build_pool(i: usize, name: &str, t: &DeTable, report: &mut Report) -> PoolConfig {
     let at = |key| ConfigPath::Pool(i, key);
     let mut c = PoolConfig::new(name, Vec::new());
-    if let Some(b) = &p.balance {
-        c.balance = report
-            .value(at(PoolKey::Balance), b, |s| s.parse::<Balance>())
-            .unwrap_or(Balance::RoundRobin);
-    }
-    c.inspect = p.inspect.unwrap_or(true);
+    report.set(t, at(PoolKey::Balance), &mut c.balance, str::parse);
+    c.inspect = report.flag(t, at(PoolKey::Inspect)).unwrap_or(true);
     // Resolved here, into each backend: the running router keeps one
     // setting per backend, which a reload then changes in place.
-    let send_proxy = match &p.send_proxy {
-        Some(v) => report
-            .value(at(PoolKey::SendProxy), v, |s| s.parse::<SendProxy>())
-            .unwrap_or_default(),
-        None => SendProxy::Off,
-    };
-    if let Some(list) = &p.backends {
+    let send_proxy = report
+        .read(t, at(PoolKey::SendProxy), str::parse)
+        .unwrap_or_default();
+    if let Some(list) = get(t, "backends") {
         report.at(at(PoolKey::Backends), list.span());
-        for (j, b) in list.get_ref().iter().enumerate() {
-            c.backends.push(build_backend(i, j, b, send_proxy, report));
+        let items = list.get_ref().as_array().into_iter().flatten();
+        for (j, b) in items.enumerate() {
+            let table = b.get_ref().as_table().cloned().unwrap_or_default();
+            c.backends
+                .push(build_backend(i, j, &table, b.span(), send_proxy, report));
         }
     }
+    let sub = |key| {
+        get(t, key)
+            .and_then(|v| v.get_ref().as_table())
+            .cloned()
+            .unwrap_or_default()
+    };
 
-    let t = &p.timeouts;
-    let timeouts = &mut c.timeouts;
-    for (key, v, slot) in [
-        (TimeoutKey::Hello, &t.hello, &mut timeouts.hello),
-        (TimeoutKey::Connect, &t.connect, &mut timeouts.connect),
-        (
-            TimeoutKey::FirstByte,
-            &t.first_byte,
-            &mut timeouts.first_byte,
-        ),
-        (TimeoutKey::Idle, &t.idle, &mut timeouts.idle),
-        (TimeoutKey::DownHold, &t.down_hold, &mut timeouts.down_hold),
-    ] {
-        if let Some(v) = v {
-            if let Some(d) = report.value(at(PoolKey::Timeout(key)), v, parse_duration) {
-                *slot = d;
-            }
-        }
-    }
+    let (t, timeouts) = (sub("timeouts"), &mut c.timeouts);
+    let time = |key| at(PoolKey::Timeout(key));
+    report.set(
+        &t,
+        time(TimeoutKey::Hello),
+        &mut timeouts.hello,
+        parse_duration,
+    );
+    report.set(
+        &t,
+        time(TimeoutKey::Connect),
+        &mut timeouts.connect,
+        parse_duration,
+    );
+    report.set(
+        &t,
+        time(TimeoutKey::FirstByte),
+        &mut timeouts.first_byte,
+        parse_duration,
+    );
+    report.set(
+        &t,
+        time(TimeoutKey::Idle),
+        &mut timeouts.idle,
+        parse_duration,
+    );
+    report.set(
+        &t,
+        time(TimeoutKey::DownHold),
+        &mut timeouts.down_hold,
+        parse_duration,
+    );
 
-    let a = &p.affinity;
-    let affinity = &mut c.affinity;
-    for (key, v, slot) in [
-        (
-            AffinityKey::Timeout,
-            &a.timeout,
-            &mut affinity.inactivity_timeout,
-        ),
-        (
-            AffinityKey::CorrelationWindow,
-            &a.correlation_window,
-            &mut affinity.correlation_window,
-        ),
-    ] {
-        if let Some(v) = v {
-            if let Some(d) = report.value(at(PoolKey::Affinity(key)), v, parse_duration) {
-                *slot = d;
-            }
-        }
-    }
-    if let Some(v) = &a.absolute_max {
-        affinity.absolute_max = report.value(
-            at(PoolKey::Affinity(AffinityKey::AbsoluteMax)),
-            v,
-            parse_duration,
-        );
-    }
-    let int_at = |key| at(PoolKey::Affinity(key));
-    if let Some(v) = &a.table_size {
-        if let Some(n) = report.int(int_at(AffinityKey::TableSize), v) {
-            affinity.table_size = n;
-        }
-    }
-    if let Some(v) = &a.clients_tracked {
-        if let Some(n) = report.int(int_at(AffinityKey::ClientsTracked), v) {
-            affinity.clients_tracked = n;
-        }
-    }
-    if let Some(v) = &a.nat_threshold {
-        if let Some(n) = report.int(int_at(AffinityKey::NatThreshold), v) {
-            affinity.nat_threshold = n;
-        }
-    }
-    if let Some(v) = &a.ipv4_prefix {
-        if let Some(n) = report.int(int_at(AffinityKey::Ipv4Prefix), v) {
-            affinity.ipv4_prefix = n;
-        }
-    }
-    if let Some(v) = &a.ipv6_prefix {
-        if let Some(n) = report.int(int_at(AffinityKey::Ipv6Prefix), v) {
-            affinity.ipv6_prefix = n;
-        }
-    }
+    let (t, affinity) = (sub("affinity"), &mut c.affinity);
+    let aff = |key| at(PoolKey::Affinity(key));
+    report.set(
+        &t,
+        aff(AffinityKey::Timeout),
+        &mut affinity.inactivity_timeout,
+        parse_duration,
+    );
+    report.set(
+        &t,
+        aff(AffinityKey::CorrelationWindow),
+        &mut affinity.correlation_window,
+        parse_duration,
+    );
+    affinity.absolute_max = report.read(&t, aff(AffinityKey::AbsoluteMax), parse_duration);
+    report.set_int(&t, aff(AffinityKey::TableSize), &mut affinity.table_size);
+    report.set_int(
+        &t,
+        aff(AffinityKey::ClientsTracked),
+        &mut affinity.clients_tracked,
+    );
+    report.set_int(
+        &t,
+        aff(AffinityKey::NatThreshold),
+        &mut affinity.nat_threshold,
+    );
+    report.set_int(&t, aff(AffinityKey::Ipv4Prefix), &mut affinity.ipv4_prefix);
+    report.set_int(&t, aff(AffinityKey::Ipv6Prefix), &mut affinity.ipv6_prefix);
 
-    let h = &p.health;
-    let health = &mut c.health;
-    let health_at = |key| at(PoolKey::Health(key));
-    if let Some(v) = &h.check {
-        health.check = report
-            .value(health_at(HealthKey::Check), v, |s| s.parse::<HealthCheck>())
-            .unwrap_or(health.check);
-    }
-    for (key, v, slot) in [
-        (HealthKey::Interval, &h.interval, &mut health.interval),
-        (HealthKey::Timeout, &h.timeout, &mut health.timeout),
-    ] {
-        if let Some(v) = v {
-            if let Some(d) = report.value(health_at(key), v, parse_duration) {
-                *slot = d;
-            }
-        }
-    }
-    for (key, v, slot) in [
-        (HealthKey::Rise, &h.rise, &mut health.rise),
-        (HealthKey::Fall, &h.fall, &mut health.fall),
-    ] {
-        if let Some(v) = v {
-            if let Some(n) = report.int(health_at(key), v) {
-                *slot = n;
-            }
-        }
-    }
-    if let Some(v) = &h.sni {
-        report.at(health_at(HealthKey::Sni), v.span());
-        health.sni = Some(v.get_ref().clone());
-    }
+    let (t, health) = (sub("health"), &mut c.health);
+    let check = |key| at(PoolKey::Health(key));
+    report.set(&t, check(HealthKey::Check), &mut health.check, str::parse);
+    report.set(
+        &t,
+        check(HealthKey::Interval),
+        &mut health.interval,
+        parse_duration,
+    );
+    report.set(
+        &t,
+        check(HealthKey::Timeout),
+        &mut health.timeout,
+        parse_duration,
+    );
+    report.set_int(&t, check(HealthKey::Rise), &mut health.rise);
+    report.set_int(&t, check(HealthKey::Fall), &mut health.fall);
+    health.sni = report.text(&t, check(HealthKey::Sni));
     c
 }
 
 fn build_backend(
     pool: usize,
     backend: usize,
-    b: &Spanned<BackendFile>,
+    t: &DeTable,
+    span: Range<usize>,
     pool_send_proxy: SendProxy,
     report: &mut Report,
 ) -> BackendConfig {
     let at = |key| ConfigPath::Backend { pool, backend, key };
-    let span = b.span();
     report.at(at(BackendKey::Entry), span.clone());
-    let b = b.get_ref();
     let mut c = BackendConfig::new("", STAND_IN);
-    match &b.name {
-        Some(n) => {
-            report.at(at(BackendKey::Name), n.span());
-            c.name = n.get_ref().clone();
-        }
+    match report.text(t, at(BackendKey::Name)) {
+        Some(name) => c.name = name,
         None => report.missing(
             span.clone(),
             at(BackendKey::Name),
             "backend has no `name`; add name = \"...\" (names identify backends in the affinity table and must stay stable across reloads)".into(),
         ),
     }
-    match &b.address {
-        Some(a) => {
-            c.addr = report
-                .value(at(BackendKey::Address), a, parse_address)
-                .unwrap_or(STAND_IN);
-        }
+    match get(t, "address") {
+        Some(_) => report.set(t, at(BackendKey::Address), &mut c.addr, parse_address),
         None => report.missing(
             span,
             at(BackendKey::Address),
             "backend has no `address`; add address = \"IP:PORT\"".into(),
         ),
     }
-    if let Some(w) = &b.weight {
-        c.weight = report.int(at(BackendKey::Weight), w).unwrap_or(c.weight);
-    }
-    if let Some(m) = &b.max_connections {
-        c.max_connections = report.int(at(BackendKey::MaxConnections), m);
-    }
-    c.send_proxy = match &b.send_proxy {
-        Some(v) => report
-            .value(at(BackendKey::SendProxy), v, |s| s.parse::<SendProxy>())
-            .unwrap_or(pool_send_proxy),
-        None => pool_send_proxy,
-    };
-    c.tcp_fastopen = b.tcp_fastopen.unwrap_or(false);
+    report.set_int(t, at(BackendKey::Weight), &mut c.weight);
+    c.max_connections = report.int(t, at(BackendKey::MaxConnections));
+    c.send_proxy = report
+        .read(t, at(BackendKey::SendProxy), str::parse)
+        .unwrap_or(pool_send_proxy);
+    c.tcp_fastopen = report.flag(t, at(BackendKey::TcpFastopen)).unwrap_or(false);
     c
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AffinityConfig, Limits, Timeouts};
+    use crate::config::{
+        AffinityConfig, Balance, HealthCheck, Limits, LogFormat, StoreKind, Timeouts,
+    };
     use std::time::Duration;
 
     fn errors(text: &str) -> Vec<String> {
@@ -1075,6 +922,65 @@ default_pool = "web"
 [pool.web]
 backends = [{ name = "web1", address = "10.0.1.1:443" }]
 "#;
+
+    #[test]
+    fn the_file_accepts_exactly_the_described_keys() {
+        use crate::config::settings::SETTINGS;
+        for s in SETTINGS
+            .iter()
+            .filter(|s| s.section != Section::CommandLine)
+        {
+            let value = match s.kind {
+                Kind::Duration | Kind::Text => "\"1s\"",
+                Kind::Int { .. } => "1",
+                Kind::Bool => "true",
+                Kind::List => "[\"x\"]",
+                Kind::Tables => "[]",
+                Kind::Sni => "{}",
+            };
+            let text = format!("{} = {value}\n", s.key());
+            let (table, _) = DeTable::parse_recoverable(&text);
+            let mut report = Report::default();
+            assert!(
+                report.shape(table.get_ref(), s.section),
+                "{}: {:?}",
+                s.name,
+                report.file_errors
+            );
+            let text = format!("{}_typo = {value}\n", s.key());
+            let (table, _) = DeTable::parse_recoverable(&text);
+            assert!(
+                !report.shape(table.get_ref(), s.section),
+                "{} accepted a typo",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_located_and_says_how_to_write_it() {
+        let e = errors(&format!("log = 1\n{MINIMAL}"));
+        assert!(
+            e[0].starts_with("t.toml:1:7: error: `log` must be a table; write it as [log]"),
+            "{e:?}"
+        );
+        let e = errors("listener = [1]\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("t.toml:1:13: error: a listener must be a table")),
+            "{e:?}"
+        );
+        let nested = MINIMAL.replace("[pool.web]\n", "[pool.web]\naffinity = 5\n");
+        let e = errors(&nested);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("`affinity` must be a table; write it as [pool.NAME.affinity]"),
+            "{e:?}"
+        );
+        let pool = format!("{MINIMAL}\n[pool]\napi = 3\n");
+        let e = errors(&pool);
+        assert!(e.iter().any(|l| l.contains("pool `api` must be a table; write it as a [pool.api] section")), "{e:?}");
+    }
 
     #[test]
     fn a_full_file_becomes_the_expected_config_values() {
@@ -1131,14 +1037,8 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
         assert_eq!(
             l.proxy_trusted,
             vec![
-                Cidr {
-                    addr: "10.0.0.0".parse().unwrap(),
-                    len: 8
-                },
-                Cidr {
-                    addr: "2001:db8::1".parse().unwrap(),
-                    len: 128
-                },
+                "10.0.0.0/8".parse::<Cidr>().unwrap(),
+                "2001:db8::1/128".parse::<Cidr>().unwrap(),
             ]
         );
         assert_eq!(
