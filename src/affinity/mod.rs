@@ -141,7 +141,7 @@ impl Key {
 
     /// The first bytes in hex, for logs.
     pub fn short_hex(&self) -> String {
-        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&self.0[..6])
     }
 }
 

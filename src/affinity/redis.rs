@@ -261,13 +261,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn hex(key: &Key) -> String {
-    key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The Redis key of an entry (`class` `e`) or key name (`n`) of a pool.
 pub fn redis_key(prefix: &str, pool: &str, class: char, key: &Key) -> String {
-    format!("{prefix}{pool}:{class}:{}", hex(key))
+    format!("{prefix}{pool}:{class}:{}", hex::encode(key.as_bytes()))
 }
 
 /// The Redis key of a client prefix's record (`class` `c`) or of its count

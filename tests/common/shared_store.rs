@@ -240,11 +240,9 @@ pub async fn tls12_sessions_learned_on_one_instance_resume_through_another(
     // What an operator forgets on one instance (the admin API's DELETE)
     // is gone from Redis too.
     let stored = store.keys("stickytls:default:e:*");
-    let hex = stored[0].rsplit(':').next().unwrap();
+    let digest = stored[0].rsplit(':').next().unwrap();
     let mut bytes = [0u8; 16];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
+    hex::decode_to_slice(digest, &mut bytes).unwrap();
     let key = stickytls::affinity::Key::from_bytes(bytes);
     a.pool("default").unwrap().table.forget(&key);
     shared().await;

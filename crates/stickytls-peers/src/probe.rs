@@ -178,7 +178,7 @@ impl PeerCertificate {
 
     /// The fingerprint in lowercase hex.
     pub fn sha256_hex(&self) -> String {
-        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.sha256)
     }
 }
 
