@@ -84,14 +84,28 @@ pub struct Outcome {
 }
 
 /// Why a reload was not applied.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// The router was started from flags: there is no file to re-read.
+    #[error(
+        "this router was started from flags, not a configuration file: there is nothing to re-read; restart it to change its settings"
+    )]
     NoFile,
     /// The file could not be read, or breaks a rule; nothing changed.
+    #[error("{}", refused(.0))]
     Invalid(Outcome),
     /// A new listener's address could not be bound; nothing changed.
+    #[error("{}", refused(.0))]
     Bind(Outcome),
+}
+
+/// The message of a reload refused at the file or at a bind.
+fn refused(o: &Outcome) -> String {
+    format!(
+        "reload of {} refused, the running configuration keeps serving: {}",
+        o.file,
+        o.errors.join("; ")
+    )
 }
 
 impl ReloadError {
@@ -103,21 +117,6 @@ impl ReloadError {
         }
     }
 }
-
-impl std::fmt::Display for ReloadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReloadError::NoFile => f.write_str(
-                "this router was started from flags, not a configuration file: there is nothing to re-read; restart it to change its settings",
-            ),
-            ReloadError::Invalid(o) | ReloadError::Bind(o) => {
-                write!(f, "reload of {} refused, the running configuration keeps serving: {}", o.file, o.errors.join("; "))
-            }
-        }
-    }
-}
-
-impl std::error::Error for ReloadError {}
 
 impl Live {
     /// Builds the pools and listeners `config` asks for (validated by the
