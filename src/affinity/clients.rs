@@ -9,6 +9,7 @@ use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use lru::LruCache;
 
 use super::names::Interner;
@@ -27,54 +28,42 @@ const WALKED_TOGETHER: usize = 4;
 pub const RECENT: usize = 6;
 
 /// A client address reduced to the prefix that stands for one client
-/// (/32 for IPv4 and /64 for IPv6 by default).
+/// (/32 for IPv4 and /64 for IPv6 by default): the network, its host bits
+/// zero. The prefixes of one pool all have the pool's lengths, so two of
+/// them are equal when their networks are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientPrefix {
-    bits: u128,
-    v6: bool,
-}
+pub struct ClientPrefix(IpNet);
 
 impl ClientPrefix {
+    /// `ip`'s prefix of `v4_len` or `v6_len` bits (longer ones are cut to
+    /// the address's width); an IPv4-mapped IPv6 address is its IPv4 client.
     pub fn new(ip: IpAddr, v4_len: u8, v6_len: u8) -> ClientPrefix {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => {
-                let len = u32::from(v4_len.min(32));
-                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                ClientPrefix {
-                    bits: u128::from(u32::from(v4) & mask),
-                    v6: false,
-                }
-            }
-            IpAddr::V6(v6) => {
-                let len = u32::from(v6_len.min(128));
-                let mask = if len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - len)
-                };
-                ClientPrefix {
-                    bits: u128::from(v6) & mask,
-                    v6: true,
-                }
-            }
-        }
+        let ip = ip.to_canonical();
+        let len = match ip {
+            IpAddr::V4(_) => v4_len.min(32),
+            IpAddr::V6(_) => v6_len.min(128),
+        };
+        // The length is within the address's width, so `new` cannot fail.
+        let net = IpNet::new(ip, len).unwrap_or_else(|_| IpNet::from(ip));
+        ClientPrefix(net.trunc())
     }
 
     /// The prefix as an address (the bits past its length are zero).
     pub fn addr(&self) -> IpAddr {
-        if self.v6 {
-            IpAddr::from(self.bits.to_be_bytes())
-        } else {
-            // A v4 prefix's bits fit in 32 by construction.
-            IpAddr::from(u32::try_from(self.bits).unwrap_or(0).to_be_bytes())
-        }
+        self.0.network()
     }
 
-    /// Bytes for hashing (source-hash balancing).
+    /// Bytes for hashing (source-hash balancing): 4 or 6, then the network
+    /// as a big-endian 128-bit number. Part of the rendezvous hash every
+    /// instance must compute alike: never change it.
     pub fn to_bytes(self) -> [u8; 17] {
+        let (family, bits) = match self.0.network() {
+            IpAddr::V4(v4) => (4, u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => (6, u128::from(v6)),
+        };
         let mut out = [0u8; 17];
-        out[0] = if self.v6 { 6 } else { 4 };
-        out[1..].copy_from_slice(&self.bits.to_be_bytes());
+        out[0] = family;
+        out[1..].copy_from_slice(&bits.to_be_bytes());
         out
     }
 }
@@ -631,6 +620,26 @@ mod tests {
         assert_eq!(x, y, "IPv4-mapped IPv6 is the same client");
         let z = ClientPrefix::new("10.0.0.2".parse().unwrap(), 24, 64);
         assert_eq!(ClientPrefix::new("10.0.0.9".parse().unwrap(), 24, 64), z);
+        assert_eq!(z.addr(), "10.0.0.0".parse::<IpAddr>().unwrap());
+        let all = ClientPrefix::new("10.0.0.9".parse().unwrap(), 0, 0);
+        assert_eq!(all.addr(), "0.0.0.0".parse::<IpAddr>().unwrap());
+        let cut = ClientPrefix::new("2001:db8::1".parse().unwrap(), 32, 200);
+        assert_eq!(cut.addr(), "2001:db8::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn prefix_bytes_for_the_source_hash_are_the_family_and_the_network() {
+        // The rendezvous hash of every instance reads these bytes.
+        let v4 = ClientPrefix::new("192.0.2.7".parse().unwrap(), 24, 64).to_bytes();
+        let mut want = [0u8; 17];
+        want[0] = 4;
+        want[13..].copy_from_slice(&[192, 0, 2, 0]);
+        assert_eq!(v4, want);
+        let v6 = ClientPrefix::new("2001:db8::ffff:1".parse().unwrap(), 32, 64).to_bytes();
+        let mut want = [0u8; 17];
+        want[0] = 6;
+        want[1..5].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(v6, want);
     }
 
     #[tokio::test(start_paused = true)]
