@@ -13,16 +13,14 @@ use ipnet::IpNet;
 use lru::LruCache;
 
 use super::names::Interner;
-use super::{KeyedState, by_shard, interleave, keyed_state};
+use super::shards::Shards;
+use super::{KeyedState, keyed_state};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
-/// Enough that a state file write, which copies [`WALKED_TOGETHER`]
-/// shards at once, holds each for a few milliseconds even at a million
-/// clients.
+/// Enough that a state file write, which copies a few shards at once,
+/// holds each for a few milliseconds even at a million clients.
 const SHARDS: usize = 64;
-/// Shards a state file write copies together (see [`interleave`]).
-const WALKED_TOGETHER: usize = 4;
 /// Recent confirmed connections remembered per prefix: enough to find the
 /// same client software again behind a shared address.
 pub const RECENT: usize = 6;
@@ -262,7 +260,7 @@ pub struct ClientIndexConfig {
 
 #[derive(Debug)]
 pub struct ClientIndex {
-    shards: Vec<Mutex<LruCache<ClientPrefix, Record, KeyedState>>>,
+    shards: Shards<ClientPrefix, Record>,
     names: Interner,
     clock: Clock,
     /// Added to the clock's seconds in every timestamp, so that a record
@@ -283,9 +281,7 @@ impl ClientIndex {
             NonZeroUsize::new(cfg.capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         let window = secs(cfg.window).max(2);
         ClientIndex {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, keyed_state())))
-                .collect(),
+            shards: Shards::new(SHARDS, per_shard),
             names: Interner::default(),
             clock,
             origin: window.min(u32::MAX / 2),
@@ -301,9 +297,12 @@ impl ClientIndex {
     }
 
     fn shard(&self, p: &ClientPrefix) -> &Mutex<LruCache<ClientPrefix, Record, KeyedState>> {
+        self.shards.get(self.shard_index(p))
+    }
+
+    fn shard_index(&self, p: &ClientPrefix) -> usize {
         use std::hash::BuildHasher;
-        let i = self.shard_hasher.hash_one(p) as usize % SHARDS;
-        &self.shards[i]
+        self.shard_hasher.hash_one(p) as usize % SHARDS
     }
 
     /// What is known about `prefix`; `fingerprint` selects `same_fingerprint`.
@@ -428,50 +427,38 @@ impl ClientIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+        self.shards.len()
     }
 
     /// Hands `visit` the records one shard at a time, each shard's least
     /// recently used first, holding a shard's lock only while it is
-    /// copied; returns the backend names the records' `backend` indexes.
-    /// [`WALKED_TOGETHER`] shards are copied at a time (see
-    /// [`interleave`]).
+    /// copied (a few shards at a time, see `Shards::save`); returns the
+    /// backend names the records' `backend` indexes.
     pub fn save(&self, visit: &mut dyn FnMut(&[SavedClient])) -> Vec<BackendName> {
-        let mut batches = vec![Vec::new(); WALKED_TOGETHER];
-        for group in self.shards.chunks(WALKED_TOGETHER) {
-            {
-                let shards: Vec<_> = group.iter().map(|s| s.lock().unwrap()).collect();
-                let now = self.now();
-                for (batch, shard) in batches.iter_mut().zip(&shards) {
-                    batch.clear();
-                    batch.reserve(shard.len());
-                }
-                let mut walks: Vec<_> = shards.iter().map(|s| s.iter().rev()).collect();
-                interleave(&mut walks, |i, (prefix, rec)| {
-                    let recent = rec
-                        .newest_first()
-                        .rev()
-                        .filter(|r| r.at != 0 && now.saturating_sub(r.at) < self.window)
-                        .map(|r| SavedRecent {
-                            age: now.saturating_sub(r.at),
-                            fingerprint: r.fingerprint,
-                            backend: r.backend,
-                            tls12: r.tls12,
-                        })
-                        .collect();
-                    batches[i].push(SavedClient {
-                        prefix: *prefix,
-                        recent,
-                        bucket_age: now.saturating_sub(rec.bucket_start),
-                        previous: rec.previous,
-                        current: rec.current,
-                    });
-                });
-            }
-            for batch in batches.iter().take(group.len()) {
-                visit(batch);
-            }
-        }
+        self.shards.save(
+            || self.now(),
+            |now, prefix, rec| {
+                let recent = rec
+                    .newest_first()
+                    .rev()
+                    .filter(|r| r.at != 0 && now.saturating_sub(r.at) < self.window)
+                    .map(|r| SavedRecent {
+                        age: now.saturating_sub(r.at),
+                        fingerprint: r.fingerprint,
+                        backend: r.backend,
+                        tls12: r.tls12,
+                    })
+                    .collect();
+                Some(SavedClient {
+                    prefix: *prefix,
+                    recent,
+                    bucket_age: now.saturating_sub(rec.bucket_start),
+                    previous: rec.previous,
+                    current: rec.current,
+                })
+            },
+            visit,
+        );
         self.names.all()
     }
 
@@ -479,26 +466,15 @@ impl ClientIndex {
     /// ages they have now; `names[i]` is the backend `backend: i` means.
     /// Connections older than the window are skipped, and a record left
     /// with nothing in its window is not put. Returns how many were put.
-    ///
-    /// Records are sorted by shard first (their indexes: the records stay
-    /// where they are), and each shard is then filled in one go: one lock
-    /// and one run through its memory per shard instead of one of each
-    /// per client (a state file can hold a million; this runs before the
-    /// router routes, so a shard's lock held for its whole share is held
-    /// from nobody).
+    /// Each shard is filled in one go (see `Shards::restore`).
     pub fn restore(&self, names: &[BackendName], clients: &[SavedClient]) -> usize {
-        use std::hash::BuildHasher;
         let ids: Vec<u16> = names.iter().map(|n| self.names.intern(n)).collect();
         let now = self.now();
         let half = self.window / 2;
-        let shard_of: Vec<usize> = clients
-            .iter()
-            .map(|c| self.shard_hasher.hash_one(c.prefix) as usize % SHARDS)
-            .collect();
-        let mut put = 0;
-        for (shard, run) in by_shard(SHARDS, &shard_of, (0..clients.len()).collect()) {
-            let mut shard = self.shards[shard].lock().unwrap();
-            for saved in run.into_iter().filter_map(|i| clients.get(i)) {
+        self.shards.restore(
+            clients,
+            |saved| self.shard_index(&saved.prefix),
+            |saved| {
                 let mut rec = Record {
                     bucket_start: now.saturating_sub(saved.bucket_age),
                     previous: saved.previous,
@@ -521,14 +497,10 @@ impl ClientIndex {
                     rec.len += 1;
                 }
                 rec.head = rec.len % RECENT as u8;
-                if rec.len == 0 && rec.previous == 0 && rec.current == 0 {
-                    continue;
-                }
-                shard.put(saved.prefix, rec);
-                put += 1;
-            }
-        }
-        put
+                let empty = rec.len == 0 && rec.previous == 0 && rec.current == 0;
+                (!empty).then_some((saved.prefix, rec))
+            },
+        )
     }
 
     pub fn is_empty(&self) -> bool {
