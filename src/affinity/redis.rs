@@ -22,7 +22,7 @@
 //!   made (`SCRIPT LOAD`, which a cluster client sends to every node) and
 //!   writes run them with `EVALSHA`. A write a server answers `NOSCRIPT`
 //!   (scripts flushed, a node new to the cluster) did not run: the scripts
-//!   are loaded again and that write alone sent once more. Nothing else is
+//!   are loaded again on that server and that write alone sent once more. Nothing else is
 //!   ever sent twice, by us or by the cluster client (no retries): a write
 //!   without an answer may have run, and a second `INCR` would count a
 //!   session twice.
@@ -155,20 +155,6 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reject: redis::Script::new(REJECT_NAME),
     count: redis::Script::new(COUNT_SESSION),
 });
-
-/// Loads every script on `conn` (on every node of a cluster), each load
-/// bounded by `timeout`; the error is `None` for a timeout.
-async fn load_scripts(conn: &mut Conn, timeout: Duration) -> Result<(), Option<redis::RedisError>> {
-    let s = &*SCRIPTS;
-    for script in [&s.confirm, &s.reject, &s.count] {
-        match tokio::time::timeout(timeout, script.load_async(conn)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(Some(e)),
-            Err(_) => return Err(None),
-        }
-    }
-    Ok(())
-}
 
 /// `EVALSHA` of `script` on the one key `key`; the caller adds the
 /// arguments.
@@ -479,9 +465,7 @@ impl StoreClient {
                     // broke may have run, and sent again would count a
                     // session twice. The next connection asks again; a
                     // MOVED still refreshes the crate's slot map.
-                    .retries(0)
-                    .min_retry_wait(10)
-                    .max_retry_wait(100);
+                    .retries(0);
                 #[cfg(feature = "store-tls")]
                 let b = match certs {
                     Some(c) => b.certs(c),
@@ -600,6 +584,39 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
+    /// Loads every script (`SCRIPT LOAD`): on the server; in a cluster, on
+    /// the node that holds `key`'s slot, or with no key on every node.
+    /// Each load is bounded by `timeout`; the error is `None` for a
+    /// timeout.
+    async fn load_scripts(
+        &mut self,
+        key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), Option<redis::RedisError>> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        for code in [CONFIRM_NAME, REJECT_NAME, COUNT_SESSION] {
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(code);
+            let answer = match (&mut *self, key) {
+                (Conn::Cluster(c), Some(key)) => {
+                    let node = Route::with_key(key, SlotAddr::Master);
+                    let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node));
+                    tokio::time::timeout(timeout, c.route_command(load, to))
+                        .await
+                        .map(|a| a.map(drop))
+                }
+                // A cluster client sends SCRIPT LOAD to every node.
+                (conn, _) => tokio::time::timeout(timeout, load.query_async::<()>(conn)).await,
+            };
+            match answer {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Some(e)),
+                Err(_) => return Err(None),
+            }
+        }
+        Ok(())
+    }
+
     /// `keys` split into the groups one pipeline each may carry: all of
     /// them on one server; one group per hash slot in a cluster. Each
     /// group lists indexes into `keys`, in order.
@@ -780,20 +797,12 @@ async fn keep_connected(
         if link.get().is_none() {
             match client.connect(timeout).await {
                 Some(mut conn) => {
-                    match load_scripts(&mut conn, timeout).await {
-                        Ok(()) => {}
-                        // Redis refused them: the connection still serves
-                        // lookups and plain writes, and each script write
-                        // tries loading again.
-                        Err(Some(e)) if server_said_no(&e) => {
-                            warn!(error = %e, "shared store refused to load the scripts: key-name steps and session counts are not shared until it does");
-                        }
-                        Err(_) => {
-                            counters.error("connect");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(BACKOFF.1);
-                            continue;
-                        }
+                    // Ahead of the first write. Not loaded (a cluster node
+                    // down, Redis refusing): the connection still serves,
+                    // and a write that meets NOSCRIPT loads them again.
+                    if let Err(e) = conn.load_scripts(None, timeout).await {
+                        let e = e.map_or_else(|| "timed out".to_string(), |e| e.to_string());
+                        warn!(error = %e, "shared store: scripts not loaded on connecting; loaded again by the first write that needs them");
                     }
                     *link.conn.lock().unwrap() = Some(conn);
                     counters.set_up(true);
@@ -862,8 +871,10 @@ async fn write_behind(
                 }
             }
             let n = pipe.len() as u64;
+            // The group's slot: where the scripts are loaded again.
+            let key = group.first().map(|&i| keys[i].clone()).unwrap_or_default();
             let conn = conn.clone();
-            sent.push((n, tokio::spawn(send_writes(conn, pipe, timeout))));
+            sent.push((n, tokio::spawn(send_writes(conn, pipe, key, timeout))));
         }
         for (n, answer) in sent {
             // A task lost is a write without an answer.
@@ -908,10 +919,16 @@ impl Sent {
 }
 
 /// Sends one pipeline of writes (built with `ignore_errors`, so each has
-/// its own answer). Those a server answered NOSCRIPT did not run: the
-/// scripts are loaded and those alone sent once more, once. Nothing else
-/// is sent again: a write without an answer may have run.
-async fn send_writes(mut conn: Conn, pipe: redis::Pipeline, timeout: Duration) -> Sent {
+/// its own answer), all of the slot of `key` in a cluster. Those a server
+/// answered NOSCRIPT did not run: the scripts are loaded on that server
+/// and those writes alone sent once more, once. Nothing else is sent
+/// again: a write without an answer may have run.
+async fn send_writes(
+    mut conn: Conn,
+    pipe: redis::Pipeline,
+    key: String,
+    timeout: Duration,
+) -> Sent {
     let mut sent = Sent::default();
     let answers = match ask(&mut conn, &pipe, timeout).await {
         Ok(answers) => answers,
@@ -933,7 +950,7 @@ async fn send_writes(mut conn: Conn, pipe: redis::Pipeline, timeout: Duration) -
         return sent;
     }
     let n = retry.len() as u64;
-    if let Err(error) = load_scripts(&mut conn, timeout).await {
+    if let Err(error) = conn.load_scripts(Some(&key), timeout).await {
         // Not sent again: they did not run, and Redis refused the scripts
         // or did not answer.
         match error {
