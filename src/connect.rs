@@ -9,7 +9,6 @@
 //! descriptors, ephemeral ports or memory, every other backend would fail
 //! the same way, and none of them is to blame or marked down for it.
 
-use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,11 @@ use crate::proxy_out::{self, Origin};
 /// No backend was reached. Never the client's fault: either every
 /// candidate failed (the backends'), or this host could not open a
 /// connection (ours, see [`ConnectError::fault`]).
-#[derive(Debug)]
+///
+/// No `source()`: the message names every attempt's error, and no one of
+/// them alone is the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", summary(.attempts))]
 pub struct ConnectError {
     /// What happened at each backend tried, in order; the last one ended
     /// the failover if it does not allow another try.
@@ -54,43 +57,49 @@ impl ConnectError {
     }
 }
 
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.attempts.is_empty() {
-            return f
-                .write_str("no backend to try: the pool has no backend with a non-zero weight");
-        }
-        if let Some((name, e)) = self.attempts.last().filter(|(_, e)| !e.may_try_another()) {
-            return write!(
-                f,
-                "cannot open a connection to {name} on this host ({e}); no other backend was tried: raise the open-file limit or free ephemeral ports"
-            );
-        }
-        f.write_str("every backend failed:")?;
-        for (name, e) in &self.attempts {
-            write!(f, " {name}: {e};")?;
-        }
-        Ok(())
+/// The message of a [`ConnectError`]: whose fault, and each attempt.
+fn summary(attempts: &[(Arc<str>, AttemptError)]) -> String {
+    if attempts.is_empty() {
+        return "no backend to try: the pool has no backend with a non-zero weight".into();
     }
+    if let Some((name, e)) = attempts.last().filter(|(_, e)| !e.may_try_another()) {
+        return format!(
+            "cannot open a connection to {name} on this host ({e}); no other backend was tried: raise the open-file limit or free ephemeral ports"
+        );
+    }
+    use std::fmt::Write;
+    let mut out = String::from("every backend failed:");
+    for (name, e) in attempts {
+        // Writing to a String cannot fail.
+        let _ = write!(out, " {name}: {e};");
+    }
+    out
 }
 
-impl std::error::Error for ConnectError {}
-
 /// Why one backend attempt failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
     /// Refused or unreachable.
-    Refused(io::Error),
+    #[error("connect failed ({0})")]
+    Refused(#[source] io::Error),
+    #[error("connect timed out")]
     ConnectTimeout,
     /// Accepted the hello but sent nothing within the first-byte timeout.
+    #[error("accepted but sent nothing within the first-byte timeout")]
     Silent,
-    /// Closed (or reset) before sending anything.
-    Closed(Option<io::Error>),
+    /// Closed before sending anything.
+    #[error("closed before answering")]
+    Closed,
+    /// Reset (or failed otherwise) before sending anything.
+    #[error("closed before answering ({0})")]
+    Reset(#[source] io::Error),
     /// At its max_connections: skipped, not contacted.
+    #[error("at its max_connections")]
     Full,
     /// This host could not open the connection (EMFILE, ENFILE, ENOBUFS,
     /// ENOMEM, EADDRNOTAVAIL): the backend was never reached.
-    Local(io::Error),
+    #[error("no connection could be opened ({0})")]
+    Local(#[source] io::Error),
 }
 
 impl AttemptError {
@@ -100,7 +109,7 @@ impl AttemptError {
             AttemptError::Refused(_) => "refused",
             AttemptError::ConnectTimeout => "timeout",
             AttemptError::Silent => "silent",
-            AttemptError::Closed(_) => "closed",
+            AttemptError::Closed | AttemptError::Reset(_) => "closed",
             AttemptError::Full => "full",
             AttemptError::Local(_) => "local",
         }
@@ -144,22 +153,6 @@ pub(crate) fn is_local_failure(e: &io::Error) -> bool {
     ];
     e.raw_os_error()
         .is_some_and(|code| local.iter().any(|l| l.raw_os_error() == code))
-}
-
-impl fmt::Display for AttemptError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AttemptError::Refused(e) => write!(f, "connect failed ({e})"),
-            AttemptError::ConnectTimeout => f.write_str("connect timed out"),
-            AttemptError::Silent => {
-                f.write_str("accepted but sent nothing within the first-byte timeout")
-            }
-            AttemptError::Closed(Some(e)) => write!(f, "closed before answering ({e})"),
-            AttemptError::Closed(None) => f.write_str("closed before answering"),
-            AttemptError::Full => f.write_str("at its max_connections"),
-            AttemptError::Local(e) => write!(f, "no connection could be opened ({e})"),
-        }
-    }
 }
 
 /// A backend that answered: its stream and the first bytes it sent.
@@ -250,12 +243,12 @@ async fn attempt(
     // Capacity, not zeroed length: read_buf fills it without a memset.
     let mut first = Vec::with_capacity(16 * 1024);
     match tokio::time::timeout(first_byte_timeout, stream.read_buf(&mut first)).await {
-        Ok(Ok(0)) => Err(AttemptError::Closed(None)),
+        Ok(Ok(0)) => Err(AttemptError::Closed),
         Ok(Ok(n)) => {
             debug!(backend = %backend.name, bytes = n, "backend answered");
             Ok((stream, first))
         }
-        Ok(Err(e)) => Err(AttemptError::Closed(Some(e))),
+        Ok(Err(e)) => Err(AttemptError::Reset(e)),
         Err(_) => Err(AttemptError::Silent),
     }
 }
@@ -334,7 +327,7 @@ async fn send_first(
     let mut waited = false;
     while !data.is_empty() {
         match rustix::net::send(stream, data, SendFlags::NOSIGNAL) {
-            Ok(0) => return Err(AttemptError::Closed(None)),
+            Ok(0) => return Err(AttemptError::Closed),
             Ok(n) => {
                 data = &data[n..];
                 if deferred && !connected {
@@ -365,7 +358,7 @@ async fn send_first(
                 connected = true;
                 match tokio::time::timeout(connect_timeout, stream.writable()).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(AttemptError::Closed(Some(e))),
+                    Ok(Err(e)) => return Err(AttemptError::Reset(e)),
                     Err(_) => return Err(AttemptError::Silent),
                 }
                 // Clears the readiness the full buffer left stale.
@@ -374,7 +367,7 @@ async fn send_first(
                 });
             }
             Err(e) if !connected => return Err(AttemptError::connect_failed(e.into())),
-            Err(e) => return Err(AttemptError::Closed(Some(e.into()))),
+            Err(e) => return Err(AttemptError::Reset(e.into())),
         }
     }
     Ok(())

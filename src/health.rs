@@ -28,7 +28,6 @@
 
 mod hello;
 
-use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::io;
@@ -55,22 +54,29 @@ pub use hello::{client_hello, fresh_random};
 /// Why a probe failed. Every failure is the backend's (or the network's):
 /// a probe that cannot even open a socket on this host fails the same way
 /// for every backend, and is reported as `Local` rather than blamed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The connection was refused or the network said no route.
-    Refused(io::Error),
+    #[error("connect failed: {0}")]
+    Refused(#[source] io::Error),
     /// No connection, or no answer, within the timeout.
+    #[error("no answer within the check's timeout")]
     Timeout,
     /// The backend closed (or reset) before a ServerHello.
+    #[error("closed before a ServerHello")]
     Closed,
     /// The answer was not TLS.
+    #[error("answered with something not TLS ({0})")]
     NotTls(&'static str),
     /// The backend answered with an alert (its description code).
+    #[error("answered the ClientHello with alert {0}")]
     Alert(u8),
     /// TLS-shaped but broken.
+    #[error("answered with a broken handshake: {0}")]
     Malformed(&'static str),
     /// This host could not open the probe's socket.
-    Local(io::Error),
+    #[error("cannot open a probe socket on this host: {0}")]
+    Local(#[source] io::Error),
 }
 
 impl ProbeError {
@@ -95,22 +101,6 @@ impl ProbeError {
         }
     }
 }
-
-impl fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProbeError::Refused(e) => write!(f, "connect failed: {e}"),
-            ProbeError::Timeout => f.write_str("no answer within the check's timeout"),
-            ProbeError::Closed => f.write_str("closed before a ServerHello"),
-            ProbeError::NotTls(what) => write!(f, "answered with something not TLS ({what})"),
-            ProbeError::Alert(code) => write!(f, "answered the ClientHello with alert {code}"),
-            ProbeError::Malformed(what) => write!(f, "answered with a broken handshake: {what}"),
-            ProbeError::Local(e) => write!(f, "cannot open a probe socket on this host: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ProbeError {}
 
 /// Probes `addr` once, bounded by `limit` as a whole. `sni` is sent by the
 /// TLS check only; `send_proxy` is the backend's, and decides the header

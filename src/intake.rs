@@ -5,7 +5,6 @@
 //! hello is closed at the hello timeout, a hello larger than the byte budget
 //! as soon as it crosses it, and non-TLS input from its first bytes.
 
-use std::fmt;
 use std::io;
 
 use std::future::poll_fn;
@@ -20,20 +19,22 @@ use crate::inspect::{Alert, ErrorKind, Handshake, InspectError, NotTls, Status};
 
 /// Why a client was closed before routing. All of these are the client's
 /// doing; none is retried.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
+    #[error("not TLS: {}", .0.reason)]
     NotTls(NotTls),
-    Malformed(InspectError),
+    #[error("malformed ClientHello: {0}")]
+    Malformed(#[source] InspectError),
+    #[error("client sent alert {} before its hello", .0.description)]
     Alert(Alert),
     /// The hello did not complete within the time budget.
-    Timeout {
-        received: usize,
-    },
+    #[error("ClientHello not complete within the hello timeout ({received} bytes received)")]
+    Timeout { received: usize },
     /// The client closed before its hello was complete.
-    Closed {
-        received: usize,
-    },
-    Io(io::Error),
+    #[error("client closed before its ClientHello was complete ({received} bytes received)")]
+    Closed { received: usize },
+    #[error("reading the ClientHello: {0}")]
+    Io(#[source] io::Error),
 }
 
 impl IntakeError {
@@ -65,33 +66,6 @@ impl IntakeError {
         }
     }
 }
-
-impl fmt::Display for IntakeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IntakeError::NotTls(n) => write!(f, "not TLS: {}", n.reason),
-            IntakeError::Malformed(e) => write!(f, "malformed ClientHello: {e}"),
-            IntakeError::Alert(a) => {
-                write!(f, "client sent alert {} before its hello", a.description)
-            }
-            IntakeError::Timeout { received } => {
-                write!(
-                    f,
-                    "ClientHello not complete within the hello timeout ({received} bytes received)"
-                )
-            }
-            IntakeError::Closed { received } => {
-                write!(
-                    f,
-                    "client closed before its ClientHello was complete ({received} bytes received)"
-                )
-            }
-            IntakeError::Io(e) => write!(f, "reading the ClientHello: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for IntakeError {}
 
 /// The most one read takes. A whole ClientHello (even with a post-quantum
 /// key share) fits, so the common hello is one read.

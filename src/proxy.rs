@@ -7,7 +7,6 @@
 //! `proxy_protocol = true` closes connections from untrusted peers, and
 //! connections from trusted peers without a valid header.
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,42 +23,56 @@ const MAX_HEADER: usize = 4096;
 /// Why a connection was closed at the PROXY header. Every variant is the
 /// peer's doing (the listener's own `proxy_trusted` decides who may speak),
 /// and none is retried: nothing has been routed yet.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The peer is not in `proxy_trusted`: it may not name a client
     /// address, so its connection is closed unread.
+    #[error(
+        "PROXY protocol peer {0} is not in proxy_trusted; add its network there if it is your proxy"
+    )]
     Untrusted(IpAddr),
     /// A trusted peer sent bytes that are not a usable PROXY header.
-    Malformed(Malformed),
+    #[error("missing or invalid PROXY protocol header: {0}")]
+    Malformed(#[source] Malformed),
     /// The header was not complete within the hello timeout.
+    #[error("PROXY header not complete within the hello timeout")]
     Timeout,
     /// The peer closed before its header was complete.
+    #[error("peer closed before its PROXY header was complete")]
     Closed,
     /// The socket failed while the header was read.
-    Io(io::Error),
+    #[error("reading the PROXY header: {0}")]
+    Io(#[source] io::Error),
 }
 
 /// What is wrong with a trusted peer's header, kept apart so that a test
 /// or a metric can tell a proxy that sends no header (misconfigured
 /// listener) from one that sends a broken one.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 pub enum Malformed {
     /// The first bytes match neither the v1 nor the v2 signature: the peer
     /// sends no header at all (often TLS straight away).
+    #[error("the connection does not start with a PROXY signature")]
     NoSignature,
     /// A v1 line with no CRLF within the 107 bytes the format allows.
+    #[error("v1 header longer than 107 bytes")]
     V1TooLong,
     /// A whole v1 line (CRLF included) that the parser still calls
     /// incomplete: its fields are cut or missing, and no more bytes can
     /// complete a line that has ended.
+    #[error("v1 line ends before its protocol, addresses and ports")]
     V1Truncated,
     /// No complete header within 4096 bytes, more than any real proxy sends.
+    #[error("no complete header in {MAX_HEADER} bytes")]
     TooLong,
     /// A v2 header whose source is a UNIX socket: it names no IP address
     /// to key affinity on.
+    #[error("a UNIX-socket source address cannot key affinity")]
     UnixSource,
-    V1(v1::BinaryParseError),
-    V2(v2::ParseError),
+    #[error("v1: {0}")]
+    V1(#[source] v1::BinaryParseError),
+    #[error("v2: {0}")]
+    V2(#[source] v2::ParseError),
 }
 
 impl ProxyError {
@@ -74,45 +87,6 @@ impl ProxyError {
         }
     }
 }
-
-impl fmt::Display for ProxyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProxyError::Untrusted(ip) => write!(
-                f,
-                "PROXY protocol peer {ip} is not in proxy_trusted; add its network there if it is your proxy"
-            ),
-            ProxyError::Malformed(e) => write!(f, "missing or invalid PROXY protocol header: {e}"),
-            ProxyError::Timeout => {
-                f.write_str("PROXY header not complete within the hello timeout")
-            }
-            ProxyError::Closed => f.write_str("peer closed before its PROXY header was complete"),
-            ProxyError::Io(e) => write!(f, "reading the PROXY header: {e}"),
-        }
-    }
-}
-
-impl fmt::Display for Malformed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Malformed::NoSignature => {
-                f.write_str("the connection does not start with a PROXY signature")
-            }
-            Malformed::V1TooLong => f.write_str("v1 header longer than 107 bytes"),
-            Malformed::V1Truncated => {
-                f.write_str("v1 line ends before its protocol, addresses and ports")
-            }
-            Malformed::TooLong => write!(f, "no complete header in {MAX_HEADER} bytes"),
-            Malformed::UnixSource => {
-                f.write_str("a UNIX-socket source address cannot key affinity")
-            }
-            Malformed::V1(e) => write!(f, "v1: {e}"),
-            Malformed::V2(e) => write!(f, "v2: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ProxyError {}
 
 /// What a PROXY header says of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

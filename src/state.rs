@@ -39,7 +39,6 @@
 //! least recently used first.
 #![deny(clippy::indexing_slicing)]
 
-use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -67,45 +66,30 @@ const RECENT_LEN: usize = 4 + 4 + 2 + 1;
 
 /// Why a state file was not loaded or not written. Each message says what
 /// was found and that the router starts (or goes on) without it.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The file could not be read or written.
-    Io(&'static str, std::io::Error),
+    #[error("cannot {0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
     /// No bytes at all.
+    #[error("the file is empty")]
     Empty,
     /// Does not start with the magic: not a stickytls state file.
+    #[error("not a stickytls state file (wrong magic)")]
     Foreign,
     /// A state file of a version this build does not read.
+    #[error("state file version {0}, but this build reads version {VERSION}")]
     Version(u16),
     /// Shorter than its header says.
+    #[error("truncated: {found} bytes where the header promises {expected}")]
     Truncated { expected: u64, found: u64 },
     /// The checksum does not match: the bytes changed after the write.
+    #[error("corrupt: the checksum does not match")]
     Checksum,
     /// The checksum matches but the body does not parse: what part.
+    #[error("malformed: {0}")]
     Malformed(&'static str),
 }
-
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Io(what, e) => write!(f, "cannot {what}: {e}"),
-            StateError::Empty => f.write_str("the file is empty"),
-            StateError::Foreign => f.write_str("not a stickytls state file (wrong magic)"),
-            StateError::Version(v) => write!(
-                f,
-                "state file version {v}, but this build reads version {VERSION}"
-            ),
-            StateError::Truncated { expected, found } => write!(
-                f,
-                "truncated: {found} bytes where the header promises {expected}"
-            ),
-            StateError::Checksum => f.write_str("corrupt: the checksum does not match"),
-            StateError::Malformed(what) => write!(f, "malformed: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for StateError {}
 
 /// A state file as parsed: everything it holds, before any of it is
 /// applied.

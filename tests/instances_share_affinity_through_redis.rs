@@ -61,6 +61,12 @@ async fn a_corrupt_value_in_redis_is_a_counted_miss() {
     behaviour::a_corrupt_value_in_redis_is_a_counted_miss(RedisServer::start()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_a_script_flush_and_are_applied_exactly_once() {
+    behaviour::writes_survive_a_script_flush_and_are_applied_exactly_once(RedisServer::start())
+        .await;
+}
+
 /// The value of `key`, from a bulk-string reply; `None` for nil.
 fn get(redis: &RedisServer, key: &str) -> Option<String> {
     let reply = redis.command(&["GET", key]).unwrap();

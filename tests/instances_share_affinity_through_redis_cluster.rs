@@ -60,3 +60,9 @@ async fn new_sessions_seen_on_one_instance_mark_an_address_shared_on_another() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_a_script_flush_on_every_node_and_are_applied_exactly_once() {
+    behaviour::writes_survive_a_script_flush_and_are_applied_exactly_once(RedisCluster::start())
+        .await;
+}

@@ -538,30 +538,22 @@ fn keys_for(bytes: &[u8]) -> Vec<(KeyKind, Key)> {
     keys
 }
 
-fn parse_key(hex: &str) -> Result<Vec<u8>, ApiError> {
+fn parse_key(text: &str) -> Result<Vec<u8>, ApiError> {
     let bad = |why: &str| {
         ApiError::bad_request(format!(
             "key: {why}; give the session ID, ticket or PSK identity as hex"
         ))
     };
-    if hex.is_empty() {
+    if text.is_empty() {
         return Err(bad("empty"));
     }
-    if hex.len() % 2 != 0 {
+    if text.len() % 2 != 0 {
         return Err(bad("odd number of hex digits"));
     }
-    if hex.len() / 2 > MAX_KEY_BYTES {
+    if text.len() / 2 > MAX_KEY_BYTES {
         return Err(bad(&format!("longer than {MAX_KEY_BYTES} bytes")));
     }
-    hex.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| {
-            std::str::from_utf8(pair)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-                .ok_or_else(|| bad("not hex"))
-        })
-        .collect()
+    hex::decode(text).map_err(|_| bad("not hex"))
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, ApiError> {

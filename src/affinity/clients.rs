@@ -9,72 +9,59 @@ use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use lru::LruCache;
 
 use super::names::Interner;
-use super::{KeyedState, by_shard, interleave, keyed_state};
+use super::shards::Shards;
+use super::{KeyedState, keyed_state};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
-/// Enough that a state file write, which copies [`WALKED_TOGETHER`]
-/// shards at once, holds each for a few milliseconds even at a million
-/// clients.
+/// Enough that a state file write, which copies a few shards at once,
+/// holds each for a few milliseconds even at a million clients.
 const SHARDS: usize = 64;
-/// Shards a state file write copies together (see [`interleave`]).
-const WALKED_TOGETHER: usize = 4;
 /// Recent confirmed connections remembered per prefix: enough to find the
 /// same client software again behind a shared address.
 pub const RECENT: usize = 6;
 
 /// A client address reduced to the prefix that stands for one client
-/// (/32 for IPv4 and /64 for IPv6 by default).
+/// (/32 for IPv4 and /64 for IPv6 by default): the network, its host bits
+/// zero. The prefixes of one pool all have the pool's lengths, so two of
+/// them are equal when their networks are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientPrefix {
-    bits: u128,
-    v6: bool,
-}
+pub struct ClientPrefix(IpNet);
 
 impl ClientPrefix {
+    /// `ip`'s prefix of `v4_len` or `v6_len` bits (longer ones are cut to
+    /// the address's width); an IPv4-mapped IPv6 address is its IPv4 client.
     pub fn new(ip: IpAddr, v4_len: u8, v6_len: u8) -> ClientPrefix {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => {
-                let len = u32::from(v4_len.min(32));
-                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                ClientPrefix {
-                    bits: u128::from(u32::from(v4) & mask),
-                    v6: false,
-                }
-            }
-            IpAddr::V6(v6) => {
-                let len = u32::from(v6_len.min(128));
-                let mask = if len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - len)
-                };
-                ClientPrefix {
-                    bits: u128::from(v6) & mask,
-                    v6: true,
-                }
-            }
-        }
+        let ip = ip.to_canonical();
+        let len = match ip {
+            IpAddr::V4(_) => v4_len.min(32),
+            IpAddr::V6(_) => v6_len.min(128),
+        };
+        // The length is within the address's width, so `new` cannot fail.
+        let net = IpNet::new(ip, len).unwrap_or_else(|_| IpNet::from(ip));
+        ClientPrefix(net.trunc())
     }
 
     /// The prefix as an address (the bits past its length are zero).
     pub fn addr(&self) -> IpAddr {
-        if self.v6 {
-            IpAddr::from(self.bits.to_be_bytes())
-        } else {
-            // A v4 prefix's bits fit in 32 by construction.
-            IpAddr::from(u32::try_from(self.bits).unwrap_or(0).to_be_bytes())
-        }
+        self.0.network()
     }
 
-    /// Bytes for hashing (source-hash balancing).
+    /// Bytes for hashing (source-hash balancing): 4 or 6, then the network
+    /// as a big-endian 128-bit number. Part of the rendezvous hash every
+    /// instance must compute alike: never change it.
     pub fn to_bytes(self) -> [u8; 17] {
+        let (family, bits) = match self.0.network() {
+            IpAddr::V4(v4) => (4, u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => (6, u128::from(v6)),
+        };
         let mut out = [0u8; 17];
-        out[0] = if self.v6 { 6 } else { 4 };
-        out[1..].copy_from_slice(&self.bits.to_be_bytes());
+        out[0] = family;
+        out[1..].copy_from_slice(&bits.to_be_bytes());
         out
     }
 }
@@ -273,7 +260,7 @@ pub struct ClientIndexConfig {
 
 #[derive(Debug)]
 pub struct ClientIndex {
-    shards: Vec<Mutex<LruCache<ClientPrefix, Record, KeyedState>>>,
+    shards: Shards<ClientPrefix, Record>,
     names: Interner,
     clock: Clock,
     /// Added to the clock's seconds in every timestamp, so that a record
@@ -294,9 +281,7 @@ impl ClientIndex {
             NonZeroUsize::new(cfg.capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         let window = secs(cfg.window).max(2);
         ClientIndex {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, keyed_state())))
-                .collect(),
+            shards: Shards::new(SHARDS, per_shard),
             names: Interner::default(),
             clock,
             origin: window.min(u32::MAX / 2),
@@ -312,9 +297,12 @@ impl ClientIndex {
     }
 
     fn shard(&self, p: &ClientPrefix) -> &Mutex<LruCache<ClientPrefix, Record, KeyedState>> {
+        self.shards.get(self.shard_index(p))
+    }
+
+    fn shard_index(&self, p: &ClientPrefix) -> usize {
         use std::hash::BuildHasher;
-        let i = self.shard_hasher.hash_one(p) as usize % SHARDS;
-        &self.shards[i]
+        self.shard_hasher.hash_one(p) as usize % SHARDS
     }
 
     /// What is known about `prefix`; `fingerprint` selects `same_fingerprint`.
@@ -439,50 +427,38 @@ impl ClientIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+        self.shards.len()
     }
 
     /// Hands `visit` the records one shard at a time, each shard's least
     /// recently used first, holding a shard's lock only while it is
-    /// copied; returns the backend names the records' `backend` indexes.
-    /// [`WALKED_TOGETHER`] shards are copied at a time (see
-    /// [`interleave`]).
+    /// copied (a few shards at a time, see `Shards::save`); returns the
+    /// backend names the records' `backend` indexes.
     pub fn save(&self, visit: &mut dyn FnMut(&[SavedClient])) -> Vec<BackendName> {
-        let mut batches = vec![Vec::new(); WALKED_TOGETHER];
-        for group in self.shards.chunks(WALKED_TOGETHER) {
-            {
-                let shards: Vec<_> = group.iter().map(|s| s.lock().unwrap()).collect();
-                let now = self.now();
-                for (batch, shard) in batches.iter_mut().zip(&shards) {
-                    batch.clear();
-                    batch.reserve(shard.len());
-                }
-                let mut walks: Vec<_> = shards.iter().map(|s| s.iter().rev()).collect();
-                interleave(&mut walks, |i, (prefix, rec)| {
-                    let recent = rec
-                        .newest_first()
-                        .rev()
-                        .filter(|r| r.at != 0 && now.saturating_sub(r.at) < self.window)
-                        .map(|r| SavedRecent {
-                            age: now.saturating_sub(r.at),
-                            fingerprint: r.fingerprint,
-                            backend: r.backend,
-                            tls12: r.tls12,
-                        })
-                        .collect();
-                    batches[i].push(SavedClient {
-                        prefix: *prefix,
-                        recent,
-                        bucket_age: now.saturating_sub(rec.bucket_start),
-                        previous: rec.previous,
-                        current: rec.current,
-                    });
-                });
-            }
-            for batch in batches.iter().take(group.len()) {
-                visit(batch);
-            }
-        }
+        self.shards.save(
+            || self.now(),
+            |now, prefix, rec| {
+                let recent = rec
+                    .newest_first()
+                    .rev()
+                    .filter(|r| r.at != 0 && now.saturating_sub(r.at) < self.window)
+                    .map(|r| SavedRecent {
+                        age: now.saturating_sub(r.at),
+                        fingerprint: r.fingerprint,
+                        backend: r.backend,
+                        tls12: r.tls12,
+                    })
+                    .collect();
+                Some(SavedClient {
+                    prefix: *prefix,
+                    recent,
+                    bucket_age: now.saturating_sub(rec.bucket_start),
+                    previous: rec.previous,
+                    current: rec.current,
+                })
+            },
+            visit,
+        );
         self.names.all()
     }
 
@@ -490,26 +466,15 @@ impl ClientIndex {
     /// ages they have now; `names[i]` is the backend `backend: i` means.
     /// Connections older than the window are skipped, and a record left
     /// with nothing in its window is not put. Returns how many were put.
-    ///
-    /// Records are sorted by shard first (their indexes: the records stay
-    /// where they are), and each shard is then filled in one go: one lock
-    /// and one run through its memory per shard instead of one of each
-    /// per client (a state file can hold a million; this runs before the
-    /// router routes, so a shard's lock held for its whole share is held
-    /// from nobody).
+    /// Each shard is filled in one go (see `Shards::restore`).
     pub fn restore(&self, names: &[BackendName], clients: &[SavedClient]) -> usize {
-        use std::hash::BuildHasher;
         let ids: Vec<u16> = names.iter().map(|n| self.names.intern(n)).collect();
         let now = self.now();
         let half = self.window / 2;
-        let shard_of: Vec<usize> = clients
-            .iter()
-            .map(|c| self.shard_hasher.hash_one(c.prefix) as usize % SHARDS)
-            .collect();
-        let mut put = 0;
-        for (shard, run) in by_shard(SHARDS, &shard_of, (0..clients.len()).collect()) {
-            let mut shard = self.shards[shard].lock().unwrap();
-            for saved in run.into_iter().filter_map(|i| clients.get(i)) {
+        self.shards.restore(
+            clients,
+            |saved| self.shard_index(&saved.prefix),
+            |saved| {
                 let mut rec = Record {
                     bucket_start: now.saturating_sub(saved.bucket_age),
                     previous: saved.previous,
@@ -532,14 +497,10 @@ impl ClientIndex {
                     rec.len += 1;
                 }
                 rec.head = rec.len % RECENT as u8;
-                if rec.len == 0 && rec.previous == 0 && rec.current == 0 {
-                    continue;
-                }
-                shard.put(saved.prefix, rec);
-                put += 1;
-            }
-        }
-        put
+                let empty = rec.len == 0 && rec.previous == 0 && rec.current == 0;
+                (!empty).then_some((saved.prefix, rec))
+            },
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -631,6 +592,26 @@ mod tests {
         assert_eq!(x, y, "IPv4-mapped IPv6 is the same client");
         let z = ClientPrefix::new("10.0.0.2".parse().unwrap(), 24, 64);
         assert_eq!(ClientPrefix::new("10.0.0.9".parse().unwrap(), 24, 64), z);
+        assert_eq!(z.addr(), "10.0.0.0".parse::<IpAddr>().unwrap());
+        let all = ClientPrefix::new("10.0.0.9".parse().unwrap(), 0, 0);
+        assert_eq!(all.addr(), "0.0.0.0".parse::<IpAddr>().unwrap());
+        let cut = ClientPrefix::new("2001:db8::1".parse().unwrap(), 32, 200);
+        assert_eq!(cut.addr(), "2001:db8::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn prefix_bytes_for_the_source_hash_are_the_family_and_the_network() {
+        // The rendezvous hash of every instance reads these bytes.
+        let v4 = ClientPrefix::new("192.0.2.7".parse().unwrap(), 24, 64).to_bytes();
+        let mut want = [0u8; 17];
+        want[0] = 4;
+        want[13..].copy_from_slice(&[192, 0, 2, 0]);
+        assert_eq!(v4, want);
+        let v6 = ClientPrefix::new("2001:db8::ffff:1".parse().unwrap(), 32, 64).to_bytes();
+        let mut want = [0u8; 17];
+        want[0] = 6;
+        want[1..5].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(v6, want);
     }
 
     #[tokio::test(start_paused = true)]

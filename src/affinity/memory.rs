@@ -15,10 +15,8 @@ use std::time::Duration;
 use lru::LruCache;
 
 use super::names::Interner;
-use super::{
-    AffinityStore, Binding, Key, KeyState, KeyedState, Peeked, SavedEntry, by_shard, interleave,
-    keyed_state,
-};
+use super::shards::Shards;
+use super::{AffinityStore, Binding, Key, KeyState, KeyedState, Peeked, SavedEntry};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
@@ -41,9 +39,6 @@ pub struct MemoryStoreConfig {
     pub inactivity: Duration,
     pub absolute_max: Option<Duration>,
 }
-
-/// Shards a state file write copies together (see [`interleave`]).
-const WALKED_TOGETHER: usize = 4;
 
 /// Most shards: enough that threads rarely meet on one lock.
 const MAX_SHARDS: usize = 128;
@@ -72,7 +67,7 @@ pub fn layout(total: usize) -> (usize, usize) {
 
 #[derive(Debug)]
 pub struct MemoryStore {
-    shards: Vec<Mutex<LruCache<Key, Entry, KeyedState>>>,
+    shards: Shards<Key, Entry>,
     /// Interned backend names; an entry's `backend` indexes them.
     names: Interner,
     clock: Clock,
@@ -95,9 +90,7 @@ impl MemoryStore {
         let inactivity = secs(cfg.inactivity).max(1);
         let absolute_max = cfg.absolute_max.map(secs);
         MemoryStore {
-            shards: (0..shards)
-                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, keyed_state())))
-                .collect(),
+            shards: Shards::new(shards, per_shard),
             names: Interner::default(),
             clock,
             origin: inactivity.max(absolute_max.unwrap_or(0)).min(u32::MAX / 2),
@@ -113,14 +106,14 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &Key) -> &Mutex<LruCache<Key, Entry, KeyedState>> {
-        &self.shards[self.shard_index(key)]
+        self.shards.get(self.shard_index(key))
     }
 
     fn shard_index(&self, key: &Key) -> usize {
         // Keys are SHA-256 digests: any eight of their bytes are uniform.
         let mut head = [0u8; 8];
         head.copy_from_slice(&key.as_bytes()[..8]);
-        (u64::from_le_bytes(head) % self.shards.len() as u64) as usize
+        (u64::from_le_bytes(head) % self.shards.count() as u64) as usize
     }
 
     fn expired(&self, e: &Entry, now: u32) -> bool {
@@ -211,62 +204,39 @@ impl AffinityStore for MemoryStore {
     }
 
     fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+        self.shards.len()
     }
 
-    /// Copies [`WALKED_TOGETHER`] shards at a time (see [`interleave`]):
-    /// each copy of about 14,000 entries holds its shard for a few
-    /// milliseconds.
+    /// Copies a few shards at a time (see `Shards::save`): each copy of
+    /// about 14,000 entries holds its shard for a few milliseconds.
     fn save(&self, visit: &mut dyn FnMut(&[SavedEntry])) -> Vec<BackendName> {
-        let mut batches = vec![Vec::new(); WALKED_TOGETHER];
-        for group in self.shards.chunks(WALKED_TOGETHER) {
-            {
-                let shards: Vec<_> = group.iter().map(|s| s.lock().unwrap()).collect();
-                let now = self.now();
-                for (batch, shard) in batches.iter_mut().zip(&shards) {
-                    batch.clear();
-                    batch.reserve(shard.len());
-                }
-                // `iter` goes from the most recently used.
-                let mut walks: Vec<_> = shards.iter().map(|s| s.iter().rev()).collect();
-                interleave(&mut walks, |i, (key, e)| {
-                    if !self.expired(e, now) {
-                        batches[i].push(SavedEntry {
-                            key: *key,
-                            backend: e.backend,
-                            state: KeyState::from_bits(e.state),
-                            idle: now.saturating_sub(e.touched),
-                            age: now.saturating_sub(e.created),
-                        });
-                    }
-                });
-            }
-            for batch in batches.iter().take(group.len()) {
-                visit(batch);
-            }
-        }
+        self.shards.save(
+            || self.now(),
+            |now, key, e| {
+                (!self.expired(e, now)).then(|| SavedEntry {
+                    key: *key,
+                    backend: e.backend,
+                    state: KeyState::from_bits(e.state),
+                    idle: now.saturating_sub(e.touched),
+                    age: now.saturating_sub(e.created),
+                })
+            },
+            visit,
+        );
         // Read after the walk: names are only ever added, so every index
         // handed out above is in it.
         self.names.all()
     }
 
-    /// Entries are sorted by shard first (their indexes: the entries stay
-    /// where they are), and each shard is then filled in one go: one lock
-    /// and one run through its memory per shard instead of one of each
-    /// per entry (a state file can hold a million; this runs before the
-    /// router routes, so a shard's lock held for its whole share is held
-    /// from nobody).
+    /// Each shard filled in one go (see `Shards::restore`).
     fn restore(&self, names: &[BackendName], entries: &[SavedEntry]) -> usize {
         let ids: Vec<u16> = names.iter().map(|n| self.names.intern(n)).collect();
         let now = self.now();
-        let shard_of: Vec<usize> = entries.iter().map(|e| self.shard_index(&e.key)).collect();
-        let mut put = 0;
-        for (shard, run) in by_shard(self.shards.len(), &shard_of, (0..entries.len()).collect()) {
-            let mut shard = self.shards[shard].lock().unwrap();
-            for saved in run.into_iter().filter_map(|i| entries.get(i)) {
-                let Some(&backend) = ids.get(usize::from(saved.backend)) else {
-                    continue;
-                };
+        self.shards.restore(
+            entries,
+            |saved| self.shard_index(&saved.key),
+            |saved| {
+                let &backend = ids.get(usize::from(saved.backend))?;
                 let e = Entry {
                     touched: now.saturating_sub(saved.idle),
                     created: now.saturating_sub(saved.age),
@@ -275,17 +245,12 @@ impl AffinityStore for MemoryStore {
                 };
                 // Saturated timestamps only happen to ages past `origin`,
                 // the longest lifetime, which this check then expires.
-                if saved.idle >= self.inactivity
+                let expired = saved.idle >= self.inactivity
                     || self.absolute_max.is_some_and(|max| saved.age >= max)
-                    || self.expired(&e, now)
-                {
-                    continue;
-                }
-                shard.put(saved.key, e);
-                put += 1;
-            }
-        }
-        put
+                    || self.expired(&e, now);
+                (!expired).then_some((saved.key, e))
+            },
+        )
     }
 
     fn evictions(&self) -> u64 {

@@ -17,6 +17,7 @@ pub mod clients;
 pub mod memory;
 mod names;
 pub mod redis;
+mod shards;
 
 use sha2::{Digest, Sha256};
 
@@ -48,62 +49,6 @@ pub fn keyed_state() -> KeyedState {
 fn os_random() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(())
-}
-
-/// Groups `items` by shard (`shard_of[i]` is item `i`'s, below `shards`),
-/// each group in the order given: a bulk restore then takes each shard's
-/// lock once and fills its memory in one run, instead of jumping between
-/// shards item by item. Yields only shards that get something.
-pub(crate) fn by_shard<T>(
-    shards: usize,
-    shard_of: &[usize],
-    items: Vec<T>,
-) -> impl Iterator<Item = (usize, Vec<T>)> {
-    let shards = shards.max(1);
-    let mut counts = vec![0usize; shards];
-    for &s in shard_of {
-        counts[s % shards] += 1;
-    }
-    let mut groups: Vec<Vec<T>> = counts.into_iter().map(Vec::with_capacity).collect();
-    for (item, &s) in items.into_iter().zip(shard_of) {
-        groups[s % shards].push(item);
-    }
-    groups
-        .into_iter()
-        .enumerate()
-        .filter(|(_, g)| !g.is_empty())
-}
-
-/// Steps several walks in turn, one item from each, handing `f` the
-/// walk's position and the item, until all have ended.
-///
-/// A walk of an LRU shard follows one pointer per entry, each load waiting
-/// for the one before: at a million entries scattered over the heap, that
-/// is a cache and TLB miss per entry. Walks of different shards do not
-/// depend on one another, so stepping a few in turn keeps several misses
-/// in flight at once (a state file write copies the tables 2–3 times
-/// faster so). The price is holding those few shards' locks together.
-///
-/// Each round takes the next item of every walk before handing any to
-/// `f`: the steps are then a few instructions apart, close enough for the
-/// processor to overlap their misses, where `f`'s work in between would
-/// keep them apart.
-pub(crate) fn interleave<I: Iterator>(walks: &mut [I], mut f: impl FnMut(usize, I::Item)) {
-    let mut round = Vec::with_capacity(walks.len());
-    loop {
-        round.extend(
-            walks
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, walk)| Some((i, walk.next()?))),
-        );
-        if round.is_empty() {
-            return;
-        }
-        for (i, item) in round.drain(..) {
-            f(i, item);
-        }
-    }
 }
 
 /// A key of the affinity table: the digest of a session ID, ticket, PSK
@@ -141,7 +86,7 @@ impl Key {
 
     /// The first bytes in hex, for logs.
     pub fn short_hex(&self) -> String {
-        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&self.0[..6])
     }
 }
 
@@ -435,29 +380,6 @@ mod tests {
         ] {
             assert_eq!(KeyState::from_bits(state.to_bits()), state);
         }
-    }
-
-    #[test]
-    fn by_shard_groups_items_keeping_their_order_within_a_shard() {
-        let items = vec!['a', 'b', 'c', 'd', 'e'];
-        let shard_of = [2, 0, 2, 0, 1];
-        let groups: Vec<(usize, Vec<char>)> = by_shard(4, &shard_of, items).collect();
-        assert_eq!(
-            groups,
-            [(0, vec!['b', 'd']), (1, vec!['e']), (2, vec!['a', 'c'])]
-        );
-    }
-
-    #[test]
-    fn interleave_takes_one_item_of_each_walk_in_turn_to_the_end_of_all() {
-        let mut walks = [
-            vec![1, 2, 3].into_iter(),
-            vec![].into_iter(),
-            vec![4].into_iter(),
-        ];
-        let mut seen = Vec::new();
-        interleave(&mut walks, |i, x| seen.push((i, x)));
-        assert_eq!(seen, [(0, 1), (2, 4), (0, 2), (0, 3)]);
     }
 
     #[test]

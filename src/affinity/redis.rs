@@ -18,6 +18,14 @@
 //!   and the parts sent at once: each node's part shares that node's one
 //!   multiplexed connection, so a lookup still costs one round trip, to
 //!   every shard in parallel.
+//! - The Lua scripts go by hash: each connection loads them when it is
+//!   made (`SCRIPT LOAD`, which a cluster client sends to every node) and
+//!   writes run them with `EVALSHA`. A write a server answers `NOSCRIPT`
+//!   (scripts flushed, a node new to the cluster) did not run: the scripts
+//!   are loaded again on that server and that write alone sent once more. Nothing else is
+//!   ever sent twice, by us or by the cluster client (no retries): a write
+//!   without an answer may have run, and a second `INCR` would count a
+//!   session twice.
 //! - Redis down, slow or unreachable, at start or later: nothing waits for
 //!   it. A keeper task connects in the background with back-off; until it
 //!   has, lookups fail at once and writes are dropped, all counted.
@@ -45,7 +53,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -133,6 +141,28 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 "#;
+
+/// The scripts as the writer runs them, by their SHA-1.
+#[derive(Debug)]
+struct Scripts {
+    confirm: redis::Script,
+    reject: redis::Script,
+    count: redis::Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    confirm: redis::Script::new(CONFIRM_NAME),
+    reject: redis::Script::new(REJECT_NAME),
+    count: redis::Script::new(COUNT_SESSION),
+});
+
+/// `EVALSHA` of `script` on the one key `key`; the caller adds the
+/// arguments.
+fn evalsha(script: &redis::Script, key: &str) -> redis::Cmd {
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(script.get_hash()).arg(1).arg(key);
+    c
+}
 
 /// Why a value read from Redis was not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,13 +291,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn hex(key: &Key) -> String {
-    key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The Redis key of an entry (`class` `e`) or key name (`n`) of a pool.
 pub fn redis_key(prefix: &str, pool: &str, class: char, key: &Key) -> String {
-    format!("{prefix}{pool}:{class}:{}", hex(key))
+    format!("{prefix}{pool}:{class}:{}", hex::encode(key.as_bytes()))
 }
 
 /// The Redis key of a client prefix's record (`class` `c`) or of its count
@@ -434,12 +460,12 @@ impl StoreClient {
                 let b = redis::cluster::ClusterClientBuilder::new(config.urls.clone())
                     .connection_timeout(config.timeout)
                     .response_timeout(config.timeout)
-                    // A request that fails is counted and dropped here, not
-                    // retried for seconds by the crate: the next connection
-                    // asks again.
-                    .retries(1)
-                    .min_retry_wait(10)
-                    .max_retry_wait(100);
+                    // A request that fails is counted and dropped here, never
+                    // retried by the crate: a pipeline whose connection
+                    // broke may have run, and sent again would count a
+                    // session twice. The next connection asks again; a
+                    // MOVED still refreshes the crate's slot map.
+                    .retries(0);
                 #[cfg(feature = "store-tls")]
                 let b = match certs {
                     Some(c) => b.certs(c),
@@ -558,6 +584,39 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
+    /// Loads every script (`SCRIPT LOAD`): on the server; in a cluster, on
+    /// the node that holds `key`'s slot, or with no key on every node.
+    /// Each load is bounded by `timeout`; the error is `None` for a
+    /// timeout.
+    async fn load_scripts(
+        &mut self,
+        key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), Option<redis::RedisError>> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        for code in [CONFIRM_NAME, REJECT_NAME, COUNT_SESSION] {
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(code);
+            let answer = match (&mut *self, key) {
+                (Conn::Cluster(c), Some(key)) => {
+                    let node = Route::with_key(key, SlotAddr::Master);
+                    let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node));
+                    tokio::time::timeout(timeout, c.route_command(load, to))
+                        .await
+                        .map(|a| a.map(drop))
+                }
+                // A cluster client sends SCRIPT LOAD to every node.
+                (conn, _) => tokio::time::timeout(timeout, load.query_async::<()>(conn)).await,
+            };
+            match answer {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Some(e)),
+                Err(_) => return Err(None),
+            }
+        }
+        Ok(())
+    }
+
     /// `keys` split into the groups one pipeline each may carry: all of
     /// them on one server; one group per hash slot in a cluster. Each
     /// group lists indexes into `keys`, in order.
@@ -725,7 +784,14 @@ async fn keep_connected(
     loop {
         if link.get().is_none() {
             match client.connect(timeout).await {
-                Some(conn) => {
+                Some(mut conn) => {
+                    // Ahead of the first write. Not loaded (a cluster node
+                    // down, Redis refusing): the connection still serves,
+                    // and a write that meets NOSCRIPT loads them again.
+                    if let Err(e) = conn.load_scripts(None, timeout).await {
+                        let e = e.map_or_else(|| "timed out".to_string(), |e| e.to_string());
+                        warn!(error = %e, "shared store: scripts not loaded on connecting; loaded again by the first write that needs them");
+                    }
                     *link.conn.lock().unwrap() = Some(conn);
                     counters.set_up(true);
                     backoff = BACKOFF.0;
@@ -784,35 +850,131 @@ async fn write_behind(
         let mut sent = Vec::new();
         for group in conn.groups(&keys) {
             let mut pipe = redis::pipe();
+            // Each write's own answer: a NOSCRIPT is told apart.
+            pipe.ignore_errors();
             for &i in &group {
                 // Each index is in exactly one group.
                 if let Some(cmd) = cmds[i].take() {
-                    pipe.add_command(cmd).ignore();
+                    pipe.add_command(cmd);
                 }
             }
-            let mut conn = conn.clone();
-            let n = group.len() as u64;
-            sent.push((
-                n,
-                tokio::spawn(async move {
-                    tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await
-                }),
-            ));
+            let n = pipe.len() as u64;
+            // The group's slot: where the scripts are loaded again.
+            let key = group.first().map(|&i| keys[i].clone()).unwrap_or_default();
+            let conn = conn.clone();
+            sent.push((n, tokio::spawn(send_writes(conn, pipe, key, timeout))));
         }
         for (n, answer) in sent {
-            match answer.await {
-                Ok(Ok(Ok(()))) => counters.written(n),
-                Ok(Ok(Err(e))) => {
-                    failed("write", Some(&e), &link, &counters);
-                    counters.dropped(n, "error");
-                }
-                Ok(Err(_)) | Err(_) => {
-                    failed("write", None, &link, &counters);
-                    counters.dropped(n, "timeout");
-                }
+            // A task lost is a write without an answer.
+            let sent = answer.await.unwrap_or_else(|_| Sent {
+                unanswered: Some((n, None)),
+                ..Sent::default()
+            });
+            counters.written(sent.applied);
+            if sent.refused > 0 {
+                // Redis answered: the connection is fine.
+                counters.error("write");
+                counters.dropped(sent.refused, "error");
+            }
+            if let Some((n, error)) = sent.unanswered {
+                failed("write", error.as_ref(), &link, &counters);
+                counters.dropped(n, if error.is_some() { "error" } else { "timeout" });
             }
         }
     }
+}
+
+/// How one pipeline of writes ended.
+#[derive(Debug, Default)]
+struct Sent {
+    /// Writes Redis applied.
+    applied: u64,
+    /// Writes Redis answered with an error: not applied.
+    refused: u64,
+    /// Writes whose request failed or went unanswered within the timeout
+    /// (with the error, `None` for the timeout): not applied, or not known
+    /// to be.
+    unanswered: Option<(u64, Option<redis::RedisError>)>,
+}
+
+impl Sent {
+    fn count(&mut self, answer: &redis::Value) {
+        match answer {
+            redis::Value::ServerError(_) => self.refused += 1,
+            _ => self.applied += 1,
+        }
+    }
+}
+
+/// Sends one pipeline of writes (built with `ignore_errors`, so each has
+/// its own answer), all of the slot of `key` in a cluster. Those a server
+/// answered NOSCRIPT did not run: the scripts are loaded on that server
+/// and those writes alone sent once more, once. Nothing else is sent
+/// again: a write without an answer may have run.
+async fn send_writes(
+    mut conn: Conn,
+    pipe: redis::Pipeline,
+    key: String,
+    timeout: Duration,
+) -> Sent {
+    let mut sent = Sent::default();
+    let answers = match ask(&mut conn, &pipe, timeout).await {
+        Ok(answers) => answers,
+        Err(error) => {
+            sent.unanswered = Some((pipe.len() as u64, error));
+            return sent;
+        }
+    };
+    let mut retry = redis::pipe();
+    retry.ignore_errors();
+    for (cmd, answer) in pipe.cmd_iter().zip(&answers) {
+        if no_script(answer) {
+            retry.add_command(cmd.clone());
+        } else {
+            sent.count(answer);
+        }
+    }
+    if retry.is_empty() {
+        return sent;
+    }
+    let n = retry.len() as u64;
+    if let Err(error) = conn.load_scripts(Some(&key), timeout).await {
+        // Not sent again: they did not run, and Redis refused the scripts
+        // or did not answer.
+        match error {
+            Some(e) if server_said_no(&e) => sent.refused += n,
+            error => sent.unanswered = Some((n, error)),
+        }
+        return sent;
+    }
+    match ask(&mut conn, &retry, timeout).await {
+        Ok(answers) => answers.iter().for_each(|a| sent.count(a)),
+        Err(error) => sent.unanswered = Some((n, error)),
+    }
+    sent
+}
+
+/// `pipe`'s answers, one per command, within `timeout`; the error is
+/// `None` for a timeout.
+async fn ask(
+    conn: &mut Conn,
+    pipe: &redis::Pipeline,
+    timeout: Duration,
+) -> Result<Vec<redis::Value>, Option<redis::RedisError>> {
+    match tokio::time::timeout(timeout, pipe.query_async::<Vec<redis::Value>>(conn)).await {
+        Ok(Ok(answers)) if answers.len() == pipe.len() => Ok(answers),
+        Ok(Ok(_)) => Err(Some(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "not one answer per write",
+        )))),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(None),
+    }
+}
+
+/// A server's answer that the script is not loaded there: it did not run.
+fn no_script(answer: &redis::Value) -> bool {
+    matches!(answer, redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript))
 }
 
 /// A write's key (which routes it in a cluster) and its command.
@@ -839,24 +1001,18 @@ fn command(w: Write) -> (String, redis::Cmd) {
             tag,
             ttl,
         } => {
-            let mut c = redis::cmd("EVAL");
-            c.arg(CONFIRM_NAME)
-                .arg(1)
-                .arg(&key)
-                .arg(&*backend)
-                .arg(tag)
-                .arg(unix_now())
-                .arg(ttl);
+            let mut c = evalsha(&SCRIPTS.confirm, &key);
+            c.arg(&*backend).arg(tag).arg(unix_now()).arg(ttl);
             (key, c)
         }
         Write::Reject { key, backend, ttl } => {
-            let mut c = redis::cmd("EVAL");
-            c.arg(REJECT_NAME).arg(1).arg(&key).arg(&*backend).arg(ttl);
+            let mut c = evalsha(&SCRIPTS.reject, &key);
+            c.arg(&*backend).arg(ttl);
             (key, c)
         }
         Write::Count { key, ttl } => {
-            let mut c = redis::cmd("EVAL");
-            c.arg(COUNT_SESSION).arg(1).arg(&key).arg(ttl);
+            let mut c = evalsha(&SCRIPTS.count, &key);
+            c.arg(ttl);
             (key, c)
         }
     }

@@ -240,11 +240,9 @@ pub async fn tls12_sessions_learned_on_one_instance_resume_through_another(
     // What an operator forgets on one instance (the admin API's DELETE)
     // is gone from Redis too.
     let stored = store.keys("stickytls:default:e:*");
-    let hex = stored[0].rsplit(':').next().unwrap();
+    let digest = stored[0].rsplit(':').next().unwrap();
     let mut bytes = [0u8; 16];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
+    hex::decode_to_slice(digest, &mut bytes).unwrap();
     let key = stickytls::affinity::Key::from_bytes(bytes);
     a.pool("default").unwrap().table.forget(&key);
     shared().await;
@@ -617,4 +615,82 @@ pub async fn renegotiated_tls12_session_seen_on_one_instance_is_rebound_on_anoth
     }
     assert!(against_the_balancer > 0, "every owner was B's own choice");
     assert!(b.stats().rebinds >= against_the_balancer, "{:?}", b.stats());
+}
+
+/// The scripts go by hash: a server that forgot them (`SCRIPT FLUSH`, or a
+/// node new to the cluster) answers a write NOSCRIPT, which did not run;
+/// the router loads the scripts and sends that write once more. Each
+/// write is applied exactly once: the shared count of new sessions is the
+/// number of sessions sent, and no script text is ever sent with EVAL.
+pub async fn writes_survive_a_script_flush_and_are_applied_exactly_once(store: impl SharedStore) {
+    use std::sync::Arc;
+    use stickytls::affinity::clients::Confirmed;
+    use stickytls::affinity::redis::decode_binding;
+    use stickytls::affinity::{Key, KeyKind, KeyState};
+
+    let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let r = instance_for(
+        &[("a".into(), nowhere)],
+        &store,
+        Balance::RoundRobin,
+        |_| {},
+    )
+    .await;
+    until(&r, "connects", |s| s.up).await;
+    let table = r.pool("default").unwrap().table.clone();
+    let prefix = ClientPrefix::new(IpAddr::from([127, 0, 2, 1]), 32, 64);
+    let name = Key::new(KeyKind::TicketKeyName, b"a name");
+    let a: stickytls::backend::BackendName = Arc::from("a");
+    for round in 1..=3u16 {
+        for port in store.ports() {
+            let reply = super::redis::command(port, &["SCRIPT", "FLUSH"]).unwrap();
+            assert!(reply.starts_with("+OK"), "{reply}");
+        }
+        // A client record and its new session (SET, then COUNT_SESSION),
+        // and a key-name step (CONFIRM_NAME), with a new tag each round.
+        let confirmed = Confirmed {
+            backend: a.clone(),
+            tls12: true,
+            fingerprint: 7,
+            new_session: true,
+        };
+        table.share_client(prefix, &confirmed);
+        table.confirm_key_name(name, &a, round);
+        let sent = 3 * u64::from(round);
+        until(&r, "the writes are acknowledged", |s| s.writes >= sent).await;
+    }
+    let s = status(&r);
+    assert_eq!(
+        (s.writes, s.writes_dropped, s.errors_write),
+        (9, 0, 0),
+        "{s:?}"
+    );
+
+    let counts = store.keys("stickytls:default:s:*");
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    let reply = store.command_for_key(&counts[0], &["GET", &counts[0]]);
+    assert_eq!(reply, "$1\r\n3\r\n", "three sessions, each counted once");
+    let names = store.keys("stickytls:default:n:*");
+    assert_eq!(names.len(), 1, "{names:?}");
+    let reply = store.command_for_key(&names[0], &["GET", &names[0]]);
+    let value = reply.split("\r\n").nth(1).unwrap();
+    let (binding, _) = decode_binding(value.as_bytes(), true).unwrap();
+    assert_eq!(
+        (binding.backend.as_ref(), binding.state),
+        ("a", KeyState::Routable)
+    );
+
+    // By hash only: no server ever ran a script sent in full, and every
+    // script write after a flush met NOSCRIPT first (two a round).
+    let mut no_script = 0;
+    for port in store.ports() {
+        let stats = super::redis::command(port, &["INFO", "commandstats"]).unwrap();
+        assert!(!stats.contains("cmdstat_eval:"), "EVAL on {port}: {stats}");
+        let errors = super::redis::command(port, &["INFO", "errorstats"]).unwrap();
+        no_script += errors
+            .lines()
+            .find_map(|l| l.strip_prefix("errorstat_NOSCRIPT:count="))
+            .map_or(0, |n| n.trim().parse::<u32>().unwrap());
+    }
+    assert_eq!(no_script, 6);
 }

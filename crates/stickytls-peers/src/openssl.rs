@@ -553,9 +553,10 @@ fn parse_hex_line(line: &str) -> Option<Vec<u8>> {
     let rest = line.strip_prefix("    ")?;
     rest.split_whitespace()
         .map(|pair| {
-            (pair.len() == 2)
-                .then(|| u8::from_str_radix(pair, 16).ok())
-                .flatten()
+            let mut byte = [0u8];
+            hex::decode_to_slice(pair, &mut byte).ok()?;
+            let [b] = byte;
+            Some(b)
         })
         .collect()
 }
@@ -575,7 +576,7 @@ fn server_hello_session_id(message: &[u8]) -> Option<String> {
     let rest = message.get(4 + 2 + 32..)?;
     let (&len, rest) = rest.split_first()?;
     let id = rest.get(..usize::from(len))?;
-    Some(id.iter().map(|b| format!("{b:02X}")).collect())
+    Some(hex::encode_upper(id))
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@
 //! connection's first ticket is in (or the server closes, or the timeout).
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -178,7 +177,7 @@ impl PeerCertificate {
 
     /// The fingerprint in lowercase hex.
     pub fn sha256_hex(&self) -> String {
-        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.sha256)
     }
 }
 
@@ -310,33 +309,24 @@ fn dechunk_into(rest: &mut &[u8], body: &mut Vec<u8>) -> Result<(), &'static str
 }
 
 /// Why a connection failed, by stage.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The source address could not be bound (not an address of this host?).
-    Bind(IpAddr, io::Error),
+    #[error("cannot bind source address {0}: {1}")]
+    Bind(IpAddr, #[source] io::Error),
     /// TCP connect failed.
-    Connect(io::Error),
+    #[error("TCP connect failed: {0}")]
+    Connect(#[source] io::Error),
     /// The TLS handshake failed (an alert, a reset, a close).
-    Handshake(io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] io::Error),
     /// Sending the GET or reading its answer failed.
+    #[error("HTTP exchange failed: {0}")]
     Http(String),
     /// The stage named did not finish within the timeout.
+    #[error("timed out during {0}")]
     TimedOut(&'static str),
 }
-
-impl fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProbeError::Bind(ip, e) => write!(f, "cannot bind source address {ip}: {e}"),
-            ProbeError::Connect(e) => write!(f, "TCP connect failed: {e}"),
-            ProbeError::Handshake(e) => write!(f, "TLS handshake failed: {e}"),
-            ProbeError::Http(e) => write!(f, "HTTP exchange failed: {e}"),
-            ProbeError::TimedOut(stage) => write!(f, "timed out during {stage}"),
-        }
-    }
-}
-
-impl std::error::Error for ProbeError {}
 
 /// One session: its own store, so each connection offers what the previous
 /// one was given.
