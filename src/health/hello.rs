@@ -11,6 +11,9 @@
 
 use std::hash::{BuildHasher, RandomState};
 
+// The extension code points, named once for the inspector and for us.
+use crate::inspect::ext;
+
 /// TLS 1.2 as `legacy_version`, and in `supported_versions`.
 const TLS12: u16 = 0x0303;
 const TLS13: u16 = 0x0304;
@@ -49,18 +52,6 @@ const P256_GENERATOR: [u8; 65] = [
     0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e, 0x16,
     0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51, 0xf5,
 ];
-
-/// Extension types (RFC 8446 4.2, RFC 6066, RFC 7627, RFC 5746, RFC 8422).
-mod ext {
-    pub const SERVER_NAME: u16 = 0;
-    pub const SUPPORTED_GROUPS: u16 = 10;
-    pub const EC_POINT_FORMATS: u16 = 11;
-    pub const SIGNATURE_ALGORITHMS: u16 = 13;
-    pub const EXTENDED_MASTER_SECRET: u16 = 23;
-    pub const SUPPORTED_VERSIONS: u16 = 43;
-    pub const KEY_SHARE: u16 = 51;
-    pub const RENEGOTIATION_INFO: u16 = 0xff01;
-}
 
 /// A fresh `random` and `legacy_session_id`: per-process keyed hashes of a
 /// counter, unpredictable enough for a probe that never derives a key.

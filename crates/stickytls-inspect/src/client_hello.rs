@@ -6,21 +6,8 @@ use nom::bytes::complete::take;
 use nom::number::complete::{be_u8, be_u16, be_u32};
 
 use super::InspectError;
+use super::ext;
 use super::wire::{PResult, WireError, ctx, empty, error_in, fail, offset_in, vec8, vec16};
-
-/// Extension code points this module looks at (IANA "TLS ExtensionType").
-pub(crate) mod ext {
-    pub const SERVER_NAME: u16 = 0;
-    pub const SIGNATURE_ALGORITHMS: u16 = 13;
-    pub const ALPN: u16 = 16;
-    pub const PADDING: u16 = 21;
-    pub const SESSION_TICKET: u16 = 35;
-    pub const PRE_SHARED_KEY: u16 = 41;
-    pub const EARLY_DATA: u16 = 42;
-    pub const SUPPORTED_VERSIONS: u16 = 43;
-    pub const KEY_SHARE: u16 = 51;
-    pub const ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
-}
 
 /// TLS 1.3's version code point.
 pub(crate) const TLS13: u16 = 0x0304;

@@ -13,7 +13,7 @@
 use nom::number::complete::{be_u8, be_u16, be_u24};
 
 use super::wire::{PResult, ctx, vec16};
-use super::{ClientHello, Handshake, Limits, Status, is_grease, report};
+use super::{ClientHello, Handshake, Limits, Status, ext, is_grease, report};
 
 #[cfg(any(test, feature = "differential"))]
 pub mod differential;
@@ -21,7 +21,7 @@ pub mod differential;
 /// Every field and list a ClientHello offers, for comparing two views of
 /// one hello (a kept hello read back from its spans against a fresh
 /// parse, or the same hello fed in two chunkings).
-pub fn hello_fields(c: &ClientHello<'_>) -> String {
+pub(crate) fn hello_fields(c: &ClientHello<'_>) -> String {
     format!(
         "v={:04x} sid={:?} sni={:?} t={:?} psk={:?} ed={} ech={} alpn={:?} sv={:?} ks={:?} \
          cs={:?} ext={:?} sig={:?} len={}",
@@ -43,7 +43,7 @@ pub fn hello_fields(c: &ClientHello<'_>) -> String {
 }
 
 /// Everything observable about a handshake, for comparing runs.
-pub fn summary(h: &Handshake, client: &Status, server: Option<&Status>) -> String {
+pub(crate) fn summary(h: &Handshake, client: &Status, server: Option<&Status>) -> String {
     let ch = |c: Option<ClientHello<'_>>| c.map(|c| hello_fields(&c));
     format!(
         "client={client:?} server={server:?} ch1={:?} r1={:?} ch2={:?} r2={:?} outcome={:?} \
@@ -187,22 +187,34 @@ pub fn client_hello(data: &[u8]) {
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), types.len(), "duplicate extension accepted");
-    assert_eq!(ch.sni.is_some(), has(0), "sni vs extension list");
+    assert_eq!(
+        ch.sni.is_some(),
+        has(ext::SERVER_NAME),
+        "sni vs extension list"
+    );
     assert_eq!(
         ch.alpn().next().is_some(),
-        has(16),
+        has(ext::ALPN),
         "alpn vs extension list"
     );
     assert_eq!(
         ch.session_ticket.is_some(),
-        has(35),
+        has(ext::SESSION_TICKET),
         "ticket vs extension list"
     );
-    assert_eq!(ch.early_data, has(42), "early_data vs extension list");
-    assert_eq!(ch.ech, has(0xfe0d), "ech vs extension list");
+    assert_eq!(
+        ch.early_data,
+        has(ext::EARLY_DATA),
+        "early_data vs extension list"
+    );
+    assert_eq!(
+        ch.ech,
+        has(ext::ENCRYPTED_CLIENT_HELLO),
+        "ech vs extension list"
+    );
     assert_eq!(
         ch.has_supported_versions(),
-        has(43),
+        has(ext::SUPPORTED_VERSIONS),
         "supported_versions vs extension list"
     );
     assert_eq!(
@@ -210,9 +222,17 @@ pub fn client_hello(data: &[u8]) {
         ch.supported_versions().next().is_some(),
         "supported_versions present but empty"
     );
-    assert_eq!(ch.has_psk, has(41), "pre_shared_key vs extension list");
+    assert_eq!(
+        ch.has_psk,
+        has(ext::PRE_SHARED_KEY),
+        "pre_shared_key vs extension list"
+    );
     if ch.has_psk {
-        assert_eq!(types.last(), Some(&41), "pre_shared_key not last");
+        assert_eq!(
+            types.last(),
+            Some(&ext::PRE_SHARED_KEY),
+            "pre_shared_key not last"
+        );
     }
     assert_eq!(ch.psk_identity_count(), ch.psk_identities().count());
     assert_eq!(
@@ -233,7 +253,7 @@ pub fn client_hello(data: &[u8]) {
         assert!(j.starts_with('t'), "{j}");
     }
     assert_eq!(ja4.get(..4), stable.get(..4));
-    let sni = if has(0) { "d" } else { "i" };
+    let sni = if has(ext::SERVER_NAME) { "d" } else { "i" };
     assert_eq!(ja4.get(3..4), Some(sni), "{ja4}");
     let ciphers = ch.cipher_suites().filter(|c| !is_grease(*c)).count();
     let exts = types.iter().filter(|t| !is_grease(**t)).count();

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use super::client_hello::{ClientHello, ext, is_grease};
+use super::client_hello::{ClientHello, is_grease};
+use super::ext;
 
 /// `t13d1516h2_8daaf6152771_e5627efa2ab1`. With `stable`, padding,
 /// session_ticket, pre_shared_key and early_data are left out as well as

@@ -12,23 +12,36 @@
 //! - `server`: ServerHello / HelloRetryRequest / NewSessionTicket walking.
 //! - `handshake`: both directions together, and what they let a router
 //!   learn ([`Handshake`], [`Outcome`]).
-//! - [`report`]: the JSON report behind `stickytls inspect`.
+//! - [`ext`]: the extension type code points, public as wire vocabulary.
 //! - `ja4`: the JA4 fingerprint and its resumption-stable variant.
-//! - [`fuzzing`]: entry points for the fuzz targets, asserting properties,
-//!   and the chunking harness the tests share.
+//! - `report` (feature `report`): the JSON report behind
+//!   `stickytls inspect`; the only user of serde_json.
+//! - `fuzzing` (feature `fuzzing`; `fuzzing::differential` with
+//!   `differential`): entry points for the fuzz targets, asserting
+//!   properties, and the chunking harness the tests share.
+//!
+//! Both feature-gated modules are also compiled for this crate's own unit
+//! tests, which exercise them.
 
 // The types and signatures here (and re-exported below) are the contract
 // the router is written against.
-#![deny(clippy::indexing_slicing)]
+//
+// No panic on outside bytes: every read goes through a bounded nom
+// combinator or `get`, and nothing unwraps. Test modules allow both lints
+// (a panic there is a failed test) and say so where they do.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::fmt;
 
 mod client;
 mod client_hello;
+pub mod ext;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod handshake;
 mod ja4;
 mod record;
+#[cfg(any(test, feature = "report"))]
 pub mod report;
 mod server;
 #[cfg(test)]

@@ -121,7 +121,7 @@ pub fn report(client: &[u8], server: Option<&[u8]>, limits: Limits) -> (Value, b
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)] // test code: a panic is a failed test
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use crate::testutil::*;

@@ -7,7 +7,8 @@
 use nom::bytes::complete::take;
 use nom::number::complete::{be_u8, be_u16, be_u32};
 
-use super::client_hello::{SeenTypes, TLS13, ext};
+use super::client_hello::{SeenTypes, TLS13};
+use super::ext;
 use super::record::{
     ALERT, AlertReader, CHANGE_CIPHER_SPEC, Event, HANDSHAKE, Keep, MsgProgress, MsgReader,
     RecordReader, malformed, over_limit,

@@ -1,6 +1,6 @@
 //! Behaviour tests for the inspector, on handcrafted handshakes fed in
 //! every chunking.
-#![allow(clippy::indexing_slicing)] // test code: a panic is a failed test
+#![allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 
 use super::testutil::*;
 use super::*;

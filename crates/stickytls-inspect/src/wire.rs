@@ -120,6 +120,7 @@ pub(crate) fn error_in(msg: &[u8], e: nom::Err<WireError<'_>>) -> InspectError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
 

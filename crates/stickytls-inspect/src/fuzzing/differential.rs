@@ -28,7 +28,7 @@ use tls_parser::{
 };
 
 use crate::ClientHello;
-use crate::client_hello::ext;
+use crate::ext;
 use crate::server::{parse_new_session_ticket, parse_server_hello};
 
 /// What comparing the two parsers on one input showed.
@@ -309,7 +309,7 @@ fn new_session_ticket(body: &[u8]) -> Verdict {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)] // test code: a panic is a failed test
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use crate::fuzzing::cleartext_messages;
