@@ -163,7 +163,7 @@ impl HealthState {
 
 /// Why an attempt to reach a backend failed, as counted: the `reason`
 /// label of `stickytls_backend_connect_failures_total`.
-pub const FAILURE_REASONS: [&str; 5] = ["refused", "timeout", "silent", "closed", "full"];
+pub(crate) const FAILURE_REASONS: [&str; 5] = ["refused", "timeout", "silent", "closed", "full"];
 
 /// A backend's running counts: plain atomics, bumped on the connection
 /// path without any lock.

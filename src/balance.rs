@@ -22,7 +22,7 @@ use crate::worker::PerThread;
 
 /// The seed of the source-hash balancer. Changing it re-shuffles every
 /// client: it is part of the routing contract between instances.
-pub const SOURCE_HASH_SEED: u64 = 0x7374_6963_6b79_746c; // "stickytl"
+pub(crate) const SOURCE_HASH_SEED: u64 = 0x7374_6963_6b79_746c; // "stickytl"
 
 #[derive(Debug)]
 pub struct Balancer {

@@ -43,7 +43,7 @@ impl Clock {
 }
 
 /// Whole seconds of a duration as a table timestamp delta, saturating.
-pub fn secs(d: Duration) -> u32 {
+pub(crate) fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 

@@ -15,7 +15,7 @@ use crate::log_limit::LogLimiter;
 
 /// The target of the per-connection lines: `RUST_LOG=stickytls::connection=off`
 /// turns them off alone.
-pub const TARGET: &str = "stickytls::connection";
+pub(crate) const TARGET: &str = "stickytls::connection";
 
 static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
 const BLOCK: u64 = 1 << 20;
@@ -28,7 +28,7 @@ thread_local! {
 /// A process-unique connection id. Each thread takes a block of a million
 /// ids from one shared counter, then numbers its connections from it
 /// without touching anything another thread writes.
-pub fn next_id() -> u64 {
+pub(crate) fn next_id() -> u64 {
     BLOCK_STATE.with(|b| {
         let (mut next, mut end) = b.get();
         if next == end {
@@ -56,7 +56,7 @@ pub mod close {
 /// usual production filter is `warn`), it allocates nothing and reads no
 /// clock: its times are only measured for a line that may be written.
 #[derive(Debug)]
-pub struct ConnectionTrace {
+pub(crate) struct ConnectionTrace {
     /// When the connection was accepted; `None` when no line may be
     /// written at all, so that the fields that cost an allocation or a
     /// clock read are only filled in for a line.
@@ -151,7 +151,7 @@ impl ConnectionTrace {
 /// What one connection's line says. Filled in as the connection goes; the
 /// fields a connection never reached stay empty (`-` in text).
 #[derive(Debug, Default)]
-pub struct ConnectionRecord {
+pub(crate) struct ConnectionRecord {
     pub id: u64,
     pub listener: Option<Box<str>>,
     /// The client's address: the PROXY header's when the listener uses one.
@@ -208,7 +208,7 @@ impl ConnectionRecord {
 }
 
 /// A TLS version as the log and metrics name it.
-pub fn version_name(v: u16) -> &'static str {
+pub(crate) fn version_name(v: u16) -> &'static str {
     match v {
         0x0304 => "1.3",
         0x0303 => "1.2",

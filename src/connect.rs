@@ -29,7 +29,7 @@ use crate::proxy_out::{self, Origin};
 /// them alone is the cause.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", summary(.attempts))]
-pub struct ConnectError {
+pub(crate) struct ConnectError {
     /// What happened at each backend tried, in order; the last one ended
     /// the failover if it does not allow another try.
     pub attempts: Vec<(Arc<str>, AttemptError)>,
@@ -37,7 +37,7 @@ pub struct ConnectError {
 
 /// Whose failure an attempt was, which decides what is done about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// The backend: it is marked down for `down_hold` and counted, and the
     /// next candidate is tried.
     Backend,
@@ -49,7 +49,8 @@ pub enum Fault {
 impl ConnectError {
     /// [`Fault::Local`] when the failover stopped at a failure of this host;
     /// otherwise the backends were all tried (or there were none).
-    pub fn fault(&self) -> Fault {
+    #[cfg(test)]
+    fn fault(&self) -> Fault {
         match self.attempts.last() {
             Some((_, e)) => e.fault(),
             None => Fault::Backend,
@@ -78,7 +79,7 @@ fn summary(attempts: &[(Arc<str>, AttemptError)]) -> String {
 
 /// Why one backend attempt failed.
 #[derive(Debug, thiserror::Error)]
-pub enum AttemptError {
+pub(crate) enum AttemptError {
     /// Refused or unreachable.
     #[error("connect failed ({0})")]
     Refused(#[source] io::Error),
@@ -157,7 +158,7 @@ pub(crate) fn is_local_failure(e: &io::Error) -> bool {
 
 /// A backend that answered: its stream and the first bytes it sent.
 #[derive(Debug)]
-pub struct Connected {
+pub(crate) struct Connected {
     pub stream: TcpStream,
     pub backend: Arc<Backend>,
     /// Server bytes already read while waiting for the first byte; they go
@@ -175,7 +176,7 @@ pub struct Connected {
 /// always answers a complete ClientHello. Without it (non-TLS input, whose
 /// protocol may have the server wait for more), connecting is enough.
 /// `origin` is what a PROXY header tells a backend with `send_proxy`.
-pub async fn connect(
+pub(crate) async fn connect(
     pool: &PoolState,
     candidates: &[Arc<Backend>],
     hello: &[u8],

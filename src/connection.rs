@@ -39,7 +39,7 @@ use crate::stats::Stats;
 /// The path of one connection. `client` comes from one of the router's
 /// listening sockets, so it already has TCP_NODELAY (see
 /// `listen::bind_reuseport`).
-pub async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: SocketAddr) {
+pub(crate) async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, peer: SocketAddr) {
     listener.stats.connection();
     listener.accepted.increment(1);
     let _open = Open(&listener.stats);
@@ -260,8 +260,8 @@ fn finish(pool: &PoolState, mut trace: ConnectionTrace, relayed: Relayed) {
     let close = match relayed.end {
         RelayEnd::Closed => close::CLOSED,
         RelayEnd::Idle => close::IDLE,
-        RelayEnd::Reset(Side::Client, _) => close::CLIENT_RESET,
-        RelayEnd::Reset(Side::Server, _) => close::BACKEND_RESET,
+        RelayEnd::Reset(Side::Client) => close::CLIENT_RESET,
+        RelayEnd::Reset(Side::Server) => close::BACKEND_RESET,
     };
     trace.finish(close, &pool.decision_log);
 }
@@ -370,7 +370,7 @@ async fn relay_to(
     .await;
     relayed.to_server += hello.len() as u64;
     pool.stats.relayed(relayed.to_server, relayed.to_client);
-    if let RelayEnd::Reset(side, _) = &relayed.end {
+    if let RelayEnd::Reset(side) = &relayed.end {
         let other = match side {
             Side::Client => &server,
             Side::Server => &client,

@@ -49,7 +49,7 @@ use crate::metrics as m;
 use crate::pool::PoolState;
 use crate::proxy_out;
 
-pub use hello::{client_hello, fresh_random};
+pub(crate) use hello::{client_hello, fresh_random};
 
 /// Why a probe failed. Every failure is the backend's (or the network's):
 /// a probe that cannot even open a socket on this host fails the same way
@@ -193,7 +193,7 @@ async fn server_hello(
 /// lives in the backend, which a reload keeps when its address is
 /// unchanged, so a restart of the checks forgets only the current run of
 /// passes or failures: a down backend still needs `rise` passes.
-pub async fn follow(
+pub(crate) async fn follow(
     mut pools: tokio::sync::watch::Receiver<crate::pool::Pools>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -222,7 +222,7 @@ pub async fn follow(
 
 /// Runs the pool's checks until `shutdown` completes. Returns at once for
 /// `check = "none"`.
-pub async fn run(pool: Arc<PoolState>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(pool: Arc<PoolState>, shutdown: impl Future<Output = ()>) {
     let cfg = pool.config.health.clone();
     let backends: Vec<Arc<Backend>> = pool.backends.all().to_vec();
     if cfg.check == HealthCheck::None || backends.is_empty() {

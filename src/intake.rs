@@ -20,7 +20,7 @@ use crate::inspect::{Alert, ErrorKind, Handshake, InspectError, NotTls, Status};
 /// Why a client was closed before routing. All of these are the client's
 /// doing; none is retried.
 #[derive(Debug, thiserror::Error)]
-pub enum IntakeError {
+pub(crate) enum IntakeError {
     #[error("not TLS: {}", .0.reason)]
     NotTls(NotTls),
     #[error("malformed ClientHello: {0}")]
@@ -101,7 +101,7 @@ async fn read_into<R: AsyncRead + Unpin>(
 /// Reads until the inspector has the first ClientHello, or `deadline`.
 /// `buf` may already hold bytes that followed a PROXY header; on success
 /// every byte of the client's TLS stream read so far is in `buf`.
-pub async fn read_hello<R: AsyncRead + Unpin>(
+pub(crate) async fn read_hello<R: AsyncRead + Unpin>(
     client: &mut R,
     hs: &mut Handshake,
     buf: &mut Vec<u8>,

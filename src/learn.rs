@@ -16,7 +16,7 @@ use crate::pool::PoolState;
 use crate::route::{Decision, Offer, Rule};
 
 /// Updates the table and the client index from one finished handshake.
-pub fn learn(
+pub(crate) fn learn(
     pool: &PoolState,
     client: ClientPrefix,
     offer: &Offer,

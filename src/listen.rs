@@ -366,7 +366,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// running `handle` for each connection on a task of its own, counted in
 /// `connections` until it ends. The listening socket closes when this
 /// returns; connections already accepted run on.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     slot: Arc<ListenerSlot>,
     handle: H,
@@ -623,7 +623,7 @@ pub(crate) async fn accept_all<H, F, S, SF>(
 /// connections, and each connection lives on one thread, which is also what
 /// lets per-thread state ([`crate::worker`]) replace shared locks. Tables
 /// and counters stay shared.
-pub fn run_on_threads<H, F>(
+pub(crate) fn run_on_threads<H, F>(
     listeners: watch::Receiver<Arc<Vec<Arc<ListenerSlot>>>>,
     threads: usize,
     drain: Drain,
@@ -690,7 +690,7 @@ pub(crate) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpL
 /// Raises the soft descriptor limit to the hard limit: each relayed
 /// connection holds two sockets, and the default soft limit (1024) would
 /// cap the router at about 500 clients.
-pub fn raise_nofile_limit() -> u64 {
+pub(crate) fn raise_nofile_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let lim = getrlimit(Resource::Nofile);
     if let Some(max) = lim.maximum {

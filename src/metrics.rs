@@ -210,19 +210,19 @@ metric_table! {
 pub const HEALTH_TRANSITIONS: &str = "stickytls_health_transitions_total";
 /// Failed health probes, by `pool`, `backend` and `reason` (refused,
 /// timeout, closed, not_tls, alert, malformed, local).
-pub const HEALTH_CHECK_FAILURES: &str = "stickytls_health_check_failures_total";
+pub(crate) const HEALTH_CHECK_FAILURES: &str = "stickytls_health_check_failures_total";
 /// The last health probe's result, by `pool` and `backend`: 1 passed, 0
 /// failed.
-pub const HEALTH_CHECK_PASSED: &str = "stickytls_health_check_passed";
+pub(crate) const HEALTH_CHECK_PASSED: &str = "stickytls_health_check_passed";
 
 /// Buckets of [`DECISION_SECONDS`]: a decision is a few table lookups, so
 /// microseconds, with room for a contended lock or a remote store.
-pub const DECISION_BUCKETS: [f64; 12] = [
+pub(crate) const DECISION_BUCKETS: [f64; 12] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1,
 ];
 /// Buckets of [`BACKEND_CONNECT_SECONDS`]: from a local backend's tens of
 /// microseconds to the default 3 s connect timeout plus the first byte.
-pub const CONNECT_BUCKETS: [f64; 16] = [
+pub(crate) const CONNECT_BUCKETS: [f64; 16] = [
     2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
     5.0,
 ];
@@ -230,20 +230,20 @@ pub const CONNECT_BUCKETS: [f64; 16] = [
 /// Buckets of [`STATE_WRITE_SECONDS`]: a small table writes in
 /// milliseconds, a million entries in about half a second, and a slow disk's
 /// fsync can take seconds.
-pub const STATE_WRITE_BUCKETS: [f64; 11] = [
+pub(crate) const STATE_WRITE_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// How often histograms are drained into their buckets when nobody
 /// scrapes: keeps their memory bounded.
-pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A counter the router keeps as a plain atomic and copies into the
 /// exporter at scrape time. What is copied is the increase since the last
 /// copy, so the counters of several routers in one process (tests) add up
 /// as they would through the facade.
 #[derive(Debug)]
-pub struct Exported {
+pub(crate) struct Exported {
     handle: metrics::Counter,
     /// The count at the last copy.
     published: AtomicU64,
@@ -268,7 +268,7 @@ impl Exported {
 /// if another recorder already owns the process. A router with an admin
 /// endpoint calls this before it builds its pools: handles registered
 /// before the recorder exists stay no-ops for good.
-pub fn recorder() -> Option<PrometheusHandle> {
+pub(crate) fn recorder() -> Option<PrometheusHandle> {
     static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     RECORDER
         .get_or_init(|| match install_recorder() {

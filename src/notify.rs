@@ -19,7 +19,7 @@ use std::os::unix::net::UnixDatagram;
 /// Sends `state` (newline-separated `KEY=VALUE` assignments); returns
 /// whether a notification socket took it. Failures are not errors: systemd
 /// may be gone, and serving matters more than telling it.
-pub fn notify(state: &str) -> bool {
+pub(crate) fn notify(state: &str) -> bool {
     match std::env::var_os("NOTIFY_SOCKET") {
         Some(path) => notify_to(&path, state),
         None => false,
@@ -45,7 +45,7 @@ fn notify_to(path: &std::ffi::OsStr, state: &str) -> bool {
 
 /// `READY=1` with this process as the main one: what a process that took
 /// over from another says, so that systemd follows it.
-pub fn ready_as_main() -> bool {
+pub(crate) fn ready_as_main() -> bool {
     notify(&main_ready())
 }
 
@@ -54,7 +54,7 @@ fn main_ready() -> String {
 }
 
 /// `RELOADING=1` with the monotonic time `notify-reload` asks for.
-pub fn reloading() -> bool {
+pub(crate) fn reloading() -> bool {
     notify(&reloading_now())
 }
 

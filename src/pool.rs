@@ -56,7 +56,7 @@ pub struct PoolState {
 
 /// How many routing decisions a pool can be asked for, newest first
 /// ([`PoolState::last_decisions`]); each worker thread keeps this many.
-pub const RECENT_DECISIONS: usize = 256;
+pub(crate) const RECENT_DECISIONS: usize = 256;
 
 impl PoolState {
     /// A pool with an in-process affinity table.

@@ -24,7 +24,7 @@ const MAX_HEADER: usize = 4096;
 /// peer's doing (the listener's own `proxy_trusted` decides who may speak),
 /// and none is retried: nothing has been routed yet.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The peer is not in `proxy_trusted`: it may not name a client
     /// address, so its connection is closed unread.
     #[error(
@@ -49,7 +49,7 @@ pub enum ProxyError {
 /// or a metric can tell a proxy that sends no header (misconfigured
 /// listener) from one that sends a broken one.
 #[derive(Debug, PartialEq, thiserror::Error)]
-pub enum Malformed {
+pub(crate) enum Malformed {
     /// The first bytes match neither the v1 nor the v2 signature: the peer
     /// sends no header at all (often TLS straight away).
     #[error("the connection does not start with a PROXY signature")]
@@ -90,7 +90,7 @@ impl ProxyError {
 
 /// What a PROXY header says of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Proxied {
+pub(crate) struct Proxied {
     /// The client: the header's source, or the peer itself for the
     /// `LOCAL`/`UNKNOWN` headers proxies use for their own health checks.
     pub client: SocketAddr,
@@ -102,7 +102,7 @@ pub struct Proxied {
 
 /// Reads a PROXY header from a trusted `peer` before `deadline`. Bytes read
 /// past the header are left in `rest`.
-pub async fn read_header<R: AsyncRead + Unpin>(
+pub(crate) async fn read_header<R: AsyncRead + Unpin>(
     stream: &mut R,
     peer: SocketAddr,
     trusted: &[Cidr],

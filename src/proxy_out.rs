@@ -46,7 +46,7 @@ const V1_UNKNOWN: &[u8] = b"PROXY UNKNOWN\r\n";
 /// a header says about it. Fixed-size, so building one allocates nothing
 /// on the connections of backends that get no header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// The client: the TCP peer, or the source of the incoming PROXY header.
     pub client: SocketAddr,
     /// The address the client connected to: the accepted socket's local
@@ -62,7 +62,11 @@ pub struct Origin {
 /// that both reach the backend in one write (a backend, or a middlebox,
 /// that reads the header with one `recv` sees it whole). Borrows `payload`
 /// untouched when `send` is off: no copy and no allocation.
-pub fn header_then<'a>(send: SendProxy, origin: &Origin, payload: &'a [u8]) -> Cow<'a, [u8]> {
+pub(crate) fn header_then<'a>(
+    send: SendProxy,
+    origin: &Origin,
+    payload: &'a [u8],
+) -> Cow<'a, [u8]> {
     let mut out = match send {
         SendProxy::Off => return Cow::Borrowed(payload),
         SendProxy::V1 => v1_header(origin, payload.len()),
@@ -74,7 +78,7 @@ pub fn header_then<'a>(send: SendProxy, origin: &Origin, payload: &'a [u8]) -> C
 
 /// What a health probe sends first to a backend with `send`: v2 LOCAL or
 /// v1 UNKNOWN, nothing when off.
-pub fn local(send: SendProxy) -> &'static [u8] {
+pub(crate) fn local(send: SendProxy) -> &'static [u8] {
     match send {
         SendProxy::Off => &[],
         SendProxy::V1 => V1_UNKNOWN,

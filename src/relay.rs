@@ -47,7 +47,7 @@ const SPLICE_CHUNK: usize = 256 * 1024;
 
 /// Which side of the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Client,
     Server,
 }
@@ -55,7 +55,7 @@ pub enum Side {
 /// What a relay did: how it ended, and the bytes it passed each way
 /// (whatever the end, for the connection's log line and the byte counters).
 #[derive(Debug)]
-pub struct Relayed {
+pub(crate) struct Relayed {
     pub end: RelayEnd,
     /// Client to server (the relay's own; the caller adds the hello it
     /// replayed).
@@ -66,17 +66,17 @@ pub struct Relayed {
 
 /// How a relayed connection ended.
 #[derive(Debug)]
-pub enum RelayEnd {
+pub(crate) enum RelayEnd {
     /// Both directions closed cleanly.
     Closed,
     /// No bytes either way for the idle timeout.
     Idle,
     /// `Side` reset (or failed); the other side should be reset too.
-    Reset(Side, io::Error),
+    Reset(Side),
 }
 
 /// What the relay reports about the server's cleartext flight, once.
-pub trait OnServerFlight: Sync {
+pub(crate) trait OnServerFlight: Sync {
     /// The server side of the inspector finished (`Done`).
     fn done(&self, hs: &Handshake);
     /// The server side could not be read (malformed, alert, not TLS).
@@ -170,7 +170,7 @@ impl Shared<'_> {
 /// timeout passes. `first_bytes` were already read from the server; they
 /// are freed once passed on. With no handshake to watch it is a plain copy
 /// from the start.
-pub async fn relay(
+pub(crate) async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
     hs: Option<Box<Handshake>>,
@@ -215,7 +215,7 @@ pub async fn relay(
     let end = tokio::select! {
         r = async { tokio::try_join!(to_server, to_client) } => match r {
             Ok(_) => RelayEnd::Closed,
-            Err((side, e)) => RelayEnd::Reset(side, e),
+            Err((side, _)) => RelayEnd::Reset(side),
         },
         _ = watchdog => RelayEnd::Idle,
     };

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use crate::affinity::clients::{ClientPrefix, ClientView};
 use crate::affinity::{Key, KeyKind, KeyState};
 use crate::backend::{AdminState, Backend};
-pub use crate::decision::Rule;
+pub(crate) use crate::decision::Rule;
 use crate::inspect::{ClientHello, ticket_key_name};
 use crate::pool::PoolState;
 
 /// The keys a ClientHello offers, digested once, owned by the connection.
 #[derive(Debug, Clone, Default)]
-pub struct Offer {
+pub(crate) struct Offer {
     /// PSK identities, each with its key-name key (empty for ECH outer
     /// hellos, whose identities are GREASE).
     pub psk_identities: Vec<(Key, Option<Key>)>,
@@ -32,7 +32,6 @@ pub struct Offer {
     pub ticket: Option<(Key, Option<Key>)>,
     /// A non-empty legacy session ID.
     pub session_id: Option<Key>,
-    pub offers_tls13: bool,
     /// Hash of the resumption-stable fingerprint: tells clients behind one
     /// address apart when re-binding.
     pub fingerprint: u32,
@@ -70,7 +69,6 @@ impl Offer {
             psk_identities,
             ticket,
             session_id,
-            offers_tls13: hello.offers_tls13(),
             fingerprint: stable_fingerprint(hello),
         }
     }
@@ -139,7 +137,7 @@ impl Offer {
 /// sorts them: browsers shuffle their extension order on every connection.
 /// Computed straight from the hello, without building JA4's strings and
 /// SHA-256 digests, which cost a fifth of a connection's instructions.
-pub fn stable_fingerprint(hello: &ClientHello<'_>) -> u32 {
+pub(crate) fn stable_fingerprint(hello: &ClientHello<'_>) -> u32 {
     use crate::balance::{fmix64, fnv1a64};
     use crate::inspect::is_grease;
     let mut suites = 0u64;
@@ -169,7 +167,7 @@ pub fn stable_fingerprint(hello: &ClientHello<'_>) -> u32 {
 
 /// Where to send a connection and why.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Usable backends, the chosen one first, then the balancer's order
     /// for failover.
     pub candidates: Vec<Arc<Backend>>,
@@ -185,7 +183,7 @@ pub struct Decision {
 /// miss too, but is kept: its resumption goes to the balancer's choice,
 /// and once the owner is back within the entry's lifetime, the client
 /// returns to it, where its session may still be valid.
-pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decision {
+pub(crate) fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decision {
     // Where existing state lives (rules 1 and 2), a backend has to be up
     // and not in maintenance: draining (or weight 0) keeps the sessions it
     // owns. New sessions (rules 3 and 4) need state `up` and a weight.
@@ -297,7 +295,7 @@ pub fn decide(pool: &PoolState, offer: &Offer, client: &ClientPrefix) -> Decisio
 
 /// Rule 4: the balancer's order, backends that are up only (unless none
 /// is). Also how a connection is placed without inspection.
-pub fn balanced(pool: &PoolState, client: &ClientPrefix, reason: &'static str) -> Decision {
+pub(crate) fn balanced(pool: &PoolState, client: &ClientPrefix, reason: &'static str) -> Decision {
     let order = pool.balancer.order(pool.backends.all(), client);
     let mut candidates: Vec<Arc<Backend>> = order
         .iter()

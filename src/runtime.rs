@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 /// failure to start the thread, rather than something the thread can only
 /// log. Dropping the runtime when the future returns closes whatever its
 /// tasks still hold (sockets, connections).
-pub fn spawn<T, F>(name: String, task: T) -> std::io::Result<JoinHandle<F::Output>>
+pub(crate) fn spawn<T, F>(name: String, task: T) -> std::io::Result<JoinHandle<F::Output>>
 where
     T: FnOnce() -> F + Send + 'static,
     F: Future,

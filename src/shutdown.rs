@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 
 /// Where a stop is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Accepting and serving.
     Serving,
     /// Not accepting; open connections run to their end.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 /// Host name (or wildcard suffix) → index of a pool.
 #[derive(Debug, Default)]
-pub struct SniMap {
+pub(crate) struct SniMap {
     exact: HashMap<String, usize>,
     /// `*.example.com` is stored as `example.com`.
     wildcard: HashMap<String, usize>,

@@ -148,7 +148,7 @@ fn unix_secs(t: SystemTime) -> u64 {
 /// The state of `pools` in the file format, with `now` as the write time:
 /// the file's bytes, and how many entries and clients they hold.
 /// Walks one shard at a time; the encoding happens outside the locks.
-pub fn encode(pools: &[Arc<PoolState>], now: SystemTime) -> (Vec<u8>, usize, usize) {
+pub(crate) fn encode(pools: &[Arc<PoolState>], now: SystemTime) -> (Vec<u8>, usize, usize) {
     let e = encode_parts(pools, now);
     (e.parts.concat(), e.entries, e.clients)
 }
@@ -375,7 +375,7 @@ impl<'a> Reader<'a> {
 
 /// Parses a whole state file. Nothing in `bytes` can make this panic or
 /// allocate more than the file's own size over again.
-pub fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     if bytes.is_empty() {
         return Err(StateError::Empty);
     }

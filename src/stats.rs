@@ -68,7 +68,7 @@ fn resumption_index(r: Resumption) -> usize {
 /// (`IntakeError::reason`) and the PROXY header (`ProxyError::reason`)
 /// give. A reason not listed is counted under the last, `other`, so a new
 /// one added elsewhere is never lost, only lumped.
-pub const REJECT_REASONS: [&str; 11] = [
+pub(crate) const REJECT_REASONS: [&str; 11] = [
     "not_tls",
     "malformed",
     "alert",

@@ -62,7 +62,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a takeover could not happen. The new process then starts on its
 /// own sockets; the old one goes on serving.
 #[derive(Debug, thiserror::Error)]
-pub enum TakeoverError {
+pub(crate) enum TakeoverError {
     /// A system call on the takeover socket (or a handed-over socket)
     /// failed; `what` this process was doing.
     #[error("cannot {0}: {1}")]
@@ -81,7 +81,7 @@ fn io(what: &'static str) -> impl FnOnce(rustix::io::Errno) -> TakeoverError {
 
 /// What a new process received from the one it takes over from.
 #[derive(Debug)]
-pub struct Inherited {
+pub(crate) struct Inherited {
     /// Listening sockets by the configured address they were bound for.
     pub sockets: HashMap<SocketAddr, Vec<std::net::TcpListener>>,
     /// The old process's affinity state, in the state file's format.
@@ -94,7 +94,7 @@ pub struct Inherited {
 /// Connects to a running router at `path` and receives its sockets and
 /// state. `Ok(None)`: nobody listens there (no file, or a stale one), so
 /// this process starts on its own.
-pub fn take_over(path: &Path) -> Result<Option<Inherited>, TakeoverError> {
+pub(crate) fn take_over(path: &Path) -> Result<Option<Inherited>, TakeoverError> {
     let conn = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
         .map_err(io("open a Unix socket"))?;
     let addr = SocketAddrUnix::new(path).map_err(io("use the takeover socket's path"))?;
@@ -217,7 +217,10 @@ fn merge(bytes: &[u8], pools: &Pools) -> Result<usize, state::StateError> {
 }
 
 /// Applies the snapshot received at the hand-over, before serving.
-pub fn restore(inherited: &Inherited, pools: &Pools) -> Result<state::Restored, state::StateError> {
+pub(crate) fn restore(
+    inherited: &Inherited,
+    pools: &Pools,
+) -> Result<state::Restored, state::StateError> {
     let saved = state::decode(&inherited.state)?;
     Ok(state::apply(saved, pools, SystemTime::now()))
 }
@@ -228,7 +231,7 @@ pub fn restore(inherited: &Inherited, pools: &Pools) -> Result<state::Restored, 
 /// A takeover the running process agreed to: the new process serves, this
 /// one drains, then sends what it learned meanwhile with [`Handoff::finish`].
 #[derive(Debug)]
-pub struct Handoff {
+pub(crate) struct Handoff {
     conn: OwnedFd,
     pools: tokio::sync::watch::Receiver<Pools>,
     /// The new process's id, for the log.
@@ -248,7 +251,7 @@ impl Handoff {
 /// first new process that asks. Returns at once; the hand-over happens on
 /// a thread of its own, and `handed` receives it when the new process is
 /// serving: the caller then stops as on SIGTERM.
-pub fn listen(
+pub(crate) fn listen(
     path: &Path,
     live: Arc<Live>,
     handed: tokio::sync::mpsc::Sender<Handoff>,
@@ -439,7 +442,7 @@ fn recv(conn: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), TakeoverError> {
 /// successor that fails before taking over is logged, and this process
 /// goes on serving. Needs the takeover socket; without it there is nothing
 /// to hand over on.
-pub fn spawn_successor() -> std::io::Result<u32> {
+pub(crate) fn spawn_successor() -> std::io::Result<u32> {
     let exe = installed_exe()?;
     let mut child = std::process::Command::new(&exe)
         .args(std::env::args_os().skip(1))

@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 
 /// Slots per [`PerThread`]: more worker threads than this share slots
 /// (index modulo `SLOTS`), which stays correct and only costs contention.
-pub const SLOTS: usize = 64;
+pub(crate) const SLOTS: usize = 64;
 
 thread_local! {
     /// This thread's slot; 0 for threads that are not worker threads.
@@ -26,18 +26,18 @@ thread_local! {
 
 /// Marks the current thread as worker thread `index` (from 0): called once
 /// by each worker thread before it serves.
-pub fn set_index(index: usize) {
+pub(crate) fn set_index(index: usize) {
     INDEX.with(|i| i.set(index % SLOTS));
 }
 
 /// The current thread's slot.
-pub fn index() -> usize {
+pub(crate) fn index() -> usize {
     INDEX.with(Cell::get)
 }
 
 /// One `T` per worker thread.
 #[derive(Debug)]
-pub struct PerThread<T> {
+pub(crate) struct PerThread<T> {
     slots: Box<[Padded<Mutex<T>>]>,
 }
 

@@ -28,7 +28,7 @@ use crate::pool::RECENT_DECISIONS;
 
 /// What every handler shares.
 #[derive(Debug)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// The router's pools and counters, to read and steer.
     pub control: Control,
     /// Renders `/metrics`; `None` when another recorder owns the process
@@ -43,7 +43,7 @@ pub struct Endpoint {
 type Shared = Arc<Endpoint>;
 
 /// The admin endpoint's whole service: routes, auth, JSON errors, bounds.
-pub fn router(
+pub(crate) fn router(
     control: Control,
     metrics: Option<PrometheusHandle>,
     config: &AdminConfig,

@@ -195,10 +195,10 @@ pub struct PoolOverview {
 }
 
 /// Decisions returned when `limit` is not given.
-pub const DEFAULT_DECISIONS: usize = 50;
+pub(crate) const DEFAULT_DECISIONS: usize = 50;
 /// Longest key accepted in a lookup, in bytes: tickets run to a few
 /// hundred bytes, and the bound keeps a query's work small.
-pub const MAX_KEY_BYTES: usize = 4096;
+pub(crate) const MAX_KEY_BYTES: usize = 4096;
 
 impl Control {
     pub fn new(live: Arc<Live>, stats: Arc<Stats>) -> Control {

@@ -17,17 +17,17 @@ use std::fmt::{self, Write};
 use super::control::{BackendView, DecisionView, Overview, PoolOverview, StatsView};
 
 /// Decisions shown per pool: enough to see a pattern, few enough to read.
-pub const PAGE_DECISIONS: usize = 20;
+pub(crate) const PAGE_DECISIONS: usize = 20;
 /// The page reloads itself this often unless `?refresh=N` says otherwise.
-pub const DEFAULT_REFRESH_SECS: u32 = 5;
+pub(crate) const DEFAULT_REFRESH_SECS: u32 = 5;
 /// Longest refresh period accepted (an hour); 0 turns refreshing off.
-pub const MAX_REFRESH_SECS: u32 = 3600;
+pub(crate) const MAX_REFRESH_SECS: u32 = 3600;
 
 /// Text made safe for HTML element content and quoted attribute values:
 /// `&`, `<`, `>`, `"` and `'` become character references, so a hostile
 /// SNI or name can neither open a tag nor leave an attribute.
 #[derive(Debug, Clone, Copy)]
-pub struct Esc<'a>(pub &'a str);
+pub(crate) struct Esc<'a>(pub &'a str);
 
 impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,13 +47,14 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
-/// `s` escaped for HTML (see [`Esc`]).
-pub fn escape(s: &str) -> String {
+/// `s` escaped for HTML (see [`Esc`]): the tests' view of it.
+#[cfg(test)]
+fn escape(s: &str) -> String {
     Esc(s).to_string()
 }
 
 /// The whole page. `refresh_secs` 0 leaves out the refresh.
-pub fn render(o: &Overview, refresh_secs: u32) -> String {
+pub(crate) fn render(o: &Overview, refresh_secs: u32) -> String {
     let mut out = String::with_capacity(16 * 1024);
     // Writing into a String cannot fail: the results are ignored.
     let _ = page(&mut out, o, refresh_secs);

@@ -23,7 +23,7 @@ use crate::clock::{Clock, secs};
 const SHARDS: usize = 64;
 /// Recent confirmed connections remembered per prefix: enough to find the
 /// same client software again behind a shared address.
-pub const RECENT: usize = 6;
+pub(crate) const RECENT: usize = 6;
 
 /// A client address reduced to the prefix that stands for one client
 /// (/32 for IPv4 and /64 for IPv6 by default): the network, its host bits

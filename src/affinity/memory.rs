@@ -52,7 +52,7 @@ const MAX_SHARDS: usize = 128;
 /// So each shard gets exactly 7/8 of a power of two, and the number of
 /// shards (not a power of two) makes up the total: 1,000,000 entries become
 /// 70 shards of 14,336 (1,003,520).
-pub fn layout(total: usize) -> (usize, usize) {
+pub(crate) fn layout(total: usize) -> (usize, usize) {
     let total = total.max(1);
     let mut slots = 8usize;
     loop {

@@ -34,10 +34,10 @@ pub use memory::MemoryStore;
 /// per-connection cost"). foldhash's own `RandomState` seeds from address
 /// layout and the time only; these seeds come from std's `RandomState`,
 /// whose keys the OS draws.
-pub type KeyedState = foldhash::fast::SeedableRandomState;
+pub(crate) type KeyedState = foldhash::fast::SeedableRandomState;
 
 /// A [`KeyedState`] with a fresh per-map seed and the process's shared one.
-pub fn keyed_state() -> KeyedState {
+pub(crate) fn keyed_state() -> KeyedState {
     static SHARED: std::sync::OnceLock<foldhash::SharedSeed> = std::sync::OnceLock::new();
     let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(os_random()));
     KeyedState::with_seed(os_random(), shared)
@@ -120,7 +120,7 @@ pub enum KeyState {
 }
 
 /// Bits of a [`Key::tag`]: with the state's three, a state fits in a `u16`.
-pub const TAG_BITS: u32 = 13;
+pub(crate) const TAG_BITS: u32 = 13;
 const TAG_MASK: u16 = (1 << TAG_BITS) - 1;
 
 impl KeyState {
@@ -337,7 +337,7 @@ pub struct Lookup {
 
 /// The wait [`AffinityStore::prefetch`] returns: it never fails (the
 /// outcome is counted by the store) and ends within the lookup budget.
-pub type Prefetch = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub(crate) type Prefetch = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A shared store's state, as the admin API and `/metrics` show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

@@ -13,7 +13,7 @@ use crate::backend::BackendName;
 /// new to the process, which only a configuration can bring, copies the
 /// list under `adding`.
 #[derive(Debug, Default)]
-pub struct Interner {
+pub(crate) struct Interner {
     /// Names are never removed, so an index stays valid for the process,
     /// across reloads that drop or reorder backends.
     names: ArcSwap<Vec<BackendName>>,

@@ -75,7 +75,7 @@ use crate::metrics::{
 };
 
 /// A write waits at most this long for others to share its round trip.
-pub const FLUSH: Duration = Duration::from_millis(10);
+pub(crate) const FLUSH: Duration = Duration::from_millis(10);
 /// Most commands in one pipelined write.
 const MAX_BATCH: usize = 512;
 /// Lookups queued for the store's thread at most; beyond that a lookup is
@@ -85,9 +85,9 @@ const MAX_LOOKUPS_QUEUED: usize = 4096;
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 /// Longest backend name a value may carry (the config allows any name, but
 /// one longer than this is not shared).
-pub const MAX_BACKEND: usize = 255;
+pub(crate) const MAX_BACKEND: usize = 255;
 /// Longest value read: anything longer is not ours.
-pub const MAX_VALUE: usize = 320;
+pub(crate) const MAX_VALUE: usize = 320;
 
 /// One step of a key name's state on confirmation, applied atomically in
 /// Redis: the same rules as [`next_key_name_state`] (and checked against
@@ -136,7 +136,7 @@ return 1
 /// One more new session from a client prefix, counted across instances:
 /// the count NAT detection reads, kept for the correlation window from the
 /// first session it counts. `KEYS[1]` the counter; `ARGV[1]` its TTL in ms.
-pub const COUNT_SESSION: &str = r#"
+pub(crate) const COUNT_SESSION: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
@@ -214,7 +214,7 @@ pub fn decode_binding(v: &[u8], name: bool) -> Result<(Binding, u64), Corrupt> {
 }
 
 /// `1:{at}:{tls12}:{fingerprint}:{backend}`.
-pub fn encode_client(c: &Confirmed, at: u64) -> Option<String> {
+pub(crate) fn encode_client(c: &Confirmed, at: u64) -> Option<String> {
     valid_backend(&c.backend).then(|| {
         format!(
             "1:{at}:{}:{}:{}",
@@ -228,7 +228,7 @@ pub fn encode_client(c: &Confirmed, at: u64) -> Option<String> {
 /// A count of new sessions, as `INCR` leaves it: decimal digits, at most
 /// the twenty of a 64-bit count (one past `u32` is still a count, not a
 /// corrupt value: it saturates).
-pub fn decode_count(v: &[u8]) -> Result<u32, Corrupt> {
+pub(crate) fn decode_count(v: &[u8]) -> Result<u32, Corrupt> {
     if v.is_empty() || v.len() > 20 {
         return Err(Corrupt::Form);
     }
@@ -241,7 +241,7 @@ pub fn decode_count(v: &[u8]) -> Result<u32, Corrupt> {
 }
 
 /// A client record and its time.
-pub fn decode_client(v: &[u8]) -> Result<(Confirmed, u64), Corrupt> {
+pub(crate) fn decode_client(v: &[u8]) -> Result<(Confirmed, u64), Corrupt> {
     if v.len() > MAX_VALUE {
         return Err(Corrupt::TooLong);
     }
@@ -292,13 +292,13 @@ fn unix_now() -> u64 {
 }
 
 /// The Redis key of an entry (`class` `e`) or key name (`n`) of a pool.
-pub fn redis_key(prefix: &str, pool: &str, class: char, key: &Key) -> String {
+pub(crate) fn redis_key(prefix: &str, pool: &str, class: char, key: &Key) -> String {
     format!("{prefix}{pool}:{class}:{}", hex::encode(key.as_bytes()))
 }
 
 /// The Redis key of a client prefix's record (`class` `c`) or of its count
 /// of new sessions (`s`).
-pub fn client_key(prefix: &str, pool: &str, client: &ClientPrefix) -> String {
+pub(crate) fn client_key(prefix: &str, pool: &str, client: &ClientPrefix) -> String {
     client_class_key(prefix, pool, 'c', client)
 }
 
@@ -674,7 +674,7 @@ impl Link {
 /// The connection to one Redis server and the background thread that
 /// uses it, shared by every pool's [`RedisStore`] of a router.
 #[derive(Debug)]
-pub struct RedisLink {
+pub(crate) struct RedisLink {
     /// The key prefix and the lookup budget, read on every connection.
     config: StoreConfig,
     /// To the writer task: bounded, so a slow Redis costs dropped writes,
@@ -1119,7 +1119,7 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
 /// A pool's affinity table shared through Redis: a [`MemoryStore`] near
 /// cache, written through to Redis behind the connection's back.
 #[derive(Debug)]
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     local: Arc<MemoryStore>,
     link: Arc<RedisLink>,
     /// The pool's name, in every Redis key (affinity never crosses pools).
@@ -1364,7 +1364,7 @@ impl AffinityStore for RedisStore {
 /// The shared store of a router: its one link to Redis, from which every
 /// pool's table is made, at start and for a pool a reload adds.
 #[derive(Debug, Clone)]
-pub struct Shared {
+pub(crate) struct Shared {
     link: Arc<RedisLink>,
     clock: crate::clock::Clock,
 }
@@ -1394,7 +1394,7 @@ impl Shared {
 /// With `[store]` on Redis, starts the link and adds a table for every
 /// pool of `config` that `stores` has none for; the link is returned so
 /// that pools added later share it too. `None` with the in-process store.
-pub fn stores_for(
+pub(crate) fn stores_for(
     config: &crate::config::Config,
     clock: &crate::clock::Clock,
     stores: &mut std::collections::HashMap<String, Arc<dyn AffinityStore>>,

@@ -124,7 +124,7 @@ impl Endpoint {
 
 /// One `ctl` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     Pools,
     Backends {
         pool: String,
@@ -154,7 +154,7 @@ pub enum Command {
 
 /// What an affinity lookup is by.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum By {
+pub(crate) enum By {
     Key(String),
     Client(String),
 }
@@ -197,7 +197,7 @@ pub struct Args {
 
 /// What `stickytls ctl` is asked to do.
 #[derive(Debug, clap::Subcommand)]
-pub enum Verb {
+pub(crate) enum Verb {
     /// The pools, with their backends up and affinity table sizes.
     Pools,
     /// A pool's backends: effective state, weight, connections, resumptions.
@@ -232,7 +232,7 @@ pub enum Verb {
 
 /// Which affinity a lookup or a forget is about.
 #[derive(Debug, clap::Args)]
-pub struct AffinityArgs {
+pub(crate) struct AffinityArgs {
     pool: String,
     /// A session ID, ticket or PSK identity, in hex.
     #[arg(
@@ -327,7 +327,11 @@ fn call(endpoint: &Endpoint, cmd: &Command, json: bool) -> ExitCode {
 
 /// Runs a command: the API's JSON, and the text to print (a table, or the
 /// pretty JSON with `json`).
-pub async fn run(endpoint: &Endpoint, cmd: &Command, json: bool) -> Result<String, CtlError> {
+pub(crate) async fn run(
+    endpoint: &Endpoint,
+    cmd: &Command,
+    json: bool,
+) -> Result<String, CtlError> {
     let (answer, render): (Value, fn(&Value) -> String) = match cmd {
         Command::Pools => (
             endpoint.call(Method::GET, "/api/v1/pools", None).await?,
@@ -459,7 +463,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// Columns aligned on the widest cell, two spaces apart.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {

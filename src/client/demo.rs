@@ -45,7 +45,7 @@ const NAT_CLIENTS: usize = 8;
 
 /// Which router setup a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Inspection and affinity on (the default pool settings).
     Sticky,
     /// Inspection off: every connection goes to the next backend in turn.

@@ -27,7 +27,7 @@ pub mod inspect;
 pub mod selftest;
 
 /// Exit code for usage errors, as clap uses.
-pub const USAGE: u8 = 2;
+pub(crate) const USAGE: u8 = 2;
 
 /// Runs `work` on a runtime of this thread: a client does one thing at a
 /// time, and needs no worker threads for it. `Err` is the exit code when

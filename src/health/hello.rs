@@ -55,7 +55,7 @@ const P256_GENERATOR: [u8; 65] = [
 
 /// A fresh `random` and `legacy_session_id`: per-process keyed hashes of a
 /// counter, unpredictable enough for a probe that never derives a key.
-pub fn fresh_random() -> ([u8; 32], [u8; 32]) {
+pub(crate) fn fresh_random() -> ([u8; 32], [u8; 32]) {
     let state = RandomState::new();
     let mut out = [0u8; 64];
     for (i, chunk) in out.chunks_mut(8).enumerate() {
@@ -83,7 +83,7 @@ pub fn fresh_random() -> ([u8; 32], [u8; 32]) {
 ///
 /// `sni` must be a host name (validation checks `health.sni`); it is sent
 /// as one `host_name` entry.
-pub fn client_hello(sni: Option<&str>, random: &[u8; 32], session_id: &[u8; 32]) -> Vec<u8> {
+pub(crate) fn client_hello(sni: Option<&str>, random: &[u8; 32], session_id: &[u8; 32]) -> Vec<u8> {
     let mut body = Vec::with_capacity(512);
     put_u16(&mut body, TLS12);
     body.extend_from_slice(random);

@@ -39,11 +39,11 @@ use tokio::task::JoinSet;
 
 use crate::config::parse_duration;
 use crate::inspect::{Handshake, Limits};
-pub use report::{Attempt, BackendSeen, KindResult, Outcome, Report};
+pub(crate) use report::{Attempt, BackendSeen, KindResult, Outcome, Report};
 
 /// A resumption kind, tested on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// TLS 1.2, the server's session cache: the client offers the session
     /// ID the server assigned.
     Tls12SessionId,
@@ -97,7 +97,7 @@ impl Kind {
 
 /// How backends are told apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identify {
+pub(crate) enum Identify {
     /// By the leaf certificate of each full handshake (its SHA-256).
     Certificate,
     /// By the body of the answer to `GET path`.
@@ -143,7 +143,7 @@ impl fmt::Display for Identify {
 
 /// What to test and how.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// The router's listening address.
     pub target: SocketAddr,
     /// Sessions per kind.
@@ -168,7 +168,7 @@ pub struct Options {
 /// Why selftest could not start: a mistake in its options or on this
 /// host, not a routing result. The process exits 2.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     /// The options contradict each other or the target.
     #[error("{0}")]
     Options(String),
@@ -381,7 +381,7 @@ pub fn cli(args: Args) -> ExitCode {
 /// and says how the process exits: 0 when every kind passed, 1 when one
 /// did not (or the findings could not be printed), 2 on a set-up mistake
 /// (printed on stderr).
-pub fn run_and_print(options: &Options, json: bool) -> ExitCode {
+pub(crate) fn run_and_print(options: &Options, json: bool) -> ExitCode {
     let report = match super::block_on("selftest", run(options)) {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -412,7 +412,7 @@ pub fn run_and_print(options: &Options, json: bool) -> ExitCode {
 
 /// Runs every kind and returns what was found. Fails only on set-up
 /// mistakes; connection failures are results.
-pub async fn run(options: &Options) -> Result<Report, SetupError> {
+pub(crate) async fn run(options: &Options) -> Result<Report, SetupError> {
     if options.sessions == 0 {
         return Err(SetupError::Options(
             "--connections must be at least 1".into(),

@@ -11,7 +11,7 @@ use super::{Identify, Kind};
 
 /// Everything one run found.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     /// The router tested.
     pub target: SocketAddr,
     /// How backends were told apart.
@@ -30,7 +30,7 @@ pub struct Report {
 
 /// A backend as the client saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendSeen {
+pub(crate) struct BackendSeen {
     /// Short unique name: the certificate's CN, the header's value, the
     /// body's first line.
     pub label: String,
@@ -45,7 +45,7 @@ pub struct BackendSeen {
 
 /// One kind's sessions and resumptions.
 #[derive(Debug, Clone)]
-pub struct KindResult {
+pub(crate) struct KindResult {
     /// The kind.
     pub kind: Kind,
     /// Sessions whose first connection gave the client a session of this
@@ -62,7 +62,7 @@ pub struct KindResult {
 
 /// One resumption.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// The backend that held the session offered.
     pub issuer: usize,
     /// What happened.
@@ -71,7 +71,7 @@ pub struct Attempt {
 
 /// What one resumption came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Reached its issuer, which resumed it: what stickiness means.
     Resumed,
     /// Reached its issuer, which answered with a full handshake.
@@ -110,7 +110,7 @@ impl Outcome {
 
 /// One line of the table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Resumptions offered.
     pub attempts: usize,
     /// ... that reached the backend holding the session.
