@@ -70,6 +70,10 @@
 //! [`client`], the command-line tools that are a router's clients
 //! (`stickytls ctl`, `selftest`, `demo`, `inspect`).
 #![forbid(unsafe_code)]
+// The Layout above maps the source, private modules included: their links
+// resolve under `cargo doc --document-private-items`, the view for working
+// on the router; the public docs show them as plain names.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod admin;
 pub mod affinity;
@@ -78,10 +82,10 @@ pub mod balance;
 pub mod client;
 pub mod clock;
 pub mod config;
-pub mod conn_log;
+pub(crate) mod conn_log;
 pub mod connect;
 pub mod connection;
-pub mod decision;
+pub(crate) mod decision;
 pub mod health;
 /// The handshake inspector, a crate of its own (`stickytls-inspect`) so that
 /// it can be embedded without the router.
@@ -91,19 +95,19 @@ pub mod learn;
 pub mod listen;
 mod log_limit;
 pub mod metrics;
-pub mod notify;
+pub(crate) mod notify;
 pub mod pool;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod proxy_out;
 pub mod relay;
-pub mod reload;
+pub(crate) mod reload;
 pub mod route;
 pub mod router;
-pub mod runtime;
+pub(crate) mod runtime;
 pub mod server;
 pub mod shutdown;
-pub mod sni;
+pub(crate) mod sni;
 pub mod state;
 pub mod stats;
-pub mod takeover;
-pub mod worker;
+pub(crate) mod takeover;
+pub(crate) mod worker;
