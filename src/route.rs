@@ -12,6 +12,7 @@
 //!
 //! The answer is every usable backend in preference order, so connect
 //! failover just takes the next one.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::sync::Arc;
 
@@ -350,6 +351,7 @@ fn finish(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use crate::inspect::{Handshake, Limits, Status};

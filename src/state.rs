@@ -37,7 +37,7 @@
 //! ```
 //! `backend` fields index the pool's `backends`; entries and clients are
 //! least recently used first.
-#![deny(clippy::indexing_slicing)]
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -767,7 +767,7 @@ impl StateFile {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use crate::affinity::clients::Confirmed;
