@@ -701,23 +701,6 @@ impl StateFile {
         result
     }
 
-    /// Writes every `interval` until dropped (the first write one interval
-    /// after start, when there is something learned to keep), the pools
-    /// served at the time: a reload's pools from the write after it.
-    pub async fn write_every(
-        self: Arc<Self>,
-        pools: tokio::sync::watch::Receiver<crate::pool::Pools>,
-        interval: Duration,
-    ) {
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let current = pools.borrow().clone();
-            let _ = self.write(&current).await;
-        }
-    }
-
     /// Encodes and writes atomically: a temporary file beside the target,
     /// fsync, rename over the target, fsync of the directory. A reader (the
     /// next start) sees the old file or the new one, never a mix.
