@@ -8,6 +8,7 @@
 //! The one failure that stops the failover is this host's own: out of file
 //! descriptors, ephemeral ports or memory, every other backend would fail
 //! the same way, and none of them is to blame or marked down for it.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::io;
 use std::sync::Arc;
@@ -330,7 +331,8 @@ async fn send_first(
         match rustix::net::send(stream, data, SendFlags::NOSIGNAL) {
             Ok(0) => return Err(AttemptError::Closed),
             Ok(n) => {
-                data = &data[n..];
+                // `send` never reports more than it was given.
+                data = data.get(n..).unwrap_or_default();
                 if deferred && !connected {
                     established(stream, connect_timeout).await?;
                 }
@@ -413,6 +415,7 @@ async fn established(stream: &TcpStream, connect_timeout: Duration) -> Result<()
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
 

@@ -9,6 +9,7 @@
 //!
 //! Every log line of a connection carries its listener's configured name
 //! (`listener`), as its connection and refusal counters do.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! The budget is what bounds a slow or hostile client: a stalled half
 //! hello is closed at the hello timeout, a hello larger than the byte budget
 //! as soon as it crosses it, and non-TLS input from its first bytes.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::io;
 
@@ -85,7 +86,8 @@ async fn read_into<R: AsyncRead + Unpin>(
 ) -> io::Result<usize> {
     poll_fn(|cx| {
         let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut read = ReadBuf::uninit(&mut scratch[..room.min(READ_CHUNK)]);
+        // Capped at `READ_CHUNK`, the range is within `scratch`.
+        let mut read = ReadBuf::uninit(scratch.get_mut(..room.min(READ_CHUNK)).unwrap_or_default());
         match Pin::new(&mut *client).poll_read(cx, &mut read) {
             Poll::Ready(Ok(())) => {
                 buf.extend_from_slice(read.filled());
@@ -129,7 +131,8 @@ pub(crate) async fn read_hello<R: AsyncRead + Unpin>(
             if n == 0 {
                 return Err(IntakeError::Closed { received: start });
             }
-            match hs.feed_client(&buf[start..]) {
+            // `buf` only grows: `start..` is what was just read.
+            match hs.feed_client(buf.get(start..).unwrap_or_default()) {
                 Status::NeedMore => continue,
                 Status::Done => return Ok(()),
                 Status::NotTls(n) => return Err(IntakeError::NotTls(n)),
@@ -147,6 +150,7 @@ pub(crate) async fn read_hello<R: AsyncRead + Unpin>(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use std::time::Duration;
 

@@ -3,6 +3,7 @@
 //! teaches the table nothing, because only the server's reply (an echoed or
 //! assigned session ID, a cleartext NewSessionTicket, an accepted PSK)
 //! creates entries.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::sync::Arc;
 
@@ -159,6 +160,7 @@ fn confirm_key_name(pool: &PoolState, name: Key, backend: &Arc<Backend>, tag: u1
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use crate::config::{BackendConfig, PoolConfig};

@@ -129,8 +129,9 @@ impl PoolState {
     /// (with their health, operator state and open connections). Entries
     /// naming a backend no longer configured are dropped when next looked
     /// up (`route`), or at the next restart's load. The table's and the
-    /// client index's sizes and lifetimes are fixed when they are made:
-    /// see [`PoolState::needs_restart_for`].
+    /// client index's sizes and lifetimes are fixed when they are made: a
+    /// restart applies them (the settings table's `restart!` rows, in
+    /// `config/settings.rs`).
     pub fn reconfigured(&self, config: PoolConfig) -> PoolState {
         PoolState {
             series: PoolSeries::register(&config.name),
@@ -148,34 +149,6 @@ impl PoolState {
             recent: self.recent.clone(),
             config,
         }
-    }
-
-    /// The settings of `config` that [`PoolState::reconfigured`] cannot
-    /// apply to this pool in place, by their names in the file: the
-    /// table's and the client index's, which a restart applies (with the
-    /// state file, keeping the entries).
-    pub fn needs_restart_for(&self, config: &PoolConfig) -> Vec<&'static str> {
-        let (old, new) = (&self.config.affinity, &config.affinity);
-        let mut changed = Vec::new();
-        if old.table_size != new.table_size {
-            changed.push("affinity.table_size");
-        }
-        if old.inactivity_timeout != new.inactivity_timeout {
-            changed.push("affinity.timeout");
-        }
-        if old.absolute_max != new.absolute_max {
-            changed.push("affinity.absolute_max");
-        }
-        if old.clients_tracked != new.clients_tracked {
-            changed.push("affinity.clients_tracked");
-        }
-        if old.correlation_window != new.correlation_window {
-            changed.push("affinity.correlation_window");
-        }
-        if old.nat_threshold != new.nat_threshold {
-            changed.push("affinity.nat_threshold");
-        }
-        changed
     }
 
     /// Remembers a decision in this thread's ring, forgetting the thread's

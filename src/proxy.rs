@@ -6,6 +6,7 @@
 //! any address and steal another client's affinity. So a listener with
 //! `proxy_protocol = true` closes connections from untrusted peers, and
 //! connections from trusted peers without a valid header.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -116,7 +117,8 @@ pub(crate) async fn read_header<R: AsyncRead + Unpin>(
         let mut buf = Vec::with_capacity(256);
         loop {
             if let Some((addr, len)) = parse(&buf, peer)? {
-                rest.extend_from_slice(&buf[len..]);
+                // `len` is the header's, within `buf`.
+                rest.extend_from_slice(buf.get(len..).unwrap_or_default());
                 return Ok(addr);
             }
             if buf.len() >= MAX_HEADER {
@@ -131,8 +133,9 @@ pub(crate) async fn read_header<R: AsyncRead + Unpin>(
                 (MAX_HEADER - start).min(512)
             };
             buf.resize(start + want, 0);
+            // Resized just above: `start..` is the `want` bytes to fill.
             let n = stream
-                .read(&mut buf[start..])
+                .read(buf.get_mut(start..).unwrap_or_default())
                 .await
                 .map_err(ProxyError::Io)?;
             buf.truncate(start + n);
@@ -156,8 +159,8 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usize)>, Proxy
     // waiting for more would only delay the inevitable.
     const V2_SIG: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
     const V1_SIG: &[u8] = b"PROXY ";
-    let n = buf.len().min(12);
-    if !V2_SIG.starts_with(&buf[..n]) && !V1_SIG.starts_with(&buf[..n.min(6)]) {
+    let agrees = |sig: &[u8]| sig.iter().zip(buf).all(|(s, b)| s == b);
+    if !agrees(V2_SIG) && !agrees(V1_SIG) {
         return Err(ProxyError::Malformed(Malformed::NoSignature));
     }
     // ppp reports some prefixes of a valid v1 line as errors ("40000 443\r"
@@ -232,6 +235,7 @@ fn proxied(named: Option<(SocketAddr, SocketAddr)>, peer: SocketAddr) -> Proxied
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
 

@@ -17,6 +17,7 @@
 //! Health probes send [`local`] instead: a header that names no client, as
 //! HAProxy's own checks do, so that a backend which requires a header
 //! answers them.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -137,6 +138,7 @@ fn same_family(client: SocketAddr, destination: SocketAddr) -> (SocketAddr, Sock
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use ppp::HeaderResult;

@@ -24,6 +24,7 @@
 //! by the socket's `close`, not by a `shutdown` first. A FIN alone is
 //! known for the end without reading it (see [`read`]); a peer that may
 //! have reset is read once more to tell which it was.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::io;
 use std::net::Shutdown;
@@ -130,7 +131,12 @@ impl Shared<'_> {
 
     /// Shows client bytes to the inspector; false once it needs no more.
     fn watch_client(&self, data: &[u8]) -> bool {
-        let mut guard = self.hs.lock().unwrap();
+        // Poisoned only by a panic while feeding the inspector, which would
+        // end both directions (one task); were it seen, the inspector may be
+        // half-fed: stop learning from this connection, relay on.
+        let Ok(mut guard) = self.hs.lock() else {
+            return false;
+        };
         match guard.as_mut() {
             Some(h) if h.wants_client() => {
                 // A broken second hello is the backend's to reject; the
@@ -144,7 +150,10 @@ impl Shared<'_> {
 
     /// Shows server bytes to the inspector; false once it needs no more.
     fn watch_server(&self, data: &[u8]) -> bool {
-        let mut guard = self.hs.lock().unwrap();
+        // Poisoned: as in `watch_client`.
+        let Ok(mut guard) = self.hs.lock() else {
+            return false;
+        };
         let Some(h) = guard.as_mut() else {
             return false;
         };
@@ -449,7 +458,8 @@ async fn write_all(s: &TcpStream, mut data: &[u8], flags: SendFlags) -> io::Resu
             rustix::net::send(s, data, flags | SendFlags::NOSIGNAL).map_err(io::Error::from)
         }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
+            // `send` never reports more than it was given.
+            Ok(n) => data = data.get(n..).unwrap_or_default(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }

@@ -12,6 +12,7 @@
 //!
 //! The answer is every usable backend in preference order, so connect
 //! failover just takes the next one.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::sync::Arc;
 
@@ -139,16 +140,16 @@ impl Offer {
 /// SHA-256 digests, which cost a fifth of a connection's instructions.
 pub(crate) fn stable_fingerprint(hello: &ClientHello<'_>) -> u32 {
     use crate::balance::{fmix64, fnv1a64};
+    use crate::inspect::ext::{EARLY_DATA, PADDING, PRE_SHARED_KEY, SESSION_TICKET};
     use crate::inspect::is_grease;
     let mut suites = 0u64;
     for s in hello.cipher_suites().filter(|s| !is_grease(*s)) {
         suites = suites.wrapping_add(fmix64(u64::from(s) | 1 << 32));
     }
     let mut exts = 0u64;
-    for e in hello
-        .extension_types()
-        .filter(|e| !is_grease(*e) && ![21, 35, 41, 42].contains(e))
-    {
+    for e in hello.extension_types().filter(|e| {
+        !is_grease(*e) && ![PADDING, SESSION_TICKET, PRE_SHARED_KEY, EARLY_DATA].contains(e)
+    }) {
         exts = exts.wrapping_add(fmix64(u64::from(e) | 2 << 32));
     }
     let mut ordered = fnv1a64(
@@ -348,6 +349,7 @@ fn finish(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use crate::inspect::{Handshake, Limits, Status};

@@ -37,7 +37,7 @@
 //! ```
 //! `backend` fields index the pool's `backends`; entries and clients are
 //! least recently used first.
-#![deny(clippy::indexing_slicing)]
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -701,23 +701,6 @@ impl StateFile {
         result
     }
 
-    /// Writes every `interval` until dropped (the first write one interval
-    /// after start, when there is something learned to keep), the pools
-    /// served at the time: a reload's pools from the write after it.
-    pub async fn write_every(
-        self: Arc<Self>,
-        pools: tokio::sync::watch::Receiver<crate::pool::Pools>,
-        interval: Duration,
-    ) {
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let current = pools.borrow().clone();
-            let _ = self.write(&current).await;
-        }
-    }
-
     /// Encodes and writes atomically: a temporary file beside the target,
     /// fsync, rename over the target, fsync of the directory. A reader (the
     /// next start) sees the old file or the new one, never a mix.
@@ -767,7 +750,7 @@ impl StateFile {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use crate::affinity::clients::Confirmed;

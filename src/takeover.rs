@@ -32,6 +32,7 @@
 //! The state travels in the state file's format ([`crate::state`]), with its
 //! checksum, so it is checked like a file. Only the old process's user can
 //! connect: the socket file is created mode 0600.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};

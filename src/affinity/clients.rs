@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -105,7 +105,9 @@ impl Record {
 
     fn newest_first(&self) -> impl DoubleEndedIterator<Item = &Recent> {
         let head = usize::from(self.head);
-        (1..=usize::from(self.len)).map(move |i| &self.recent[(head + RECENT - i) % RECENT])
+        // Taken modulo `RECENT`, every index is in the ring: `get` finds.
+        (1..=usize::from(self.len))
+            .filter_map(move |i| self.recent.get((head + RECENT - i) % RECENT))
     }
 }
 
@@ -296,8 +298,11 @@ impl ClientIndex {
         self.clock.now_secs().saturating_add(self.origin)
     }
 
-    fn shard(&self, p: &ClientPrefix) -> &Mutex<LruCache<ClientPrefix, Record, KeyedState>> {
-        self.shards.get(self.shard_index(p))
+    fn shard(
+        &self,
+        p: &ClientPrefix,
+    ) -> MutexGuard<'_, LruCache<ClientPrefix, Record, KeyedState>> {
+        self.shards.lock(self.shard_index(p))
     }
 
     fn shard_index(&self, p: &ClientPrefix) -> usize {
@@ -308,7 +313,7 @@ impl ClientIndex {
     /// What is known about `prefix`; `fingerprint` selects `same_fingerprint`.
     pub fn view(&self, prefix: &ClientPrefix, fingerprint: u32) -> ClientView {
         let now = self.now();
-        let mut shard = self.shard(prefix).lock().unwrap();
+        let mut shard = self.shard(prefix);
         let Some(rec) = shard.get_mut(prefix) else {
             return ClientView::default();
         };
@@ -337,7 +342,7 @@ impl ClientIndex {
     pub fn record(&self, prefix: ClientPrefix, c: &Confirmed) {
         let now = self.now();
         let backend = self.names.intern(&c.backend);
-        let mut shard = self.shard(&prefix).lock().unwrap();
+        let mut shard = self.shard(&prefix);
         let rec = shard.get_or_insert_mut(prefix, || Record {
             bucket_start: now,
             ..Record::default()
@@ -347,13 +352,15 @@ impl ClientIndex {
             rec.current = rec.current.saturating_add(1);
         }
         let slot = usize::from(rec.head) % RECENT;
-        // `at == 0` marks a forgotten slot.
-        rec.recent[slot] = Recent {
-            at: now.max(1),
-            fingerprint: c.fingerprint,
-            backend,
-            tls12: c.tls12,
-        };
+        // `at == 0` marks a forgotten slot. `slot` is below `RECENT`.
+        if let Some(r) = rec.recent.get_mut(slot) {
+            *r = Recent {
+                at: now.max(1),
+                fingerprint: c.fingerprint,
+                backend,
+                tls12: c.tls12,
+            };
+        }
         rec.head = ((slot + 1) % RECENT) as u8;
         rec.len = (usize::from(rec.len) + 1).min(RECENT) as u8;
     }
@@ -365,7 +372,7 @@ impl ClientIndex {
     /// NAT detection holds here before this instance has seen the address.
     pub fn note_shared_sessions(&self, prefix: ClientPrefix, n: u32) {
         let now = self.now();
-        let mut shard = self.shard(&prefix).lock().unwrap();
+        let mut shard = self.shard(&prefix);
         let rec = shard.get_or_insert_mut(prefix, || Record {
             bucket_start: now,
             ..Record::default()
@@ -381,7 +388,7 @@ impl ClientIndex {
     /// Forgets the prefix's recent connections to `backend` (it went away).
     pub fn forget_backend(&self, prefix: &ClientPrefix, backend: &BackendName) {
         let id = self.names.intern(backend);
-        let mut shard = self.shard(prefix).lock().unwrap();
+        let mut shard = self.shard(prefix);
         if let Some(rec) = shard.peek_mut(prefix) {
             for r in rec.recent.iter_mut().filter(|r| r.backend == id) {
                 r.at = 0;
@@ -394,7 +401,7 @@ impl ClientIndex {
     /// admin API's lookup).
     pub fn peek(&self, prefix: &ClientPrefix) -> Option<ClientSummary> {
         let now = self.now();
-        let shard = self.shard(prefix).lock().unwrap();
+        let shard = self.shard(prefix);
         let rec = shard.peek(prefix)?;
         let newest = rec
             .newest_first()
@@ -423,7 +430,7 @@ impl ClientIndex {
 
     /// Forgets everything about `prefix`; whether there was anything.
     pub fn forget(&self, prefix: &ClientPrefix) -> bool {
-        self.shard(prefix).lock().unwrap().pop(prefix).is_some()
+        self.shard(prefix).pop(prefix).is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -509,6 +516,7 @@ impl ClientIndex {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use std::sync::Arc;

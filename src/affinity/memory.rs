@@ -8,7 +8,7 @@
 //! to a 2-byte index so entries do not each carry a pointer.
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -105,8 +105,8 @@ impl MemoryStore {
         self.clock.now_secs().saturating_add(self.origin)
     }
 
-    fn shard(&self, key: &Key) -> &Mutex<LruCache<Key, Entry, KeyedState>> {
-        self.shards.get(self.shard_index(key))
+    fn shard(&self, key: &Key) -> MutexGuard<'_, LruCache<Key, Entry, KeyedState>> {
+        self.shards.lock(self.shard_index(key))
     }
 
     fn shard_index(&self, key: &Key) -> usize {
@@ -137,7 +137,7 @@ impl AffinityStore for MemoryStore {
     fn get(&self, key: &Key) -> Option<Binding> {
         let now = self.now();
         let found = {
-            let mut shard = self.shard(key).lock().unwrap();
+            let mut shard = self.shard(key);
             match shard.get_mut(key) {
                 Some(e) if self.expired(e, now) => {
                     shard.pop(key);
@@ -159,7 +159,7 @@ impl AffinityStore for MemoryStore {
     fn put(&self, key: Key, binding: Binding) {
         let now = self.now();
         let e = self.entry(&binding, now, now);
-        let pushed_out = self.shard(&key).lock().unwrap().push(key, e);
+        let pushed_out = self.shard(&key).push(key, e);
         // `push` also returns the old value of the same key, replaced.
         if pushed_out.is_some_and(|(k, _)| k != key) {
             self.evictions.fetch_add(1, Ordering::Relaxed);
@@ -168,7 +168,7 @@ impl AffinityStore for MemoryStore {
 
     fn update(&self, key: &Key, binding: Binding) -> bool {
         let now = self.now();
-        let mut shard = self.shard(key).lock().unwrap();
+        let mut shard = self.shard(key);
         match shard.get_mut(key) {
             Some(e) if !self.expired(e, now) => {
                 *e = self.entry(&binding, now, e.created);
@@ -179,12 +179,12 @@ impl AffinityStore for MemoryStore {
     }
 
     fn remove(&self, key: &Key) {
-        self.shard(key).lock().unwrap().pop(key);
+        self.shard(key).pop(key);
     }
 
     fn peek(&self, key: &Key) -> Option<Peeked> {
         let now = self.now();
-        let e = *self.shard(key).lock().unwrap().peek(key)?;
+        let e = *self.shard(key).peek(key)?;
         if self.expired(&e, now) {
             return None;
         }
@@ -259,6 +259,7 @@ impl AffinityStore for MemoryStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use crate::inspect::KeyKind;

@@ -12,6 +12,7 @@
 //! same key for the same ticket; the maps that hold these keys still use a
 //! randomly keyed hasher ([`KeyedState`]), so chosen keys cannot degrade
 //! them (HashDoS).
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 pub mod clients;
 pub mod memory;
@@ -51,6 +52,16 @@ fn os_random() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(())
 }
 
+/// Locks one of this layer's mutexes (an LRU shard, the Redis link),
+/// taking the guard back from a poisoned lock. Poisoning follows a panic
+/// in another holder, but no holder runs code that can panic halfway
+/// through a change to what the lock guards (an LRU operation on keys of
+/// plain bytes, a swap of an `Option`), so the data is whole; and one
+/// panicked task must not make every later lookup panic too.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A key of the affinity table: the digest of a session ID, ticket, PSK
 /// identity or ticket key name, with its kind folded in.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,7 +73,7 @@ impl Key {
         let mut h = Sha256::new();
         h.update([kind as u8]);
         h.update(bytes);
-        let d = h.finalize();
+        let d: [u8; 32] = h.finalize().into();
         let mut k = [0u8; 16];
         k.copy_from_slice(&d[..16]);
         Key(k)
@@ -363,6 +374,7 @@ pub struct StoreStatus {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
 

@@ -55,6 +55,7 @@ impl Interner {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
 

@@ -66,7 +66,7 @@ use super::clients::{ClientIndex, ClientPrefix, Confirmed};
 use super::memory::MemoryStore;
 use super::{
     AffinityStore, Binding, Key, KeyState, Lookup, NameStep, Peeked, Prefetch, SavedEntry,
-    StoreStatus, next_key_name_state,
+    StoreStatus, lock, next_key_name_state,
 };
 use crate::backend::BackendName;
 use crate::config::{StoreConfig, StoreKind};
@@ -636,7 +636,12 @@ fn groups<K: AsRef<[u8]>>(keys: &[K]) -> Vec<Vec<usize>> {
     for (i, k) in keys.iter().enumerate() {
         let slot = Slot::for_key(k);
         match slots.iter().position(|s| *s == slot) {
-            Some(g) => out[g].push(i),
+            // `slots` and `out` grow together: `g` is in both.
+            Some(g) => {
+                if let Some(group) = out.get_mut(g) {
+                    group.push(i);
+                }
+            }
             None => {
                 slots.push(slot);
                 out.push(vec![i]);
@@ -659,11 +664,11 @@ struct Link {
 
 impl Link {
     fn get(&self) -> Option<Conn> {
-        self.conn.lock().unwrap().clone()
+        lock(&self.conn).clone()
     }
 
     fn broken(&self, counters: &Counters) {
-        if self.conn.lock().unwrap().take().is_some() {
+        if lock(&self.conn).take().is_some() {
             counters.set_up(false);
             warn!("shared store unreachable: routing on local state until it is back");
         }
@@ -792,7 +797,7 @@ async fn keep_connected(
                         let e = e.map_or_else(|| "timed out".to_string(), |e| e.to_string());
                         warn!(error = %e, "shared store: scripts not loaded on connecting; loaded again by the first write that needs them");
                     }
-                    *link.conn.lock().unwrap() = Some(conn);
+                    *lock(&link.conn) = Some(conn);
                     counters.set_up(true);
                     backoff = BACKOFF.0;
                     info!("shared store connected");
@@ -853,14 +858,18 @@ async fn write_behind(
             // Each write's own answer: a NOSCRIPT is told apart.
             pipe.ignore_errors();
             for &i in &group {
-                // Each index is in exactly one group.
-                if let Some(cmd) = cmds[i].take() {
+                // Each index is in exactly one group (and within `cmds`).
+                if let Some(cmd) = cmds.get_mut(i).and_then(Option::take) {
                     pipe.add_command(cmd);
                 }
             }
             let n = pipe.len() as u64;
             // The group's slot: where the scripts are loaded again.
-            let key = group.first().map(|&i| keys[i].clone()).unwrap_or_default();
+            let key = group
+                .first()
+                .and_then(|&i| keys.get(i))
+                .cloned()
+                .unwrap_or_default();
             let conn = conn.clone();
             sent.push((n, tokio::spawn(send_writes(conn, pipe, key, timeout))));
         }
@@ -1046,8 +1055,9 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
     let mut asked = Vec::with_capacity(groups.len());
     for group in groups {
         let mut pipe = redis::pipe();
-        for &i in &group {
-            pipe.cmd("GET").arg(&req.keys[i]);
+        // A group's indexes are within `req.keys`.
+        for key in group.iter().filter_map(|&i| req.keys.get(i)) {
+            pipe.cmd("GET").arg(key);
         }
         let mut conn = conn.clone();
         let answer = tokio::spawn(async move {
@@ -1060,8 +1070,11 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
     for (group, answer) in asked {
         match answer.await {
             Ok(Ok(Ok(v))) if v.len() == group.len() => {
+                // As many answers as keys asked, each index within `values`.
                 for (i, value) in group.into_iter().zip(v) {
-                    values[i] = value;
+                    if let Some(slot) = values.get_mut(i) {
+                        *slot = value;
+                    }
                 }
             }
             Ok(Ok(Ok(_))) => {
@@ -1415,6 +1428,7 @@ pub(crate) fn stores_for(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
     use crate::affinity::clients::ClientIndexConfig;

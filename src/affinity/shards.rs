@@ -9,11 +9,11 @@
 
 use std::hash::Hash;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use lru::LruCache;
 
-use super::{KeyedState, keyed_state};
+use super::{KeyedState, keyed_state, lock};
 
 /// Shards a state file write copies together (see [`interleave`]).
 pub(crate) const WALKED_TOGETHER: usize = 4;
@@ -38,16 +38,18 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         self.shards.len()
     }
 
-    /// Shard `i`, which the owner's shard choice keeps below [`count`].
+    /// Shard `i`, locked; the owner's shard choice keeps `i` below
+    /// [`count`] (and it is taken modulo the count all the same).
     ///
     /// [`count`]: Shards::count
-    pub(crate) fn get(&self, i: usize) -> &Mutex<LruCache<K, V, KeyedState>> {
-        &self.shards[i]
+    #[allow(clippy::indexing_slicing)] // `i % len` is below `len`, which `new` keeps at least 1
+    pub(crate) fn lock(&self, i: usize) -> MutexGuard<'_, LruCache<K, V, KeyedState>> {
+        lock(&self.shards[i % self.shards.len()])
     }
 
     /// Entries in all shards.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     /// Hands `visit` the entries `copy` makes, one shard at a time, each
@@ -65,7 +67,7 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         let mut batches: Vec<Vec<S>> = (0..WALKED_TOGETHER).map(|_| Vec::new()).collect();
         for group in self.shards.chunks(WALKED_TOGETHER) {
             {
-                let shards: Vec<_> = group.iter().map(|s| s.lock().unwrap()).collect();
+                let shards: Vec<_> = group.iter().map(lock).collect();
                 let now = now();
                 for (batch, shard) in batches.iter_mut().zip(&shards) {
                     batch.clear();
@@ -74,8 +76,11 @@ impl<K: Hash + Eq, V> Shards<K, V> {
                 // `iter` goes from the most recently used.
                 let mut walks: Vec<_> = shards.iter().map(|s| s.iter().rev()).collect();
                 interleave(&mut walks, |i, (key, value)| {
-                    if let Some(saved) = copy(now, key, value) {
-                        batches[i].push(saved);
+                    // `i` is a walk's place in `group`, at most
+                    // `WALKED_TOGETHER` long: every walk has its batch.
+                    if let (Some(saved), Some(batch)) = (copy(now, key, value), batches.get_mut(i))
+                    {
+                        batch.push(saved);
                     }
                 });
             }
@@ -104,7 +109,7 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         let shard_of: Vec<usize> = saved.iter().map(shard_of).collect();
         let mut put = 0;
         for (shard, run) in by_shard(self.count(), &shard_of, (0..saved.len()).collect()) {
-            let mut shard = self.get(shard).lock().unwrap();
+            let mut shard = self.lock(shard);
             for item in run.into_iter().filter_map(|i| saved.get(i)) {
                 if let Some((key, value)) = make(item) {
                     shard.put(key, value);
@@ -126,13 +131,18 @@ fn by_shard<T>(
     items: Vec<T>,
 ) -> impl Iterator<Item = (usize, Vec<T>)> {
     let shards = shards.max(1);
+    // `s % shards` is below both vectors' length: every `get` finds.
     let mut counts = vec![0usize; shards];
     for &s in shard_of {
-        counts[s % shards] += 1;
+        if let Some(count) = counts.get_mut(s % shards) {
+            *count += 1;
+        }
     }
     let mut groups: Vec<Vec<T>> = counts.into_iter().map(Vec::with_capacity).collect();
     for (item, &s) in items.into_iter().zip(shard_of) {
-        groups[s % shards].push(item);
+        if let Some(group) = groups.get_mut(s % shards) {
+            group.push(item);
+        }
     }
     groups
         .into_iter()
@@ -173,6 +183,7 @@ fn interleave<I: Iterator>(walks: &mut [I], mut f: impl FnMut(usize, I::Item)) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
 
@@ -206,7 +217,7 @@ mod tests {
         let shard_of = |k: &u32| *k as usize % 6;
         // Shard 1 overflows: 1 and 7 are pushed out by 13, 19, 25.
         for k in [1, 2, 7, 13, 19, 25, 8] {
-            table.get(shard_of(&k)).lock().unwrap().put(k, k * 10);
+            table.lock(shard_of(&k)).put(k, k * 10);
         }
         assert_eq!(table.len(), 5);
         let mut saved = Vec::new();
@@ -225,7 +236,7 @@ mod tests {
             |&(k, v)| (k != 19).then_some((k, v + 1)),
         );
         assert_eq!((put, fresh.len()), (3, 3));
-        let shard = fresh.get(1).lock().unwrap();
+        let shard = fresh.lock(1);
         let order: Vec<_> = shard.iter().map(|(k, v)| (*k, *v)).collect();
         assert_eq!(order, [(25, 251), (13, 131)], "most recently used first");
     }
