@@ -99,14 +99,14 @@ impl Sni {
 
     /// The name for display: a client may send bytes that are not UTF-8
     /// (or a cut may fall inside a character); those show as U+FFFD.
-    pub fn to_str_lossy(&self) -> std::borrow::Cow<'_, str> {
+    pub fn as_str_lossy(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(self.as_bytes())
     }
 }
 
 impl std::fmt::Debug for Sni {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.to_str_lossy())
+        write!(f, "{:?}", self.as_str_lossy())
     }
 }
 
@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(Sni::new(b"example.com").as_bytes(), b"example.com");
         let long = [b'a'; 300];
         assert_eq!(Sni::new(&long).as_bytes(), &long[..Sni::MAX]);
-        assert_eq!(Sni::new(b"\xffx").to_str_lossy(), "\u{fffd}x");
+        assert_eq!(Sni::new(b"\xffx").as_str_lossy(), "\u{fffd}x");
     }
 
     #[test]

@@ -464,7 +464,7 @@ fn decision_views(p: &PoolState, limit: usize) -> Vec<DecisionView> {
         .map(|d| DecisionView {
             time: rfc3339(d.time),
             client: d.client.to_string(),
-            sni: d.sni.map(|s| s.to_str_lossy().into_owned()),
+            sni: d.sni.map(|s| s.as_str_lossy().into_owned()),
             rule: d.rule,
             kind: d.key_kind.map(KeyKind::as_str),
             backend: d.backend.to_string(),
