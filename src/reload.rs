@@ -22,6 +22,7 @@
 //! and logged, for the next restart.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,8 +31,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::affinity::AffinityStore;
 use crate::clock::Clock;
-use crate::config::{Config, settings};
+use crate::config::{Config, ListenerConfig, PoolConfig, settings};
 use crate::listen::{ListenerSlot, ListenerState};
 use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
@@ -129,7 +131,7 @@ impl Live {
         source: Option<PathBuf>,
         clock: Clock,
         stats: Arc<Stats>,
-        mut stores: HashMap<String, Arc<dyn crate::affinity::AffinityStore>>,
+        mut stores: HashMap<String, Arc<dyn AffinityStore>>,
         shared: Option<crate::affinity::redis::Shared>,
         mut inherited: HashMap<std::net::SocketAddr, Vec<std::net::TcpListener>>,
     ) -> Result<Live, (std::net::SocketAddr, std::io::Error)> {
@@ -137,16 +139,7 @@ impl Live {
         let mut by_name = HashMap::new();
         let mut pools = Vec::new();
         for p in &config.pools {
-            let state = Arc::new(match stores.remove(&p.name) {
-                Some(store) => PoolState::with_store(
-                    p.clone(),
-                    clock.clone(),
-                    stats.clone(),
-                    log.clone(),
-                    store,
-                ),
-                None => PoolState::new(p.clone(), clock.clone(), stats.clone(), log.clone()),
-            });
+            let state = Arc::new(new_pool(p, &clock, &stats, &log, stores.remove(&p.name)));
             by_name.insert(p.name.clone(), state.clone());
             pools.push(state);
         }
@@ -312,30 +305,14 @@ impl Live {
                 }
                 None => {
                     changes.push(format!("pool {} added", p.name));
-                    match &self.shared {
-                        Some(shared) => PoolState::with_store(
-                            p.clone(),
-                            self.clock.clone(),
-                            self.stats.clone(),
-                            self.log.clone(),
-                            shared.store_for(p),
-                        ),
-                        None => {
-                            if new.store.kind != crate::config::StoreKind::Memory {
-                                // No link was made at start (the store was
-                                // in-process then, a restart change of its
-                                // own): until a restart, the table is local.
-                                restart_required
-                                    .push(format!("pool.{} (shared through [store])", p.name));
-                            }
-                            PoolState::new(
-                                p.clone(),
-                                self.clock.clone(),
-                                self.stats.clone(),
-                                self.log.clone(),
-                            )
-                        }
+                    let store = self.shared.as_ref().map(|shared| shared.store_for(p));
+                    if store.is_none() && new.store.kind.is_redis() {
+                        // No link was made at start (the store was
+                        // in-process then, a restart change of its own):
+                        // until a restart, the table is local.
+                        restart_required.push(format!("pool.{} (shared through [store])", p.name));
                     }
+                    new_pool(p, &self.clock, &self.stats, &self.log, store)
                 }
             };
             let state = Arc::new(state);
@@ -355,6 +332,9 @@ impl Live {
         // 3. The listeners: kept by address (new state in the same slot),
         //    added (a slot around the socket bound above), or closed.
         let mut slots = Vec::new();
+        let new_listener = |l: &ListenerConfig| {
+            ListenerState::new(l.clone(), &by_name, self.stats.clone(), self.log.clone())
+        };
         for l in &new.listeners {
             match old_slots.iter().find(|s| s.bind == l.bind) {
                 Some(slot) => {
@@ -365,23 +345,13 @@ impl Live {
                             }
                             prev.succeed(l.clone(), &by_name)
                         }
-                        None => ListenerState::new(
-                            l.clone(),
-                            &by_name,
-                            self.stats.clone(),
-                            self.log.clone(),
-                        ),
+                        None => new_listener(l),
                     };
                     slot.replace(Arc::new(next));
                     slots.push(slot.clone());
                 }
                 None => {
-                    let state = ListenerState::new(
-                        l.clone(),
-                        &by_name,
-                        self.stats.clone(),
-                        self.log.clone(),
-                    );
+                    let state = new_listener(l);
                     // Step 1 bound every address no slot has.
                     let Some((socket, bound)) = fresh.remove(&l.bind) else {
                         continue;
@@ -415,11 +385,7 @@ impl Live {
 }
 
 /// One line per change a reload makes to a pool it keeps.
-fn describe_pool_changes(
-    old: &crate::config::PoolConfig,
-    new: &crate::config::PoolConfig,
-    changes: &mut Vec<String>,
-) {
+fn describe_pool_changes(old: &PoolConfig, new: &PoolConfig, changes: &mut Vec<String>) {
     let pool = &new.name;
     for b in &new.backends {
         match old.backends.iter().find(|o| o.name == b.name) {
@@ -434,29 +400,19 @@ fn describe_pool_changes(
                         b.name, o.addr, b.addr
                     ));
                 }
-                let mut changed = |what: &str, old: String, new: String| {
+                // Debug is Display for the numbers and booleans.
+                let fields: [(&str, &dyn Debug, &dyn Debug); 4] = [
+                    ("weight", &o.weight, &b.weight),
+                    ("send_proxy", &o.send_proxy, &b.send_proxy),
+                    ("tcp_fastopen", &o.tcp_fastopen, &b.tcp_fastopen),
+                    ("max_connections", &o.max_connections, &b.max_connections),
+                ];
+                for (what, old, new) in fields {
+                    let (old, new, name) = (format!("{old:?}"), format!("{new:?}"), &b.name);
                     if old != new {
-                        let name = &b.name;
                         changes.push(format!("pool {pool}: backend {name} {what} {old} -> {new}"));
                     }
-                };
-                changed("weight", o.weight.to_string(), b.weight.to_string());
-                changed(
-                    "send_proxy",
-                    format!("{:?}", o.send_proxy),
-                    format!("{:?}", b.send_proxy),
-                );
-                changed(
-                    "tcp_fastopen",
-                    o.tcp_fastopen.to_string(),
-                    b.tcp_fastopen.to_string(),
-                );
-                let max = |m: Option<u32>| format!("{m:?}");
-                changed(
-                    "max_connections",
-                    max(o.max_connections),
-                    max(b.max_connections),
-                );
+                }
             }
         }
     }
@@ -479,6 +435,22 @@ fn describe_pool_changes(
     }
     if old.inspect != new.inspect {
         changes.push(format!("pool {pool}: inspect = {}", new.inspect));
+    }
+}
+
+/// A new pool's state, its table in `store` when one is given (shared
+/// through Redis, or handed over), else a new one in this process.
+fn new_pool(
+    p: &PoolConfig,
+    clock: &Clock,
+    stats: &Arc<Stats>,
+    log: &Arc<LogLimiter>,
+    store: Option<Arc<dyn AffinityStore>>,
+) -> PoolState {
+    let (p, clock, stats, log) = (p.clone(), clock.clone(), stats.clone(), log.clone());
+    match store {
+        Some(store) => PoolState::with_store(p, clock, stats, log, store),
+        None => PoolState::new(p, clock, stats, log),
     }
 }
 
