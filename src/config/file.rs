@@ -36,10 +36,10 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::settings::{self, Kind, Section};
 use super::{
     AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config,
-    ConfigError, ConfigPath, HealthCheck, HealthKey, Lifecycle, ListenerConfig, ListenerKey,
-    LogConfig, LogFormat, LogKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule, SendProxy,
-    SniRoute, StateConfig, StoreConfig, StoreKey, StoreKind, TimeoutKey, ValueError, parse_address,
-    parse_duration, parse_redis_url,
+    ConfigError, ConfigPath, HealthCheck, HealthKey, ListenerConfig, ListenerKey, LogFormat,
+    LogKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule, SendProxy, SniRoute, StateConfig,
+    StoreConfig, StoreKey, StoreKind, TimeoutKey, ValueError, parse_address, parse_duration,
+    parse_redis_url,
 };
 
 /// One mistake in a configuration file.
@@ -465,14 +465,7 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
         return None;
     }
     report.root = root.span();
-    let mut c = Config {
-        listeners: Vec::new(),
-        pools: Vec::new(),
-        lifecycle: Lifecycle::default(),
-        admin: None,
-        log: LogConfig::default(),
-        store: StoreConfig::default(),
-    };
+    let mut c = Config::default();
     let root = root.into_inner();
     for (key, value) in root.iter() {
         let key_span = key.span();
@@ -828,9 +821,7 @@ fn build_backend(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{
-        AffinityConfig, Balance, HealthCheck, Limits, LogFormat, StoreKind, Timeouts,
-    };
+    use crate::config::{AffinityConfig, Lifecycle, Limits, Timeouts};
     use std::time::Duration;
 
     fn errors(text: &str) -> Vec<String> {
