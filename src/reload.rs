@@ -227,13 +227,10 @@ impl Live {
         let file = path.display().to_string();
         let result = match crate::config::file::load(path) {
             Ok(config) => self.apply(config, &file),
-            Err(diagnostics) => Err(ReloadError::Invalid(outcome(
-                "error",
-                &file,
-                diagnostics.0.iter().map(ToString::to_string).collect(),
-                Vec::new(),
-                Vec::new(),
-            ))),
+            Err(diagnostics) => {
+                let errors = diagnostics.0.iter().map(ToString::to_string).collect();
+                Err(ReloadError::Invalid(refusal(&file, errors)))
+            }
         };
         match &result {
             Ok(o) => {
@@ -274,16 +271,11 @@ impl Live {
                     fresh.insert(l.bind, (socket, bound));
                 }
                 Err(e) => {
-                    return Err(ReloadError::Bind(outcome(
-                        "error",
-                        file,
-                        vec![format!(
-                            "{file}: error: cannot listen on {}: {e}; free the address or change the listener's bind",
-                            l.bind
-                        )],
-                        Vec::new(),
-                        Vec::new(),
-                    )));
+                    let error = format!(
+                        "{file}: error: cannot listen on {}: {e}; free the address or change the listener's bind",
+                        l.bind
+                    );
+                    return Err(ReloadError::Bind(refusal(file, vec![error])));
                 }
             }
         }
@@ -380,7 +372,7 @@ impl Live {
         self.pools.send_replace(pools.into());
         self.listeners.send_replace(Arc::new(slots));
         *current = new;
-        Ok(outcome("ok", file, Vec::new(), changes, restart_required))
+        Ok(outcome(file, Vec::new(), changes, restart_required))
     }
 }
 
@@ -454,15 +446,20 @@ fn new_pool(
     }
 }
 
+/// A reload of `file` refused for `errors`: nothing changed.
+fn refusal(file: &str, errors: Vec<String>) -> Outcome {
+    outcome(file, errors, Vec::new(), Vec::new())
+}
+
+/// A reload of `file`: "ok", or "error" for its `errors`.
 fn outcome(
-    result: &'static str,
     file: &str,
     errors: Vec<String>,
     changes: Vec<String>,
     restart_required: Vec<String>,
 ) -> Outcome {
     Outcome {
-        result,
+        result: if errors.is_empty() { "ok" } else { "error" },
         at_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),

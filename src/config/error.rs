@@ -275,12 +275,10 @@ impl ConfigError {
         match &self.rule {
             Rule::Value(v) => value_message(v, &self.path),
             Rule::OutOfRange { value } => {
-                let no_limit = IntRange {
-                    min: 0,
-                    max: i128::MAX,
-                    default: None,
+                let (min, max, default) = match self.path.int_range() {
+                    Some(IntRange { min, max, default }) => (min, max, default),
+                    None => (0, i128::MAX, None),
                 };
-                let IntRange { min, max, default } = self.path.int_range().unwrap_or(no_limit);
                 let default = default.map_or("no limit".to_string(), |d| d.to_string());
                 match self.path {
                     ConfigPath::Pool(

@@ -228,14 +228,8 @@ impl Report<'_> {
 
     /// The span of `path`, or of the nearest enclosing place written.
     fn locate(&self, path: ConfigPath) -> Range<usize> {
-        let mut p = Some(path);
-        while let Some(here) = p {
-            if let Some(span) = self.spans.get(&here) {
-                return span.clone();
-            }
-            p = here.parent();
-        }
-        self.root.start..self.root.start
+        let span = path.ancestors().find_map(|p| self.spans.get(&p));
+        span.cloned().unwrap_or(self.root.start..self.root.start)
     }
 
     /// Pass 2 for one section: whether every key of `table` is a setting
