@@ -416,17 +416,16 @@ fn describe_pool_changes(old: &PoolConfig, new: &PoolConfig, changes: &mut Vec<S
             ));
         }
     }
-    if old.balance != new.balance {
-        changes.push(format!("pool {pool}: balance changed"));
-    }
-    if old.timeouts != new.timeouts {
-        changes.push(format!("pool {pool}: timeouts changed"));
-    }
-    if old.health != new.health {
-        changes.push(format!("pool {pool}: health checks changed"));
-    }
-    if old.inspect != new.inspect {
-        changes.push(format!("pool {pool}: inspect = {}", new.inspect));
+    let inspect = format!("inspect = {}", new.inspect);
+    for (changed, what) in [
+        (old.balance != new.balance, "balance changed"),
+        (old.timeouts != new.timeouts, "timeouts changed"),
+        (old.health != new.health, "health checks changed"),
+        (old.inspect != new.inspect, &inspect),
+    ] {
+        if changed {
+            changes.push(format!("pool {pool}: {what}"));
+        }
     }
 }
 

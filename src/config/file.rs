@@ -589,34 +589,23 @@ fn build_store(t: &DeTable, report: &mut Report) -> StoreConfig {
     let at = ConfigPath::Store;
     let mut c = StoreConfig::default();
     report.set(t, at(StoreKey::Kind), &mut c.kind);
-    let urls: Vec<&Value> = match (get(t, "url"), get(t, "urls")) {
-        (Some(u), Some(list)) => {
-            report.error(
-                list.span(),
-                Problem::Shape,
-                "[store] has both `url` and `urls`; keep one".into(),
-            );
-            vec![u]
+    let (url, list) = (get(t, "url"), get(t, "urls"));
+    let items: Vec<&Value> = list
+        .and_then(|l| l.get_ref().as_array())
+        .into_iter()
+        .flatten()
+        .collect();
+    let mistake = match url {
+        Some(_) => "[store] has both `url` and `urls`; keep one",
+        None if items.is_empty() => {
+            "store.urls is empty; give at least one, e.g. [\"redis://10.0.0.5:6379/0\"]"
         }
-        (Some(u), None) => vec![u],
-        (None, Some(list)) => {
-            let items: Vec<&Value> = list
-                .get_ref()
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
-            if items.is_empty() {
-                report.error(
-                    list.span(),
-                    Problem::Shape,
-                    "store.urls is empty; give at least one, e.g. [\"redis://10.0.0.5:6379/0\"]"
-                        .into(),
-                );
-            }
-            items
-        }
-        (None, None) => Vec::new(),
+        None => "",
     };
+    if let Some(list) = list.filter(|_| !mistake.is_empty()) {
+        report.error(list.span(), Problem::Shape, mistake.into());
+    }
+    let urls = url.map_or(items, |u| vec![u]);
     for u in urls {
         // Read, but not usable: not also "missing" (the error is reported
         // here, at the URL).
