@@ -209,12 +209,6 @@ impl Report<'_> {
         self.spans.insert(path, span);
     }
 
-    /// A required key is absent; `path` holds a stand-in.
-    fn missing(&mut self, span: Range<usize>, path: ConfigPath, message: String) {
-        self.unread.push(path);
-        self.error(span, Problem::Missing, message);
-    }
-
     /// Whether `e` is about what the operator wrote rather than a stand-in.
     fn judged(&self, e: &ConfigError) -> bool {
         match e.rule {
@@ -240,12 +234,9 @@ impl Report<'_> {
         for (spanned_key, value) in table.iter() {
             let key = spanned_key.get_ref().as_ref();
             if let Some(&(_, sub)) = subsections(section).iter().find(|(k, _)| *k == key) {
-                match value.get_ref().as_table() {
-                    Some(t) if self.shape(t, sub) => continue,
-                    Some(_) => return false,
-                    None => {
-                        return self.not_a_table(value.span(), &format!("`{key}`"), sub.title());
-                    }
+                match self.shape_table(value, sub, &format!("`{key}`"), sub.title()) {
+                    true => continue,
+                    false => return false,
                 }
             }
             let Some(setting) = settings::in_section(section).find(|s| s.key() == key) else {
@@ -277,20 +268,12 @@ impl Report<'_> {
                 },
                 Kind::Tables => match value.get_ref().as_array() {
                     Some(items) => {
-                        for item in items.iter() {
-                            match item.get_ref().as_table() {
-                                Some(t) if self.shape(t, Section::Backend) => {}
-                                Some(_) => return false,
-                                None => {
-                                    return self.not_a_table(
-                                        item.span(),
-                                        "a backend",
-                                        "{ name = \"...\", address = \"IP:PORT\" }",
-                                    );
-                                }
-                            }
+                        let form = "{ name = \"...\", address = \"IP:PORT\" }";
+                        let backend = |i| self.shape_table(i, Section::Backend, "a backend", form);
+                        match items.iter().all(backend) {
+                            true => Ok(()),
+                            false => return false,
                         }
-                        Ok(())
                     }
                     None => de::<Vec<toml::Value>>(value).map(drop),
                 },
@@ -301,6 +284,15 @@ impl Report<'_> {
             }
         }
         true
+    }
+
+    /// `shape` of `v`, which must be a table: `what` (a section or entry),
+    /// written as `form`.
+    fn shape_table(&mut self, v: &Value, section: Section, what: &str, form: &str) -> bool {
+        match v.get_ref().as_table() {
+            Some(t) => self.shape(t, section),
+            None => self.not_a_table(v.span(), what, form),
+        }
     }
 
     /// `what`, a section or entry, is not a table; returns false, for
@@ -338,11 +330,10 @@ impl Report<'_> {
         span: Range<usize>,
         message: impl FnOnce() -> String,
     ) -> Option<T> {
-        if path
-            .setting()
-            .is_some_and(|s| get(table, s.key()).is_none())
-        {
-            self.missing(span, path, message());
+        if get(table, path.setting()?.key()).is_none() {
+            // A stand-in takes its place.
+            self.unread.push(path);
+            self.error(span, Problem::Missing, message());
             return None;
         }
         self.read(table, path)
@@ -478,14 +469,8 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
                 };
                 for item in items.iter() {
                     let i = c.listeners.len();
-                    let listener = match item.get_ref().as_table() {
-                        Some(t) if report.shape(t, Section::Listener) => Some(build_listener(i, t, item.span(), report)),
-                        Some(_) => None,
-                        None => {
-                            report.not_a_table(item.span(), "a listener", "a [[listener]] section");
-                            None
-                        }
-                    };
+                    let ok = report.shape_table(item, Section::Listener, "a listener", "a [[listener]] section");
+                    let listener = item.get_ref().as_table().filter(|_| ok).map(|t| build_listener(i, t, item.span(), report));
                     c.listeners.push(listener.unwrap_or_else(|| {
                         let section = ConfigPath::Listener(i, ListenerKey::Section);
                         report.at(section, item.span());
@@ -503,14 +488,8 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
                     let section = ConfigPath::Pool(i, PoolKey::Section);
                     report.at(section, name.span());
                     let name = name.get_ref();
-                    let pool = match body.get_ref().as_table() {
-                        Some(t) if report.shape(t, Section::Pool) => Some(build_pool(i, name, t, report)),
-                        Some(_) => None,
-                        None => {
-                            report.not_a_table(body.span(), &format!("pool `{name}`"), &format!("a [pool.{name}] section"));
-                            None
-                        }
-                    };
+                    let ok = report.shape_table(body, Section::Pool, &format!("pool `{name}`"), &format!("a [pool.{name}] section"));
+                    let pool = body.get_ref().as_table().filter(|_| ok).map(|t| build_pool(i, name, t, report));
                     // A pool with mistakes is still known by its name, so a
                     // reference to it is not also reported as undefined.
                     c.pools.push(pool.unwrap_or_else(|| {
