@@ -406,6 +406,8 @@ trait Read: Sized {
     fn read(report: &mut Report, path: ConfigPath, v: &Value) -> Option<Self>;
 }
 
+/// `Read` for text settings, each by its parser, and for integers, each
+/// by [`Report::int`].
 macro_rules! read_as {
     (text: $($t:ty => $parse:expr),+) => {$(
         impl Read for $t {
