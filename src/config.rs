@@ -366,8 +366,9 @@ impl ListenerConfig {
     }
 }
 
-/// A whole router: its listeners and the pools they route to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A whole router: its listeners and the pools they route to. The default
+/// has neither, and every other setting at its default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
@@ -609,10 +610,7 @@ impl Config {
         Config {
             listeners: vec![ListenerConfig::new(listen, "default")],
             pools: vec![PoolConfig::new("default", backends)],
-            lifecycle: Lifecycle::default(),
-            admin: None,
-            log: LogConfig::default(),
-            store: StoreConfig::default(),
+            ..Config::default()
         }
     }
 
@@ -640,17 +638,11 @@ pub fn is_sni_pattern(p: &str) -> bool {
 impl std::str::FromStr for BackendConfig {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_backend(s)
+        let (name, addr) = s
+            .split_once('=')
+            .ok_or_else(|| ValueError::NotABackend(s.to_string()))?;
+        Ok(BackendConfig::new(name, parse_address(addr)?))
     }
-}
-
-/// Parses the quick form's `NAME=IP:PORT`.
-pub fn parse_backend(s: &str) -> Result<BackendConfig, ValueError> {
-    let (name, addr) = s
-        .split_once('=')
-        .ok_or_else(|| ValueError::NotABackend(s.to_string()))?;
-    let addr = parse_address(addr)?;
-    Ok(BackendConfig::new(name, addr))
 }
 
 /// Parses `IP:PORT`; host names are not resolved.
@@ -730,10 +722,10 @@ mod tests {
 
     #[test]
     fn backend_spec_needs_name_and_socket_address() {
-        let b = parse_backend("a=127.0.0.1:9443").unwrap();
+        let b = "a=127.0.0.1:9443".parse::<BackendConfig>().unwrap();
         assert_eq!(b.name, "a");
-        assert!(parse_backend("127.0.0.1:9443").is_err());
-        assert!(parse_backend("a=localhost").is_err());
+        assert!("127.0.0.1:9443".parse::<BackendConfig>().is_err());
+        assert!("a=localhost".parse::<BackendConfig>().is_err());
     }
 
     /// The rule each error breaks, for asserting without reading messages.

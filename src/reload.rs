@@ -22,6 +22,7 @@
 //! and logged, for the next restart.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,8 +31,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::affinity::AffinityStore;
 use crate::clock::Clock;
-use crate::config::{Config, settings};
+use crate::config::{Config, ListenerConfig, PoolConfig, settings};
 use crate::listen::{ListenerSlot, ListenerState};
 use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
@@ -129,7 +131,7 @@ impl Live {
         source: Option<PathBuf>,
         clock: Clock,
         stats: Arc<Stats>,
-        mut stores: HashMap<String, Arc<dyn crate::affinity::AffinityStore>>,
+        mut stores: HashMap<String, Arc<dyn AffinityStore>>,
         shared: Option<crate::affinity::redis::Shared>,
         mut inherited: HashMap<std::net::SocketAddr, Vec<std::net::TcpListener>>,
     ) -> Result<Live, (std::net::SocketAddr, std::io::Error)> {
@@ -137,16 +139,7 @@ impl Live {
         let mut by_name = HashMap::new();
         let mut pools = Vec::new();
         for p in &config.pools {
-            let state = Arc::new(match stores.remove(&p.name) {
-                Some(store) => PoolState::with_store(
-                    p.clone(),
-                    clock.clone(),
-                    stats.clone(),
-                    log.clone(),
-                    store,
-                ),
-                None => PoolState::new(p.clone(), clock.clone(), stats.clone(), log.clone()),
-            });
+            let state = Arc::new(new_pool(p, &clock, &stats, &log, stores.remove(&p.name)));
             by_name.insert(p.name.clone(), state.clone());
             pools.push(state);
         }
@@ -234,13 +227,10 @@ impl Live {
         let file = path.display().to_string();
         let result = match crate::config::file::load(path) {
             Ok(config) => self.apply(config, &file),
-            Err(diagnostics) => Err(ReloadError::Invalid(outcome(
-                "error",
-                &file,
-                diagnostics.0.iter().map(ToString::to_string).collect(),
-                Vec::new(),
-                Vec::new(),
-            ))),
+            Err(diagnostics) => {
+                let errors = diagnostics.0.iter().map(ToString::to_string).collect();
+                Err(ReloadError::Invalid(refusal(&file, errors)))
+            }
         };
         match &result {
             Ok(o) => {
@@ -281,16 +271,11 @@ impl Live {
                     fresh.insert(l.bind, (socket, bound));
                 }
                 Err(e) => {
-                    return Err(ReloadError::Bind(outcome(
-                        "error",
-                        file,
-                        vec![format!(
-                            "{file}: error: cannot listen on {}: {e}; free the address or change the listener's bind",
-                            l.bind
-                        )],
-                        Vec::new(),
-                        Vec::new(),
-                    )));
+                    let error = format!(
+                        "{file}: error: cannot listen on {}: {e}; free the address or change the listener's bind",
+                        l.bind
+                    );
+                    return Err(ReloadError::Bind(refusal(file, vec![error])));
                 }
             }
         }
@@ -312,30 +297,14 @@ impl Live {
                 }
                 None => {
                     changes.push(format!("pool {} added", p.name));
-                    match &self.shared {
-                        Some(shared) => PoolState::with_store(
-                            p.clone(),
-                            self.clock.clone(),
-                            self.stats.clone(),
-                            self.log.clone(),
-                            shared.store_for(p),
-                        ),
-                        None => {
-                            if new.store.kind != crate::config::StoreKind::Memory {
-                                // No link was made at start (the store was
-                                // in-process then, a restart change of its
-                                // own): until a restart, the table is local.
-                                restart_required
-                                    .push(format!("pool.{} (shared through [store])", p.name));
-                            }
-                            PoolState::new(
-                                p.clone(),
-                                self.clock.clone(),
-                                self.stats.clone(),
-                                self.log.clone(),
-                            )
-                        }
+                    let store = self.shared.as_ref().map(|shared| shared.store_for(p));
+                    if store.is_none() && new.store.kind.is_redis() {
+                        // No link was made at start (the store was
+                        // in-process then, a restart change of its own):
+                        // until a restart, the table is local.
+                        restart_required.push(format!("pool.{} (shared through [store])", p.name));
                     }
+                    new_pool(p, &self.clock, &self.stats, &self.log, store)
                 }
             };
             let state = Arc::new(state);
@@ -355,6 +324,9 @@ impl Live {
         // 3. The listeners: kept by address (new state in the same slot),
         //    added (a slot around the socket bound above), or closed.
         let mut slots = Vec::new();
+        let new_listener = |l: &ListenerConfig| {
+            ListenerState::new(l.clone(), &by_name, self.stats.clone(), self.log.clone())
+        };
         for l in &new.listeners {
             match old_slots.iter().find(|s| s.bind == l.bind) {
                 Some(slot) => {
@@ -365,23 +337,13 @@ impl Live {
                             }
                             prev.succeed(l.clone(), &by_name)
                         }
-                        None => ListenerState::new(
-                            l.clone(),
-                            &by_name,
-                            self.stats.clone(),
-                            self.log.clone(),
-                        ),
+                        None => new_listener(l),
                     };
                     slot.replace(Arc::new(next));
                     slots.push(slot.clone());
                 }
                 None => {
-                    let state = ListenerState::new(
-                        l.clone(),
-                        &by_name,
-                        self.stats.clone(),
-                        self.log.clone(),
-                    );
+                    let state = new_listener(l);
                     // Step 1 bound every address no slot has.
                     let Some((socket, bound)) = fresh.remove(&l.bind) else {
                         continue;
@@ -410,16 +372,12 @@ impl Live {
         self.pools.send_replace(pools.into());
         self.listeners.send_replace(Arc::new(slots));
         *current = new;
-        Ok(outcome("ok", file, Vec::new(), changes, restart_required))
+        Ok(outcome(file, Vec::new(), changes, restart_required))
     }
 }
 
 /// One line per change a reload makes to a pool it keeps.
-fn describe_pool_changes(
-    old: &crate::config::PoolConfig,
-    new: &crate::config::PoolConfig,
-    changes: &mut Vec<String>,
-) {
+fn describe_pool_changes(old: &PoolConfig, new: &PoolConfig, changes: &mut Vec<String>) {
     let pool = &new.name;
     for b in &new.backends {
         match old.backends.iter().find(|o| o.name == b.name) {
@@ -434,29 +392,19 @@ fn describe_pool_changes(
                         b.name, o.addr, b.addr
                     ));
                 }
-                let mut changed = |what: &str, old: String, new: String| {
+                // Debug is Display for the numbers and booleans.
+                let fields: [(&str, &dyn Debug, &dyn Debug); 4] = [
+                    ("weight", &o.weight, &b.weight),
+                    ("send_proxy", &o.send_proxy, &b.send_proxy),
+                    ("tcp_fastopen", &o.tcp_fastopen, &b.tcp_fastopen),
+                    ("max_connections", &o.max_connections, &b.max_connections),
+                ];
+                for (what, old, new) in fields {
+                    let (old, new, name) = (format!("{old:?}"), format!("{new:?}"), &b.name);
                     if old != new {
-                        let name = &b.name;
                         changes.push(format!("pool {pool}: backend {name} {what} {old} -> {new}"));
                     }
-                };
-                changed("weight", o.weight.to_string(), b.weight.to_string());
-                changed(
-                    "send_proxy",
-                    format!("{:?}", o.send_proxy),
-                    format!("{:?}", b.send_proxy),
-                );
-                changed(
-                    "tcp_fastopen",
-                    o.tcp_fastopen.to_string(),
-                    b.tcp_fastopen.to_string(),
-                );
-                let max = |m: Option<u32>| format!("{m:?}");
-                changed(
-                    "max_connections",
-                    max(o.max_connections),
-                    max(b.max_connections),
-                );
+                }
             }
         }
     }
@@ -468,29 +416,49 @@ fn describe_pool_changes(
             ));
         }
     }
-    if old.balance != new.balance {
-        changes.push(format!("pool {pool}: balance changed"));
-    }
-    if old.timeouts != new.timeouts {
-        changes.push(format!("pool {pool}: timeouts changed"));
-    }
-    if old.health != new.health {
-        changes.push(format!("pool {pool}: health checks changed"));
-    }
-    if old.inspect != new.inspect {
-        changes.push(format!("pool {pool}: inspect = {}", new.inspect));
+    let inspect = format!("inspect = {}", new.inspect);
+    for (changed, what) in [
+        (old.balance != new.balance, "balance changed"),
+        (old.timeouts != new.timeouts, "timeouts changed"),
+        (old.health != new.health, "health checks changed"),
+        (old.inspect != new.inspect, &inspect),
+    ] {
+        if changed {
+            changes.push(format!("pool {pool}: {what}"));
+        }
     }
 }
 
+/// A new pool's state, its table in `store` when one is given (shared
+/// through Redis, or handed over), else a new one in this process.
+fn new_pool(
+    p: &PoolConfig,
+    clock: &Clock,
+    stats: &Arc<Stats>,
+    log: &Arc<LogLimiter>,
+    store: Option<Arc<dyn AffinityStore>>,
+) -> PoolState {
+    let (p, clock, stats, log) = (p.clone(), clock.clone(), stats.clone(), log.clone());
+    match store {
+        Some(store) => PoolState::with_store(p, clock, stats, log, store),
+        None => PoolState::new(p, clock, stats, log),
+    }
+}
+
+/// A reload of `file` refused for `errors`: nothing changed.
+fn refusal(file: &str, errors: Vec<String>) -> Outcome {
+    outcome(file, errors, Vec::new(), Vec::new())
+}
+
+/// A reload of `file`: "ok", or "error" for its `errors`.
 fn outcome(
-    result: &'static str,
     file: &str,
     errors: Vec<String>,
     changes: Vec<String>,
     restart_required: Vec<String>,
 ) -> Outcome {
     Outcome {
-        result,
+        result: if errors.is_empty() { "ok" } else { "error" },
         at_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),

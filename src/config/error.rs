@@ -237,42 +237,34 @@ impl ConfigError {
     /// duplicates or the other side of a comparison. A source that could
     /// not read one of them drops the error rather than guess.
     pub fn places(&self) -> impl Iterator<Item = ConfigPath> {
-        let other = match &self.rule {
-            Rule::DuplicateListenerName { first, .. } => {
-                Some(ConfigPath::Listener(*first, ListenerKey::Name))
+        let other = match (&self.rule, self.path) {
+            (Rule::DuplicateListenerName { first, .. }, _) => {
+                ConfigPath::Listener(*first, ListenerKey::Name)
             }
-            Rule::DuplicateBind { first, .. } => {
-                Some(ConfigPath::Listener(*first, ListenerKey::Bind))
+            (Rule::DuplicateBind { first, .. }, _) => {
+                ConfigPath::Listener(*first, ListenerKey::Bind)
             }
-            Rule::DuplicateSniPattern { first, .. } => match self.path {
-                ConfigPath::Listener(l, _) => {
-                    Some(ConfigPath::Listener(l, ListenerKey::SniPattern(*first)))
-                }
-                _ => None,
-            },
-            Rule::DuplicateBackendName { first, .. } => match self.path {
-                ConfigPath::Backend { pool, .. } => Some(ConfigPath::Backend {
+            (Rule::DuplicateSniPattern { first, .. }, ConfigPath::Listener(l, _)) => {
+                ConfigPath::Listener(l, ListenerKey::SniPattern(*first))
+            }
+            (Rule::DuplicateBackendName { first, .. }, ConfigPath::Backend { pool, .. }) => {
+                let at = |backend| ConfigPath::Backend {
                     pool,
-                    backend: *first,
+                    backend,
                     key: BackendKey::Name,
-                }),
-                _ => None,
-            },
-            Rule::HealthTimeoutAboveInterval { .. } => match self.path {
-                ConfigPath::Pool(p, _) => {
-                    Some(ConfigPath::Pool(p, PoolKey::Health(HealthKey::Interval)))
-                }
-                _ => None,
-            },
-            Rule::AbsoluteMaxBelowTimeout { .. } => match self.path {
-                ConfigPath::Pool(p, _) => {
-                    Some(ConfigPath::Pool(p, PoolKey::Affinity(AffinityKey::Timeout)))
-                }
-                _ => None,
-            },
-            _ => None,
+                };
+                at(*first)
+            }
+            (Rule::HealthTimeoutAboveInterval { .. }, ConfigPath::Pool(p, _)) => {
+                ConfigPath::Pool(p, PoolKey::Health(HealthKey::Interval))
+            }
+            (Rule::AbsoluteMaxBelowTimeout { .. }, ConfigPath::Pool(p, _)) => {
+                ConfigPath::Pool(p, PoolKey::Affinity(AffinityKey::Timeout))
+            }
+            // None other: the error's own place again.
+            _ => self.path,
         };
-        std::iter::once(self.path).chain(other)
+        [self.path, other].into_iter()
     }
 
     /// What is wrong, then `; ` and what to change. `elsewhere` describes
@@ -283,12 +275,10 @@ impl ConfigError {
         match &self.rule {
             Rule::Value(v) => value_message(v, &self.path),
             Rule::OutOfRange { value } => {
-                let no_limit = IntRange {
-                    min: 0,
-                    max: i128::MAX,
-                    default: None,
+                let (min, max, default) = match self.path.int_range() {
+                    Some(IntRange { min, max, default }) => (min, max, default),
+                    None => (0, i128::MAX, None),
                 };
-                let IntRange { min, max, default } = self.path.int_range().unwrap_or(no_limit);
                 let default = default.map_or("no limit".to_string(), |d| d.to_string());
                 match self.path {
                     ConfigPath::Pool(

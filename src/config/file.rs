@@ -26,7 +26,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -34,10 +35,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::settings::{self, Kind, Section};
 use super::{
-    AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Cidr, Config, ConfigError,
-    ConfigPath, HealthKey, Lifecycle, ListenerConfig, ListenerKey, LogConfig, LogKey, NonTls,
-    PoolConfig, PoolKey, ProcessKey, Rule, SendProxy, SniRoute, StateConfig, StoreConfig, StoreKey,
-    TimeoutKey, ValueError, parse_address, parse_duration, parse_redis_url,
+    AdminConfig, AdminKey, AffinityKey, BackendConfig, BackendKey, Balance, Cidr, Config,
+    ConfigError, ConfigPath, HealthCheck, HealthKey, ListenerConfig, ListenerKey, LogFormat,
+    LogKey, NonTls, PoolConfig, PoolKey, ProcessKey, Rule, SendProxy, SniRoute, StateConfig,
+    StoreConfig, StoreKey, StoreKind, TimeoutKey, ValueError, parse_address, parse_duration,
+    parse_redis_url,
 };
 
 /// One mistake in a configuration file.
@@ -207,12 +209,6 @@ impl Report<'_> {
         self.spans.insert(path, span);
     }
 
-    /// A required key is absent; `path` holds a stand-in.
-    fn missing(&mut self, span: Range<usize>, path: ConfigPath, message: String) {
-        self.unread.push(path);
-        self.error(span, Problem::Missing, message);
-    }
-
     /// Whether `e` is about what the operator wrote rather than a stand-in.
     fn judged(&self, e: &ConfigError) -> bool {
         match e.rule {
@@ -226,14 +222,8 @@ impl Report<'_> {
 
     /// The span of `path`, or of the nearest enclosing place written.
     fn locate(&self, path: ConfigPath) -> Range<usize> {
-        let mut p = Some(path);
-        while let Some(here) = p {
-            if let Some(span) = self.spans.get(&here) {
-                return span.clone();
-            }
-            p = here.parent();
-        }
-        self.root.start..self.root.start
+        let span = path.ancestors().find_map(|p| self.spans.get(&p));
+        span.cloned().unwrap_or(self.root.start..self.root.start)
     }
 
     /// Pass 2 for one section: whether every key of `table` is a setting
@@ -244,12 +234,9 @@ impl Report<'_> {
         for (spanned_key, value) in table.iter() {
             let key = spanned_key.get_ref().as_ref();
             if let Some(&(_, sub)) = subsections(section).iter().find(|(k, _)| *k == key) {
-                match value.get_ref().as_table() {
-                    Some(t) if self.shape(t, sub) => continue,
-                    Some(_) => return false,
-                    None => {
-                        return self.not_a_table(value.span(), &format!("`{key}`"), sub.title());
-                    }
+                match self.shape_table(value, sub, &format!("`{key}`"), sub.title()) {
+                    true => continue,
+                    false => return false,
                 }
             }
             let Some(setting) = settings::in_section(section).find(|s| s.key() == key) else {
@@ -281,20 +268,12 @@ impl Report<'_> {
                 },
                 Kind::Tables => match value.get_ref().as_array() {
                     Some(items) => {
-                        for item in items.iter() {
-                            match item.get_ref().as_table() {
-                                Some(t) if self.shape(t, Section::Backend) => {}
-                                Some(_) => return false,
-                                None => {
-                                    return self.not_a_table(
-                                        item.span(),
-                                        "a backend",
-                                        "{ name = \"...\", address = \"IP:PORT\" }",
-                                    );
-                                }
-                            }
+                        let form = "{ name = \"...\", address = \"IP:PORT\" }";
+                        let backend = |i| self.shape_table(i, Section::Backend, "a backend", form);
+                        match items.iter().all(backend) {
+                            true => Ok(()),
+                            false => return false,
                         }
-                        Ok(())
                     }
                     None => de::<Vec<toml::Value>>(value).map(drop),
                 },
@@ -305,6 +284,15 @@ impl Report<'_> {
             }
         }
         true
+    }
+
+    /// `shape` of `v`, which must be a table: `what` (a section or entry),
+    /// written as `form`.
+    fn shape_table(&mut self, v: &Value, section: Section, what: &str, form: &str) -> bool {
+        match v.get_ref().as_table() {
+            Some(t) => self.shape(t, section),
+            None => self.not_a_table(v.span(), what, form),
+        }
     }
 
     /// `what`, a section or entry, is not a table; returns false, for
@@ -318,18 +306,41 @@ impl Report<'_> {
         false
     }
 
-    /// The text of `path`'s setting in `table`, parsed with `parse`; `None`
-    /// when absent, or a stand-in when it does not parse (reported).
-    fn read<T>(
+    /// `path`'s setting in `table`, read as its type reads (see [`Read`]);
+    /// `None` when absent, or when it does not parse (reported).
+    fn read<T: Read>(&mut self, table: &DeTable, path: ConfigPath) -> Option<T> {
+        let v = get(table, path.setting()?.key())?;
+        self.at(path, v.span());
+        T::read(self, path, v)
+    }
+
+    /// `read`, into `slot` when it is there and parses.
+    fn set<T: Read>(&mut self, table: &DeTable, path: ConfigPath, slot: &mut T) {
+        if let Some(v) = self.read(table, path) {
+            *slot = v;
+        }
+    }
+
+    /// `read` of a required setting: when it is absent, `message` says so
+    /// at `span`, the enclosing section.
+    fn required<T: Read>(
         &mut self,
         table: &DeTable,
         path: ConfigPath,
-        parse: impl FnOnce(&str) -> Result<T, ValueError>,
+        span: Range<usize>,
+        message: impl FnOnce() -> String,
     ) -> Option<T> {
-        let v = get(table, path.setting()?.key())?;
-        self.parse_value(path, v, parse)
+        if get(table, path.setting()?.key()).is_none() {
+            // A stand-in takes its place.
+            self.unread.push(path);
+            self.error(span, Problem::Missing, message());
+            return None;
+        }
+        self.read(table, path)
     }
 
+    /// The text `v` of `path`, parsed with `parse`; a stand-in (`None`,
+    /// reported) when it does not parse.
     fn parse_value<T>(
         &mut self,
         path: ConfigPath,
@@ -348,36 +359,9 @@ impl Report<'_> {
         }
     }
 
-    /// `read`, into `slot` when it is there and parses.
-    fn set<T>(
-        &mut self,
-        table: &DeTable,
-        path: ConfigPath,
-        slot: &mut T,
-        parse: impl FnOnce(&str) -> Result<T, ValueError>,
-    ) {
-        if let Some(v) = self.read(table, path, parse) {
-            *slot = v;
-        }
-    }
-
-    /// A text setting taken as it is written.
-    fn text(&mut self, table: &DeTable, path: ConfigPath) -> Option<String> {
-        self.read(table, path, |s| Ok(s.to_string()))
-    }
-
-    /// A boolean setting.
-    fn flag(&mut self, table: &DeTable, path: ConfigPath) -> Option<bool> {
-        let v = get(table, path.setting()?.key())?;
-        self.at(path, v.span());
-        de(v).ok()
-    }
-
     /// An integer that fits `T`; the range the setting allows is checked
     /// by validation, so one that does not fit gets the same message.
-    fn int<T: TryFrom<i64>>(&mut self, table: &DeTable, path: ConfigPath) -> Option<T> {
-        let v = get(table, path.setting()?.key())?;
-        self.at(path, v.span());
+    fn int<T: TryFrom<i64>>(&mut self, path: ConfigPath, v: &Value) -> Option<T> {
         let n: i64 = de(v).ok()?;
         let fits = T::try_from(n).ok();
         if fits.is_none() {
@@ -386,13 +370,6 @@ impl Report<'_> {
             self.rule_errors.push(ConfigError::new(path, rule));
         }
         fits
-    }
-
-    /// `int`, into `slot` when it is there and fits.
-    fn set_int<T: TryFrom<i64>>(&mut self, table: &DeTable, path: ConfigPath, slot: &mut T) {
-        if let Some(n) = self.int(table, path) {
-            *slot = n;
-        }
     }
 
     /// A deserialization error from the toml crate, reworded to say what
@@ -422,6 +399,43 @@ impl Report<'_> {
     }
 }
 
+/// How a setting's value is read from the file: text parsed by its
+/// type's parser, with the message every source gives, or an integer or a
+/// boolean as TOML types it. The shape pass has checked the TOML type.
+trait Read: Sized {
+    fn read(report: &mut Report, path: ConfigPath, v: &Value) -> Option<Self>;
+}
+
+/// `Read` for text settings, each by its parser, and for integers, each
+/// by [`Report::int`].
+macro_rules! read_as {
+    (text: $($t:ty => $parse:expr),+) => {$(
+        impl Read for $t {
+            fn read(report: &mut Report, path: ConfigPath, v: &Value) -> Option<Self> {
+                report.parse_value(path, v, $parse)
+            }
+        }
+    )+};
+    (int: $($t:ty),+) => {$(
+        impl Read for $t {
+            fn read(report: &mut Report, path: ConfigPath, v: &Value) -> Option<Self> {
+                report.int(path, v)
+            }
+        }
+    )+};
+}
+
+read_as!(text: Duration => parse_duration, SocketAddr => parse_address, Balance => str::parse,
+    HealthCheck => str::parse, LogFormat => str::parse, SendProxy => str::parse,
+    StoreKind => str::parse, String => |s| Ok(s.to_string()), PathBuf => |s| Ok(s.into()));
+read_as!(int: u8, u32, u64, usize);
+
+impl Read for bool {
+    fn read(_: &mut Report, _: ConfigPath, v: &Value) -> Option<bool> {
+        de(v).ok()
+    }
+}
+
 /// A stand-in address for a listener or backend whose own could not be
 /// read; port 0 never clashes with another listener's.
 const STAND_IN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
@@ -438,14 +452,7 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
         return None;
     }
     report.root = root.span();
-    let mut c = Config {
-        listeners: Vec::new(),
-        pools: Vec::new(),
-        lifecycle: Lifecycle::default(),
-        admin: None,
-        log: LogConfig::default(),
-        store: StoreConfig::default(),
-    };
+    let mut c = Config::default();
     let root = root.into_inner();
     for (key, value) in root.iter() {
         let key_span = key.span();
@@ -464,14 +471,8 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
                 };
                 for item in items.iter() {
                     let i = c.listeners.len();
-                    let listener = match item.get_ref().as_table() {
-                        Some(t) if report.shape(t, Section::Listener) => Some(build_listener(i, t, item.span(), report)),
-                        Some(_) => None,
-                        None => {
-                            report.not_a_table(item.span(), "a listener", "a [[listener]] section");
-                            None
-                        }
-                    };
+                    let ok = report.shape_table(item, Section::Listener, "a listener", "a [[listener]] section");
+                    let listener = item.get_ref().as_table().filter(|_| ok).map(|t| build_listener(i, t, item.span(), report));
                     c.listeners.push(listener.unwrap_or_else(|| {
                         let section = ConfigPath::Listener(i, ListenerKey::Section);
                         report.at(section, item.span());
@@ -489,14 +490,8 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
                     let section = ConfigPath::Pool(i, PoolKey::Section);
                     report.at(section, name.span());
                     let name = name.get_ref();
-                    let pool = match body.get_ref().as_table() {
-                        Some(t) if report.shape(t, Section::Pool) => Some(build_pool(i, name, t, report)),
-                        Some(_) => None,
-                        None => {
-                            report.not_a_table(body.span(), &format!("pool `{name}`"), &format!("a [pool.{name}] section"));
-                            None
-                        }
-                    };
+                    let ok = report.shape_table(body, Section::Pool, &format!("pool `{name}`"), &format!("a [pool.{name}] section"));
+                    let pool = body.get_ref().as_table().filter(|_| ok).map(|t| build_pool(i, name, t, report));
                     // A pool with mistakes is still known by its name, so a
                     // reference to it is not also reported as undefined.
                     c.pools.push(pool.unwrap_or_else(|| {
@@ -512,7 +507,7 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
             ("shutdown_timeout", _) => {
                 let at = ConfigPath::Process(ProcessKey::ShutdownTimeout);
                 match de::<String>(value) {
-                    Ok(_) => report.set(&root, at, &mut c.lifecycle.shutdown_timeout, parse_duration),
+                    Ok(_) => report.set(&root, at, &mut c.lifecycle.shutdown_timeout),
                     Err(e) => report.toml(&e, value.span()),
                 }
             }
@@ -525,8 +520,7 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
                 let at = ConfigPath::Process;
                 report.at(at(ProcessKey::State), key_span);
                 if report.shape(t, Section::State) {
-                    let socket = report.text(t, at(ProcessKey::TakeoverSocket));
-                    c.lifecycle.takeover_socket = socket.map(Into::into);
+                    c.lifecycle.takeover_socket = report.read(t, at(ProcessKey::TakeoverSocket));
                     c.lifecycle.state = build_state(t, value.span(), report);
                 } else {
                     report.unread.push(at(ProcessKey::State));
@@ -548,8 +542,8 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
                 report.at(ConfigPath::Log(LogKey::Section), key_span.clone());
                 if report.shape(t, Section::Log) {
                     let at = ConfigPath::Log;
-                    report.set(t, at(LogKey::Format), &mut c.log.format, str::parse);
-                    report.set_int(t, at(LogKey::ConnectionsPerSecond), &mut c.log.connections_per_second);
+                    report.set(t, at(LogKey::Format), &mut c.log.format);
+                    report.set(t, at(LogKey::ConnectionsPerSecond), &mut c.log.connections_per_second);
                 }
             }
             (name @ ("admin" | "store" | "log"), None) => {
@@ -575,35 +569,24 @@ fn load_text<'t>(text: &'t str, report: &mut Report<'t>) -> Option<Config> {
 fn build_store(t: &DeTable, report: &mut Report) -> StoreConfig {
     let at = ConfigPath::Store;
     let mut c = StoreConfig::default();
-    report.set(t, at(StoreKey::Kind), &mut c.kind, str::parse);
-    let urls: Vec<&Value> = match (get(t, "url"), get(t, "urls")) {
-        (Some(u), Some(list)) => {
-            report.error(
-                list.span(),
-                Problem::Shape,
-                "[store] has both `url` and `urls`; keep one".into(),
-            );
-            vec![u]
+    report.set(t, at(StoreKey::Kind), &mut c.kind);
+    let (url, list) = (get(t, "url"), get(t, "urls"));
+    let items: Vec<&Value> = list
+        .and_then(|l| l.get_ref().as_array())
+        .into_iter()
+        .flatten()
+        .collect();
+    let mistake = match url {
+        Some(_) => "[store] has both `url` and `urls`; keep one",
+        None if items.is_empty() => {
+            "store.urls is empty; give at least one, e.g. [\"redis://10.0.0.5:6379/0\"]"
         }
-        (Some(u), None) => vec![u],
-        (None, Some(list)) => {
-            let items: Vec<&Value> = list
-                .get_ref()
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
-            if items.is_empty() {
-                report.error(
-                    list.span(),
-                    Problem::Shape,
-                    "store.urls is empty; give at least one, e.g. [\"redis://10.0.0.5:6379/0\"]"
-                        .into(),
-                );
-            }
-            items
-        }
-        (None, None) => Vec::new(),
+        None => "",
     };
+    if let Some(list) = list.filter(|_| !mistake.is_empty()) {
+        report.error(list.span(), Problem::Shape, mistake.into());
+    }
+    let urls = url.map_or(items, |u| vec![u]);
     for u in urls {
         // Read, but not usable: not also "missing" (the error is reported
         // here, at the URL).
@@ -611,41 +594,23 @@ fn build_store(t: &DeTable, report: &mut Report) -> StoreConfig {
         c.urls
             .push(u.get_ref().as_str().unwrap_or_default().to_string());
     }
-    c.tls_ca_file = report.text(t, at(StoreKey::TlsCaFile)).map(Into::into);
-    report.set(
-        t,
-        at(StoreKey::Prefix),
-        &mut c.prefix,
-        |s| Ok(s.to_string()),
-    );
-    report.set(
-        t,
-        at(StoreKey::LookupBudget),
-        &mut c.lookup_budget,
-        parse_duration,
-    );
-    report.set(t, at(StoreKey::Timeout), &mut c.timeout, parse_duration);
-    report.set_int(t, at(StoreKey::Queue), &mut c.queue);
+    c.tls_ca_file = report.read(t, at(StoreKey::TlsCaFile));
+    report.set(t, at(StoreKey::Prefix), &mut c.prefix);
+    report.set(t, at(StoreKey::LookupBudget), &mut c.lookup_budget);
+    report.set(t, at(StoreKey::Timeout), &mut c.timeout);
+    report.set(t, at(StoreKey::Queue), &mut c.queue);
     c
 }
 
 fn build_admin(t: &DeTable, section: Range<usize>, report: &mut Report) -> AdminConfig {
     let at = ConfigPath::Admin;
-    let bind = match get(t, "bind") {
-        Some(_) => report.read(t, at(AdminKey::Bind), parse_address),
-        None => {
-            report.missing(
-                section,
-                at(AdminKey::Bind),
-                "[admin] has no `bind` address; add e.g. bind = \"127.0.0.1:9900\"".to_string(),
-            );
-            None
-        }
-    };
+    let bind = report.required(t, at(AdminKey::Bind), section, || {
+        "[admin] has no `bind` address; add e.g. bind = \"127.0.0.1:9900\"".to_string()
+    });
     AdminConfig {
         bind: bind.unwrap_or(STAND_IN),
-        token: report.text(t, at(AdminKey::Token)),
-        token_for_reads: report.flag(t, at(AdminKey::TokenForReads)).unwrap_or(false),
+        token: report.read(t, at(AdminKey::Token)),
+        token_for_reads: report.read(t, at(AdminKey::TokenForReads)).unwrap_or(false),
     }
 }
 
@@ -653,24 +618,17 @@ fn build_admin(t: &DeTable, section: Range<usize>, report: &mut Report) -> Admin
 /// the section only names a `takeover_socket`).
 fn build_state(t: &DeTable, span: Range<usize>, report: &mut Report) -> Option<StateConfig> {
     let at = ConfigPath::Process;
-    let Some(file) = report.text(t, at(ProcessKey::StateFile)) else {
-        if get(t, "takeover_socket").is_some() && get(t, "interval").is_none() {
-            return None;
-        }
-        report.missing(
-            span,
-            at(ProcessKey::StateFile),
-            "[state] has no `file`; add file = \"/var/lib/stickytls/state\", or remove the section to keep nothing across restarts".into(),
-        );
+    if get(t, "file").is_none()
+        && get(t, "takeover_socket").is_some()
+        && get(t, "interval").is_none()
+    {
         return None;
-    };
-    let mut c = StateConfig::new(file.into());
-    report.set(
-        t,
-        at(ProcessKey::StateInterval),
-        &mut c.interval,
-        parse_duration,
-    );
+    }
+    let file = report.required(t, at(ProcessKey::StateFile), span, || {
+        "[state] has no `file`; add file = \"/var/lib/stickytls/state\", or remove the section to keep nothing across restarts".into()
+    })?;
+    let mut c = StateConfig::new(file);
+    report.set(t, at(ProcessKey::StateInterval), &mut c.interval);
     Some(c)
 }
 
@@ -684,38 +642,25 @@ fn build_listener(
     report.at(at(ListenerKey::Section), span.clone());
     let mut c = ListenerConfig::new(STAND_IN, "");
     c.name = report
-        .text(t, at(ListenerKey::Name))
+        .read(t, at(ListenerKey::Name))
         .unwrap_or_else(|| format!("listener-{}", i + 1));
-    match get(t, "bind") {
-        Some(_) => report.set(t, at(ListenerKey::Bind), &mut c.bind, parse_address),
-        None => report.missing(
-            span.clone(),
-            at(ListenerKey::Bind),
-            format!(
-                "listener `{}` has no `bind` address; add e.g. bind = \"0.0.0.0:443\"",
-                c.name
-            ),
-        ),
-    }
-    c.proxy_protocol = report
-        .flag(t, at(ListenerKey::ProxyProtocol))
-        .unwrap_or(false);
+    let name = &c.name;
+    let bind = report.required(t, at(ListenerKey::Bind), span.clone(), || {
+        format!("listener `{name}` has no `bind` address; add e.g. bind = \"0.0.0.0:443\"")
+    });
+    let default_pool = report.required(t, at(ListenerKey::DefaultPool), span, || {
+        format!(
+            "listener `{name}` has no `default_pool`; add default_pool = \"NAME\" naming the pool for connections no SNI rule matches"
+        )
+    });
+    c.bind = bind.unwrap_or(STAND_IN);
+    c.default_pool = default_pool.unwrap_or_default();
+    report.set(t, at(ListenerKey::ProxyProtocol), &mut c.proxy_protocol);
     let trusted = get(t, "proxy_trusted").and_then(|v| v.get_ref().as_array());
     for (j, cidr) in trusted.into_iter().flatten().enumerate() {
         let cidr = report.parse_value(at(ListenerKey::ProxyTrusted(j)), cidr, str::parse::<Cidr>);
         c.proxy_trusted
             .push(cidr.unwrap_or(Cidr(STAND_IN.ip().into())));
-    }
-    match report.text(t, at(ListenerKey::DefaultPool)) {
-        Some(pool) => c.default_pool = pool,
-        None => report.missing(
-            span,
-            at(ListenerKey::DefaultPool),
-            format!(
-                "listener `{}` has no `default_pool`; add default_pool = \"NAME\" naming the pool for connections no SNI rule matches",
-                c.name
-            ),
-        ),
     }
     let rules = get(t, "sni").and_then(|v| v.get_ref().as_table());
     for (j, (pattern, pool)) in rules.into_iter().flatten().enumerate() {
@@ -729,23 +674,23 @@ fn build_listener(
     }
     // "reject" always means closing, even if a pool has that name.
     if let Some(pool) = report
-        .text(t, at(ListenerKey::NonTls))
+        .read::<String>(t, at(ListenerKey::NonTls))
         .filter(|v| v != "reject")
     {
         c.non_tls = NonTls::Pool(pool);
     }
     let limits = &mut c.limits;
-    report.set_int(
+    report.set(
         t,
         at(ListenerKey::MaxConnections),
         &mut limits.max_connections,
     );
-    report.set_int(
+    report.set(
         t,
         at(ListenerKey::MaxInspectingPerIp),
         &mut limits.max_inspecting_per_ip,
     );
-    report.set_int(
+    report.set(
         t,
         at(ListenerKey::MaxHelloBytes),
         &mut limits.max_hello_bytes,
@@ -756,13 +701,11 @@ fn build_listener(
 fn build_pool(i: usize, name: &str, t: &DeTable, report: &mut Report) -> PoolConfig {
     let at = |key| ConfigPath::Pool(i, key);
     let mut c = PoolConfig::new(name, Vec::new());
-    report.set(t, at(PoolKey::Balance), &mut c.balance, str::parse);
-    c.inspect = report.flag(t, at(PoolKey::Inspect)).unwrap_or(true);
+    report.set(t, at(PoolKey::Balance), &mut c.balance);
+    report.set(t, at(PoolKey::Inspect), &mut c.inspect);
     // Resolved here, into each backend: the running router keeps one
     // setting per backend, which a reload then changes in place.
-    let send_proxy = report
-        .read(t, at(PoolKey::SendProxy), str::parse)
-        .unwrap_or_default();
+    let send_proxy = report.read(t, at(PoolKey::SendProxy)).unwrap_or_default();
     if let Some(list) = get(t, "backends") {
         report.at(at(PoolKey::Backends), list.span());
         let items = list.get_ref().as_array().into_iter().flatten();
@@ -779,86 +722,37 @@ fn build_pool(i: usize, name: &str, t: &DeTable, report: &mut Report) -> PoolCon
             .unwrap_or_default()
     };
 
-    let (t, timeouts) = (sub("timeouts"), &mut c.timeouts);
+    let (t, o) = (sub("timeouts"), &mut c.timeouts);
     let time = |key| at(PoolKey::Timeout(key));
-    report.set(
-        &t,
-        time(TimeoutKey::Hello),
-        &mut timeouts.hello,
-        parse_duration,
-    );
-    report.set(
-        &t,
-        time(TimeoutKey::Connect),
-        &mut timeouts.connect,
-        parse_duration,
-    );
-    report.set(
-        &t,
-        time(TimeoutKey::FirstByte),
-        &mut timeouts.first_byte,
-        parse_duration,
-    );
-    report.set(
-        &t,
-        time(TimeoutKey::Idle),
-        &mut timeouts.idle,
-        parse_duration,
-    );
-    report.set(
-        &t,
-        time(TimeoutKey::DownHold),
-        &mut timeouts.down_hold,
-        parse_duration,
-    );
+    report.set(&t, time(TimeoutKey::Hello), &mut o.hello);
+    report.set(&t, time(TimeoutKey::Connect), &mut o.connect);
+    report.set(&t, time(TimeoutKey::FirstByte), &mut o.first_byte);
+    report.set(&t, time(TimeoutKey::Idle), &mut o.idle);
+    report.set(&t, time(TimeoutKey::DownHold), &mut o.down_hold);
 
-    let (t, affinity) = (sub("affinity"), &mut c.affinity);
+    let (t, o) = (sub("affinity"), &mut c.affinity);
     let aff = |key| at(PoolKey::Affinity(key));
-    report.set(
-        &t,
-        aff(AffinityKey::Timeout),
-        &mut affinity.inactivity_timeout,
-        parse_duration,
-    );
+    report.set(&t, aff(AffinityKey::Timeout), &mut o.inactivity_timeout);
     report.set(
         &t,
         aff(AffinityKey::CorrelationWindow),
-        &mut affinity.correlation_window,
-        parse_duration,
+        &mut o.correlation_window,
     );
-    affinity.absolute_max = report.read(&t, aff(AffinityKey::AbsoluteMax), parse_duration);
-    report.set_int(&t, aff(AffinityKey::TableSize), &mut affinity.table_size);
-    report.set_int(
-        &t,
-        aff(AffinityKey::ClientsTracked),
-        &mut affinity.clients_tracked,
-    );
-    report.set_int(
-        &t,
-        aff(AffinityKey::NatThreshold),
-        &mut affinity.nat_threshold,
-    );
-    report.set_int(&t, aff(AffinityKey::Ipv4Prefix), &mut affinity.ipv4_prefix);
-    report.set_int(&t, aff(AffinityKey::Ipv6Prefix), &mut affinity.ipv6_prefix);
+    o.absolute_max = report.read(&t, aff(AffinityKey::AbsoluteMax));
+    report.set(&t, aff(AffinityKey::TableSize), &mut o.table_size);
+    report.set(&t, aff(AffinityKey::ClientsTracked), &mut o.clients_tracked);
+    report.set(&t, aff(AffinityKey::NatThreshold), &mut o.nat_threshold);
+    report.set(&t, aff(AffinityKey::Ipv4Prefix), &mut o.ipv4_prefix);
+    report.set(&t, aff(AffinityKey::Ipv6Prefix), &mut o.ipv6_prefix);
 
-    let (t, health) = (sub("health"), &mut c.health);
+    let (t, o) = (sub("health"), &mut c.health);
     let check = |key| at(PoolKey::Health(key));
-    report.set(&t, check(HealthKey::Check), &mut health.check, str::parse);
-    report.set(
-        &t,
-        check(HealthKey::Interval),
-        &mut health.interval,
-        parse_duration,
-    );
-    report.set(
-        &t,
-        check(HealthKey::Timeout),
-        &mut health.timeout,
-        parse_duration,
-    );
-    report.set_int(&t, check(HealthKey::Rise), &mut health.rise);
-    report.set_int(&t, check(HealthKey::Fall), &mut health.fall);
-    health.sni = report.text(&t, check(HealthKey::Sni));
+    report.set(&t, check(HealthKey::Check), &mut o.check);
+    report.set(&t, check(HealthKey::Interval), &mut o.interval);
+    report.set(&t, check(HealthKey::Timeout), &mut o.timeout);
+    report.set(&t, check(HealthKey::Rise), &mut o.rise);
+    report.set(&t, check(HealthKey::Fall), &mut o.fall);
+    o.sni = report.read(&t, check(HealthKey::Sni));
     c
 }
 
@@ -872,38 +766,26 @@ fn build_backend(
 ) -> BackendConfig {
     let at = |key| ConfigPath::Backend { pool, backend, key };
     report.at(at(BackendKey::Entry), span.clone());
-    let mut c = BackendConfig::new("", STAND_IN);
-    match report.text(t, at(BackendKey::Name)) {
-        Some(name) => c.name = name,
-        None => report.missing(
-            span.clone(),
-            at(BackendKey::Name),
-            "backend has no `name`; add name = \"...\" (names identify backends in the affinity table and must stay stable across reloads)".into(),
-        ),
-    }
-    match get(t, "address") {
-        Some(_) => report.set(t, at(BackendKey::Address), &mut c.addr, parse_address),
-        None => report.missing(
-            span,
-            at(BackendKey::Address),
-            "backend has no `address`; add address = \"IP:PORT\"".into(),
-        ),
-    }
-    report.set_int(t, at(BackendKey::Weight), &mut c.weight);
-    c.max_connections = report.int(t, at(BackendKey::MaxConnections));
+    let name: Option<String> = report.required(t, at(BackendKey::Name), span.clone(), || {
+        "backend has no `name`; add name = \"...\" (names identify backends in the affinity table and must stay stable across reloads)".into()
+    });
+    let addr = report.required(t, at(BackendKey::Address), span, || {
+        "backend has no `address`; add address = \"IP:PORT\"".into()
+    });
+    let mut c = BackendConfig::new(&name.unwrap_or_default(), addr.unwrap_or(STAND_IN));
+    report.set(t, at(BackendKey::Weight), &mut c.weight);
+    c.max_connections = report.read(t, at(BackendKey::MaxConnections));
     c.send_proxy = report
-        .read(t, at(BackendKey::SendProxy), str::parse)
+        .read(t, at(BackendKey::SendProxy))
         .unwrap_or(pool_send_proxy);
-    c.tcp_fastopen = report.flag(t, at(BackendKey::TcpFastopen)).unwrap_or(false);
+    report.set(t, at(BackendKey::TcpFastopen), &mut c.tcp_fastopen);
     c
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{
-        AffinityConfig, Balance, HealthCheck, Limits, LogFormat, StoreKind, Timeouts,
-    };
+    use crate::config::{AffinityConfig, Lifecycle, Limits, Timeouts};
     use std::time::Duration;
 
     fn errors(text: &str) -> Vec<String> {

@@ -189,16 +189,14 @@ impl ConfigPath {
         }
     }
 
+    /// This place, then each enclosing one out to the configuration.
+    pub fn ancestors(&self) -> impl Iterator<Item = ConfigPath> {
+        std::iter::successors(Some(*self), ConfigPath::parent)
+    }
+
     /// Whether this is `place` or lies inside it.
     pub fn is_within(&self, place: &ConfigPath) -> bool {
-        let mut p = Some(*self);
-        while let Some(here) = p {
-            if here == *place {
-                return true;
-            }
-            p = here.parent();
-        }
-        false
+        self.ancestors().any(|p| p == *place)
     }
 
     /// The setting's name as the file spells it (and docs/configuration.md

@@ -189,14 +189,8 @@ fn flag(config: &Config, path: ConfigPath) -> String {
             None => "--backend".to_string(),
         };
     }
-    let mut at = Some(path);
-    while let Some(here) = at {
-        if let Some(flag) = here.setting().and_then(|s| s.flag) {
-            return flag.to_string();
-        }
-        at = here.parent();
-    }
-    "the command line".to_string()
+    let flag = path.ancestors().find_map(|p| p.setting()?.flag);
+    flag.unwrap_or("the command line").to_string()
 }
 
 impl RunArgs {

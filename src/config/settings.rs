@@ -285,10 +285,10 @@ impl ConfigPath {
 /// The default of the integer setting at `at`, for the config types'
 /// `Default`s; 0 if the table has none, which a test rules out.
 pub(super) fn int_default<T: TryFrom<i128> + std::default::Default>(at: ConfigPath) -> T {
-    match at.int_range().and_then(|r| r.default) {
-        Some(d) => T::try_from(d).unwrap_or_default(),
-        None => T::default(),
-    }
+    let default = at.int_range().and_then(|r| r.default);
+    default
+        .and_then(|d| T::try_from(d).ok())
+        .unwrap_or_default()
 }
 
 /// The default of the duration setting at `at`, for the config types'
