@@ -2,7 +2,7 @@
 //! how it balances, and every budget and timeout.
 //!
 //! The quick command-line form ([`quick`]) builds this directly and the
-//! TOML file ([`file`]) is read into the same types, so the router itself
+//! TOML file ([`file`](mod@file)) is read into the same types, so the router itself
 //! never knows where its settings came from. Each setting is described
 //! once, in [`settings`]: its key, type, default, range, flag and whether
 //! a reload applies it.
@@ -25,12 +25,11 @@ pub mod quick;
 pub mod settings;
 mod validate;
 
-pub use error::{ConfigError, ConfigErrors, Rule, ValueError};
-pub use path::{
-    AdminKey, AffinityKey, BackendKey, ConfigPath, HealthKey, IntRange, ListenerKey, LogKey,
-    PoolKey, ProcessKey, StoreKey, TimeoutKey,
+pub(crate) use error::{ConfigError, ConfigErrors, Rule, ValueError};
+pub(crate) use path::{
+    AdminKey, AffinityKey, BackendKey, ConfigPath, HealthKey, ListenerKey, LogKey, PoolKey,
+    ProcessKey, StoreKey, TimeoutKey,
 };
-pub use settings::MIN_HELLO_BYTES;
 use settings::{duration_default as dur, int_default as int};
 
 /// `as_str` and `FromStr` of a setting's enum, from one list of the names
@@ -491,7 +490,7 @@ impl Default for StoreConfig {
 
 /// Checks a Redis URL's form without connecting: `redis://`, or
 /// `rediss://` (TLS) in a build with the `store-tls` feature.
-pub fn parse_redis_url(s: &str) -> Result<String, ValueError> {
+pub(crate) fn parse_redis_url(s: &str) -> Result<String, ValueError> {
     let bad = || ValueError::NotARedisUrl(s.to_string());
     if s.starts_with("rediss://") {
         if !cfg!(feature = "store-tls") {
@@ -551,7 +550,7 @@ impl AdminConfig {
 }
 
 /// Shortest admin token accepted: guessing must not be practical.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
 /// The `[log]` section: how lines are written, and how many per-connection
 /// lines a second at most.
@@ -621,7 +620,7 @@ impl Config {
 
 /// An SNI pattern: a host name, or `*.` and a host name (the wildcard
 /// covers exactly one label).
-pub fn is_sni_pattern(p: &str) -> bool {
+pub(crate) fn is_sni_pattern(p: &str) -> bool {
     let name = p.strip_prefix("*.").unwrap_or(p);
     !name.is_empty()
         && name.len() <= 253
@@ -646,13 +645,13 @@ impl std::str::FromStr for BackendConfig {
 }
 
 /// Parses `IP:PORT`; host names are not resolved.
-pub fn parse_address(s: &str) -> Result<SocketAddr, ValueError> {
+pub(crate) fn parse_address(s: &str) -> Result<SocketAddr, ValueError> {
     s.parse()
         .map_err(|_| ValueError::NotAnAddress(s.to_string()))
 }
 
 /// Parses durations like `500ms`, `5s`, `30m`, `2h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     let text = s;
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -675,7 +674,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
 }
 
 /// The inverse of [`parse_duration`], for messages.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms % 1000 != 0 {
         format!("{ms}ms")
@@ -690,6 +689,7 @@ pub fn format_duration(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::path::IntRange;
     use super::*;
 
     #[test]

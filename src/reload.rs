@@ -39,11 +39,11 @@ use crate::log_limit::LogLimiter;
 use crate::pool::PoolState;
 use crate::stats::Stats;
 
-pub use crate::pool::Pools;
+pub(crate) use crate::pool::Pools;
 
 /// The listening addresses a router serves now: every worker thread runs
 /// an accept loop for each.
-pub type Listeners = Arc<Vec<Arc<ListenerSlot>>>;
+pub(crate) type Listeners = Arc<Vec<Arc<ListenerSlot>>>;
 
 /// What a running router serves now, and the one place that changes it.
 #[derive(Debug)]

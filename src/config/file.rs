@@ -100,7 +100,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
 
 /// Loads and validates a configuration from `text`; `file_name` is only
 /// used in messages.
-pub fn parse(text: &str, file_name: &str) -> Result<Config, Diagnostics> {
+pub(crate) fn parse(text: &str, file_name: &str) -> Result<Config, Diagnostics> {
     let mut report = Report::default();
     let config = load_text(text, &mut report);
     if let Some(Err(rules)) = config.as_ref().map(Config::validate) {

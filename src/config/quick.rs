@@ -18,6 +18,9 @@ use super::{
 
 /// `stickytls run`'s arguments: a file, or the quick form's flags; the
 /// worker threads and the log flags go with either.
+// The field docs are `--help`'s text, which names file sections as the
+// file writes them (`[log]`), not as links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Configuration file (docs/configuration.md), instead of the quick
@@ -42,6 +45,9 @@ pub struct RunArgs {
 
 /// The quick form's flags: given with --config they would be ignored, so
 /// clap refuses them together (the group is the struct's name).
+// The field docs are `--help`'s text, which names file sections as the
+// file writes them (`[log]`), not as links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Args, Debug)]
 pub struct QuickForm {
     /// Address to listen on.
@@ -155,7 +161,7 @@ fn parsed<T: std::str::FromStr<Err = ValueError>>(s: &str) -> Result<T, String> 
 }
 
 /// A duration flag (`--timeout 5s`), with the file's grammar and message.
-pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 

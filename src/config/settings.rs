@@ -166,7 +166,7 @@ const fn secs(n: u64) -> DefaultValue {
 
 /// The smallest hello byte budget: ordinary ClientHellos are a few hundred
 /// bytes (about 1.5 KB with a post-quantum key share).
-pub const MIN_HELLO_BYTES: usize = 512;
+pub(crate) const MIN_HELLO_BYTES: usize = 512;
 
 use ConfigPath as P;
 use DefaultValue::{Bool as B, Int as I, None as NONE, Text as T};
@@ -179,7 +179,7 @@ use Section as S;
 // One line a setting, as a table reads: rustfmt would spread each row
 // over ten lines.
 #[rustfmt::skip]
-pub static SETTINGS: &[Setting] = &[
+pub(crate) static SETTINGS: &[Setting] = &[
     row!(P::Listener(0, ListenerKey::Name), S::Listener, "name", Text, T("listener-N"), Applied, None, "Used in logs and metrics; unique."),
     row!(P::Listener(0, ListenerKey::Bind), S::Listener, "bind", Text, NONE, Applied, Some("--listen"), "Address to listen on (required)."),
     row!(P::Listener(0, ListenerKey::ProxyProtocol), S::Listener, "proxy_protocol", Bool, B(false), Applied, None, "Require a PROXY protocol header."),
@@ -241,7 +241,7 @@ pub static SETTINGS: &[Setting] = &[
 ];
 
 /// The settings of one section, in file order.
-pub fn in_section(section: Section) -> impl Iterator<Item = &'static Setting> {
+pub(crate) fn in_section(section: Section) -> impl Iterator<Item = &'static Setting> {
     SETTINGS.iter().filter(move |s| s.section == section)
 }
 
@@ -300,7 +300,7 @@ pub(super) fn duration_default(at: ConfigPath) -> Duration {
 /// The settings that changed from `old` to `new` and wait for a restart,
 /// as the reload's outcome names them: a process-wide section once, by
 /// its title, a pool's setting by `pool.NAME.` and its name.
-pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for s in SETTINGS {
         let Reload::Restart(Get::Config(get)) = s.reload else {
@@ -319,7 +319,7 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
 
 /// The settings of a kept pool that changed and wait for a restart, by
 /// their names in messages.
-pub fn pool_restart_required(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
+pub(crate) fn pool_restart_required(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
     let changed =
         |s: &&Setting| matches!(s.reload, Reload::Restart(Get::Pool(get)) if get(old) != get(new));
     SETTINGS.iter().filter(changed).map(|s| s.name).collect()
