@@ -248,6 +248,9 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections from one client prefix at once; `None` is the default,
+    /// half of `max_connections` ([`Limits::connections_per_client`]).
+    pub max_connections_per_client: Option<usize>,
     /// Connections from one client prefix still delivering their hello.
     pub max_inspecting_per_ip: u32,
     /// Bytes a client may send before its ClientHello must be complete.
@@ -259,9 +262,21 @@ impl Default for Limits {
         let at = |k| ConfigPath::Listener(0, k);
         Limits {
             max_connections: int(at(ListenerKey::MaxConnections)),
+            max_connections_per_client: None,
             max_inspecting_per_ip: int(at(ListenerKey::MaxInspectingPerIp)),
             max_hello_bytes: int(at(ListenerKey::MaxHelloBytes)),
         }
+    }
+}
+
+impl Limits {
+    /// The most connections one client prefix may hold at once:
+    /// `max_connections_per_client`, or by default half of
+    /// `max_connections`, rounded up (so that a listener of one slot still
+    /// serves its one client).
+    pub fn connections_per_client(&self) -> usize {
+        self.max_connections_per_client
+            .unwrap_or(self.max_connections.div_ceil(2))
     }
 }
 

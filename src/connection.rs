@@ -29,7 +29,7 @@ use crate::decision::{DecisionRecord, Sni};
 use crate::inspect::{self, Handshake, KeyKind, Status};
 use crate::intake::{IntakeError, read_hello};
 use crate::learn;
-use crate::listen::ListenerState;
+use crate::listen::{ListenerState, Refused};
 use crate::pool::PoolState;
 use crate::proxy;
 use crate::proxy_out::Origin;
@@ -83,13 +83,27 @@ pub(crate) async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, 
     // to be sent a header (`connect_logged`).
     let destination = proxied.destination;
     trace.client(client_addr);
-    let Some(slot) = listener.begin_inspecting(listener.default_pool().prefix(client_addr.ip()))
-    else {
-        listener.stats.rejected(&listener.name, "per_ip_limit");
-        if listener.decision_log.allow() {
-            warn!(listener = %listener.name, peer = %client_addr, "closed: too many connections from this address still sending their hello");
+    // The client's share of the listener's slots, held until this handler
+    // returns, and its hello-stage slot, given back once the hello is in.
+    // Over its share, the connection is closed here and the listener's
+    // slot it was accepted with is free again at once.
+    let (_share, slot) = match listener.admit(listener.default_pool().prefix(client_addr.ip())) {
+        Ok(held) => held,
+        Err(refused) => {
+            listener.stats.rejected(&listener.name, refused.reason());
+            if listener.decision_log.allow() {
+                let why = match refused {
+                    Refused::Share => {
+                        "this address already holds its share of the listener's connections (max_connections_per_client)"
+                    }
+                    Refused::Hello => {
+                        "too many connections from this address still sending their hello"
+                    }
+                };
+                warn!(listener = %listener.name, peer = %client_addr, "closed: {why}");
+            }
+            return;
         }
-        return;
     };
     // Boxed: the inspector's state is over a kilobyte, and every stage's
     // future would otherwise carry (and copy) it by value.

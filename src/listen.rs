@@ -1,4 +1,4 @@
-//! Accepting connections: each listener's state and hello-stage limits, the
+//! Accepting connections: each listener's state and per-client limits, the
 //! accept loop (a global connection limit, back-off when the process runs
 //! out of descriptors, a clean stop on shutdown), and the worker threads
 //! with their `SO_REUSEPORT` sockets.
@@ -29,7 +29,7 @@ use crate::sni::SniMap;
 use crate::stats::Stats;
 use crate::worker::{self, Padded};
 
-/// One listener's state: how it picks a pool, and its hello-stage limits.
+/// One listener's state: how it picks a pool, and its per-client limits.
 #[derive(Debug)]
 pub struct ListenerState {
     pub config: ListenerConfig,
@@ -49,11 +49,12 @@ pub struct ListenerState {
     pub(crate) hello_timeout: Duration,
     pub(crate) stats: Arc<Stats>,
     pub(crate) decision_log: Arc<LogLimiter>,
-    /// Connections per client prefix still in the hello stage: caps how
-    /// much of the hello budget one address can hold at once. Shared with
-    /// the state a reload puts in this one's place, so the cap counts the
-    /// hellos that began before it too.
-    inspecting: Arc<InspectingCounts>,
+    /// Connections per client prefix, open and still in the hello stage:
+    /// caps the share of the listener's slots, and of the hello budget,
+    /// one client can hold at once. Shared with the state a reload puts in
+    /// this one's place, so the caps count the connections that began
+    /// before it too.
+    clients: Arc<ClientCounts>,
     /// `max_connections`, shared by the accept loops of every thread.
     pub(crate) connection_slots: Arc<Slots>,
 }
@@ -100,15 +101,17 @@ impl ListenerState {
             hello_timeout,
             stats,
             decision_log: log,
-            inspecting: Arc::default(),
+            clients: Arc::default(),
             connection_slots: Arc::new(Slots::new(config.limits.max_connections)),
             config,
         }
     }
 
     /// The state a reload puts in `self`'s place for the same address:
-    /// built from the new configuration and pools, but counting hellos with
-    /// `self`'s counts, and, while `max_connections` is unchanged, taking
+    /// built from the new configuration and pools, but counting each
+    /// client's connections and hellos with `self`'s counts (its new limits
+    /// apply to the next connection; connections already open count, none
+    /// is closed), and, while `max_connections` is unchanged, taking
     /// connection slots from `self`'s semaphore, so that connections from
     /// before the reload still count. A changed limit starts a semaphore of
     /// its own: connections from before it then hold the old one's slots
@@ -121,7 +124,7 @@ impl ListenerState {
         let same_limit = config.limits.max_connections == self.config.limits.max_connections;
         let mut next =
             ListenerState::new(config, all, self.stats.clone(), self.decision_log.clone());
-        next.inspecting = self.inspecting.clone();
+        next.clients = self.clients.clone();
         if same_limit {
             next.connection_slots = self.connection_slots.clone();
         }
@@ -162,58 +165,118 @@ impl ListenerState {
         }
     }
 
-    /// Counts a connection into the hello stage of its prefix; `None` when
-    /// the prefix is at its cap.
-    pub(crate) fn begin_inspecting(
-        self: &Arc<Self>,
+    /// Counts a new connection of client `prefix`: one of the client's
+    /// share of the listener's slots (`max_connections_per_client`), held
+    /// until the first guard drops, and one of its hello-stage slots
+    /// (`max_inspecting_per_ip`), held until the second drops. Refused,
+    /// counting nothing, when the client is at either limit. One lock of
+    /// one shard of the counts; no count every thread writes.
+    pub(crate) fn admit(
+        &self,
         prefix: ClientPrefix,
-    ) -> Option<InspectingGuard> {
-        let shard = self.inspecting.shard(&prefix);
-        let mut map = self.inspecting.lock(shard);
-        let n = map.entry(prefix).or_insert(0);
-        if *n >= self.config.limits.max_inspecting_per_ip {
-            return None;
+    ) -> Result<(ClientSlot<'_>, HelloSlot<'_>), Refused> {
+        let limits = &self.config.limits;
+        let share = limits.connections_per_client();
+        let counts = &*self.clients;
+        let shard = counts.shard(&prefix);
+        let mut map = counts.lock(shard);
+        let n = map.entry(prefix).or_default();
+        // `open` never nears u32::MAX: each is an open socket.
+        let refused = if n.open as usize >= share {
+            Some(Refused::Share)
+        } else if n.hello >= limits.max_inspecting_per_ip {
+            Some(Refused::Hello)
+        } else {
+            n.open += 1;
+            n.hello += 1;
+            None
+        };
+        if let Some(refused) = refused {
+            // Only a limit of 0, which validation refuses, finds no entry.
+            drop_if_unused(&mut map, prefix);
+            return Err(refused);
         }
-        *n += 1;
-        Some(InspectingGuard {
-            listener: self.clone(),
+        let at = Held {
+            counts,
             prefix,
             shard,
-        })
+        };
+        Ok((ClientSlot(at), HelloSlot(at)))
     }
 }
 
-/// Shards of the hello-stage counts, so that worker threads counting
-/// different addresses rarely meet on one lock: an address's count lives
+/// Why [`ListenerState::admit`] turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The client holds its share of the listener's slots
+    /// (`max_connections_per_client`).
+    Share,
+    /// The client has `max_inspecting_per_ip` connections still sending
+    /// their hello.
+    Hello,
+}
+
+impl Refused {
+    /// The `reason` label of the rejection it counts.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Refused::Share => "per_client_limit",
+            Refused::Hello => "per_ip_limit",
+        }
+    }
+}
+
+/// Removes `prefix`'s entry when it counts nothing (the entry
+/// [`ListenerState::admit`] made for a client it then refused).
+fn drop_if_unused(map: &mut Counts, prefix: ClientPrefix) {
+    if let Entry::Occupied(n) = map.entry(prefix) {
+        if n.get().open == 0 && n.get().hello == 0 {
+            n.remove();
+        }
+    }
+}
+
+/// Shards of the per-client counts, so that worker threads counting
+/// different addresses rarely meet on one lock: an address's counts live
 /// in the shard a keyed hash of it picks. Keyed ([`KeyedState`], seeded
 /// per process) because the addresses are the clients' to choose: a fixed
 /// hash would let them pile onto one shard.
 #[derive(Debug)]
-struct InspectingCounts {
+struct ClientCounts {
     hasher: KeyedState,
     shards: Box<[Padded<Mutex<Counts>>]>,
 }
 
-/// Hello-stage connections per client prefix, in one shard.
-type Counts = HashMap<ClientPrefix, u32, KeyedState>;
+/// One client prefix's connections on a listener: a prefix with none has
+/// no entry.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct PerClient {
+    /// Open, from the PROXY header (if any) to the close.
+    open: u32,
+    /// Of those, the ones still sending their hello.
+    hello: u32,
+}
+
+/// The per-client counts of one shard.
+type Counts = HashMap<ClientPrefix, PerClient, KeyedState>;
 
 /// Enough shards that 2 to 64 threads seldom share a lock.
-const INSPECTING_SHARDS: usize = 64;
+const CLIENT_SHARDS: usize = 64;
 
-impl Default for InspectingCounts {
+impl Default for ClientCounts {
     fn default() -> Self {
-        InspectingCounts {
+        ClientCounts {
             hasher: keyed_state(),
-            shards: (0..INSPECTING_SHARDS)
+            shards: (0..CLIENT_SHARDS)
                 .map(|_| Padded(Mutex::new(HashMap::with_hasher(keyed_state()))))
                 .collect(),
         }
     }
 }
 
-impl InspectingCounts {
+impl ClientCounts {
     fn shard(&self, prefix: &ClientPrefix) -> usize {
-        (self.hasher.hash_one(prefix) % INSPECTING_SHARDS as u64) as usize
+        (self.hasher.hash_one(prefix) % CLIENT_SHARDS as u64) as usize
     }
 
     /// A poisoned shard only means a panic elsewhere mid-update; its counts
@@ -224,27 +287,54 @@ impl InspectingCounts {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Takes one from `prefix`'s count that `field` picks, and forgets
+    /// the prefix once it counts nothing.
+    fn release(&self, shard: usize, prefix: ClientPrefix, field: fn(&mut PerClient) -> &mut u32) {
+        let mut map = self.lock(shard);
+        // One lookup for the decrement and the removal.
+        if let Entry::Occupied(mut n) = map.entry(prefix) {
+            let count = field(n.get_mut());
+            *count = count.saturating_sub(1);
+            if *n.get() == PerClient::default() {
+                n.remove();
+            }
+        }
+    }
 }
 
-/// Releases a prefix's hello-stage slot.
-#[derive(Debug)]
-pub(crate) struct InspectingGuard {
-    listener: Arc<ListenerState>,
+/// Where a guard's count lives. Borrowed from the listener's state, which
+/// the connection holds for its whole life: a guard costs no reference
+/// count.
+#[derive(Debug, Clone, Copy)]
+struct Held<'a> {
+    counts: &'a ClientCounts,
     prefix: ClientPrefix,
     /// The shard `prefix` hashed to, kept so release does not hash again.
     shard: usize,
 }
 
-impl Drop for InspectingGuard {
+/// One of a client's share of the listener's slots, given back when
+/// dropped: however the connection ends (closed, refused later, timed
+/// out, or its task dropped at shutdown), its handler drops it.
+#[derive(Debug)]
+pub(crate) struct ClientSlot<'a>(Held<'a>);
+
+impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
-        let mut map = self.listener.inspecting.lock(self.shard);
-        // One lookup for the decrement and the removal.
-        if let Entry::Occupied(mut n) = map.entry(self.prefix) {
-            *n.get_mut() -= 1;
-            if *n.get() == 0 {
-                n.remove();
-            }
-        }
+        let h = self.0;
+        h.counts.release(h.shard, h.prefix, |n| &mut n.open);
+    }
+}
+
+/// One of a client's hello-stage slots, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct HelloSlot<'a>(Held<'a>);
+
+impl Drop for HelloSlot<'_> {
+    fn drop(&mut self) {
+        let h = self.0;
+        h.counts.release(h.shard, h.prefix, |n| &mut n.hello);
     }
 }
 
@@ -804,9 +894,14 @@ mod tests {
         assert_eq!(slots.available(), 1);
     }
 
-    fn listener_state(max_inspecting_per_ip: u32) -> Arc<ListenerState> {
+    /// A listener on one pool, its limits set by `limits`, and the pools a
+    /// reload of it would be given.
+    fn listener_with(
+        limits: impl FnOnce(&mut crate::config::Limits),
+    ) -> (Arc<ListenerState>, HashMap<String, Arc<PoolState>>) {
         let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let pool = PoolConfig::new("p", vec![BackendConfig::new("a", bind)]);
+        let mut pool = PoolConfig::new("p", vec![BackendConfig::new("a", bind)]);
+        pool.affinity.ipv4_prefix = 24;
         let log = Arc::new(LogLimiter::new(1));
         let stats: Arc<Stats> = Arc::default();
         let state = Arc::new(PoolState::new(
@@ -817,29 +912,124 @@ mod tests {
         ));
         let all = HashMap::from([("p".to_string(), state)]);
         let mut config = ListenerConfig::new(bind, "p");
-        config.limits.max_inspecting_per_ip = max_inspecting_per_ip;
-        Arc::new(ListenerState::new(config, &all, stats, log))
+        limits(&mut config.limits);
+        let l = Arc::new(ListenerState::new(config, &all, stats, log));
+        (l, all)
+    }
+
+    fn prefix(l: &ListenerState, ip: &str) -> ClientPrefix {
+        l.default_pool().prefix(ip.parse().unwrap())
+    }
+
+    fn no_entries(l: &ListenerState) -> bool {
+        l.clients
+            .shards
+            .iter()
+            .all(|s| s.0.lock().unwrap().is_empty())
     }
 
     #[test]
     fn the_hello_stage_cap_counts_each_prefix_and_frees_on_drop() {
-        let l = listener_state(2);
-        let a = l.default_pool().prefix("192.0.2.1".parse().unwrap());
-        let b = l.default_pool().prefix("192.0.2.2".parse().unwrap());
-        let first = l.begin_inspecting(a).expect("under the cap");
-        let second = l.begin_inspecting(a).expect("at the cap");
-        assert!(l.begin_inspecting(a).is_none(), "over the cap");
-        let other = l.begin_inspecting(b);
-        assert!(other.is_some(), "another prefix has its own count");
+        let (l, _) = listener_with(|l| l.max_inspecting_per_ip = 2);
+        let (a, b) = (prefix(&l, "192.0.2.1"), prefix(&l, "198.51.100.1"));
+        let (open1, first) = l.admit(a).expect("under the cap");
+        let second = l.admit(a).expect("at the cap");
+        assert_eq!(l.admit(a).err(), Some(Refused::Hello), "over the cap");
+        let other = l.admit(b);
+        assert!(other.is_ok(), "another prefix has its own count");
         drop(first);
-        let third = l.begin_inspecting(a);
-        assert!(third.is_some(), "a finished hello frees its slot");
-        drop((second, third, other));
-        let empty = l
-            .inspecting
-            .shards
-            .iter()
-            .all(|s| s.0.lock().unwrap().is_empty());
-        assert!(empty, "released prefixes leave no entries");
+        let third = l.admit(a);
+        assert!(third.is_ok(), "a finished hello frees its slot");
+        drop((open1, second, third, other));
+        assert!(no_entries(&l), "released prefixes leave no entries");
+    }
+
+    #[test]
+    fn one_prefix_holds_at_most_its_share_of_the_slots_hello_done_or_not() {
+        // Five slots: a share of three, rounded up.
+        let (l, _) = listener_with(|l| l.max_connections = 5);
+        assert_eq!(l.config.limits.connections_per_client(), 3);
+        let a = prefix(&l, "192.0.2.1");
+        // The same /24 (the pool's ipv4_prefix): the same client.
+        let a2 = prefix(&l, "192.0.2.200");
+        let b = prefix(&l, "198.51.100.1");
+        let mut held = Vec::new();
+        for ip in [a, a2, a] {
+            let (share, hello) = l.admit(ip).expect("within the share");
+            // Hellos done: idle connections still hold the share.
+            drop(hello);
+            held.push(share);
+        }
+        assert_eq!(l.admit(a).err(), Some(Refused::Share));
+        assert_eq!(l.admit(a2).err(), Some(Refused::Share));
+        let (b_share, b_hello) = l.admit(b).expect("another client has its own share");
+        held.pop();
+        let again = l
+            .admit(a)
+            .expect("a closed connection gives its share back");
+        drop((again, b_share, b_hello, held));
+        assert!(no_entries(&l), "released prefixes leave no entries");
+    }
+
+    #[test]
+    fn a_share_over_max_connections_is_allowed_and_never_reached() {
+        let (l, _) = listener_with(|l| {
+            l.max_connections = 2;
+            l.max_connections_per_client = Some(10);
+        });
+        let a = prefix(&l, "192.0.2.1");
+        let held: Vec<_> = (0..10).map(|_| l.admit(a).expect("within 10")).collect();
+        assert_eq!(l.admit(a).err(), Some(Refused::Share));
+        drop(held);
+        assert!(no_entries(&l));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_counts_and_applies_the_new_share_to_the_next_connection() {
+        let (l, all) = listener_with(|l| l.max_connections_per_client = Some(3));
+        let a = prefix(&l, "192.0.2.1");
+        let held: Vec<_> = (0..3).map(|_| l.admit(a).unwrap().0).collect();
+        let mut config = l.config.clone();
+        config.limits.max_connections_per_client = Some(2);
+        let lower = Arc::new(l.succeed(config.clone(), &all));
+        assert_eq!(
+            lower.admit(a).err(),
+            Some(Refused::Share),
+            "connections from before the reload count"
+        );
+        config.limits.max_connections_per_client = Some(4);
+        let higher = Arc::new(lower.succeed(config, &all));
+        let fourth = higher.admit(a).expect("a raised share applies at once");
+        assert_eq!(higher.admit(a).err(), Some(Refused::Share));
+        drop((held, fourth));
+        assert!(no_entries(&l) && no_entries(&higher), "one set of counts");
+    }
+
+    #[test]
+    fn threads_admitting_one_prefix_never_pass_its_share_together() {
+        let (l, _) = listener_with(|l| {
+            l.max_connections_per_client = Some(4);
+            l.max_inspecting_per_ip = 1_000;
+        });
+        let a = prefix(&l, "192.0.2.1");
+        let inside = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..2_000 {
+                        if let Ok((share, hello)) = l.admit(a) {
+                            drop(hello);
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            drop(share);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(most.load(Ordering::SeqCst) <= 4, "{most:?}");
+        assert!(no_entries(&l), "every release came back");
     }
 }

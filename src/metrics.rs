@@ -75,7 +75,9 @@ metric_table! {
     CONNECTIONS_ACTIVE: gauge = "stickytls_connections_active",
         "Connections open now.";
     /// `reason`: not_tls, malformed, alert, hello_timeout, over_budget,
-    /// client_closed, per_ip_limit, io, and the PROXY header's reasons.
+    /// client_closed, per_ip_limit (`max_inspecting_per_ip`),
+    /// per_client_limit (`max_connections_per_client`), io, and the PROXY
+    /// header's reasons.
     REJECTED: counter = "stickytls_rejected_total",
         "Connections closed before routing, by listener and reason.";
     BYTES_CLIENT_TO_BACKEND: counter(Bytes) = "stickytls_bytes_client_to_backend_total",

@@ -68,7 +68,7 @@ fn resumption_index(r: Resumption) -> usize {
 /// (`IntakeError::reason`) and the PROXY header (`ProxyError::reason`)
 /// give. A reason not listed is counted under the last, `other`, so a new
 /// one added elsewhere is never lost, only lumped.
-pub(crate) const REJECT_REASONS: [&str; 11] = [
+pub(crate) const REJECT_REASONS: [&str; 12] = [
     "not_tls",
     "malformed",
     "alert",
@@ -76,13 +76,14 @@ pub(crate) const REJECT_REASONS: [&str; 11] = [
     "over_budget",
     "client_closed",
     "per_ip_limit",
+    "per_client_limit",
     "io",
     "proxy_untrusted",
     "proxy_invalid",
     "other",
 ];
 
-/// A rejection's slot in [`REJECT_REASONS`]: a scan of eleven short
+/// A rejection's slot in [`REJECT_REASONS`]: a scan of twelve short
 /// strings, paid only by a connection already being turned away.
 fn reject_index(reason: &str) -> usize {
     REJECT_REASONS

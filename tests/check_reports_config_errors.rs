@@ -431,7 +431,7 @@ default_pool = "web"
 backends = [{ name = "web1", address = "10.0.1.1:443" }]
 "#,
         errors: &[
-            r#"stickytls.toml:3:1: error: unknown setting `bnd`, expected one of `name`, `bind`, `proxy_protocol`, `proxy_trusted`, `default_pool`, `non_tls`, `max_connections`, `max_inspecting_per_ip`, `max_hello_bytes`, `sni`; fix its spelling or remove it"#,
+            r#"stickytls.toml:3:1: error: unknown setting `bnd`, expected one of `name`, `bind`, `proxy_protocol`, `proxy_trusted`, `default_pool`, `non_tls`, `max_connections`, `max_connections_per_client`, `max_inspecting_per_ip`, `max_hello_bytes`, `sni`; fix its spelling or remove it"#,
         ],
     },
     Case {

@@ -290,6 +290,13 @@ impl ConfigError {
                     ConfigPath::Listener(_, ListenerKey::MaxHelloBytes) if *value < min => format!(
                         "{key} {value} would reject ordinary ClientHellos; set it to {min} or more (default {default})"
                     ),
+                    ConfigPath::Listener(_, ListenerKey::MaxConnectionsPerClient)
+                        if *value < min =>
+                    {
+                        format!(
+                            "{key} is {value}, so no client could connect; set it to {min} or more, or remove it for the default, half of max_connections"
+                        )
+                    }
                     ConfigPath::Backend {
                         key: BackendKey::MaxConnections,
                         ..

@@ -685,6 +685,7 @@ fn build_listener(
         at(ListenerKey::MaxConnections),
         &mut limits.max_connections,
     );
+    limits.max_connections_per_client = report.read(t, at(ListenerKey::MaxConnectionsPerClient));
     report.set(
         t,
         at(ListenerKey::MaxInspectingPerIp),
@@ -875,6 +876,7 @@ proxy_trusted = ["10.0.0.0/8", "2001:db8::1"]
 default_pool = "web"
 non_tls = "plain"
 max_connections = 500
+max_connections_per_client = 50
 max_inspecting_per_ip = 8
 max_hello_bytes = 4096
 [listener.sni]
@@ -942,6 +944,7 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
             l.limits,
             Limits {
                 max_connections: 500,
+                max_connections_per_client: Some(50),
                 max_inspecting_per_ip: 8,
                 max_hello_bytes: 4096
             }

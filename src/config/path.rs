@@ -94,6 +94,7 @@ pub enum ListenerKey {
     SniPool(usize),
     NonTls,
     MaxConnections,
+    MaxConnectionsPerClient,
     MaxInspectingPerIp,
     MaxHelloBytes,
 }

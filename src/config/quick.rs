@@ -94,6 +94,11 @@ pub struct QuickForm {
     /// Most connections at once.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Most connections one client address holds at once (default: half
+    /// of --max-connections, rounded up). Raise it for clients behind one
+    /// NAT address, or a load generator on one address.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
     /// How backends are probed between connections: tcp (a connect), tls
     /// (a ClientHello answered by a ServerHello) or none.
     #[arg(long, default_value = "tcp", value_parser = parsed::<HealthCheck>)]
@@ -253,6 +258,7 @@ impl QuickForm {
         let l = &mut c.listeners[0].limits;
         l.max_hello_bytes = self.max_hello_bytes;
         l.max_connections = self.max_connections;
+        l.max_connections_per_client = self.max_connections_per_client;
         c.lifecycle.shutdown_timeout = self.shutdown_timeout;
         c.lifecycle.state = self.state_file.map(StateConfig::new);
         c.lifecycle.takeover_socket = self.takeover_socket;
@@ -372,7 +378,7 @@ mod tests {
     #[test]
     fn a_rule_broken_in_a_file_or_by_flags_gives_the_same_message() {
         let one = r#"{ name = "a", address = "127.0.0.1:1" }"#;
-        let cases: [(&[&str], &str, String, &str); 7] = [
+        let cases: [(&[&str], &str, String, &str); 8] = [
             (
                 &["--backend", "a=127.0.0.1:1", "--idle-timeout", "0s"],
                 "[pool.default.timeouts]\nidle = \"0s\"",
@@ -402,6 +408,17 @@ mod tests {
                 "max_connections = 0",
                 one.into(),
                 "--max-connections",
+            ),
+            (
+                &[
+                    "--backend",
+                    "a=127.0.0.1:1",
+                    "--max-connections-per-client",
+                    "0",
+                ],
+                "max_connections_per_client = 0",
+                one.into(),
+                "--max-connections-per-client",
             ),
             (
                 &["--backend", "a=127.0.0.1:1", "--backend", "a=127.0.0.1:2"],
@@ -498,6 +515,35 @@ mod tests {
         let e = Cli::try_parse_from(["stickytls", "run", "--config", "x.toml", "--tcp-fastopen"])
             .unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn the_per_client_share_defaults_to_half_the_listener_and_the_flag_sets_it() {
+        let limits = |flags: &[&str]| {
+            let all: Vec<&str> = ["--backend", "a=127.0.0.1:1"]
+                .iter()
+                .chain(flags)
+                .copied()
+                .collect();
+            quick_config(&all).unwrap().listeners[0].limits
+        };
+        let l = limits(&[]);
+        assert_eq!(l.max_connections_per_client, None);
+        assert_eq!(l.connections_per_client(), 5_000);
+        let l = limits(&["--max-connections", "41"]);
+        assert_eq!(l.connections_per_client(), 21, "rounded up");
+        let l = limits(&["--max-connections", "1"]);
+        assert_eq!(
+            l.connections_per_client(),
+            1,
+            "one slot still serves one client"
+        );
+        let l = limits(&["--max-connections-per-client", "20000"]);
+        assert_eq!(
+            l.connections_per_client(),
+            20_000,
+            "above max_connections is allowed (and never reached)"
+        );
     }
 
     #[test]

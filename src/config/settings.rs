@@ -187,6 +187,9 @@ pub(crate) static SETTINGS: &[Setting] = &[
     row!(P::Listener(0, ListenerKey::DefaultPool), S::Listener, "default_pool", Text, NONE, Applied, None, "Pool when no SNI rule matches (required)."),
     row!(P::Listener(0, ListenerKey::NonTls), S::Listener, "non_tls", Text, T("reject"), Applied, None, "Close non-TLS connections, or name a pool."),
     row!(P::Listener(0, ListenerKey::MaxConnections), S::Listener, "max_connections", int(1, ANY), I(10_000), Applied, Some("--max-connections"), "Most connections at once."),
+    // No fixed default: half of max_connections, rounded up
+    // (`Limits::connections_per_client`).
+    row!(P::Listener(0, ListenerKey::MaxConnectionsPerClient), S::Listener, "max_connections_per_client", int(1, ANY), NONE, Applied, Some("--max-connections-per-client"), "Most connections of one client prefix at once (half of max_connections)."),
     row!(P::Listener(0, ListenerKey::MaxInspectingPerIp), S::Listener, "max_inspecting_per_ip", int(1, U32), I(64), Applied, None, "Connections of one client prefix still sending their hello."),
     row!(P::Listener(0, ListenerKey::MaxHelloBytes), S::Listener, "max_hello_bytes", int(MIN_HELLO_BYTES as i128, ANY), I(16 * 1024), Applied, Some("--max-hello-bytes"), "Bytes before the hello must be complete."),
     row!(P::Listener(0, ListenerKey::SniPattern(0)), S::Listener, "sni", Sni, NONE, Applied, None, "Server name pattern = pool."),
@@ -371,6 +374,8 @@ mod tests {
             ),
             (10_000, 64, 16_384)
         );
+        assert_eq!(l.max_connections_per_client, None);
+        assert_eq!(l.connections_per_client(), 5_000, "half of max_connections");
         assert_eq!(pool.affinity.table_size, 1_000_000);
         assert_eq!(pool.timeouts.idle, Duration::from_secs(600));
         assert_eq!(pool.health.rise, 2);

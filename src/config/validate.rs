@@ -197,6 +197,10 @@ impl ListenerConfig {
         }
         let limits = &self.limits;
         errors.range(at(ListenerKey::MaxConnections), limits.max_connections);
+        // Above max_connections it is allowed and simply never reached.
+        if let Some(n) = limits.max_connections_per_client {
+            errors.range(at(ListenerKey::MaxConnectionsPerClient), n);
+        }
         errors.range(
             at(ListenerKey::MaxInspectingPerIp),
             limits.max_inspecting_per_ip,
