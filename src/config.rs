@@ -551,6 +551,11 @@ pub struct AdminConfig {
     /// `token_for_reads`). Required when `bind` is not a loopback address.
     pub token: Option<String>,
     pub token_for_reads: bool,
+    /// Host names (or IP addresses) a request without the token may name
+    /// in its `Host`, besides the address the endpoint was reached at,
+    /// `localhost`, `127.0.0.1` and `[::1]`; a web page that points its
+    /// own DNS name at the endpoint is refused (`crate::admin::guard`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl AdminConfig {
@@ -560,6 +565,7 @@ impl AdminConfig {
             bind,
             token: None,
             token_for_reads: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -3,6 +3,13 @@
 //! `tracing` (target `stickytls::connection`), so `--log-format text|json`
 //! shapes it like every other line, and bounded by the per-connection log
 //! rate limit (lines over it are dropped and counted).
+//!
+//! What the client chose (its SNI) is written through
+//! [`text::escape_bytes`]: neither format carries a control character
+//! from the network. In the text format the escaped name is quoted like
+//! every text field, so its backslashes show doubled there
+//! (`sni="a\\x1bb"` for `a`, ESC, `b`); the JSON format carries the escaped
+//! text itself (`"sni":"a\\x1bb"`, the string `a\x1bb`).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -11,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use crate::decision::text;
 use crate::log_limit::LogLimiter;
 
 /// The target of the per-connection lines: `RUST_LOG=stickytls::connection=off`
@@ -88,11 +96,12 @@ impl ConnectionTrace {
         self.record.client = Some(client);
     }
 
-    /// The ClientHello is complete: the hello time, and its server name.
+    /// The ClientHello is complete: the hello time, and its server name
+    /// (escaped: it is whatever the client sent).
     pub fn hello(&mut self, sni: Option<&[u8]>) {
         if let Some(started) = self.started {
             self.record.hello = Some(started.elapsed());
-            self.record.sni = sni.map(|s| String::from_utf8_lossy(s).into_owned());
+            self.record.sni = sni.map(|s| text::escape_bytes(s).into_owned());
         }
     }
 
@@ -156,6 +165,9 @@ pub(crate) struct ConnectionRecord {
     pub listener: Option<Box<str>>,
     /// The client's address: the PROXY header's when the listener uses one.
     pub client: Option<SocketAddr>,
+    /// The server name the client sent, escaped by [`text::escape_bytes`]
+    /// so that no control character it chose reaches a terminal or a log
+    /// reader, in either log format.
     pub sni: Option<String>,
     /// The version the server chose, e.g. "1.3".
     pub tls: Option<&'static str>,
@@ -221,6 +233,78 @@ pub(crate) fn version_name(v: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer the log formats write into, for reading back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One connection whose SNI carries ESC, BEL, CR, LF, DEL, a C1 CSI
+    /// and a byte that is not UTF-8, logged in `format`: the bytes written.
+    fn hostile_line(json: bool) -> Vec<u8> {
+        let out = Captured::default();
+        let writer = {
+            let out = out.clone();
+            move || out.clone()
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO);
+        let run = || {
+            let mut t = ConnectionTrace::start("main", "192.0.2.1:4000".parse().unwrap());
+            t.hello(Some(b"a\x1b]0;owned\x07\r\nb\x7f\xc2\x9bc\xff.example"));
+            t.routed("default", "balancer", None);
+            t.finish(close::CLOSED, &LogLimiter::new(100));
+        };
+        if json {
+            tracing::subscriber::with_default(builder.json().finish(), run);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), run);
+        }
+        out.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn the_text_line_carries_no_control_character_a_client_sent() {
+        let line = hostile_line(false);
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+        assert!(
+            line.iter().all(|&b| b == b'\n' || (b >= 0x20 && b != 0x7f)),
+            "{text:?}"
+        );
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        // Quoted like every text field, so the escapes' backslashes double.
+        assert!(
+            text.contains(r#"sni="a\\x1b]0;owned\\x07\\x0d\\x0ab\\x7f\\u{9b}c\\xff.example""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_json_line_is_json_with_the_same_escaped_name() {
+        let line = hostile_line(true);
+        assert!(line.iter().all(|&b| b == b'\n' || (b >= 0x20 && b != 0x7f)));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            v["fields"]["sni"],
+            r"a\x1b]0;owned\x07\x0d\x0ab\x7f\u{9b}c\xff.example"
+        );
+        assert_eq!(v["fields"]["pool"], "default");
+    }
 
     #[test]
     fn connection_ids_are_unique_across_threads() {

@@ -79,7 +79,7 @@ async fn request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
@@ -251,13 +251,13 @@ async fn oversized_and_malformed_requests_get_a_4xx_and_never_touch_routing() {
     // A body over the limit without a length announced up front.
     let chunk = "x".repeat(20 * 1024);
     let chunked = format!(
-        "POST /api/v1/pools/default/backends/a HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        "POST /api/v1/pools/default/backends/a HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
         chunk.len()
     );
     let (status, body) = raw(a, chunked.as_bytes()).await;
     assert_eq!(status, 413, "{body}");
 
-    let mut many = String::from("GET /api/v1/pools HTTP/1.1\r\nHost: a\r\n");
+    let mut many = String::from("GET /api/v1/pools HTTP/1.1\r\nHost: localhost\r\n");
     for i in 0..100 {
         many.push_str(&format!("X-Header-{i}: {i}\r\n"));
     }
@@ -266,7 +266,7 @@ async fn oversized_and_malformed_requests_get_a_4xx_and_never_touch_routing() {
     assert!((400..500).contains(&status), "100 headers: {status}");
 
     let long_head = format!(
-        "GET /api/v1/pools HTTP/1.1\r\nHost: a\r\nX-Long: {}\r\n\r\n",
+        "GET /api/v1/pools HTTP/1.1\r\nHost: localhost\r\nX-Long: {}\r\n\r\n",
         "y".repeat(64 * 1024)
     );
     let (status, _) = raw(a, long_head.as_bytes()).await;
@@ -303,7 +303,7 @@ async fn slow_requests_are_cut_off_and_free_their_connection_slot() {
     let mut stalled = Vec::new();
     for _ in 0..2 {
         let mut c = TcpStream::connect(a).await.unwrap();
-        c.write_all(b"GET /api/v1/pools HTTP/1.1\r\nHost: a\r\n")
+        c.write_all(b"GET /api/v1/pools HTTP/1.1\r\nHost: localhost\r\n")
             .await
             .unwrap();
         stalled.push(c);
@@ -327,7 +327,7 @@ async fn slow_requests_are_cut_off_and_free_their_connection_slot() {
     // A body announced but not sent in time: 408.
     let mut c = TcpStream::connect(a).await.unwrap();
     c.write_all(
-        b"POST /api/v1/pools/default/backends/a HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"state\":",
+        b"POST /api/v1/pools/default/backends/a HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"state\":",
     )
     .await
     .unwrap();

@@ -9,17 +9,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use stickytls::config::{BackendConfig, NonTls, PoolConfig};
+use stickytls::config::{BackendConfig, HealthCheck, NonTls, PoolConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 async fn router_to(backend: SocketAddr) -> stickytls::router::RunningRouter {
     // The TLS pool is never used here; it only has to exist.
     let mut cfg = config(&[("unused".to_string(), backend)]);
-    cfg.pools.push(PoolConfig::new(
-        "plain",
-        vec![BackendConfig::new("plain", backend)],
-    ));
+    let mut plain = PoolConfig::new("plain", vec![BackendConfig::new("plain", backend)]);
+    // The backends here accept one connection: a health probe must not be
+    // the one they take (the test helper turns probes off the same way).
+    plain.health.check = HealthCheck::None;
+    cfg.pools.push(plain);
     cfg.listeners[0].non_tls = NonTls::Pool("plain".into());
     start_router(cfg).await
 }

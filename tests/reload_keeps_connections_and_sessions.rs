@@ -132,7 +132,7 @@ fn weight_of(backends: &Value, name: &str) -> u64 {
 /// `stickytls_reloads_total{result}` from `/metrics`.
 async fn reloads(admin: SocketAddr, result: &str) -> f64 {
     let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut text = String::new();

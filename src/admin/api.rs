@@ -1,6 +1,6 @@
 //! The admin endpoint's routes: `GET /metrics`, the JSON API under
-//! `/api/v1/` and the `GET /stats` page, with bearer-token checks and JSON
-//! errors. The bounds (time,
+//! `/api/v1/` and the `GET /stats` page, with the browser checks
+//! ([`super::guard`]), bearer-token checks and JSON errors. The bounds (time,
 //! concurrency, body size) are tower layers around the whole router; the
 //! header count, header size and header time are hyper's, set where the
 //! connections are served (`super::serve`).
@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tower::ServiceBuilder;
 
 use super::control::{BackendChange, Control, DEFAULT_DECISIONS};
+use super::guard::{AllowedHosts, guard};
 use super::stats_page::{self, DEFAULT_REFRESH_SECS, MAX_REFRESH_SECS, PAGE_DECISIONS};
 use super::{AdminConfig, ApiError, Limits};
 use crate::backend::AdminState;
@@ -37,10 +38,23 @@ pub(crate) struct Endpoint {
     /// The bearer token writes (and reads with `token_for_reads`) need.
     pub token: Option<String>,
     pub token_for_reads: bool,
+    /// The `Host` names a request without the token may use.
+    pub hosts: AllowedHosts,
+}
+
+impl Endpoint {
+    /// Whether the request carries `Authorization: Bearer TOKEN` with the
+    /// configured token (never, without one).
+    pub fn token_matches(&self, headers: &HeaderMap) -> bool {
+        match (self.token.as_deref(), bearer(headers)) {
+            (Some(token), Some(given)) => constant_time_eq(given.as_bytes(), token.as_bytes()),
+            _ => false,
+        }
+    }
 }
 
 /// The handlers' state: one `Endpoint` for every connection.
-type Shared = Arc<Endpoint>;
+pub(crate) type Shared = Arc<Endpoint>;
 
 /// The admin endpoint's whole service: routes, auth, JSON errors, bounds.
 pub(crate) fn router(
@@ -54,6 +68,7 @@ pub(crate) fn router(
         metrics,
         token: config.token.clone(),
         token_for_reads: config.token_for_reads,
+        hosts: AllowedHosts::new(config.bind.ip(), &config.allowed_hosts),
     });
     let api = Router::new()
         .route("/metrics", get(metrics_text))
@@ -68,6 +83,9 @@ pub(crate) fn router(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        // Outside the token check: a page on another site is refused
+        // whatever it sends.
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state);
     let timeout = limits.request_timeout;
     api.layer(
@@ -130,12 +148,7 @@ async fn authorize(State(s): State<Shared>, req: Request, next: Next) -> Respons
     if read && !s.token_for_reads {
         return next.run(req).await;
     }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
+    match bearer(req.headers()) {
         Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => next.run(req).await,
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
         None => {
@@ -149,6 +162,14 @@ async fn authorize(State(s): State<Shared>, req: Request, next: Next) -> Respons
             r
         }
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Compares without an early exit, so the time taken says nothing of how

@@ -7,12 +7,15 @@
 //! and every request is bounded (size, header count, connections, time).
 //! - [`control`]: what the API reads and changes in the router's pools.
 //! - [`api`]: the routes, the token check, JSON errors, the tower layers.
+//! - [`guard`]: the `Host`, `Origin` and `Sec-Fetch-Site` checks that keep
+//!   web pages the operator opens from using the endpoint.
 //! - [`stats_page`]: `GET /stats`, the same figures as one HTML page.
 //!
 //! Off by default; on with `[admin] bind` or `--admin`.
 
 pub mod api;
 pub mod control;
+pub mod guard;
 pub mod stats_page;
 
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt as _;
 use tracing::{info, warn};
 
 pub use crate::config::AdminConfig;
@@ -210,7 +214,17 @@ async fn serve(
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The address the client reached, for the Host check: with a
+        // wildcard bind, the one it names when it scrapes by address.
+        let local = stream.local_addr().map(|a| a.ip()).ok();
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                if let Some(ip) = local {
+                    req.extensions_mut().insert(guard::LocalAddr(ip));
+                }
+                req
+            },
+        ));
         let http = http.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {

@@ -29,8 +29,21 @@ pub(crate) const RECENT: usize = 6;
 /// (/32 for IPv4 and /64 for IPv6 by default): the network, its host bits
 /// zero. The prefixes of one pool all have the pool's lengths, so two of
 /// them are equal when their networks are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientPrefix(IpNet);
+
+/// One write of the network's bits and its family, where the derived hash
+/// would walk `IpNet`'s variant, each address byte and the length: every
+/// connection hashes its prefix two or three times (the hello-stage count,
+/// the client index). Equal prefixes hash alike: a pool's prefixes of one
+/// family all have the same length.
+impl std::hash::Hash for ClientPrefix {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (family, bits) = self.family_bits();
+        state.write_u128(bits);
+        state.write_u8(family);
+    }
+}
 
 impl ClientPrefix {
     /// `ip`'s prefix of `v4_len` or `v6_len` bits (longer ones are cut to
@@ -55,14 +68,19 @@ impl ClientPrefix {
     /// as a big-endian 128-bit number. Part of the rendezvous hash every
     /// instance must compute alike: never change it.
     pub fn to_bytes(self) -> [u8; 17] {
-        let (family, bits) = match self.0.network() {
-            IpAddr::V4(v4) => (4, u128::from(u32::from(v4))),
-            IpAddr::V6(v6) => (6, u128::from(v6)),
-        };
+        let (family, bits) = self.family_bits();
         let mut out = [0u8; 17];
         out[0] = family;
         out[1..].copy_from_slice(&bits.to_be_bytes());
         out
+    }
+
+    /// 4 or 6, and the network as a 128-bit number.
+    fn family_bits(self) -> (u8, u128) {
+        match self.0.network() {
+            IpAddr::V4(v4) => (4, u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => (6, u128::from(v6)),
+        }
     }
 }
 

@@ -2,6 +2,13 @@
 //! ([`Args`]), a small HTTP/1.1 client (hyper's, over one tokio connection
 //! per command), and tables for people; `--json` prints the API's own
 //! answer instead.
+//!
+//! What it prints comes from the network (a client's SNI in `decisions`,
+//! and any string the endpoint answers): every string is escaped by
+//! `decision::text` before it reaches the terminal, on stdout and on
+//! stderr, so only the tables' own newlines are control characters;
+//! `--json` stays JSON, with every control character inside its strings
+//! written as a `\u` escape.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -13,6 +20,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
+
+use crate::decision::text;
 
 /// One API request and how to reach the endpoint.
 #[derive(Debug, Clone)]
@@ -278,7 +287,7 @@ pub fn cli(args: Args) -> ExitCode {
             weight,
         } => {
             if state.is_none() && weight.is_none() {
-                eprintln!("stickytls ctl set: give --state and/or --weight");
+                super::print_err("stickytls ctl set: give --state and/or --weight");
                 return ExitCode::from(super::USAGE);
             }
             Command::Set {
@@ -303,23 +312,25 @@ pub fn cli(args: Args) -> ExitCode {
     call(&endpoint, &cmd, args.json)
 }
 
-/// Runs `cmd`, prints its answer (or the error, on stderr) and says how
-/// the process exits.
+/// Runs `cmd`, prints its answer (or the error, on stderr, escaped: it
+/// may quote what the endpoint sent) and says how the process exits.
 fn call(endpoint: &Endpoint, cmd: &Command, json: bool) -> ExitCode {
     let answer = match super::block_on("ctl", run(endpoint, cmd, json)) {
         Ok(answer) => answer,
         Err(code) => return code,
     };
     match answer {
-        Ok(out) => {
-            print!("{out}");
+        Ok(mut out) => {
             if !out.ends_with('\n') {
-                println!();
+                out.push('\n');
             }
-            ExitCode::SUCCESS
+            match super::print("ctl", &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
+            }
         }
         Err(e) => {
-            eprintln!("stickytls ctl: {e}");
+            super::print_err(&format!("stickytls ctl: {}", text::escape(&e.to_string())));
             ExitCode::from(1)
         }
     }
@@ -412,7 +423,7 @@ pub(crate) async fn run(
         ),
     };
     Ok(if json {
-        serde_json::to_string_pretty(&answer).unwrap_or_default()
+        text::json(&serde_json::to_string_pretty(&answer).unwrap_or_default()).into_owned()
     } else {
         render(&answer)
     })
@@ -453,12 +464,13 @@ fn encode(s: &str) -> String {
     out
 }
 
-/// A JSON value as a table cell: strings bare, null as `-`.
+/// A JSON value as a table cell: strings bare but escaped, null as `-`,
+/// anything else as its JSON.
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => text::escape(s).into_owned(),
+        other => text::json(&other.to_string()).into_owned(),
     }
 }
 
@@ -572,14 +584,17 @@ fn key_values(v: &Value) -> String {
     for (k, val) in obj {
         match val {
             Value::Array(items) if items.iter().all(Value::is_object) => {
-                let _ = writeln!(nested, "\n{k}:");
+                let _ = writeln!(nested, "\n{}:", text::escape(k));
                 let headers: Vec<String> = items
                     .first()
                     .and_then(Value::as_object)
                     .map(|o| o.keys().cloned().collect())
                     .unwrap_or_default();
                 let fields: Vec<&str> = headers.iter().map(String::as_str).collect();
-                let upper: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
+                let upper: Vec<String> = headers
+                    .iter()
+                    .map(|h| text::escape(&h.to_uppercase()).into_owned())
+                    .collect();
                 let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
                 if !items.is_empty() {
                     for l in table(&upper, &rows(val, &fields)).lines() {
@@ -589,7 +604,7 @@ fn key_values(v: &Value) -> String {
                     nested.push_str("  (none)\n");
                 }
             }
-            other => flat.push(vec![k.clone(), cell(other)]),
+            other => flat.push(vec![text::escape(k).into_owned(), cell(other)]),
         }
     }
     let width = flat.iter().map(|r| r[0].len()).max().unwrap_or(0);
@@ -615,6 +630,20 @@ mod tests {
             ],
         );
         assert_eq!(t, "A          LONG HEADER\nwide cell  x\ny          z\n");
+    }
+
+    #[test]
+    fn tables_show_what_a_client_chose_escaped() {
+        let v = serde_json::json!({ "decisions": [{
+            "time": "t", "client": "192.0.2.1:1", "sni": "a\u{1b}[2J\r\nb\u{7f}\u{9b}",
+            "rule": "balancer", "kind": null, "backend": "x", "reason": "r",
+        }]});
+        let t = decisions_table(&v);
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(t.contains(r"a\x1b[2J\x0d\x0ab\x7f\u{9b}"), "{t}");
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        let kv = key_values(&serde_json::json!({ "k\u{7}": "v\u{1b}", "n": [1, "\u{7f}"] }));
+        assert!(!kv.chars().any(|c| c.is_control() && c != '\n'), "{kv:?}");
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! `stickytls inspect`: what the handshake inspector sees in captured
 //! bytes, as JSON. Offline: it reads files (or stdin), never the network.
+//!
+//! Each side's `status` is the one the router acts on (the inspector
+//! crate's `report` module says how), and the exit code follows it. The
+//! captured bytes are a client's: the JSON escapes every control
+//! character in what it chose (SNI, ALPN) as `decision::text::json` does.
 
 use std::io::Read;
 use std::process::ExitCode;
 
+use crate::decision::text;
 use crate::inspect::{Limits, report::report};
 
 /// `stickytls inspect`'s command line: one capture per direction.
@@ -38,11 +44,12 @@ enum InputError {
 }
 
 /// Prints the inspector's report and says how the process exits: 0 when
-/// every side given is complete, 1 otherwise, 2 when a file cannot be read
-/// (printed on stderr).
+/// every side given is complete, 1 otherwise (or when the report cannot
+/// be written; a reader that closed the pipe is no failure), 2 when a file
+/// cannot be read (printed on stderr).
 pub fn cli(args: &Args) -> ExitCode {
     if args.client == "-" && args.server.as_deref() == Some("-") {
-        eprintln!("stickytls inspect: only one of CLIENT_FILE and SERVER_FILE can be stdin");
+        super::print_err("stickytls inspect: only one of CLIENT_FILE and SERVER_FILE can be stdin");
         return ExitCode::from(super::USAGE);
     }
     let read = |path: &str| read(path, args.hex);
@@ -53,15 +60,19 @@ pub fn cli(args: &Args) -> ExitCode {
     let (client, server) = match sides {
         Ok(sides) => sides,
         Err(e) => {
-            eprintln!("stickytls inspect: {e}");
+            super::print_err(&format!(
+                "stickytls inspect: {}",
+                text::escape(&e.to_string())
+            ));
             return ExitCode::from(super::USAGE);
         }
     };
     let (json, complete) = report(&client, server.as_deref(), Limits::default());
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json).unwrap_or_default()
-    );
+    let mut out = text::json(&serde_json::to_string_pretty(&json).unwrap_or_default()).into_owned();
+    out.push('\n');
+    if let Err(code) = super::print("inspect", &out) {
+        return code;
+    }
     if complete {
         ExitCode::SUCCESS
     } else {

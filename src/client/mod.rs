@@ -17,6 +17,7 @@
 //! command line.
 
 use std::future::Future;
+use std::io::{self, Write as _};
 use std::process::ExitCode;
 
 pub mod ctl;
@@ -39,8 +40,31 @@ fn block_on<F: Future>(tool: &str, work: F) -> Result<F::Output, ExitCode> {
     {
         Ok(rt) => Ok(rt.block_on(work)),
         Err(e) => {
-            eprintln!("stickytls {tool}: cannot start the runtime: {e}");
+            print_err(&format!("stickytls {tool}: cannot start the runtime: {e}"));
             Err(ExitCode::from(1))
         }
     }
+}
+
+/// Writes a tool's output on stdout. A reader that went away (`stickytls
+/// inspect FILE | head -1`) has had all it wanted: that is a quiet end,
+/// not an error (`println!` would panic on it). Any other failure to write
+/// (a full disk) is said on stderr, as `stickytls TOOL: ...`, and the
+/// process exits 1.
+fn print(tool: &str, text: &str) -> Result<(), ExitCode> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => {
+            print_err(&format!("stickytls {tool}: cannot write the output: {e}"));
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// Writes a line on stderr; a closed stderr is ignored (`eprintln!` would
+/// panic on it).
+fn print_err(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
 }

@@ -207,6 +207,11 @@ pub enum Rule {
     TokenNotPrintable,
     #[error("token_for_reads is true but there is no token; set token in [admin]")]
     TokenForReadsWithoutToken,
+    /// An `[admin] allowed_hosts` entry that no `Host` header could match.
+    #[error(
+        "allowed_hosts entry `{name}` is not a host name or IP address; write the name alone, e.g. \"router1.example.net\" or \"10.0.0.5\" (no scheme, port or wildcard: the port is never compared)"
+    )]
+    BadAllowedHost { name: String },
     /// `[store] kind = "redis"` or `"redis-cluster"` without a `url`.
     #[error("{}", match kind {
         super::StoreKind::RedisCluster => "[store] kind = \"redis-cluster\" has no `urls`; list some of its nodes, e.g. urls = [\"redis://10.0.0.5:6379\", \"redis://10.0.0.6:6379\"]",

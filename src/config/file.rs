@@ -430,6 +430,13 @@ read_as!(text: Duration => parse_duration, SocketAddr => parse_address, Balance 
     StoreKind => str::parse, String => |s| Ok(s.to_string()), PathBuf => |s| Ok(s.into()));
 read_as!(int: u8, u32, u64, usize);
 
+/// A list of strings, as written: each is checked by validation.
+impl Read for Vec<String> {
+    fn read(_: &mut Report, _: ConfigPath, v: &Value) -> Option<Self> {
+        de(v).ok()
+    }
+}
+
 impl Read for bool {
     fn read(_: &mut Report, _: ConfigPath, v: &Value) -> Option<bool> {
         de(v).ok()
@@ -611,6 +618,9 @@ fn build_admin(t: &DeTable, section: Range<usize>, report: &mut Report) -> Admin
         bind: bind.unwrap_or(STAND_IN),
         token: report.read(t, at(AdminKey::Token)),
         token_for_reads: report.read(t, at(AdminKey::TokenForReads)).unwrap_or(false),
+        allowed_hosts: report
+            .read(t, at(AdminKey::AllowedHosts))
+            .unwrap_or_default(),
     }
 }
 
@@ -1023,13 +1033,14 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
     #[test]
     fn admin_and_log_sections_become_config_values() {
         let text = format!(
-            "{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9900\"\ntoken = \"0123456789abcdef\"\ntoken_for_reads = true\n\n[log]\nformat = \"json\"\nconnections_per_second = 0\n"
+            "{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9900\"\ntoken = \"0123456789abcdef\"\ntoken_for_reads = true\nallowed_hosts = [\"router1.example.net\", \"::1\"]\n\n[log]\nformat = \"json\"\nconnections_per_second = 0\n"
         );
         let c = parse(&text, "t.toml").unwrap();
         let a = c.admin.unwrap();
         assert_eq!(a.bind, "0.0.0.0:9900".parse().unwrap());
         assert_eq!(a.token.as_deref(), Some("0123456789abcdef"));
         assert!(a.token_for_reads);
+        assert_eq!(a.allowed_hosts, ["router1.example.net", "::1"]);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.log.connections_per_second, 0);
         assert_eq!(
@@ -1068,6 +1079,46 @@ backends = [{ name = "p1", address = "10.0.3.1:80" }]
             e.iter().any(|m| m.contains("unknown log format `xml`")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn an_allowed_host_with_a_scheme_or_a_port_is_located_and_says_to_write_the_name_alone() {
+        let text = format!(
+            "{MINIMAL}\n[admin]\nbind = \"127.0.0.1:9900\"\nallowed_hosts = [\"ok.example\", \"http://router1.example.net:9900\"]\n"
+        );
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("allowed_hosts"))
+            .unwrap()
+            + 1;
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with(&format!("t.toml:{line}:")), "{e:?}");
+        assert!(
+            e[0].contains("`http://router1.example.net:9900`") && e[0].contains("name alone"),
+            "{e:?}"
+        );
+        for bad in ["*.example.net", "a b", "", "10.0.0.5:9900", "[10.0.0.5]"] {
+            let text = format!(
+                "{MINIMAL}\n[admin]\nbind = \"127.0.0.1:9900\"\nallowed_hosts = [\"{bad}\"]\n"
+            );
+            assert_eq!(errors(&text).len(), 1, "{bad}");
+        }
+        for good in [
+            "router1",
+            "10.0.0.5",
+            "2001:db8::1",
+            "[2001:db8::1]",
+            "a.example.",
+        ] {
+            let text = format!(
+                "{MINIMAL}\n[admin]\nbind = \"127.0.0.1:9900\"\nallowed_hosts = [\"{good}\"]\n"
+            );
+            assert!(parse(&text, "t.toml").is_ok(), "{good}");
+        }
+        let text =
+            format!("{MINIMAL}\n[admin]\nbind = \"127.0.0.1:9900\"\nallowed_hosts = \"one\"\n");
+        assert_eq!(errors(&text).len(), 1, "a string, not a list");
     }
 
     #[test]

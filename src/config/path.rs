@@ -68,6 +68,7 @@ pub enum AdminKey {
     Bind,
     Token,
     TokenForReads,
+    AllowedHosts,
 }
 
 /// A key of `[log]`.

@@ -236,7 +236,7 @@ impl QuickForm {
         c.admin = self.admin.map(|bind| AdminConfig {
             bind,
             token: self.admin_token,
-            token_for_reads: false,
+            ..AdminConfig::new(bind)
         });
         let p = &mut c.pools[0];
         p.balance = self.balance;

@@ -225,6 +225,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
     row!(P::Admin(AdminKey::Bind), S::Admin, "bind", Text, NONE, restart!(c: Config => c.admin.as_ref().map(|a| a.bind)), Some("--admin"), "Where metrics and the API are served."),
     row!(P::Admin(AdminKey::Token), S::Admin, "token", Text, NONE, restart!(c: Config => c.admin.as_ref().map(|a| &a.token)), Some("--admin-token"), "Bearer token of writes."),
     row!(P::Admin(AdminKey::TokenForReads), S::Admin, "token_for_reads", Bool, B(false), restart!(c: Config => c.admin.as_ref().map(|a| a.token_for_reads)), None, "Reads need the token too."),
+    row!(P::Admin(AdminKey::AllowedHosts), S::Admin, "allowed_hosts", List, NONE, restart!(c: Config => c.admin.as_ref().map(|a| &a.allowed_hosts)), None, "Host names, besides its address and localhost, a request without the token may use."),
     row!(P::Log(LogKey::Format), S::Log, "format", Text, T("text"), restart!(c: Config => c.log.format), Some("--log-format"), "text or json."),
     row!(P::Log(LogKey::ConnectionsPerSecond), S::Log, "connections_per_second", int(0, U32), I(50), restart!(c: Config => c.log.connections_per_second), Some("--log-rate"), "Per-connection lines a second."),
     row!(P::Process(ProcessKey::ShutdownTimeout), S::Root, "shutdown_timeout", Dur, secs(30), restart!(c: Config => c.lifecycle.shutdown_timeout), Some("--shutdown-timeout"), "How long a stop lets connections finish."),

@@ -116,6 +116,24 @@ impl AdminConfig {
             }
             _ => {}
         }
+        for name in &self.allowed_hosts {
+            if !is_allowed_host(name) {
+                let name = name.clone();
+                push(AdminKey::AllowedHosts, Rule::BadAllowedHost { name });
+            }
+        }
+    }
+}
+
+/// What `[admin] allowed_hosts` takes: a host name (letters, digits, `-`,
+/// `_`, dot-separated labels, a final dot allowed) or an IP address, an
+/// IPv6 one with or without brackets.
+fn is_allowed_host(s: &str) -> bool {
+    match s.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            s.parse::<std::net::IpAddr>().is_ok() || (!s.starts_with("*.") && is_sni_pattern(s))
+        }
     }
 }
 

@@ -1,5 +1,13 @@
 //! The JSON report behind `stickytls inspect`: what the inspector sees in
 //! a captured client stream and, optionally, the server's reply.
+//!
+//! Each side's `status` is the one a router acts on: `complete`,
+//! `incomplete`, `malformed`, `not_tls` or `alert`, the [`Status`] that
+//! `feed_client` / `feed_server` answer (the capture fed as it is, in one
+//! piece; every chunking gives the same answer). A hello that was parsed
+//! but that the router refuses (a record whose declared length runs past
+//! the hello: "handshake data after the ClientHello in its record") says
+//! so, with its fields; it is never `complete`.
 #![deny(clippy::indexing_slicing)]
 
 use serde_json::{Value, json};
@@ -23,28 +31,46 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// "complete|incomplete|not_tls|malformed|alert" and the error text.
-fn status_fields(st: &Status) -> (&'static str, Value) {
+/// A status as the report names it: `complete`, `incomplete`, `not_tls`,
+/// `malformed` or `alert`.
+pub fn status_name(st: &Status) -> &'static str {
     match st {
-        Status::Done => ("complete", Value::Null),
-        Status::NeedMore => ("incomplete", Value::Null),
-        Status::NotTls(n) => ("not_tls", n.reason.into()),
-        Status::Malformed(e) => ("malformed", e.to_string().into()),
-        Status::Alert(a) => (
-            "alert",
-            format!("alert level {} description {}", a.level, a.description).into(),
-        ),
+        Status::Done => "complete",
+        Status::NeedMore => "incomplete",
+        Status::NotTls(_) => "not_tls",
+        Status::Malformed(_) => "malformed",
+        Status::Alert(_) => "alert",
     }
 }
 
-fn hello_json(st: &Status, hello: Option<(ClientHello<'_>, u64)>) -> Value {
-    let Some((ch, records)) = hello else {
-        let (status, error) = status_fields(st);
-        return json!({ "status": status, "error": error });
+/// A status's name and its error text.
+fn status_fields(st: &Status) -> (&'static str, Value) {
+    let error = match st {
+        Status::Done | Status::NeedMore => Value::Null,
+        Status::NotTls(n) => n.reason.into(),
+        Status::Malformed(e) => e.to_string().into(),
+        Status::Alert(a) => format!("alert level {} description {}", a.level, a.description).into(),
     };
-    json!({
-        "status": "complete",
-        "error": null,
+    (status_name(st), error)
+}
+
+/// One hello's entry: its status, and its fields when it was parsed
+/// (also when the router refuses it, so that the report shows what was
+/// refused). Complete only when the status is `Done` and the hello is
+/// there.
+fn hello_json(st: &Status, hello: Option<(ClientHello<'_>, u64)>) -> (Value, bool) {
+    let complete = *st == Status::Done && hello.is_some();
+    let (status, error) = match st {
+        // Done without this hello: it has not come yet.
+        Status::Done if !complete => ("incomplete", Value::Null),
+        st => status_fields(st),
+    };
+    let Some((ch, records)) = hello else {
+        return (json!({ "status": status, "error": error }), false);
+    };
+    let v = json!({
+        "status": status,
+        "error": error,
         "legacy_version": hex16(ch.legacy_version),
         "session_id": hex(ch.session_id),
         "sni": ch.sni.map(text),
@@ -58,28 +84,35 @@ fn hello_json(st: &Status, hello: Option<(ClientHello<'_>, u64)>) -> Value {
         "ja4_stable": ch.ja4_stable(),
         "records": records,
         "length": ch.body.len(),
-    })
+    });
+    (v, complete)
 }
 
 /// Runs the inspector over a client stream and, when given, the server's,
 /// and describes what it saw. The bool is true when every side given is
 /// complete (both hellos after a HelloRetryRequest).
+///
+/// The first hello's status is what `feed_client` answers on the whole
+/// client stream, before any server byte: what a router routes on (or
+/// refuses). A second hello read ahead of the server is speculative, and
+/// only counts, with its errors, after a HelloRetryRequest; the second
+/// hello's status is the client side's once the server's bytes are in.
 pub fn report(client: &[u8], server: Option<&[u8]>, limits: Limits) -> (Value, bool) {
     let mut h = Handshake::new(limits);
     // The whole client stream first: a second hello after a retry is read
     // speculatively and kept until the server's bytes say it counts.
-    h.feed_client(client);
+    let first_status = h.feed_client(client);
     let server_status = server.map(|s| h.feed_server(s));
-    let client_status = h.client_status();
 
     let first = h.client_hello().zip(h.client_hello_records());
-    let mut all = first.is_some();
     let mut out = serde_json::Map::new();
-    out.insert("client".into(), hello_json(&client_status, first));
+    let (v, mut all) = hello_json(&first_status, first);
+    out.insert("client".into(), v);
     if h.hello_retry_request() {
         let second = h.second_client_hello().zip(h.second_client_hello_records());
-        all &= second.is_some();
-        out.insert("client2".into(), hello_json(&client_status, second));
+        let (v, complete) = hello_json(&h.client_status(), second);
+        all &= complete;
+        out.insert("client2".into(), v);
     }
     if let Some(st) = server_status {
         all &= st == Status::Done;
@@ -161,6 +194,76 @@ mod tests {
         assert!(!ok);
         assert_eq!(v["client"]["status"], "not_tls");
         assert_eq!(v["client"]["error"], "HTTP request");
+    }
+
+    #[test]
+    fn a_hello_the_router_refuses_is_never_complete() {
+        const WHAT: &str = "handshake data after the ClientHello in its record";
+        let msg = ChBuilder::tls13("past.example").message();
+        // The record declares one byte more than the hello: with that byte
+        // and without it (not arrived yet), the router refuses it.
+        for stream in [
+            record(22, &[&msg[..], &[0x16]].concat()),
+            record(22, &[&msg[..], &[0x16]].concat())[..5 + msg.len()].to_vec(),
+        ] {
+            let mut router = Handshake::new(Limits::default());
+            assert!(matches!(router.feed_client(&stream), Status::Malformed(_)));
+            let (v, ok) = report(&stream, None, Limits::default());
+            assert!(!ok, "{v}");
+            assert_eq!(v["client"]["status"], "malformed", "{v}");
+            assert!(v["client"]["error"].as_str().unwrap().contains(WHAT), "{v}");
+            // What was refused is still shown.
+            assert_eq!(v["client"]["sni"], "past.example");
+            assert_eq!(v["client"]["alpn"][0], "h2");
+        }
+    }
+
+    #[test]
+    fn a_valid_hello_is_complete_in_any_chunking_into_records() {
+        let msg = ChBuilder::tls13("split.example").message();
+        let (whole, ok) = report(&record(22, &msg), None, Limits::default());
+        assert!(ok, "{whole}");
+        for max in [1, 2, 7, 100, msg.len() - 1] {
+            let stream = records(22, &msg, max);
+            let (v, ok) = report(&stream, None, Limits::default());
+            assert!(ok, "records of {max} bytes: {v}");
+            assert_eq!(v["client"]["status"], "complete");
+            assert_eq!(v["client"]["records"], msg.len().div_ceil(max) as u64);
+            assert_eq!(v["client"]["ja4"], whole["client"]["ja4"]);
+            // And the bytes in any chunking give the router the same answer.
+            crate::fuzzing::feed_all_chunkings(&stream, |chunks| {
+                let mut h = Handshake::new(Limits::default());
+                chunks.iter().map(|c| h.feed_client(c)).last()
+            });
+        }
+    }
+
+    #[test]
+    fn after_a_retry_each_hello_has_its_own_status() {
+        let sid = [0x5a; 32];
+        let ch1 = ChBuilder::tls13("h.example").record();
+        let ch2 = ChBuilder::tls13("h.example").message();
+        // The second hello's record runs past it: the first one was routed
+        // on, the second is the backend's to refuse.
+        let client = [ch1, ccs(), record(22, &[&ch2[..], &[0x16, 0]].concat())].concat();
+        let server = ShBuilder::hrr(&sid, 0x17).record();
+        let (v, ok) = report(&client, Some(&server), Limits::default());
+        assert!(!ok, "{v}");
+        assert_eq!(v["client"]["status"], "complete", "{v}");
+        assert_eq!(v["client2"]["status"], "malformed", "{v}");
+        assert_eq!(v["client2"]["sni"], "h.example", "{v}");
+        // Without the server's bytes nothing says a second hello counts.
+        let (v, ok) = report(&client, None, Limits::default());
+        assert!(ok, "{v}");
+        assert!(v.get("client2").is_none());
+        // A second hello cut short is incomplete.
+        let (v, ok) = report(
+            &client[..client.len() - 20],
+            Some(&server),
+            Limits::default(),
+        );
+        assert!(!ok, "{v}");
+        assert_eq!(v["client2"]["status"], "incomplete", "{v}");
     }
 
     #[test]
