@@ -291,6 +291,20 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `url`'s connection details, with `password` (from the file or the
+/// environment: validation refuses one in the URL beside it) put in.
+fn with_password(url: &str, password: Option<&str>) -> redis::RedisResult<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    Ok(match password {
+        Some(p) => {
+            let settings = info.redis_settings().clone().set_password(p);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    })
+}
+
 /// The Redis key of an entry (`class` `e`) or key name (`n`) of a pool.
 pub(crate) fn redis_key(prefix: &str, pool: &str, class: char, key: &Key) -> String {
     format!("{prefix}{pool}:{class}:{}", hex::encode(key.as_bytes()))
@@ -455,6 +469,12 @@ impl StoreClient {
     /// make one, which validation has already refused.
     fn new(config: &StoreConfig) -> Option<StoreClient> {
         let certs = tls_certificates(config)?;
+        let password = config
+            .password()
+            .map_err(
+                |e| warn!(error = %e, "shared store password not usable; routing on local state"),
+            )
+            .ok()?;
         let made = match config.kind {
             StoreKind::RedisCluster => {
                 let b = redis::cluster::ClusterClientBuilder::new(config.urls.clone())
@@ -466,6 +486,10 @@ impl StoreClient {
                     // session twice. The next connection asks again; a
                     // MOVED still refreshes the crate's slot map.
                     .retries(0);
+                let b = match &password {
+                    Some(p) => b.password(p.clone()),
+                    None => b,
+                };
                 #[cfg(feature = "store-tls")]
                 let b = match certs {
                     Some(c) => b.certs(c),
@@ -477,13 +501,14 @@ impl StoreClient {
             }
             _ => {
                 let url = config.urls.first()?.as_str();
+                let info = with_password(url, password.as_deref());
                 #[cfg(feature = "store-tls")]
                 let client = match certs {
-                    Some(c) => redis::Client::build_with_tls(url, c),
-                    None => redis::Client::open(url),
+                    Some(c) => info.and_then(|i| redis::Client::build_with_tls(i, c)),
+                    None => info.and_then(redis::Client::open),
                 };
                 #[cfg(not(feature = "store-tls"))]
-                let client = redis::Client::open(url);
+                let client = info.and_then(redis::Client::open);
                 client.map(StoreClient::Single)
             }
         };
