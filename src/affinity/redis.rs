@@ -365,6 +365,8 @@ struct Request {
     /// The pool's near cache and client index, filled from the answer.
     local: Arc<MemoryStore>,
     clients: Arc<ClientIndex>,
+    /// The pool's configured backends ([`Lookup::backends`]).
+    backends: Arc<[BackendName]>,
     /// Client records older than this are not used.
     window: Duration,
     /// To the connection waiting, if it still is.
@@ -1081,8 +1083,12 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
     for group in groups {
         let mut pipe = redis::pipe();
         // A group's indexes are within `req.keys`.
+        // GETRANGE, not GET: a value longer than any we write (someone
+        // else's, or planted) comes back cut at one byte past the bound,
+        // so the reply this process buffers is bounded too; the decoder
+        // then refuses it as too long, and counts it.
         for key in group.iter().filter_map(|&i| req.keys.get(i)) {
-            pipe.cmd("GET").arg(key);
+            pipe.cmd("GETRANGE").arg(key).arg(0).arg(MAX_VALUE);
         }
         let mut conn = conn.clone();
         let answer = tokio::spawn(async move {
@@ -1118,31 +1124,58 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
     }
     let mut found = false;
     let now = unix_now();
+    // A value naming a backend this pool does not configure (removed by a
+    // reload here, not yet added, or written by someone else) is a miss:
+    // only configured names are ever interned, each as the pool's own
+    // `Arc`.
+    let configured = |name: &str| req.backends.iter().find(|b| &***b == name).cloned();
     for (target, value) in req.targets.iter().zip(values) {
-        let Some(value) = value else { continue };
+        // GETRANGE answers an empty string for a missing key.
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            continue;
+        };
         let used = match *target {
-            Target::Entry(key) => decode_binding(&value, false).map(|(b, _)| {
+            Target::Entry(key) => decode_binding(&value, false).map(|(mut b, _)| {
+                let Some(name) = configured(&b.backend) else {
+                    return false;
+                };
+                b.backend = name;
                 // Learned here meanwhile: ours is as new.
                 if req.local.peek(&key).is_none() {
                     req.local.put(key, b);
                 }
+                true
             }),
             // The shared state of a name is the one that counts.
-            Target::Name(key) => decode_binding(&value, true).map(|(b, _)| req.local.put(key, b)),
-            Target::Client(prefix) => decode_client(&value).map(|(c, at)| {
+            Target::Name(key) => decode_binding(&value, true).map(|(mut b, _)| {
+                let Some(name) = configured(&b.backend) else {
+                    return false;
+                };
+                b.backend = name;
+                req.local.put(key, b);
+                true
+            }),
+            Target::Client(prefix) => decode_client(&value).map(|(mut c, at)| {
+                let Some(name) = configured(&c.backend) else {
+                    return false;
+                };
+                c.backend = name;
                 let fresh = now.saturating_sub(at) < req.window.as_secs();
                 if fresh && req.clients.peek(&prefix).is_none() {
                     req.clients.record(prefix, &c);
                 }
+                true
             }),
             // Every instance's new sessions from this prefix: NAT detection
             // here sees at least as many as the farm has.
-            Target::Sessions(prefix) => {
-                decode_count(&value).map(|n| req.clients.note_shared_sessions(prefix, n))
-            }
+            Target::Sessions(prefix) => decode_count(&value).map(|n| {
+                req.clients.note_shared_sessions(prefix, n);
+                true
+            }),
         };
         match used {
-            Ok(()) => found = true,
+            Ok(true) => found = true,
+            Ok(false) => counters.corrupt(),
             Err(_) => counters.corrupt(),
         }
     }
@@ -1374,6 +1407,7 @@ impl AffinityStore for RedisStore {
             targets,
             local: self.local.clone(),
             clients: lookup.clients,
+            backends: lookup.backends,
             window: self.client_window,
             reply,
         };
@@ -1505,6 +1539,7 @@ mod tests {
                 },
                 Clock::new(),
             )),
+            backends: Arc::from([Arc::from("a")]),
         }
     }
 
