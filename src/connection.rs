@@ -206,6 +206,7 @@ async fn routed(
             names,
             client: prefix,
             clients: pool.clients.clone(),
+            backends: pool.backend_names.clone(),
         };
         if let Some(wait) = pool.table.prefetch(lookup) {
             wait.await;

@@ -35,6 +35,9 @@ pub type Pools = Arc<[Arc<PoolState>]>;
 pub struct PoolState {
     pub config: PoolConfig,
     pub backends: Pool,
+    /// The names of `backends`, for a shared store's lookups: what Redis
+    /// answers is used only for a backend configured here.
+    pub backend_names: Arc<[crate::backend::BackendName]>,
     pub balancer: Balancer,
     /// Session key → owner backend.
     pub table: Arc<dyn AffinityStore>,
@@ -52,6 +55,10 @@ pub struct PoolState {
     /// newest last: lets `stickytls demo` (and later a stats page) say why
     /// each connection went where it did, without parsing logs.
     recent: Arc<PerThread<VecDeque<DecisionRecord>>>,
+}
+
+fn names_of(backends: &Pool) -> Arc<[crate::backend::BackendName]> {
+    backends.all().iter().map(|b| b.name.clone()).collect()
 }
 
 /// How many routing decisions a pool can be asked for, newest first
@@ -108,9 +115,11 @@ impl PoolState {
             },
             clock.clone(),
         );
+        let backends = Pool::new(&config.name, &config.backends);
         PoolState {
             series: PoolSeries::register(&config.name),
-            backends: Pool::new(&config.name, &config.backends),
+            backend_names: names_of(&backends),
+            backends,
             balancer: Balancer::new(config.balance),
             table,
             clients: Arc::new(clients),
@@ -133,13 +142,13 @@ impl PoolState {
     /// restart applies them (the settings table's `restart!` rows, in
     /// `config/settings.rs`).
     pub fn reconfigured(&self, config: PoolConfig) -> PoolState {
+        let backends =
+            self.backends
+                .reconfigured(&config.name, &self.config.backends, &config.backends);
         PoolState {
             series: PoolSeries::register(&config.name),
-            backends: self.backends.reconfigured(
-                &config.name,
-                &self.config.backends,
-                &config.backends,
-            ),
+            backend_names: names_of(&backends),
+            backends,
             balancer: Balancer::new(config.balance),
             table: self.table.clone(),
             clients: self.clients.clone(),

@@ -33,6 +33,10 @@ pub(crate) struct Offer {
     pub ticket: Option<(Key, Option<Key>)>,
     /// A non-empty legacy session ID.
     pub session_id: Option<Key>,
+    /// The hello offers TLS 1.3 and nothing older: its legacy_session_id
+    /// can only be answered in TLS 1.3, where it is a random echo, so no
+    /// backend can have assigned it and no store can hold it.
+    pub tls13_only: bool,
     /// Hash of the resumption-stable fingerprint: tells clients behind one
     /// address apart when re-binding.
     pub fingerprint: u32,
@@ -66,10 +70,17 @@ impl Offer {
         let session_id = Some(hello.session_id)
             .filter(|s| !s.is_empty())
             .map(|s| Key::new(KeyKind::SessionId, s));
+        // GREASE versions (0x?a?a) are above TLS 1.3's 0x0304: only SSL 3.0
+        // to TLS 1.2 count as older.
+        let tls13_only = hello.offers_tls13()
+            && !hello
+                .supported_versions()
+                .any(|v| (0x0300..0x0304).contains(&v));
         Offer {
             psk_identities,
             ticket,
             session_id,
+            tls13_only,
             fingerprint: stable_fingerprint(hello),
         }
     }
@@ -108,14 +119,18 @@ impl Offer {
     }
 
     /// What a shared store is asked for when this process knows none of
-    /// the keys: the session keys offered, then their key names.
+    /// the keys: the session keys offered, then their key names. Not the
+    /// session ID of a hello that offers TLS 1.3 only: no store can hold
+    /// it (a round trip for nothing, and a lookup any client can make for
+    /// IDs it copied from others' hellos).
     pub fn lookup_keys(&self) -> (Vec<Key>, Vec<Key>) {
+        let session_id = self.session_id.filter(|_| !self.tls13_only);
         let keys = self
             .psk_identities
             .iter()
             .map(|(k, _)| *k)
             .chain(self.ticket.iter().map(|(k, _)| *k))
-            .chain(self.session_id)
+            .chain(session_id)
             .collect();
         (keys, self.key_names().collect())
     }

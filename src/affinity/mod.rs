@@ -344,6 +344,11 @@ pub struct Lookup {
     pub client: ClientPrefix,
     /// The pool's client index, which a client record found is put in.
     pub clients: std::sync::Arc<ClientIndex>,
+    /// The pool's configured backends: a binding or client record naming
+    /// any other is not taken in (anyone who can write to the store could
+    /// otherwise fill this process's name interner, 65,535 names, with
+    /// names that route nowhere).
+    pub backends: std::sync::Arc<[BackendName]>,
 }
 
 /// The wait [`AffinityStore::prefetch`] returns: it never fails (the
@@ -362,7 +367,8 @@ pub struct StoreStatus {
     pub lookups_miss: u64,
     pub lookups_timeout: u64,
     pub lookups_error: u64,
-    /// Values read that were not ours or not well formed (each a miss).
+    /// Values read that were not ours, not well formed, or naming a
+    /// backend the pool does not configure (each a miss).
     pub corrupt_values: u64,
     /// Failed requests by operation.
     pub errors_connect: u64,

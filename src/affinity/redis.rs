@@ -291,6 +291,20 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `url`'s connection details, with `password` (from the file or the
+/// environment: validation refuses one in the URL beside it) put in.
+fn with_password(url: &str, password: Option<&str>) -> redis::RedisResult<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    Ok(match password {
+        Some(p) => {
+            let settings = info.redis_settings().clone().set_password(p);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    })
+}
+
 /// The Redis key of an entry (`class` `e`) or key name (`n`) of a pool.
 pub(crate) fn redis_key(prefix: &str, pool: &str, class: char, key: &Key) -> String {
     format!("{prefix}{pool}:{class}:{}", hex::encode(key.as_bytes()))
@@ -351,6 +365,8 @@ struct Request {
     /// The pool's near cache and client index, filled from the answer.
     local: Arc<MemoryStore>,
     clients: Arc<ClientIndex>,
+    /// The pool's configured backends ([`Lookup::backends`]).
+    backends: Arc<[BackendName]>,
     /// Client records older than this are not used.
     window: Duration,
     /// To the connection waiting, if it still is.
@@ -455,6 +471,12 @@ impl StoreClient {
     /// make one, which validation has already refused.
     fn new(config: &StoreConfig) -> Option<StoreClient> {
         let certs = tls_certificates(config)?;
+        let password = config
+            .password()
+            .map_err(
+                |e| warn!(error = %e, "shared store password not usable; routing on local state"),
+            )
+            .ok()?;
         let made = match config.kind {
             StoreKind::RedisCluster => {
                 let b = redis::cluster::ClusterClientBuilder::new(config.urls.clone())
@@ -466,6 +488,10 @@ impl StoreClient {
                     // session twice. The next connection asks again; a
                     // MOVED still refreshes the crate's slot map.
                     .retries(0);
+                let b = match &password {
+                    Some(p) => b.password(p.clone()),
+                    None => b,
+                };
                 #[cfg(feature = "store-tls")]
                 let b = match certs {
                     Some(c) => b.certs(c),
@@ -477,13 +503,14 @@ impl StoreClient {
             }
             _ => {
                 let url = config.urls.first()?.as_str();
+                let info = with_password(url, password.as_deref());
                 #[cfg(feature = "store-tls")]
                 let client = match certs {
-                    Some(c) => redis::Client::build_with_tls(url, c),
-                    None => redis::Client::open(url),
+                    Some(c) => info.and_then(|i| redis::Client::build_with_tls(i, c)),
+                    None => info.and_then(redis::Client::open),
                 };
                 #[cfg(not(feature = "store-tls"))]
-                let client = redis::Client::open(url);
+                let client = info.and_then(redis::Client::open);
                 client.map(StoreClient::Single)
             }
         };
@@ -1056,8 +1083,12 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
     for group in groups {
         let mut pipe = redis::pipe();
         // A group's indexes are within `req.keys`.
+        // GETRANGE, not GET: a value longer than any we write (someone
+        // else's, or planted) comes back cut at one byte past the bound,
+        // so the reply this process buffers is bounded too; the decoder
+        // then refuses it as too long, and counts it.
         for key in group.iter().filter_map(|&i| req.keys.get(i)) {
-            pipe.cmd("GET").arg(key);
+            pipe.cmd("GETRANGE").arg(key).arg(0).arg(MAX_VALUE);
         }
         let mut conn = conn.clone();
         let answer = tokio::spawn(async move {
@@ -1093,31 +1124,58 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
     }
     let mut found = false;
     let now = unix_now();
+    // A value naming a backend this pool does not configure (removed by a
+    // reload here, not yet added, or written by someone else) is a miss:
+    // only configured names are ever interned, each as the pool's own
+    // `Arc`.
+    let configured = |name: &str| req.backends.iter().find(|b| &***b == name).cloned();
     for (target, value) in req.targets.iter().zip(values) {
-        let Some(value) = value else { continue };
+        // GETRANGE answers an empty string for a missing key.
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            continue;
+        };
         let used = match *target {
-            Target::Entry(key) => decode_binding(&value, false).map(|(b, _)| {
+            Target::Entry(key) => decode_binding(&value, false).map(|(mut b, _)| {
+                let Some(name) = configured(&b.backend) else {
+                    return false;
+                };
+                b.backend = name;
                 // Learned here meanwhile: ours is as new.
                 if req.local.peek(&key).is_none() {
                     req.local.put(key, b);
                 }
+                true
             }),
             // The shared state of a name is the one that counts.
-            Target::Name(key) => decode_binding(&value, true).map(|(b, _)| req.local.put(key, b)),
-            Target::Client(prefix) => decode_client(&value).map(|(c, at)| {
+            Target::Name(key) => decode_binding(&value, true).map(|(mut b, _)| {
+                let Some(name) = configured(&b.backend) else {
+                    return false;
+                };
+                b.backend = name;
+                req.local.put(key, b);
+                true
+            }),
+            Target::Client(prefix) => decode_client(&value).map(|(mut c, at)| {
+                let Some(name) = configured(&c.backend) else {
+                    return false;
+                };
+                c.backend = name;
                 let fresh = now.saturating_sub(at) < req.window.as_secs();
                 if fresh && req.clients.peek(&prefix).is_none() {
                     req.clients.record(prefix, &c);
                 }
+                true
             }),
             // Every instance's new sessions from this prefix: NAT detection
             // here sees at least as many as the farm has.
-            Target::Sessions(prefix) => {
-                decode_count(&value).map(|n| req.clients.note_shared_sessions(prefix, n))
-            }
+            Target::Sessions(prefix) => decode_count(&value).map(|n| {
+                req.clients.note_shared_sessions(prefix, n);
+                true
+            }),
         };
         match used {
-            Ok(()) => found = true,
+            Ok(true) => found = true,
+            Ok(false) => counters.corrupt(),
             Err(_) => counters.corrupt(),
         }
     }
@@ -1349,6 +1407,7 @@ impl AffinityStore for RedisStore {
             targets,
             local: self.local.clone(),
             clients: lookup.clients,
+            backends: lookup.backends,
             window: self.client_window,
             reply,
         };
@@ -1480,6 +1539,7 @@ mod tests {
                 },
                 Clock::new(),
             )),
+            backends: Arc::from([Arc::from("a")]),
         }
     }
 
