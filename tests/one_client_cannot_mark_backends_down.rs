@@ -4,8 +4,9 @@
 //! hellos again and again leaves every backend up in the admin API, each
 //! of its hellos reaches two backends and not the whole pool, and other
 //! clients' sessions still resume on their issuers. The same failures
-//! from a second client prefix still mark a backend down; a backend that
-//! crashes once on an ordinary hello still costs its client nothing.
+//! from a second client prefix (on a PROXY listener, a second declared
+//! source) still mark a backend down; a backend that crashes once on an
+//! ordinary hello still costs its client nothing.
 //!
 //! The backends are real rustls servers on real TCP; the fronts are plain
 //! TCP relays in the test, since the thing under test is the router.
@@ -122,9 +123,10 @@ async fn first_record(s: &mut TcpStream) -> Option<Vec<u8>> {
     }
 }
 
-/// Sends one hello naming [`REFUSED`] from `from`, and returns what the
-/// router answered before the connection ended (nothing, if it closed it).
-async fn refused_hello(router: SocketAddr, from: IpAddr) -> Vec<u8> {
+/// Sends one hello naming [`REFUSED`] from `from` (127.0.0.1 for `None`),
+/// and returns what the router answered before the connection ended
+/// (nothing, if it closed it).
+async fn refused_hello(router: SocketAddr, from: impl Into<Option<IpAddr>>) -> Vec<u8> {
     let hello = Client::new(ClientOptions {
         sni: Some(REFUSED.into()),
         ..Default::default()
@@ -133,7 +135,9 @@ async fn refused_hello(router: SocketAddr, from: IpAddr) -> Vec<u8> {
     .client_hello()
     .unwrap();
     let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    if let Some(from) = from.into() {
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+    }
     let mut s = socket.connect(router).await.unwrap();
     s.write_all(&hello).await.unwrap();
     let mut answer = Vec::new();
@@ -146,6 +150,13 @@ async fn refused_hello(router: SocketAddr, from: IpAddr) -> Vec<u8> {
 /// Backends behind fronts, in a router with the admin API and a long
 /// `down_hold`, so that a backend marked down is still down when asked.
 async fn farm_behind_fronts(n: usize) -> (Vec<Front>, RunningRouter, Endpoint) {
+    farm_behind_fronts_with(n, |_| {}).await
+}
+
+async fn farm_behind_fronts_with(
+    n: usize,
+    tweak: impl FnOnce(&mut Config),
+) -> (Vec<Front>, RunningRouter, Endpoint) {
     let farm = rustls_backends(n, |_| {}).await;
     let mut fronts = Vec::new();
     let mut backends = named(&farm);
@@ -159,6 +170,7 @@ async fn farm_behind_fronts(n: usize) -> (Vec<Front>, RunningRouter, Endpoint) {
     let mut cfg: Config = config(&backends);
     cfg.pools[0].timeouts.down_hold = Duration::from_secs(600);
     cfg.admin = Some(AdminConfig::new("127.0.0.1:0".parse().unwrap()));
+    tweak(&mut cfg);
     let router = start_router(cfg).await;
     let api = Endpoint {
         addr: router.admin_addr().unwrap().to_string(),
@@ -262,6 +274,40 @@ async fn refused_hellos_from_a_second_client_prefix_mark_the_backend_down() {
     );
     assert_eq!(fronts[0].refused(), 6);
     assert_eq!(hello_refusals(&router), 6);
+}
+
+/// Behind a PROXY-protocol balancer every connection comes from the
+/// balancer: the client is the source its header declares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_proxy_listener_the_declared_source_is_the_client() {
+    let (fronts, router, api) = farm_behind_fronts_with(1, |cfg| {
+        cfg.listeners[0].proxy_protocol = true;
+        cfg.listeners[0].proxy_trusted = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let via = proxy_in_front(router.addr, |i| {
+        let src = if i < 5 { "192.0.2.1" } else { "192.0.2.2" };
+        format!("PROXY TCP4 {src} 127.0.0.1 40000 443\r\n").into_bytes()
+    })
+    .await;
+    // Five from one declared source; every connection reaches the router
+    // from the balancer, 127.0.0.1.
+    for _ in 0..5 {
+        assert!(refused_hello(via, None).await.is_empty());
+    }
+    assert_eq!(
+        states(&api).await,
+        [("a".into(), "up".into())],
+        "one source"
+    );
+    // The balancer's address is the same; the declared source is not.
+    assert!(refused_hello(via, None).await.is_empty());
+    assert_eq!(
+        states(&api).await,
+        [("a".into(), "down".into())],
+        "two declared sources"
+    );
+    assert_eq!(fronts[0].refused(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
