@@ -422,6 +422,10 @@ async fn connect_logged(
         }
         Err(e) => {
             pool.stats.no_backend();
+            // A client can have its own hellos fail on purpose.
+            if e.stopped_after_hello() && !pool.decision_log.allow() {
+                return None;
+            }
             warn!(listener = %at.listener, peer = %at.client, pool = %pool.config.name, error = %e, "closed: no backend answered");
             None
         }

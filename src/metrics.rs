@@ -146,6 +146,12 @@ metric_table! {
     /// closed, full.
     BACKEND_CONNECT_FAILURES: counter = "stickytls_backend_connect_failures_total",
         "Failed attempts to reach a backend, by reason.";
+    /// By `pool` and `backend`: connections it accepted and then closed,
+    /// reset or left unanswered after a client's hello (also counted in
+    /// `stickytls_backend_connect_failures_total`). One client prefix's
+    /// alone never mark it down (docs/routing.md).
+    BACKEND_HELLO_REFUSALS: counter = "stickytls_backend_hello_refusals_total",
+        "Client hellos a backend failed after accepting the connection.";
     /// From starting to connect to the connection being ready, by `pool`
     /// and `backend`.
     BACKEND_CONNECT_SECONDS: histogram(Seconds) = "stickytls_backend_connect_duration_seconds",
