@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::forge::Forger;
 use crate::hello::{self, Answer, Hello};
 use crate::lab::{Addresses, Config, JavaServers, NginxFronts, Router};
 use crate::victim::Victim;
@@ -177,7 +178,7 @@ pub async fn forged_key_names(lab: &Lab) -> io::Result<Vec<Row>> {
         attack: "1 forged key names".into(),
         measure: format!(
             "TLS 1.3 resumptions of b1's tickets (OpenSSL) reaching b1, from new addresses; \
-             attack: {forged} hellos from one address, PSK identity = b1's key name || garbage \
+             attack: {forged} hellos from one address, PSK identity = b1's key name followed by garbage \
              ({answered} answered)"
         ),
         before,
@@ -294,7 +295,7 @@ pub async fn unresumable_hellos(lab: &Lab) -> io::Result<Vec<Row>> {
     }])
 }
 
-/// OpenSSL's name of an ECDSA TLS 1.2 suite and its code.
+/// OpenSSL's names of the ECDSA TLS 1.2 suites (and their codes).
 const ECDSA_SUITES: [(&str, u16); 5] = [
     ("ECDHE-ECDSA-AES128-GCM-SHA256", 0xc02b),
     ("ECDHE-ECDSA-AES256-GCM-SHA384", 0xc02c),
@@ -333,21 +334,19 @@ pub async fn jsse_cipher_suite(lab: &Lab) -> io::Result<Vec<Row>> {
     let victims = s_client_victims(lab.scale(10, 5), &mut addrs, &router).await?;
     let before = s_client_resume_away(&victims, &mut addrs, &router).await;
     let from = addrs.any();
-    let mut answered = 0;
+    let forger = Forger::new(&lab.work.join("forger"), router.listen, from).await?;
+    let mut full = 0;
     for v in &victims {
-        let suites: Vec<u16> = ECDSA_SUITES
+        let ciphers: Vec<&str> = ECDSA_SUITES
             .iter()
-            .filter(|(name, _)| *name != v.cipher)
-            .map(|(_, code)| *code)
+            .map(|(name, _)| *name)
+            .filter(|name| *name != v.cipher)
             .collect();
-        let h = Hello {
-            session_id: v.session_id.clone(),
-            suites,
-            sni: Some("localhost".into()),
-            ..Hello::default()
-        };
-        if hello::send(from, router.listen, &h.record()).await? == Answer::Answered {
-            answered += 1;
+        if forger
+            .offer(router.listen, from, &v.session_id, &ciphers.join(":"))
+            .await?
+        {
+            full += 1;
         }
     }
     let during = s_client_resume_away(&victims, &mut addrs, &router).await;
@@ -358,7 +357,7 @@ pub async fn jsse_cipher_suite(lab: &Lab) -> io::Result<Vec<Row>> {
         measure: format!(
             "TLS 1.2 session-ID resumptions (OpenSSL client, Java 17 JSSE servers) reaching their owner, \
              from new addresses; attack: one TLS 1.2 hello per victim with its session ID but not its \
-             cipher suite ({answered} answered)"
+             cipher suite, completed by a real client ({full} full handshakes)"
         ),
         before,
         during,

@@ -236,7 +236,15 @@ pub async fn send(from: IpAddr, to: SocketAddr, hello: &[u8]) -> io::Result<Answ
                     Answer::Answered
                 });
             }
-            Ok(Ok(n)) => got += n,
+            Ok(Ok(n)) => {
+                if got == 0 && std::env::var_os("ATTACK_DEBUG").is_some() {
+                    eprintln!(
+                        "[attack] answer to a hand-made hello: {}",
+                        hex::encode(buf.get(..n.min(48)).unwrap_or_default())
+                    );
+                }
+                got += n
+            }
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - [`attacks`]: the attacks, one function each.
 //! - [`victim`]: the victims, real rustls clients.
 //! - [`hello`]: the attacker's hand-made hellos.
+//! - [`forge`]: the attacker's real TLS 1.2 client offering a victim's session ID.
 //! - [`lab`]: addresses, the router process, nginx and Java peers.
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use clap::Parser;
 
 mod attacks;
+mod forge;
 mod hello;
 mod lab;
 mod victim;
