@@ -305,7 +305,7 @@ impl NginxFronts {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            // Not killed on drop: SIGKILL would leave the worker serving.
             .spawn()?;
         let fronts: Vec<SocketAddr> = backends.iter().map(|(f, _)| *f).collect();
         for f in &fronts {
@@ -314,9 +314,29 @@ impl NginxFronts {
         Ok(NginxFronts { child, fronts })
     }
 
-    /// Stops nginx (its master; the worker follows it).
+    /// Stops nginx and waits for its master, which stops its worker first.
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.terminate();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+
+    /// SIGTERM to the master: a fast shutdown that takes the worker with
+    /// it (SIGKILL would leave the worker listening).
+    fn terminate(&self) {
+        let pid = self
+            .child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+}
+
+impl Drop for NginxFronts {
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 
