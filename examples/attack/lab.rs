@@ -140,8 +140,16 @@ impl Router {
             listen,
             admin,
         };
-        wait_listening(listen, Duration::from_secs(15)).await?;
-        wait_listening(admin, Duration::from_secs(15)).await?;
+        let started = async {
+            wait_listening(listen, Duration::from_secs(15)).await?;
+            wait_listening(admin, Duration::from_secs(15)).await
+        };
+        started.await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("the router did not start ({e}); its log: {}", log.display()),
+            )
+        })?;
         Ok(router)
     }
 

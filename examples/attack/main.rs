@@ -49,7 +49,7 @@ struct Cli {
     /// Also write the rows as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// The first of the 160 ports used (127.0.0.1 only).
+    /// The first of the 140 ports used (127.0.0.1 only).
     #[arg(long, default_value_t = 19800)]
     port_base: u16,
     /// Where configurations and router logs go (created if missing).
