@@ -33,6 +33,9 @@ pub(crate) struct Offer {
     pub ticket: Option<(Key, Option<Key>)>,
     /// A non-empty legacy session ID.
     pub session_id: Option<Key>,
+    /// With PSK identities: the hello lets a server resume one with a key
+    /// exchange (psk_dhe_ke and a key_share), the mode servers allow.
+    pub psk_dhe_ke: bool,
     /// Hash of the resumption-stable fingerprint: tells clients behind one
     /// address apart when re-binding.
     pub fingerprint: u32,
@@ -67,6 +70,7 @@ impl Offer {
             .filter(|s| !s.is_empty())
             .map(|s| Key::new(KeyKind::SessionId, s));
         Offer {
+            psk_dhe_ke: !psk_identities.is_empty() && hello.offers_psk_dhe_ke(),
             psk_identities,
             ticket,
             session_id,
@@ -378,10 +382,7 @@ mod tests {
         let sid = Key::new(KeyKind::SessionId, b"a session on a");
         pool.table.put(
             sid,
-            Binding {
-                backend: Arc::from("a"),
-                state: KeyState::Owned,
-            },
+            Binding::owned(Arc::from("a"), crate::affinity::Session::UNKNOWN),
         );
 
         let resuming = Offer {
@@ -423,10 +424,7 @@ mod tests {
         let pool = PoolState::for_test(cfg);
         let client = pool.prefix("127.0.0.9".parse().unwrap());
         let sid = Key::new(KeyKind::SessionId, b"a session on a");
-        let on_a = Binding {
-            backend: Arc::from("a"),
-            state: KeyState::Owned,
-        };
+        let on_a = Binding::owned(Arc::from("a"), crate::affinity::Session::UNKNOWN);
         pool.table.put(sid, on_a);
         pool.clients.record(
             client,
@@ -573,10 +571,7 @@ mod tests {
 
         let (pool, client, sid) = pool_with_a_session_on_a();
         let gone = Key::new(KeyKind::Ticket, b"a ticket of a removed backend");
-        let removed = Binding {
-            backend: Arc::from("removed"),
-            state: KeyState::Owned,
-        };
+        let removed = Binding::owned(Arc::from("removed"), crate::affinity::Session::UNKNOWN);
         pool.table.put(gone, removed);
         let a = pool.backends.by_name("a").unwrap().clone();
         let resuming = Offer {
