@@ -243,3 +243,89 @@ async fn an_owner_that_really_forgot_the_session_still_loses_the_entry() {
     assert_eq!(owner_of(&router, &key), None, "the entry is gone at once");
     assert_eq!(router.stats().affinity_lost, 1);
 }
+
+/// One `openssl s_client` run over TLS 1.2 by session ID (from `source`,
+/// with `args` added), its stdin closed at once; what it printed.
+async fn s_client(router: SocketAddr, source: IpAddr, args: &[&str]) -> String {
+    let dir = stickytls_peers::cert::TempDir::new("unresumable").unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, stickytls_peers::cert::TestCa::shared().cert_pem()).unwrap();
+    let mut command = tokio::process::Command::new("openssl");
+    command
+        .arg("s_client")
+        .args(["-connect", &router.to_string()])
+        .arg("-CAfile")
+        .arg(&ca)
+        .args(["-servername", "localhost", "-tls1_2", "-no_ticket"])
+        .args(["-bind", &SocketAddr::new(source, 0).to_string()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .expect("s_client finishes")
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `Cipher is NAME` from s_client's summary line.
+fn cipher_of(transcript: &str) -> String {
+    transcript
+        .lines()
+        .find_map(|l| l.split_once(", Cipher is ").map(|(_, c)| c.trim().to_string()))
+        .unwrap_or_else(|| panic!("no cipher in {transcript}"))
+}
+
+/// A TLS 1.2 hello without the session's cipher suite: the owner (rustls,
+/// like Java's JSSE) answers with a full handshake in another suite and
+/// keeps the session. The victim's entry stays; its next resumption, from
+/// an address the balancer sends elsewhere, resumes on the owner.
+#[tokio::test]
+async fn a_tls12_hello_without_the_sessions_cipher_suite_leaves_its_entry() {
+    let metrics = LocalMetrics::default();
+    let _recording = metrics.install();
+    let (_farm, router) = farm().await;
+    let dir = stickytls_peers::cert::TempDir::new("victim").unwrap();
+    let session = dir.path().join("session.pem");
+    let session = session.to_str().unwrap();
+
+    let first = s_client(router.addr, IpAddr::from([127, 0, 5, 1]), &["-sess_out", session]).await;
+    assert!(first.contains("New, TLSv1.2"), "{first}");
+    let cipher = cipher_of(&first);
+    let owner = router
+        .pool("default")
+        .unwrap()
+        .last_decisions(1)
+        .first()
+        .map(|d| d.backend.to_string())
+        .unwrap();
+
+    // The same session offered without its suite.
+    let without = format!("DEFAULT:!{cipher}");
+    let before = full_handshakes(&router, &owner);
+    let hostile = s_client(
+        router.addr,
+        IpAddr::from([127, 0, 3, 1]),
+        &["-sess_in", session, "-cipher", &without],
+    )
+    .await;
+    assert!(hostile.contains("New, TLSv1.2"), "{hostile}");
+    assert_ne!(cipher_of(&hostile), cipher);
+    until_full_handshakes(&router, &owner, before + 1).await;
+
+    let away = Addresses::new(4).away_from(&owner);
+    let again = s_client(router.addr, away, &["-sess_in", session]).await;
+    assert!(again.contains("Reused, TLSv1.2"), "the victim's session: {again}");
+    assert_eq!(
+        router.pool("default").unwrap().last_decisions(1)[0].backend.as_ref(),
+        owner.as_str()
+    );
+    let counted = metrics.take();
+    assert_eq!(
+        counted.get(
+            UNRESUMABLE_OFFERS,
+            &[("pool", "default"), ("kind", "session_id")]
+        ),
+        1
+    );
+}
