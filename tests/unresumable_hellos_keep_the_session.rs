@@ -272,7 +272,10 @@ async fn s_client(router: SocketAddr, source: IpAddr, args: &[&str]) -> String {
 fn cipher_of(transcript: &str) -> String {
     transcript
         .lines()
-        .find_map(|l| l.split_once(", Cipher is ").map(|(_, c)| c.trim().to_string()))
+        .find_map(|l| {
+            l.split_once(", Cipher is ")
+                .map(|(_, c)| c.trim().to_string())
+        })
         .unwrap_or_else(|| panic!("no cipher in {transcript}"))
 }
 
@@ -289,7 +292,12 @@ async fn a_tls12_hello_without_the_sessions_cipher_suite_leaves_its_entry() {
     let session = dir.path().join("session.pem");
     let session = session.to_str().unwrap();
 
-    let first = s_client(router.addr, IpAddr::from([127, 0, 5, 1]), &["-sess_out", session]).await;
+    let first = s_client(
+        router.addr,
+        IpAddr::from([127, 0, 5, 1]),
+        &["-sess_out", session],
+    )
+    .await;
     assert!(first.contains("New, TLSv1.2"), "{first}");
     let cipher = cipher_of(&first);
     let owner = router
@@ -315,9 +323,14 @@ async fn a_tls12_hello_without_the_sessions_cipher_suite_leaves_its_entry() {
 
     let away = Addresses::new(4).away_from(&owner);
     let again = s_client(router.addr, away, &["-sess_in", session]).await;
-    assert!(again.contains("Reused, TLSv1.2"), "the victim's session: {again}");
+    assert!(
+        again.contains("Reused, TLSv1.2"),
+        "the victim's session: {again}"
+    );
     assert_eq!(
-        router.pool("default").unwrap().last_decisions(1)[0].backend.as_ref(),
+        router.pool("default").unwrap().last_decisions(1)[0]
+            .backend
+            .as_ref(),
         owner.as_str()
     );
     let counted = metrics.take();
