@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::affinity::clients::{ClientIndex, ClientIndexConfig, ClientPrefix};
 use crate::affinity::memory::MemoryStoreConfig;
+use crate::affinity::rotation::KeyNameLog;
 use crate::affinity::{AffinityStore, MemoryStore};
 use crate::backend::Pool;
 use crate::balance::Balancer;
@@ -44,6 +45,10 @@ pub struct PoolState {
     /// Client prefix → recent confirmed connections. Shared with the pool
     /// a reload puts in this one's place.
     pub clients: Arc<ClientIndex>,
+    /// The ticket key names each backend confirmed lately: the evidence
+    /// that a backend rotated its key, before a name stops routing to it.
+    /// Shared with the pool a reload puts in this one's place.
+    pub key_names: Arc<KeyNameLog>,
     pub clock: Clock,
     /// The router's counters (shared by every pool).
     pub stats: Arc<Stats>,
@@ -123,6 +128,7 @@ impl PoolState {
             balancer: Balancer::new(config.balance),
             table,
             clients: Arc::new(clients),
+            key_names: Arc::default(),
             clock,
             stats,
             decision_log,
@@ -152,6 +158,7 @@ impl PoolState {
             balancer: Balancer::new(config.balance),
             table: self.table.clone(),
             clients: self.clients.clone(),
+            key_names: self.key_names.clone(),
             clock: self.clock.clone(),
             stats: self.stats.clone(),
             decision_log: self.decision_log.clone(),

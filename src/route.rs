@@ -37,6 +37,9 @@ pub(crate) struct Offer {
     /// can only be answered in TLS 1.3, where it is a random echo, so no
     /// backend can have assigned it and no store can hold it.
     pub tls13_only: bool,
+    /// With PSK identities: the hello lets a server resume one with a key
+    /// exchange (psk_dhe_ke and a key_share), the mode servers allow.
+    pub psk_dhe_ke: bool,
     /// Hash of the resumption-stable fingerprint: tells clients behind one
     /// address apart when re-binding.
     pub fingerprint: u32,
@@ -77,6 +80,7 @@ impl Offer {
                 .supported_versions()
                 .any(|v| (0x0300..0x0304).contains(&v));
         Offer {
+            psk_dhe_ke: !psk_identities.is_empty() && hello.offers_psk_dhe_ke(),
             psk_identities,
             ticket,
             session_id,
@@ -393,10 +397,7 @@ mod tests {
         let sid = Key::new(KeyKind::SessionId, b"a session on a");
         pool.table.put(
             sid,
-            Binding {
-                backend: Arc::from("a"),
-                state: KeyState::Owned,
-            },
+            Binding::owned(Arc::from("a"), crate::affinity::Session::UNKNOWN),
         );
 
         let resuming = Offer {
@@ -438,10 +439,7 @@ mod tests {
         let pool = PoolState::for_test(cfg);
         let client = pool.prefix("127.0.0.9".parse().unwrap());
         let sid = Key::new(KeyKind::SessionId, b"a session on a");
-        let on_a = Binding {
-            backend: Arc::from("a"),
-            state: KeyState::Owned,
-        };
+        let on_a = Binding::owned(Arc::from("a"), crate::affinity::Session::UNKNOWN);
         pool.table.put(sid, on_a);
         pool.clients.record(
             client,
@@ -588,10 +586,7 @@ mod tests {
 
         let (pool, client, sid) = pool_with_a_session_on_a();
         let gone = Key::new(KeyKind::Ticket, b"a ticket of a removed backend");
-        let removed = Binding {
-            backend: Arc::from("removed"),
-            state: KeyState::Owned,
-        };
+        let removed = Binding::owned(Arc::from("removed"), crate::affinity::Session::UNKNOWN);
         pool.table.put(gone, removed);
         let a = pool.backends.by_name("a").unwrap().clone();
         let resuming = Offer {

@@ -16,11 +16,11 @@
 //! Backends are kept by name and mapped back through each pool's backends,
 //! so entries of a backend no longer configured are dropped.
 //!
-//! # Format (version 1), big-endian
+//! # Format (version 2), big-endian
 //!
 //! ```text
 //! magic       "STKYSTAT"            8 bytes
-//! version     u16                   1
+//! version     u16                   2
 //! written_at  u64                   Unix seconds of the write
 //! body_len    u64
 //! body        [u8; body_len]
@@ -30,13 +30,16 @@
 //! Pool:     name Str, backends u16, Str * backends,
 //!           entries u32, Entry * entries, clients u32, Client * clients
 //! Str:      len u16, UTF-8 [u8; len]
-//! Entry:    key [u8; 16], backend u16, state u16, idle u32, age u32
+//! Entry:    key [u8; 16], backend u16, state u16, idle u32, age u32,
+//!           version u16, cipher u16     (the session's; 0 0: unknown)
 //! Client:   family u8 (4 | 6), address [u8; 4 | 16], bucket_age u32,
 //!           previous u16, current u16, recent u8 (<= 6), Recent * recent
 //! Recent:   age u32, fingerprint u32, backend u16, tls12 u8 (0 | 1)
 //! ```
 //! `backend` fields index the pool's `backends`; entries and clients are
-//! least recently used first.
+//! least recently used first. Version 1 (before the session's version and
+//! cipher suite were kept) is read too: its entries end after `age`, and
+//! their session is unknown.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::io::Write;
@@ -49,16 +52,18 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::affinity::clients::{RECENT, SavedClient, SavedRecent, SavedRecents};
-use crate::affinity::{Key, KeyState, SavedEntry};
+use crate::affinity::{Key, KeyState, SavedEntry, Session};
 use crate::backend::BackendName;
 use crate::pool::PoolState;
 
 const MAGIC: &[u8; 8] = b"STKYSTAT";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 /// magic, version, written_at, body_len.
 const HEADER: usize = 8 + 2 + 8 + 8;
 const CHECKSUM: usize = 32;
-const ENTRY: usize = 16 + 2 + 2 + 4 + 4;
+const ENTRY: usize = ENTRY_V1 + 2 + 2;
+/// An entry of a version 1 file, without its session.
+const ENTRY_V1: usize = 16 + 2 + 2 + 4 + 4;
 /// The smallest client record (IPv4, no recent connection).
 const MIN_CLIENT: usize = 1 + 4 + 4 + 2 + 2 + 1;
 /// A client's recent connection.
@@ -78,7 +83,7 @@ pub enum StateError {
     #[error("not a stickytls state file (wrong magic)")]
     Foreign,
     /// A state file of a version this build does not read.
-    #[error("state file version {0}, but this build reads version {VERSION}")]
+    #[error("state file version {0}, but this build reads versions 1 to {VERSION}")]
     Version(u16),
     /// Shorter than its header says.
     #[error("truncated: {found} bytes where the header promises {expected}")]
@@ -255,12 +260,14 @@ fn encode_clients(pool: &PoolState, shift: u16) -> (Vec<u8>, usize, Vec<BackendN
 /// once per entry rather than once per field.
 fn encode_entry(e: &SavedEntry) -> [u8; ENTRY] {
     let mut out = [0u8; ENTRY];
-    let fields: [&[u8]; 5] = [
+    let fields: [&[u8]; 7] = [
         e.key.as_bytes(),
         &e.backend.to_be_bytes(),
         &e.state.to_bits().to_be_bytes(),
         &e.idle.to_be_bytes(),
         &e.age.to_be_bytes(),
+        &e.session.version.to_be_bytes(),
+        &e.session.cipher.to_be_bytes(),
     ];
     let mut rest = out.as_mut_slice();
     for f in fields {
@@ -393,7 +400,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     let mut header = Reader { rest: bytes };
     header.take(MAGIC.len(), "magic")?;
     let version = header.u16("version")?;
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(StateError::Version(version));
     }
     let written_at = u64::from_be_bytes(header.array("time")?);
@@ -421,7 +428,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     let n = r.count(2 + 2 + 4 + 4, "pool count")?;
     let mut pools = Vec::with_capacity(n);
     for _ in 0..n {
-        pools.push(decode_pool(&mut r)?);
+        pools.push(decode_pool(&mut r, version)?);
     }
     if !r.rest.is_empty() {
         return Err(StateError::Malformed("bytes after the last pool"));
@@ -429,7 +436,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     Ok(Saved { written_at, pools })
 }
 
-fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
+fn decode_pool(r: &mut Reader<'_>, version: u16) -> Result<SavedPool, StateError> {
     let name = r.str("pool name")?;
     let n = r.u16("backend count")?;
     let mut backends = Vec::with_capacity(usize::from(n));
@@ -443,12 +450,13 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
             Err(StateError::Malformed(what))
         }
     };
-    let n = r.count(ENTRY, "entry count")?;
+    let size = if version == 1 { ENTRY_V1 } else { ENTRY };
+    let n = r.count(size, "entry count")?;
     let mut entries = Vec::with_capacity(n);
     // `count` checked that they are all there: take them at once and
     // read each fixed-size record with its own cursor.
-    let all = r.take(n.saturating_mul(ENTRY), "entry count")?;
-    for record in all.chunks_exact(ENTRY) {
+    let all = r.take(n.saturating_mul(size), "entry count")?;
+    for record in all.chunks_exact(size) {
         let mut e = Reader { rest: record };
         let key = Key::from_bytes(e.array("entry key")?);
         let b = backend(e.u16("entry")?, "an entry's backend index")?;
@@ -457,12 +465,22 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
         if state.to_bits() != bits {
             return Err(StateError::Malformed("an entry's key state"));
         }
+        let (idle, age) = (e.u32("entry")?, e.u32("entry")?);
+        let session = if version == 1 {
+            Session::UNKNOWN
+        } else {
+            Session {
+                version: e.u16("entry")?,
+                cipher: e.u16("entry")?,
+            }
+        };
         entries.push(SavedEntry {
             key,
             backend: b,
             state,
-            idle: e.u32("entry")?,
-            age: e.u32("entry")?,
+            session,
+            idle,
+            age,
         });
     }
     let n = r.count(MIN_CLIENT, "client count")?;
@@ -771,9 +789,27 @@ mod tests {
         Arc::new(PoolState::for_test(config))
     }
 
+    /// A TLS 1.2 session's version and cipher suite.
+    const TLS12_SESSION: Session = Session {
+        version: 0x0303,
+        cipher: 0xc02f,
+    };
+
     fn bind(pool: &PoolState, key: Key, backend: &str, state: KeyState) {
         let backend = pool.backends.by_name(backend).unwrap().name.clone();
-        pool.table.put(key, Binding { backend, state });
+        let session = if state == KeyState::Owned {
+            TLS12_SESSION
+        } else {
+            Session::UNKNOWN
+        };
+        pool.table.put(
+            key,
+            Binding {
+                backend,
+                state,
+                session,
+            },
+        );
     }
 
     fn key(i: u32) -> Key {
@@ -815,6 +851,8 @@ mod tests {
                 .map(|b| (b.backend.to_string(), b.state))
         };
         assert_eq!(got(1), Some(("a".into(), KeyState::Owned)));
+        let session = fresh.table.get(&key(1)).unwrap().session;
+        assert_eq!(session, TLS12_SESSION, "the session's version and suite");
         assert_eq!(got(2), Some(("b".into(), KeyState::Routable)));
         assert_eq!(got(3), Some(("c".into(), KeyState::Candidate { tag: 77 })));
         assert_eq!(got(4), Some(("b".into(), KeyState::Shared)));
@@ -827,6 +865,41 @@ mod tests {
         );
         assert_eq!(view.same_fingerprint.as_deref(), Some("c"));
         assert_eq!(view.new_sessions, 1);
+    }
+
+    /// A version 1 file, as the build before sessions were kept wrote it:
+    /// each entry without its version and cipher suite.
+    #[test]
+    fn a_version_1_file_is_read_with_its_sessions_unknown() {
+        let mut body = Vec::new();
+        put_u32(&mut body, 1);
+        put_str(&mut body, "web");
+        put_u16(&mut body, 1);
+        put_str(&mut body, "a");
+        put_u32(&mut body, 2);
+        for (i, state) in [(1, KeyState::Owned), (2, KeyState::Routable)] {
+            body.extend_from_slice(key(i).as_bytes());
+            body.extend_from_slice(&0u16.to_be_bytes());
+            body.extend_from_slice(&state.to_bits().to_be_bytes());
+            body.extend_from_slice(&5u32.to_be_bytes());
+            body.extend_from_slice(&9u32.to_be_bytes());
+        }
+        put_u32(&mut body, 0);
+        let saved = decode(&signed(&body, 1)).unwrap();
+        let entries = &saved.pools[0].entries;
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            (
+                entries[0].state,
+                entries[0].session,
+                entries[0].idle,
+                entries[0].age
+            ),
+            (KeyState::Owned, Session::UNKNOWN, 5, 9)
+        );
+        assert_eq!(entries[1].state, KeyState::Routable);
+        // The same records read as version 2 are four bytes short each.
+        assert!(decode(&signed(&body, 2)).is_err());
     }
 
     #[test]
@@ -940,7 +1013,7 @@ mod tests {
         put_u32(&mut bad_index, 1);
         bad_index.extend_from_slice(&[0; 16]);
         bad_index.extend_from_slice(&1u16.to_be_bytes());
-        bad_index.extend_from_slice(&[0; 10]);
+        bad_index.extend_from_slice(&[0; 14]);
         put_u32(&mut bad_index, 0);
         assert!(matches!(
             decode(&signed(&bad_index, VERSION)),
@@ -952,8 +1025,12 @@ mod tests {
             Err(StateError::Malformed(_))
         ));
         assert!(matches!(
-            decode(&signed(&[0, 0, 0, 0], 2)),
-            Err(StateError::Version(2))
+            decode(&signed(&[0, 0, 0, 0], 3)),
+            Err(StateError::Version(3))
+        ));
+        assert!(matches!(
+            decode(&signed(&[0, 0, 0, 0], 0)),
+            Err(StateError::Version(0))
         ));
         assert!(matches!(decode(&signed(&[0, 0, 0, 0], VERSION)), Ok(s) if s.pools.is_empty()));
         assert!(matches!(decode(b"STKY"), Err(StateError::Truncated { .. })));

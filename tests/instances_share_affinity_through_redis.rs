@@ -84,10 +84,7 @@ fn the_key_name_scripts_take_the_same_steps_as_the_local_table() {
     use stickytls::affinity::redis::{CONFIRM_NAME, REJECT_NAME, decode_binding, encode_binding};
     use stickytls::affinity::{Binding, KeyState, next_key_name_state};
     let redis = RedisServer::start();
-    let b = |backend: &str, state| Binding {
-        backend: std::sync::Arc::from(backend),
-        state,
-    };
+    let b = |backend: &str, state| Binding::name(std::sync::Arc::from(backend), state);
     let states = [
         None,
         Some(b("a", KeyState::Candidate { tag: 5 })),

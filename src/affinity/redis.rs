@@ -35,9 +35,12 @@
 //! tag}` would put them all on one node):
 //! - `{prefix}{pool}:e:{hex}` — an entry (session ID, ticket or PSK
 //!   identity; its 16-byte [`Key`] digest already folds the kind in):
-//!   `1:{state bits}:{learned at, Unix seconds}:{backend}`, expiring after
-//!   the pool's `affinity.timeout`, refreshed when used.
-//! - `{prefix}{pool}:n:{hex}` — a ticket key name's state, same form,
+//!   `2:{state bits}:{learned at, Unix seconds}:{version}:{cipher}:{backend}`
+//!   with the session's protocol version and cipher suite (`1:{state
+//!   bits}:{learned at}:{backend}` when not known, as every value before
+//!   they were kept: still read), expiring after the pool's
+//!   `affinity.timeout`, refreshed when used.
+//! - `{prefix}{pool}:n:{hex}` — a ticket key name's state, the `1:` form,
 //!   changed only by the [`CONFIRM_NAME`] and [`REJECT_NAME`] scripts so
 //!   that two instances' confirmations add up instead of overwriting.
 //! - `{prefix}{pool}:c:{address}` — a client prefix's last confirmed
@@ -65,7 +68,7 @@ use tracing::{info, warn};
 use super::clients::{ClientIndex, ClientPrefix, Confirmed};
 use super::memory::MemoryStore;
 use super::{
-    AffinityStore, Binding, Key, KeyState, Lookup, NameStep, Peeked, Prefetch, SavedEntry,
+    AffinityStore, Binding, Key, KeyState, Lookup, NameStep, Peeked, Prefetch, SavedEntry, Session,
     StoreStatus, lock, next_key_name_state,
 };
 use crate::backend::BackendName;
@@ -108,6 +111,8 @@ if v then
         owner, bits = cur, 3 * S
       elseif state == 1 and tag ~= tonumber(ARGV[2]) then
         owner, bits = cur, 2 * S
+      elseif state == 4 then
+        owner, bits = cur, S + tonumber(ARGV[2])
       else
         owner, bits = cur, b
       end
@@ -120,7 +125,9 @@ return bits
 
 /// A rejection of a key name by a backend, applied atomically: only a name
 /// of that backend, and never a shared one. `KEYS[1]` the name; `ARGV`
-/// backend, TTL in ms.
+/// backend, TTL in ms. An instance sends it only on its own evidence that
+/// the backend rotated past the name ([`super::rotation::KeyNameLog`]),
+/// never for a refusal alone.
 pub const REJECT_NAME: &str = r#"
 local S = 8192
 local v = redis.call('GET', KEYS[1])
@@ -168,7 +175,7 @@ fn evalsha(script: &redis::Script, key: &str) -> redis::Cmd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Corrupt {
     TooLong,
-    /// Not `1:` and the fields this version writes.
+    /// Not `1:` or `2:` and the fields this version writes.
     Form,
     /// A field out of its range (state bits, backend name).
     Field,
@@ -176,10 +183,20 @@ pub enum Corrupt {
     WrongClass,
 }
 
-/// `1:{bits}:{at}:{backend}`; `None` when the backend name is too long to
-/// share.
+/// An entry with its session known: `2:{bits}:{at}:{version}:{cipher}:
+/// {backend}`; a key name, or an entry whose session is not known:
+/// `1:{bits}:{at}:{backend}` (the form the key-name scripts read and
+/// write, and every value before sessions were kept). `None` when the
+/// backend name is too long to share.
 pub fn encode_binding(b: &Binding, learned_at: u64) -> Option<String> {
-    valid_backend(&b.backend).then(|| format!("1:{}:{learned_at}:{}", b.state.to_bits(), b.backend))
+    let bits = b.state.to_bits();
+    let backend = &b.backend;
+    valid_backend(backend).then(|| match b.session {
+        s if s.is_known() && b.state == KeyState::Owned => {
+            format!("2:{bits}:{learned_at}:{}:{}:{backend}", s.version, s.cipher)
+        }
+        _ => format!("1:{bits}:{learned_at}:{backend}"),
+    })
 }
 
 /// The binding and its learned-at time in a value; `name` says which
@@ -190,9 +207,18 @@ pub fn decode_binding(v: &[u8], name: bool) -> Result<(Binding, u64), Corrupt> {
         return Err(Corrupt::TooLong);
     }
     let text = std::str::from_utf8(v).map_err(|_| Corrupt::Form)?;
-    let mut f = text.splitn(4, ':');
-    let (Some("1"), Some(bits), Some(at), Some(backend)) = (f.next(), f.next(), f.next(), f.next())
-    else {
+    let (form, rest) = text.split_once(':').ok_or(Corrupt::Form)?;
+    let mut f = rest.splitn(if form == "2" { 5 } else { 3 }, ':');
+    let (bits, at) = (f.next(), f.next());
+    let session = match form {
+        "1" => Session::UNKNOWN,
+        "2" => Session {
+            version: f.next().and_then(digits).ok_or(Corrupt::Form)?,
+            cipher: f.next().and_then(digits).ok_or(Corrupt::Form)?,
+        },
+        _ => return Err(Corrupt::Form),
+    };
+    let (Some(bits), Some(at), Some(backend)) = (bits, at, f.next()) else {
         return Err(Corrupt::Form);
     };
     let bits: u16 = digits(bits).ok_or(Corrupt::Form)?;
@@ -201,13 +227,14 @@ pub fn decode_binding(v: &[u8], name: bool) -> Result<(Binding, u64), Corrupt> {
     if state.to_bits() != bits || !valid_backend(backend) {
         return Err(Corrupt::Field);
     }
-    if (state == KeyState::Owned) == name {
+    if (state == KeyState::Owned) == name || (session.is_known() && name) {
         return Err(Corrupt::WrongClass);
     }
     Ok((
         Binding {
             backend: Arc::from(backend),
             state,
+            session,
         },
         at,
     ))
@@ -1334,11 +1361,8 @@ impl AffinityStore for RedisStore {
     fn reject_key_name(&self, name: &Key, backend: &BackendName) {
         if let Some(b) = self.local.get(name) {
             if &b.backend == backend && b.state != KeyState::Shared {
-                let rejected = Binding {
-                    backend: b.backend,
-                    state: KeyState::Rejected,
-                };
-                self.local.update(name, rejected);
+                self.local
+                    .update(name, Binding::name(b.backend, KeyState::Rejected));
             }
         }
         if valid_backend(backend) {
@@ -1597,10 +1621,7 @@ mod tests {
     }
 
     fn binding(backend: &str, state: KeyState) -> Binding {
-        Binding {
-            backend: Arc::from(backend),
-            state,
-        }
+        Binding::name(Arc::from(backend), state)
     }
 
     #[test]
@@ -1614,7 +1635,34 @@ mod tests {
         ] {
             let b = binding("web:1", state);
             let v = encode_binding(&b, 1_700_000_000).unwrap();
+            assert!(v.starts_with("1:"), "{v}");
             assert_eq!(decode_binding(v.as_bytes(), name), Ok((b, 1_700_000_000)));
+        }
+        let tls12 = Session {
+            version: 0x0303,
+            cipher: 0xc02f,
+        };
+        let b = Binding::owned(Arc::from("web:1"), tls12);
+        let v = encode_binding(&b, 7).unwrap();
+        assert_eq!(v, "2:0:7:771:49199:web:1");
+        assert_eq!(decode_binding(v.as_bytes(), false), Ok((b, 7)));
+    }
+
+    #[test]
+    fn values_written_before_sessions_were_kept_read_as_unknown_sessions() {
+        let (b, at) = decode_binding(b"1:0:1700000000:web1", false).unwrap();
+        assert_eq!(b, Binding::owned(Arc::from("web1"), Session::UNKNOWN));
+        assert_eq!(at, 1_700_000_000);
+        // A session under a key name, a short or non-numeric session: not ours.
+        for (v, want) in [
+            (&b"2:16384:1:771:49199:web1"[..], Corrupt::WrongClass),
+            (b"2:0:1:771:web1", Corrupt::Form),
+            (b"2:0:1:771:x:web1", Corrupt::Form),
+            (b"2:0:1:771:65536:web1", Corrupt::Form),
+            (b"3:0:1:web1", Corrupt::Form),
+        ] {
+            let name = v.starts_with(b"2:16384");
+            assert_eq!(decode_binding(v, name).map(|_| ()), Err(want), "{v:?}");
         }
     }
 
