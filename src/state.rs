@@ -1310,9 +1310,11 @@ mod tests {
 
     #[test]
     fn size_cap_is_what_full_tables_hold() {
-        let small = pool("web", &["a"]);
-        assert_eq!(size_cap(std::slice::from_ref(&small.config)), MIN_SIZE_CAP);
-        let mut big = small.config.clone();
+        let mut small = pool("web", &["a"]).config.clone();
+        small.affinity.table_size = 1000;
+        small.affinity.clients_tracked = 1000;
+        assert_eq!(size_cap(std::slice::from_ref(&small)), MIN_SIZE_CAP);
+        let mut big = small.clone();
         big.affinity.table_size = 1_000_000;
         big.affinity.clients_tracked = 1_000_000;
         let cap = size_cap(std::slice::from_ref(&big));
