@@ -220,8 +220,9 @@ fn check_peer(conn: &OwnedFd, who: &str) -> Result<Option<u32>, TakeoverError> {
 /// or a socket of someone else's address must never become one.
 fn check_listener(fd: &OwnedFd, bind: SocketAddr, bound: SocketAddr) -> Result<(), TakeoverError> {
     use rustix::net::sockopt;
-    let refuse =
-        |why: String| TakeoverError::Refused(format!("the socket handed over for {bind} {why}"));
+    let refuse = |why: String| {
+        TakeoverError::Refused(format!("the descriptor handed over for {bind} {why}"))
+    };
     match sockopt::socket_type(fd) {
         Ok(SocketType::STREAM) => {}
         Ok(other) => return Err(refuse(format!("is not a stream socket ({other:?})"))),

@@ -1,7 +1,8 @@
 //! A new router trusts nothing it is handed on the takeover socket: a fake
 //! "old router" listening on the path hands over a pipe, a TCP socket that
 //! is not listening, a listener on another address, or announces 4 GiB of
-//! state and trickles it; or it runs as another user. Each of the checks
+//! state and trickles it, or a state under the cap that it trickles; or it
+//! runs as another user. Each of the checks
 //! refuses on its own (every other part of each fake's conversation is
 //! what a real router says). In every case the new router logs why, starts
 //! on a socket of its own at its configured address, serves TLS there
@@ -40,6 +41,8 @@ enum Hand {
     NotListening,
     OtherAddress,
     HugeState,
+    /// A state of an allowed length, a byte every half second.
+    TrickledState,
     /// Nothing wrong but who it is (it runs as another user).
     Honest,
 }
@@ -151,11 +154,15 @@ fn fake_old_router(listener: OwnedFd, hand: Hand, listen: SocketAddr) {
             let s = tcp("127.0.0.1:0".parse().unwrap(), true);
             send(&conn, line.as_bytes(), &[s.as_fd()]);
         }
-        Hand::HugeState => {
+        Hand::HugeState | Hand::TrickledState => {
             let s = tcp(listen, true);
             send(&conn, line.as_bytes(), &[s.as_fd()]);
             drop(s);
-            send(&conn, b"STATE 4294967296", &[]);
+            let announced: &[u8] = match hand {
+                Hand::HugeState => b"STATE 4294967296",
+                _ => b"STATE 1000000",
+            };
+            send(&conn, announced, &[]);
             // One byte every half second, until the new router hangs up.
             let mut shut = 0;
             while shut < 2 {
@@ -266,6 +273,16 @@ async fn a_state_over_the_cap_is_refused_before_it_is_read() {
         "takeover-huge-state",
         "announced 4294967296 bytes of state, over the",
         same_user(Hand::HugeState),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_trickles_in_is_given_up_on() {
+    new_router_refuses(
+        "takeover-trickle",
+        "did not finish handing over within 6s",
+        same_user(Hand::TrickledState),
     )
     .await;
 }
