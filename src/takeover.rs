@@ -128,6 +128,14 @@ pub(crate) fn take_over(path: &Path, state_cap: u64) -> Result<Option<Inherited>
     let conn = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
         .map_err(io("open a Unix socket"))?;
     let addr = SocketAddrUnix::new(path).map_err(io("use the takeover socket's path"))?;
+    // A connect to a listener whose backlog is full waits, as long as the
+    // send timeout allows.
+    rustix::net::sockopt::set_socket_timeout(
+        &conn,
+        rustix::net::sockopt::Timeout::Send,
+        Some(HANDOVER_DEADLINE),
+    )
+    .map_err(io("set the takeover socket's timeout"))?;
     match rustix::net::connect(&conn, &addr) {
         Ok(()) => {}
         Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => return Ok(None),
