@@ -6,7 +6,9 @@
 //! refuses on its own (every other part of each fake's conversation is
 //! what a real router says). In every case the new router logs why, starts
 //! on a socket of its own at its configured address, serves TLS there
-//! within 10 s of its start, and never grows past 200 MB.
+//! within 10 s of its start, and never grows past 200 MB. And a running
+//! router hands nothing to a process of another user that reaches its
+//! takeover socket.
 
 mod common;
 
@@ -341,4 +343,67 @@ fn fake_old_router_of_another_user() {
         Hand::Honest,
         "127.0.0.1:0".parse().unwrap(),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_router_hands_nothing_to_another_user() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: running the fake new router as another user (nobody) needs root");
+        return;
+    }
+    let farm = rustls_backends(1, |_| {}).await;
+    let dir = scratch("takeover-old-side");
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let file = config(&dir, &farm, listen);
+    std::fs::create_dir_all(dir.join("peer")).unwrap();
+    let args = vec!["--config".to_string(), file.display().to_string()];
+    let mut router = RouterProcess::start(&args, &dir.join("old.log")).await;
+    // The file's mode is the first fence; opened here, the uid check is
+    // the one left.
+    let path = dir.join("peer").join("takeover.sock");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "fake_new_router_of_another_user", "--ignored"])
+        .env(FAKE_PEER_PATH, &path)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the other user was handed something ({status})"
+    );
+    let line = router.wait_for_log("takeover not granted").await;
+    assert!(
+        line.contains(&format!("runs as uid {NOBODY}, neither root nor")),
+        "{line}"
+    );
+    let r = tls12(false).connect(listen, Some(ip(8))).await;
+    assert!(r.is_ok(), "still serves: {r:?}\n{}", router.log());
+    router.terminate();
+    assert!(router.wait().await.success());
+}
+
+/// Not a test on its own: the fake new router that
+/// `the_running_router_hands_nothing_to_another_user` runs as another
+/// user. Passes when the router at the path answers `TAKEOVER 1` by
+/// hanging up.
+#[test]
+#[ignore = "run by the_running_router_hands_nothing_to_another_user as another user"]
+fn fake_new_router_of_another_user() {
+    let path = PathBuf::from(std::env::var_os(FAKE_PEER_PATH).expect("started by the test"));
+    let conn = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+    rustix::net::connect(&conn, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+    rustix::net::sockopt::set_socket_timeout(
+        &conn,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(Duration::from_secs(30)),
+    )
+    .unwrap();
+    send(&conn, b"TAKEOVER 1", &[]);
+    let got = recv(&conn);
+    assert!(got.is_empty(), "handed {:?}", String::from_utf8_lossy(&got));
 }
