@@ -68,6 +68,17 @@ const ENTRY_V1: usize = 16 + 2 + 2 + 4 + 4;
 const MIN_CLIENT: usize = 1 + 4 + 4 + 2 + 2 + 1;
 /// A client's recent connection.
 const RECENT_LEN: usize = 4 + 4 + 2 + 1;
+/// The longest client record (IPv6, every recent connection).
+const MAX_CLIENT: usize = MIN_CLIENT + 12 + RECENT * RECENT_LEN;
+/// Room for a pool's name and backend names in [`size_cap`]: the names a
+/// table has interned (every backend it has routed to since the start,
+/// reloads included) are far fewer and shorter.
+const NAMES_ROOM: u64 = 1 << 20;
+/// The least [`size_cap`] allows, for small tables.
+pub const MIN_SIZE_CAP: u64 = 16 << 20;
+/// Mode of a written state file: it holds client addresses, which are no
+/// other local user's business.
+const FILE_MODE: u32 = 0o600;
 
 /// Why a state file was not loaded or not written. Each message says what
 /// was found and that the router starts (or goes on) without it.
@@ -94,6 +105,42 @@ pub enum StateError {
     /// The checksum matches but the body does not parse: what part.
     #[error("malformed: {0}")]
     Malformed(&'static str),
+    /// Larger than the configured tables can fill ([`size_cap`]): not
+    /// read, so that a file (or a takeover's state) cannot make the router
+    /// allocate beyond what its own configuration allows.
+    #[error(
+        "too large: {size} bytes, over the {cap} bytes this configuration's tables can hold \
+         when full (table_size and clients_tracked); a file written with larger tables loads \
+         once they are configured again"
+    )]
+    TooLarge { size: u64, cap: u64 },
+}
+
+/// The most bytes a state file (or a takeover's state) may have for
+/// `pools`: what their tables and client indexes hold when full (each
+/// entry [`ENTRY`] bytes, each client at most [`MAX_CLIENT`]), a sixteenth
+/// more for shards that fill unevenly, room for names, and never under
+/// [`MIN_SIZE_CAP`]. At the default sizes (1,000,000 entries and clients)
+/// it is about 125 MB; a real file is smaller, since clients rarely hold
+/// six recent connections from IPv6 addresses.
+pub fn size_cap(pools: &[crate::config::PoolConfig]) -> u64 {
+    let records = |n: usize, each: usize| {
+        let n = n as u64;
+        n.saturating_add(n / 16)
+            .saturating_add(1024)
+            .saturating_mul(each as u64)
+    };
+    let pools: u64 = pools
+        .iter()
+        .map(|p| {
+            NAMES_ROOM
+                .saturating_add(records(p.affinity.table_size, ENTRY))
+                .saturating_add(records(p.affinity.clients_tracked, MAX_CLIENT))
+        })
+        .fold(0u64, u64::saturating_add);
+    pools
+        .saturating_add((HEADER + CHECKSUM + 4) as u64)
+        .max(MIN_SIZE_CAP)
 }
 
 /// A state file as parsed: everything it holds, before any of it is
@@ -113,8 +160,48 @@ pub struct SavedPool {
     pub backends: Vec<String>,
     /// Least recently used first.
     pub entries: Vec<SavedEntry>,
-    pub clients: Vec<SavedClient>,
+    pub clients: SavedClients,
 }
+
+/// A pool's client records as the file has them, checked when the file
+/// was decoded and decoded again, a batch at a time, when applied: a
+/// decoded record ([`SavedClient`], its recent connections inline) is
+/// about 100 bytes where the file's smallest is 14, so decoding them all
+/// at once would make a file's size grow sevenfold in memory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SavedClients {
+    /// The records, least recently used first, every one whole and with
+    /// its backend indexes below `backends`.
+    bytes: Vec<u8>,
+    len: usize,
+    /// How many backend names the records' indexes point into.
+    backends: usize,
+}
+
+impl SavedClients {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The records, decoded one by one.
+    pub fn iter(&self) -> impl Iterator<Item = SavedClient> + '_ {
+        let mut r = Reader { rest: &self.bytes };
+        // Checked at decode: an error cannot happen, and would end the
+        // walk rather than panic.
+        std::iter::from_fn(move || {
+            (!r.rest.is_empty())
+                .then(|| decode_client(&mut r, self.backends).ok())
+                .flatten()
+        })
+    }
+}
+
+/// Client records decoded at once when a state is applied: some 7 MB.
+const CLIENT_BATCH: usize = 1 << 16;
 
 /// What a load put back, for its log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -380,8 +467,35 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What decoding may allocate besides the input: twice the body's size and
+/// this much. A real file needs about 1.2 times its entries' bytes (a
+/// decoded entry is a little larger than its record) and its clients'
+/// bytes once ([`SavedClients`]); only pool and backend names cost more
+/// than their bytes, and a real file has few.
+const DECODE_SLACK: usize = 1 << 20;
+
+/// Counts what decoding allocates against a budget set by the input's
+/// size, so that no arrangement of records (a million empty pools, names
+/// of no bytes) makes memory grow faster than the file.
+struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    /// Takes room for `n` values of `T`, or says the file is malformed.
+    fn take<T>(&mut self, n: usize, what: &'static str) -> Result<(), StateError> {
+        let bytes = n.saturating_mul(std::mem::size_of::<T>().max(1));
+        self.left = self
+            .left
+            .checked_sub(bytes)
+            .ok_or(StateError::Malformed(what))?;
+        Ok(())
+    }
+}
+
 /// Parses a whole state file. Nothing in `bytes` can make this panic or
-/// allocate more than the file's own size over again.
+/// allocate more than twice the file's size and 1 MiB ([`DECODE_SLACK`])
+/// besides the file itself.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     if bytes.is_empty() {
         return Err(StateError::Empty);
@@ -425,10 +539,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     let mut r = Reader {
         rest: signed.get(HEADER..).unwrap_or_default(),
     };
+    let mut budget = Budget {
+        left: r.rest.len().saturating_mul(2).saturating_add(DECODE_SLACK),
+    };
     let n = r.count(2 + 2 + 4 + 4, "pool count")?;
+    budget.take::<SavedPool>(n, "pool count")?;
     let mut pools = Vec::with_capacity(n);
     for _ in 0..n {
-        pools.push(decode_pool(&mut r, version)?);
+        pools.push(decode_pool(&mut r, version, &mut budget)?);
     }
     if !r.rest.is_empty() {
         return Err(StateError::Malformed("bytes after the last pool"));
@@ -436,12 +554,20 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     Ok(Saved { written_at, pools })
 }
 
-fn decode_pool(r: &mut Reader<'_>, version: u16) -> Result<SavedPool, StateError> {
+fn decode_pool(
+    r: &mut Reader<'_>,
+    version: u16,
+    budget: &mut Budget,
+) -> Result<SavedPool, StateError> {
     let name = r.str("pool name")?;
+    budget.take::<u8>(name.len(), "pool name")?;
     let n = r.u16("backend count")?;
+    budget.take::<String>(usize::from(n), "backend count")?;
     let mut backends = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
-        backends.push(r.str("backend name")?);
+        let b = r.str("backend name")?;
+        budget.take::<u8>(b.len(), "backend name")?;
+        backends.push(b);
     }
     let backend = |b: u16, what| {
         if usize::from(b) < backends.len() {
@@ -452,6 +578,7 @@ fn decode_pool(r: &mut Reader<'_>, version: u16) -> Result<SavedPool, StateError
     };
     let size = if version == 1 { ENTRY_V1 } else { ENTRY };
     let n = r.count(size, "entry count")?;
+    budget.take::<SavedEntry>(n, "entry count")?;
     let mut entries = Vec::with_capacity(n);
     // `count` checked that they are all there: take them at once and
     // read each fixed-size record with its own cursor.
@@ -484,52 +611,74 @@ fn decode_pool(r: &mut Reader<'_>, version: u16) -> Result<SavedPool, StateError
         });
     }
     let n = r.count(MIN_CLIENT, "client count")?;
-    let mut clients = Vec::with_capacity(n);
+    // Checked here, kept as bytes (see `SavedClients`).
+    let records = r.rest;
     for _ in 0..n {
-        let addr = match r.u8("client")? {
-            4 => IpAddr::from(r.array::<4>("client address")?),
-            6 => IpAddr::from(r.array::<16>("client address")?),
-            _ => return Err(StateError::Malformed("a client's address family")),
-        };
-        let bucket_age = r.u32("client")?;
-        let previous = r.u16("client")?;
-        let current = r.u16("client")?;
-        let k = r.u8("client")?;
-        if usize::from(k) > RECENT {
-            return Err(StateError::Malformed("a client's recent connections"));
-        }
-        let mut recent = SavedRecents::default();
-        for _ in 0..k {
-            let age = r.u32("recent connection")?;
-            let fingerprint = r.u32("recent connection")?;
-            let b = backend(r.u16("recent connection")?, "a client's backend index")?;
-            let tls12 = match r.u8("recent connection")? {
-                0 => false,
-                1 => true,
-                _ => return Err(StateError::Malformed("a recent connection's version")),
-            };
-            // At most `RECENT`, checked above: never refused.
-            recent.push(SavedRecent {
-                age,
-                fingerprint,
-                backend: b,
-                tls12,
-            });
-        }
-        clients.push(SavedClient {
-            // Re-masked by the pool it is applied to.
-            prefix: crate::affinity::clients::ClientPrefix::new(addr, 32, 128),
-            recent,
-            bucket_age,
-            previous,
-            current,
-        });
+        decode_client(r, backends.len())?;
     }
+    let bytes = records
+        .get(..records.len() - r.rest.len())
+        .unwrap_or_default();
+    budget.take::<u8>(bytes.len(), "client count")?;
+    let clients = SavedClients {
+        bytes: bytes.to_vec(),
+        len: n,
+        backends: backends.len(),
+    };
     Ok(SavedPool {
         name,
         backends,
         entries,
         clients,
+    })
+}
+
+/// One client record, its backend indexes below `backends`.
+fn decode_client(r: &mut Reader<'_>, backends: usize) -> Result<SavedClient, StateError> {
+    let backend = |b: u16| {
+        if usize::from(b) < backends {
+            Ok(b)
+        } else {
+            Err(StateError::Malformed("a client's backend index"))
+        }
+    };
+    let addr = match r.u8("client")? {
+        4 => IpAddr::from(r.array::<4>("client address")?),
+        6 => IpAddr::from(r.array::<16>("client address")?),
+        _ => return Err(StateError::Malformed("a client's address family")),
+    };
+    let bucket_age = r.u32("client")?;
+    let previous = r.u16("client")?;
+    let current = r.u16("client")?;
+    let k = r.u8("client")?;
+    if usize::from(k) > RECENT {
+        return Err(StateError::Malformed("a client's recent connections"));
+    }
+    let mut recent = SavedRecents::default();
+    for _ in 0..k {
+        let age = r.u32("recent connection")?;
+        let fingerprint = r.u32("recent connection")?;
+        let b = backend(r.u16("recent connection")?)?;
+        let tls12 = match r.u8("recent connection")? {
+            0 => false,
+            1 => true,
+            _ => return Err(StateError::Malformed("a recent connection's version")),
+        };
+        // At most `RECENT`, checked above: never refused.
+        recent.push(SavedRecent {
+            age,
+            fingerprint,
+            backend: b,
+            tls12,
+        });
+    }
+    Ok(SavedClient {
+        // Re-masked by the pool it is applied to.
+        prefix: crate::affinity::clients::ClientPrefix::new(addr, 32, 128),
+        recent,
+        bucket_age,
+        previous,
+        current,
     })
 }
 
@@ -573,7 +722,7 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
 
         let SavedPool {
             mut entries,
-            mut clients,
+            clients,
             ..
         } = sp;
         let before = entries.len();
@@ -594,19 +743,30 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
         out.entries += put;
         out.expired += entries.len() - put;
 
-        for c in &mut clients {
-            c.prefix = pool.prefix(c.prefix.addr());
-            c.bucket_age = c.bucket_age.saturating_add(grow);
-            c.recent.retain_mut(|r| match to_now(r.backend) {
-                Some(b) => {
-                    r.backend = b;
-                    r.age = r.age.saturating_add(grow);
-                    true
-                }
-                None => false,
-            });
+        // A batch at a time, in the file's order: the index keeps what it
+        // would keep of them all at once.
+        let mut all = clients.iter();
+        let mut batch = Vec::with_capacity(clients.len().min(CLIENT_BATCH));
+        loop {
+            batch.clear();
+            batch.extend(all.by_ref().take(CLIENT_BATCH));
+            if batch.is_empty() {
+                break;
+            }
+            for c in &mut batch {
+                c.prefix = pool.prefix(c.prefix.addr());
+                c.bucket_age = c.bucket_age.saturating_add(grow);
+                c.recent.retain_mut(|r| match to_now(r.backend) {
+                    Some(b) => {
+                        r.backend = b;
+                        r.age = r.age.saturating_add(grow);
+                        true
+                    }
+                    None => false,
+                });
+            }
+            out.clients += pool.clients.restore(&names, &batch);
         }
-        out.clients += pool.clients.restore(&names, &clients);
     }
     out
 }
@@ -665,21 +825,49 @@ impl StateFile {
         &self.path
     }
 
-    /// Reads and parses the file; `Ok(None)` if it does not exist.
-    pub fn read(&self) -> Result<Option<Saved>, StateError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => decode(&bytes).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StateError::Io("read the state file", e)),
+    /// Reads and parses the file, refusing one over `cap` bytes before
+    /// reading it (and one that grows past it while read); `Ok(None)` if it
+    /// does not exist.
+    pub fn read_within(&self, cap: u64) -> Result<Option<Saved>, StateError> {
+        use std::io::Read;
+        let f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StateError::Io("read the state file", e)),
+        };
+        let size = f
+            .metadata()
+            .map_err(|e| StateError::Io("read the state file", e))?
+            .len();
+        if size > cap {
+            return Err(StateError::TooLarge { size, cap });
         }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        f.take(cap.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| StateError::Io("read the state file", e))?;
+        let size = bytes.len() as u64;
+        if size > cap {
+            return Err(StateError::TooLarge { size, cap });
+        }
+        decode(&bytes).map(Some)
+    }
+
+    /// [`StateFile::read_within`] with no cap but the address space: for
+    /// tools reading a file they wrote themselves.
+    pub fn read(&self) -> Result<Option<Saved>, StateError> {
+        self.read_within(u64::MAX)
     }
 
     /// Loads the file into `pools`, logging one line whatever happens; the
-    /// router starts in every case.
+    /// router starts in every case. A file larger than `pools` can hold
+    /// ([`size_cap`]) is not read.
     pub fn restore(&self, pools: &[Arc<PoolState>]) -> Option<Restored> {
         let started = Instant::now();
         let file = self.path.display();
-        match self.read() {
+        let configs: Vec<_> = pools.iter().map(|p| p.config.clone()).collect();
+        self.remove_stale_temporaries();
+        match self.read_within(size_cap(&configs)) {
             Ok(Some(saved)) => {
                 let r = apply(saved, pools, SystemTime::now());
                 record_load("ok", Some(&r));
@@ -733,11 +921,9 @@ impl StateFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(format!(".{}.tmp", std::process::id()));
-        let tmp = dir.join(tmp_name);
+        let tmp = self.temporary(std::process::id());
         let result = (|| {
-            let mut f = std::fs::File::create(&tmp)
+            let mut f = create_private(&tmp)
                 .map_err(|e| StateError::Io("create the temporary state file", e))?;
             for part in &encoded.parts {
                 f.write_all(part)
@@ -765,6 +951,68 @@ impl StateFile {
         record_write(&result);
         result
     }
+
+    /// The temporary file a writer of process `pid` uses.
+    fn temporary(&self, pid: u32) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{pid}.tmp"));
+        self.path.with_file_name(name)
+    }
+
+    /// Removes the temporary files of writers that crashed mid-write
+    /// (`<file>.<pid>.tmp` of a process that no longer runs): unlinked,
+    /// which never follows a symbolic link.
+    fn remove_stale_temporaries(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let pid = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(&prefix))
+                .and_then(|f| f.strip_suffix(".tmp"))
+                .and_then(|p| p.parse::<u32>().ok());
+            let Some(pid) = pid else { continue };
+            let running = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+            if !running && std::fs::remove_file(entry.path()).is_ok() {
+                info!(file = %entry.path().display(), "removed a temporary state file left by a writer that stopped mid-write");
+            }
+        }
+    }
+}
+
+/// Creates `path` for writing, mode [`FILE_MODE`] whatever the umask: a
+/// file left there (a crashed write of a process with the same id, as in a
+/// container) is unlinked first, and the file is then created only if
+/// nothing took its place meanwhile (O_EXCL), never through a symbolic link
+/// (O_NOFOLLOW; O_EXCL alone already refuses one), so a link planted at the
+/// predictable name cannot make the router write elsewhere.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(FILE_MODE)
+        .open(path)?;
+    // The umask can only take bits away from FILE_MODE; this states it.
+    f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -1035,6 +1283,144 @@ mod tests {
         assert!(matches!(decode(&signed(&[0, 0, 0, 0], VERSION)), Ok(s) if s.pools.is_empty()));
         assert!(matches!(decode(b"STKY"), Err(StateError::Truncated { .. })));
         assert!(matches!(decode(b"PK\x03\x04"), Err(StateError::Foreign)));
+    }
+
+    /// What a decoded state holds on the heap, by its capacities.
+    fn heap(saved: &Saved) -> usize {
+        use std::mem::size_of;
+        saved.pools.capacity() * size_of::<SavedPool>()
+            + saved
+                .pools
+                .iter()
+                .map(|p| {
+                    p.name.capacity()
+                        + p.backends.capacity() * size_of::<String>()
+                        + p.backends.iter().map(String::capacity).sum::<usize>()
+                        + p.entries.capacity() * size_of::<SavedEntry>()
+                        + p.clients.bytes.capacity()
+                })
+                .sum::<usize>()
+    }
+
+    /// A pool named "web" with one backend, no entry, and `n` client
+    /// records of the smallest kind (IPv4, no recent connection).
+    fn smallest_clients(n: u32) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_u32(&mut body, 1);
+        put_str(&mut body, "web");
+        put_u16(&mut body, 1);
+        put_str(&mut body, "a");
+        put_u32(&mut body, 0);
+        put_u32(&mut body, n as usize);
+        for i in 0..n {
+            body.push(4);
+            body.extend_from_slice(&i.to_be_bytes());
+            body.extend_from_slice(&[0, 0, 0, 9, 0, 1, 0, 1, 0]);
+        }
+        body
+    }
+
+    #[test]
+    fn decoding_allocates_at_most_twice_the_file() {
+        // The smallest records cost the most per byte once decoded: a
+        // client record is 14 bytes in the file and some 100 as a
+        // `SavedClient`.
+        let bytes = signed(&smallest_clients(100_000), VERSION);
+        let saved = decode(&bytes).unwrap();
+        assert_eq!(saved.pools[0].clients.len(), 100_000);
+        let used = heap(&saved);
+        assert!(
+            used <= 2 * bytes.len() + DECODE_SLACK,
+            "{used} bytes for a file of {}",
+            bytes.len()
+        );
+        // And they all decode, into the pool they are applied to.
+        let p = pool("web", &["a"]);
+        let r = apply(saved, std::slice::from_ref(&p), SystemTime::UNIX_EPOCH);
+        assert_eq!(r.clients, 100_000);
+        assert_eq!(p.clients.len(), 100_000);
+    }
+
+    #[test]
+    fn counts_past_what_the_bytes_hold_allocate_nothing() {
+        // A header claiming 2^32 - 1 entries, or clients, with a short
+        // body: refused before anything is reserved for them.
+        for section in ["entry count", "client count"] {
+            let mut body = Vec::new();
+            put_u32(&mut body, 1);
+            put_str(&mut body, "web");
+            put_u16(&mut body, 0);
+            if section == "client count" {
+                put_u32(&mut body, 0);
+            }
+            body.extend_from_slice(&u32::MAX.to_be_bytes());
+            body.extend_from_slice(&[0; 64]);
+            assert!(
+                matches!(decode(&signed(&body, VERSION)), Err(StateError::Malformed(s)) if s == section),
+                "{section}"
+            );
+        }
+        // Records that cost more decoded than their bytes (empty pools,
+        // empty names) are bounded by the budget, not by their count.
+        let mut pools = Vec::new();
+        put_u32(&mut pools, 200_000);
+        for _ in 0..200_000 {
+            put_str(&mut pools, "");
+            put_u16(&mut pools, 0);
+            put_u32(&mut pools, 0);
+            put_u32(&mut pools, 0);
+        }
+        assert!(matches!(
+            decode(&signed(&pools, VERSION)),
+            Err(StateError::Malformed("pool count"))
+        ));
+        let mut names = Vec::new();
+        put_u32(&mut names, 1);
+        put_str(&mut names, "web");
+        put_u16(&mut names, usize::from(u16::MAX));
+        for _ in 0..u16::MAX {
+            put_str(&mut names, "");
+        }
+        put_u32(&mut names, 0);
+        put_u32(&mut names, 0);
+        assert!(matches!(
+            decode(&signed(&names, VERSION)),
+            Err(StateError::Malformed("backend count"))
+        ));
+    }
+
+    #[test]
+    fn size_cap_is_what_full_tables_hold() {
+        let mut small = pool("web", &["a"]).config.clone();
+        small.affinity.table_size = 1000;
+        small.affinity.clients_tracked = 1000;
+        assert_eq!(size_cap(std::slice::from_ref(&small)), MIN_SIZE_CAP);
+        let mut big = small.clone();
+        big.affinity.table_size = 1_000_000;
+        big.affinity.clients_tracked = 1_000_000;
+        let cap = size_cap(std::slice::from_ref(&big));
+        // A full table and index written: within the cap.
+        let full = (1_000_000 * (ENTRY + MAX_CLIENT)) as u64;
+        assert!(cap > full && cap < full + full / 8 + (4 << 20), "{cap}");
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused_before_it_is_read() {
+        let dir = std::env::temp_dir().join(format!("stickytls-state-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, bytes, _) = learned();
+        std::fs::write(dir.join("state"), &bytes).unwrap();
+        let file = StateFile::new(dir.join("state"));
+        let cap = bytes.len() as u64 - 1;
+        let e = file.read_within(cap).unwrap_err();
+        assert!(
+            matches!(e, StateError::TooLarge { size, cap: c } if size == cap + 1 && c == cap),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("too large: "), "{e}");
+        assert!(file.read_within(cap + 1).unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
