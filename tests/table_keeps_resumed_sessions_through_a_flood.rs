@@ -119,6 +119,9 @@ async fn twenty_resumed_sessions_route_to_their_owner_after_two_thousand_one_hit
         }
     }
     let most = most.max(table_len());
+    println!(
+        "{home_again} of {VICTIMS} on their owner; at most {most} entries; {evicted} evictions"
+    );
     assert!(
         home_again >= 18 && most <= TABLE_SIZE,
         "{home_again} of {VICTIMS} victims resumed on their owner (missed: {missed:?}); \
