@@ -593,6 +593,33 @@ mod tests {
         assert!(!idx.forget(&p));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_one_connection_addresses_leaves_the_clients_that_came_back() {
+        let idx = ClientIndex::new(
+            ClientIndexConfig {
+                capacity: 200,
+                window: Duration::from_secs(600),
+                nat_threshold: 4,
+            },
+            Clock::new(),
+        );
+        let prefix = |i: u32| ClientPrefix::new(IpAddr::from(i.to_be_bytes()), 32, 64);
+        for i in 0..20 {
+            for fp in 0..2 {
+                idx.record(prefix(i), &confirmed("a", fp, true));
+            }
+        }
+        for i in 1_000..6_000 {
+            idx.record(prefix(i), &confirmed("b", 0, true));
+            assert!(idx.len() <= 200);
+        }
+        assert_eq!(idx.len(), 200);
+        for i in 0..20 {
+            let s = idx.peek(&prefix(i)).expect("a prefix seen twice stays");
+            assert_eq!(s.new_sessions, 2);
+        }
+    }
+
     #[test]
     fn saved_recents_hold_at_most_recent_and_compare_by_what_they_hold() {
         let r = |age| SavedRecent {
