@@ -78,7 +78,12 @@ pub(crate) fn learn(
                         "resumed away from its owner, which is down: entry kept");
                     continue;
                 }
-                pool.table.put(key, owned());
+                // Learned on a resumed connection: the session was hit.
+                if outcome.resumed {
+                    pool.table.put_hit(key, owned());
+                } else {
+                    pool.table.put(key, owned());
+                }
                 pool.stats.learned(l.kind);
                 if let Some(name) = name {
                     confirm_key_name(pool, name, backend, key.tag());

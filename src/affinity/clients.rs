@@ -3,24 +3,24 @@
 //! encrypted channel, re-issued after a cache rotation) can be re-bound to
 //! where that client's state lives, and so an address shared by many
 //! clients (NAT, proxy) is recognised and its fresh clients spread out.
+//!
+//! The index is sharded as the affinity table is, with the same admission
+//! (see [`super::shards`]): a prefix seen on a second connection is
+//! protected, so a flood from thousands of one-connection addresses
+//! cycles through probation and leaves the records of clients that come
+//! back (and a NAT address's count of new sessions) in place.
 
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::sync::MutexGuard;
 use std::time::Duration;
 
-use ipnet::IpNet;
-use lru::LruCache;
-
 use super::names::Interner;
-use super::shards::Shards;
+use super::shards::{Segment, Shards, Slru};
 use super::{KeyedState, keyed_state};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
+use ipnet::IpNet;
 
-/// Enough that a state file write, which copies a few shards at once,
-/// holds each for a few milliseconds even at a million clients.
-const SHARDS: usize = 64;
 /// Recent confirmed connections remembered per prefix: enough to find the
 /// same client software again behind a shared address.
 pub(crate) const RECENT: usize = 6;
@@ -297,11 +297,12 @@ pub struct ClientIndex {
 
 impl ClientIndex {
     pub fn new(cfg: ClientIndexConfig, clock: Clock) -> Self {
-        let per_shard =
-            NonZeroUsize::new(cfg.capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         let window = secs(cfg.window).max(2);
         ClientIndex {
-            shards: Shards::new(SHARDS, per_shard),
+            // Split as the affinity table is: a state file write, which
+            // copies a few shards at once, holds each for a few
+            // milliseconds even at a million clients.
+            shards: Shards::new(cfg.capacity),
             names: Interner::default(),
             clock,
             origin: window.min(u32::MAX / 2),
@@ -316,16 +317,13 @@ impl ClientIndex {
         self.clock.now_secs().saturating_add(self.origin)
     }
 
-    fn shard(
-        &self,
-        p: &ClientPrefix,
-    ) -> MutexGuard<'_, LruCache<ClientPrefix, Record, KeyedState>> {
+    fn shard(&self, p: &ClientPrefix) -> MutexGuard<'_, Slru<ClientPrefix, Record>> {
         self.shards.lock(self.shard_index(p))
     }
 
     fn shard_index(&self, p: &ClientPrefix) -> usize {
         use std::hash::BuildHasher;
-        self.shard_hasher.hash_one(p) as usize % SHARDS
+        (self.shard_hasher.hash_one(p) % self.shards.count() as u64) as usize
     }
 
     /// What is known about `prefix`; `fingerprint` selects `same_fingerprint`.
@@ -361,10 +359,12 @@ impl ClientIndex {
         let now = self.now();
         let backend = self.names.intern(&c.backend);
         let mut shard = self.shard(&prefix);
-        let rec = shard.get_or_insert_mut(prefix, || Record {
+        let Some(rec) = shard.get_or_insert_mut(prefix, || Record {
             bucket_start: now,
             ..Record::default()
-        });
+        }) else {
+            return;
+        };
         rec.roll(now, self.window / 2);
         if c.new_session {
             rec.current = rec.current.saturating_add(1);
@@ -391,10 +391,12 @@ impl ClientIndex {
     pub fn note_shared_sessions(&self, prefix: ClientPrefix, n: u32) {
         let now = self.now();
         let mut shard = self.shard(&prefix);
-        let rec = shard.get_or_insert_mut(prefix, || Record {
+        let Some(rec) = shard.get_or_insert_mut(prefix, || Record {
             bucket_start: now,
             ..Record::default()
-        });
+        }) else {
+            return;
+        };
         rec.roll(now, self.window / 2);
         let known = u32::from(rec.previous) + u32::from(rec.current);
         if n > known {
@@ -455,14 +457,15 @@ impl ClientIndex {
         self.shards.len()
     }
 
-    /// Hands `visit` the records one shard at a time, each shard's least
-    /// recently used first, holding a shard's lock only while it is
-    /// copied (a few shards at a time, see `Shards::save`); returns the
-    /// backend names the records' `backend` indexes.
+    /// Hands `visit` the records one shard at a time, each shard's
+    /// probation segment then its protected one, each least recently used
+    /// first, holding a shard's lock only while it is copied (a few shards
+    /// at a time, see `Shards::save`); returns the backend names the
+    /// records' `backend` indexes.
     pub fn save(&self, visit: &mut dyn FnMut(&[SavedClient])) -> Vec<BackendName> {
         self.shards.save(
             || self.now(),
-            |now, prefix, rec| {
+            |now, prefix, rec, _| {
                 let recent = rec
                     .newest_first()
                     .rev()
@@ -491,7 +494,9 @@ impl ClientIndex {
     /// ages they have now; `names[i]` is the backend `backend: i` means.
     /// Connections older than the window are skipped, and a record left
     /// with nothing in its window is not put. Returns how many were put.
-    /// Each shard is filled in one go (see `Shards::restore`).
+    /// Each shard is filled in one go (see `Shards::restore`); a record of
+    /// more than one connection (its prefix came back) goes back
+    /// protected.
     pub fn restore(&self, names: &[BackendName], clients: &[SavedClient]) -> usize {
         let ids: Vec<u16> = names.iter().map(|n| self.names.intern(n)).collect();
         let now = self.now();
@@ -523,7 +528,12 @@ impl ClientIndex {
                 }
                 rec.head = rec.len % RECENT as u8;
                 let empty = rec.len == 0 && rec.previous == 0 && rec.current == 0;
-                (!empty).then_some((saved.prefix, rec))
+                let segment = if rec.len > 1 {
+                    Segment::Protected
+                } else {
+                    Segment::Probation
+                };
+                (!empty).then_some((saved.prefix, rec, segment))
             },
         )
     }
@@ -581,6 +591,33 @@ mod tests {
         assert!(idx.forget(&p));
         assert_eq!(idx.peek(&p), None);
         assert!(!idx.forget(&p));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_one_connection_addresses_leaves_the_clients_that_came_back() {
+        let idx = ClientIndex::new(
+            ClientIndexConfig {
+                capacity: 200,
+                window: Duration::from_secs(600),
+                nat_threshold: 4,
+            },
+            Clock::new(),
+        );
+        let prefix = |i: u32| ClientPrefix::new(IpAddr::from(i.to_be_bytes()), 32, 64);
+        for i in 0..20 {
+            for fp in 0..2 {
+                idx.record(prefix(i), &confirmed("a", fp, true));
+            }
+        }
+        for i in 1_000..6_000 {
+            idx.record(prefix(i), &confirmed("b", 0, true));
+            assert!(idx.len() <= 200);
+        }
+        assert_eq!(idx.len(), 200);
+        for i in 0..20 {
+            let s = idx.peek(&prefix(i)).expect("a prefix seen twice stays");
+            assert_eq!(s.new_sessions, 2);
+        }
     }
 
     #[test]

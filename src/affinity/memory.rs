@@ -1,22 +1,20 @@
-//! The in-process affinity store: LRU shards behind mutexes.
+//! The in-process affinity store: segmented LRU shards behind mutexes
+//! (see [`super::shards`]: entries with hits are kept against floods of
+//! one-hit entries).
 //!
-//! `lru::LruCache` is not thread-safe, so the table is split into shards
-//! chosen by the key's first eight bytes (keys are SHA-256 digests, so
-//! shards fill evenly); a lookup holds one shard's lock for a few hundred
-//! nanoseconds.
+//! The table is split into shards chosen by the key's first eight bytes
+//! (keys are SHA-256 digests, so shards fill evenly); a lookup holds one
+//! shard's lock for a few hundred nanoseconds.
 //! An entry is 16 bytes of key and 16 of value; backend names are interned
 //! to a 2-byte index so entries do not each carry a pointer.
 
-use std::num::NonZeroUsize;
 use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use lru::LruCache;
-
 use super::names::Interner;
-use super::shards::Shards;
-use super::{AffinityStore, Binding, Key, KeyState, KeyedState, Peeked, SavedEntry, Session};
+use super::shards::{Segment, Shards, Slru};
+use super::{AffinityStore, Binding, Key, KeyState, Peeked, SavedEntry, Session};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
@@ -52,31 +50,6 @@ pub struct MemoryStoreConfig {
     pub absolute_max: Option<Duration>,
 }
 
-/// Most shards: enough that threads rarely meet on one lock.
-const MAX_SHARDS: usize = 128;
-
-/// How to split a table of `total` entries: `(shards, entries per shard)`.
-///
-/// A shard's hash index has a power-of-two number of slots and holds at
-/// most 7/8 of them, so a shard capacity just past such a boundary pays for
-/// almost twice the slots it uses (at 1,000,000 entries in 64 equal shards:
-/// 35 bytes of index per entry instead of 19, beside the 64 of the entry).
-/// So each shard gets exactly 7/8 of a power of two, and the number of
-/// shards (not a power of two) makes up the total: 1,000,000 entries become
-/// 70 shards of 14,336 (1,003,520).
-pub(crate) fn layout(total: usize) -> (usize, usize) {
-    let total = total.max(1);
-    let mut slots = 8usize;
-    loop {
-        let per_shard = slots / 8 * 7;
-        let shards = total.div_ceil(per_shard);
-        if shards <= MAX_SHARDS {
-            return (shards, per_shard);
-        }
-        slots *= 2;
-    }
-}
-
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Shards<Key, Entry>,
@@ -90,19 +63,18 @@ pub struct MemoryStore {
     origin: u32,
     inactivity: u32,
     absolute_max: Option<u32>,
-    /// Entries pushed out by the LRU bound: a table too small for its
-    /// traffic shows here before it shows as lost stickiness.
+    /// Entries pushed out by the size bound: a table too small for its
+    /// traffic (or flooded) shows here before it shows as lost
+    /// stickiness.
     evictions: AtomicU64,
 }
 
 impl MemoryStore {
     pub fn new(cfg: MemoryStoreConfig, clock: Clock) -> Self {
-        let (shards, per_shard) = layout(cfg.capacity);
-        let per_shard = NonZeroUsize::new(per_shard).unwrap_or(NonZeroUsize::MIN);
         let inactivity = secs(cfg.inactivity).max(1);
         let absolute_max = cfg.absolute_max.map(secs);
         MemoryStore {
-            shards: Shards::new(shards, per_shard),
+            shards: Shards::new(cfg.capacity),
             names: Interner::default(),
             clock,
             origin: inactivity.max(absolute_max.unwrap_or(0)).min(u32::MAX / 2),
@@ -112,12 +84,24 @@ impl MemoryStore {
         }
     }
 
+    /// Binds `key` in `segment` (see [`AffinityStore::put`] and
+    /// [`AffinityStore::put_hit`]).
+    fn put_in(&self, key: Key, binding: &Binding, segment: Segment) {
+        let now = self.now();
+        let e = self.entry(binding, now, now);
+        let pushed_out = self.shard(&key).push(key, e, segment);
+        // `push` also returns the old value of the same key, replaced.
+        if pushed_out.is_some_and(|(k, _)| k != key) {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The clock in the entries' seconds.
     fn now(&self) -> u32 {
         self.clock.now_secs().saturating_add(self.origin)
     }
 
-    fn shard(&self, key: &Key) -> MutexGuard<'_, LruCache<Key, Entry, KeyedState>> {
+    fn shard(&self, key: &Key) -> MutexGuard<'_, Slru<Key, Entry>> {
         self.shards.lock(self.shard_index(key))
     }
 
@@ -175,14 +159,14 @@ impl AffinityStore for MemoryStore {
         self.binding(&found)
     }
 
+    /// In probation, until a hit (a present key keeps its segment).
     fn put(&self, key: Key, binding: Binding) {
-        let now = self.now();
-        let e = self.entry(&binding, now, now);
-        let pushed_out = self.shard(&key).push(key, e);
-        // `push` also returns the old value of the same key, replaced.
-        if pushed_out.is_some_and(|(k, _)| k != key) {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
+        self.put_in(key, &binding, Segment::Probation);
+    }
+
+    /// In the protected segment at once.
+    fn put_hit(&self, key: Key, binding: Binding) {
+        self.put_in(key, &binding, Segment::Protected);
     }
 
     fn update(&self, key: &Key, binding: Binding) -> bool {
@@ -225,17 +209,30 @@ impl AffinityStore for MemoryStore {
 
     /// Copies a few shards at a time (see `Shards::save`): each copy of
     /// about 14,000 entries holds its shard for a few milliseconds.
+    ///
+    /// Each shard's probation segment comes first, then its protected
+    /// one, each least recently used first, so that a restore rebuilds
+    /// both. The segment is not in the entry: a restore reads an entry hit
+    /// since it was put (`idle < age`) as protected. A protected entry not
+    /// hit since it was put (put as the continuation of a session that
+    /// was) is saved a second older than it is, so that it reads so too:
+    /// the only cost, that it reaches an absolute maximum a second early.
     fn save(&self, visit: &mut dyn FnMut(&[SavedEntry])) -> Vec<BackendName> {
         self.shards.save(
             || self.now(),
-            |now, key, e| {
+            |now, key, e, segment| {
+                let idle = now.saturating_sub(e.touched);
+                let age = match segment {
+                    Segment::Protected => now.saturating_sub(e.created).max(idle.saturating_add(1)),
+                    Segment::Probation => now.saturating_sub(e.created),
+                };
                 (!self.expired(e, now)).then(|| SavedEntry {
                     key: *key,
                     backend: e.backend,
                     state: KeyState::from_bits(e.state),
                     session: e.session(),
-                    idle: now.saturating_sub(e.touched),
-                    age: now.saturating_sub(e.created),
+                    idle,
+                    age,
                 })
             },
             visit,
@@ -245,7 +242,9 @@ impl AffinityStore for MemoryStore {
         self.names.all()
     }
 
-    /// Each shard filled in one go (see `Shards::restore`).
+    /// Each shard filled in one go (see `Shards::restore`); entries hit
+    /// since they were put (`idle < age`, see `save`) go back protected,
+    /// the others in probation.
     fn restore(&self, names: &[BackendName], entries: &[SavedEntry]) -> usize {
         let ids: Vec<u16> = names.iter().map(|n| self.names.intern(n)).collect();
         let now = self.now();
@@ -267,7 +266,12 @@ impl AffinityStore for MemoryStore {
                 let expired = saved.idle >= self.inactivity
                     || self.absolute_max.is_some_and(|max| saved.age >= max)
                     || self.expired(&e, now);
-                (!expired).then_some((saved.key, e))
+                let segment = if saved.idle < saved.age {
+                    Segment::Protected
+                } else {
+                    Segment::Probation
+                };
+                (!expired).then_some((saved.key, e, segment))
             },
         )
     }
@@ -281,6 +285,7 @@ impl AffinityStore for MemoryStore {
 #[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
 mod tests {
     use super::*;
+    use crate::affinity::shards::layout;
     use crate::inspect::KeyKind;
     use std::sync::Arc;
 
@@ -357,8 +362,6 @@ mod tests {
     #[test]
     fn evictions_count_entries_pushed_out_not_replaced() {
         let s = store(7, 600, None);
-        let (shards, per_shard) = layout(7);
-        assert_eq!((shards, per_shard), (1, 7));
         for i in 0..7u32 {
             s.put(Key::new(KeyKind::SessionId, &i.to_le_bytes()), owned("a"));
         }
@@ -380,8 +383,7 @@ mod tests {
         for i in 0..10_000u32 {
             s.put(Key::new(KeyKind::SessionId, &i.to_le_bytes()), owned("a"));
         }
-        let (shards, per) = layout(1000);
-        assert!(s.len() <= shards * per);
+        assert_eq!(s.len(), 1000, "exactly the table's size");
         let last = Key::new(KeyKind::SessionId, &9_999u32.to_le_bytes());
         assert!(s.get(&last).is_some());
     }
@@ -408,18 +410,75 @@ mod tests {
         }
     }
 
+    fn session(i: u32) -> Key {
+        Key::new(KeyKind::SessionId, &i.to_le_bytes())
+    }
+
+    /// 2,000 entries put once and never used again.
+    fn one_hit_flood(s: &MemoryStore) {
+        for i in 1_000_000..1_002_000u32 {
+            s.put(session(i), owned("flood"));
+        }
+    }
+
     #[test]
-    fn layout_fills_each_shards_hash_index_and_meets_the_size() {
-        assert_eq!(layout(1_000_000), (70, 14_336));
-        assert_eq!(layout(10_000_000), (88, 114_688));
-        assert_eq!(layout(100), (15, 7));
-        for total in [1usize, 1_000, 50_000, 1_000_000, 3_000_000] {
-            let (shards, per) = layout(total);
-            assert!(
-                shards * per >= total && shards * per - total < per,
-                "{total}"
-            );
-            assert!((per / 7 * 8).is_power_of_two());
+    fn a_one_hit_flood_leaves_entries_hit_or_put_as_hits() {
+        let s = store(200, 600, None);
+        for i in 0..20 {
+            s.put(session(i), owned("a"));
+            assert!(s.get(&session(i)).is_some());
+        }
+        for i in 20..40 {
+            s.put_hit(session(i), owned("b"));
+        }
+        for i in 40..60 {
+            s.put(session(i), owned("c"));
+        }
+        one_hit_flood(&s);
+        assert_eq!(s.len(), 200, "never more than the table's size");
+        assert_eq!(s.evictions(), 60 + 2_000 - 200);
+        for i in 0..40 {
+            let b = s.peek(&session(i)).map(|p| p.binding.backend);
+            assert_eq!(b.as_deref(), Some(if i < 20 { "a" } else { "b" }), "{i}");
+        }
+        for i in 40..60 {
+            assert!(s.peek(&session(i)).is_none(), "{i} had no hit");
+        }
+    }
+
+    #[test]
+    fn a_restored_table_keeps_its_protected_entries_protected() {
+        let s = store(200, 600, None);
+        for i in 0..20 {
+            s.put(session(i), owned("hit"));
+            s.get(&session(i));
+            s.put_hit(session(20 + i), owned("put as hit"));
+            s.put(session(40 + i), owned("never hit"));
+        }
+        let mut saved = Vec::new();
+        let names = s.save(&mut |batch| saved.extend_from_slice(batch));
+        assert_eq!(saved.len(), 60);
+        // Each shard: its probation entries first, then its protected.
+        let never_hit = |e: &SavedEntry| names[usize::from(e.backend)].as_ref() == "never hit";
+        let shards = layout(200).len();
+        let shard_of = |e: &SavedEntry| s.shard_index(&e.key);
+        for shard in 0..shards {
+            let order: Vec<bool> = saved
+                .iter()
+                .filter(|e| shard_of(e) == shard)
+                .map(never_hit)
+                .collect();
+            assert!(order.windows(2).all(|w| w[0] || !w[1]), "{order:?}");
+        }
+
+        let fresh = store(200, 600, None);
+        assert_eq!(fresh.restore(&names, &saved), 60);
+        one_hit_flood(&fresh);
+        for i in 0..40 {
+            assert!(fresh.peek(&session(i)).is_some(), "{i} was protected");
+        }
+        for i in 40..60 {
+            assert!(fresh.peek(&session(i)).is_none(), "{i} was not");
         }
     }
 

@@ -266,8 +266,18 @@ pub struct Peeked {
 pub trait AffinityStore: Send + Sync + std::fmt::Debug {
     /// The binding of `key`, refreshing its inactivity timer.
     fn get(&self, key: &Key) -> Option<Binding>;
-    /// Binds `key`, replacing any binding (and restarting its age).
+    /// Binds `key`, replacing any binding (and restarting its age). A new
+    /// entry is admitted on probation: one that is never hit is the first
+    /// to make room (see `shards`), so one-hit floods cannot push out
+    /// entries in use.
     fn put(&self, key: Key, binding: Binding);
+    /// [`put`](AffinityStore::put) for a key learned on a resumed
+    /// connection (a renewed ticket, a TLS 1.3 identity learned when
+    /// used): it continues a session that was hit, under a new key, so it
+    /// is admitted as an entry with a hit.
+    fn put_hit(&self, key: Key, binding: Binding) {
+        self.put(key, binding);
+    }
     /// Changes the binding of a present key without restarting its age.
     fn update(&self, key: &Key, binding: Binding) -> bool;
     fn remove(&self, key: &Key);

@@ -1294,6 +1294,11 @@ impl AffinityStore for RedisStore {
         self.local.put(key, binding);
     }
 
+    fn put_hit(&self, key: Key, binding: Binding) {
+        self.share(&key, &binding);
+        self.local.put_hit(key, binding);
+    }
+
     fn update(&self, key: &Key, binding: Binding) -> bool {
         let updated = self.local.update(key, binding.clone());
         if updated {
