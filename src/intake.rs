@@ -231,7 +231,10 @@ mod tests {
             assert_eq!(buf, stream, "every byte read is handed back for replay");
             let ch = hs.client_hello().unwrap();
             assert_eq!(ch.sni, Some(&b"one.example"[..]));
-            seen.push((ch.body.to_vec(), format!("{:?}", ch.extension_types().collect::<Vec<_>>())));
+            seen.push((
+                ch.body.to_vec(),
+                format!("{:?}", ch.extension_types().collect::<Vec<_>>()),
+            ));
         }
         assert_eq!(seen[0], seen[1]);
         assert_eq!(seen[0].0, msg[4..]);

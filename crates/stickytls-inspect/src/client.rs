@@ -472,7 +472,10 @@ mod tests {
             }
             assert_eq!(kept.msg.held(), 0, "{size}-byte records, kept");
             let cap = kept.kept.as_ref().unwrap().capacity();
-            assert!(cap <= prefix.len() / 4 * 5 + 64, "{size}-byte records: {cap} kept");
+            assert!(
+                cap <= prefix.len() / 4 * 5 + 64,
+                "{size}-byte records: {cap} kept"
+            );
         }
     }
 }

@@ -436,7 +436,10 @@ impl MsgReader {
         let mut at = 0u64;
         while self.body.len() < self.got {
             let (Some(&[_, _, _, l0, l1]), Some(after)) = (rest.get(..5), rest.get(5..)) else {
-                return Err(malformed(self.msg_offset, "kept stream ends inside a message"));
+                return Err(malformed(
+                    self.msg_offset,
+                    "kept stream ends inside a message",
+                ));
             };
             // The last record may not be all there yet (taken part way).
             let len = usize::from(u16::from_be_bytes([l0, l1])).min(after.len());
