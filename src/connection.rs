@@ -54,8 +54,9 @@ pub(crate) async fn handle(listener: Arc<ListenerState>, mut client: TcpStream, 
     // hello applies to the client address the header names; only trusted
     // peers get that far, and the header is small and read within the
     // same deadline.
-    // Empty: `read_hello` sizes it to what arrives (a stalled client
-    // holds a few bytes, not a read buffer).
+    // Empty: it holds what followed a PROXY header, if anything; while the
+    // hello is read the inspector keeps the client's bytes (one copy, of
+    // what arrived), and `read_hello` hands them back here for the replay.
     let mut hello = Vec::new();
     let proxied = if listener.config.proxy_protocol {
         match proxy::read_header(

@@ -72,27 +72,24 @@ impl IntakeError {
 /// key share) fits, so the common hello is one read.
 const READ_CHUNK: usize = 4096;
 
-/// Reads at most `room` bytes and appends them to `buf`, which grows by
-/// what arrived and no more. The bytes land first in a scratch array on
-/// the stack of this one poll, never in the connection's future nor in
-/// spare capacity of `buf`: a client that sends five bytes and stalls
-/// holds five bytes (and its hello, when complete, an allocation of its
-/// own size), not a read-sized buffer. The copy is the price: one memcpy
-/// of the hello.
+/// Reads at most `room` bytes and feeds them to the inspector, which
+/// keeps them (`Handshake::keep_client_bytes`). The bytes land first in a
+/// scratch array on the stack of this one poll, never in the connection's
+/// future nor in spare capacity of a buffer: a client that sends five
+/// bytes and stalls holds five bytes, not a read-sized buffer. `None`:
+/// the client closed.
 async fn read_into<R: AsyncRead + Unpin>(
     client: &mut R,
-    buf: &mut Vec<u8>,
+    hs: &mut Handshake,
     room: usize,
-) -> io::Result<usize> {
+) -> io::Result<Option<Status>> {
     poll_fn(|cx| {
         let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
         // Capped at `READ_CHUNK`, the range is within `scratch`.
         let mut read = ReadBuf::uninit(scratch.get_mut(..room.min(READ_CHUNK)).unwrap_or_default());
         match Pin::new(&mut *client).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => {
-                buf.extend_from_slice(read.filled());
-                Poll::Ready(Ok(read.filled().len()))
-            }
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Ok(None)),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Some(hs.feed_client(read.filled())))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
@@ -101,8 +98,16 @@ async fn read_into<R: AsyncRead + Unpin>(
 }
 
 /// Reads until the inspector has the first ClientHello, or `deadline`.
-/// `buf` may already hold bytes that followed a PROXY header; on success
-/// every byte of the client's TLS stream read so far is in `buf`.
+/// `buf` may already hold bytes that followed a PROXY header; on success,
+/// and when the client is not speaking TLS, every byte of the client's
+/// stream read so far is in `buf` (to replay or forward); on any other
+/// error it is empty.
+///
+/// While the hello is read, the client's bytes are kept once, by the
+/// inspector, which rebuilds the hello's body from them when it is whole:
+/// a stalled hello holds what the client sent (one allocation, grown by a
+/// quarter at a time, never doubled past it), however it was cut into
+/// records, and no reassembly buffer beside it.
 pub(crate) async fn read_hello<R: AsyncRead + Unpin>(
     client: &mut R,
     hs: &mut Handshake,
@@ -110,43 +115,42 @@ pub(crate) async fn read_hello<R: AsyncRead + Unpin>(
     deadline: Instant,
     max_bytes: usize,
 ) -> Result<(), IntakeError> {
+    hs.keep_client_bytes();
+    let early = std::mem::take(buf);
     let read = async {
-        if !buf.is_empty() {
-            match hs.feed_client(buf) {
+        let mut status = hs.feed_client(&early);
+        drop(early);
+        loop {
+            match status {
                 Status::NeedMore => {}
                 Status::Done => return Ok(()),
                 Status::NotTls(n) => return Err(IntakeError::NotTls(n)),
                 Status::Malformed(e) => return Err(IntakeError::Malformed(e)),
                 Status::Alert(a) => return Err(IntakeError::Alert(a)),
             }
-        }
-        loop {
-            let start = buf.len();
+            let received = hs.kept_client_bytes().len();
             // Read no further than the budget allows: the inspector rejects
             // the byte past it, and nothing more is ever buffered.
-            let room = max_bytes.saturating_sub(start).clamp(1, READ_CHUNK);
-            let n = read_into(client, buf, room)
-                .await
-                .map_err(IntakeError::Io)?;
-            if n == 0 {
-                return Err(IntakeError::Closed { received: start });
-            }
-            // `buf` only grows: `start..` is what was just read.
-            match hs.feed_client(buf.get(start..).unwrap_or_default()) {
-                Status::NeedMore => continue,
-                Status::Done => return Ok(()),
-                Status::NotTls(n) => return Err(IntakeError::NotTls(n)),
-                Status::Malformed(e) => return Err(IntakeError::Malformed(e)),
-                Status::Alert(a) => return Err(IntakeError::Alert(a)),
-            }
+            let room = max_bytes.saturating_sub(received).clamp(1, READ_CHUNK);
+            status = match read_into(client, hs, room).await {
+                Ok(Some(status)) => status,
+                Ok(None) => return Err(IntakeError::Closed { received }),
+                Err(e) => return Err(IntakeError::Io(e)),
+            };
         }
     };
-    match tokio::time::timeout_at(deadline, read).await {
-        Ok(r) => r,
-        Err(_) => Err(IntakeError::Timeout {
-            received: buf.len(),
-        }),
+    let timed = tokio::time::timeout_at(deadline, read).await;
+    let r = timed.unwrap_or_else(|_| {
+        Err(IntakeError::Timeout {
+            received: hs.kept_client_bytes().len(),
+        })
+    });
+    // Only these go on to send the bytes anywhere; a client refused for
+    // anything else is closed with its bytes.
+    if matches!(r, Ok(()) | Err(IntakeError::NotTls(_))) {
+        *buf = hs.take_client_bytes();
     }
+    r
 }
 
 #[cfg(test)]
@@ -174,8 +178,65 @@ mod tests {
             matches!(r, Err(IntakeError::Timeout { received: 5 })),
             "{r:?}"
         );
-        assert_eq!(buf, [0x16, 0x03, 0x01, 0x02, 0x00]);
-        assert!(buf.capacity() < 64, "capacity {}", buf.capacity());
+        // Kept once, by the inspector (the inspector's own tests bound the
+        // allocation); nothing handed back to a client that is closed.
+        assert_eq!(hs.kept_client_bytes(), [0x16, 0x03, 0x01, 0x02, 0x00]);
+        assert!(buf.is_empty() && buf.capacity() == 0);
         drop(client);
+    }
+
+    /// A TLS 1.2 ClientHello handshake message naming `sni`.
+    fn hello_message(sni: &[u8]) -> Vec<u8> {
+        let len16 = |n: usize| (n as u16).to_be_bytes();
+        let mut name = vec![0];
+        name.extend(len16(sni.len()));
+        name.extend(sni);
+        let mut ext = vec![0, 0];
+        ext.extend(len16(name.len() + 2));
+        ext.extend(len16(name.len()));
+        ext.extend(name);
+        let mut body = vec![3, 3];
+        body.extend([7; 32]);
+        body.push(0);
+        body.extend([0, 2, 0xc0, 0x2f, 1, 0]);
+        body.extend(len16(ext.len()));
+        body.extend(ext);
+        let mut msg = vec![1, 0];
+        msg.extend(len16(body.len()));
+        msg.extend(body);
+        msg
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hello_in_one_byte_records_is_replayed_whole_and_read_as_in_one_record() {
+        let msg = hello_message(b"one.example");
+        let record = |payload: &[u8]| {
+            let mut r = vec![0x16, 3, 1];
+            r.extend((payload.len() as u16).to_be_bytes());
+            r.extend(payload);
+            r
+        };
+        let one = record(&msg);
+        let split: Vec<u8> = msg.chunks(1).flat_map(record).collect();
+        let mut seen = Vec::new();
+        for stream in [one, split] {
+            let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+            client.write_all(&stream).await.unwrap();
+            let mut hs = Handshake::new(Default::default());
+            let mut buf = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            read_hello(&mut server, &mut hs, &mut buf, deadline, 16_384)
+                .await
+                .unwrap();
+            assert_eq!(buf, stream, "every byte read is handed back for replay");
+            let ch = hs.client_hello().unwrap();
+            assert_eq!(ch.sni, Some(&b"one.example"[..]));
+            seen.push((
+                ch.body.to_vec(),
+                format!("{:?}", ch.extension_types().collect::<Vec<_>>()),
+            ));
+        }
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(seen[0].0, msg[4..]);
     }
 }

@@ -83,6 +83,12 @@ pub(crate) struct ClientSide {
     /// The error a speculative second hello ran into, kept until the
     /// server says whether a second hello was due.
     parked: Option<Status>,
+    /// Every byte fed, from offset 0, while the caller has this side keep
+    /// them ([`ClientSide::keep_bytes`]). A hello's body is then not
+    /// copied as it arrives but rebuilt from here once whole: a caller
+    /// that must replay the client's bytes keeps one copy of them, not
+    /// two.
+    kept: Option<Vec<u8>>,
 }
 
 impl ClientSide {
@@ -101,7 +107,36 @@ impl ClientSide {
             hello_first_record: None,
             server: ServerSays::Unknown,
             parked: None,
+            kept: None,
         }
+    }
+
+    /// Starts keeping every byte fed, if none has been fed yet (the copy
+    /// must start where the records do).
+    pub(crate) fn keep_bytes(&mut self) {
+        if self.rec.offset == 0 && self.kept.is_none() {
+            self.kept = Some(Vec::new());
+        }
+    }
+
+    /// The bytes kept so far.
+    pub(crate) fn kept(&self) -> &[u8] {
+        self.kept.as_deref().unwrap_or_default()
+    }
+
+    /// Hands the kept bytes over and stops keeping them. A hello still
+    /// being read has what it has read so far copied out of them first,
+    /// and is buffered from then on.
+    pub(crate) fn take_kept(&mut self) -> Vec<u8> {
+        let Some(kept) = self.kept.take() else {
+            return Vec::new();
+        };
+        if self.failed.is_none() && matches!(self.phase, Phase::InHello(_)) {
+            if let Err(s) = self.msg.rebuild(&kept) {
+                self.failed = Some(s);
+            }
+        }
+        kept
     }
 
     /// What `feed` answers now.
@@ -129,6 +164,11 @@ impl ClientSide {
     }
 
     pub(crate) fn feed(&mut self, data: &[u8]) -> Status {
+        if let Some(kept) = self.kept.as_mut() {
+            let need = kept.len().saturating_add(data.len());
+            super::record::grow_within(kept, need, usize::MAX);
+            kept.extend_from_slice(data);
+        }
         if self.failed.is_some() || matches!(self.phase, Phase::Parked | Phase::Finished) {
             return self.status();
         }
@@ -261,6 +301,11 @@ impl ClientSide {
         let allowed = usize::try_from(budget_end.saturating_sub(offset)).unwrap_or(usize::MAX);
         let (mut d, beyond) = data.split_at(allowed.min(data.len()));
         let mut off = offset;
+        let keep = if self.kept.is_some() {
+            Keep::Locate
+        } else {
+            Keep::Buffer
+        };
         while !d.is_empty() {
             let mut decide = |t: u8, len: usize, at: u64| {
                 if t != CLIENT_HELLO {
@@ -269,7 +314,7 @@ impl ClientSide {
                 if at.saturating_add(4).saturating_add(len as u64) > budget_end {
                     return Err(over_limit(budget_end, over));
                 }
-                Ok(Keep::Buffer)
+                Ok(keep)
             };
             if self.msg.feed(&mut d, &mut off, &mut decide)? == MsgProgress::Complete {
                 self.hello_complete(n)?;
@@ -291,6 +336,11 @@ impl ClientSide {
     }
 
     fn hello_complete(&mut self, n: u8) -> Result<(), Status> {
+        if self.msg.located() {
+            if let Some(kept) = &self.kept {
+                self.msg.rebuild(kept)?;
+            }
+        }
         let spans = match ClientHello::parse(&self.msg.body) {
             Ok(ch) => ch.spans(),
             Err(e) => return Err(self.msg.body_error(e)),
@@ -316,5 +366,116 @@ impl ClientSide {
             };
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)] // test code: a panic is a failed test
+mod tests {
+    use super::super::fuzzing::hello_fields;
+    use super::super::testutil::{ChBuilder, handshake_record, records};
+    use super::super::{Handshake, Limits, Status};
+    use super::*;
+
+    /// A handshake fed `stream` whole, keeping the client's bytes or not.
+    fn fed(stream: &[u8], keep: bool) -> (Handshake, Status) {
+        let mut h = Handshake::new(Limits::default());
+        if keep {
+            h.keep_client_bytes();
+        }
+        let st = h.feed_client(stream);
+        (h, st)
+    }
+
+    #[test]
+    fn a_hello_in_one_byte_records_reads_as_in_one_record() {
+        let msg = ChBuilder::tls13("bytes.example")
+            .psk(&[b"identity"])
+            .message();
+        let one = handshake_record(&msg);
+        let split = records(HANDSHAKE, &msg, 1);
+        for keep in [false, true] {
+            let (a, st_a) = fed(&one, keep);
+            let (b, st_b) = fed(&split, keep);
+            assert_eq!((st_a, st_b), (Status::Done, Status::Done), "keep {keep}");
+            assert_eq!(
+                hello_fields(&a.client_hello().unwrap()),
+                hello_fields(&b.client_hello().unwrap()),
+                "keep {keep}"
+            );
+            assert_eq!(b.client_hello().unwrap().body, &msg[4..]);
+            assert_eq!(b.client_hello_records(), Some(msg.len() as u64));
+        }
+    }
+
+    #[test]
+    fn an_error_in_a_hello_of_one_byte_records_is_at_its_byte_in_the_stream() {
+        let msg = ChBuilder::tls13("d.example")
+            .ext(0xff01, &[0])
+            .ext(0xff01, &[0])
+            .message();
+        let (_, one) = fed(&handshake_record(&msg), false);
+        let Status::Malformed(e) = one else {
+            panic!("{one:?}")
+        };
+        // Message byte m is at 5 + m in one record, and at 6m + 5 when
+        // every byte has a record (and its 5-byte header) of its own.
+        let m = e.offset - 5;
+        let split = records(HANDSHAKE, &msg, 1);
+        for keep in [false, true] {
+            let (_, st) = fed(&split, keep);
+            let Status::Malformed(s) = st else {
+                panic!("{st:?}")
+            };
+            assert_eq!((s.what, s.offset), (e.what, 6 * m + 5), "keep {keep}");
+        }
+        // Taken back part way, the rest buffered: the same answer.
+        let mut h = Handshake::new(Limits::default());
+        h.keep_client_bytes();
+        let (a, b) = split.split_at(split.len() / 2);
+        h.feed_client(a);
+        assert_eq!(h.take_client_bytes(), a);
+        let Status::Malformed(s) = h.feed_client(b) else {
+            panic!()
+        };
+        assert_eq!(s.offset, 6 * m + 5);
+    }
+
+    #[test]
+    fn a_hello_in_progress_holds_half_again_its_body_at_most_or_nothing_when_kept() {
+        let msg = ChBuilder::tls13("big.example")
+            .ext(0xff01, &[0; 20_000])
+            .message();
+        let limits = Limits {
+            max_client_bytes: 64 * 1024,
+            ..Limits::default()
+        };
+        for size in [1, 2, 3, 700, 16_384] {
+            let stream = records(HANDSHAKE, &msg, size);
+            let prefix = &stream[..16 * 1024];
+            let (whole, part) = (prefix.len() / (size + 5), prefix.len() % (size + 5));
+            let body = whole * size + part.saturating_sub(5) - 4;
+
+            let mut copied = ClientSide::new(limits);
+            assert_eq!(copied.feed(prefix), Status::NeedMore);
+            let held = copied.msg.held();
+            assert!(
+                held <= body + body / 2 + 1024,
+                "{size}-byte records: {held} held for a {body}-byte body"
+            );
+
+            // Fed a byte at a time, the copy grows the most often.
+            let mut kept = ClientSide::new(limits);
+            kept.keep_bytes();
+            for b in prefix.chunks(1) {
+                assert_eq!(kept.feed(b), Status::NeedMore);
+            }
+            assert_eq!(kept.msg.held(), 0, "{size}-byte records, kept");
+            let cap = kept.kept.as_ref().unwrap().capacity();
+            assert!(
+                cap <= prefix.len() / 4 * 5 + 64,
+                "{size}-byte records: {cap} kept"
+            );
+        }
     }
 }

@@ -285,9 +285,16 @@ fn kept_hello(kept: Option<ClientHello<'_>>) {
 
 /// The client direction alone, in several chunkings, with the default
 /// limits and with small ones picked by the last byte: same answer each
-/// time. A complete hello is also put through [`client_hello`].
+/// time. A complete hello is also put through [`client_hello`]. With the
+/// client's bytes kept by the handshake (`keep_client_bytes`), and with
+/// them taken back part way (at a point the second byte picks), the
+/// answers are the same again and the bytes handed back are the bytes fed.
 pub fn client_stream(data: &[u8]) {
     let small = fuzz_limits(data.last().map_or(1, |b| b % 3 + 1));
+    let cut = data
+        .get(1)
+        .map_or(0, |b| usize::from(*b) * data.len() / 255);
+    let (before, after) = data.split_at(cut.min(data.len()));
     for limits in [Limits::default(), small] {
         let mut first: Option<String> = None;
         for size in sizes(data) {
@@ -299,10 +306,28 @@ pub fn client_stream(data: &[u8]) {
                 None => {
                     kept_hello(h.client_hello());
                     kept_hello(h.second_client_hello());
-                    first = Some(s);
+                    first = Some(s.clone());
                 }
                 Some(f) => assert_eq!(&s, f, "chunk size {size}"),
             }
+
+            let mut k = Handshake::new(limits);
+            k.keep_client_bytes();
+            let st = feed_sized(data, size, |c| k.feed_client(c));
+            assert_eq!(k.kept_client_bytes(), data);
+            assert_eq!(summary(&k, &st, None), s, "kept, chunk size {size}");
+            assert_eq!(k.take_client_bytes(), data, "kept bytes, chunk size {size}");
+
+            let mut t = Handshake::new(limits);
+            t.keep_client_bytes();
+            feed_sized(before, size, |c| t.feed_client(c));
+            assert_eq!(t.take_client_bytes(), before, "kept bytes taken at {cut}");
+            let st = feed_sized(after, size, |c| t.feed_client(c));
+            assert_eq!(
+                summary(&t, &st, None),
+                s,
+                "taken at {cut}, chunk size {size}"
+            );
         }
     }
 }

@@ -43,6 +43,29 @@ impl Handshake {
         st
     }
 
+    /// Has the client side keep a copy of every client byte fed from now
+    /// on, for a caller that must replay them (a router sends the client's
+    /// bytes to the backend verbatim): the first ClientHello's body is then
+    /// rebuilt from that copy once whole instead of being copied as it
+    /// arrives, so a hello in progress costs its bytes once, not twice.
+    /// Answers are the same either way. Only before the first
+    /// `feed_client`; later calls do nothing.
+    pub fn keep_client_bytes(&mut self) {
+        self.client.keep_bytes();
+    }
+
+    /// The client bytes kept so far (see `keep_client_bytes`).
+    pub fn kept_client_bytes(&self) -> &[u8] {
+        self.client.kept()
+    }
+
+    /// Hands over every client byte fed since `keep_client_bytes` and
+    /// stops keeping them (empty if they were not kept). A hello still in
+    /// progress copies what it has read so far out of them first.
+    pub fn take_client_bytes(&mut self) -> Vec<u8> {
+        self.client.take_kept()
+    }
+
     /// Feeds server -> client bytes. `Done` when the cleartext part of the
     /// server's flight we need is over (TLS 1.3: the real ServerHello; TLS
     /// <= 1.2: the server's ChangeCipherSpec). Answers `NeedMore` while the

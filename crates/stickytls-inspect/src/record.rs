@@ -204,16 +204,24 @@ impl AlertReader {
     }
 }
 
+/// The length of a record header: the gap in the stream between two
+/// pieces of one handshake message, which only handshake records may
+/// carry (anything else inside a message is refused or ends the stream).
+const RECORD_HEADER_LEN: u64 = 5;
+
 /// Whether a handshake message's body is kept or skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Keep {
     /// Buffer the body (the caller has checked its length against a cap).
     Buffer,
+    /// Count the body's bytes past without copying them: the caller keeps
+    /// the whole stream and rebuilds the body from it ([`MsgReader::rebuild`]).
+    Locate,
     /// Count the body's bytes past without keeping them.
     Skip,
 }
 
-/// Reassembles handshake messages from record payloads.
+/// Reassembles handshake messages from record payloads into one buffer.
 ///
 /// ```text
 /// struct {
@@ -222,6 +230,13 @@ pub(crate) enum Keep {
 ///     select (Handshake.msg_type) { ... };
 /// } Handshake;
 /// ```
+///
+/// What a kept body costs is bounded by the body, whatever the records'
+/// sizes: the buffer never grows past the message's length, and where
+/// the records broke it is one bit per body byte (a piece of a message
+/// is always followed by a 5-byte record header, so where each piece
+/// starts is all that maps body bytes back to stream offsets), never an
+/// entry per record.
 #[derive(Debug, Default)]
 pub(crate) struct MsgReader {
     hdr: [u8; 4],
@@ -232,13 +247,15 @@ pub(crate) struct MsgReader {
     pub(crate) msg_len: usize,
     got: usize,
     keep: Option<Keep>,
+    /// How the current (or just completed) message's body was read.
+    mode: Option<Keep>,
     /// The body so far (only in `Keep::Buffer`); grows as bytes arrive.
     pub(crate) body: Vec<u8>,
     /// Where the body's first byte is in the stream.
     first_frag: u64,
-    /// Later body segments (body offset, stream offset), one per record
-    /// boundary crossed; empty (no allocation) when the body is in one record.
-    frags: Vec<(usize, u64)>,
+    /// Bit `i` set: body byte `i` is the first of a later record. Empty
+    /// (no allocation) while the body is in one record.
+    breaks: Vec<u64>,
     /// Stream offset just past the last body byte taken.
     last_end: u64,
 }
@@ -252,15 +269,42 @@ pub(crate) enum MsgProgress {
     Complete,
 }
 
+/// Grows `v` to hold `need` items: to exactly that the first time, then
+/// by a quarter (64 items while small) or what is needed if more, and
+/// never past `max` (a length the caller has checked against its cap)
+/// unless `need` is. A buffer is then never more than a quarter larger
+/// than its content once past its first allocation, whatever the pieces
+/// it was fed in, and copying it as it grows stays linear overall.
+pub(crate) fn grow_within<T>(v: &mut Vec<T>, need: usize, max: usize) {
+    let cap = v.capacity();
+    if need <= cap {
+        return;
+    }
+    let step = if cap == 0 {
+        need
+    } else {
+        cap.saturating_add((cap / 4).max(64)).min(max)
+    };
+    v.reserve_exact(step.max(need) - v.len());
+}
+
 impl MsgReader {
     /// Whether no part of a message has been read.
     pub(crate) fn idle(&self) -> bool {
         self.hdr_len == 0 && self.keep.is_none()
     }
 
-    /// Hands over the completed body, leaving an empty buffer behind.
+    /// Hands over the completed body, leaving an empty buffer behind, and
+    /// frees the record breaks: a finished message holds nothing here.
     pub(crate) fn take_body(&mut self) -> Vec<u8> {
+        self.breaks = Vec::new();
         std::mem::take(&mut self.body)
+    }
+
+    /// Whether the current (or just completed) message's body was located
+    /// in the caller's copy of the stream rather than buffered here.
+    pub(crate) fn located(&self) -> bool {
+        self.mode == Some(Keep::Locate)
     }
 
     /// Reads from `data` (at stream `offset`), consuming what belongs to
@@ -292,20 +336,25 @@ impl MsgReader {
             self.msg_len = u32::from_be_bytes([0, a, b, c]) as usize;
             self.got = 0;
             self.body.clear();
-            self.frags.clear();
+            self.breaks.clear();
             self.first_frag = *offset;
             self.last_end = *offset;
-            self.keep = Some(decide(t, self.msg_len, self.msg_offset)?);
+            let keep = decide(t, self.msg_len, self.msg_offset)?;
+            self.keep = Some(keep);
+            self.mode = Some(keep);
         }
         let n = (self.msg_len - self.got).min(data.len());
         let (take, rest) = data.split_at(n);
         if n > 0 {
+            if self.got == 0 {
+                self.first_frag = *offset;
+            }
             if self.keep == Some(Keep::Buffer) {
-                if self.got == 0 {
-                    self.first_frag = *offset;
-                } else if *offset != self.last_end {
-                    self.frags.push((self.got, *offset));
+                if self.got > 0 && *offset != self.last_end {
+                    debug_assert_eq!(*offset - self.last_end, RECORD_HEADER_LEN);
+                    self.mark_break(self.got);
                 }
+                grow_within(&mut self.body, self.got + n, self.msg_len);
                 self.body.extend_from_slice(take);
             }
             self.got += n;
@@ -322,22 +371,97 @@ impl MsgReader {
         }
     }
 
+    /// Bytes allocated for the message being read.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.body.capacity() + self.breaks.capacity() * 8
+    }
+
+    /// Notes that body byte `at` starts a new record.
+    fn mark_break(&mut self, at: usize) {
+        let word = at / 64;
+        grow_within(&mut self.breaks, word + 1, self.msg_len / 64 + 1);
+        if self.breaks.len() <= word {
+            self.breaks.resize(word + 1, 0);
+        }
+        if let Some(w) = self.breaks.get_mut(word) {
+            *w |= 1 << (at % 64);
+        }
+    }
+
+    /// Record breaks at body bytes `1..=at`.
+    fn breaks_through(&self, at: usize) -> u64 {
+        let word = at / 64;
+        let whole: u64 = self
+            .breaks
+            .iter()
+            .take(word)
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
+        let mask = u64::MAX >> (63 - at % 64);
+        let part = self.breaks.get(word).map_or(0, |w| (w & mask).count_ones());
+        whole + u64::from(part)
+    }
+
     /// The stream offset of byte `at` of the current (or just completed)
     /// message body.
     pub(crate) fn stream_offset(&self, at: usize) -> u64 {
-        let (base_at, base_off) = self
-            .frags
-            .iter()
-            .rev()
-            .find(|(b, _)| *b <= at)
-            .copied()
-            .unwrap_or((0, self.first_frag));
-        base_off + (at - base_at) as u64
+        self.first_frag + at as u64 + RECORD_HEADER_LEN * self.breaks_through(at)
     }
 
     /// Turns an error found in the body into one at its stream offset.
     pub(crate) fn body_error(&self, e: InspectError) -> Status {
         let at = usize::try_from(e.offset).unwrap_or(usize::MAX);
         malformed(self.stream_offset(at), e.what)
+    }
+
+    /// Rebuilds the located body read so far from `stream`, the caller's
+    /// copy of every byte of this direction from offset 0, as if it had
+    /// been buffered, and buffers from here on. `stream` frames into
+    /// records already checked, so the walk cannot fail on any input; if
+    /// it did (a caller's copy that is not the stream), the answer is an
+    /// error at the message rather than a wrong body.
+    pub(crate) fn rebuild(&mut self, stream: &[u8]) -> Result<(), Status> {
+        if self.mode != Some(Keep::Locate) {
+            return Ok(());
+        }
+        if self.keep == Some(Keep::Locate) {
+            self.keep = Some(Keep::Buffer);
+        }
+        self.mode = Some(Keep::Buffer);
+        self.body = Vec::with_capacity(self.got);
+        self.breaks = Vec::new();
+        let start = self.first_frag;
+        let mut rest = stream;
+        let mut at = 0u64;
+        while self.body.len() < self.got {
+            let (Some(&[_, _, _, l0, l1]), Some(after)) = (rest.get(..5), rest.get(5..)) else {
+                return Err(malformed(
+                    self.msg_offset,
+                    "kept stream ends inside a message",
+                ));
+            };
+            // The last record may not be all there yet (taken part way).
+            let len = usize::from(u16::from_be_bytes([l0, l1])).min(after.len());
+            let (payload, next) = after.split_at(len);
+            rest = next;
+            let from = at + 5;
+            at = from + len as u64;
+            if at <= start {
+                continue;
+            }
+            let skip = usize::try_from(start.saturating_sub(from)).unwrap_or(usize::MAX);
+            let wanted = self.got - self.body.len();
+            let piece = payload.get(skip..).unwrap_or_default();
+            let piece = piece.get(..wanted).unwrap_or(piece);
+            if piece.is_empty() {
+                continue;
+            }
+            if !self.body.is_empty() {
+                self.mark_break(self.body.len());
+            }
+            self.body.extend_from_slice(piece);
+        }
+        Ok(())
     }
 }
