@@ -121,8 +121,8 @@ async fn resume_away(held: &mut [Held], addrs: &mut Addresses, router: &Router) 
 }
 
 /// 1. Forged key names: victims hold TLS 1.3 tickets of `b1` (OpenSSL,
-/// stateless tickets starting with its key name); the attacker, holding
-/// one ticket of its own, offers PSK identities `name || garbage`.
+///    stateless tickets starting with its key name); the attacker, holding
+///    one ticket of its own, offers PSK identities `name || garbage`.
 pub async fn forged_key_names(lab: &Lab) -> io::Result<Vec<Row>> {
     let servers = s_servers(true, Versions::Tls13).await?;
     let router = lab
@@ -366,7 +366,7 @@ pub async fn jsse_cipher_suite(lab: &Lab) -> io::Result<Vec<Row>> {
 }
 
 /// 3. Table flood: `table_size = 200`, victims resumed twice, then
-/// one-hit full handshakes from as many distinct addresses.
+///    one-hit full handshakes from as many distinct addresses.
 ///
 /// rustls servers (session IDs, a cache of 1,024 sessions each), not
 /// `openssl s_server`: s_server keeps 128 sessions, so 667 one-hit
@@ -441,7 +441,7 @@ pub async fn table_flood(lab: &Lab) -> io::Result<Vec<Row>> {
 }
 
 /// 4. Slot hogging: a 40-slot listener; one address opens 40 TLS
-/// connections and leaves them idle; others' handshakes meanwhile.
+///    connections and leaves them idle; others' handshakes meanwhile.
 pub async fn slot_hogging(lab: &Lab) -> io::Result<Vec<Row>> {
     let backends = rustls_backends(|name| BackendOptions::new(name)).await?;
     let router = lab
@@ -513,8 +513,8 @@ pub async fn slot_hogging(lab: &Lab) -> io::Result<Vec<Row>> {
 }
 
 /// 5. Provoked mark-downs: nginx (stream, ssl_preread) in front of each
-/// backend closes any connection whose hello names `blocked.example`; one
-/// client sends such hellos.
+///    backend closes any connection whose hello names `blocked.example`; one
+///    client sends such hellos.
 pub async fn mark_downs(lab: &Lab) -> io::Result<Vec<Row>> {
     let backends = rustls_backends(|name| BackendOptions {
         versions: Versions::Both,
@@ -599,8 +599,8 @@ pub async fn mark_downs(lab: &Lab) -> io::Result<Vec<Row>> {
 }
 
 /// 6. Hello-stage memory: connections that send 16 KB of a hello as
-/// 1-byte records and stall; then the same number sending a 5-byte
-/// record header only.
+///    1-byte records and stall; then the same number sending a 5-byte
+///    record header only.
 pub async fn hello_memory(lab: &Lab) -> io::Result<Vec<Row>> {
     let backends = rustls_backends(|name| BackendOptions::new(name)).await?;
     let router = lab
