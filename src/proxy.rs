@@ -19,7 +19,7 @@ use crate::config::Cidr;
 
 /// A v2 header with its TLVs is rarely over a few hundred bytes; this caps
 /// what an incomplete one can make us buffer.
-const MAX_HEADER: usize = 4096;
+pub(crate) const MAX_HEADER: usize = 4096;
 
 /// Why a connection was closed at the PROXY header. Every variant is the
 /// peer's doing (the listener's own `proxy_trusted` decides who may speak),
@@ -151,7 +151,7 @@ pub(crate) async fn read_header<R: AsyncRead + Unpin>(
 }
 
 /// `Ok(None)` while the header is incomplete.
-fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usize)>, ProxyError> {
+pub(crate) fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usize)>, ProxyError> {
     if buf.is_empty() {
         return Ok(None);
     }

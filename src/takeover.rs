@@ -89,7 +89,7 @@ pub(crate) struct Inherited {
     pub state: Vec<u8>,
     /// The old process's id, for the log.
     pub from_pid: Option<u32>,
-    conn: OwnedFd,
+    pub(crate) conn: OwnedFd,
 }
 
 /// Connects to a running router at `path` and receives its sockets and
@@ -189,7 +189,7 @@ impl Inherited {
     }
 }
 
-fn final_state(conn: &OwnedFd) -> Result<Vec<u8>, TakeoverError> {
+pub(crate) fn final_state(conn: &OwnedFd) -> Result<Vec<u8>, TakeoverError> {
     let (line, _) = recv(conn)?;
     let text = String::from_utf8_lossy(&line).into_owned();
     if !text.starts_with("STATE ") {
@@ -361,7 +361,7 @@ fn parse_addr(word: Option<&str>, line: &str) -> Result<SocketAddr, TakeoverErro
         .ok_or_else(|| TakeoverError::Protocol(line.to_string()))
 }
 
-fn bind(path: &Path) -> Result<OwnedFd, TakeoverError> {
+pub(crate) fn bind(path: &Path) -> Result<OwnedFd, TakeoverError> {
     let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
         .map_err(io("open a Unix socket"))?;
     let addr = SocketAddrUnix::new(path).map_err(io("use the takeover socket's path"))?;
@@ -381,7 +381,7 @@ fn set_timeout(conn: &OwnedFd, d: Option<Duration>) -> Result<(), TakeoverError>
         .map_err(io("set the takeover socket's timeout"))
 }
 
-fn send(
+pub(crate) fn send(
     conn: &OwnedFd,
     data: &[u8],
     fds: &[std::os::fd::BorrowedFd<'_>],
@@ -406,7 +406,7 @@ fn send(
 
 /// One message and the descriptors that came with it. An empty message
 /// with no descriptors is the peer's close.
-fn recv(conn: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), TakeoverError> {
+pub(crate) fn recv(conn: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), TakeoverError> {
     let mut buf = vec![0u8; CHUNK];
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
