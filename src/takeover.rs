@@ -353,6 +353,13 @@ fn recv_state(conn: &OwnedFd, line: &str) -> Result<Vec<u8>, TakeoverError> {
         }
         bytes.extend_from_slice(&chunk);
     }
+    // A last chunk running past the length is the peer's error, not state.
+    if bytes.len() != len {
+        return Err(TakeoverError::Protocol(format!(
+            "{} bytes of state after `{line}`",
+            bytes.len()
+        )));
+    }
     Ok(bytes)
 }
 
