@@ -725,6 +725,25 @@ mod tests {
         }
     }
 
+    /// The fuzz target counts what a decode allocates, these tests do not
+    /// (a counting allocator would count every test thread): its finding,
+    /// a backend count past the file that sized a vector of names, must
+    /// be refused at the count.
+    #[test]
+    fn a_backend_count_past_the_file_is_refused_before_it_sizes_anything() {
+        let dir = fuzz_dir().join("regressions").join("state_file");
+        let data =
+            std::fs::read(dir.join("backend-count-past-the-file-sized-a-vector.bin")).unwrap();
+        let decoded = crate::state::decode(&state_file::file(&data).unwrap());
+        assert!(
+            matches!(
+                decoded,
+                Err(crate::state::StateError::Malformed("backend count"))
+            ),
+            "{decoded:?}"
+        );
+    }
+
     /// `cargo test --lib fuzzing::tests::write_seeds -- --ignored` writes
     /// every target's seeds into fuzz/seeds/<target>/.
     #[test]

@@ -166,7 +166,10 @@ pub(crate) fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usi
     // ppp reports some prefixes of a valid v1 line as errors ("40000 443\r"
     // is an invalid port until the \n arrives), so hand it only whole
     // lines; a v1 header is at most 107 bytes including its CRLF.
-    if buf.starts_with(b"P") && !buf.windows(2).any(|w| w == b"\r\n") {
+    // Only a CRLF within those 107 counts, so that the answer never
+    // depends on how many bytes one read brought.
+    let line = buf.get(..107).unwrap_or(buf);
+    if buf.starts_with(b"P") && !line.windows(2).any(|w| w == b"\r\n") {
         if buf.len() >= 107 {
             return Err(ProxyError::Malformed(Malformed::V1TooLong));
         }

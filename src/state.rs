@@ -432,6 +432,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
 fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
     let name = r.str("pool name")?;
     let n = r.u16("backend count")?;
+    // Each name takes at least its 2-byte length: a count past what is
+    // left is refused before it sizes anything.
+    if usize::from(n) * 2 > r.rest.len() {
+        return Err(StateError::Malformed("backend count"));
+    }
     let mut backends = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
         backends.push(r.str("backend name")?);
