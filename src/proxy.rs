@@ -169,7 +169,8 @@ pub(crate) fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usi
     // Only a CRLF within those 107 counts, so that the answer never
     // depends on how many bytes one read brought.
     let line = buf.get(..107).unwrap_or(buf);
-    if buf.starts_with(b"P") && !line.windows(2).any(|w| w == b"\r\n") {
+    let crlf = line.windows(2).position(|w| w == b"\r\n");
+    if buf.starts_with(b"P") && crlf.is_none() {
         if buf.len() >= 107 {
             return Err(ProxyError::Malformed(Malformed::V1TooLong));
         }
@@ -197,7 +198,10 @@ pub(crate) fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usi
                 )),
                 v1::Addresses::Unknown => None,
             };
-            Ok(Some((proxied(named, peer), h.header.len())))
+            // The line ends at its first CRLF, whatever ppp counted (it
+            // stops an UNKNOWN line at a lone CR before it).
+            let len = crlf.map_or(h.header.len(), |i| i + 2);
+            Ok(Some((proxied(named, peer), len)))
         }
         HeaderResult::V2(Ok(h)) => {
             let named = match (h.command, h.addresses) {
