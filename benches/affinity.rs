@@ -58,6 +58,7 @@ fn full_table() -> (Arc<MemoryStore>, Vec<BackendName>) {
             Binding {
                 backend: names[(i % 3) as usize].clone(),
                 state: KeyState::Owned,
+                session: stickytls::affinity::Session::UNKNOWN,
             },
         );
     }
@@ -110,6 +111,7 @@ fn bench(c: &mut Criterion) {
                         Binding {
                             backend: names_[(i % 3) as usize].clone(),
                             state: KeyState::Owned,
+                            session: stickytls::affinity::Session::UNKNOWN,
                         },
                     );
                 })

@@ -57,6 +57,7 @@ fn main() {
             Binding {
                 backend: names[(i % 3) as usize].clone(),
                 state: KeyState::Owned,
+                session: stickytls::affinity::Session::UNKNOWN,
             },
         );
     }

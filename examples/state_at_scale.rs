@@ -58,6 +58,7 @@ fn main() {
         let binding = Binding {
             backend: names[i as usize % names.len()].clone(),
             state: states[i as usize % states.len()],
+            session: stickytls::affinity::Session::UNKNOWN,
         };
         pool.table.put(key(i), binding);
     }

@@ -1,14 +1,19 @@
 //! The backends a router forwards to, known by name, with the passive health
 //! state the connect stage keeps: a backend that refused or timed out is
 //! skipped for a hold-down period, so routing does not keep paying for it.
+//! A backend that took the connection and then failed a client's hello
+//! (closed, reset, silent) is held down only once clients of two prefixes
+//! saw it do so within that period ([`Backend::hello_refused`]): one
+//! client's hellos, which a deny list or a WAF may refuse, cannot take a
+//! backend away from the others.
 //! The active checks' verdict ([`HealthState`], written by `crate::health`)
 //! holds a backend down too, until it passes its checks again.
 //! An operator's state (`up`, `drain`, `maint`) and weight, set through the
 //! admin API, live here too, as atomics the routing reads without a lock.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{Gauge, Histogram, counter, gauge, histogram};
@@ -104,6 +109,12 @@ pub struct Backend {
     fast_open_refused: AtomicBool,
     /// Clock millis until which the backend is considered down; 0 = up.
     down_until_ms: AtomicU64,
+    /// The first client prefix (its [`ClientKey`]) whose hello this
+    /// backend failed after accepting the connection, and when (clock
+    /// millis): a second prefix within `down_hold` of it marks the backend
+    /// down. Locked only on such a failure, never by a connection that
+    /// reached the backend.
+    hello_refused_by: Mutex<Option<(ClientKey, u64)>>,
     /// Connections currently open to it (least-connections, max-conns).
     active: AtomicU32,
     /// What the admin API and the metrics report of it.
@@ -161,6 +172,23 @@ impl HealthState {
     }
 }
 
+/// A client prefix as the backends' passive health tells clients apart:
+/// the bytes of the router's `ClientPrefix` (family, then the network), so
+/// that two addresses count as one client exactly when routing counts
+/// them as one (a PROXY listener's declared source, the pool's
+/// `ipv4_prefix` and `ipv6_prefix`).
+pub type ClientKey = [u8; 17];
+
+/// What a hello a backend failed did to it ([`Backend::hello_refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloRefusal {
+    /// The first client prefix to see it within `down_hold`, or the same
+    /// one again: the backend stays up.
+    Suspect,
+    /// A second client prefix within `down_hold`: the backend is down.
+    MarkedDown,
+}
+
 /// Why an attempt to reach a backend failed, as counted: the `reason`
 /// label of `stickytls_backend_connect_failures_total`.
 pub(crate) const FAILURE_REASONS: [&str; 5] = ["refused", "timeout", "silent", "closed", "full"];
@@ -180,6 +208,9 @@ pub struct BackendCounters {
     /// Routes by key that it answered with a full handshake: it no longer
     /// knew the session.
     pub affinity_lost: AtomicU64,
+    /// Connections it accepted and then closed, reset or left unanswered
+    /// after the client's hello, before sending a byte.
+    pub hello_refusals: AtomicU64,
 }
 
 impl BackendCounters {
@@ -221,6 +252,7 @@ struct BackendSeries {
     /// Indexed like [`FAILURE_REASONS`].
     failures: [Exported; 5],
     affinity_lost: Exported,
+    hello_refusals: Exported,
     connect_seconds: Histogram,
 }
 
@@ -257,6 +289,7 @@ impl BackendSeries {
                 ))
             }),
             affinity_lost: Exported::new(counter!(m::AFFINITY_LOST, labels(None))),
+            hello_refusals: Exported::new(counter!(m::BACKEND_HELLO_REFUSALS, labels(None))),
             connect_seconds: histogram!(m::BACKEND_CONNECT_SECONDS, labels(None)),
         }
     }
@@ -277,6 +310,7 @@ impl Backend {
             tcp_fastopen: AtomicBool::new(cfg.tcp_fastopen),
             fast_open_refused: AtomicBool::new(false),
             down_until_ms: AtomicU64::new(0),
+            hello_refused_by: Mutex::new(None),
             active: AtomicU32::new(0),
             health: HealthState::default(),
         }
@@ -341,13 +375,52 @@ impl Backend {
         }
     }
 
-    /// Marks the backend down for `hold` after a failed connect.
+    /// Marks the backend down for `hold` after a failed connect (a refusal
+    /// or a connect timeout: no client provokes those).
     pub fn mark_down(&self, clock: &Clock, hold: Duration) {
         let until = clock
             .now_ms()
             .saturating_add(hold.as_millis() as u64)
             .max(1);
         self.down_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    /// Records that the backend accepted a connection and then failed the
+    /// hello of `client` (closed, reset, or sent nothing), and marks it
+    /// down for `hold` only when another client prefix saw the same within
+    /// `hold` before. A deny list, a WAF or a backend refusing one PROXY
+    /// source does this to one client's hellos and serves everyone else:
+    /// one client must not take it away from them. A backend that really
+    /// fails every hello is down as soon as a second client tries it (or
+    /// its active check fails).
+    ///
+    /// The state is one prefix and one time, so bounded whatever the
+    /// clients send; after a mark, or once `hold` has passed, the next
+    /// failure starts a new window. With `hold` zero nothing is marked, as
+    /// [`Backend::mark_down`] then holds nothing either.
+    pub fn hello_refused(&self, clock: &Clock, hold: Duration, client: ClientKey) -> HelloRefusal {
+        self.counters.hello_refusals.fetch_add(1, Ordering::Relaxed);
+        let now = clock.now_ms();
+        let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+        let mut first = self
+            .hello_refused_by
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match *first {
+            Some((by, at)) if now.saturating_sub(at) < hold_ms => {
+                if by == client {
+                    return HelloRefusal::Suspect;
+                }
+                *first = None;
+                drop(first);
+                self.mark_down(clock, hold);
+                HelloRefusal::MarkedDown
+            }
+            _ => {
+                *first = Some((client, now));
+                HelloRefusal::Suspect
+            }
+        }
     }
 
     /// Marks the backend up after a successful connect.
@@ -381,6 +454,7 @@ impl Backend {
             counter.publish(get(n));
         }
         s.affinity_lost.publish(get(&c.affinity_lost));
+        s.hello_refusals.publish(get(&c.hello_refusals));
     }
 
     /// Below its connection limit.
@@ -533,6 +607,48 @@ mod tests {
             assert!(Arc::ptr_eq(&reloaded.all()[0], &kept), "the same backend");
             assert_eq!(kept.send_proxy(), send);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hellos_failed_for_one_prefix_never_mark_down_and_a_second_prefix_does() {
+        let b = Backend::new(
+            "p",
+            &BackendConfig::new("a", "127.0.0.1:1".parse().unwrap()),
+        );
+        let clock = Clock::new();
+        let hold = Duration::from_secs(10);
+        let (one, two) = ([4; 17], [6; 17]);
+        for _ in 0..100 {
+            assert_eq!(b.hello_refused(&clock, hold, one), HelloRefusal::Suspect);
+        }
+        assert!(b.is_up(&clock), "one prefix alone");
+        assert_eq!(b.hello_refused(&clock, hold, two), HelloRefusal::MarkedDown);
+        assert!(!b.is_up(&clock), "a second prefix within the hold");
+        assert_eq!(BackendCounters::get(&b.counters.hello_refusals), 101);
+
+        // Past the hold it is up, and the window starts again: a second
+        // prefix only after the first one's hold has passed is a new first.
+        tokio::time::advance(hold).await;
+        assert!(b.is_up(&clock));
+        assert_eq!(b.hello_refused(&clock, hold, one), HelloRefusal::Suspect);
+        tokio::time::advance(hold).await;
+        assert_eq!(b.hello_refused(&clock, hold, two), HelloRefusal::Suspect);
+        assert!(b.is_up(&clock));
+
+        // A hold of zero holds nothing, whoever the clients.
+        let z = Backend::new(
+            "p",
+            &BackendConfig::new("z", "127.0.0.1:1".parse().unwrap()),
+        );
+        assert_eq!(
+            z.hello_refused(&clock, Duration::ZERO, one),
+            HelloRefusal::Suspect
+        );
+        assert_eq!(
+            z.hello_refused(&clock, Duration::ZERO, two),
+            HelloRefusal::Suspect
+        );
+        assert!(z.is_up(&clock));
     }
 
     #[test]

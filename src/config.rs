@@ -427,6 +427,13 @@ pub struct StoreConfig {
     /// With `rediss://`: the CA certificates (PEM) the store's certificate
     /// must chain to, instead of the system's roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// A file holding the store's password (one line; a final newline is
+    /// not part of it), so the password stays out of the URL, the command
+    /// line and the configuration file. Read when the store is started.
+    /// Without it, `STICKYTLS_STORE_PASSWORD` in the environment is used
+    /// when set; a URL's own password (`redis://user:pass@...`) is refused
+    /// beside either ([`StoreConfig::password`]).
+    pub password_file: Option<std::path::PathBuf>,
     /// Put before every Redis key, so several deployments can share one
     /// server without seeing each other's sessions.
     pub prefix: String,
@@ -449,6 +456,24 @@ impl StoreConfig {
     pub const QUEUE: usize = 65_536;
     /// Longest `prefix`: keys stay small and bounded.
     pub const MAX_PREFIX: usize = 64;
+
+    /// The environment variable a store password may come from.
+    pub const PASSWORD_ENV: &'static str = "STICKYTLS_STORE_PASSWORD";
+    /// Longest password file read: a password, not a file of anything.
+    pub const MAX_PASSWORD_FILE: u64 = 4096;
+
+    /// The password given outside the URLs: `password_file`'s content
+    /// (without a final newline), else [`StoreConfig::PASSWORD_ENV`] when
+    /// set and not empty, else `None` (a URL may carry its own). Read each
+    /// time, so a rotated file takes effect at the next start.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        if let Some(path) = &self.password_file {
+            return read_password_file(path).map(Some);
+        }
+        Ok(std::env::var(Self::PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty()))
+    }
 
     /// A Redis store at `url` with every other setting at its default.
     pub fn redis(url: &str) -> Self {
@@ -495,6 +520,7 @@ impl Default for StoreConfig {
             kind: StoreKind::Memory,
             urls: Vec::new(),
             tls_ca_file: None,
+            password_file: None,
             prefix: Self::PREFIX.to_string(),
             lookup_budget: Self::LOOKUP_BUDGET,
             timeout: Self::TIMEOUT,
@@ -516,6 +542,46 @@ pub(crate) fn parse_redis_url(s: &str) -> Result<String, ValueError> {
     }
     redis::Client::open(s).map_err(|_| bad())?;
     Ok(s.to_string())
+}
+
+/// A password file's first line; what is wrong with it otherwise, in
+/// words for an operator.
+fn read_password_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut text = String::new();
+    file.take(StoreConfig::MAX_PASSWORD_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if text.len() as u64 > StoreConfig::MAX_PASSWORD_FILE {
+        return Err(format!(
+            "{shown} is longer than {} bytes; it should hold the password only",
+            StoreConfig::MAX_PASSWORD_FILE
+        ));
+    }
+    let password = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(format!(
+            "{shown} is empty; write the store's password in it"
+        ));
+    }
+    if password.contains(['\n', '\r']) {
+        return Err(format!(
+            "{shown} has more than one line; it should hold the password only"
+        ));
+    }
+    Ok(password.to_string())
+}
+
+/// Whether a Redis URL carries a password of its own.
+pub(crate) fn url_has_password(url: &str) -> bool {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info()
+        .is_ok_and(|i| i.redis_settings().password().is_some())
 }
 
 /// How long a stop waits for open connections, and the state file that

@@ -1,13 +1,22 @@
-//! Connecting to a backend, with failover. The hello is replayed to each
-//! candidate in turn until one answers: a refused connection, a connect
-//! timeout, or a backend that accepts but stays silent (or closes) before
-//! sending its first byte all move on to the next candidate. Nothing has
-//! reached the client at that point, so a dead backend never costs the
-//! client its connection.
+//! Connecting to a backend, with failover. The hello is replayed to the
+//! next candidate when one fails: a refused connection, a connect timeout,
+//! or a backend that accepts but stays silent (or closes) before sending
+//! its first byte. Nothing has reached the client at that point, so a dead
+//! backend never costs the client its connection.
 //!
-//! The one failure that stops the failover is this host's own: out of file
-//! descriptors, ephemeral ports or memory, every other backend would fail
-//! the same way, and none of them is to blame or marked down for it.
+//! A refusal or a connect timeout is the backend's alone: it is marked
+//! down for `down_hold`, and the failover goes on. A backend that accepted
+//! and then failed the hello may have been reacting to this client (a deny
+//! list, a WAF, a PROXY source it refuses): that counts against it only
+//! once a second client prefix sees the same ([`Backend::hello_refused`]),
+//! and the hello goes to at most [`HELLO_FAILURES`] such backends before
+//! the client's connection is closed, so one client's hellos are not
+//! replayed to the whole pool.
+//!
+//! The one failure that stops the failover at once is this host's own:
+//! out of file descriptors, ephemeral ports or memory, every other backend
+//! would fail the same way, and none of them is to blame or marked down
+//! for it.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::io;
@@ -18,9 +27,16 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use crate::backend::{ActiveGuard, Backend};
+use crate::backend::{ActiveGuard, Backend, HelloRefusal};
 use crate::pool::PoolState;
 use crate::proxy_out::{self, Origin};
+
+/// How many backends one connection's hello may reach and see fail after
+/// the connect (closed, reset, silent) before the connection is closed:
+/// the first choice, and one more. A backend that crashed once, or
+/// restarted mid-accept, still lets its client be served by the next;
+/// a hello that every backend refuses reaches two of them, not the pool.
+pub(crate) const HELLO_FAILURES: usize = 2;
 
 /// No backend was reached. Never the client's fault: either every
 /// candidate failed (the backends'), or this host could not open a
@@ -39,8 +55,9 @@ pub(crate) struct ConnectError {
 /// Whose failure an attempt was, which decides what is done about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fault {
-    /// The backend: it is marked down for `down_hold` and counted, and the
-    /// next candidate is tried.
+    /// The backend: it is counted and the next candidate is tried; a
+    /// refused or timed-out connect marks it down for `down_hold`, a
+    /// failed hello only as [`Backend::hello_refused`] says.
     Backend,
     /// This host (descriptors, ports, memory): no backend is blamed, and
     /// trying another would only fail again.
@@ -48,6 +65,17 @@ pub(crate) enum Fault {
 }
 
 impl ConnectError {
+    /// Whether the failover stopped because the hello failed on
+    /// [`HELLO_FAILURES`] backends, which one client can provoke at will:
+    /// say so only within the log's rate limit.
+    pub fn stopped_after_hello(&self) -> bool {
+        self.attempts
+            .iter()
+            .filter(|(_, e)| e.after_hello())
+            .count()
+            >= HELLO_FAILURES
+    }
+
     /// [`Fault::Local`] when the failover stopped at a failure of this host;
     /// otherwise the backends were all tried (or there were none).
     #[cfg(test)]
@@ -70,7 +98,14 @@ fn summary(attempts: &[(Arc<str>, AttemptError)]) -> String {
         );
     }
     use std::fmt::Write;
-    let mut out = String::from("every backend failed:");
+    let after_hello = attempts.iter().filter(|(_, e)| e.after_hello()).count();
+    let mut out = if after_hello >= HELLO_FAILURES {
+        format!(
+            "{after_hello} backends took the connection and failed this client's hello; no more are tried (one client's hello is never replayed to the whole pool):"
+        )
+    } else {
+        String::from("every backend failed:")
+    };
     for (name, e) in attempts {
         // Writing to a String cannot fail.
         let _ = write!(out, " {name}: {e};");
@@ -130,6 +165,16 @@ impl AttemptError {
         self.fault() == Fault::Backend
     }
 
+    /// Whether the backend took the connection and the hello, and then
+    /// failed it (closed, reset, or sent nothing): something this client's
+    /// hello may have provoked, unlike a refused or timed-out connect.
+    pub fn after_hello(&self) -> bool {
+        matches!(
+            self,
+            AttemptError::Silent | AttemptError::Closed | AttemptError::Reset(_)
+        )
+    }
+
     /// A failed `connect(2)`, sorted by whose fault it is.
     fn connect_failed(e: io::Error) -> Self {
         if is_local_failure(&e) {
@@ -186,7 +231,11 @@ pub(crate) async fn connect(
 ) -> Result<Connected, ConnectError> {
     let t = &pool.config.timeouts;
     let mut attempts = Vec::new();
+    let mut hello_failures = 0;
     for backend in candidates {
+        if hello_failures >= HELLO_FAILURES {
+            break;
+        }
         let Some(active) = backend.try_track() else {
             backend.counters.failure("full");
             attempts.push((backend.name.clone(), AttemptError::Full));
@@ -212,12 +261,39 @@ pub(crate) async fn connect(
                 attempts.push((backend.name.clone(), e));
                 break;
             }
+            Err(e) if e.after_hello() => {
+                pool.stats.backend_failure();
+                backend.counters.failure(e.reason());
+                hello_failures += 1;
+                // Found only now, on a failure: the prefix routing counts
+                // this client as (a PROXY listener's declared source).
+                let client = pool.prefix(origin.client.ip()).to_bytes();
+                let verdict = backend.hello_refused(&pool.clock, t.down_hold, client);
+                // A client can provoke these at will: rate-limited.
+                if pool.decision_log.allow() {
+                    let next = if hello_failures < HELLO_FAILURES {
+                        "trying the next, if any"
+                    } else {
+                        "closing the client's connection"
+                    };
+                    match verdict {
+                        HelloRefusal::MarkedDown => {
+                            warn!(backend = %backend.name, addr = %backend.addr, peer = %origin.client, error = %e,
+                            "backend failed the hellos of two client prefixes within down_hold: marked down; {next}")
+                        }
+                        HelloRefusal::Suspect => {
+                            warn!(backend = %backend.name, addr = %backend.addr, peer = %origin.client, error = %e,
+                            "backend failed this client's hello; not marked down unless another client's fails too; {next}")
+                        }
+                    }
+                }
+                attempts.push((backend.name.clone(), e));
+            }
             Err(e) => {
                 pool.stats.backend_failure();
                 backend.counters.failure(e.reason());
-                // A refusal or a connect timeout says the backend is down;
-                // a silent one may be overloaded, and is skipped all the
-                // same so the next clients do not wait on it too.
+                // A refusal or a connect timeout says the backend is down:
+                // no client's hello reached it.
                 backend.mark_down(&pool.clock, t.down_hold);
                 warn!(backend = %backend.name, addr = %backend.addr, error = %e, "backend attempt failed; trying the next");
                 attempts.push((backend.name.clone(), e));

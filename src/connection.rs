@@ -206,6 +206,7 @@ async fn routed(
             names,
             client: prefix,
             clients: pool.clients.clone(),
+            backends: pool.backend_names.clone(),
         };
         if let Some(wait) = pool.table.prefetch(lookup) {
             wait.await;
@@ -421,6 +422,10 @@ async fn connect_logged(
         }
         Err(e) => {
             pool.stats.no_backend();
+            // A client can have its own hellos fail on purpose.
+            if e.stopped_after_hello() && !pool.decision_log.allow() {
+                return None;
+            }
             warn!(listener = %at.listener, peer = %at.client, pool = %pool.config.name, error = %e, "closed: no backend answered");
             None
         }

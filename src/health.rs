@@ -2,9 +2,11 @@
 //! every `interval`, off the connection path. `fall` failed probes in a
 //! row mark a backend down (routing then passes it over, and its table
 //! entries wait for it: see `route`), `rise` passed probes in a row bring it
-//! back. Failed connection attempts still mark a backend down at once, for
-//! `down_hold` (`crate::connect`); the two verdicts are independent and
-//! either keeps routing away.
+//! back. A refused or timed-out connect still marks a backend down at
+//! once, for `down_hold` (`crate::connect`); a backend that accepts and
+//! then fails clients' hellos only once two client prefixes saw it, so
+//! with one client the TLS check is what catches it. The verdicts are
+//! independent and either keeps routing away.
 //!
 //! A probe is one of:
 //! - `tcp`: a connect within the timeout;

@@ -105,6 +105,16 @@ metric_table! {
     /// how an operator sees stickiness failing.
     AFFINITY_LOST: counter = "stickytls_affinity_lost_total",
         "Routes by key that ended in a full handshake on the owner.";
+    /// By `pool`, `backend` and `result`: `kept` (the refusal alone is no
+    /// evidence: anyone holding one ticket can offer its name), `rejected`
+    /// (the backend had confirmed a newer name: it rotated its key, and
+    /// the name no longer routes there).
+    KEY_NAME_REFUSALS: counter = "stickytls_key_name_refusals_total",
+        "Full handshakes answering a ticket or PSK with a routable key name of that backend.";
+    /// By `pool` and `kind`: the entry stays (another version or cipher
+    /// suite than the session's, a PSK without psk_dhe_ke).
+    UNRESUMABLE_OFFERS: counter = "stickytls_unresumable_offers_total",
+        "Full handshakes on a key's owner for hellos that could not resume its session.";
     /// `kind` of resumption.
     RESUMED: counter = "stickytls_resumed_total",
         "Resumptions the backends accepted, by kind.";
@@ -146,6 +156,12 @@ metric_table! {
     /// closed, full.
     BACKEND_CONNECT_FAILURES: counter = "stickytls_backend_connect_failures_total",
         "Failed attempts to reach a backend, by reason.";
+    /// By `pool` and `backend`: connections it accepted and then closed,
+    /// reset or left unanswered after a client's hello (also counted in
+    /// `stickytls_backend_connect_failures_total`). One client prefix's
+    /// alone never mark it down (docs/routing.md).
+    BACKEND_HELLO_REFUSALS: counter = "stickytls_backend_hello_refusals_total",
+        "Client hellos a backend failed after accepting the connection.";
     /// From starting to connect to the connection being ready, by `pool`
     /// and `backend`.
     BACKEND_CONNECT_SECONDS: histogram(Seconds) = "stickytls_backend_connect_duration_seconds",

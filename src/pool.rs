@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::affinity::clients::{ClientIndex, ClientIndexConfig, ClientPrefix};
 use crate::affinity::memory::MemoryStoreConfig;
+use crate::affinity::rotation::KeyNameLog;
 use crate::affinity::{AffinityStore, MemoryStore};
 use crate::backend::Pool;
 use crate::balance::Balancer;
@@ -35,12 +36,19 @@ pub type Pools = Arc<[Arc<PoolState>]>;
 pub struct PoolState {
     pub config: PoolConfig,
     pub backends: Pool,
+    /// The names of `backends`, for a shared store's lookups: what Redis
+    /// answers is used only for a backend configured here.
+    pub backend_names: Arc<[crate::backend::BackendName]>,
     pub balancer: Balancer,
     /// Session key → owner backend.
     pub table: Arc<dyn AffinityStore>,
     /// Client prefix → recent confirmed connections. Shared with the pool
     /// a reload puts in this one's place.
     pub clients: Arc<ClientIndex>,
+    /// The ticket key names each backend confirmed lately: the evidence
+    /// that a backend rotated its key, before a name stops routing to it.
+    /// Shared with the pool a reload puts in this one's place.
+    pub key_names: Arc<KeyNameLog>,
     pub clock: Clock,
     /// The router's counters (shared by every pool).
     pub stats: Arc<Stats>,
@@ -52,6 +60,10 @@ pub struct PoolState {
     /// newest last: lets `stickytls demo` (and later a stats page) say why
     /// each connection went where it did, without parsing logs.
     recent: Arc<PerThread<VecDeque<DecisionRecord>>>,
+}
+
+fn names_of(backends: &Pool) -> Arc<[crate::backend::BackendName]> {
+    backends.all().iter().map(|b| b.name.clone()).collect()
 }
 
 /// How many routing decisions a pool can be asked for, newest first
@@ -108,12 +120,15 @@ impl PoolState {
             },
             clock.clone(),
         );
+        let backends = Pool::new(&config.name, &config.backends);
         PoolState {
             series: PoolSeries::register(&config.name),
-            backends: Pool::new(&config.name, &config.backends),
+            backend_names: names_of(&backends),
+            backends,
             balancer: Balancer::new(config.balance),
             table,
             clients: Arc::new(clients),
+            key_names: Arc::default(),
             clock,
             stats,
             decision_log,
@@ -133,16 +148,17 @@ impl PoolState {
     /// restart applies them (the settings table's `restart!` rows, in
     /// `config/settings.rs`).
     pub fn reconfigured(&self, config: PoolConfig) -> PoolState {
+        let backends =
+            self.backends
+                .reconfigured(&config.name, &self.config.backends, &config.backends);
         PoolState {
             series: PoolSeries::register(&config.name),
-            backends: self.backends.reconfigured(
-                &config.name,
-                &self.config.backends,
-                &config.backends,
-            ),
+            backend_names: names_of(&backends),
+            backends,
             balancer: Balancer::new(config.balance),
             table: self.table.clone(),
             clients: self.clients.clone(),
+            key_names: self.key_names.clone(),
             clock: self.clock.clone(),
             stats: self.stats.clone(),
             decision_log: self.decision_log.clone(),

@@ -33,6 +33,13 @@ pub(crate) struct Offer {
     pub ticket: Option<(Key, Option<Key>)>,
     /// A non-empty legacy session ID.
     pub session_id: Option<Key>,
+    /// The hello offers TLS 1.3 and nothing older: its legacy_session_id
+    /// can only be answered in TLS 1.3, where it is a random echo, so no
+    /// backend can have assigned it and no store can hold it.
+    pub tls13_only: bool,
+    /// With PSK identities: the hello lets a server resume one with a key
+    /// exchange (psk_dhe_ke and a key_share), the mode servers allow.
+    pub psk_dhe_ke: bool,
     /// Hash of the resumption-stable fingerprint: tells clients behind one
     /// address apart when re-binding.
     pub fingerprint: u32,
@@ -66,10 +73,18 @@ impl Offer {
         let session_id = Some(hello.session_id)
             .filter(|s| !s.is_empty())
             .map(|s| Key::new(KeyKind::SessionId, s));
+        // GREASE versions (0x?a?a) are above TLS 1.3's 0x0304: only SSL 3.0
+        // to TLS 1.2 count as older.
+        let tls13_only = hello.offers_tls13()
+            && !hello
+                .supported_versions()
+                .any(|v| (0x0300..0x0304).contains(&v));
         Offer {
+            psk_dhe_ke: !psk_identities.is_empty() && hello.offers_psk_dhe_ke(),
             psk_identities,
             ticket,
             session_id,
+            tls13_only,
             fingerprint: stable_fingerprint(hello),
         }
     }
@@ -108,14 +123,18 @@ impl Offer {
     }
 
     /// What a shared store is asked for when this process knows none of
-    /// the keys: the session keys offered, then their key names.
+    /// the keys: the session keys offered, then their key names. Not the
+    /// session ID of a hello that offers TLS 1.3 only: no store can hold
+    /// it (a round trip for nothing, and a lookup any client can make for
+    /// IDs it copied from others' hellos).
     pub fn lookup_keys(&self) -> (Vec<Key>, Vec<Key>) {
+        let session_id = self.session_id.filter(|_| !self.tls13_only);
         let keys = self
             .psk_identities
             .iter()
             .map(|(k, _)| *k)
             .chain(self.ticket.iter().map(|(k, _)| *k))
-            .chain(self.session_id)
+            .chain(session_id)
             .collect();
         (keys, self.key_names().collect())
     }
@@ -378,10 +397,7 @@ mod tests {
         let sid = Key::new(KeyKind::SessionId, b"a session on a");
         pool.table.put(
             sid,
-            Binding {
-                backend: Arc::from("a"),
-                state: KeyState::Owned,
-            },
+            Binding::owned(Arc::from("a"), crate::affinity::Session::UNKNOWN),
         );
 
         let resuming = Offer {
@@ -423,10 +439,7 @@ mod tests {
         let pool = PoolState::for_test(cfg);
         let client = pool.prefix("127.0.0.9".parse().unwrap());
         let sid = Key::new(KeyKind::SessionId, b"a session on a");
-        let on_a = Binding {
-            backend: Arc::from("a"),
-            state: KeyState::Owned,
-        };
+        let on_a = Binding::owned(Arc::from("a"), crate::affinity::Session::UNKNOWN);
         pool.table.put(sid, on_a);
         pool.clients.record(
             client,
@@ -573,10 +586,7 @@ mod tests {
 
         let (pool, client, sid) = pool_with_a_session_on_a();
         let gone = Key::new(KeyKind::Ticket, b"a ticket of a removed backend");
-        let removed = Binding {
-            backend: Arc::from("removed"),
-            state: KeyState::Owned,
-        };
+        let removed = Binding::owned(Arc::from("removed"), crate::affinity::Session::UNKNOWN);
         pool.table.put(gone, removed);
         let a = pool.backends.by_name("a").unwrap().clone();
         let resuming = Offer {

@@ -94,7 +94,11 @@ impl Server {
             .build()
             .map_err(ServerError::Runtime)?;
         let lifecycle = config.lifecycle.clone();
-        let inherited = lifecycle.takeover_socket.as_deref().and_then(take_over);
+        let state_cap = crate::state::size_cap(&config.pools);
+        let inherited = lifecycle
+            .takeover_socket
+            .as_deref()
+            .and_then(|path| take_over(path, state_cap));
         let router = rt.block_on(bind(config, file, inherited.as_ref()))?;
         // Caught from here on: before, their default action ends the
         // process, which has nothing to drain or save yet.
@@ -162,10 +166,11 @@ impl Server {
     }
 }
 
-/// Takes the listening sockets and the state of the router running at
-/// `path`, if one is; without one this process starts on its own.
-fn take_over(path: &std::path::Path) -> Option<Inherited> {
-    match crate::takeover::take_over(path) {
+/// Takes the listening sockets and the state (at most `state_cap` bytes)
+/// of the router running at `path`, if one is; without one, or with one
+/// whose sockets or state are refused, this process starts on its own.
+fn take_over(path: &std::path::Path, state_cap: u64) -> Option<Inherited> {
+    match crate::takeover::take_over(path, state_cap) {
         Ok(Some(i)) => {
             let sockets: usize = i.sockets.values().map(Vec::len).sum();
             info!(from_pid = ?i.from_pid, sockets, state_bytes = i.state.len(), "taking over from the running router");

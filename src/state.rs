@@ -16,11 +16,11 @@
 //! Backends are kept by name and mapped back through each pool's backends,
 //! so entries of a backend no longer configured are dropped.
 //!
-//! # Format (version 1), big-endian
+//! # Format (version 2), big-endian
 //!
 //! ```text
 //! magic       "STKYSTAT"            8 bytes
-//! version     u16                   1
+//! version     u16                   2
 //! written_at  u64                   Unix seconds of the write
 //! body_len    u64
 //! body        [u8; body_len]
@@ -30,13 +30,16 @@
 //! Pool:     name Str, backends u16, Str * backends,
 //!           entries u32, Entry * entries, clients u32, Client * clients
 //! Str:      len u16, UTF-8 [u8; len]
-//! Entry:    key [u8; 16], backend u16, state u16, idle u32, age u32
+//! Entry:    key [u8; 16], backend u16, state u16, idle u32, age u32,
+//!           version u16, cipher u16     (the session's; 0 0: unknown)
 //! Client:   family u8 (4 | 6), address [u8; 4 | 16], bucket_age u32,
 //!           previous u16, current u16, recent u8 (<= 6), Recent * recent
 //! Recent:   age u32, fingerprint u32, backend u16, tls12 u8 (0 | 1)
 //! ```
 //! `backend` fields index the pool's `backends`; entries and clients are
-//! least recently used first.
+//! least recently used first. Version 1 (before the session's version and
+//! cipher suite were kept) is read too: its entries end after `age`, and
+//! their session is unknown.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::io::Write;
@@ -49,20 +52,33 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::affinity::clients::{RECENT, SavedClient, SavedRecent, SavedRecents};
-use crate::affinity::{Key, KeyState, SavedEntry};
+use crate::affinity::{Key, KeyState, SavedEntry, Session};
 use crate::backend::BackendName;
 use crate::pool::PoolState;
 
 pub(crate) const MAGIC: &[u8; 8] = b"STKYSTAT";
-pub(crate) const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 2;
 /// magic, version, written_at, body_len.
 const HEADER: usize = 8 + 2 + 8 + 8;
 const CHECKSUM: usize = 32;
-const ENTRY: usize = 16 + 2 + 2 + 4 + 4;
+const ENTRY: usize = ENTRY_V1 + 2 + 2;
+/// An entry of a version 1 file, without its session.
+const ENTRY_V1: usize = 16 + 2 + 2 + 4 + 4;
 /// The smallest client record (IPv4, no recent connection).
 const MIN_CLIENT: usize = 1 + 4 + 4 + 2 + 2 + 1;
 /// A client's recent connection.
 const RECENT_LEN: usize = 4 + 4 + 2 + 1;
+/// The longest client record (IPv6, every recent connection).
+const MAX_CLIENT: usize = MIN_CLIENT + 12 + RECENT * RECENT_LEN;
+/// Room for a pool's name and backend names in [`size_cap`]: the names a
+/// table has interned (every backend it has routed to since the start,
+/// reloads included) are far fewer and shorter.
+const NAMES_ROOM: u64 = 1 << 20;
+/// The least [`size_cap`] allows, for small tables.
+pub const MIN_SIZE_CAP: u64 = 16 << 20;
+/// Mode of a written state file: it holds client addresses, which are no
+/// other local user's business.
+const FILE_MODE: u32 = 0o600;
 
 /// Why a state file was not loaded or not written. Each message says what
 /// was found and that the router starts (or goes on) without it.
@@ -78,7 +94,7 @@ pub enum StateError {
     #[error("not a stickytls state file (wrong magic)")]
     Foreign,
     /// A state file of a version this build does not read.
-    #[error("state file version {0}, but this build reads version {VERSION}")]
+    #[error("state file version {0}, but this build reads versions 1 to {VERSION}")]
     Version(u16),
     /// Shorter than its header says.
     #[error("truncated: {found} bytes where the header promises {expected}")]
@@ -89,6 +105,42 @@ pub enum StateError {
     /// The checksum matches but the body does not parse: what part.
     #[error("malformed: {0}")]
     Malformed(&'static str),
+    /// Larger than the configured tables can fill ([`size_cap`]): not
+    /// read, so that a file (or a takeover's state) cannot make the router
+    /// allocate beyond what its own configuration allows.
+    #[error(
+        "too large: {size} bytes, over the {cap} bytes this configuration's tables can hold \
+         when full (table_size and clients_tracked); a file written with larger tables loads \
+         once they are configured again"
+    )]
+    TooLarge { size: u64, cap: u64 },
+}
+
+/// The most bytes a state file (or a takeover's state) may have for
+/// `pools`: what their tables and client indexes hold when full (each
+/// entry [`ENTRY`] bytes, each client at most [`MAX_CLIENT`]), a sixteenth
+/// more for shards that fill unevenly, room for names, and never under
+/// [`MIN_SIZE_CAP`]. At the default sizes (1,000,000 entries and clients)
+/// it is about 125 MB; a real file is smaller, since clients rarely hold
+/// six recent connections from IPv6 addresses.
+pub fn size_cap(pools: &[crate::config::PoolConfig]) -> u64 {
+    let records = |n: usize, each: usize| {
+        let n = n as u64;
+        n.saturating_add(n / 16)
+            .saturating_add(1024)
+            .saturating_mul(each as u64)
+    };
+    let pools: u64 = pools
+        .iter()
+        .map(|p| {
+            NAMES_ROOM
+                .saturating_add(records(p.affinity.table_size, ENTRY))
+                .saturating_add(records(p.affinity.clients_tracked, MAX_CLIENT))
+        })
+        .fold(0u64, u64::saturating_add);
+    pools
+        .saturating_add((HEADER + CHECKSUM + 4) as u64)
+        .max(MIN_SIZE_CAP)
 }
 
 /// A state file as parsed: everything it holds, before any of it is
@@ -108,8 +160,48 @@ pub struct SavedPool {
     pub backends: Vec<String>,
     /// Least recently used first.
     pub entries: Vec<SavedEntry>,
-    pub clients: Vec<SavedClient>,
+    pub clients: SavedClients,
 }
+
+/// A pool's client records as the file has them, checked when the file
+/// was decoded and decoded again, a batch at a time, when applied: a
+/// decoded record ([`SavedClient`], its recent connections inline) is
+/// about 100 bytes where the file's smallest is 14, so decoding them all
+/// at once would make a file's size grow sevenfold in memory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SavedClients {
+    /// The records, least recently used first, every one whole and with
+    /// its backend indexes below `backends`.
+    bytes: Vec<u8>,
+    len: usize,
+    /// How many backend names the records' indexes point into.
+    backends: usize,
+}
+
+impl SavedClients {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The records, decoded one by one.
+    pub fn iter(&self) -> impl Iterator<Item = SavedClient> + '_ {
+        let mut r = Reader { rest: &self.bytes };
+        // Checked at decode: an error cannot happen, and would end the
+        // walk rather than panic.
+        std::iter::from_fn(move || {
+            (!r.rest.is_empty())
+                .then(|| decode_client(&mut r, self.backends).ok())
+                .flatten()
+        })
+    }
+}
+
+/// Client records decoded at once when a state is applied: some 7 MB.
+const CLIENT_BATCH: usize = 1 << 16;
 
 /// What a load put back, for its log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -255,12 +347,14 @@ fn encode_clients(pool: &PoolState, shift: u16) -> (Vec<u8>, usize, Vec<BackendN
 /// once per entry rather than once per field.
 pub(crate) fn encode_entry(e: &SavedEntry) -> [u8; ENTRY] {
     let mut out = [0u8; ENTRY];
-    let fields: [&[u8]; 5] = [
+    let fields: [&[u8]; 7] = [
         e.key.as_bytes(),
         &e.backend.to_be_bytes(),
         &e.state.to_bits().to_be_bytes(),
         &e.idle.to_be_bytes(),
         &e.age.to_be_bytes(),
+        &e.session.version.to_be_bytes(),
+        &e.session.cipher.to_be_bytes(),
     ];
     let mut rest = out.as_mut_slice();
     for f in fields {
@@ -373,8 +467,35 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What decoding may allocate besides the input: twice the body's size and
+/// this much. A real file needs about 1.2 times its entries' bytes (a
+/// decoded entry is a little larger than its record) and its clients'
+/// bytes once ([`SavedClients`]); only pool and backend names cost more
+/// than their bytes, and a real file has few.
+const DECODE_SLACK: usize = 1 << 20;
+
+/// Counts what decoding allocates against a budget set by the input's
+/// size, so that no arrangement of records (a million empty pools, names
+/// of no bytes) makes memory grow faster than the file.
+struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    /// Takes room for `n` values of `T`, or says the file is malformed.
+    fn take<T>(&mut self, n: usize, what: &'static str) -> Result<(), StateError> {
+        let bytes = n.saturating_mul(std::mem::size_of::<T>().max(1));
+        self.left = self
+            .left
+            .checked_sub(bytes)
+            .ok_or(StateError::Malformed(what))?;
+        Ok(())
+    }
+}
+
 /// Parses a whole state file. Nothing in `bytes` can make this panic or
-/// allocate more than the file's own size over again.
+/// allocate more than twice the file's size and 1 MiB ([`DECODE_SLACK`])
+/// besides the file itself.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     if bytes.is_empty() {
         return Err(StateError::Empty);
@@ -393,7 +514,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     let mut header = Reader { rest: bytes };
     header.take(MAGIC.len(), "magic")?;
     let version = header.u16("version")?;
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(StateError::Version(version));
     }
     let written_at = u64::from_be_bytes(header.array("time")?);
@@ -418,10 +539,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     let mut r = Reader {
         rest: signed.get(HEADER..).unwrap_or_default(),
     };
+    let mut budget = Budget {
+        left: r.rest.len().saturating_mul(2).saturating_add(DECODE_SLACK),
+    };
     let n = r.count(2 + 2 + 4 + 4, "pool count")?;
+    budget.take::<SavedPool>(n, "pool count")?;
     let mut pools = Vec::with_capacity(n);
     for _ in 0..n {
-        pools.push(decode_pool(&mut r)?);
+        pools.push(decode_pool(&mut r, version, &mut budget)?);
     }
     if !r.rest.is_empty() {
         return Err(StateError::Malformed("bytes after the last pool"));
@@ -429,17 +554,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     Ok(Saved { written_at, pools })
 }
 
-fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
+fn decode_pool(
+    r: &mut Reader<'_>,
+    version: u16,
+    budget: &mut Budget,
+) -> Result<SavedPool, StateError> {
     let name = r.str("pool name")?;
+    budget.take::<u8>(name.len(), "pool name")?;
     let n = r.u16("backend count")?;
     // Each name takes at least its 2-byte length: a count past what is
     // left is refused before it sizes anything.
     if usize::from(n) * 2 > r.rest.len() {
         return Err(StateError::Malformed("backend count"));
     }
+    budget.take::<String>(usize::from(n), "backend count")?;
     let mut backends = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
-        backends.push(r.str("backend name")?);
+        let b = r.str("backend name")?;
+        budget.take::<u8>(b.len(), "backend name")?;
+        backends.push(b);
     }
     let backend = |b: u16, what| {
         if usize::from(b) < backends.len() {
@@ -448,12 +581,14 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
             Err(StateError::Malformed(what))
         }
     };
-    let n = r.count(ENTRY, "entry count")?;
+    let size = if version == 1 { ENTRY_V1 } else { ENTRY };
+    let n = r.count(size, "entry count")?;
+    budget.take::<SavedEntry>(n, "entry count")?;
     let mut entries = Vec::with_capacity(n);
     // `count` checked that they are all there: take them at once and
     // read each fixed-size record with its own cursor.
-    let all = r.take(n.saturating_mul(ENTRY), "entry count")?;
-    for record in all.chunks_exact(ENTRY) {
+    let all = r.take(n.saturating_mul(size), "entry count")?;
+    for record in all.chunks_exact(size) {
         let mut e = Reader { rest: record };
         let key = Key::from_bytes(e.array("entry key")?);
         let b = backend(e.u16("entry")?, "an entry's backend index")?;
@@ -462,61 +597,93 @@ fn decode_pool(r: &mut Reader<'_>) -> Result<SavedPool, StateError> {
         if state.to_bits() != bits {
             return Err(StateError::Malformed("an entry's key state"));
         }
+        let (idle, age) = (e.u32("entry")?, e.u32("entry")?);
+        let session = if version == 1 {
+            Session::UNKNOWN
+        } else {
+            Session {
+                version: e.u16("entry")?,
+                cipher: e.u16("entry")?,
+            }
+        };
         entries.push(SavedEntry {
             key,
             backend: b,
             state,
-            idle: e.u32("entry")?,
-            age: e.u32("entry")?,
+            session,
+            idle,
+            age,
         });
     }
     let n = r.count(MIN_CLIENT, "client count")?;
-    let mut clients = Vec::with_capacity(n);
+    // Checked here, kept as bytes (see `SavedClients`).
+    let records = r.rest;
     for _ in 0..n {
-        let addr = match r.u8("client")? {
-            4 => IpAddr::from(r.array::<4>("client address")?),
-            6 => IpAddr::from(r.array::<16>("client address")?),
-            _ => return Err(StateError::Malformed("a client's address family")),
-        };
-        let bucket_age = r.u32("client")?;
-        let previous = r.u16("client")?;
-        let current = r.u16("client")?;
-        let k = r.u8("client")?;
-        if usize::from(k) > RECENT {
-            return Err(StateError::Malformed("a client's recent connections"));
-        }
-        let mut recent = SavedRecents::default();
-        for _ in 0..k {
-            let age = r.u32("recent connection")?;
-            let fingerprint = r.u32("recent connection")?;
-            let b = backend(r.u16("recent connection")?, "a client's backend index")?;
-            let tls12 = match r.u8("recent connection")? {
-                0 => false,
-                1 => true,
-                _ => return Err(StateError::Malformed("a recent connection's version")),
-            };
-            // At most `RECENT`, checked above: never refused.
-            recent.push(SavedRecent {
-                age,
-                fingerprint,
-                backend: b,
-                tls12,
-            });
-        }
-        clients.push(SavedClient {
-            // Re-masked by the pool it is applied to.
-            prefix: crate::affinity::clients::ClientPrefix::new(addr, 32, 128),
-            recent,
-            bucket_age,
-            previous,
-            current,
-        });
+        decode_client(r, backends.len())?;
     }
+    let bytes = records
+        .get(..records.len() - r.rest.len())
+        .unwrap_or_default();
+    budget.take::<u8>(bytes.len(), "client count")?;
+    let clients = SavedClients {
+        bytes: bytes.to_vec(),
+        len: n,
+        backends: backends.len(),
+    };
     Ok(SavedPool {
         name,
         backends,
         entries,
         clients,
+    })
+}
+
+/// One client record, its backend indexes below `backends`.
+fn decode_client(r: &mut Reader<'_>, backends: usize) -> Result<SavedClient, StateError> {
+    let backend = |b: u16| {
+        if usize::from(b) < backends {
+            Ok(b)
+        } else {
+            Err(StateError::Malformed("a client's backend index"))
+        }
+    };
+    let addr = match r.u8("client")? {
+        4 => IpAddr::from(r.array::<4>("client address")?),
+        6 => IpAddr::from(r.array::<16>("client address")?),
+        _ => return Err(StateError::Malformed("a client's address family")),
+    };
+    let bucket_age = r.u32("client")?;
+    let previous = r.u16("client")?;
+    let current = r.u16("client")?;
+    let k = r.u8("client")?;
+    if usize::from(k) > RECENT {
+        return Err(StateError::Malformed("a client's recent connections"));
+    }
+    let mut recent = SavedRecents::default();
+    for _ in 0..k {
+        let age = r.u32("recent connection")?;
+        let fingerprint = r.u32("recent connection")?;
+        let b = backend(r.u16("recent connection")?)?;
+        let tls12 = match r.u8("recent connection")? {
+            0 => false,
+            1 => true,
+            _ => return Err(StateError::Malformed("a recent connection's version")),
+        };
+        // At most `RECENT`, checked above: never refused.
+        recent.push(SavedRecent {
+            age,
+            fingerprint,
+            backend: b,
+            tls12,
+        });
+    }
+    Ok(SavedClient {
+        // Re-masked by the pool it is applied to.
+        prefix: crate::affinity::clients::ClientPrefix::new(addr, 32, 128),
+        recent,
+        bucket_age,
+        previous,
+        current,
     })
 }
 
@@ -560,7 +727,7 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
 
         let SavedPool {
             mut entries,
-            mut clients,
+            clients,
             ..
         } = sp;
         let before = entries.len();
@@ -581,19 +748,30 @@ pub fn apply(saved: Saved, pools: &[Arc<PoolState>], now: SystemTime) -> Restore
         out.entries += put;
         out.expired += entries.len() - put;
 
-        for c in &mut clients {
-            c.prefix = pool.prefix(c.prefix.addr());
-            c.bucket_age = c.bucket_age.saturating_add(grow);
-            c.recent.retain_mut(|r| match to_now(r.backend) {
-                Some(b) => {
-                    r.backend = b;
-                    r.age = r.age.saturating_add(grow);
-                    true
-                }
-                None => false,
-            });
+        // A batch at a time, in the file's order: the index keeps what it
+        // would keep of them all at once.
+        let mut all = clients.iter();
+        let mut batch = Vec::with_capacity(clients.len().min(CLIENT_BATCH));
+        loop {
+            batch.clear();
+            batch.extend(all.by_ref().take(CLIENT_BATCH));
+            if batch.is_empty() {
+                break;
+            }
+            for c in &mut batch {
+                c.prefix = pool.prefix(c.prefix.addr());
+                c.bucket_age = c.bucket_age.saturating_add(grow);
+                c.recent.retain_mut(|r| match to_now(r.backend) {
+                    Some(b) => {
+                        r.backend = b;
+                        r.age = r.age.saturating_add(grow);
+                        true
+                    }
+                    None => false,
+                });
+            }
+            out.clients += pool.clients.restore(&names, &batch);
         }
-        out.clients += pool.clients.restore(&names, &clients);
     }
     out
 }
@@ -652,21 +830,49 @@ impl StateFile {
         &self.path
     }
 
-    /// Reads and parses the file; `Ok(None)` if it does not exist.
-    pub fn read(&self) -> Result<Option<Saved>, StateError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => decode(&bytes).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StateError::Io("read the state file", e)),
+    /// Reads and parses the file, refusing one over `cap` bytes before
+    /// reading it (and one that grows past it while read); `Ok(None)` if it
+    /// does not exist.
+    pub fn read_within(&self, cap: u64) -> Result<Option<Saved>, StateError> {
+        use std::io::Read;
+        let f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StateError::Io("read the state file", e)),
+        };
+        let size = f
+            .metadata()
+            .map_err(|e| StateError::Io("read the state file", e))?
+            .len();
+        if size > cap {
+            return Err(StateError::TooLarge { size, cap });
         }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        f.take(cap.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| StateError::Io("read the state file", e))?;
+        let size = bytes.len() as u64;
+        if size > cap {
+            return Err(StateError::TooLarge { size, cap });
+        }
+        decode(&bytes).map(Some)
+    }
+
+    /// [`StateFile::read_within`] with no cap but the address space: for
+    /// tools reading a file they wrote themselves.
+    pub fn read(&self) -> Result<Option<Saved>, StateError> {
+        self.read_within(u64::MAX)
     }
 
     /// Loads the file into `pools`, logging one line whatever happens; the
-    /// router starts in every case.
+    /// router starts in every case. A file larger than `pools` can hold
+    /// ([`size_cap`]) is not read.
     pub fn restore(&self, pools: &[Arc<PoolState>]) -> Option<Restored> {
         let started = Instant::now();
         let file = self.path.display();
-        match self.read() {
+        let configs: Vec<_> = pools.iter().map(|p| p.config.clone()).collect();
+        self.remove_stale_temporaries();
+        match self.read_within(size_cap(&configs)) {
             Ok(Some(saved)) => {
                 let r = apply(saved, pools, SystemTime::now());
                 record_load("ok", Some(&r));
@@ -720,11 +926,9 @@ impl StateFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(format!(".{}.tmp", std::process::id()));
-        let tmp = dir.join(tmp_name);
+        let tmp = self.temporary(std::process::id());
         let result = (|| {
-            let mut f = std::fs::File::create(&tmp)
+            let mut f = create_private(&tmp)
                 .map_err(|e| StateError::Io("create the temporary state file", e))?;
             for part in &encoded.parts {
                 f.write_all(part)
@@ -752,6 +956,68 @@ impl StateFile {
         record_write(&result);
         result
     }
+
+    /// The temporary file a writer of process `pid` uses.
+    fn temporary(&self, pid: u32) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{pid}.tmp"));
+        self.path.with_file_name(name)
+    }
+
+    /// Removes the temporary files of writers that crashed mid-write
+    /// (`<file>.<pid>.tmp` of a process that no longer runs): unlinked,
+    /// which never follows a symbolic link.
+    fn remove_stale_temporaries(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let pid = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(&prefix))
+                .and_then(|f| f.strip_suffix(".tmp"))
+                .and_then(|p| p.parse::<u32>().ok());
+            let Some(pid) = pid else { continue };
+            let running = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+            if !running && std::fs::remove_file(entry.path()).is_ok() {
+                info!(file = %entry.path().display(), "removed a temporary state file left by a writer that stopped mid-write");
+            }
+        }
+    }
+}
+
+/// Creates `path` for writing, mode [`FILE_MODE`] whatever the umask: a
+/// file left there (a crashed write of a process with the same id, as in a
+/// container) is unlinked first, and the file is then created only if
+/// nothing took its place meanwhile (O_EXCL), never through a symbolic link
+/// (O_NOFOLLOW; O_EXCL alone already refuses one), so a link planted at the
+/// predictable name cannot make the router write elsewhere.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(FILE_MODE)
+        .open(path)?;
+    // The umask can only take bits away from FILE_MODE; this states it.
+    f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -776,9 +1042,27 @@ mod tests {
         Arc::new(PoolState::for_test(config))
     }
 
+    /// A TLS 1.2 session's version and cipher suite.
+    const TLS12_SESSION: Session = Session {
+        version: 0x0303,
+        cipher: 0xc02f,
+    };
+
     fn bind(pool: &PoolState, key: Key, backend: &str, state: KeyState) {
         let backend = pool.backends.by_name(backend).unwrap().name.clone();
-        pool.table.put(key, Binding { backend, state });
+        let session = if state == KeyState::Owned {
+            TLS12_SESSION
+        } else {
+            Session::UNKNOWN
+        };
+        pool.table.put(
+            key,
+            Binding {
+                backend,
+                state,
+                session,
+            },
+        );
     }
 
     fn key(i: u32) -> Key {
@@ -820,6 +1104,8 @@ mod tests {
                 .map(|b| (b.backend.to_string(), b.state))
         };
         assert_eq!(got(1), Some(("a".into(), KeyState::Owned)));
+        let session = fresh.table.get(&key(1)).unwrap().session;
+        assert_eq!(session, TLS12_SESSION, "the session's version and suite");
         assert_eq!(got(2), Some(("b".into(), KeyState::Routable)));
         assert_eq!(got(3), Some(("c".into(), KeyState::Candidate { tag: 77 })));
         assert_eq!(got(4), Some(("b".into(), KeyState::Shared)));
@@ -832,6 +1118,41 @@ mod tests {
         );
         assert_eq!(view.same_fingerprint.as_deref(), Some("c"));
         assert_eq!(view.new_sessions, 1);
+    }
+
+    /// A version 1 file, as the build before sessions were kept wrote it:
+    /// each entry without its version and cipher suite.
+    #[test]
+    fn a_version_1_file_is_read_with_its_sessions_unknown() {
+        let mut body = Vec::new();
+        put_u32(&mut body, 1);
+        put_str(&mut body, "web");
+        put_u16(&mut body, 1);
+        put_str(&mut body, "a");
+        put_u32(&mut body, 2);
+        for (i, state) in [(1, KeyState::Owned), (2, KeyState::Routable)] {
+            body.extend_from_slice(key(i).as_bytes());
+            body.extend_from_slice(&0u16.to_be_bytes());
+            body.extend_from_slice(&state.to_bits().to_be_bytes());
+            body.extend_from_slice(&5u32.to_be_bytes());
+            body.extend_from_slice(&9u32.to_be_bytes());
+        }
+        put_u32(&mut body, 0);
+        let saved = decode(&signed(&body, 1)).unwrap();
+        let entries = &saved.pools[0].entries;
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            (
+                entries[0].state,
+                entries[0].session,
+                entries[0].idle,
+                entries[0].age
+            ),
+            (KeyState::Owned, Session::UNKNOWN, 5, 9)
+        );
+        assert_eq!(entries[1].state, KeyState::Routable);
+        // The same records read as version 2 are four bytes short each.
+        assert!(decode(&signed(&body, 2)).is_err());
     }
 
     #[test]
@@ -945,7 +1266,7 @@ mod tests {
         put_u32(&mut bad_index, 1);
         bad_index.extend_from_slice(&[0; 16]);
         bad_index.extend_from_slice(&1u16.to_be_bytes());
-        bad_index.extend_from_slice(&[0; 10]);
+        bad_index.extend_from_slice(&[0; 14]);
         put_u32(&mut bad_index, 0);
         assert!(matches!(
             decode(&signed(&bad_index, VERSION)),
@@ -957,12 +1278,154 @@ mod tests {
             Err(StateError::Malformed(_))
         ));
         assert!(matches!(
-            decode(&signed(&[0, 0, 0, 0], 2)),
-            Err(StateError::Version(2))
+            decode(&signed(&[0, 0, 0, 0], 3)),
+            Err(StateError::Version(3))
+        ));
+        assert!(matches!(
+            decode(&signed(&[0, 0, 0, 0], 0)),
+            Err(StateError::Version(0))
         ));
         assert!(matches!(decode(&signed(&[0, 0, 0, 0], VERSION)), Ok(s) if s.pools.is_empty()));
         assert!(matches!(decode(b"STKY"), Err(StateError::Truncated { .. })));
         assert!(matches!(decode(b"PK\x03\x04"), Err(StateError::Foreign)));
+    }
+
+    /// What a decoded state holds on the heap, by its capacities.
+    fn heap(saved: &Saved) -> usize {
+        use std::mem::size_of;
+        saved.pools.capacity() * size_of::<SavedPool>()
+            + saved
+                .pools
+                .iter()
+                .map(|p| {
+                    p.name.capacity()
+                        + p.backends.capacity() * size_of::<String>()
+                        + p.backends.iter().map(String::capacity).sum::<usize>()
+                        + p.entries.capacity() * size_of::<SavedEntry>()
+                        + p.clients.bytes.capacity()
+                })
+                .sum::<usize>()
+    }
+
+    /// A pool named "web" with one backend, no entry, and `n` client
+    /// records of the smallest kind (IPv4, no recent connection).
+    fn smallest_clients(n: u32) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_u32(&mut body, 1);
+        put_str(&mut body, "web");
+        put_u16(&mut body, 1);
+        put_str(&mut body, "a");
+        put_u32(&mut body, 0);
+        put_u32(&mut body, n as usize);
+        for i in 0..n {
+            body.push(4);
+            body.extend_from_slice(&i.to_be_bytes());
+            body.extend_from_slice(&[0, 0, 0, 9, 0, 1, 0, 1, 0]);
+        }
+        body
+    }
+
+    #[test]
+    fn decoding_allocates_at_most_twice_the_file() {
+        // The smallest records cost the most per byte once decoded: a
+        // client record is 14 bytes in the file and some 100 as a
+        // `SavedClient`.
+        let bytes = signed(&smallest_clients(100_000), VERSION);
+        let saved = decode(&bytes).unwrap();
+        assert_eq!(saved.pools[0].clients.len(), 100_000);
+        let used = heap(&saved);
+        assert!(
+            used <= 2 * bytes.len() + DECODE_SLACK,
+            "{used} bytes for a file of {}",
+            bytes.len()
+        );
+        // And they all decode, into the pool they are applied to.
+        let p = pool("web", &["a"]);
+        let r = apply(saved, std::slice::from_ref(&p), SystemTime::UNIX_EPOCH);
+        assert_eq!(r.clients, 100_000);
+        assert_eq!(p.clients.len(), 100_000);
+    }
+
+    #[test]
+    fn counts_past_what_the_bytes_hold_allocate_nothing() {
+        // A header claiming 2^32 - 1 entries, or clients, with a short
+        // body: refused before anything is reserved for them.
+        for section in ["entry count", "client count"] {
+            let mut body = Vec::new();
+            put_u32(&mut body, 1);
+            put_str(&mut body, "web");
+            put_u16(&mut body, 0);
+            if section == "client count" {
+                put_u32(&mut body, 0);
+            }
+            body.extend_from_slice(&u32::MAX.to_be_bytes());
+            body.extend_from_slice(&[0; 64]);
+            assert!(
+                matches!(decode(&signed(&body, VERSION)), Err(StateError::Malformed(s)) if s == section),
+                "{section}"
+            );
+        }
+        // Records that cost more decoded than their bytes (empty pools,
+        // empty names) are bounded by the budget, not by their count.
+        let mut pools = Vec::new();
+        put_u32(&mut pools, 200_000);
+        for _ in 0..200_000 {
+            put_str(&mut pools, "");
+            put_u16(&mut pools, 0);
+            put_u32(&mut pools, 0);
+            put_u32(&mut pools, 0);
+        }
+        assert!(matches!(
+            decode(&signed(&pools, VERSION)),
+            Err(StateError::Malformed("pool count"))
+        ));
+        let mut names = Vec::new();
+        put_u32(&mut names, 1);
+        put_str(&mut names, "web");
+        put_u16(&mut names, usize::from(u16::MAX));
+        for _ in 0..u16::MAX {
+            put_str(&mut names, "");
+        }
+        put_u32(&mut names, 0);
+        put_u32(&mut names, 0);
+        assert!(matches!(
+            decode(&signed(&names, VERSION)),
+            Err(StateError::Malformed("backend count"))
+        ));
+    }
+
+    #[test]
+    fn size_cap_is_what_full_tables_hold() {
+        let mut small = pool("web", &["a"]).config.clone();
+        small.affinity.table_size = 1000;
+        small.affinity.clients_tracked = 1000;
+        assert_eq!(size_cap(std::slice::from_ref(&small)), MIN_SIZE_CAP);
+        let mut big = small.clone();
+        big.affinity.table_size = 1_000_000;
+        big.affinity.clients_tracked = 1_000_000;
+        let cap = size_cap(std::slice::from_ref(&big));
+        // A full table and index written: within the cap.
+        let full = (1_000_000 * (ENTRY + MAX_CLIENT)) as u64;
+        assert!(cap > full && cap < full + full / 8 + (4 << 20), "{cap}");
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused_before_it_is_read() {
+        let dir = std::env::temp_dir().join(format!("stickytls-state-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, bytes, _) = learned();
+        std::fs::write(dir.join("state"), &bytes).unwrap();
+        let file = StateFile::new(dir.join("state"));
+        let cap = bytes.len() as u64 - 1;
+        let e = file.read_within(cap).unwrap_err();
+        assert!(
+            matches!(e, StateError::TooLarge { size, cap: c } if size == cap + 1 && c == cap),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("too large: "), "{e}");
+        assert!(file.read_within(cap + 1).unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -30,8 +30,19 @@
 //! ```
 //!
 //! The state travels in the state file's format ([`crate::state`]), with its
-//! checksum, so it is checked like a file. Only the old process's user can
-//! connect: the socket file is created mode 0600.
+//! checksum, so it is checked like a file.
+//!
+//! Neither side trusts the other further than it must (docs/security.md,
+//! "Takeover socket and state file"). The socket file is created mode 0600,
+//! and each side also asks the kernel who the peer is (`SO_PEERCRED`) and
+//! talks only to root or its own user. The new process wraps a received
+//! descriptor as a listener only if it is a listening TCP socket bound
+//! where its `LISTENER` line says (checked as it arrives, before any state
+//! is read); it takes a state no longer than what its own configured tables
+//! can hold ([`state::size_cap`]), read in chunks as they come; and the
+//! whole hand-over must end within [`HANDOVER_DEADLINE`]. Any refusal is
+//! logged with its reason, and the new process starts on sockets of its
+//! own, as when no router answers on the path.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -59,6 +70,16 @@ const FDS_PER_MESSAGE: usize = 64;
 /// How long either side waits for the other's next message during the
 /// hand-over itself (not the old process's drain).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The new process's bound on the whole hand-over, from its connect to
+/// `SENT`: whatever the peer does (a state that trickles in, a message
+/// every 29 s), the new process serves, on sockets of its own if need be,
+/// within this of its start plus its own set-up. A real router hands over
+/// a full table of a million entries and a million clients in about a
+/// second (docs/performance.md, "State file at scale").
+pub(crate) const HANDOVER_DEADLINE: Duration = Duration::from_secs(6);
+/// Most listening sockets the new process takes: a real router has one
+/// per worker thread per listener.
+const MAX_SOCKETS: usize = 4096;
 
 /// Why a takeover could not happen. The new process then starts on its
 /// own sockets; the old one goes on serving.
@@ -71,6 +92,10 @@ pub(crate) enum TakeoverError {
     /// The other side said something this version does not expect.
     #[error("unexpected message: {0}")]
     Protocol(String),
+    /// The other side is not one to hand sockets or state over to, or
+    /// from: what it is or sent, and why that is refused.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 fn io(what: &'static str) -> impl FnOnce(rustix::io::Errno) -> TakeoverError {
@@ -89,16 +114,28 @@ pub(crate) struct Inherited {
     pub state: Vec<u8>,
     /// The old process's id, for the log.
     pub from_pid: Option<u32>,
+    /// The most state taken from it, in bytes, now and after its drain.
+    state_cap: u64,
     pub(crate) conn: OwnedFd,
 }
 
 /// Connects to a running router at `path` and receives its sockets and
-/// state. `Ok(None)`: nobody listens there (no file, or a stale one), so
-/// this process starts on its own.
-pub(crate) fn take_over(path: &Path) -> Result<Option<Inherited>, TakeoverError> {
+/// state, no more than `state_cap` bytes of it ([`state::size_cap`] of this
+/// process's configuration). `Ok(None)`: nobody listens there (no file, or
+/// a stale one), so this process starts on its own; so it does on an error,
+/// which says what was refused and why.
+pub(crate) fn take_over(path: &Path, state_cap: u64) -> Result<Option<Inherited>, TakeoverError> {
     let conn = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
         .map_err(io("open a Unix socket"))?;
     let addr = SocketAddrUnix::new(path).map_err(io("use the takeover socket's path"))?;
+    // A connect to a listener whose backlog is full waits, as long as the
+    // send timeout allows.
+    rustix::net::sockopt::set_socket_timeout(
+        &conn,
+        rustix::net::sockopt::Timeout::Send,
+        Some(HANDOVER_DEADLINE),
+    )
+    .map_err(io("set the takeover socket's timeout"))?;
     match rustix::net::connect(&conn, &addr) {
         Ok(()) => {}
         Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => return Ok(None),
@@ -109,36 +146,47 @@ pub(crate) fn take_over(path: &Path) -> Result<Option<Inherited>, TakeoverError>
             ));
         }
     }
+    let from_pid = check_peer(&conn, "the process at the takeover socket")?;
+    let deadline = Deadline(std::time::Instant::now() + HANDOVER_DEADLINE);
     set_timeout(&conn, Some(STEP_TIMEOUT))?;
     send(&conn, b"TAKEOVER 1", &[])?;
     let mut sockets: HashMap<SocketAddr, Vec<std::net::TcpListener>> = HashMap::new();
+    let mut taken = 0usize;
     let state = loop {
-        let (line, fds) = recv(&conn)?;
+        let (line, fds) = recv_by(&conn, deadline)?;
         let text = String::from_utf8_lossy(&line);
         let mut words = text.split(' ');
         match words.next() {
             Some("LISTENER") => {
                 let bind = parse_addr(words.next(), &text)?;
+                let bound = parse_addr(words.next(), &text)?;
+                if fds.is_empty() {
+                    return Err(TakeoverError::Protocol(format!("{text} (no socket)")));
+                }
+                taken += fds.len();
+                if taken > MAX_SOCKETS {
+                    return Err(TakeoverError::Refused(format!(
+                        "more than {MAX_SOCKETS} sockets handed over"
+                    )));
+                }
                 for fd in fds {
+                    check_listener(&fd, bind, bound)?;
                     sockets
                         .entry(bind)
                         .or_default()
                         .push(std::net::TcpListener::from(fd));
                 }
             }
-            Some("STATE") => break recv_state(&conn, &text)?,
+            Some("STATE") => break recv_state(&conn, &text, state_cap, Some(deadline))?,
             _ => return Err(TakeoverError::Protocol(text.into_owned())),
         }
     };
-    let (line, _) = recv(&conn)?;
+    let (line, _) = recv_by(&conn, deadline)?;
     if line != b"SENT" {
         return Err(TakeoverError::Protocol(
             String::from_utf8_lossy(&line).into_owned(),
         ));
     }
-    let from_pid = rustix::net::sockopt::socket_peercred(&conn)
-        .ok()
-        .map(|c| c.pid.as_raw_nonzero().get() as u32);
     for socks in sockets.values() {
         for s in socks {
             s.set_nonblocking(true)
@@ -149,8 +197,76 @@ pub(crate) fn take_over(path: &Path) -> Result<Option<Inherited>, TakeoverError>
         sockets,
         state,
         from_pid,
+        state_cap,
         conn,
     }))
+}
+
+/// The peer's process id if it runs as root or as this process's user;
+/// otherwise a refusal. Anyone who can reach the socket file could
+/// otherwise hand this process sockets and state, or take this process's
+/// (the file's mode 0600 is a second fence, which root, and a directory's
+/// careless permissions, pass).
+fn check_peer(conn: &OwnedFd, who: &str) -> Result<Option<u32>, TakeoverError> {
+    let cred = rustix::net::sockopt::socket_peercred(conn)
+        .map_err(io("ask the kernel who the takeover socket's peer is"))?;
+    let ours = rustix::process::geteuid();
+    if !cred.uid.is_root() && cred.uid != ours {
+        return Err(TakeoverError::Refused(format!(
+            "{who} (pid {}) runs as uid {}, neither root nor this process's uid {}",
+            cred.pid.as_raw_nonzero(),
+            cred.uid.as_raw(),
+            ours.as_raw()
+        )));
+    }
+    Ok(Some(cred.pid.as_raw_nonzero().get() as u32))
+}
+
+/// Refuses `fd` unless it is a listening TCP socket bound at `bound`, which
+/// must be `bind`'s address (and port, unless `bind` asks for any): the
+/// router serves whatever it wraps as a listener, so a pipe, a connection
+/// or a socket of someone else's address must never become one.
+fn check_listener(fd: &OwnedFd, bind: SocketAddr, bound: SocketAddr) -> Result<(), TakeoverError> {
+    use rustix::net::sockopt;
+    let refuse = |why: String| {
+        TakeoverError::Refused(format!("the descriptor handed over for {bind} {why}"))
+    };
+    match sockopt::socket_type(fd) {
+        Ok(SocketType::STREAM) => {}
+        Ok(other) => return Err(refuse(format!("is not a stream socket ({other:?})"))),
+        Err(rustix::io::Errno::NOTSOCK) => {
+            return Err(refuse("is not a socket (a pipe or a file)".into()));
+        }
+        Err(e) => return Err(refuse(format!("cannot be inspected: {e}"))),
+    }
+    let family =
+        sockopt::socket_domain(fd).map_err(|e| refuse(format!("cannot be inspected: {e}")))?;
+    let tcp =
+        sockopt::socket_protocol(fd).map_err(|e| refuse(format!("cannot be inspected: {e}")))?;
+    let want = if bind.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    if family != want || tcp != Some(rustix::net::ipproto::TCP) {
+        return Err(refuse(format!("is not a TCP socket of {bind}'s family")));
+    }
+    if !sockopt::socket_acceptconn(fd).map_err(|e| refuse(format!("cannot be inspected: {e}")))? {
+        return Err(refuse("is not listening (SO_ACCEPTCONN is off)".into()));
+    }
+    let local = rustix::net::getsockname(fd)
+        .ok()
+        .and_then(|a| SocketAddr::try_from(a).ok())
+        .ok_or_else(|| refuse("has no address".into()))?;
+    let port_ok = bind.port() == 0 || local.port() == bind.port();
+    if local.ip() != bind.ip()
+        || !port_ok
+        || local.ip() != bound.ip()
+        || local.port() != bound.port()
+    {
+        return Err(refuse(format!("listens on {local}, not on {bound}")));
+    }
+    Ok(())
 }
 
 impl Inherited {
@@ -168,6 +284,7 @@ impl Inherited {
         send(&self.conn, b"READY", &[])?;
         let conn = self.conn;
         let from = self.from_pid;
+        let cap = self.state_cap;
         let ours = live.clone();
         std::thread::Builder::new()
             .name("stickytls-takeover".into())
@@ -175,7 +292,7 @@ impl Inherited {
                 // The old process's drain lasts up to its shutdown_timeout:
                 // no step timeout here; its exit ends the wait.
                 let _ = set_timeout(&conn, None);
-                match final_state(&conn) {
+                match final_state(&conn, cap) {
                     Ok(bytes) => match merge(&bytes, &ours.pools()) {
                         Ok(n) => info!(from_pid = ?from, entries = n, "takeover complete: the old process drained and handed over what it learned meanwhile"),
                         Err(e) => warn!(from_pid = ?from, "the old process's last state is not usable: {e}"),
@@ -189,13 +306,13 @@ impl Inherited {
     }
 }
 
-pub(crate) fn final_state(conn: &OwnedFd) -> Result<Vec<u8>, TakeoverError> {
+pub(crate) fn final_state(conn: &OwnedFd, cap: u64) -> Result<Vec<u8>, TakeoverError> {
     let (line, _) = recv(conn)?;
     let text = String::from_utf8_lossy(&line).into_owned();
     if !text.starts_with("STATE ") {
         return Err(TakeoverError::Protocol(text));
     }
-    let bytes = recv_state(conn, &text)?;
+    let bytes = recv_state(conn, &text, cap, None)?;
     let (line, _) = recv(conn)?;
     if line != b"DONE" {
         return Err(TakeoverError::Protocol(
@@ -271,9 +388,13 @@ pub(crate) fn listen(
                         return;
                     }
                 };
-                let to_pid = rustix::net::sockopt::socket_peercred(&conn)
-                    .ok()
-                    .map(|c| c.pid.as_raw_nonzero().get() as u32);
+                let to_pid = match check_peer(&conn, "a process asking to take over") {
+                    Ok(pid) => pid,
+                    Err(e) => {
+                        warn!(path = %path.display(), "takeover not granted, this process goes on serving: {e}");
+                        continue;
+                    }
+                };
                 match hand_over(&conn, &live) {
                     Ok((sockets, entries)) => {
                         info!(to_pid = ?to_pid, sockets, entries, "taken over: the new process serves on this process's sockets; draining");
@@ -338,29 +459,74 @@ fn send_state(conn: &OwnedFd, pools: &Pools) -> Result<usize, TakeoverError> {
     Ok(entries)
 }
 
-fn recv_state(conn: &OwnedFd, line: &str) -> Result<Vec<u8>, TakeoverError> {
-    let len: usize = line
+/// The state announced by `line` (`STATE <length>`), refused at once if the
+/// length is over `cap`, then received chunk by chunk (by `deadline`, if
+/// any). The length is the peer's word: nothing is allocated for it up
+/// front, and a chunk that would run past it is an error.
+fn recv_state(
+    conn: &OwnedFd,
+    line: &str,
+    cap: u64,
+    deadline: Option<Deadline>,
+) -> Result<Vec<u8>, TakeoverError> {
+    let len: u64 = line
         .strip_prefix("STATE ")
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| TakeoverError::Protocol(line.to_string()))?;
-    // The length is the peer's word: grow as chunks come, never trust it
-    // for an allocation up front beyond a sane bound.
-    let mut bytes = Vec::with_capacity(len.min(256 << 20));
+    if len > cap {
+        return Err(TakeoverError::Refused(format!(
+            "the running router announced {len} bytes of state, over the {cap} bytes \
+             this configuration's tables can hold when full"
+        )));
+    }
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let mut bytes = Vec::new();
     while bytes.len() < len {
-        let (chunk, _) = recv(conn)?;
-        if chunk.is_empty() {
-            return Err(TakeoverError::Protocol("the state ended early".into()));
+        let (chunk, _) = match deadline {
+            Some(d) => recv_by(conn, d)?,
+            None => recv(conn)?,
+        };
+        if chunk.is_empty() || chunk.len() > len - bytes.len() {
+            return Err(TakeoverError::Protocol(format!(
+                "a state chunk of {} bytes where {} were left",
+                chunk.len(),
+                len - bytes.len()
+            )));
         }
         bytes.extend_from_slice(&chunk);
     }
-    // A last chunk running past the length is the peer's error, not state.
-    if bytes.len() != len {
-        return Err(TakeoverError::Protocol(format!(
-            "{} bytes of state after `{line}`",
-            bytes.len()
-        )));
-    }
     Ok(bytes)
+}
+
+/// When the new process gives up on the hand-over ([`HANDOVER_DEADLINE`]).
+#[derive(Debug, Clone, Copy)]
+struct Deadline(std::time::Instant);
+
+/// [`recv`], waiting no later than `deadline`.
+fn recv_by(conn: &OwnedFd, deadline: Deadline) -> Result<(Vec<u8>, Vec<OwnedFd>), TakeoverError> {
+    let left = deadline
+        .0
+        .saturating_duration_since(std::time::Instant::now());
+    let late = || {
+        TakeoverError::Refused(format!(
+            "the running router did not finish handing over within {HANDOVER_DEADLINE:?}"
+        ))
+    };
+    if left.is_zero() {
+        return Err(late());
+    }
+    set_timeout(conn, Some(left.min(STEP_TIMEOUT)))?;
+    match recv(conn) {
+        Err(TakeoverError::Io(_, e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) && std::time::Instant::now() >= deadline.0 =>
+        {
+            Err(late())
+        }
+        other => other,
+    }
 }
 
 fn parse_addr(word: Option<&str>, line: &str) -> Result<SocketAddr, TakeoverError> {

@@ -8,7 +8,9 @@ mod common;
 use common::redis::RedisServer;
 use common::router_process;
 use common::shared_store as behaviour;
+use stickytls::config::Balance;
 use stickytls::router::Router;
+use stickytls_peers::Versions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls12_sessions_learned_on_one_instance_resume_through_another() {
@@ -82,10 +84,7 @@ fn the_key_name_scripts_take_the_same_steps_as_the_local_table() {
     use stickytls::affinity::redis::{CONFIRM_NAME, REJECT_NAME, decode_binding, encode_binding};
     use stickytls::affinity::{Binding, KeyState, next_key_name_state};
     let redis = RedisServer::start();
-    let b = |backend: &str, state| Binding {
-        backend: std::sync::Arc::from(backend),
-        state,
-    };
+    let b = |backend: &str, state| Binding::name(std::sync::Arc::from(backend), state);
     let states = [
         None,
         Some(b("a", KeyState::Candidate { tag: 5 })),
@@ -192,4 +191,29 @@ async fn a_pool_added_by_a_reload_is_shared_and_a_changed_store_needs_a_restart(
         "{outcome:?}"
     );
     assert!(router.pool("api").unwrap().table.is_shared());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_offering_tls13_only_asks_the_store_nothing_for_its_session_id() {
+    let redis = RedisServer::start();
+    let farm = common::rustls_backends(1, |_| {}).await;
+    let router = behaviour::instance(&farm, &redis, Balance::RoundRobin, |_| {}).await;
+    behaviour::until(&router, "connects", |s| s.up).await;
+    let lookups = |r: &stickytls::router::RunningRouter| {
+        let s = behaviour::status(r);
+        s.lookups_hit + s.lookups_miss + s.lookups_timeout + s.lookups_error
+    };
+    // rustls sends a random 32-byte legacy_session_id with TLS 1.3
+    // (middlebox compatibility): in a hello offering TLS 1.3 only, no
+    // backend can have assigned it.
+    for _ in 0..5 {
+        let c = behaviour::client(Versions::Tls13, false);
+        c.connect(router.addr, None).await.unwrap();
+    }
+    assert_eq!(lookups(&router), 0, "{:?}", behaviour::status(&router));
+    // A hello that also offers TLS 1.2 may carry a real 1.2 session ID:
+    // asked for.
+    let c = behaviour::client(Versions::Both, false);
+    c.connect(router.addr, None).await.unwrap();
+    assert!(lookups(&router) >= 1, "{:?}", behaviour::status(&router));
 }

@@ -4,7 +4,7 @@
 //! chosen by the key's first eight bytes (keys are SHA-256 digests, so
 //! shards fill evenly); a lookup holds one shard's lock for a few hundred
 //! nanoseconds.
-//! An entry is 16 bytes of key and 12 of value; backend names are interned
+//! An entry is 16 bytes of key and 16 of value; backend names are interned
 //! to a 2-byte index so entries do not each carry a pointer.
 
 use std::num::NonZeroUsize;
@@ -16,7 +16,7 @@ use lru::LruCache;
 
 use super::names::Interner;
 use super::shards::Shards;
-use super::{AffinityStore, Binding, Key, KeyState, KeyedState, Peeked, SavedEntry};
+use super::{AffinityStore, Binding, Key, KeyState, KeyedState, Peeked, SavedEntry, Session};
 use crate::backend::BackendName;
 use crate::clock::{Clock, secs};
 
@@ -30,6 +30,18 @@ struct Entry {
     backend: u16,
     /// [`KeyState::to_bits`].
     state: u16,
+    /// [`Session`]'s version and cipher suite (zero: unknown).
+    version: u16,
+    cipher: u16,
+}
+
+impl Entry {
+    fn session(&self) -> Session {
+        Session {
+            version: self.version,
+            cipher: self.cipher,
+        }
+    }
 }
 
 /// Settings of a [`MemoryStore`].
@@ -129,7 +141,17 @@ impl MemoryStore {
             created,
             backend: self.names.intern(&binding.backend),
             state: binding.state.to_bits(),
+            version: binding.session.version,
+            cipher: binding.session.cipher,
         }
+    }
+
+    fn binding(&self, e: &Entry) -> Option<Binding> {
+        Some(Binding {
+            backend: self.names.name(e.backend)?,
+            state: KeyState::from_bits(e.state),
+            session: e.session(),
+        })
     }
 }
 
@@ -150,10 +172,7 @@ impl AffinityStore for MemoryStore {
                 None => None,
             }
         }?;
-        Some(Binding {
-            backend: self.names.name(found.backend)?,
-            state: KeyState::from_bits(found.state),
-        })
+        self.binding(&found)
     }
 
     fn put(&self, key: Key, binding: Binding) {
@@ -194,10 +213,7 @@ impl AffinityStore for MemoryStore {
             None => idle_left,
         };
         Some(Peeked {
-            binding: Binding {
-                backend: self.names.name(e.backend)?,
-                state: KeyState::from_bits(e.state),
-            },
+            binding: self.binding(&e)?,
             age: Duration::from_secs(u64::from(now.saturating_sub(e.created))),
             expires_in: Duration::from_secs(u64::from(left)),
         })
@@ -217,6 +233,7 @@ impl AffinityStore for MemoryStore {
                     key: *key,
                     backend: e.backend,
                     state: KeyState::from_bits(e.state),
+                    session: e.session(),
                     idle: now.saturating_sub(e.touched),
                     age: now.saturating_sub(e.created),
                 })
@@ -242,6 +259,8 @@ impl AffinityStore for MemoryStore {
                     created: now.saturating_sub(saved.age),
                     backend,
                     state: saved.state.to_bits(),
+                    version: saved.session.version,
+                    cipher: saved.session.cipher,
                 };
                 // Saturated timestamps only happen to ages past `origin`,
                 // the longest lifetime, which this check then expires.
@@ -277,10 +296,7 @@ mod tests {
     }
 
     fn owned(name: &str) -> Binding {
-        Binding {
-            backend: Arc::from(name),
-            state: KeyState::Owned,
-        }
+        Binding::owned(Arc::from(name), Session::UNKNOWN)
     }
 
     #[tokio::test(start_paused = true)]
@@ -380,6 +396,7 @@ mod tests {
                 key: Key::new(KeyKind::SessionId, &i.to_le_bytes()),
                 backend: 0,
                 state: KeyState::Owned,
+                session: Session::UNKNOWN,
                 idle: 100 - i,
                 age: 100 - i,
             })
@@ -414,20 +431,11 @@ mod tests {
         assert_ne!(a, b);
         s.put(
             a,
-            Binding {
-                backend: Arc::from("x"),
-                state: KeyState::Candidate { tag: 7 },
-            },
+            Binding::name(Arc::from("x"), KeyState::Candidate { tag: 7 }),
         );
         s.put(b, owned("y"));
         assert_eq!(s.get(&a).unwrap().state, KeyState::Candidate { tag: 7 });
-        assert!(s.update(
-            &a,
-            Binding {
-                backend: Arc::from("x"),
-                state: KeyState::Shared
-            }
-        ));
+        assert!(s.update(&a, Binding::name(Arc::from("x"), KeyState::Shared)));
         assert_eq!(s.get(&a).unwrap().state, KeyState::Shared);
         assert_eq!(s.get(&b).unwrap().backend.as_ref(), "y");
         s.remove(&b);

@@ -18,6 +18,7 @@ pub mod clients;
 pub mod memory;
 mod names;
 pub mod redis;
+pub mod rotation;
 mod shards;
 
 use sha2::{Digest, Sha256};
@@ -114,7 +115,8 @@ impl std::fmt::Debug for Key {
 /// with the same 16 bytes, but some use random IVs and a farm may share one
 /// key. So a name becomes a route only after two distinct tickets with it
 /// were confirmed on the same backend, is never routed on once seen on two
-/// backends, and is not routed to a backend that rejected it.
+/// backends, and is not routed to a backend that rejected it after
+/// rotating to a newer key (docs/routing.md, "Key names").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
     /// A session key owned by the backend.
@@ -126,7 +128,8 @@ pub enum KeyState {
     Routable,
     /// Confirmed on two backends: a farm-wide ticket key, never routed on.
     Shared,
-    /// The backend rejected a resumption under this name.
+    /// The backend rejected a resumption under this name after it had
+    /// confirmed a newer one: it rotated its ticket key.
     Rejected,
 }
 
@@ -169,6 +172,62 @@ impl KeyState {
 pub struct Binding {
     pub backend: BackendName,
     pub state: KeyState,
+    /// The session's protocol version and cipher suite, for a session ID,
+    /// ticket or identity: what decides whether a later full handshake on
+    /// the owner could have resumed it ([`Session::could_resume`]).
+    pub session: Session,
+}
+
+impl Binding {
+    /// A session key owned by `backend`.
+    pub fn owned(backend: BackendName, session: Session) -> Binding {
+        Binding {
+            backend,
+            state: KeyState::Owned,
+            session,
+        }
+    }
+
+    /// A ticket key name's state (names carry no session).
+    pub fn name(backend: BackendName, state: KeyState) -> Binding {
+        Binding {
+            backend,
+            state,
+            session: Session::UNKNOWN,
+        }
+    }
+}
+
+/// The protocol version and cipher suite of a session, as the ServerHello
+/// that created or confirmed it chose them (RFC 8446 4.1.3: a resumption
+/// keeps both, or for TLS 1.3 at least the hash). Zero for "not known":
+/// key names, and entries stored by a build that did not keep them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Session {
+    pub version: u16,
+    pub cipher: u16,
+}
+
+impl Session {
+    pub const UNKNOWN: Session = Session {
+        version: 0,
+        cipher: 0,
+    };
+
+    pub fn is_known(self) -> bool {
+        self != Session::UNKNOWN
+    }
+
+    /// Whether a handshake whose ServerHello chose `version` and `cipher`
+    /// could have resumed this session: the same version and cipher suite.
+    /// A full handshake that could not have (a TLS 1.3 answer to a hello
+    /// carrying a TLS 1.2 session ID, a TLS 1.2 hello without the session's
+    /// suite) says nothing of whether the owner still holds the session.
+    /// An unknown session answers yes: what every entry got before the
+    /// session was kept.
+    pub fn could_resume(self, version: u16, cipher: u16) -> bool {
+        !self.is_known() || (self.version == version && self.cipher == cipher)
+    }
 }
 
 /// One table entry as a state file keeps it: its lifetimes as ages, which
@@ -180,6 +239,7 @@ pub struct SavedEntry {
     /// [`AffinityStore::save`] returns, or those given to `restore`).
     pub backend: u16,
     pub state: KeyState,
+    pub session: Session,
     /// Seconds since the entry's last hit (inactivity expiry).
     pub idle: u32,
     /// Seconds since it was put (absolute expiry).
@@ -260,17 +320,14 @@ pub trait AffinityStore: Send + Sync + std::fmt::Debug {
     }
 
     /// Marks key name `name` rejected by `backend` (a full handshake there
-    /// for a ticket with it), unless it names another backend or is
-    /// shared. As [`AffinityStore::confirm_key_name`], a step rather than
-    /// a state.
+    /// for a ticket with it, after `backend` confirmed a newer name: the
+    /// caller checks that evidence, [`rotation::KeyNameLog`]), unless it
+    /// names another backend or is shared. As
+    /// [`AffinityStore::confirm_key_name`], a step rather than a state.
     fn reject_key_name(&self, name: &Key, backend: &BackendName) {
         if let Some(b) = self.get(name) {
             if &b.backend == backend && b.state != KeyState::Shared {
-                let rejected = Binding {
-                    backend: b.backend,
-                    state: KeyState::Rejected,
-                };
-                self.update(name, rejected);
+                self.update(name, Binding::name(b.backend, KeyState::Rejected));
             }
         }
     }
@@ -316,7 +373,9 @@ pub struct NameStep {
 /// or identity with it (key tag `tag`) was confirmed on `backend`: a first
 /// confirmation makes a candidate, a second with another tag on the same
 /// backend makes it routable, one on another backend makes it shared
-/// (kept under the first owner's name; a shared name routes nowhere).
+/// (kept under the first owner's name; a shared name routes nowhere). A
+/// name its backend rejected and then accepts again is alive there after
+/// all: it starts over as a candidate.
 pub fn next_key_name_state(current: Option<&Binding>, backend: &BackendName, tag: u16) -> Binding {
     let (owner, state) = match current {
         None => (backend.clone(), KeyState::Candidate { tag }),
@@ -325,13 +384,11 @@ pub fn next_key_name_state(current: Option<&Binding>, backend: &BackendName, tag
             KeyState::Candidate { tag: first } if first != tag => {
                 (b.backend.clone(), KeyState::Routable)
             }
+            KeyState::Rejected => (b.backend.clone(), KeyState::Candidate { tag }),
             state => (b.backend.clone(), state),
         },
     };
-    Binding {
-        backend: owner,
-        state,
-    }
+    Binding::name(owner, state)
 }
 
 /// What a connection's hello offers, for [`AffinityStore::prefetch`].
@@ -344,6 +401,11 @@ pub struct Lookup {
     pub client: ClientPrefix,
     /// The pool's client index, which a client record found is put in.
     pub clients: std::sync::Arc<ClientIndex>,
+    /// The pool's configured backends: a binding or client record naming
+    /// any other is not taken in (anyone who can write to the store could
+    /// otherwise fill this process's name interner, 65,535 names, with
+    /// names that route nowhere).
+    pub backends: std::sync::Arc<[BackendName]>,
 }
 
 /// The wait [`AffinityStore::prefetch`] returns: it never fails (the
@@ -362,7 +424,8 @@ pub struct StoreStatus {
     pub lookups_miss: u64,
     pub lookups_timeout: u64,
     pub lookups_error: u64,
-    /// Values read that were not ours or not well formed (each a miss).
+    /// Values read that were not ours, not well formed, or naming a
+    /// backend the pool does not configure (each a miss).
     pub corrupt_values: u64,
     /// Failed requests by operation.
     pub errors_connect: u64,

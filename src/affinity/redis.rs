@@ -35,9 +35,12 @@
 //! tag}` would put them all on one node):
 //! - `{prefix}{pool}:e:{hex}` — an entry (session ID, ticket or PSK
 //!   identity; its 16-byte [`Key`] digest already folds the kind in):
-//!   `1:{state bits}:{learned at, Unix seconds}:{backend}`, expiring after
-//!   the pool's `affinity.timeout`, refreshed when used.
-//! - `{prefix}{pool}:n:{hex}` — a ticket key name's state, same form,
+//!   `2:{state bits}:{learned at, Unix seconds}:{version}:{cipher}:{backend}`
+//!   with the session's protocol version and cipher suite (`1:{state
+//!   bits}:{learned at}:{backend}` when not known, as every value before
+//!   they were kept: still read), expiring after the pool's
+//!   `affinity.timeout`, refreshed when used.
+//! - `{prefix}{pool}:n:{hex}` — a ticket key name's state, the `1:` form,
 //!   changed only by the [`CONFIRM_NAME`] and [`REJECT_NAME`] scripts so
 //!   that two instances' confirmations add up instead of overwriting.
 //! - `{prefix}{pool}:c:{address}` — a client prefix's last confirmed
@@ -65,7 +68,7 @@ use tracing::{info, warn};
 use super::clients::{ClientIndex, ClientPrefix, Confirmed};
 use super::memory::MemoryStore;
 use super::{
-    AffinityStore, Binding, Key, KeyState, Lookup, NameStep, Peeked, Prefetch, SavedEntry,
+    AffinityStore, Binding, Key, KeyState, Lookup, NameStep, Peeked, Prefetch, SavedEntry, Session,
     StoreStatus, lock, next_key_name_state,
 };
 use crate::backend::BackendName;
@@ -108,6 +111,8 @@ if v then
         owner, bits = cur, 3 * S
       elseif state == 1 and tag ~= tonumber(ARGV[2]) then
         owner, bits = cur, 2 * S
+      elseif state == 4 then
+        owner, bits = cur, S + tonumber(ARGV[2])
       else
         owner, bits = cur, b
       end
@@ -120,7 +125,9 @@ return bits
 
 /// A rejection of a key name by a backend, applied atomically: only a name
 /// of that backend, and never a shared one. `KEYS[1]` the name; `ARGV`
-/// backend, TTL in ms.
+/// backend, TTL in ms. An instance sends it only on its own evidence that
+/// the backend rotated past the name ([`super::rotation::KeyNameLog`]),
+/// never for a refusal alone.
 pub const REJECT_NAME: &str = r#"
 local S = 8192
 local v = redis.call('GET', KEYS[1])
@@ -168,7 +175,7 @@ fn evalsha(script: &redis::Script, key: &str) -> redis::Cmd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Corrupt {
     TooLong,
-    /// Not `1:` and the fields this version writes.
+    /// Not `1:` or `2:` and the fields this version writes.
     Form,
     /// A field out of its range (state bits, backend name).
     Field,
@@ -176,10 +183,20 @@ pub enum Corrupt {
     WrongClass,
 }
 
-/// `1:{bits}:{at}:{backend}`; `None` when the backend name is too long to
-/// share.
+/// An entry with its session known: `2:{bits}:{at}:{version}:{cipher}:
+/// {backend}`; a key name, or an entry whose session is not known:
+/// `1:{bits}:{at}:{backend}` (the form the key-name scripts read and
+/// write, and every value before sessions were kept). `None` when the
+/// backend name is too long to share.
 pub fn encode_binding(b: &Binding, learned_at: u64) -> Option<String> {
-    valid_backend(&b.backend).then(|| format!("1:{}:{learned_at}:{}", b.state.to_bits(), b.backend))
+    let bits = b.state.to_bits();
+    let backend = &b.backend;
+    valid_backend(backend).then(|| match b.session {
+        s if s.is_known() && b.state == KeyState::Owned => {
+            format!("2:{bits}:{learned_at}:{}:{}:{backend}", s.version, s.cipher)
+        }
+        _ => format!("1:{bits}:{learned_at}:{backend}"),
+    })
 }
 
 /// The binding and its learned-at time in a value; `name` says which
@@ -190,9 +207,18 @@ pub fn decode_binding(v: &[u8], name: bool) -> Result<(Binding, u64), Corrupt> {
         return Err(Corrupt::TooLong);
     }
     let text = std::str::from_utf8(v).map_err(|_| Corrupt::Form)?;
-    let mut f = text.splitn(4, ':');
-    let (Some("1"), Some(bits), Some(at), Some(backend)) = (f.next(), f.next(), f.next(), f.next())
-    else {
+    let (form, rest) = text.split_once(':').ok_or(Corrupt::Form)?;
+    let mut f = rest.splitn(if form == "2" { 5 } else { 3 }, ':');
+    let (bits, at) = (f.next(), f.next());
+    let session = match form {
+        "1" => Session::UNKNOWN,
+        "2" => Session {
+            version: f.next().and_then(digits).ok_or(Corrupt::Form)?,
+            cipher: f.next().and_then(digits).ok_or(Corrupt::Form)?,
+        },
+        _ => return Err(Corrupt::Form),
+    };
+    let (Some(bits), Some(at), Some(backend)) = (bits, at, f.next()) else {
         return Err(Corrupt::Form);
     };
     let bits: u16 = digits(bits).ok_or(Corrupt::Form)?;
@@ -201,13 +227,14 @@ pub fn decode_binding(v: &[u8], name: bool) -> Result<(Binding, u64), Corrupt> {
     if state.to_bits() != bits || !valid_backend(backend) {
         return Err(Corrupt::Field);
     }
-    if (state == KeyState::Owned) == name {
+    if (state == KeyState::Owned) == name || (session.is_known() && name) {
         return Err(Corrupt::WrongClass);
     }
     Ok((
         Binding {
             backend: Arc::from(backend),
             state,
+            session,
         },
         at,
     ))
@@ -291,6 +318,20 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `url`'s connection details, with `password` (from the file or the
+/// environment: validation refuses one in the URL beside it) put in.
+fn with_password(url: &str, password: Option<&str>) -> redis::RedisResult<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    Ok(match password {
+        Some(p) => {
+            let settings = info.redis_settings().clone().set_password(p);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    })
+}
+
 /// The Redis key of an entry (`class` `e`) or key name (`n`) of a pool.
 pub(crate) fn redis_key(prefix: &str, pool: &str, class: char, key: &Key) -> String {
     format!("{prefix}{pool}:{class}:{}", hex::encode(key.as_bytes()))
@@ -351,6 +392,8 @@ struct Request {
     /// The pool's near cache and client index, filled from the answer.
     local: Arc<MemoryStore>,
     clients: Arc<ClientIndex>,
+    /// The pool's configured backends ([`Lookup::backends`]).
+    backends: Arc<[BackendName]>,
     /// Client records older than this are not used.
     window: Duration,
     /// To the connection waiting, if it still is.
@@ -455,6 +498,12 @@ impl StoreClient {
     /// make one, which validation has already refused.
     fn new(config: &StoreConfig) -> Option<StoreClient> {
         let certs = tls_certificates(config)?;
+        let password = config
+            .password()
+            .map_err(
+                |e| warn!(error = %e, "shared store password not usable; routing on local state"),
+            )
+            .ok()?;
         let made = match config.kind {
             StoreKind::RedisCluster => {
                 let b = redis::cluster::ClusterClientBuilder::new(config.urls.clone())
@@ -466,6 +515,10 @@ impl StoreClient {
                     // session twice. The next connection asks again; a
                     // MOVED still refreshes the crate's slot map.
                     .retries(0);
+                let b = match &password {
+                    Some(p) => b.password(p.clone()),
+                    None => b,
+                };
                 #[cfg(feature = "store-tls")]
                 let b = match certs {
                     Some(c) => b.certs(c),
@@ -477,13 +530,14 @@ impl StoreClient {
             }
             _ => {
                 let url = config.urls.first()?.as_str();
+                let info = with_password(url, password.as_deref());
                 #[cfg(feature = "store-tls")]
                 let client = match certs {
-                    Some(c) => redis::Client::build_with_tls(url, c),
-                    None => redis::Client::open(url),
+                    Some(c) => info.and_then(|i| redis::Client::build_with_tls(i, c)),
+                    None => info.and_then(redis::Client::open),
                 };
                 #[cfg(not(feature = "store-tls"))]
-                let client = redis::Client::open(url);
+                let client = info.and_then(redis::Client::open);
                 client.map(StoreClient::Single)
             }
         };
@@ -1056,8 +1110,12 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
     for group in groups {
         let mut pipe = redis::pipe();
         // A group's indexes are within `req.keys`.
+        // GETRANGE, not GET: a value longer than any we write (someone
+        // else's, or planted) comes back cut at one byte past the bound,
+        // so the reply this process buffers is bounded too; the decoder
+        // then refuses it as too long, and counts it.
         for key in group.iter().filter_map(|&i| req.keys.get(i)) {
-            pipe.cmd("GET").arg(key);
+            pipe.cmd("GETRANGE").arg(key).arg(0).arg(MAX_VALUE);
         }
         let mut conn = conn.clone();
         let answer = tokio::spawn(async move {
@@ -1093,31 +1151,58 @@ async fn lookup(req: Request, timeout: Duration, link: Arc<Link>, counters: Arc<
     }
     let mut found = false;
     let now = unix_now();
+    // A value naming a backend this pool does not configure (removed by a
+    // reload here, not yet added, or written by someone else) is a miss:
+    // only configured names are ever interned, each as the pool's own
+    // `Arc`.
+    let configured = |name: &str| req.backends.iter().find(|b| &***b == name).cloned();
     for (target, value) in req.targets.iter().zip(values) {
-        let Some(value) = value else { continue };
+        // GETRANGE answers an empty string for a missing key.
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            continue;
+        };
         let used = match *target {
-            Target::Entry(key) => decode_binding(&value, false).map(|(b, _)| {
+            Target::Entry(key) => decode_binding(&value, false).map(|(mut b, _)| {
+                let Some(name) = configured(&b.backend) else {
+                    return false;
+                };
+                b.backend = name;
                 // Learned here meanwhile: ours is as new.
                 if req.local.peek(&key).is_none() {
                     req.local.put(key, b);
                 }
+                true
             }),
             // The shared state of a name is the one that counts.
-            Target::Name(key) => decode_binding(&value, true).map(|(b, _)| req.local.put(key, b)),
-            Target::Client(prefix) => decode_client(&value).map(|(c, at)| {
+            Target::Name(key) => decode_binding(&value, true).map(|(mut b, _)| {
+                let Some(name) = configured(&b.backend) else {
+                    return false;
+                };
+                b.backend = name;
+                req.local.put(key, b);
+                true
+            }),
+            Target::Client(prefix) => decode_client(&value).map(|(mut c, at)| {
+                let Some(name) = configured(&c.backend) else {
+                    return false;
+                };
+                c.backend = name;
                 let fresh = now.saturating_sub(at) < req.window.as_secs();
                 if fresh && req.clients.peek(&prefix).is_none() {
                     req.clients.record(prefix, &c);
                 }
+                true
             }),
             // Every instance's new sessions from this prefix: NAT detection
             // here sees at least as many as the farm has.
-            Target::Sessions(prefix) => {
-                decode_count(&value).map(|n| req.clients.note_shared_sessions(prefix, n))
-            }
+            Target::Sessions(prefix) => decode_count(&value).map(|n| {
+                req.clients.note_shared_sessions(prefix, n);
+                true
+            }),
         };
         match used {
-            Ok(()) => found = true,
+            Ok(true) => found = true,
+            Ok(false) => counters.corrupt(),
             Err(_) => counters.corrupt(),
         }
     }
@@ -1276,11 +1361,8 @@ impl AffinityStore for RedisStore {
     fn reject_key_name(&self, name: &Key, backend: &BackendName) {
         if let Some(b) = self.local.get(name) {
             if &b.backend == backend && b.state != KeyState::Shared {
-                let rejected = Binding {
-                    backend: b.backend,
-                    state: KeyState::Rejected,
-                };
-                self.local.update(name, rejected);
+                self.local
+                    .update(name, Binding::name(b.backend, KeyState::Rejected));
             }
         }
         if valid_backend(backend) {
@@ -1349,6 +1431,7 @@ impl AffinityStore for RedisStore {
             targets,
             local: self.local.clone(),
             clients: lookup.clients,
+            backends: lookup.backends,
             window: self.client_window,
             reply,
         };
@@ -1480,6 +1563,7 @@ mod tests {
                 },
                 Clock::new(),
             )),
+            backends: Arc::from([Arc::from("a")]),
         }
     }
 
@@ -1537,10 +1621,7 @@ mod tests {
     }
 
     fn binding(backend: &str, state: KeyState) -> Binding {
-        Binding {
-            backend: Arc::from(backend),
-            state,
-        }
+        Binding::name(Arc::from(backend), state)
     }
 
     #[test]
@@ -1554,7 +1635,34 @@ mod tests {
         ] {
             let b = binding("web:1", state);
             let v = encode_binding(&b, 1_700_000_000).unwrap();
+            assert!(v.starts_with("1:"), "{v}");
             assert_eq!(decode_binding(v.as_bytes(), name), Ok((b, 1_700_000_000)));
+        }
+        let tls12 = Session {
+            version: 0x0303,
+            cipher: 0xc02f,
+        };
+        let b = Binding::owned(Arc::from("web:1"), tls12);
+        let v = encode_binding(&b, 7).unwrap();
+        assert_eq!(v, "2:0:7:771:49199:web:1");
+        assert_eq!(decode_binding(v.as_bytes(), false), Ok((b, 7)));
+    }
+
+    #[test]
+    fn values_written_before_sessions_were_kept_read_as_unknown_sessions() {
+        let (b, at) = decode_binding(b"1:0:1700000000:web1", false).unwrap();
+        assert_eq!(b, Binding::owned(Arc::from("web1"), Session::UNKNOWN));
+        assert_eq!(at, 1_700_000_000);
+        // A session under a key name, a short or non-numeric session: not ours.
+        for (v, want) in [
+            (&b"2:16384:1:771:49199:web1"[..], Corrupt::WrongClass),
+            (b"2:0:1:771:web1", Corrupt::Form),
+            (b"2:0:1:771:x:web1", Corrupt::Form),
+            (b"2:0:1:771:65536:web1", Corrupt::Form),
+            (b"3:0:1:web1", Corrupt::Form),
+        ] {
+            let name = v.starts_with(b"2:16384");
+            assert_eq!(decode_binding(v, name).map(|_| ()), Err(want), "{v:?}");
         }
     }
 

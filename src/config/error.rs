@@ -225,6 +225,13 @@ pub enum Rule {
     /// `store.tls_ca_file` without a `rediss://` URL.
     #[error("a CA file without rediss://")]
     StoreCaWithoutTls,
+    /// `store.password_file` cannot be used.
+    #[error("store password file: {reason}")]
+    StorePassword { reason: String },
+    /// A store URL carries a password and so does `store.password_file`
+    /// or the environment.
+    #[error("the store password is given twice")]
+    StorePasswordTwice,
     /// `store.prefix` is longer than [`super::StoreConfig::MAX_PREFIX`].
     #[error(
         "store.prefix is {len} bytes long; shorten it to {} bytes or less",
@@ -337,6 +344,11 @@ impl ConfigError {
             }
             Rule::ClusterDatabase => format!(
                 "{key} names a database other than 0, and a Redis Cluster has only database 0; end the URL with /0 or leave the database out"
+            ),
+            Rule::StorePassword { reason } => format!("{key}: {reason}"),
+            Rule::StorePasswordTwice => format!(
+                "{key}: a store URL carries a password and so does store.password_file or {}; give it in one place (the file is best: URLs show up in process lists and logs)",
+                super::StoreConfig::PASSWORD_ENV
             ),
             Rule::StoreCaWithoutTls => format!(
                 "{key} is set but no store URL is rediss://; use rediss:// URLs or remove it"

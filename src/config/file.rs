@@ -602,6 +602,7 @@ fn build_store(t: &DeTable, report: &mut Report) -> StoreConfig {
             .push(u.get_ref().as_str().unwrap_or_default().to_string());
     }
     c.tls_ca_file = report.read(t, at(StoreKey::TlsCaFile));
+    c.password_file = report.read(t, at(StoreKey::PasswordFile));
     report.set(t, at(StoreKey::Prefix), &mut c.prefix);
     report.set(t, at(StoreKey::LookupBudget), &mut c.lookup_budget);
     report.set(t, at(StoreKey::Timeout), &mut c.timeout);
@@ -1288,6 +1289,7 @@ backends = "none"
                     "redis://10.0.0.6:6379/2".into()
                 ],
                 tls_ca_file: None,
+                password_file: None,
                 prefix: "edge:".into(),
                 lookup_budget: Duration::from_millis(5),
                 timeout: Duration::from_secs(1),
@@ -1305,6 +1307,27 @@ backends = "none"
     }
 
     #[test]
+    fn the_store_password_is_given_in_one_place() {
+        let file = std::env::temp_dir().join(format!("stickytls-pw-{}", std::process::id()));
+        std::fs::write(&file, "s3cret\r\n").unwrap();
+        let f = file.display();
+        let ok = format!(
+            "[store]\nkind = \"redis\"\nurl = \"redis://app@h:1\"\npassword_file = \"{f}\"\n{MINIMAL}"
+        );
+        let c = parse(&ok, "t.toml").unwrap();
+        assert_eq!(c.store.password().unwrap().as_deref(), Some("s3cret"));
+        let twice = format!(
+            "[store]\nkind = \"redis\"\nurl = \"redis://app:pw@h:1\"\npassword_file = \"{f}\"\n{MINIMAL}"
+        );
+        let e = parse(&twice, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("t.toml:4:17: error: store.password_file: a store URL carries a password and so does"),
+            "{e}"
+        );
+        std::fs::remove_file(&file).unwrap();
+    }
+
+    #[test]
     fn store_mistakes_are_located_and_say_what_to_write() {
         let cases = [
             (
@@ -1318,6 +1341,14 @@ backends = "none"
             (
                 "[store]\nkind = \"redis\"\nurl = \"redis://h:1\"\ntls_ca_file = \"ca.pem\"\n",
                 "t.toml:4:15: error: store.tls_ca_file is set but no store URL is rediss://",
+            ),
+            (
+                "[store]\nkind = \"redis\"\nurl = \"redis://h:1\"\npassword_file = \"/nonexistent/stickytls-password\"\n",
+                "t.toml:4:17: error: store.password_file: cannot read /nonexistent/stickytls-password",
+            ),
+            (
+                "[store]\nkind = \"redis\"\nurl = \"redis://u:pw@h:1\"\npassword_file = \"/dev/null\"\n",
+                "t.toml:4:17: error: store.password_file: /dev/null is empty",
             ),
             (
                 "[store]\nkind = \"etcd\"\n",

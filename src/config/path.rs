@@ -42,6 +42,7 @@ pub enum StoreKey {
     Kind,
     Url,
     TlsCaFile,
+    PasswordFile,
     Prefix,
     LookupBudget,
     Timeout,

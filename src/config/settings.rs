@@ -236,6 +236,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
     row!(P::Store(StoreKey::Url), S::Store, "store.url", Text, NONE, restart!(c: Config => c.store.urls), Some("--store"), "The Redis server."),
     row!(P::Store(StoreKey::Url), S::Store, "store.urls", List, NONE, restart!(c: Config => c.store.urls), None, "Several URLs: a cluster's seed nodes."),
     row!(P::Store(StoreKey::TlsCaFile), S::Store, "store.tls_ca_file", Text, NONE, restart!(c: Config => c.store.tls_ca_file), None, "CA certificates for rediss://."),
+    row!(P::Store(StoreKey::PasswordFile), S::Store, "store.password_file", Text, NONE, restart!(c: Config => c.store.password_file), None, "A file holding the store's password."),
     row!(P::Store(StoreKey::Prefix), S::Store, "store.prefix", Text, T(StoreConfig::PREFIX), restart!(c: Config => c.store.prefix), None, "Put before every key."),
     row!(P::Store(StoreKey::LookupBudget), S::Store, "store.lookup_budget", Dur, DefaultValue::Time(StoreConfig::LOOKUP_BUDGET), restart!(c: Config => c.store.lookup_budget), Some("--store-lookup-budget"), "How long a connection waits for Redis."),
     row!(P::Store(StoreKey::Timeout), S::Store, "store.timeout", Dur, DefaultValue::Time(StoreConfig::TIMEOUT), restart!(c: Config => c.store.timeout), None, "Longest one request to Redis."),

@@ -341,6 +341,24 @@ impl StoreConfig {
             if self.tls_ca_file.is_some() && !used.iter().any(|u| u.starts_with("rediss://")) {
                 errors.push(at(StoreKey::TlsCaFile), Rule::StoreCaWithoutTls);
             }
+            // One place for the password: a URL's own beside a file or
+            // the environment would leave which one is used to a rule
+            // nobody remembers.
+            let in_url = used.iter().any(|u| super::url_has_password(u));
+            match self.password() {
+                Err(reason) => {
+                    errors.push(at(StoreKey::PasswordFile), Rule::StorePassword { reason })
+                }
+                Ok(Some(_)) if in_url => {
+                    let key = if self.password_file.is_some() {
+                        StoreKey::PasswordFile
+                    } else {
+                        StoreKey::Url
+                    };
+                    errors.push(at(key), Rule::StorePasswordTwice);
+                }
+                Ok(_) => {}
+            }
         }
         if self.prefix.len() > StoreConfig::MAX_PREFIX {
             let len = self.prefix.len();

@@ -525,8 +525,8 @@ pub async fn a_corrupt_value_in_redis_is_a_counted_miss(store: impl SharedStore)
     assert_eq!(after.lookups_miss, before.lookups_miss + 1, "{after:?}");
     assert_eq!(after.lookups_hit, before.lookups_hit);
 
-    // Well formed, but naming a backend B does not have: found, and still
-    // no route (B's balancer places the client).
+    // Well formed, but naming a backend B does not have: a counted miss,
+    // never taken in (B's balancer places the client).
     let known: std::collections::HashSet<String> =
         store.keys("stickytls:default:e:*").into_iter().collect();
     let c2 = client(Versions::Tls12, false);
@@ -545,6 +545,7 @@ pub async fn a_corrupt_value_in_redis_is_a_counted_miss(store: impl SharedStore)
     for key in &new {
         store.command_for_key(key, &["SET", key, "1:0:1:elsewhere"]);
     }
+    let before = status(&b);
     let ip = Addresses::new(3).away_from(&owner);
     let r = c2.connect(b.addr, Some(ip)).await.expect("through B");
     assert_eq!(
@@ -552,6 +553,34 @@ pub async fn a_corrupt_value_in_redis_is_a_counted_miss(store: impl SharedStore)
         (source_hash(ip), false),
         "an entry naming an unknown backend is a miss"
     );
+    let after = status(&b);
+    assert!(after.corrupt_values > before.corrupt_values, "{after:?}");
+    assert_eq!(after.lookups_hit, before.lookups_hit, "{after:?}");
+
+    // A value far longer than any router writes: cut by the server
+    // (GETRANGE) before it reaches the router, refused, counted.
+    let c3 = client(Versions::Tls12, false);
+    let owner = c3
+        .connect(a.addr, Some(IpAddr::from([127, 0, 1, 3])))
+        .await
+        .unwrap()
+        .backend;
+    shared().await;
+    let known: std::collections::HashSet<String> = known.into_iter().chain(new).collect();
+    let huge = format!("1:0:1:{owner}{}", "x".repeat(1 << 20));
+    for key in store
+        .keys("stickytls:default:e:*")
+        .into_iter()
+        .filter(|k| !known.contains(k))
+    {
+        store.command_for_key(&key, &["SET", &key, &huge]);
+    }
+    let before = status(&b);
+    let ip = Addresses::new(4).away_from(&owner);
+    let r = c3.connect(b.addr, Some(ip)).await.expect("through B");
+    assert_eq!(r.backend, source_hash(ip), "an over-long value is a miss");
+    let after = status(&b);
+    assert!(after.corrupt_values > before.corrupt_values, "{after:?}");
 }
 
 /// A TLS 1.2 session renegotiated inside the encrypted channel has an ID

@@ -481,6 +481,30 @@ impl<'a> ClientHello<'a> {
         self.supported_versions().any(|v| v == TLS13)
     }
 
+    /// Whether a TLS 1.3 server could resume an offered PSK with this
+    /// hello in the one mode servers commonly allow: psk_key_exchange_modes
+    /// lists psk_dhe_ke (1), and a key_share extension is present (RFC 8446
+    /// 4.2.9; rustls and many servers refuse psk_ke).
+    ///
+    /// ```text
+    /// enum { psk_ke(0), psk_dhe_ke(1), (255) } PskKeyExchangeMode;
+    /// struct { PskKeyExchangeMode ke_modes<1..255>; } PskKeyExchangeModes;
+    /// ```
+    pub fn offers_psk_dhe_ke(&self) -> bool {
+        let mut key_share = false;
+        let mut dhe = false;
+        for (typ, data) in self.extensions() {
+            match typ {
+                ext::KEY_SHARE => key_share = true,
+                ext::PSK_KEY_EXCHANGE_MODES => {
+                    dhe = vec8("")(data).is_ok_and(|(_, modes)| modes.contains(&1));
+                }
+                _ => {}
+            }
+        }
+        key_share && dhe
+    }
+
     /// JA4 per the FoxIO specification.
     pub fn ja4(&self) -> String {
         super::ja4::ja4(self, false)

@@ -25,6 +25,8 @@ pub const SESSION_TICKET: u16 = 35;
 pub const PRE_SHARED_KEY: u16 = 41;
 /// `early_data` (RFC 8446 4.2.10).
 pub const EARLY_DATA: u16 = 42;
+/// `psk_key_exchange_modes` (RFC 8446 4.2.9).
+pub const PSK_KEY_EXCHANGE_MODES: u16 = 45;
 /// `supported_versions` (RFC 8446 4.2.1).
 pub const SUPPORTED_VERSIONS: u16 = 43;
 /// `key_share` (RFC 8446 4.2.8).

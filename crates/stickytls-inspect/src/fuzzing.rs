@@ -227,6 +227,10 @@ pub fn client_hello(data: &[u8]) {
         has(ext::PRE_SHARED_KEY),
         "pre_shared_key vs extension list"
     );
+    assert!(
+        !ch.offers_psk_dhe_ke() || (has(ext::KEY_SHARE) && has(ext::PSK_KEY_EXCHANGE_MODES)),
+        "psk_dhe_ke without its extensions"
+    );
     if ch.has_psk {
         assert_eq!(
             types.last(),

@@ -855,3 +855,26 @@ fn server_hello_outside_ssl3_to_tls12_framing_is_malformed() {
         );
     }
 }
+
+#[test]
+fn psk_dhe_ke_needs_the_mode_and_a_key_share() {
+    // pre_shared_key must stay the last extension: it is added last.
+    let parse = |b: ChBuilder| {
+        let msg = b.psk(&[&[7; 40]]).body();
+        ClientHello::parse(&msg).unwrap().offers_psk_dhe_ke()
+    };
+    let modes = |m: &[u8]| {
+        let mut body = vec![m.len() as u8];
+        body.extend_from_slice(m);
+        body
+    };
+    let base = || ChBuilder::tls13("x");
+    assert!(!parse(base()), "no psk_key_exchange_modes");
+    assert!(parse(base().ext(45, &modes(&[1]))));
+    assert!(parse(base().ext(45, &modes(&[0, 1]))));
+    assert!(!parse(base().ext(45, &modes(&[0]))), "psk_ke only");
+    assert!(!parse(base().ext(45, &[5, 1])), "a truncated mode list");
+    let mut no_share = base().ext(45, &modes(&[1]));
+    no_share.exts.retain(|(t, _)| *t != 51);
+    assert!(!parse(no_share), "psk_dhe_ke without a key_share");
+}
