@@ -619,11 +619,15 @@ pub mod takeover_messages {
         out
     }
 
+    /// `LISTENER` addresses, sockets sent with them, the state, and the
+    /// messages after it.
+    type Conversation<'m> = (Vec<SocketAddr>, usize, Vec<u8>, &'m [Message]);
+
     /// What the old process's messages say, as the protocol has it: the
     /// addresses of its `LISTENER` lines and the sockets sent with them,
     /// the state after its first `STATE <length>` line, and the rest of
     /// the messages. `None` where they do not follow the protocol.
-    fn hand_over(msgs: &[Message]) -> Option<(Vec<SocketAddr>, usize, Vec<u8>, &[Message])> {
+    fn hand_over(msgs: &[Message]) -> Option<Conversation<'_>> {
         let (mut addrs, mut sockets) = (Vec::new(), 0);
         let mut rest = msgs;
         loop {
@@ -731,7 +735,9 @@ mod tests {
     use crate::pool::PoolState;
 
     /// Each target's name and entry point.
-    const TARGETS: [(&str, fn(&[u8])); 4] = [
+    type Entry = fn(&[u8]);
+
+    const TARGETS: [(&str, Entry); 4] = [
         ("proxy_header", proxy_header::proxy_header),
         ("state_file", state_file::state_file),
         ("store_values", store_values::store_values),
@@ -901,7 +907,10 @@ mod tests {
     }
 
     /// Every target's seeds by name, made with the writers.
-    fn seeds() -> Vec<(&'static str, Vec<(String, Vec<u8>)>)> {
+    /// Seeds by file name.
+    type Seeds = Vec<(String, Vec<u8>)>;
+
+    fn seeds() -> Vec<(&'static str, Seeds)> {
         use crate::config::SendProxy;
         use crate::decision::Rule;
         use crate::proxy_out::{Origin, header_then, local};
