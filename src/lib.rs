@@ -87,6 +87,10 @@ pub mod connect;
 pub mod connection;
 pub(crate) mod decision;
 pub mod health;
+// The fuzz targets' entry points (fuzz/README.md); the library's own tests
+// replay the committed seeds through them.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 /// The handshake inspector, a crate of its own (`stickytls-inspect`) so that
 /// it can be embedded without the router.
 pub use stickytls_inspect as inspect;

@@ -19,7 +19,7 @@ use crate::config::Cidr;
 
 /// A v2 header with its TLVs is rarely over a few hundred bytes; this caps
 /// what an incomplete one can make us buffer.
-const MAX_HEADER: usize = 4096;
+pub(crate) const MAX_HEADER: usize = 4096;
 
 /// Why a connection was closed at the PROXY header. Every variant is the
 /// peer's doing (the listener's own `proxy_trusted` decides who may speak),
@@ -151,7 +151,7 @@ pub(crate) async fn read_header<R: AsyncRead + Unpin>(
 }
 
 /// `Ok(None)` while the header is incomplete.
-fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usize)>, ProxyError> {
+pub(crate) fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usize)>, ProxyError> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -166,7 +166,11 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usize)>, Proxy
     // ppp reports some prefixes of a valid v1 line as errors ("40000 443\r"
     // is an invalid port until the \n arrives), so hand it only whole
     // lines; a v1 header is at most 107 bytes including its CRLF.
-    if buf.starts_with(b"P") && !buf.windows(2).any(|w| w == b"\r\n") {
+    // Only a CRLF within those 107 counts, so that the answer never
+    // depends on how many bytes one read brought.
+    let line = buf.get(..107).unwrap_or(buf);
+    let crlf = line.windows(2).position(|w| w == b"\r\n");
+    if buf.starts_with(b"P") && crlf.is_none() {
         if buf.len() >= 107 {
             return Err(ProxyError::Malformed(Malformed::V1TooLong));
         }
@@ -194,7 +198,10 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(Proxied, usize)>, Proxy
                 )),
                 v1::Addresses::Unknown => None,
             };
-            Ok(Some((proxied(named, peer), h.header.len())))
+            // The line ends at its first CRLF, whatever ppp counted (it
+            // stops an UNKNOWN line at a lone CR before it).
+            let len = crlf.map_or(h.header.len(), |i| i + 2);
+            Ok(Some((proxied(named, peer), len)))
         }
         HeaderResult::V2(Ok(h)) => {
             let named = match (h.command, h.addresses) {

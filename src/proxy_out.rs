@@ -124,7 +124,7 @@ fn v2_header(origin: &Origin, then: usize) -> Vec<u8> {
 /// IPv4-mapped IPv6 address (a client of a dual-stack listener) is written
 /// as the IPv4 address it is, and if the two still differ the IPv4 one is
 /// mapped into IPv6, so the client's address is never lost to UNKNOWN.
-fn same_family(client: SocketAddr, destination: SocketAddr) -> (SocketAddr, SocketAddr) {
+pub(crate) fn same_family(client: SocketAddr, destination: SocketAddr) -> (SocketAddr, SocketAddr) {
     let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     let (c, d) = (canonical(client), canonical(destination));
     if c.is_ipv4() == d.is_ipv4() {

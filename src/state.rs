@@ -56,8 +56,8 @@ use crate::affinity::{Key, KeyState, SavedEntry, Session};
 use crate::backend::BackendName;
 use crate::pool::PoolState;
 
-const MAGIC: &[u8; 8] = b"STKYSTAT";
-const VERSION: u16 = 2;
+pub(crate) const MAGIC: &[u8; 8] = b"STKYSTAT";
+pub(crate) const VERSION: u16 = 2;
 /// magic, version, written_at, body_len.
 const HEADER: usize = 8 + 2 + 8 + 8;
 const CHECKSUM: usize = 32;
@@ -345,7 +345,7 @@ fn encode_clients(pool: &PoolState, shift: u16) -> (Vec<u8>, usize, Vec<BackendN
 
 /// An entry record, built whole so that the buffer's length is checked
 /// once per entry rather than once per field.
-fn encode_entry(e: &SavedEntry) -> [u8; ENTRY] {
+pub(crate) fn encode_entry(e: &SavedEntry) -> [u8; ENTRY] {
     let mut out = [0u8; ENTRY];
     let fields: [&[u8]; 7] = [
         e.key.as_bytes(),
@@ -365,17 +365,17 @@ fn encode_entry(e: &SavedEntry) -> [u8; ENTRY] {
     out
 }
 
-fn put_u16(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn put_u16(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes());
 }
 
-fn put_u32(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn put_u32(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
 }
 
 /// A string of at most `u16::MAX` bytes (names are far shorter; a longer
 /// one is cut at a character boundary rather than written wrong).
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     let mut end = s.len().min(usize::from(u16::MAX));
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -386,7 +386,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// A client record; `shift` is added to its backend indexes.
-fn encode_client(out: &mut Vec<u8>, c: &SavedClient, shift: u16) {
+pub(crate) fn encode_client(out: &mut Vec<u8>, c: &SavedClient, shift: u16) {
     match c.prefix.addr() {
         IpAddr::V4(a) => {
             out.push(4);
@@ -562,6 +562,11 @@ fn decode_pool(
     let name = r.str("pool name")?;
     budget.take::<u8>(name.len(), "pool name")?;
     let n = r.u16("backend count")?;
+    // Each name takes at least its 2-byte length: a count past what is
+    // left is refused before it sizes anything.
+    if usize::from(n) * 2 > r.rest.len() {
+        return Err(StateError::Malformed("backend count"));
+    }
     budget.take::<String>(usize::from(n), "backend count")?;
     let mut backends = Vec::with_capacity(usize::from(n));
     for _ in 0..n {

@@ -116,7 +116,7 @@ pub(crate) struct Inherited {
     pub from_pid: Option<u32>,
     /// The most state taken from it, in bytes, now and after its drain.
     state_cap: u64,
-    conn: OwnedFd,
+    pub(crate) conn: OwnedFd,
 }
 
 /// Connects to a running router at `path` and receives its sockets and
@@ -306,7 +306,7 @@ impl Inherited {
     }
 }
 
-fn final_state(conn: &OwnedFd, cap: u64) -> Result<Vec<u8>, TakeoverError> {
+pub(crate) fn final_state(conn: &OwnedFd, cap: u64) -> Result<Vec<u8>, TakeoverError> {
     let (line, _) = recv(conn)?;
     let text = String::from_utf8_lossy(&line).into_owned();
     if !text.starts_with("STATE ") {
@@ -534,7 +534,7 @@ fn parse_addr(word: Option<&str>, line: &str) -> Result<SocketAddr, TakeoverErro
         .ok_or_else(|| TakeoverError::Protocol(line.to_string()))
 }
 
-fn bind(path: &Path) -> Result<OwnedFd, TakeoverError> {
+pub(crate) fn bind(path: &Path) -> Result<OwnedFd, TakeoverError> {
     let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
         .map_err(io("open a Unix socket"))?;
     let addr = SocketAddrUnix::new(path).map_err(io("use the takeover socket's path"))?;
@@ -554,7 +554,7 @@ fn set_timeout(conn: &OwnedFd, d: Option<Duration>) -> Result<(), TakeoverError>
         .map_err(io("set the takeover socket's timeout"))
 }
 
-fn send(
+pub(crate) fn send(
     conn: &OwnedFd,
     data: &[u8],
     fds: &[std::os::fd::BorrowedFd<'_>],
@@ -579,7 +579,7 @@ fn send(
 
 /// One message and the descriptors that came with it. An empty message
 /// with no descriptors is the peer's close.
-fn recv(conn: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), TakeoverError> {
+pub(crate) fn recv(conn: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), TakeoverError> {
     let mut buf = vec![0u8; CHUNK];
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
