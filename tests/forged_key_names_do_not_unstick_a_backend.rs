@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::shared_store::{Addresses, source_hash};
@@ -21,7 +21,6 @@ use stickytls_peers::Versions;
 use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
 use stickytls_peers::client::{Client, ClientOptions};
 use stickytls_peers::tap::Tap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `stickytls_key_name_refusals_total`, spelled out so that this test
 /// also builds against a router without it.
@@ -92,20 +91,6 @@ fn forged(hello: &[u8], identity: &[u8], i: u8) -> Vec<u8> {
         *b ^= 0x5a ^ i | 1;
     }
     out
-}
-
-/// Sends `hello` from `source`, reads the start of the answer, closes.
-async fn send_raw(router: SocketAddr, source: IpAddr, hello: &[u8]) {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source, 0)).unwrap();
-    let mut s = socket.connect(router).await.unwrap();
-    s.write_all(hello).await.unwrap();
-    let mut head = [0u8; 5];
-    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
-        .await
-        .expect("the owner answers")
-        .expect("a record header");
-    assert_eq!(head[0], 0x16, "a handshake record (the ServerHello)");
 }
 
 /// Full handshakes the router has seen completed, on every backend.

@@ -23,7 +23,6 @@ use stickytls_peers::Versions;
 use stickytls_peers::backend::{Backend, BackendOptions, RunningBackend};
 use stickytls_peers::client::{Client, ClientOptions};
 use stickytls_peers::tap::Tap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `stickytls_unresumable_offers_total`, spelled out so that this test
 /// also builds against a router without it.
@@ -129,20 +128,6 @@ fn with_ticket(hello: &[u8], ticket: &[u8]) -> Vec<u8> {
     grow(&mut out, 6, 3); // handshake length
     grow(&mut out, exts_len_at, 2); // extensions length
     out
-}
-
-/// Sends `hello` from `source` and reads the start of the answer.
-async fn send_raw(router: SocketAddr, source: IpAddr, hello: &[u8]) {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source, 0)).unwrap();
-    let mut s = socket.connect(router).await.unwrap();
-    s.write_all(hello).await.unwrap();
-    let mut head = [0u8; 5];
-    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
-        .await
-        .expect("the owner answers")
-        .expect("a record header");
-    assert_eq!(head[0], 0x16, "a handshake record (the ServerHello)");
 }
 
 fn full_handshakes(router: &RunningRouter, backend: &str) -> u64 {

@@ -176,3 +176,20 @@ impl Counted {
             .sum()
     }
 }
+
+/// Sends a hand-made `hello` from `source` to `router` and reads the start
+/// of the answer, which must be a handshake record (the owner's
+/// ServerHello); the connection is then closed.
+pub async fn send_raw(router: SocketAddr, source: IpAddr, hello: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let mut s = socket.connect(router).await.unwrap();
+    s.write_all(hello).await.unwrap();
+    let mut head = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .expect("the owner answers")
+        .expect("a record header");
+    assert_eq!(head[0], 0x16, "a handshake record (the ServerHello)");
+}
